@@ -1,0 +1,1 @@
+"""Core library of the KD-FMV explorer (no Streamlit imports)."""

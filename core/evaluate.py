@@ -1,0 +1,121 @@
+"""Evaluate checkpoints on a split: metrics with intervals per model, agreement per teacher-student pair.
+
+``python -m core.evaluate --teacher T.pt --student S.pt [--write]`` prints a summary and, with
+``--write``, stores the reports in the checkpoints' JSON metadata (weights are not touched).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from core import checkpoints
+from core.data import load_dataset, materialize
+from core.inference import predict_tensor, to_model_input
+from core.metrics import classification_report, pair_report
+from core.timing import time_callable
+
+
+def test_split(meta: checkpoints.CheckpointMeta, split: str = "test", root: str | None = None):
+    """The evaluation split a checkpoint was trained for (same protocol, seed and input size)."""
+    train_cfg = meta.train or {}
+    ds = load_dataset(meta.dataset, split, root=root, input_size=meta.input_size,
+                      seed=int(train_cfg.get("seed", meta.seed)), protocol=train_cfg.get("protocol", "official"))
+    return materialize(ds, progress=True)
+
+
+def latency_ms(model: torch.nn.Module, input_size: int, repeats: int = 20) -> dict:
+    """Median and IQR of one single-image forward pass, in milliseconds."""
+    x = torch.zeros(1, 3, input_size, input_size)
+    with torch.no_grad():
+        result = time_callable(lambda: model(x), repeats=repeats, warmup=3)
+    return {"median_ms": result.median * 1000, "iqr_ms": result.iqr * 1000, "threads": torch.get_num_threads()}
+
+
+def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root: str | None = None,
+                         write: bool = False, n_boot: int = 1000, exclude: Callable[[str], bool] | None = None,
+                         teacher_key: str = "teacher") -> dict:
+    """Evaluate several checkpoints of one dataset on the same split.
+
+    Args:
+        paths: name -> checkpoint path; the entry ``teacher_key`` (if present) is paired with every other.
+        exclude: optional predicate on a file path; matching test images are left out (e.g. near-duplicates).
+        write: store each report under ``metrics[split]`` in the checkpoint's JSON metadata.
+
+    Returns:
+        ``{"models": {name: report}, "pairs": {name: pair report vs the teacher}, "split": split}``.
+    """
+    loaded = {name: checkpoints.load(path) for name, path in paths.items()}
+    datasets = {m.dataset for _, m in loaded.values()}
+    if len(datasets) != 1:
+        raise ValueError(f"checkpoints come from different datasets: {sorted(datasets)}")
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list]] = {}
+    probs, labels = {}, None
+    reports: dict[str, dict] = {}
+    for name, (model, meta) in loaded.items():
+        key = (meta.input_size, meta.train.get("protocol", "official"), meta.train.get("seed", meta.seed))
+        if key not in cache:
+            data = test_split(meta, split, root)
+            keep = torch.ones(len(data), dtype=torch.bool)
+            files = [str(f) for f in getattr(data, "files", [])]
+            if exclude is not None and files:
+                keep = torch.tensor([not exclude(f) for f in files])
+            cache[key] = (data.images[keep], data.targets[keep], data.classes)
+        images, targets, classes = cache[key]
+        if list(classes) != list(meta.classes):
+            raise ValueError(f"{name}: trained on classes {meta.classes}, split has {classes}")
+        p = predict_tensor(model, to_model_input(images, meta.mean, meta.std))
+        probs[name], labels = p, targets.numpy()
+        report = classification_report(p, labels, list(meta.classes), n_boot=n_boot, seed=0)
+        report["latency"] = latency_ms(model, meta.input_size)
+        reports[name] = report
+    pairs = {}
+    if teacher_key in probs:
+        for name in probs:
+            if name != teacher_key and len(probs[name]) == len(probs[teacher_key]):
+                pairs[name] = pair_report(labels, probs[teacher_key], probs[name])
+    if write:
+        for name, (_, meta) in loaded.items():
+            entry = dict(reports[name])
+            if name in pairs:
+                entry["vs_teacher"] = pairs[name]
+            meta.metrics = {**meta.metrics, split: entry}
+            checkpoints.atomic_write_text(checkpoints.meta_path(paths[name]), meta.to_json())
+    return {"models": reports, "pairs": pairs, "split": split}
+
+
+def print_summary(result: dict) -> None:
+    """A plain-text table of the main numbers."""
+    print(f"\nSplit: {result['split']}")
+    print(f"{'model':<22}{'acc':>8}{'95% CI':>18}{'macro F1':>10}{'bal acc':>9}{'ECE':>7}{'ms/img':>8}")
+    for name, r in result["models"].items():
+        lo, hi = r["accuracy_ci"]
+        print(f"{name:<22}{r['accuracy']:>8.4f}{f'[{lo:.3f}, {hi:.3f}]':>18}{r['macro_f1']:>10.4f}"
+              f"{r['balanced_accuracy']:>9.4f}{r['ece']:>7.3f}{r['latency']['median_ms']:>8.1f}")
+    for name, p in result["pairs"].items():
+        print(f"{name} vs teacher: agreement {p['agreement']:.4f}, McNemar p = {p['mcnemar']['p_value']:.3g}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", help="teacher checkpoint (.pt with .json beside it)")
+    parser.add_argument("--student", action="append", default=[],
+                        help="student checkpoint; repeat for several (named student, student2, ...)")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"], help="split to evaluate")
+    parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    parser.add_argument("--write", action="store_true", help="store the reports in the checkpoints' metadata")
+    args = parser.parse_args(argv)
+    paths = {"teacher": args.teacher} if args.teacher else {}
+    for i, s in enumerate(args.student):
+        paths["student" if i == 0 else f"student{i + 1}"] = s
+    if not paths:
+        parser.error("give --teacher and/or --student")
+    print_summary(evaluate_checkpoints(paths, args.split, args.root, args.write, args.bootstrap))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Preprocess images exactly as in training and predict class probabilities."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+
+from core.checkpoints import CheckpointMeta
+from core.images import to_rgb
+
+
+def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalise a (B, 3, H, W) batch in [0, 1] (float) or 0..255 (uint8) with per-channel mean/std."""
+    if images.dtype == torch.uint8:
+        images = images.float().div_(255.0)
+    mean_t = torch.as_tensor(mean, dtype=images.dtype).view(1, 3, 1, 1)
+    std_t = torch.as_tensor(std, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - mean_t) / std_t
+
+
+def resize_transform(input_size: int) -> v2.Compose:
+    """PIL RGB -> float tensor (3, S, S) in [0, 1]; the one resize used in training and inference."""
+    return v2.Compose([v2.PILToTensor(), v2.Resize((input_size, input_size), antialias=True),
+                       v2.ToDtype(torch.float32, scale=True)])
+
+
+def preprocess(meta: CheckpointMeta, pil_images: Sequence[Image.Image]) -> torch.Tensor:
+    """Turn PIL images of any mode into the normalised (B, 3, S, S) batch the model was trained on."""
+    if isinstance(pil_images, Image.Image):
+        pil_images = [pil_images]
+    if not pil_images:
+        raise ValueError("preprocess needs at least one image")
+    transform = resize_transform(meta.input_size)
+    batch = torch.stack([transform(to_rgb(img)) for img in pil_images])
+    return to_model_input(batch, meta.mean, meta.std)
+
+
+@torch.no_grad()
+def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for an already normalised batch, in chunks (the model must be in eval mode)."""
+    if model.training:
+        raise ValueError("predict needs the model in eval mode (call model.eval())")
+    out = [torch.softmax(model(x[i:i + batch_size]).float(), dim=1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def predict(model: nn.Module, meta: CheckpointMeta, pil_images: Sequence[Image.Image]) -> np.ndarray:
+    """Class probabilities (B, C) for PIL images, using the preprocessing stored in ``meta``."""
+    return predict_tensor(model, preprocess(meta, pil_images))

@@ -1,0 +1,187 @@
+"""Teachers (torchvision, no downloads) and the shallow student, with readable layer lists.
+
+Every model takes a normalised (B, 3, H, W) float tensor and returns (B, num_classes) logits.
+`feature_layers(model)` names the layers that the feature-map view steps through, in forward order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import DenseNet, ResNet
+from torchvision.models.resnet import BasicBlock
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Register a model constructor ``fn(num_classes, **arch_args) -> nn.Module`` under ``name``."""
+
+    def _register(fn):
+        MODELS[name] = fn
+        return fn
+
+    return _register
+
+
+class DenseNet121Teacher(DenseNet):
+    """torchvision DenseNet121 whose final ReLU is out of place.
+
+    torchvision applies ``F.relu(..., inplace=True)`` to the output of ``features.norm5``; that would
+    overwrite what a forward hook captured there and break Captum's layer attributions.
+    State-dict keys are torchvision's, so a local torchvision state dict loads unchanged.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__(32, (6, 12, 24, 16), 64, num_classes=num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.features(x))
+        out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        return self.classifier(out)
+
+
+@register_model("densenet121")
+def densenet121(num_classes: int) -> nn.Module:
+    return DenseNet121Teacher(num_classes)
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int) -> nn.Module:
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+
+
+# Channel widths of the default student. The first block is a stride-2 convolution with few
+# channels: full-resolution early convolutions cost most of a shallow CNN's time (measured in
+# ../shared/notes/explainer_costs.md), and the feature-map analysis must stay cheap.
+STUDENT_WIDTHS = (24, 48, 96, 192, 256, 256, 256, 256)
+STUDENT_POOLED_BLOCKS = 4  # blocks 1-4 halve the resolution; deeper blocks keep it
+
+
+class ConvBlock(nn.Sequential):
+    """conv3x3 - BatchNorm - ReLU, optionally followed by 2x2 max pooling."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, pool: bool = True):
+        layers = [
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=False),  # out of place: hooks keep what they captured
+        ]
+        if pool:
+            layers.append(nn.MaxPool2d(2))
+        super().__init__(*layers)
+
+
+class StudentCNN(nn.Module):
+    """Shallow student: ``depth`` conv blocks (``block1``..``blockN``), global pooling, a linear head.
+
+    Args:
+        num_classes: number of output classes.
+        depth: number of conv blocks, 3 to 8 (the paper's student has five).
+        widths: output channels per block; defaults to the first ``depth`` of `STUDENT_WIDTHS`.
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(self, num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
+                 dropout: float = 0.2):
+        super().__init__()
+        if not 3 <= depth <= 8:
+            raise ValueError(f"student depth must be between 3 and 8, got {depth}")
+        widths = tuple(widths) if widths is not None else STUDENT_WIDTHS[:depth]
+        if len(widths) != depth:
+            raise ValueError(f"widths has {len(widths)} entries but depth is {depth}")
+        c_in = 3
+        for i, c_out in enumerate(widths, start=1):
+            block = ConvBlock(c_in, c_out, stride=2 if i == 1 else 1, pool=i <= STUDENT_POOLED_BLOCKS)
+            self.add_module(f"block{i}", block)
+            c_in = c_out
+        self.depth = depth
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"block{i}")(x)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(self.dropout(x))
+
+
+@register_model("student")
+def student(num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
+            dropout: float = 0.2) -> nn.Module:
+    return StudentCNN(num_classes, depth=depth, widths=widths, dropout=dropout)
+
+
+TEACHERS = ("densenet121", "resnet18")
+
+
+def build_model(arch: str, num_classes: int, **arch_args) -> nn.Module:
+    """Build a registered architecture with random weights (nothing is downloaded)."""
+    if arch not in MODELS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[arch](num_classes, **arch_args)
+
+
+def build_teacher(name: str, num_classes: int, pretrained_weights: str | Path | None = None) -> nn.Module:
+    """Build a teacher by name; optionally load a local state dict (e.g. ImageNet weights).
+
+    A classifier whose shape differs from ``num_classes`` is left at its random initialisation,
+    so ImageNet weights (1000 classes) can be used as a starting point.
+    """
+    if name not in TEACHERS:
+        raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
+    model = build_model(name, num_classes)
+    if pretrained_weights is not None:
+        state = torch.load(pretrained_weights, map_location="cpu", weights_only=True)
+        own = model.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not any(k.startswith(("features", "layer", "conv1")) for k in usable):
+            raise ValueError(f"{pretrained_weights}: no tensor matches a {name} layer")
+        model.load_state_dict(usable, strict=False)
+    return model
+
+
+def build_student(num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
+                  dropout: float = 0.2) -> nn.Module:
+    """Build the shallow student (see `StudentCNN`)."""
+    return StudentCNN(num_classes, depth=depth, widths=widths, dropout=dropout)
+
+
+def feature_layers(model: nn.Module) -> list[tuple[str, str]]:
+    """Readable, ordered ``(label, module_path)`` pairs for layer-by-layer analysis."""
+    if isinstance(model, DenseNet):
+        names = [name for name, _ in model.features.named_children()]
+        pairs = [("stem", "features.pool0")]
+        pairs += [(n, f"features.{n}") for n in names if n.startswith(("denseblock", "transition"))]
+        return pairs + [("norm5", "features.norm5")]
+    if isinstance(model, ResNet):
+        return [("stem", "maxpool")] + [(f"layer{i}", f"layer{i}") for i in range(1, 5)]
+    if isinstance(model, StudentCNN):
+        return [(f"block{i}", f"block{i}") for i in range(1, model.depth + 1)]
+    raise TypeError(f"no layer list for {type(model).__name__}")
+
+
+def gradcam_layer(model: nn.Module) -> str:
+    """Module path of the last convolutional feature layer, the standard Grad-CAM target."""
+    return feature_layers(model)[-1][1]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_size: int) -> int:
+    """FLOPs of one forward pass on a (1, 3, S, S) input (a multiply-add counts as 2)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())

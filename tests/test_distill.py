@@ -1,0 +1,74 @@
+"""kd_loss and attention transfer against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.distill import LOSSES, attention_transfer_loss, kd_loss
+
+
+def test_alpha_one_is_plain_cross_entropy():
+    s, t = torch.randn(5, 4), torch.randn(5, 4)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    assert torch.allclose(kd_loss(s, t, y, temperature=4.0, alpha=1.0), F.cross_entropy(s, y))
+
+
+def test_identical_logits_give_zero_soft_term():
+    s = torch.randn(6, 4)
+    y = torch.randint(0, 4, (6,))
+    assert kd_loss(s, s.clone(), y, temperature=3.0, alpha=0.0).abs() < 1e-6
+
+
+def test_hand_computed_value_with_t_squared_factor():
+    # Two classes, one sample. Student logits (0, 0) -> p_s = (1/2, 1/2) at any T.
+    # Teacher logits (2, 0) at T = 2 -> p_t = softmax(1, 0) = (e/(e+1), 1/(e+1)).
+    s, t, y = torch.tensor([[0.0, 0.0]]), torch.tensor([[2.0, 0.0]]), torch.tensor([0])
+    pt = [math.e / (math.e + 1), 1 / (math.e + 1)]
+    kl = sum(p * math.log(p / 0.5) for p in pt)
+    hard = math.log(2)  # CE of a uniform prediction
+    expected = 0.25 * hard + 0.75 * 4 * kl  # T^2 = 4
+    got = kd_loss(s, t, y, temperature=2.0, alpha=0.25)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_soft_term_scales_with_t_squared():
+    # With alpha = 0, loss / T^2 equals the KL of the softened distributions.
+    s, t, y = torch.randn(4, 3), torch.randn(4, 3), torch.zeros(4, dtype=torch.long)
+    for temp in (1.0, 2.0, 8.0):
+        kl = F.kl_div(F.log_softmax(s / temp, 1), F.softmax(t / temp, 1), reduction="batchmean")
+        assert kd_loss(s, t, y, temperature=temp, alpha=0.0).item() == pytest.approx(temp**2 * kl.item(), rel=1e-5)
+
+
+def test_gradient_reaches_student_not_teacher():
+    s = torch.randn(3, 4, requires_grad=True)
+    t = torch.randn(3, 4, requires_grad=True)
+    y = torch.tensor([1, 2, 3])
+    kd_loss(s, t, y, temperature=4.0, alpha=0.0).backward()  # soft term only
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None
+
+
+def test_rejects_bad_hyperparameters():
+    s, y = torch.randn(2, 3), torch.tensor([0, 1])
+    with pytest.raises(ValueError):
+        kd_loss(s, s, y, temperature=0.0, alpha=0.5)
+    with pytest.raises(ValueError):
+        kd_loss(s, s, y, temperature=1.0, alpha=1.5)
+
+
+def test_attention_transfer_zero_for_same_maps_and_positive_otherwise():
+    a = torch.rand(2, 8, 6, 6, requires_grad=True)
+    assert attention_transfer_loss([a], [a.detach() * 3.0]).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    b = torch.rand(2, 16, 12, 12)  # teacher map at another size and width
+    loss = attention_transfer_loss([a], [b])
+    loss.backward()
+    assert loss.item() > 0 and a.grad.abs().sum() > 0
+
+
+def test_registry_names():
+    assert {"kd", "label_only", "attention"} <= set(LOSSES)
+    s, t, y = torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 2])
+    assert torch.allclose(LOSSES["kd"](s, t, y, temperature=2.0, alpha=0.3),
+                          kd_loss(s, t, y, temperature=2.0, alpha=0.3))

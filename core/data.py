@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from core.images import ImageError, open_image, to_rgb
 from core.phantom import DEFAULT_SPLIT_SIZES, PHANTOM_CLASSES, PhantomDataset, render_phantom
@@ -289,6 +289,8 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
     """
     info = get_info(name)
     size = int(input_size or info.input_size)
+    if size < 8:
+        raise DatasetError(f"input_size must be at least 8 px, got {size}")
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if info.synthetic:
@@ -352,7 +354,7 @@ def materialize(ds: Dataset, progress: bool = True, *, max_per_class: int | None
             try:
                 pixels.append(ds.load_uint8(i))
                 kept.append(i)
-            except ImageError as err:
+            except (ImageError, OSError) as err:
                 skipped.append((ds.samples[i][0], str(err)))
         if skipped:
             log.warning("%s %s: skipped %d unreadable file(s), e.g. %s", ds.info.name, ds.split, len(skipped),

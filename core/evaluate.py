@@ -23,7 +23,7 @@ def test_split(meta: checkpoints.CheckpointMeta, split: str = "test", root: str 
     """The evaluation split a checkpoint was trained for (same protocol, seed and input size)."""
     train_cfg = meta.train or {}
     ds = load_dataset(meta.dataset, split, root=root, input_size=meta.input_size,
-                      seed=int(train_cfg.get("seed", meta.seed)), protocol=train_cfg.get("protocol", "official"))
+                      seed=int(train_cfg.get("data_seed", 0)), protocol=train_cfg.get("protocol", "official"))
     return materialize(ds, progress=True)
 
 
@@ -56,11 +56,11 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
     probs, labels = {}, None
     reports: dict[str, dict] = {}
     for name, (model, meta) in loaded.items():
-        key = (meta.input_size, meta.train.get("protocol", "official"), meta.train.get("seed", meta.seed))
+        key = (meta.input_size, meta.train.get("protocol", "official"), meta.train.get("data_seed", 0))
         if key not in cache:
             data = test_split(meta, split, root)
             keep = torch.ones(len(data), dtype=torch.bool)
-            files = [str(f) for f in getattr(data, "files", [])]
+            files = [str(f) for f in getattr(data, "paths", None) or []]
             if exclude is not None and files:
                 keep = torch.tensor([not exclude(f) for f in files])
             cache[key] = (data.images[keep], data.targets[keep], data.classes)

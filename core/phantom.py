@@ -79,7 +79,7 @@ def _draw_params(seed: int, split_code: int, index: int, size: int) -> dict:
         # lesion candidates for every class are drawn, then only the item's own is used
         "side": rng.choice([-1.0, 1.0]), "inf_v": u(-0.35, 0.30), "inf_u": u(0.30, 0.45),
         "inf_r": u(0.21, 0.27), "harm_amp": u(0.06, 0.14, size=3), "harm_phase": u(0, 2 * np.pi, size=3),
-        "ext_angle": u(0, 2 * np.pi), "ext_r": u(0.19, 0.25),
+        "ext_angle": u(0, 2 * np.pi), "ext_r": u(0.20, 0.26),
         "mid_u": u(-0.05, 0.05), "mid_v": u(0.22, 0.36), "mid_r": u(0.14, 0.18),
         "coarse": rng.standard_normal((_COARSE, _COARSE)),
         "fine": rng.standard_normal((_FINE, _FINE)),
@@ -103,7 +103,7 @@ def _lesion_geometry(p: dict) -> tuple[float, float, float, np.ndarray, float, f
     if label == 2:  # extra_axial: centre just inside the inner skull so the disc is clipped by it
         r = p["ext_r"]
         d = (1 - p["skull"]) - 0.7 * r
-        return d * np.cos(p["ext_angle"]), d * np.sin(p["ext_angle"]), r, no_harm, 0.0, 0.32, 0.32, 0.02
+        return d * np.cos(p["ext_angle"]), d * np.sin(p["ext_angle"]), r, no_harm, 0.0, 0.40, 0.40, 0.02
     if label == 3:  # midline: small, very bright, near the base (v > 0 is towards the image bottom)
         return p["mid_u"], p["mid_v"], p["mid_r"], no_harm, 0.0, 0.48, 0.48, 0.0
     return 0.0, 0.0, 0.0, no_harm, 0.0, 0.0, 0.0, 0.0

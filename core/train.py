@@ -46,7 +46,8 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     input_size: int | None = None  # None: the dataset's default
-    seed: int = 0
+    seed: int = 0  # model initialisation and batch order
+    data_seed: int = 0  # validation carve (and the phantom generator): fixed across seeds for a fair comparison
     val_fraction: float = 0.15
     protocol: str = "official"
     patience: int = 4
@@ -61,6 +62,7 @@ class TrainConfig:
     time_cap_s: float | None = None
     threads: int | None = None
     max_per_class: int | None = None
+    teacher_logits: str | None = None  # cache file: computed once, reused by every student run
 
 
 @dataclass
@@ -156,7 +158,7 @@ def _run(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     size = cfg.input_size or DATASETS[cfg.dataset].input_size
-    kw = dict(root=cfg.root, input_size=size, seed=cfg.seed, val_fraction=cfg.val_fraction, protocol=cfg.protocol)
+    kw = dict(root=cfg.root, input_size=size, seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=cfg.protocol)
     train_ds = load_dataset(cfg.dataset, "train", **kw)
     train = materialize(train_ds, max_per_class=cfg.max_per_class)
     val = materialize(load_dataset(cfg.dataset, "val", **kw), max_per_class=cfg.max_per_class)
@@ -166,7 +168,16 @@ def _run(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
     on_the_fly = student_mode and cfg.attention_beta > 0
     logits_table = None
     if student_mode and not on_the_fly and cfg.loss != "label_only" and cfg.alpha < 1.0:
-        logits_table = teacher_logits_table(teacher, train.images, mean, std)
+        cache = Path(cfg.teacher_logits) if cfg.teacher_logits else None
+        if cache and cache.is_file():
+            saved = torch.load(cache, map_location="cpu", weights_only=True)
+            if saved["fingerprint"] == train.fingerprint and saved["logits"].shape[0] == len(train):
+                logits_table = saved["logits"]
+        if logits_table is None:
+            logits_table = teacher_logits_table(teacher, train.images, mean, std)
+            if cache:
+                checkpoints.atomic_write_bytes(cache, lambda h: torch.save(
+                    {"logits": logits_table, "fingerprint": train.fingerprint}, h))
     s_paths, t_paths = attention_pairs(model, teacher, size) if on_the_fly else ([], [])
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,0 +1,171 @@
+"""Speed targets of the explainer issue, measured as ratios in one run (pass/fail per target).
+
+    python benchmarks/explainer_speed.py [--threads 2] [--size 224] [--quick]
+
+Random weights (timings do not depend on weight values), one 224 px image, the DenseNet121 teacher
+and the default student. Targets:
+
+1. feature-map capture of all layers <= 1.15 plain forward passes of the same model;
+2. Grad-CAM (Captum LayerGradCam) <= 1.5 forward passes;
+3. every multi-pass method <= 1.3 x its pass-count bound (`core.explain.estimate_cost`: passes x the
+   per-image cost at the batch the method uses), and its peak memory bounded by its internal batch
+   (peak RSS growth <= 1.5 x that of one forward+backward at that batch, in a fresh process);
+4. the student's full feature-map analysis >= 8 x faster than Grad-CAM on the teacher and >= 500 x
+   faster than integrated gradients (50 steps) or KernelShap (200 samples) on the teacher.
+
+Slow teacher methods run once or twice (no warm-up beyond the calibration's) and with reduced
+settings for target 3, to keep the whole run near three minutes on 2 cores. The machine's load is
+printed: other busy processes on a 2-core machine distort every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from core.explain import estimate_cost, explain  # noqa: E402
+from core.featuremaps import capture_activations  # noqa: E402
+from core.models import build_student, build_teacher  # noqa: E402
+from core.timing import environment, time_callable  # noqa: E402
+
+# Reduced settings for the bound check on the teacher (same code path as the defaults, fewer passes).
+TEACHER_MULTI = {"saliency": {},
+                 "integrated_gradients": {"n_steps": 16, "internal_batch_size": 8},
+                 "occlusion": {"window": 56, "stride": 28, "perturbations_per_eval": 8},
+                 "gradient_shap": {"n_samples": 8, "internal_batch_size": 8},
+                 "kernel_shap": {"n_samples": 48, "perturbations_per_eval": 8},
+                 "lime": {"n_samples": 48, "perturbations_per_eval": 8}}
+STUDENT_MULTI = {m: {} for m in TEACHER_MULTI}  # the student runs its 224 px defaults
+
+
+def build(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_teacher("densenet121", 4).eval(), build_student(4).eval()
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    return time_callable(fn, repeats=repeats, warmup=warmup).median
+
+
+def forward_fn(model, x):
+    def run():
+        with torch.inference_mode():
+            model(x)
+    return run
+
+
+def peak_rss_growth(job: str, threads: int, size: int, queue) -> None:
+    """Child process: peak RSS growth (MB) of one job on the teacher, from a warm baseline."""
+    torch.set_num_threads(threads)
+    teacher, _ = build()
+    x = torch.randn(1, 3, size, size)
+    forward_fn(teacher, x)()
+
+    def hwm_mb() -> float:
+        with open("/proc/self/status", encoding="utf-8") as handle:
+            return int(re.search(r"VmHWM:\s+(\d+)", handle.read()).group(1)) / 1024
+
+    with open("/proc/self/clear_refs", "w", encoding="utf-8") as handle:
+        handle.write("5")  # reset the peak to the current RSS
+    base = hwm_mb()
+    kind, _, batch = job.partition(":")
+    if kind == "fwdbwd":
+        xb = torch.randn(int(batch), 3, size, size, requires_grad=True)
+        torch.autograd.grad(teacher(xb)[:, 0].sum(), xb)
+    else:
+        method, ibs = kind, int(batch)
+        explain(teacher, x, method, 0, predict=False, **{"n_steps" if method == "integrated_gradients"
+                                                         else "n_samples": 16, "internal_batch_size": ibs})
+    queue.put(hwm_mb() - base)
+
+
+def memory_checks(threads: int, size: int) -> list[tuple[str, float, float]]:
+    ctx = mp.get_context("spawn")
+    results = {}
+    for job in ("fwdbwd:4", "integrated_gradients:4", "gradient_shap:4", "integrated_gradients:16"):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=peak_rss_growth, args=(job, threads, size, queue))
+        proc.start()
+        results[job] = queue.get(timeout=300)
+        proc.join()
+    ref = results["fwdbwd:4"]
+    return [(job, results[job], ref) for job in ("integrated_gradients:4", "gradient_shap:4")] + \
+        [("integrated_gradients:16 (for scale)", results["integrated_gradients:16"], ref)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Explainer speed targets (ratios measured in one run)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--size", type=int, default=224, help="input side in pixels")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory checks (child processes)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    env = environment()
+    print(f"torch {env['torch']}, captum {env['captum']}, cpu {env['cpu']} x{env['cpu_count']}, "
+          f"threads {env['threads']}, load average {os.getloadavg()[0]:.2f}, input {args.size} px")
+    teacher, student = build()
+    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    checks: list[tuple[str, float, str, float]] = []  # (name, value, op, limit)
+
+    fwd = {"teacher": timed(forward_fn(teacher, x), 10, 2), "student": timed(forward_fn(student, x), 30, 3)}
+    print(f"forward: teacher {1e3 * fwd['teacher']:.1f} ms, student {1e3 * fwd['student']:.2f} ms")
+    for name, model, n in (("teacher", teacher, 10), ("student", student, 30)):
+        capture = timed(lambda: capture_activations(model, x), n, 2)
+        checks.append((f"1. {name} feature-map capture / forward", capture / fwd[name], "<=", 1.15))
+        analysis = timed(lambda: explain(model, x, "feature_maps", predict=False), n, 2)
+        print(f"{name}: capture {1e3 * capture:.2f} ms, full feature-map analysis {1e3 * analysis:.2f} ms "
+              f"({analysis / fwd[name]:.2f} x forward)")
+        if name == "student":
+            student_analysis = analysis
+    cam = {}
+    for name, model, n in (("teacher", teacher, 10), ("student", student, 30)):
+        cam[name] = timed(lambda: explain(model, x, "grad_cam", 0, predict=False), n, 2)
+        checks.append((f"2. {name} Grad-CAM / forward", cam[name] / fwd[name], "<=", 1.5))
+
+    for name, model, settings, repeats in (("student", student, STUDENT_MULTI, 3),
+                                           ("teacher", teacher, TEACHER_MULTI, 2)):
+        for method, params in settings.items():
+            cost = estimate_cost(model, method, args.size, **params)
+            measured = timed(lambda: explain(model, x, method, 0, predict=False, **params), repeats,
+                             warmup=1 if cost.predicted_seconds < 1 else 0)
+            checks.append((f"3. {name} {method} ({cost.passes['forward']}F+{cost.passes['backward']}B, "
+                           f"batch {cost.batch_size}) / bound", measured / cost.predicted_seconds, "<=", 1.3))
+
+    if not args.no_memory:
+        for job, growth, ref in memory_checks(args.threads, args.size):
+            print(f"peak RSS growth: {job} {growth:.0f} MB vs forward+backward at batch 4: {ref:.0f} MB")
+            if "scale" not in job:
+                checks.append((f"3. teacher {job} peak memory / fwd+bwd at its batch", growth / max(ref, 1.0),
+                               "<=", 1.5))
+
+    ig50 = timed(lambda: explain(teacher, x, "integrated_gradients", 0, predict=False, n_steps=50,
+                                 internal_batch_size=16), 1, 0)
+    ks200 = timed(lambda: explain(teacher, x, "kernel_shap", 0, predict=False, n_samples=200, grid=8), 1, 0)
+    print(f"teacher: Grad-CAM {1e3 * cam['teacher']:.1f} ms, IG(50) {ig50:.2f} s, KernelShap(200) {ks200:.2f} s; "
+          f"student feature-map analysis {1e3 * student_analysis:.2f} ms")
+    checks.append(("4. teacher Grad-CAM / student feature maps", cam["teacher"] / student_analysis, ">=", 8))
+    checks.append(("4. teacher IG(50) / student feature maps", ig50 / student_analysis, ">=", 500))
+    checks.append(("4. teacher KernelShap(200) / student feature maps", ks200 / student_analysis, ">=", 500))
+
+    print()
+    failed = 0
+    for name, value, op, limit in checks:
+        ok = value <= limit if op == "<=" else value >= limit
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'}  {name:<72} {value:8.2f}  (target {op} {limit:g})")
+    print(f"\n{len(checks) - failed}/{len(checks)} targets met in {time.perf_counter() - start:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

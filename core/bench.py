@@ -1,0 +1,225 @@
+"""The paper's timing table: each explainer on teacher and student, with IQR, passes and bounds.
+
+Run ``python -m core.bench --help``. Examples::
+
+    python -m core.bench --dataset phantom --images 8            # shipped phantom checkpoints
+    python -m core.bench --dataset brain_tumor --teacher T.pt --student S.pt --images 16
+    python -m core.bench --dataset phantom --random-weights --teacher-arch densenet121 --input-size 224
+
+Writes ``bench.csv`` and ``bench.json`` (environment, configuration, rows) to ``--out`` (default
+``runs/bench/<dataset>/``). `run_bench` is the same run as a function for the app's Timing page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from core import checkpoints
+from core.explain import EXPLAINERS
+from core.inference import to_model_input
+from core.models import build_student, build_teacher
+from core.timing import ProgressCallback, benchmark_methods, environment
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # random-weights runs only
+
+
+class BenchError(ValueError):
+    """A benchmark that cannot run as configured."""
+
+
+def _load_models(dataset: str, teacher: str | None, student: str | None, random_weights: bool, teacher_arch: str,
+                 student_depth: int, input_size: int | None, seed: int) -> tuple[dict, dict]:
+    """Return ``(name -> model, name -> (input_size, mean, std))``."""
+    from core.data import get_info
+
+    info = get_info(dataset)
+    if random_weights:
+        if teacher or student:
+            raise BenchError("--random-weights builds both models; do not also pass --teacher/--student")
+        size = int(input_size or info.input_size)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            models = {"teacher": build_teacher(teacher_arch, len(info.classes)).eval(),
+                      "student": build_student(len(info.classes), depth=student_depth).eval()}
+        return models, {name: (size, IMAGENET_MEAN, IMAGENET_STD) for name in models}
+    models, prep = {}, {}
+    for role, path in (("teacher", teacher), ("student", student)):
+        path = Path(path) if path else REPO_ROOT / "checkpoints" / dataset / f"{role}.pt"
+        if not path.is_file():
+            raise BenchError(f"{path}: no {role} checkpoint; pass --{role} CKPT or use --random-weights")
+        model, meta = checkpoints.load(path, expected_classes=list(info.classes))
+        models[role] = model
+        prep[role] = (int(input_size or meta.input_size), meta.mean, meta.std)
+    return models, prep
+
+
+def _load_images(dataset: str, split: str, n: int, prep: dict, seed: int) -> tuple[dict, list[int]]:
+    """The same ``n`` images (spread evenly over the split) preprocessed for each model, and their labels."""
+    from core.data import load_dataset
+
+    images, labels = {}, None
+    for name, (size, mean, std) in prep.items():
+        ds = load_dataset(dataset, split, input_size=size, seed=seed)
+        if n < 1 or n > len(ds):
+            raise BenchError(f"--images must be between 1 and {len(ds)} for {dataset} {split}, got {n}")
+        picks = np.linspace(0, len(ds) - 1, n).round().astype(int)
+        items = [ds[int(i)] for i in picks]
+        images[name] = to_model_input(torch.stack([img for img, _ in items]), mean, std)
+        labels = [int(label) for _, label in items]
+    return images, labels
+
+
+def run_bench(dataset: str = "phantom", teacher: str | None = None, student: str | None = None, *,
+              images: int = 8, split: str = "test", methods: Sequence[str] | None = None, repeats: int = 5,
+              warmup: int = 1, budget_s: float | None = 60.0, threads: int | None = None,
+              random_weights: bool = False, teacher_arch: str = "densenet121", student_depth: int = 5,
+              input_size: int | None = None, seed: int = 0, params: dict | None = None,
+              out: str | Path | None = None, on_progress: ProgressCallback | None = None) -> list[dict]:
+    """Time every method on teacher and student over the same images and targets (their labels).
+
+    Args:
+        dataset, split, images: which images (spread evenly over the split).
+        teacher, student: checkpoint paths; default ``checkpoints/<dataset>/{teacher,student}.pt``.
+        methods: registry names (default: all of `core.explain.EXPLAINERS`).
+        repeats, warmup, budget_s, threads: see `core.timing.benchmark_methods`.
+        random_weights: build ``teacher_arch`` and a default student of ``student_depth`` blocks with
+            seeded random weights at ``input_size`` (timings do not depend on weight values).
+        params: method -> parameters. out: folder for bench.csv and bench.json (None: write nothing).
+        on_progress: ``on_progress(done, total, label)`` after each (model, method).
+
+    Returns:
+        Rows as in `core.timing.benchmark_methods`, each with ``dataset`` added.
+    """
+    methods = list(methods or EXPLAINERS)
+    unknown = [m for m in methods if m not in EXPLAINERS]
+    if unknown:
+        raise BenchError(f"unknown methods {unknown}; choose from {', '.join(EXPLAINERS)}")
+    models, prep = _load_models(dataset, teacher, student, random_weights, teacher_arch, student_depth,
+                                input_size, seed)
+    batches, targets = _load_images(dataset, split, images, prep, seed)
+    rows = benchmark_methods(models, batches, methods, targets, repeats=repeats, warmup=warmup,
+                             params=params, budget_s=budget_s, threads=threads, on_progress=on_progress)
+    for row in rows:
+        row["dataset"] = dataset
+    if out is not None:
+        config = {"dataset": dataset, "split": split, "images": images, "methods": methods, "repeats": repeats,
+                  "warmup": warmup, "budget_s": budget_s, "threads": threads, "random_weights": random_weights,
+                  "teacher": str(teacher) if teacher else None, "student": str(student) if student else None,
+                  "teacher_arch": teacher_arch if random_weights else None, "input_size": input_size,
+                  "seed": seed, "params": params or {}}
+        write_results(rows, out, config)
+    return rows
+
+
+def write_results(rows: list[dict], out: str | Path, config: dict) -> tuple[Path, Path]:
+    """Write ``bench.csv`` and ``bench.json`` (with environment and configuration) into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out / "bench.csv", out / "bench.json"
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    payload = {"environment": environment(), "config": config, "rows": rows}
+    json_path.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
+    return csv_path, json_path
+
+
+def format_table(rows: list[dict]) -> str:
+    """The paper's table as text: mean and median ms with IQR, passes, bound and ratio to it."""
+    head = f"{'model':<8} {'method':<21} {'mean ms':>10} {'median ms':>10} {'IQR ms':>8} {'passes F/B':>11} " \
+           f"{'bound ms':>10} {'/bound':>7} {'x fwd':>8}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(f"{r['model']:<8} {r['method']:<21} {1e3 * r['mean_s']:>10.1f} {1e3 * r['median_s']:>10.1f} "
+                     f"{1e3 * r['iqr_s']:>8.1f} {str(r['passes_forward']) + '/' + str(r['passes_backward']):>11} "
+                     f"{1e3 * r['bound_s']:>10.1f} {r['ratio_to_bound']:>7.2f} {r['x_forward']:>8.1f}")
+    return "\n".join(lines)
+
+
+def _parse_params(items: Sequence[str]) -> dict:
+    """``["integrated_gradients.n_steps=50", ...]`` -> ``{"integrated_gradients": {"n_steps": 50}}``."""
+    params: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not sep or not dot:
+            raise BenchError(f"--param expects METHOD.NAME=VALUE, got {item!r}")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        params.setdefault(method, {})[name] = parsed
+    return params
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="phantom", help="registered dataset the images come from")
+    parser.add_argument("--split", default="test", help="dataset split the images come from")
+    parser.add_argument("--teacher", help="teacher checkpoint (.pt with its .json); "
+                        "default checkpoints/<dataset>/teacher.pt")
+    parser.add_argument("--student", help="student checkpoint; default checkpoints/<dataset>/student.pt")
+    parser.add_argument("--images", type=int, default=8, help="number of images (spread evenly over the split)")
+    parser.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), help="methods to time (default: all)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per image and method")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per model and method")
+    parser.add_argument("--budget", type=float, default=60.0,
+                        help="seconds per (model, method): slower methods get fewer repeats (0: no limit)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's current setting)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="time seeded random-weight models instead of checkpoints (speed runs)")
+    parser.add_argument("--teacher-arch", default="densenet121", choices=["densenet121", "resnet18"],
+                        help="teacher architecture with --random-weights")
+    parser.add_argument("--student-depth", type=int, default=5, help="student blocks with --random-weights")
+    parser.add_argument("--input-size", type=int, help="image side in pixels (default: the checkpoint's)")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="method parameter, e.g. integrated_gradients.n_steps=50 (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for random weights and data splits")
+    parser.add_argument("--out", help="output folder (default runs/bench/<dataset>/)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm.auto import tqdm
+
+    out = Path(args.out) if args.out else REPO_ROOT / "runs" / "bench" / args.dataset
+    bar = tqdm(total=0, disable=args.no_progress, desc="bench", file=sys.stderr)
+
+    def progress(done: int, total: int, label: str) -> None:
+        bar.total = total
+        bar.set_postfix_str(label)
+        bar.update(done - bar.n)
+
+    try:
+        rows = run_bench(args.dataset, args.teacher, args.student, images=args.images, split=args.split,
+                         methods=args.methods, repeats=args.repeats, warmup=args.warmup,
+                         budget_s=args.budget or None, threads=args.threads, random_weights=args.random_weights,
+                         teacher_arch=args.teacher_arch, student_depth=args.student_depth,
+                         input_size=args.input_size, seed=args.seed, params=_parse_params(args.param), out=out,
+                         on_progress=progress)
+    except ValueError as err:  # BenchError, CheckpointError, DatasetError, ExplainError: all say what to fix
+        bar.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    bar.close()
+    print(format_table(rows))
+    print(f"\nwrote {out / 'bench.csv'} and {out / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Entry point of the explorer. Run from the repository root: ``streamlit run explorer/Home.py``.
+
+A router only: it puts the repository root on ``sys.path`` (Streamlit adds just ``explorer/``),
+draws what every page shares (banner, dataset picker) and runs the page chosen with
+``st.navigation``. The pages live in the top-level ``pages/`` folder.
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from explorer import ui  # noqa: E402
+
+PAGES = ROOT / "pages"
+
+st.set_page_config(page_title="KD explorer", page_icon=":material/neurology:", layout="wide")
+page = st.navigation({
+    "Explorer": [
+        st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
+        st.Page(PAGES / "dataset.py", title="Dataset", icon=":material/photo_library:"),
+        st.Page(PAGES / "compare.py", title="Teacher vs student", icon=":material/compare:"),
+        st.Page(PAGES / "feature_maps.py", title="Feature maps", icon=":material/layers:"),
+        st.Page(PAGES / "explanations.py", title="Explanations", icon=":material/visibility:"),
+    ],
+    "Experiments": [
+        st.Page(PAGES / "timing.py", title="Timing", icon=":material/timer:"),
+        st.Page(PAGES / "train.py", title="Train and distil", icon=":material/model_training:"),
+    ],
+})
+ui.dataset_picker()
+ui.banner()
+page.run()

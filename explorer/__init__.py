@@ -1,0 +1,1 @@
+"""Streamlit UI helpers of the explorer (the app itself: ``streamlit run explorer/Home.py``)."""

@@ -1,0 +1,129 @@
+"""Cached calls into ``core`` that several pages share (predictions, reports, architecture summaries).
+
+Each function takes the shared model as an unhashed ``_loaded`` argument and identifies the
+computation by hashable keys (checkpoint path, image id), so Streamlit's cache can reuse results
+across reruns and users without hashing tensors.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core.inference import predict_tensor, to_model_input
+from core.metrics import classification_report, pair_report
+from core.models import count_flops, count_parameters, feature_layers
+from explorer import loaders
+from explorer.loaders import LoadedModel
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def probabilities(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor) -> np.ndarray:
+    """Class probabilities (C,) of one preprocessed image (cached per checkpoint and image id)."""
+    return predict_tensor(_loaded.model, _x)[0]
+
+
+@st.cache_data(max_entries=16, show_spinner="Measuring the architecture ...")
+def architecture(_loaded: LoadedModel, path: str) -> dict:
+    """Layers, parameters, FLOPs and single-image latency of a model at its input size."""
+    meta, model = _loaded.meta, _loaded.model
+    size = meta.input_size
+    shipped = ((meta.metrics.get("test") or {}).get("latency") or {}).get("median_ms")
+    if shipped is None:  # a quick local measurement: median of 7 forward passes after 2 warm-ups
+        x = torch.zeros(1, 3, size, size)
+        times = []
+        with torch.inference_mode():
+            for i in range(9):
+                start = time.perf_counter()
+                model(x)
+                if i >= 2:
+                    times.append(time.perf_counter() - start)
+        latency, source = float(np.median(times)) * 1000, "measured here"
+    else:
+        latency, source = float(shipped), "shipped with the checkpoint"
+    return {"arch": meta.arch + (f" (depth {meta.arch_args['depth']})" if meta.arch_args.get("depth") else ""),
+            "layers": len(feature_layers(model)), "parameters": count_parameters(model),
+            "gflops": count_flops(model, size) / 1e9, "latency_ms": latency, "latency_source": source,
+            "input_size": size}
+
+
+@st.cache_data(max_entries=8, show_spinner="Predicting the test images ...")
+def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
+    """Probabilities of each model (by role) on the first ``limit`` test images of every class, and labels.
+
+    ``paths`` only keys the cache (a retrained checkpoint has another mtime in its loader key).
+    """
+    ds = loaders.split(dataset, "test")
+    per_class = max(1, limit // len(ds.classes))
+    indices = sorted(i for idx in loaders.first_per_class(dataset, per_class).values() for i in idx)
+    images = torch.stack([ds[i][0] for i in indices])
+    out = {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]), "probs": {}}
+    for role in loaders.ROLES:
+        loaded = loaders.load_model(dataset, role)
+        if loaded is None:
+            continue
+        size = loaded.meta.input_size
+        x = images if images.shape[-1] == size else torch.nn.functional.interpolate(
+            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out["probs"][role] = predict_tensor(loaded.model, to_model_input(x, loaded.meta.mean, loaded.meta.std))
+    return out
+
+
+def reports(dataset: str, preds: dict | None) -> tuple[dict, dict, str]:
+    """Per-model reports and pair reports: shipped with the checkpoints, else computed from ``preds``.
+
+    Returns:
+        ``(reports by role, pair reports by student role, source description)``.
+    """
+    shipped, pairs = {}, {}
+    for role in loaders.ROLES:
+        loaded = loaders.load_model(dataset, role)
+        test = (loaded.meta.metrics.get("test") if loaded else None) or {}
+        if "accuracy" in test:
+            shipped[role] = test
+            if "vs_teacher" in test:
+                pairs[role] = test["vs_teacher"]
+    if "teacher" in shipped and "student" in shipped and "student" in pairs:
+        return shipped, pairs, "shipped with the checkpoints (full test split)"
+    if not preds:
+        return {}, {}, ""
+    classes = loaders.split(dataset, "test").classes
+    computed = {role: _report(p, preds["labels"], tuple(classes)) for role, p in preds["probs"].items()}
+    pairs = {role: pair_report(preds["labels"], preds["probs"]["teacher"], p, classes)
+             for role, p in preds["probs"].items() if role != "teacher" and "teacher" in preds["probs"]}
+    return computed, pairs, f"computed here on {len(preds['labels'])} test images"
+
+
+def _report(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:
+    return classification_report(probs, labels, list(classes), n_boot=200, seed=0)
+
+
+def disagreements(preds: dict, confident: float = 0.8) -> dict[str, list[int]]:
+    """Test positions where teacher and student disagree, and where the student is confidently wrong."""
+    t, s = preds["probs"]["teacher"], preds["probs"]["student"]
+    y = preds["labels"]
+    s_pred, s_conf = s.argmax(1), s.max(1)
+    disagree = np.flatnonzero(t.argmax(1) != s_pred)
+    wrong = np.flatnonzero((s_pred != y) & (s_conf >= confident))
+    return {"disagree": disagree[np.argsort(-s_conf[disagree])].tolist(),
+            "confidently_wrong": wrong[np.argsort(-s_conf[wrong])].tolist()}
+
+
+def metrics_table(reports: dict[str, dict], labels: dict[str, str]) -> list[dict]:
+    """Rows = metrics, one column per model, intervals in brackets where the report has them."""
+    def cell(rep, key, ci_key=None, pct=True):
+        fmt = (lambda v: f"{v:.1%}") if pct else (lambda v: f"{v:.3f}")
+        ci = rep.get(ci_key) if ci_key else None
+        return fmt(rep[key]) + (f" [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+
+    spec = [("Accuracy", "accuracy", "accuracy_ci", True), ("Macro F1", "macro_f1", "macro_f1_ci", True),
+            ("Balanced accuracy", "balanced_accuracy", None, True), ("Macro precision", "macro_precision", None, True),
+            ("Macro recall", "macro_recall", None, True), ("ECE, 15 bins (lower is better)", "ece", None, False),
+            ("MCE", "mce", None, False), ("Brier score (lower is better)", "brier", None, False)]
+    rows = [{"metric": name, **{labels[r]: cell(rep, key, ci, pct) for r, rep in reports.items()}}
+            for name, key, ci, pct in spec]
+    rows.append({"metric": "Test images", **{labels[r]: str(rep["n"]) for r, rep in reports.items()}})
+    return rows

@@ -1,0 +1,143 @@
+"""Plotly figures for the pages: pure functions from numbers to `go.Figure` (no Streamlit here)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+COLORS = {"teacher": "#4C72B0", "student": "#DD8452", "student_label_only": "#55A868"}
+HEAT = "Jet"
+
+
+def _compact(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title)
+    return fig
+
+
+def class_balance(counts: dict[str, dict[str, int]]) -> go.Figure:
+    """Grouped bars: images per class for each split (``{split: {class: n}}``)."""
+    fig = go.Figure([go.Bar(name=split, x=list(c), y=list(c.values()), text=list(c.values()))
+                     for split, c in counts.items()])
+    fig.update_layout(barmode="group", yaxis_title="images", legend_title="split")
+    return _compact(fig, 300)
+
+
+def confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> go.Figure:
+    """Confusion matrix, rows = true class, columns = predicted, counts printed in the cells."""
+    z = np.asarray(cm)
+    fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), colorscale="Blues", showscale=False,
+                               text=z, texttemplate="%{text}", hovertemplate="true %{y}<br>pred %{x}<br>%{z}"))
+    fig.update_yaxes(autorange="reversed", title="true", automargin=True)
+    fig.update_xaxes(title="predicted", automargin=True, tickangle=0)
+    return _compact(fig, 320, title)
+
+
+def per_class_bars(values: dict[str, Sequence[float]], classes: Sequence[str], ytitle: str) -> go.Figure:
+    """Grouped bars of a per-class metric for several models (``{model: [value per class]}``)."""
+    fig = go.Figure([go.Bar(name=name, x=list(classes), y=list(v), marker_color=COLORS.get(name))
+                     for name, v in values.items()])
+    fig.update_layout(barmode="group", yaxis=dict(title=ytitle, range=[0, 1.05]))
+    return _compact(fig, 300)
+
+
+def reliability(reports: dict[str, dict]) -> go.Figure:
+    """Reliability diagram: accuracy against mean confidence per bin, one line per model, and the diagonal."""
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                               line=dict(dash="dot", color="grey")))
+    for name, rep in reports.items():
+        rel = rep["reliability"]
+        pts = [(c, a, n) for c, a, n in zip(rel["mean_confidence"], rel["accuracy"], rel["count"]) if c is not None]
+        if pts:
+            conf, acc, count = zip(*pts)
+            fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name=f"{name} (ECE {rep['ece']:.3f})",
+                                     marker=dict(size=[4 + 10 * np.sqrt(c / max(count)) for c in count]),
+                                     line=dict(color=COLORS.get(name)), customdata=count,
+                                     hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
+    fig.update_layout(xaxis=dict(title="confidence", range=[0, 1]), yaxis=dict(title="accuracy", range=[0, 1.02]))
+    return _compact(fig, 340)
+
+
+def image_with_map(pixels: np.ndarray, heat: np.ndarray | None = None, opacity: float = 0.5,
+                   mask: np.ndarray | None = None, point: tuple[int, int] | None = None,
+                   title: str | None = None, height: int = 300) -> go.Figure:
+    """An image (uint8 H x W x 3) with an optional heat map on top, lesion outline and a marked point.
+
+    ``opacity=1`` shows the raw map alone; ``heat=None`` the image alone.
+    """
+    fig = go.Figure(go.Image(z=pixels, hoverinfo="skip"))
+    if heat is not None:
+        fig.add_trace(go.Heatmap(z=heat, colorscale=HEAT, zmin=0, zmax=1, opacity=float(opacity), showscale=False,
+                                 hovertemplate="x %{x}, y %{y}<br>%{z:.2f}<extra></extra>"))
+    if mask is not None and mask.any():
+        fig.add_trace(go.Contour(z=mask.astype(float), showscale=False, contours=dict(start=0.5, end=0.5, size=1,
+                                 coloring="none"), line=dict(color="lime", width=2), hoverinfo="skip",
+                                 name="lesion"))
+    if point is not None:
+        fig.add_trace(go.Scatter(x=[point[1]], y=[point[0]], mode="markers", hoverinfo="skip",
+                                 marker=dict(symbol="x", size=12, color="white", line=dict(color="black", width=1))))
+    fig.update_xaxes(visible=False, range=[-0.5, pixels.shape[1] - 0.5])
+    fig.update_yaxes(visible=False, range=[pixels.shape[0] - 0.5, -0.5], scaleanchor="x")
+    fig.update_layout(showlegend=False)
+    return _compact(fig, height, title)
+
+
+def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_per_row: int = 150) -> go.Figure:
+    """Small multiples of single-channel maps (k, H, W) in [0, 1]."""
+    rows = int(np.ceil(len(maps) / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02,
+                        vertical_spacing=0.08)
+    for i, m in enumerate(maps):
+        fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", zmin=0, zmax=1, showscale=False), i // cols + 1, i % cols + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed")
+    fig.update_annotations(font_size=11)
+    return _compact(fig, 40 + rows * height_per_row)
+
+
+def cka_heatmap(matrix: np.ndarray, teacher_layers: Sequence[str], student_layers: Sequence[str],
+                marked: tuple[int, int] | None = None) -> go.Figure:
+    """Linear CKA between teacher layers (rows) and student layers (columns), the shown pair outlined."""
+    fig = go.Figure(go.Heatmap(z=matrix, x=list(student_layers), y=list(teacher_layers), zmin=0, zmax=1,
+                               colorscale="Magma", text=np.round(matrix, 2), texttemplate="%{text}",
+                               colorbar=dict(title="CKA")))
+    if marked is not None:
+        t, s = marked
+        fig.add_shape(type="rect", x0=s - 0.5, x1=s + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="cyan", width=3))
+    fig.update_yaxes(autorange="reversed", title="teacher layer")
+    fig.update_xaxes(title="student layer")
+    return _compact(fig, 380)
+
+
+def curves(histories: dict[str, list[dict]]) -> go.Figure:
+    """Loss and accuracy per epoch (train dashed, validation solid) for several runs."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
+    for name, hist in histories.items():
+        ep = [r["epoch"] for r in hist]
+        color = COLORS.get(name)
+        for col, metric in ((1, "loss"), (2, "acc")):
+            for part, dash in (("train", "dash"), ("val", "solid")):
+                fig.add_trace(go.Scatter(x=ep, y=[r[f"{part}_{metric}"] for r in hist], mode="lines+markers",
+                                         name=f"{name} {part}", line=dict(dash=dash, color=color),
+                                         legendgroup=name, showlegend=col == 1), 1, col)
+    fig.update_xaxes(title="epoch")
+    return _compact(fig, 320)
+
+
+def timing_bars(rows: list[dict]) -> go.Figure:
+    """Median seconds per method and model, error bars from the first to the third quartile.
+
+    ``rows``: dicts with ``method``, ``model``, ``median_s``, ``q25_s``, ``q75_s``.
+    """
+    fig = go.Figure()
+    for model in dict.fromkeys(r["model"] for r in rows):
+        sel = [r for r in rows if r["model"] == model]
+        med = np.array([r["median_s"] for r in sel]) * 1000
+        fig.add_trace(go.Bar(
+            name=model, x=[r["method"] for r in sel], y=med, marker_color=COLORS.get(model),
+            error_y=dict(type="data", symmetric=False, array=np.array([r["q75_s"] for r in sel]) * 1000 - med,
+                         arrayminus=med - np.array([r["q25_s"] for r in sel]) * 1000)))
+    fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log"))
+    return _compact(fig, 360)

@@ -1,0 +1,99 @@
+"""Explanations page helpers: predicted costs, explanations of both models, and their scores.
+
+Every call into ``core.explain`` holds the shared model's lock (Captum attaches hooks). Results
+are plain dicts kept in the user's session state, so redrawing the page runs no model.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from core.explain import EXPLAINERS, estimate_cost, explain
+from core.faithfulness import agreement, deletion_auc, insertion_auc, mask_iou, pointing_game, sanity_check
+from explorer.loaders import LoadedModel
+
+DEFAULT_METHODS = ["feature_maps", "grad_cam", "saliency"]
+FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
+
+
+def title(method: str) -> str:
+    return EXPLAINERS[method].title or method
+
+
+def predicted_costs(models: dict[str, LoadedModel], methods: list[str]) -> list[dict]:
+    """Passes and predicted seconds of each method on each model (calibrates each model once)."""
+    rows = []
+    for method in methods:
+        row = {"method": title(method)}
+        for role, loaded in models.items():
+            size = loaded.meta.input_size
+            with loaded.lock:
+                cost = estimate_cost(loaded.model, method, size)
+            row[f"{role} passes (F/B)"] = f"{cost.passes['forward']}/{cost.passes['backward']}"
+            row[f"{role} predicted s"] = round(cost.predicted_seconds, 3)
+        rows.append(row)
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, *, faithfulness: bool,
+                sanity: bool, mask: np.ndarray | None) -> dict:
+    """One model's explanation of one image with its cost and scores (plain numbers and arrays)."""
+    with loaded.lock:
+        exp = explain(loaded.model, x, method, target)
+        out = {"map": exp.map, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
+               "passes": exp.passes, "target": exp.target}
+        if faithfulness:
+            out["deletion_auc"] = float(deletion_auc(loaded.model, x, exp.map, [target], steps=FAITHFULNESS_STEPS).auc[0])
+            out["insertion_auc"] = float(insertion_auc(loaded.model, x, exp.map, [target],
+                                                       steps=FAITHFULNESS_STEPS).auc[0])
+        if sanity:
+            check = sanity_check(loaded.model, x, method, target)
+            out["sanity_spearman"] = _finite(check.spearman)
+            out["sanity_layers"] = check.randomized
+    if mask is not None and mask.shape == exp.map.shape and mask.any():
+        hit = pointing_game(exp.map, mask)
+        out.update(pointing_hit=_finite(hit["hit"]), energy=_finite(hit["energy"]), mask_iou=_finite(mask_iou(exp.map, mask)))
+    return out
+
+
+def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], methods: list[str], target: int, *,
+                 faithfulness: bool = True, sanity: bool = True, mask: np.ndarray | None = None,
+                 on_progress=None) -> dict:
+    """Explain ``target`` on both models with each method; adds the teacher-student agreement per method."""
+    results, total, done = {}, len(methods) * len(models), 0
+    for method in methods:
+        per_model = {}
+        for role, loaded in models.items():
+            per_model[role] = explain_one(loaded, xs[role], method, target, faithfulness=faithfulness,
+                                          sanity=sanity, mask=mask)
+            done += 1
+            if on_progress:
+                on_progress(done / total, f"{title(method)} on the {role}")
+        if "teacher" in per_model and "student" in per_model:
+            per_model["agreement"] = {k: _finite(v) for k, v in
+                                      agreement(per_model["teacher"]["map"], per_model["student"]["map"]).items()}
+        results[method] = per_model
+    return results
+
+
+def score_rows(result: dict) -> list[dict]:
+    """A small table of one method's scores per model, formatted for display."""
+    names = [("seconds", "measured s", "{:.3f}"), ("predicted_seconds", "predicted s", "{:.3f}"),
+             ("deletion_auc", "deletion AUC (lower better)", "{:.3f}"),
+             ("insertion_auc", "insertion AUC (higher better)", "{:.3f}"),
+             ("sanity_spearman", "sanity: rank corr. after randomising (lower better)", "{:.2f}"),
+             ("pointing_hit", "pointing game hit", "{:.0f}"), ("energy", "energy in lesion", "{:.0%}"),
+             ("mask_iou", "top-5% IoU with lesion", "{:.2f}")]
+    rows = []
+    for key, label, fmt in names:
+        values = {role: result[role].get(key) for role in ("teacher", "student") if role in result}
+        if any(v is not None for v in values.values()):
+            rows.append({"score": label, **{r: ("n/a" if v is None else fmt.format(v)) for r, v in values.items()}})
+    return rows

@@ -1,0 +1,77 @@
+"""Feature-map page helpers: one cached forward per (model, image), lock-step pairing, ranking, CKA.
+
+Stepping through layers must never run a model again: `all_layer_maps` captures every layer's
+average map in one forward pass and caches it per checkpoint and image id; the page only indexes
+into it. Channel ranking and ablation do run the model and are cached per layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core.featuremaps import ablate_channels, cka_matrix, layer_maps, model_layers, rank_channels
+from core.inference import to_model_input
+from explorer import loaders
+from explorer.loaders import LoadedModel
+
+
+@st.cache_data(max_entries=32, show_spinner="One forward pass through the model ...")
+def all_layer_maps(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor) -> dict:
+    """`core.featuremaps.layer_maps` for one image: every layer's average map from ONE forward."""
+    with _loaded.lock:  # hooks are attached while this runs
+        result = layer_maps(_loaded.model, _x)
+    return {"labels": list(result["layers"]), "maps": list(result["layers"].values()),
+            "shapes": list(result["shapes"].values()), "probabilities": result["probabilities"],
+            "predicted": result["predicted"]}
+
+
+def layer_labels(loaded: LoadedModel) -> list[str]:
+    return [label for label, _ in model_layers(loaded.model)]
+
+
+def lockstep(n_teacher: int, n_student: int, step: int, pairs: list[int] | None = None) -> tuple[int, int]:
+    """(teacher layer, student layer) shown at ``step``.
+
+    Without ``pairs`` both walk at the same relative depth over ``max(n_teacher, n_student)`` steps;
+    with ``pairs`` (best teacher layer for each student layer, from CKA) the student sets the pace.
+    """
+    if pairs is not None:
+        return pairs[step], step
+    n = max(n_teacher, n_student)
+    frac = step / max(n - 1, 1)
+    return int(round(frac * (n_teacher - 1))), int(round(frac * (n_student - 1)))
+
+
+@st.cache_data(max_entries=64, show_spinner="Ranking channels and ablating them ...")
+def ranked_channels(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor, layer: str, k: int) -> dict:
+    """Top-k channels of ``layer`` for the predicted class, and the logit drop when they are zeroed."""
+    with _loaded.lock:
+        ranking = rank_channels(_loaded.model, _x, layer, target=None, k=k)
+        ablation = ablate_channels(_loaded.model, _x, layer, ranking.channels, ranking.target, n_random=8)
+    return {"channels": ranking.channels, "scores": ranking.scores[ranking.channels].tolist(),
+            "maps": ranking.maps, "target": ranking.target, "logit": ranking.logit, "drop": ablation.drop,
+            "random_drop": ablation.random_drop, "random_drops": ablation.random_drops.tolist(),
+            "n_channels": int(ranking.scores.size)}
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing all teacher and student layers (linear CKA) ...")
+def layer_correspondence(dataset: str, t_path: str, s_path: str, n_images: int = 32) -> dict:
+    """Linear CKA between every teacher and student layer over ``n_images`` test images (spread over classes)."""
+    teacher, student = loaders.load_model(dataset, "teacher"), loaders.load_model(dataset, "student")
+    ds = loaders.split(dataset, "test")
+    picks = [i for idx in loaders.first_per_class(dataset, max(1, n_images // len(ds.classes))).values() for i in idx]
+    raw = torch.stack([ds[i][0] for i in picks])
+
+    def prepared(loaded):
+        size = loaded.meta.input_size
+        x = raw if raw.shape[-1] == size else torch.nn.functional.interpolate(raw, size=(size, size), mode="bilinear",
+                                                                              antialias=True, align_corners=False)
+        return to_model_input(x, loaded.meta.mean, loaded.meta.std)
+
+    with teacher.lock, student.lock:
+        result = cka_matrix(teacher.model, student.model, prepared(teacher), student_images=prepared(student))
+    best = [int(np.argmax(result.matrix[:, j])) for j in range(len(result.student_layers))]
+    return {"matrix": result.matrix, "teacher_layers": result.teacher_layers,
+            "student_layers": result.student_layers, "best_teacher": best, "n_images": len(picks)}

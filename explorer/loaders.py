@@ -1,0 +1,158 @@
+"""Cached access to checkpoints, datasets and images for the pages.
+
+Caching follows how long a thing lives (see ../shared notes, style §3.9):
+
+* models are `st.cache_resource`: one shared object per checkpoint file for all sessions. They
+  are read-only: nothing trains them or leaves hooks on them. Code that attaches hooks (feature
+  maps, explainers) holds ``loaded.lock`` while it does.
+* datasets are `st.cache_resource` too (lazy readers, never mutated);
+* arrays, images and reports are `st.cache_data` (copied per call, so callers may modify them).
+
+Checkpoints are looked up as ``<checkpoint root>/<dataset>/<role>.pt``; the root is
+``$KD_CHECKPOINTS`` if set (tests point it at a temporary folder), else ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from core import checkpoints
+from core.checkpoints import CheckpointError, CheckpointMeta
+from core.data import DATASETS, DatasetError, dataset_status, load_dataset
+from core.images import open_image, to_rgb
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = ("teacher", "student", "student_label_only")
+ROLE_LABELS = {"teacher": "Teacher", "student": "Student (distilled)", "student_label_only": "Student (labels only)"}
+DEFAULT_DATASET = "phantom"
+
+
+def checkpoint_root() -> Path:
+    """Folder holding ``<dataset>/<role>.pt`` (read on every call so tests can redirect it)."""
+    return Path(os.environ.get("KD_CHECKPOINTS") or ROOT / "checkpoints")
+
+
+def checkpoint_paths(dataset: str) -> dict[str, Path]:
+    """Shipped checkpoints of a dataset that exist, by role (teacher, student, student_label_only)."""
+    folder = checkpoint_root() / dataset
+    return {role: folder / f"{role}.pt" for role in ROLES if (folder / f"{role}.pt").is_file()}
+
+
+@dataclass
+class LoadedModel:
+    """A shared, read-only model with its metadata and the lock to hold while hooks are attached."""
+
+    model: torch.nn.Module
+    meta: CheckpointMeta
+    path: str
+    role: str
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading model ...")
+def _load_checkpoint(path: str, role: str, mtime: float) -> LoadedModel:
+    # mtime is part of the cache key: a retrained checkpoint replaces the cached one.
+    model, meta = checkpoints.load(path)
+    return LoadedModel(model.eval(), meta, path, role)
+
+
+def load_model(dataset: str, role: str) -> LoadedModel | None:
+    """The shipped model of ``role`` for ``dataset``, or None when there is no such checkpoint.
+
+    Raises:
+        CheckpointError: the file exists but cannot be loaded (the page shows the message).
+    """
+    path = checkpoint_paths(dataset).get(role)
+    if path is None:
+        return None
+    return _load_checkpoint(str(path), role, path.stat().st_mtime)
+
+
+def load_pair(dataset: str) -> tuple[LoadedModel | None, LoadedModel | None]:
+    """(teacher, distilled student) of a dataset; either may be None."""
+    return load_model(dataset, "teacher"), load_model(dataset, "student")
+
+
+def read_meta(path: Path) -> CheckpointMeta | None:
+    """Metadata of a checkpoint without loading weights; None if unreadable."""
+    try:
+        return checkpoints.load_meta(path)
+    except CheckpointError:
+        return None
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def status(name: str) -> dict:
+    """`core.data.dataset_status` plus the checkpoints found for the dataset."""
+    info = dataset_status(name)
+    paths = checkpoint_paths(name)
+    info["checkpoints"] = {role: str(p) for role, p in paths.items()}
+    metas = {role: read_meta(p) for role, p in paths.items()}
+    info["test_accuracy"] = {role: (m.metrics.get("test") or {}).get("accuracy") for role, m in metas.items() if m}
+    return info
+
+
+def dataset_input_size(name: str) -> int:
+    """Side at which samples are shown: the teacher's input size if shipped, else the registry's."""
+    teacher = checkpoint_paths(name).get("teacher")
+    meta = read_meta(teacher) if teacher else None
+    return int(meta.input_size) if meta else DATASETS[name].input_size
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def split(name: str, split_name: str = "test", input_size: int | None = None):
+    """A lazily decoded dataset split (shared, read-only). Raises `DatasetError` if unavailable."""
+    return load_dataset(name, split_name, input_size=input_size or dataset_input_size(name))
+
+
+def targets(name: str, split_name: str = "test") -> list[int]:
+    return list(split(name, split_name).targets)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def sample_image(name: str, index: int, split_name: str = "test", full_size: bool = False) -> Image.Image:
+    """Item ``index`` as an RGB PIL image: the file at its own size (``full_size``) or as the model sees it."""
+    ds = split(name, split_name)
+    if full_size and hasattr(ds, "path"):
+        return to_rgb(open_image(ds.path(index)))
+    pixels, _ = ds[index]
+    return Image.fromarray((pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), "RGB")
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def thumbnail(name: str, index: int, side: int = 128) -> Image.Image:
+    """A test item resized to ``side`` pixels for grids (small phantom images are enlarged)."""
+    return sample_image(name, index).resize((side, side), Image.Resampling.BILINEAR)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def sample_mask(name: str, index: int, split_name: str = "test") -> np.ndarray | None:
+    """Lesion mask of a phantom item (bool H x W) or None for datasets without masks."""
+    ds = split(name, split_name)
+    return ds.mask(index) if hasattr(ds, "mask") else None
+
+
+def first_per_class(name: str, per_class: int, split_name: str = "test") -> dict[int, list[int]]:
+    """The first ``per_class`` item indices of every class (a stable sample grid)."""
+    picked: dict[int, list[int]] = {}
+    for i, t in enumerate(targets(name, split_name)):
+        if len(picked.setdefault(int(t), [])) < per_class:
+            picked[int(t)].append(i)
+    return picked
+
+
+def images_available(name: str) -> bool:
+    """Whether the dataset's images can be read here (always true for the phantom)."""
+    try:
+        split(name, "test")
+        return True
+    except (DatasetError, OSError):
+        return False

@@ -1,0 +1,95 @@
+"""View state that survives reruns, page switches and sharing: session state bound to the URL.
+
+A view is a deep link: the dataset, image, model, layer, channel and method live in
+``st.query_params`` so that ``/feature_maps?dataset=phantom&image=12&layer=4`` opens exactly that
+view. Each bound widget owns a session-state key; `bind` runs before the widget and `publish`
+after it:
+
+* a query parameter that changed since we last wrote it came from outside (a shared link, a
+  back button), so it wins and is copied into the widget's key;
+* otherwise the widget's value is written to the URL.
+
+Streamlit drops the state of widgets that are not drawn in a run (another page is showing), so
+every bound value is also kept under a private shadow key and restored from there.
+Works on Streamlit 1.44+ (newer versions have ``bind="query-params"``; we do not rely on it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import streamlit as st
+
+_SEEN = "_qp_seen"  # query values as we last wrote or read them
+
+
+def _shadow(key: str) -> str:
+    return f"_keep_{key}"
+
+
+def _valid(value: Any, options: Sequence | None, lo: int | None, hi: int | None) -> bool:
+    if options is not None and isinstance(value, list):
+        return all(v in options for v in value)
+    if options is not None and value not in options:
+        return False
+    if isinstance(value, int) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+        return False
+    return True
+
+
+def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[str], Any] = str,
+         options: Sequence | None = None, lo: int | None = None, hi: int | None = None) -> Any:
+    """Prepare ``st.session_state[key]`` for a widget bound to the query parameter ``param``.
+
+    Call before drawing the widget (with ``key=key`` and no ``value``/``index``). An invalid URL
+    value (unknown option, out of range, unparsable) is ignored, so a stale link never crashes.
+
+    Returns:
+        The value the widget will show.
+    """
+    param = param or key
+    seen = st.session_state.setdefault(_SEEN, {})
+    raw = st.query_params.get(param)
+    if raw is not None and raw != seen.get(param):
+        seen[param] = raw
+        try:
+            value = parse(raw)
+        except (TypeError, ValueError):
+            value = None
+        if value is not None and _valid(value, options, lo, hi):
+            st.session_state[key] = value
+    if key not in st.session_state:
+        kept = st.session_state.get(_shadow(key), default)
+        st.session_state[key] = kept if _valid(kept, options, lo, hi) else default
+    elif not _valid(st.session_state[key], options, lo, hi):
+        st.session_state[key] = default
+    return st.session_state[key]
+
+
+def publish(key: str, param: str | None = None, fmt: Callable[[Any], str] = str) -> None:
+    """Write the widget value behind ``key`` to the URL (call after drawing the widget)."""
+    param = param or key
+    value = st.session_state.get(key)
+    st.session_state[_shadow(key)] = value
+    if value is None:
+        return
+    text = fmt(value)
+    st.session_state.setdefault(_SEEN, {})[param] = text
+    if st.query_params.get(param) != text:
+        st.query_params[param] = text
+
+
+def set_value(key: str, value: Any) -> None:
+    """Change a bound value from a callback (e.g. previous/next buttons)."""
+    st.session_state[key] = value
+    st.session_state[_shadow(key)] = value
+
+
+def step(key: str, delta: int, lo: int, hi: int) -> None:
+    """Callback for previous/next buttons: move an integer value by ``delta`` within [lo, hi]."""
+    set_value(key, min(hi, max(lo, int(st.session_state.get(key, lo)) + delta)))
+
+
+def results(name: str) -> dict:
+    """This user's computed results for one page (``st.session_state`` keeps them across reruns)."""
+    return st.session_state.setdefault(f"_results_{name}", {})

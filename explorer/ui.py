@@ -1,0 +1,199 @@
+"""Widgets and blocks shared by the pages: banner, dataset picker, image chooser, plain notices.
+
+Every widget has a key; view state that belongs in a shared link is bound to the URL with
+`explorer.state`. Errors from ``core`` are caught here, at the page boundary, and shown with
+``st.error``; the page keeps running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+import streamlit as st
+import torch
+from PIL import Image
+
+from core.checkpoints import CheckpointError
+from core.data import DATASETS, DatasetError
+from core.images import ImageError, open_image, to_rgb
+from core.inference import preprocess, resize_transform
+from explorer import loaders, state
+
+DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
+              "Models here are small and trained on public data; their outputs are not clinical advice.")
+PAPER = ("Jiang, Zhao, Wu, Chaddad. *A Knowledge Distillation-Based Approach to Enhance Transparency of "
+         "Classifier Models.* AAAI-25 ([arXiv:2502.15959](https://arxiv.org/abs/2502.15959))")
+DISPLAY_MAX = 768  # longest side of an image drawn in the page (a 40 Mpx upload is shown downscaled)
+
+
+def banner() -> None:
+    """The teaching-and-research notice shown at the top of every page."""
+    st.warning(DISCLAIMER, icon=":material/school:")
+
+
+def page_header(title: str, intro: str = "") -> None:
+    st.title(title)
+    if intro:
+        st.caption(intro)
+
+
+def _dataset_label(name: str) -> str:
+    s = loaders.status(name)
+    parts = ["images" if s["available"] else "no images", "models" if s["checkpoints"] else "no models"]
+    return f"{name} ({', '.join(parts)})"
+
+
+def dataset_picker() -> str:
+    """Sidebar choice of dataset, shared by all pages and bound to ``?dataset=``; returns the name."""
+    names = [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n != loaders.DEFAULT_DATASET]
+    state.bind("dataset", loaders.DEFAULT_DATASET, options=names)
+    st.sidebar.selectbox("Dataset", names, key="dataset", format_func=_dataset_label,
+                         help="phantom is synthetic and always available; real datasets need their "
+                              "images under the data root and/or shipped checkpoints.")
+    state.publish("dataset")
+    s = loaders.status(st.session_state["dataset"])
+    st.sidebar.caption(f"{s['modality']}. Classes: {', '.join(s['classes'])}.")
+    return st.session_state["dataset"]
+
+
+def current_dataset() -> str:
+    return st.session_state.get("dataset", loaders.DEFAULT_DATASET)
+
+
+def need_core(module: str, what: str) -> bool:
+    """Import ``core.<module>``; if it is missing, say so plainly and return False."""
+    try:
+        importlib.import_module(f"core.{module}")
+        return True
+    except ImportError as err:
+        st.info(f"{what} needs `core.{module}`, which this version of the code does not have yet "
+                f"({err}). The rest of the explorer works without it.", icon=":material/construction:")
+        return False
+
+
+def no_checkpoints_help(dataset: str) -> None:
+    st.info(
+        f"No shipped checkpoints for **{dataset}** in `{loaders.checkpoint_root() / dataset}`. Train them with "
+        f"`python -m core.train --dataset {dataset} --out runs/{dataset} --baseline`, then copy "
+        f"`runs/{dataset}/<role>/best.pt` and `best.json` to `checkpoints/{dataset}/<role>.pt` and `<role>.json` "
+        "(roles: teacher, student, student_label_only).", icon=":material/model_training:")
+
+
+def no_images_help(dataset: str, reason: str | None) -> None:
+    st.info(f"The images of **{dataset}** are not here: {reason or 'unknown reason'}. "
+            f"With shipped checkpoints you can still upload your own image.", icon=":material/folder_off:")
+
+
+def models_or_help(dataset: str):
+    """(teacher, student) for the dataset, or None after explaining what is missing."""
+    try:
+        teacher, student = loaders.load_pair(dataset)
+    except CheckpointError as err:
+        st.error(f"A checkpoint of {dataset} cannot be loaded: {err}")
+        return None
+    if teacher is None or student is None:
+        no_checkpoints_help(dataset)
+        return None
+    return teacher, student
+
+
+@dataclass
+class ChosenImage:
+    """The image a page works on: a test sample or an upload."""
+
+    image: Image.Image  # RGB
+    ident: str  # stable cache key: "test:12" or "upload:<sha1>"
+    caption: str
+    label: int | None = None
+    mask: np.ndarray | None = None  # phantom lesion mask at the dataset's size
+
+    def model_input(self, meta) -> torch.Tensor:
+        """Normalised (1, 3, S, S) tensor for a model with this metadata."""
+        return preprocess(meta, [self.image])
+
+    def pixels(self, size: int) -> np.ndarray:
+        """uint8 (S, S, 3) as the model sees it (before normalisation), for overlays."""
+        return (resize_transform(size)(self.image) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def decode_upload(data: bytes, name: str) -> tuple[Image.Image, str]:
+    """Decode uploaded bytes with `core.images` (raises `ImageError`); returns (RGB image, note)."""
+    img = open_image(data, name=name)
+    mode, size = img.mode, img.size
+    rgb = to_rgb(img)
+    note = f"{size[0]}x{size[1]} px" + ("" if mode == "RGB" else f", converted from Pillow mode {mode} to RGB")
+    return rgb, note
+
+
+def show_image(img: Image.Image, caption: str = "") -> None:
+    """Draw an image, downscaled if huge (the model input is computed from the original)."""
+    if max(img.size) > DISPLAY_MAX:
+        img = img.copy()
+        img.thumbnail((DISPLAY_MAX, DISPLAY_MAX))
+    st.image(img, caption=caption or None)
+
+
+def _upload_choice(key: str) -> ChosenImage | None:
+    up = st.file_uploader("Upload an image (PNG, JPEG, TIFF, BMP, WebP; grey, 16-bit, RGBA, CMYK are converted)",
+                          key=f"{key}_upload")
+    if up is None:
+        return None
+    data = up.getvalue()
+    try:
+        rgb, note = decode_upload(data, up.name)
+    except ImageError as err:
+        st.error(f"Cannot use this upload: {err}", icon=":material/broken_image:")
+        return None
+    digest = hashlib.sha1(data).hexdigest()[:12]
+    return ChosenImage(rgb, f"upload:{digest}", f"{up.name} ({note})")
+
+
+def open_test_image(index: int, key: str = "image") -> None:
+    """Callback: show test image ``index`` in the image chooser."""
+    state.set_value(f"{key}_source", "Test image")
+    state.set_value(key, int(index))
+
+
+def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) -> ChosenImage | None:
+    """Choose a test image (bound to ``?image=``) or an upload; returns None when nothing usable is chosen."""
+    have_images = loaders.images_available(dataset)
+    sources = (["Test image"] if have_images else []) + (["Upload"] if allow_upload else [])
+    if not sources:
+        no_images_help(dataset, loaders.status(dataset)["reason"])
+        return None
+    state.bind(f"{key}_source", sources[0], param="source", options=sources)
+    source = st.radio("Image", sources, key=f"{key}_source", horizontal=True, label_visibility="collapsed")
+    state.publish(f"{key}_source", param="source")
+    if source == "Upload":
+        return _upload_choice(key)
+    try:
+        ds = loaders.split(dataset, "test")
+    except DatasetError as err:
+        no_images_help(dataset, str(err))
+        return None
+    n = len(ds)
+    state.bind(key, 0, param="image", parse=int, lo=0, hi=n - 1)
+    index = st.number_input(f"Test image (0 to {n - 1})", min_value=0, max_value=n - 1, step=1, key=key)
+    state.publish(key, param="image")
+    label = int(ds.targets[index])
+    image = loaders.sample_image(dataset, int(index))
+    return ChosenImage(image, f"test:{index}", f"test #{index}, true class: {ds.classes[label]}", label,
+                       loaders.sample_mask(dataset, int(index)))
+
+
+def metric_with_ci(label: str, value: float, ci, fmt: str = "{:.1%}", where=None) -> None:
+    """A metric with its 95% interval underneath (``ci`` = [low, high] or None)."""
+    where = where or st
+    where.metric(label, fmt.format(value))
+    if ci:
+        where.caption(f"95% CI {fmt.format(ci[0])} to {fmt.format(ci[1])}")
+
+
+def plot(fig, key: str | None = None, where=None, toolbar: bool = False) -> None:
+    """Draw a Plotly figure (in ``where``, a column or container, if given); the toolbar is off by default
+    because it covers the figure titles."""
+    (where or st).plotly_chart(fig, key=key, config={"displayModeBar": toolbar, "displaylogo": False})

@@ -1,0 +1,87 @@
+"""Teacher vs student: architecture, metrics with intervals, calibration, agreement, disagreement gallery."""
+
+import streamlit as st
+
+from explorer import analysis, charts, loaders, ui
+
+dataset = ui.current_dataset()
+ui.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where the "
+               "teacher fails? Intervals are 95% bootstrap intervals over test images.")
+if not ui.models_or_help(dataset):
+    st.stop()
+models = {r: m for r in loaders.ROLES if (m := loaders.load_model(dataset, r)) is not None}
+
+st.subheader("Architecture")
+arch = {r: analysis.architecture(m, m.path) for r, m in models.items()}
+st.dataframe([{"model": loaders.ROLE_LABELS[r], "architecture": a["arch"], "layers shown": a["layers"],
+               "parameters": f"{a['parameters']:,}", "GFLOPs / image": round(a["gflops"], 3),
+               "latency ms / image": round(a["latency_ms"], 1), "latency": a["latency_source"],
+               "input": f"{a['input_size']} px"} for r, a in arch.items()], hide_index=True, key="arch_table")
+speedup = arch["teacher"]["latency_ms"] / max(arch["student"]["latency_ms"], 1e-9)
+st.caption(f"The student has {arch['teacher']['parameters'] / arch['student']['parameters']:.0f}x fewer parameters "
+           f"and runs {speedup:.1f}x faster on one image here.")
+
+preds = None
+if loaders.images_available(dataset):
+    n_test = len(loaders.split(dataset, "test"))
+    limit = st.slider("Test images predicted here (for the gallery, and for metrics when none are shipped)",
+                      min_value=min(32, n_test), max_value=n_test, value=min(128, n_test), step=4, key="cmp_limit")
+    preds = analysis.test_predictions(dataset, tuple(m.path for m in models.values()), int(limit))
+reports, pairs, source = analysis.reports(dataset, preds)
+if not reports:
+    st.info("No metrics are shipped with these checkpoints and the test images are not here to compute them. "
+            "Run `python -m core.evaluate --teacher ... --student ... --write` where the data is.")
+    st.stop()
+
+st.subheader("Metrics")
+st.caption(f"Metrics {source}.")
+for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
+    ui.metric_with_ci(f"{loaders.ROLE_LABELS[role]}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
+st.dataframe(analysis.metrics_table(reports, loaders.ROLE_LABELS), hide_index=True, key="metrics_table")
+
+classes = next(iter(reports.values()))["classes"]
+st.subheader("Confusion matrices")
+for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
+    ui.plot(charts.confusion(rep["confusion_matrix"], classes, loaders.ROLE_LABELS[role]), f"cm_{role}", col)
+left, right = st.columns(2)
+with left:
+    st.subheader("Per-class F1")
+    ui.plot(charts.per_class_bars({r: rep["per_class"]["f1"] for r, rep in reports.items()}, classes, "F1"), "f1_chart")
+with right:
+    st.subheader("Reliability and ECE")
+    ui.plot(charts.reliability(reports), key="reliability_chart")
+
+st.subheader("Agreement and flips")
+for role, pair in pairs.items():
+    flips = pair["flip_table"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric(f"Agreement with the teacher ({loaders.ROLE_LABELS[role].lower()})", f"{pair['agreement']:.1%}")
+    c2.metric("McNemar p", f"{pair['mcnemar']['p_value']:.3g}", help="Exact test that both have the same error rate")
+    c3.metric("KL(teacher || student)", f"{pair['kl_divergence']:.3f} nats")
+    c4.dataframe([{"": "teacher right", "student right": flips["both_right"],
+                   "student wrong": flips["teacher_right_student_wrong"]},
+                  {"": "teacher wrong", "student right": flips["teacher_wrong_student_right"],
+                   "student wrong": flips["both_wrong"]}], hide_index=True, key=f"flips_{role}")
+
+st.subheader("Where they part ways")
+if preds is None:
+    st.info("The gallery needs the test images, which are not on this machine.")
+    st.stop()
+confident = st.slider("'Confident' means a student probability of at least", 0.5, 0.99, 0.8, key="cmp_confident")
+found = analysis.disagreements(preds, confident)
+tabs = st.tabs([f"Teacher and student disagree ({len(found['disagree'])})",
+                f"Student confidently wrong ({len(found['confidently_wrong'])})"])
+for tab, (kind, positions) in zip(tabs, found.items()):
+    with tab:
+        if not positions:
+            st.success("None among the images predicted here.")
+        cols = st.columns(6)
+        for k, pos in enumerate(positions[:18]):
+            index, t, s = preds["indices"][pos], preds["probs"]["teacher"][pos], preds["probs"]["student"][pos]
+            with cols[k % 6]:
+                st.image(loaders.thumbnail(dataset, index),
+                         caption=f"#{index} true {classes[preds['labels'][pos]]} | T {classes[t.argmax()]} "
+                                 f"{t.max():.0%} | S {classes[s.argmax()]} {s.max():.0%}")
+                if st.button("Explain", key=f"gallery_{kind}_{index}"):
+                    ui.open_test_image(index)
+                    st.switch_page("../pages/explanations.py")

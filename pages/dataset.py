@@ -1,0 +1,56 @@
+"""Dataset: class balance, a sample grid per class, one image at full size (or an upload) with predictions."""
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from explorer import analysis, charts, loaders, ui
+
+dataset = ui.current_dataset()
+status = loaders.status(dataset)
+ui.page_header(f"Dataset: {dataset}", f"{status['modality']}. Source: {status['source']}.")
+
+if status["available"]:
+    st.subheader("Class balance")
+    ui.plot(charts.class_balance(status["counts"]), key="balance_chart")
+    st.subheader("Samples per class (test split)")
+    per_class = st.slider("Images per class", 2, 10, 6, key="grid_per_class")
+    picked = loaders.first_per_class(dataset, per_class)
+    for label, indices in sorted(picked.items()):
+        cols = st.columns([1.4] + [1] * per_class, vertical_alignment="center")
+        cols[0].markdown(f"**{status['classes'][label]}**")
+        for col, index in zip(cols[1:], indices):
+            with col:
+                st.image(loaders.thumbnail(dataset, index))
+                st.button(f"#{index}", key=f"grid_open_{index}", on_click=ui.open_test_image, args=(index,),
+                          help="Show this image at full size below")
+else:
+    ui.no_images_help(dataset, status["reason"])
+
+st.subheader("One image")
+chosen = ui.image_picker(dataset)
+if chosen is None:
+    st.stop()
+left, right = st.columns([3, 2])
+with left:
+    full = loaders.sample_image(dataset, int(chosen.ident.split(":")[1]), full_size=True) \
+        if chosen.ident.startswith("test:") else chosen.image
+    ui.show_image(full, f"{chosen.caption}; {full.size[0]}x{full.size[1]} px")
+with right:
+    models = [m for m in (loaders.load_model(dataset, r) for r in loaders.ROLES) if m is not None]
+    if not models:
+        ui.no_checkpoints_help(dataset)
+        st.stop()
+    st.markdown("**What the models predict**")
+    fig = go.Figure()
+    for loaded in models:
+        probs = analysis.probabilities(loaded, loaded.path, chosen.ident, chosen.model_input(loaded.meta))
+        fig.add_trace(go.Bar(name=loaders.ROLE_LABELS[loaded.role], x=loaded.meta.classes, y=probs,
+                             marker_color=charts.COLORS.get(loaded.role)))
+        st.metric(loaders.ROLE_LABELS[loaded.role], loaded.meta.classes[int(probs.argmax())],
+                  f"{probs.max():.0%} confident", delta_color="off")
+    fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]), height=280,
+                      margin=dict(l=10, r=10, t=10, b=10))
+    ui.plot(fig, key="prediction_chart")
+    if chosen.ident.startswith("upload:"):
+        st.caption("An uploaded image is resized to the model's input size and normalised as in training. "
+                   "Images unlike the training data give confident-looking but meaningless outputs.")

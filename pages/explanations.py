@@ -1,0 +1,90 @@
+"""Explanations: methods side by side for teacher and student, with cost, faithfulness, sanity and agreement."""
+
+import streamlit as st
+
+from core.explain import EXPLAINERS, ExplainError
+from explorer import analysis, charts, explaining, state, ui
+
+dataset = ui.current_dataset()
+ui.page_header("Explanations side by side",
+               "The same image and the same class explained by both models with several methods. Each method "
+               "shows its predicted cost before it runs and its measured cost after.")
+pair = ui.models_or_help(dataset)
+if not pair:
+    st.stop()
+teacher, student = pair
+models = {"teacher": teacher, "student": student}
+chosen = ui.image_picker(dataset)
+if chosen is None:
+    st.stop()
+xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
+
+methods_all = list(EXPLAINERS)
+state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
+           parse=lambda v: [m for m in v.split(",") if m] or None)
+methods = st.multiselect("Methods", methods_all, key="method", format_func=explaining.title,
+                         help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds of passes.")
+state.publish("method", fmt=",".join)
+classes = teacher.meta.classes
+c1, c2, c3 = st.columns([2, 1, 1])
+target_name = c1.selectbox("Explain the class", ["teacher's prediction"] + classes, key="exp_target",
+                           help="Both models explain the same class, so their maps can be compared.")
+faithful = c2.checkbox("Deletion / insertion", value=True, key="exp_faithfulness",
+                       help=f"{2 * (explaining.FAITHFULNESS_STEPS + 1)} extra forward passes per map")
+sanity = c3.checkbox("Sanity check", value=True, key="exp_sanity",
+                     help="Explains again with the head and last layer re-initialised (Adebayo et al. 2018)")
+if not methods:
+    st.info("Choose at least one method.")
+    st.stop()
+
+st.markdown("**Predicted cost** (pass count x this machine's calibrated time per pass)")
+try:
+    costs = explaining.predicted_costs(models, methods)
+except ExplainError as err:
+    st.error(str(err))
+    st.stop()
+st.dataframe(costs, hide_index=True, key="exp_costs")
+total = sum(v for row in costs for k, v in row.items() if k.endswith("predicted s"))
+if total > 30:
+    st.warning(f"These methods are predicted to take about {total:.0f} s in all (plus scoring).")
+
+results = state.results("explanations")
+if target_name == "teacher's prediction":
+    target = int(analysis.probabilities(teacher, teacher.path, chosen.ident, xs["teacher"]).argmax())
+else:
+    target = classes.index(target_name)
+run_key = (chosen.ident, tuple(methods), target, faithful, sanity)
+if st.button("Explain", key="exp_run", type="primary"):
+    bar = st.progress(0.0, text="explaining ...")
+    try:
+        results[run_key] = explaining.explain_pair(models, xs, methods, target, faithfulness=faithful, sanity=sanity,
+                                                   mask=chosen.mask, on_progress=lambda f, text: bar.progress(f, text))
+    except ExplainError as err:
+        st.error(f"Cannot explain: {err}")
+    bar.empty()
+result = results.get(run_key)
+if result is None:
+    st.caption("Press Explain to run the methods above.")
+    st.stop()
+
+st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}."
+           + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else ""))
+opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
+for method in methods:
+    per_model = result[method]
+    st.subheader(explaining.title(method))
+    cols = st.columns([2, 2, 3])
+    for col, role in zip(cols, ("teacher", "student")):
+        r, size = per_model[role], models[role].meta.input_size
+        mask = chosen.mask if chosen.mask is not None and chosen.mask.shape == r["map"].shape else None
+        peak = divmod(int(r["map"].argmax()), r["map"].shape[1]) if mask is not None else None
+        fig = charts.image_with_map(chosen.pixels(size), r["map"], opacity, mask=mask, point=peak,
+                                    title=f"{role}: {r['seconds'] * 1000:.0f} ms measured", height=300)
+        ui.plot(fig, f"exp_map_{method}_{role}", col)
+    with cols[2]:
+        st.dataframe(explaining.score_rows(per_model), hide_index=True, key=f"exp_scores_{method}")
+        agree = per_model.get("agreement")
+        if agree:
+            st.metric("Teacher-student agreement (Spearman)", "n/a" if agree["spearman"] is None
+                      else f"{agree['spearman']:.2f}", help="Rank correlation of the two maps; top-10% IoU "
+                      + ("n/a" if agree["iou"] is None else f"{agree['iou']:.2f}"))

@@ -1,0 +1,100 @@
+"""Feature maps: step teacher and student layer by layer in lock-step, rank and ablate channels, CKA."""
+
+import streamlit as st
+
+from explorer import charts, layers, loaders, state, ui
+
+dataset = ui.current_dataset()
+ui.page_header("Feature maps, layer by layer",
+               "The average feature map of a layer (mean over its channels, upsampled) shows where that layer "
+               "responds. One forward pass captures every layer; stepping only changes what is drawn.")
+pair = ui.models_or_help(dataset)
+if not pair:
+    st.stop()
+teacher, student = pair
+chosen = ui.image_picker(dataset)
+if chosen is None:
+    st.stop()
+
+t_x, s_x = chosen.model_input(teacher.meta), chosen.model_input(student.meta)
+t_maps = layers.all_layer_maps(teacher, teacher.path, chosen.ident, t_x)
+s_maps = layers.all_layer_maps(student, student.path, chosen.ident, s_x)
+cka = layers.layer_correspondence(dataset, teacher.path, student.path) if loaders.images_available(dataset) else None
+
+pairings = ["same relative depth"] + (["best CKA match"] if cka else [])
+state.bind("fm_pairing", pairings[0], param="pairing", options=pairings)
+pairing = st.radio("Pair the layers by", pairings, key="fm_pairing", horizontal=True,
+                   help="Relative depth walks both networks at the same pace; CKA pairs each student layer with "
+                        "the teacher layer whose representation is most similar.")
+state.publish("fm_pairing", param="pairing")
+by_cka = pairing == "best CKA match"
+n_steps = len(s_maps["labels"]) if by_cka else max(len(t_maps["labels"]), len(s_maps["labels"]))
+
+state.bind("layer", 0, parse=int, lo=0, hi=n_steps - 1)
+prev_col, slider_col, next_col = st.columns([1.4, 8, 1.4], vertical_alignment="bottom")
+prev_col.button("Prev", key="layer_prev", icon=":material/chevron_left:", on_click=state.step,
+                args=("layer", -1, 0, n_steps - 1), disabled=st.session_state["layer"] == 0)
+slider_col.slider("Layer step", 0, n_steps - 1, key="layer")
+next_col.button("Next", key="layer_next", icon=":material/chevron_right:", on_click=state.step,
+                args=("layer", 1, 0, n_steps - 1), disabled=st.session_state["layer"] == n_steps - 1)
+state.publish("layer")
+step = int(st.session_state["layer"])
+t_i, s_i = layers.lockstep(len(t_maps["labels"]), len(s_maps["labels"]), step, cka["best_teacher"] if by_cka else None)
+shown = {"teacher": (teacher, t_maps, t_i), "student": (student, s_maps, s_i)}
+st.markdown(f"#### Step {step + 1} of {n_steps}: teacher **{t_maps['labels'][t_i]}** and student "
+            f"**{s_maps['labels'][s_i]}**", help="The current pair of layers")
+
+c1, c2, c3 = st.columns([2, 3, 2])
+mode = c1.radio("Show", ["overlay", "raw map"], key="fm_mode", horizontal=True)
+opacity = c2.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="fm_opacity", disabled=mode == "raw map")
+outline = c3.checkbox("Lesion outline", value=True, key="fm_outline", disabled=chosen.mask is None)
+cols = st.columns(2)
+for col, (role, (loaded, maps, i)) in zip(cols, shown.items()):
+    size = loaded.meta.input_size
+    c, h, w = maps["shapes"][i]
+    probs = maps["probabilities"]
+    mask = chosen.mask if outline and chosen.mask is not None and chosen.mask.shape == (size, size) else None
+    fig = charts.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity, mask=mask,
+                                title=f"{role}: {maps['labels'][i]} ({c} channels, {h}x{w})", height=380)
+    ui.plot(fig, f"fm_map_{role}", col)
+    col.caption(f"{loaders.ROLE_LABELS[role]} predicts **{loaded.meta.classes[maps['predicted']]}** "
+                f"({probs.max():.0%}). {chosen.caption}.")
+
+st.subheader("Channels that drive the decision")
+st.caption("Channels of the shown layer ranked by activation x gradient of the predicted class's logit. The check: "
+           "zero the top k and compare the logit drop with zeroing k random channels (8 draws). This runs the model.")
+roles = list(shown)
+state.bind("model", "student", options=roles)
+r1, r2, r3 = st.columns([2, 2, 2], vertical_alignment="bottom")
+role = r1.radio("Model", roles, key="model", horizontal=True)
+state.publish("model")
+k = r2.slider("Top k", 1, 16, 8, key="fm_k")
+state.bind("fm_rank", False, param="rank", parse=lambda v: v == "True", options=[True, False])
+r3.toggle("Rank and ablate", key="fm_rank")
+state.publish("fm_rank", param="rank")
+if st.session_state["fm_rank"]:
+    loaded, maps, i = shown[role]
+    x = t_x if role == "teacher" else s_x
+    ranked = layers.ranked_channels(loaded, loaded.path, chosen.ident, x, maps["labels"][i], int(k))
+    target = loaded.meta.classes[ranked["target"]]
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"Logit drop, top {len(ranked['channels'])} zeroed", f"{ranked['drop']:.3f}")
+    m2.metric(f"Logit drop, {len(ranked['channels'])} random zeroed (mean)", f"{ranked['random_drop']:.3f}")
+    m3.metric(f"'{target}' logit", f"{ranked['logit']:.3f}")
+    verdict = "confirms" if ranked["drop"] > max(ranked["random_drops"]) else "does not clearly confirm"
+    st.caption(f"The ablation {verdict} the ranking (random drops: "
+               f"{', '.join(f'{d:.2f}' for d in ranked['random_drops'])}; layer has {ranked['n_channels']} channels).")
+    titles = [f"ch {c} ({s:+.2f})" for c, s in zip(ranked["channels"], ranked["scores"])]
+    ui.plot(charts.channel_grid(ranked["maps"], titles), "fm_channels")
+    state.bind("channel", ranked["channels"][0], parse=int, options=ranked["channels"])
+    channel = st.selectbox("Channel to enlarge", ranked["channels"], key="channel")
+    state.publish("channel")
+    pos = ranked["channels"].index(channel)
+    ui.plot(charts.image_with_map(chosen.pixels(loaded.meta.input_size), ranked["maps"][pos], opacity,
+                                  title=f"{role} {maps['labels'][i]} channel {channel}", height=360), "fm_channel_big")
+
+if cka:
+    st.subheader("Which teacher layer does each student layer resemble?")
+    st.caption(f"Linear CKA (Kornblith et al. 2019) over {cka['n_images']} test images; 1 = same representation up "
+               "to rotation and scale. The outlined cell is the pair shown above.")
+    ui.plot(charts.cka_heatmap(cka["matrix"], cka["teacher_layers"], cka["student_layers"], (t_i, s_i)), "fm_cka")

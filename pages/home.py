@@ -1,0 +1,57 @@
+"""Home: what the explorer shows, the paper, one card per dataset with what is available for it."""
+
+import streamlit as st
+
+from core.data import DATASETS
+from explorer import loaders, state, ui
+
+ui.page_header("Knowledge distillation explorer",
+               "Why does a medical image classifier decide what it decides, and does a small student "
+               "network distilled from it decide for the same reasons?")
+st.markdown(f"""
+A large **teacher** (DenseNet121) is trained on a 4-class medical imaging task and **distilled** into a
+shallow **student** of about five convolution blocks. A shallow network can be read layer by layer: its
+*average feature maps* show where each layer looks. This explorer reimplements and extends
+{ui.PAPER}:
+
+- compare teacher and student: accuracy with intervals, calibration, agreement, where they disagree;
+- step through both networks layer by layer, rank the channels that drive a decision and check the ranking by ablation;
+- set feature maps beside Grad-CAM, saliency, integrated gradients, SHAP, LIME and occlusion, scored for
+  faithfulness, and timed against their predicted cost;
+- train and distil your own small models on the synthetic `phantom` data in a minute.
+
+The `phantom` dataset is generated in code: MRI-like head slices whose lesions come with exact masks,
+so explanations can be scored against the truth. It needs no download.
+""")
+
+st.subheader("Datasets")
+cols = st.columns(len(DATASETS))
+for col, name in zip(cols, [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n != loaders.DEFAULT_DATASET]):
+    s = loaders.status(name)
+    with col.container(border=True):
+        st.markdown(f"**{name}**  \n{s['modality']}")
+        if s["available"]:
+            st.markdown(f":green[images: {s['totals'].get('train', 0)} train, {s['totals'].get('test', 0)} test]")
+        else:
+            st.markdown(":orange[images: not found]", help=s["reason"])
+        models = s["checkpoints"]
+        if models:
+            acc = s["test_accuracy"]
+            shown = ", ".join(f"{r.replace('_', ' ')}" + (f" {acc[r]:.0%}" if acc.get(r) is not None else "")
+                              for r in models)
+            st.markdown(f":green[models: {shown}]")
+        else:
+            st.markdown(":orange[models: none shipped]")
+        st.caption(f"Classes: {', '.join(s['classes'])}")
+        st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
+                  on_click=state.set_value, args=("dataset", name))
+
+st.subheader("Go to")
+link_cols = st.columns(3)
+for i, (path, label) in enumerate([("dataset.py", "Browse the dataset"), ("compare.py", "Teacher vs student"),
+                                   ("feature_maps.py", "Step through feature maps"),
+                                   ("explanations.py", "Compare explanations"), ("timing.py", "Time the explainers"),
+                                   ("train.py", "Train and distil")]):
+    link_cols[i % 3].page_link(f"../pages/{path}", label=label, icon=":material/arrow_forward:")
+st.caption("Source, tests and the command-line tools: see the repository README. "
+           "Datasets: Kaggle brain tumour MRI, eye disease fundus photographs, Alzheimer MRI (not redistributed).")

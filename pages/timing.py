@@ -1,0 +1,56 @@
+"""Timing: run the explainer benchmark live on N images; median and IQR per method and model, CSV download."""
+
+import streamlit as st
+
+from core.bench import BenchError, run_bench
+from core.explain import EXPLAINERS
+from explorer import explaining, loaders, state, timing_view, ui
+
+dataset = ui.current_dataset()
+ui.page_header("Timing the explainers",
+               "Every method on teacher and student over the same images and targets: warm-up, median and IQR of "
+               "wall time per image, the pass count, and measured time over the pass-count bound.")
+shipped = timing_view.shipped_results(dataset)
+if shipped:
+    st.subheader("Results shipped with the checkpoints")
+    timing_view.show(shipped["rows"], "shipped", shipped.get("environment"))
+
+pair = ui.models_or_help(dataset)
+if not pair:
+    st.stop()
+if not loaders.images_available(dataset):
+    st.info("Running the benchmark needs this dataset's test images, which are not on this machine.")
+    st.stop()
+teacher, student = pair
+
+st.subheader("Run it here")
+methods_all = list(EXPLAINERS)
+state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
+           parse=lambda v: [m for m in v.split(",") if m] or None)
+methods = st.multiselect("Methods", methods_all, key="method", format_func=explaining.title)
+state.publish("method", fmt=",".join)
+c1, c2, c3 = st.columns(3)
+n_images = c1.slider("Images", 1, 16, 4, key="timing_images", help="Spread evenly over the test split")
+repeats = c2.slider("Timed runs per image", 1, 10, 3, key="timing_repeats")
+budget = c3.slider("Budget per model and method (s)", 5, 120, 30, key="timing_budget",
+                   help="Slower methods get fewer runs so that one method never takes much longer than this")
+if not methods:
+    st.info("Choose at least one method.")
+    st.stop()
+costs = explaining.predicted_costs({"teacher": teacher, "student": student}, methods)
+predicted = sum(min(v * n_images * repeats, budget) for row in costs for k, v in row.items() if k.endswith("predicted s"))
+st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound, capped by the budget).")
+
+results = state.results("timing")
+if st.button("Run benchmark", key="timing_run", type="primary"):
+    bar = st.progress(0.0, text="starting ...")
+    try:
+        results["rows"] = run_bench(dataset, teacher.path, student.path, images=int(n_images), methods=methods,
+                                    repeats=int(repeats), warmup=1, budget_s=float(budget),
+                                    on_progress=lambda done, total, label: bar.progress(done / total, text=label))
+    except (BenchError, ValueError) as err:
+        st.error(f"The benchmark could not run: {err}")
+    bar.empty()
+if results.get("rows"):
+    st.subheader("Measured here")
+    timing_view.show(results["rows"], "live")

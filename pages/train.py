@@ -1,0 +1,75 @@
+"""Train and distil: a teacher, a distilled student and a label-only student on a small subset, live curves."""
+
+import streamlit as st
+
+from core.models import TEACHERS
+from explorer import charts, loaders, state, training, ui
+
+dataset = ui.current_dataset()
+ui.page_header("Train and distil",
+               "Train a small teacher, distil it into a student, and train the same student from labels alone, on "
+               "a capped subset within a time cap. Runs in a temporary folder: the shipped and cached models "
+               "are never changed.")
+if not loaders.images_available(dataset):
+    ui.no_images_help(dataset, loaders.status(dataset)["reason"])
+    st.stop()
+if dataset != "phantom":
+    st.caption(f"{dataset}: a capped, class-balanced subset of the training images is used.")
+
+shipped = loaders.load_model(dataset, "teacher")
+sources = ["train a new teacher"] + (["distil the shipped teacher"] if shipped else [])
+c1, c2, c3 = st.columns(3)
+source = c1.radio("Teacher", sources, key="train_source")
+use_shipped = source == "distil the shipped teacher"
+arch = c2.selectbox("Teacher architecture", list(TEACHERS), key="train_arch", disabled=use_shipped)
+size_options = [32, 48, 64, 96, 128]
+size = shipped.meta.input_size if use_shipped else c3.select_slider("Input size (px)", size_options, value=48,
+                                                                    key="train_size")
+c1, c2, c3, c4 = st.columns(4)
+epochs = c1.slider("Epochs", 1, 20, 3, key="train_epochs")
+per_class = c2.slider("Training images per class", 8, 240, 48, step=8, key="train_per_class")
+cap = c3.slider("Time cap per model (s)", 10, 300, 60, step=10, key="train_cap")
+label_only = c4.checkbox("Also train a label-only student", value=True, key="train_label_only")
+c1, c2, c3 = st.columns(3)
+alpha = c1.slider("alpha (weight of the label loss)", 0.0, 1.0, 0.5, 0.05, key="train_alpha",
+                  help="loss = alpha CE(student, label) + (1 - alpha) T^2 KL(teacher/T || student/T) (Hinton et al. 2015)")
+temperature = c2.slider("Temperature T", 1.0, 10.0, 4.0, 0.5, key="train_temperature")
+depth = c3.slider("Student depth (conv blocks)", 3, 8, 5, key="train_depth")
+
+settings = training.TrainSettings(dataset, arch, int(epochs), int(per_class), int(size), float(alpha),
+                                  float(temperature), int(depth), float(cap), bool(label_only))
+results = state.results("train")
+if st.button("Train", key="train_run", type="primary"):
+    live, histories = st.empty(), {}
+    status = st.status("Training ...", expanded=False)
+
+    def on_epoch(name, record):
+        histories.setdefault(name, []).append(record)
+        ui.plot(charts.curves(histories), where=live)
+
+    try:
+        results["last"] = training.run_all(settings, shipped.model if use_shipped else None, on_epoch,
+                                           on_stage=lambda name: status.update(label=f"Training {training.RUNS[name]} ..."))
+        status.update(label=f"Done in {results['last']['seconds']:.0f} s", state="complete")
+    except ValueError as err:  # DatasetError, bad settings: the message says what to change
+        status.update(label="Training failed", state="error")
+        st.error(f"Training failed: {err}")
+    live.empty()
+
+last = results.get("last")
+if last is None:
+    st.caption("Press Train: with the defaults it takes about a minute on two CPU cores.")
+    st.stop()
+st.subheader("Curves")
+ui.plot(charts.curves({name: r["history"] for name, r in last["runs"].items()}), "train_curves")
+st.subheader(f"Results on {last['test_images']} test images")
+cols = st.columns(len(last["runs"]))
+for col, (name, run) in zip(cols, last["runs"].items()):
+    with col:
+        st.metric(f"{training.RUNS[name]} test accuracy", f"{run['test_accuracy']:.1%}")
+        st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} epochs in {run['seconds']:.0f} s"
+                   + (f"; {run['stopped']}" if run["stopped"] else ""))
+if "student" in last["runs"] and "student_label_only" in last["runs"]:
+    gain = last["runs"]["student"]["test_accuracy"] - last["runs"]["student_label_only"]["test_accuracy"]
+    st.caption(f"Distillation changed the student's test accuracy by {gain:+.1%} against labels alone "
+               "(one seed on a small subset: expect noise of several points).")

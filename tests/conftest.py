@@ -1,0 +1,116 @@
+"""Shared fixtures: tiny seeded models and inputs (offline, fast on 2 CPU cores).
+
+Every model fixture is built under a fixed seed and returned in eval mode; tests get a fresh
+instance each time, so a test that breaks a model cannot affect another.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.models import build_student
+
+
+class TinyCNN(nn.Module):
+    """Two 3x3 convolutions with ReLU, global average pooling and a linear head (3 classes)."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1, stride=2)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(6, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu2(self.conv2(self.relu1(self.conv1(x))))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def seeded(build, seed: int = 0) -> nn.Module:
+    """Build a model under ``seed`` without disturbing the global random state; eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test on one torch thread (restored afterwards).
+
+    Two OpenMP threads on a 2-core machine that other jobs share can be 40x slower than one.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_cnn() -> nn.Module:
+    """Seeded `TinyCNN` in eval mode (layers found by the Conv2d fallback: conv1, conv2)."""
+    return seeded(TinyCNN)
+
+
+@pytest.fixture
+def tiny_student() -> nn.Module:
+    """Seeded ``build_student(4, depth=3)`` in eval mode (layers block1..block3)."""
+    return seeded(lambda: build_student(4, depth=3))
+
+
+@pytest.fixture
+def image32() -> torch.Tensor:
+    """A seeded normalised (1, 3, 32, 32) input."""
+    return torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def image64() -> torch.Tensor:
+    """A seeded normalised (1, 3, 64, 64) input."""
+    return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+
+
+class ForwardCounter:
+    """Counts images pushed through a model (a batch of 16 counts 16) and forward calls."""
+
+    def __init__(self, model: nn.Module):
+        self.images = self.calls = 0
+        self._handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, module, inputs):
+        self.images += inputs[0].shape[0]
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.images = self.calls = 0
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+@pytest.fixture
+def count_forwards():
+    """``count_forwards(model) -> ForwardCounter``; the hooks are removed after the test."""
+    counters = []
+
+    def attach(model: nn.Module) -> ForwardCounter:
+        counters.append(ForwardCounter(model))
+        return counters[-1]
+
+    yield attach
+    for counter in counters:
+        counter.remove()
+
+
+@pytest.fixture
+def hook_count():
+    """``hook_count(model) -> int``: forward/backward hooks registered anywhere in ``model``."""
+
+    def count(model: nn.Module) -> int:
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                   + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+    return count

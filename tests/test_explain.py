@@ -1,0 +1,183 @@
+"""Explainers: one call shape, stated pass counts = counted forwards, cost model, side effects."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.explain import (EXPLAINERS, ExplainError, calibrate, estimate_cost, explain, method_defaults)
+from core.featuremaps import grad_cam, normalize_map
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+METHODS = ["feature_maps", "grad_cam", "saliency", "integrated_gradients", "occlusion", "gradient_shap",
+           "kernel_shap", "lime"]
+# Small settings keep the tiny-model runs fast; the defaults are covered by test_every_method_*.
+SMALL = {"integrated_gradients": {"n_steps": 5, "internal_batch_size": 2},
+         "occlusion": {"window": 8, "stride": 5, "perturbations_per_eval": 4},
+         "gradient_shap": {"n_samples": 5, "internal_batch_size": 2},
+         "kernel_shap": {"n_samples": 23, "grid": 4, "perturbations_per_eval": 8},
+         "lime": {"n_samples": 23, "grid": 4, "perturbations_per_eval": 8}}
+
+
+def test_registry_lists_every_method():
+    assert list(EXPLAINERS) == METHODS
+    assert all(EXPLAINERS[m].title for m in METHODS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_gives_a_valid_map_and_leaves_model_and_input_alone(method, tiny_cnn, image32, hook_count):
+    before = {k: v.clone() for k, v in tiny_cnn.state_dict().items()}
+    x = image32.clone()
+    hooks = hook_count(tiny_cnn)
+    result = explain(tiny_cnn, x, method, target=1, predict=False)  # default parameters
+    assert result.map.shape == (32, 32) and result.map.dtype == np.float32
+    assert np.isfinite(result.map).all() and result.map.min() >= 0 and result.map.max() <= 1
+    assert result.method == method and result.target == 1 and result.seconds > 0
+    assert set(result.passes) == {"forward", "backward"}
+    assert result.params == {**method_defaults(method, 32), **result.params}
+    assert hook_count(tiny_cnn) == hooks and not tiny_cnn.training
+    assert all(torch.equal(before[k], v) for k, v in tiny_cnn.state_dict().items())
+    assert all(p.grad is None and p.requires_grad for p in tiny_cnn.parameters())
+    assert torch.equal(x, image32) and x.grad is None and not x.requires_grad
+
+
+@pytest.mark.parametrize("target", [2, None])
+@pytest.mark.parametrize("method", METHODS)
+def test_stated_passes_equal_counted_forward_images(method, target, tiny_student, image32, count_forwards):
+    counter = count_forwards(tiny_student)
+    result = explain(tiny_student, image32, method, target, predict=False, **SMALL.get(method, {}))
+    assert result.passes["forward"] == counter.images
+    estimate = estimate_cost(tiny_student, method, 32, target_known=target is not None, **SMALL.get(method, {}))
+    assert estimate.passes == result.passes
+
+
+def test_batched_methods_feed_their_batch_size(tiny_student, image32, count_forwards):
+    counter = count_forwards(tiny_student)
+    result = explain(tiny_student, image32, "occlusion", 0, predict=False, window=8, stride=4,
+                     perturbations_per_eval=16)
+    assert result.passes["forward"] == 7 * 7 + 1 == counter.images
+    assert counter.calls == 1 + 4  # the unoccluded pass, then ceil(49 / 16) batches
+    counter.reset()
+    explain(tiny_student, image32, "integrated_gradients", 0, predict=False, n_steps=32, internal_batch_size=16)
+    assert (counter.images, counter.calls) == (32, 2)
+
+
+def test_calibration_is_done_once_and_predicts_from_pass_counts(tiny_student, image32, count_forwards):
+    first = estimate_cost(tiny_student, "integrated_gradients", 32, n_steps=8, internal_batch_size=8)
+    counter = count_forwards(tiny_student)
+    second = estimate_cost(tiny_student, "integrated_gradients", 32, n_steps=16, internal_batch_size=8)
+    assert counter.images == 0  # cached per (model, size, batch, threads)
+    assert second.predicted_seconds == pytest.approx(2 * first.predicted_seconds)
+    cal = calibrate(tiny_student, 32, 8)
+    assert first.predicted_seconds == pytest.approx(8 * (cal.forward_s + cal.backward_s))
+    result = explain(tiny_student, image32, "saliency", 0)
+    assert counter.images == 1 + calibrate_images(1) and result.predicted_seconds > 0
+
+
+def calibrate_images(batch: int, repeats: int = 3) -> int:
+    """Images a first calibration pushes through: (warm-up + repeats) forwards and forward+backwards."""
+    return 2 * (1 + repeats) * batch
+
+
+def test_grad_cam_method_matches_our_grad_cam_upsampled(tiny_student, image64):
+    result = explain(tiny_student, image64, "grad_cam", target=2, predict=False)
+    cam, _ = grad_cam(tiny_student, image64, target=2)
+    ours = normalize_map(F.interpolate(cam[:, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0])
+    assert np.allclose(result.map, ours.numpy(), atol=1e-5)
+    assert result.extras["layer"] == "block3"
+
+
+def test_feature_maps_explanation_carries_every_layer(tiny_student, image64, count_forwards):
+    counter = count_forwards(tiny_student)
+    result = explain(tiny_student, image64, "feature_maps", predict=False)
+    assert counter.calls == 1
+    assert list(result.extras["layers"]) == ["block1", "block2", "block3"]
+    assert np.array_equal(result.map, result.extras["layers"]["block3"])
+    assert result.target == int(np.argmax(result.extras["logits"]))
+
+
+class PatchLinear(nn.Module):
+    """Class 0 logit = sum(x * W), W constant on each of 4x4 patches: an additive model."""
+
+    def __init__(self):
+        super().__init__()
+        weights = torch.linspace(-1, 1, 16).view(1, 1, 4, 4)
+        self.register_buffer("w", F.interpolate(weights, size=(16, 16), mode="nearest"))
+
+    def forward(self, x):
+        score = (x * self.w).sum(dim=(1, 2, 3))
+        return torch.stack([score, torch.zeros_like(score)], 1)
+
+
+@pytest.mark.parametrize("method", ["kernel_shap", "occlusion"])
+def test_perturbation_methods_recover_an_additive_model(method):
+    model = PatchLinear().eval()
+    x = torch.ones(1, 3, 16, 16)
+    params = {"n_samples": 40, "grid": 4} if method == "kernel_shap" else {"window": 4, "stride": 4}
+    result = explain(model, x, method, 0, predict=False, **params)
+    # each patch's Shapley value (and occlusion drop) is its own contribution: 3 channels x 16 pixels x w
+    per_pixel = 3 * 16 * model.w[0, 0]
+    assert np.allclose(result.extras["raw"], per_pixel.numpy(), atol=1e-4)
+    assert result.map.argmax() == np.argmax(per_pixel.numpy())
+
+
+def test_stochastic_methods_are_seeded_and_leave_global_rngs_alone(tiny_student, image32):
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    a = explain(tiny_student, image32, "lime", 0, predict=False, **SMALL["lime"])
+    b = explain(tiny_student, image32, "lime", 0, predict=False, **SMALL["lime"])
+    c = explain(tiny_student, image32, "gradient_shap", 0, predict=False, **SMALL["gradient_shap"])
+    d = explain(tiny_student, image32, "gradient_shap", 0, predict=False, **SMALL["gradient_shap"])
+    assert np.array_equal(a.map, b.map) and np.array_equal(c.map, d.map)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+
+
+def test_gradient_shap_chunks_average_to_the_same_estimator(tiny_student, image32, count_forwards):
+    counter = count_forwards(tiny_student)
+    explain(tiny_student, image32, "gradient_shap", 0, predict=False, n_samples=10, internal_batch_size=4)
+    assert counter.images == 10 and counter.calls == 3  # memory bounded by the chunk, not n_samples
+
+
+def test_default_occlusion_window_scales_with_input_size():
+    assert method_defaults("occlusion", 128)["window"] == 16 and method_defaults("occlusion", 128)["stride"] == 8
+    assert method_defaults("occlusion", 224)["window"] == 28 and method_defaults("occlusion", 224)["stride"] == 14
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "shap"}, "unknown method"),
+    ({"method": "integrated_gradients", "n_step": 3}, "no parameter"),
+    ({"method": "integrated_gradients", "n_steps": 0}, "positive integer"),
+    ({"method": "occlusion", "window": 64}, "window"),
+    ({"method": "saliency", "target": 7}, "out of range"),
+])
+def test_bad_requests_raise_explain_error(tiny_student, image32, kwargs, message):
+    with pytest.raises(ExplainError, match=message):
+        explain(tiny_student, image32, predict=False, **kwargs)
+
+
+def test_bad_inputs_and_training_mode_are_refused(tiny_student, image32):
+    with pytest.raises(ExplainError, match=r"\(1, C, H, W\)"):
+        explain(tiny_student, image32[0], "saliency", 0)
+    with pytest.raises(ExplainError, match=r"\(1, C, H, W\)"):
+        explain(tiny_student, image32.repeat(2, 1, 1, 1), "saliency", 0)
+    tiny_student.train()
+    with pytest.raises(ValueError, match="eval"):
+        explain(tiny_student, image32, "saliency", 0)
+    assert tiny_student.training  # refused, not switched
+
+
+class NaNModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean(dim=(2, 3)) * float("nan"))
+
+
+def test_non_finite_maps_are_reported():
+    with pytest.raises(ExplainError, match="non-finite"):
+        explain(NaNModel().eval(), torch.randn(1, 3, 16, 16), "saliency", 0, predict=False)

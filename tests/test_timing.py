@@ -1,0 +1,122 @@
+"""Timing harness (fake clock), benchmark rows, and the core.bench CLI."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+import core.explain
+from core.bench import build_parser, format_table, main, run_bench
+from core.timing import TimingResult, benchmark_methods, environment, time_callable
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class FakeClock:
+    """A clock that advances by one second per reading and logs every event."""
+
+    def __init__(self, events):
+        self.events, self.now = events, 0.0
+
+    def __call__(self):
+        self.events.append("clock")
+        self.now += 1.0
+        return self.now
+
+
+def test_fake_clock_sees_events_in_order():
+    events = []
+    result = time_callable(lambda: events.append("fn"), repeats=2, warmup=1, clock=FakeClock(events),
+                           sync=lambda: events.append("sync"))
+    assert events == ["fn", "sync"] + ["sync", "clock", "fn", "sync", "clock"] * 2
+    assert result.samples == [1.0, 1.0] and result.warmup == 1
+
+
+def test_timing_statistics():
+    result = TimingResult([4.0, 1.0, 3.0, 2.0, 100.0])
+    assert result.median == 3.0 and result.q25 == 2.0 and result.q75 == 4.0 and result.iqr == 2.0
+    assert result.mean == pytest.approx(22.0)
+    with pytest.raises(ValueError):
+        time_callable(lambda: None, repeats=0)
+    with pytest.raises(ValueError):
+        TimingResult([])
+
+
+def test_environment_names_versions_and_device():
+    env = environment()
+    assert {"torch", "torchvision", "captum", "numpy", "threads", "cpu", "device"} <= set(env)
+    assert env["device"] == "cpu" and env["threads"] == torch.get_num_threads()
+
+
+def test_benchmark_uses_same_images_and_targets_for_every_method(tiny_student, tiny_cnn, monkeypatch):
+    calls = []
+    real_explain = core.explain.explain
+
+    def spy(model, x, method, target, **kwargs):
+        calls.append((id(model), method, target, float(x.sum())))
+        return real_explain(model, x, method, target, **kwargs)
+
+    monkeypatch.setattr(core.explain, "explain", spy)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    progress = []
+    rows = benchmark_methods({"student": tiny_student, "cnn": tiny_cnn}, images, ["feature_maps", "saliency"],
+                             [2, 1], repeats=2, warmup=1, threads=1,
+                             on_progress=lambda done, total, label: progress.append((done, total, label)))
+    assert torch.get_num_threads() == threads  # restored
+    assert [(r["model"], r["method"]) for r in rows] == [
+        ("student", "forward"), ("student", "feature_maps"), ("student", "saliency"),
+        ("cnn", "forward"), ("cnn", "feature_maps"), ("cnn", "saliency")]
+    assert progress[-1] == (6, 6, "cnn: saliency")
+    per_method = {}
+    for model_id, method, target, checksum in calls:
+        per_method.setdefault((model_id, method), []).append((target, checksum))
+    sequences = {tuple(v) for v in per_method.values()}
+    assert len(sequences) == 1  # every (model, method) saw the same images with the same targets, in order
+    assert [t for t, _ in next(iter(sequences))] == [2, 2, 2, 1, 1]  # warm-up + 2 repeats, then 2 repeats
+    saliency = rows[2]
+    assert saliency["passes_forward"] == 1 and saliency["passes_backward"] == 1
+    assert saliency["ratio_to_bound"] == pytest.approx(saliency["median_s"] / saliency["bound_s"])
+    assert saliency["overhead_s"] == pytest.approx(saliency["median_s"] - rows[0]["median_s"])
+    assert saliency["forward_s"] == rows[0]["median_s"]
+
+
+def test_benchmark_with_fake_clock_and_budget(tiny_student):
+    events = []
+    rows = benchmark_methods({"s": tiny_student}, torch.randn(1, 3, 32, 32), ["integrated_gradients"], [0],
+                             repeats=5, warmup=1, clock=FakeClock(events), budget_s=1e-9,
+                             params={"integrated_gradients": {"n_steps": 4, "internal_batch_size": 2}})
+    ig = rows[1]
+    assert ig["repeats"] == 1 and ig["median_s"] == 1.0 and ig["iqr_s"] == 0.0  # the budget cut the repeats
+    assert rows[0]["repeats"] == 5 and json.loads(ig["params"]) == {"internal_batch_size": 2, "n_steps": 4}
+
+
+def test_run_bench_writes_csv_and_json(tmp_path):
+    rows = run_bench("phantom", random_weights=True, teacher_arch="resnet18", student_depth=3, input_size=32,
+                     images=2, methods=["feature_maps", "grad_cam"], repeats=1, warmup=0, out=tmp_path)
+    assert len(rows) == 6 and {r["model"] for r in rows} == {"teacher", "student"}
+    with (tmp_path / "bench.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    payload = json.loads((tmp_path / "bench.json").read_text())
+    assert payload["environment"]["torch"] == torch.__version__
+    assert payload["config"]["random_weights"] and len(payload["rows"]) == 6
+    assert "grad_cam" in format_table(rows)
+
+
+def test_cli_documents_every_option_and_fails_clearly(tmp_path, capsys):
+    parser = build_parser()
+    assert all(action.help for action in parser._actions)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    code = main(["--dataset", "phantom", "--teacher", str(tmp_path / "missing.pt"), "--out", str(tmp_path),
+                 "--no-progress"])
+    assert code == 2 and "missing.pt" in capsys.readouterr().err
+    assert main(["--random-weights", "--teacher-arch", "resnet18", "--student-depth", "3", "--input-size", "32",
+                 "--images", "1", "--methods", "saliency", "--repeats", "1", "--param", "saliency.abs=1",
+                 "--out", str(tmp_path), "--no-progress"]) == 2  # saliency has no parameter 'abs'
+    assert main(["--random-weights", "--teacher-arch", "resnet18", "--student-depth", "3", "--input-size", "32",
+                 "--images", "1", "--methods", "occlusion", "--repeats", "1", "--param", "occlusion.window=16",
+                 "--param", "occlusion.stride=16", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "occlusion" in capsys.readouterr().out and (tmp_path / "bench.json").is_file()

@@ -92,6 +92,7 @@ def atomic_write_bytes(path: str | Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; shipped files must be readable by everyone
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

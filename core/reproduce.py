@@ -1,0 +1,169 @@
+"""Regenerate a dataset's shipped checkpoints, metadata and results: ``python -m core.reproduce DATASET``.
+
+The protocol (issue "Trained teachers and students"):
+1. a DenseNet121 teacher from scratch;
+2. KD students over alpha in {0.3, 0.5, 0.7} x T in {2, 4, 8} (one seed), the setting chosen on
+   validation accuracy (the test split is never used for a choice);
+3. the chosen setting with 3 seeds, and the label-only student (alpha = 1) with the same 3 seeds;
+4. evaluation of all of them on test (bootstrap 95% intervals, agreement with the teacher);
+5. ``checkpoints/<dataset>/{teacher,student,student_label_only}.pt`` in float16 with their JSON, and
+   ``results.json`` holding every run, the grid and the mean/spread over seeds.
+Every stage writes its run folder and resumes from it, so an interrupted run loses at most an epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from core import checkpoints
+from core.data import DATASETS, resolve_root
+from core.evaluate import evaluate_checkpoints
+from core.metrics import mean_and_spread
+from core.train import TrainConfig, distill, fit
+
+log = logging.getLogger(__name__)
+
+ALPHAS = (0.3, 0.5, 0.7)
+TEMPERATURES = (2.0, 4.0, 8.0)
+SEEDS = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training each stage gets; ``cpu`` fits a 2-core machine, ``gpu`` is the paper's 224 px."""
+
+    input_size: int
+    teacher_epochs: int
+    grid_epochs: int
+    student_epochs: int
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+BUDGETS = {
+    "phantom": Budget(input_size=64, teacher_epochs=15, grid_epochs=10, student_epochs=15),
+    "cpu": Budget(input_size=96, teacher_epochs=8, grid_epochs=5, student_epochs=10),
+    "gpu": Budget(input_size=224, teacher_epochs=30, grid_epochs=15, student_epochs=30, batch_size=32, lr=1e-3),
+    "smoke": Budget(input_size=32, teacher_epochs=1, grid_epochs=1, student_epochs=1),
+}
+
+
+def near_duplicate_filter(dataset: str, root: str | None):
+    """Predicate for brain_tumor test images that have a near-copy in train (listed with the data)."""
+    listing = resolve_root(root) / dataset / "near_duplicates_test_vs_train.csv"
+    if not listing.is_file():
+        return None
+    with listing.open(newline="") as handle:
+        names = {row["test_image"] for row in csv.DictReader(handle)}
+    return lambda path: path in names
+
+
+def best_val_acc(history: list[dict]) -> float:
+    """Validation accuracy at the epoch with the lowest validation loss (the kept weights)."""
+    return min(history, key=lambda r: r["val_loss"])["val_acc"]
+
+
+def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
+              protocol: str = "official", grid: bool = True, threads: int | None = None) -> dict:
+    """Run the whole protocol for one dataset; returns the results dictionary also written to disk."""
+    started = time.perf_counter()
+    runs = runs / dataset / protocol
+    base = TrainConfig(dataset=dataset, root=root, input_size=budget.input_size, batch_size=budget.batch_size,
+                       lr=budget.lr, protocol=protocol, resume=True, threads=threads,
+                       teacher_logits=str(runs / "teacher_logits.pt"))
+    teacher_ckpt = runs / "teacher" / "best.pt"
+    if not teacher_ckpt.is_file():
+        fit(replace(base, arch="densenet121", epochs=budget.teacher_epochs, out=str(runs / "teacher")))
+    teacher, _ = checkpoints.load(teacher_ckpt)
+
+    def student_run(name: str, **kw) -> tuple[Path, list[dict]]:
+        path = runs / name / "best.pt"
+        if not path.is_file():
+            distill(replace(base, out=str(runs / name), **kw), teacher)
+        return path, checkpoints.load_meta(path).train["history"]
+
+    grid_rows, chosen = [], {"alpha": 0.5, "temperature": 4.0}
+    if grid:
+        for alpha in ALPHAS:
+            for temp in TEMPERATURES:
+                _, hist = student_run(f"grid_a{alpha}_t{temp:g}", alpha=alpha, temperature=temp,
+                                      epochs=budget.grid_epochs)
+                grid_rows.append({"alpha": alpha, "temperature": temp, "val_acc": best_val_acc(hist),
+                                  "val_loss": min(r["val_loss"] for r in hist)})
+        best = max(grid_rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
+        chosen = {"alpha": best["alpha"], "temperature": best["temperature"]}
+
+    paths = {"teacher": teacher_ckpt}
+    for seed in SEEDS:
+        paths[f"student_s{seed}"], _ = student_run(f"student_s{seed}", seed=seed, epochs=budget.student_epochs,
+                                                   **chosen)
+        paths[f"label_only_s{seed}"], _ = student_run(f"label_only_s{seed}", seed=seed, alpha=1.0,
+                                                      loss="label_only", epochs=budget.student_epochs)
+    # Evaluate the weights exactly as shipped (float16), so the published numbers are of those files.
+    target = out / dataset if protocol == "official" else out / dataset / protocol
+    shipped = {}
+    for name, src in paths.items():
+        model, meta = checkpoints.load(src)
+        meta.weights_dtype = "float16"
+        meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "out", "teacher_logits")}
+        shipped[name] = checkpoints.save(model, meta, runs / "shipped" / f"{name}.pt", half=True)
+    result = evaluate_checkpoints(shipped, write=True, root=root)
+    clean = None
+    if (flt := near_duplicate_filter(dataset, root)) is not None:
+        clean = evaluate_checkpoints(shipped, root=root, exclude=flt)
+
+    def summary(prefix: str) -> dict:
+        names = [n for n in result["models"] if n.startswith(prefix)]
+        pick = {k: [result["models"][n][k] for n in names] for k in ("accuracy", "macro_f1", "ece", "balanced_accuracy")}
+        pick["agreement"] = [result["pairs"][n]["agreement"] for n in names]
+        return {k: mean_and_spread(v) for k, v in pick.items()}
+
+    target.mkdir(parents=True, exist_ok=True)
+    for src_name, dst_name in (("teacher", "teacher"), ("student_s0", "student"), ("label_only_s0", "student_label_only")):
+        for suffix in (".pt", ".json"):
+            shutil.copyfile(shipped[src_name].with_suffix(suffix), (target / dst_name).with_suffix(suffix))
+    results = {
+        "dataset": dataset, "protocol": protocol, "budget": asdict(budget), "chosen": chosen, "grid": grid_rows,
+        "seeds": list(SEEDS), "test": result,
+        "test_without_near_duplicates": clean,
+        "summary": {"student": summary("student_s"), "label_only": summary("label_only_s")},
+        "seconds": time.perf_counter() - started, "versions": checkpoints.library_versions(),
+        "created": checkpoints.now_iso(),
+    }
+    checkpoints.atomic_write_text(target / "results.json", json.dumps(results, indent=1))
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(DATASETS), help="dataset to reproduce")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
+                        help="training budget (default: phantom for phantom, cpu otherwise)")
+    parser.add_argument("--protocol", choices=["official", "pooled"], default="official",
+                        help="official split, or the paper's pooled random split (to measure leakage)")
+    parser.add_argument("--no-grid", action="store_true", help="skip the alpha/T grid (use alpha=0.5, T=4)")
+    parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
+    parser.add_argument("--runs", default="runs/reproduce", help="folder for run state (resumable)")
+    parser.add_argument("--out", default="checkpoints", help="where shipped checkpoints and results go")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    budget = BUDGETS[args.budget or ("phantom" if args.dataset == "phantom" else "cpu")]
+    res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
+                    grid=not args.no_grid, threads=args.threads)
+    s = res["summary"]
+    print(f"{args.dataset} ({args.protocol}): chosen {res['chosen']}; teacher acc "
+          f"{res['test']['models']['teacher']['accuracy']:.4f}; student acc {s['student']['accuracy']['mean']:.4f} "
+          f"± {s['student']['accuracy']['std']:.4f}; label-only {s['label_only']['accuracy']['mean']:.4f} "
+          f"± {s['label_only']['accuracy']['std']:.4f}; {res['seconds'] / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

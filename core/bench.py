@@ -29,6 +29,8 @@ from core.inference import to_model_input
 from core.models import build_student, build_teacher
 from core.timing import ProgressCallback, benchmark_methods, environment
 
+__all__ = ["BenchError", "run_bench", "write_results", "format_table", "build_parser", "main"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # random-weights runs only
 
@@ -37,7 +39,7 @@ class BenchError(ValueError):
     """A benchmark that cannot run as configured."""
 
 
-def _load_models(dataset: str, teacher: str | None, student: str | None, random_weights: bool, teacher_arch: str,
+def _load_models(dataset: str, teacher, student, random_weights: bool, teacher_arch: str,
                  student_depth: int, input_size: int | None, seed: int) -> tuple[dict, dict]:
     """Return ``(name -> model, name -> (input_size, mean, std))``."""
     from core.data import get_info
@@ -79,7 +81,7 @@ def _load_images(dataset: str, split: str, n: int, prep: dict, seed: int) -> tup
     return images, labels
 
 
-def run_bench(dataset: str = "phantom", teacher: str | None = None, student: str | None = None, *,
+def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, student: str | Path | None = None, *,
               images: int = 8, split: str = "test", methods: Sequence[str] | None = None, repeats: int = 5,
               warmup: int = 1, budget_s: float | None = 60.0, threads: int | None = None,
               random_weights: bool = False, teacher_arch: str = "densenet121", student_depth: int = 5,
@@ -107,8 +109,15 @@ def run_bench(dataset: str = "phantom", teacher: str | None = None, student: str
     models, prep = _load_models(dataset, teacher, student, random_weights, teacher_arch, student_depth,
                                 input_size, seed)
     batches, targets = _load_images(dataset, split, images, prep, seed)
-    rows = benchmark_methods(models, batches, methods, targets, repeats=repeats, warmup=warmup,
-                             params=params, budget_s=budget_s, threads=threads, on_progress=on_progress)
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        env = environment()  # with the thread count the rows were measured with
+        rows = benchmark_methods(models, batches, methods, targets, repeats=repeats, warmup=warmup,
+                                 params=params, budget_s=budget_s, on_progress=on_progress)
+    finally:
+        torch.set_num_threads(previous_threads)
     for row in rows:
         row["dataset"] = dataset
     if out is not None:
@@ -117,12 +126,12 @@ def run_bench(dataset: str = "phantom", teacher: str | None = None, student: str
                   "teacher": str(teacher) if teacher else None, "student": str(student) if student else None,
                   "teacher_arch": teacher_arch if random_weights else None, "input_size": input_size,
                   "seed": seed, "params": params or {}}
-        write_results(rows, out, config)
+        write_results(rows, out, config, env)
     return rows
 
 
-def write_results(rows: list[dict], out: str | Path, config: dict) -> tuple[Path, Path]:
-    """Write ``bench.csv`` and ``bench.json`` (with environment and configuration) into ``out``."""
+def write_results(rows: list[dict], out: str | Path, config: dict, env: dict | None = None) -> tuple[Path, Path]:
+    """Write ``bench.csv`` and ``bench.json`` (environment, configuration, rows) into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "bench.csv", out / "bench.json"
@@ -130,7 +139,7 @@ def write_results(rows: list[dict], out: str | Path, config: dict) -> tuple[Path
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    payload = {"environment": environment(), "config": config, "rows": rows}
+    payload = {"environment": env or environment(), "config": config, "rows": rows}
     json_path.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
     return csv_path, json_path
 

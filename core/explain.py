@@ -3,7 +3,7 @@
 One small class per method in the `EXPLAINERS` registry (the app lists methods from it). Each class
 states its defaults for an input size, its pass count at those settings, the batch it feeds the model,
 and how far its backward goes; `estimate_cost` turns that into a predicted time from a one-time
-calibration of this model on this host (`calibrate`), so a user sees the price before running.
+calibration of this model on this host (`core.timing.calibrate`), so a user sees the price before running.
 
 The Captum baselines are called the standard way (``LayerGradCam(model, layer).attribute(x, target=c)``
 etc.) so that timings compare like with like. KernelShap and Lime fit their linear surrogate with
@@ -32,9 +32,10 @@ from torch import nn
 
 from core.featuremaps import default_target_layer, layer_maps, normalize_map, require_eval, resolve_layer
 from core.featuremaps import preserve_model_state
+from core.timing import calibrate
 
-__all__ = ["ExplainError", "Explanation", "CostEstimate", "Calibration", "Explainer", "EXPLAINERS",
-           "register_explainer", "explain", "estimate_cost", "calibrate", "make_explainer", "method_defaults"]
+__all__ = ["ExplainError", "Explanation", "CostEstimate", "Explainer", "EXPLAINERS", "register_explainer", "explain",
+           "estimate_cost", "make_explainer", "method_defaults", "least_squares_model"]
 
 
 class ExplainError(ValueError):
@@ -64,18 +65,6 @@ class Explanation:
     predicted_seconds: float | None
     params: dict[str, Any]
     extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Per-image cost of one forward (no grad) and one backward to the input at a batch size, on this host."""
-
-    input_size: tuple[int, int]
-    batch_size: int
-    forward_s: float
-    backward_s: float
-    threads: int
-    device: str
 
 
 @dataclass(frozen=True)
@@ -164,7 +153,7 @@ class Explainer:
 def _positive(attr: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """(1, C, H, W) signed attribution -> (positive part summed over channels, {"raw": signed map})."""
     raw = attr.detach()[0].float().sum(0)
-    return raw.clamp_min(0), {"raw": raw.numpy()}
+    return raw.clamp_min(0), {"raw": raw.cpu().numpy()}
 
 
 def _grid_mask(input_size: tuple[int, int], grid: int) -> torch.Tensor:
@@ -441,55 +430,6 @@ def _size(input_size) -> tuple[int, int]:
 def make_explainer(model: nn.Module, method: str, input_size, **params) -> Explainer:
     """Instantiate a registered explainer with validated parameters."""
     return _explainer_class(method)(model, _size(input_size), **params)
-
-
-_CALIBRATIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-
-
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def calibrate(model: nn.Module, input_size, batch_size: int = 1, *, backward: bool = True, repeats: int = 3,
-              refresh: bool = False) -> Calibration:
-    """Measure one forward (no grad) and one forward+backward to the input, per image, at a batch size.
-
-    Cached per (model, input size, batch size, thread count); a first call runs ``1 + repeats`` of
-    each and keeps the medians. ``backward=False`` skips the backward (``backward_s`` is then NaN
-    until a later call asks for it): forward-only methods need no more.
-    """
-    from core.timing import time_callable
-
-    size = _size(input_size)
-    key = (size, int(batch_size), torch.get_num_threads())
-    cache = _CALIBRATIONS.setdefault(model, {})
-    cached = None if refresh else cache.get(key)
-    if cached is not None and (not backward or not math.isnan(cached.backward_s)):
-        return cached
-    require_eval(model)
-    device = _device(model)
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    x = torch.randn(batch_size, convs[0].in_channels if convs else 3, *size, device=device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
-
-    def forward():
-        with torch.inference_mode():
-            model(x)
-
-    def forward_backward():
-        xg = x.clone().requires_grad_(True)
-        torch.autograd.grad(model(xg)[:, 0].sum(), xg)
-
-    with preserve_model_state(model):
-        t_f = cached.forward_s * batch_size if cached is not None else \
-            time_callable(forward, repeats=repeats, warmup=1, sync=sync).median
-        t_b = float("nan")
-        if backward:
-            t_b = max(time_callable(forward_backward, repeats=repeats, warmup=1, sync=sync).median - t_f, 0.0)
-    cache[key] = Calibration(size, int(batch_size), t_f / batch_size, t_b / batch_size,
-                             torch.get_num_threads(), str(device))
-    return cache[key]
 
 
 def estimate_cost(model: nn.Module, method: str, input_size, *, target_known: bool = True,

@@ -91,16 +91,17 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequenc
         raise ValueError(f"score must be 'prob' or 'logit', got {score!r}")
     require_eval(model)
     n, _, h, w = x.shape
-    maps = _as_tensor(maps, n)
+    maps = _as_tensor(maps, n).to(x.device)
     if maps.shape != (n, h, w):
         raise ValueError(f"maps must be shaped {(n, h, w)}, got {tuple(maps.shape)}")
-    targets = torch.as_tensor(list(targets), dtype=torch.long)
+    targets = torch.as_tensor(list(targets), dtype=torch.long, device=x.device)
     if baseline == "auto":
         baseline = "zero" if mode == "deletion" else "blur"
     base = _baseline(x, baseline)
     # rank[i, p] = position of pixel p in image i's order (stable: ties keep raster order)
     order = torch.argsort(-maps.flatten(1), dim=1, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(h * w).expand(n, -1)).view(n, 1, h, w)
+    positions = torch.arange(h * w, device=x.device).expand(n, -1)
+    rank = torch.empty_like(order).scatter_(1, order, positions).view(n, 1, h, w)
     counts = [round(k * h * w / steps) for k in range(steps + 1)]
     scores = np.zeros((n, steps + 1))
     with preserve_model_state(model), torch.inference_mode():
@@ -112,7 +113,7 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequenc
                 perturbed = torch.where(chosen, bs, xs) if mode == "deletion" else torch.where(chosen, xs, bs)
                 out = model(perturbed).float()
                 out = torch.softmax(out, 1) if score == "prob" else out
-                scores[sl, k] = out.gather(1, tg[:, None])[:, 0].numpy()
+                scores[sl, k] = out.gather(1, tg[:, None])[:, 0].cpu().numpy()
     fractions = np.array(counts, dtype=float) / (h * w)
     return Curve(mode, fractions, scores, _trapezoid(scores, fractions))
 

@@ -6,22 +6,28 @@ targets go to every method; the plain forward pass is reported in its own row an
 explainer's own cost (``overhead_s``) is visible; each row carries the pass-count bound of
 `core.explain.estimate_cost` and the ratio measured / bound. The clock and sync are arguments, so a
 test can check the order of events with fakes instead of asserting times.
+
+`calibrate` measures the per-pass costs behind every prediction: one forward (no grad) and one
+forward+backward to the input, per image, at the batch size a method feeds the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TimingResult", "time_callable", "environment", "benchmark_methods", "ProgressCallback"]
+__all__ = ["TimingResult", "time_callable", "Calibration", "calibrate", "environment", "benchmark_methods",
+           "ProgressCallback"]
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -77,6 +83,64 @@ def time_callable(fn: Callable[[], object], repeats: int = 10, warmup: int = 2, 
     return TimingResult(samples, warmup)
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Per-image seconds of one forward (no grad) and of one backward to the input, at a batch size."""
+
+    input_size: tuple[int, int]
+    batch_size: int
+    forward_s: float
+    backward_s: float  # NaN until measured
+    threads: int
+    device: str
+
+
+_CALIBRATIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def calibrate(model: nn.Module, input_size: int | tuple[int, int], batch_size: int = 1, *, backward: bool = True,
+              repeats: int = 3, warmup: int = 1, refresh: bool = False) -> Calibration:
+    """Measure one forward and one forward+backward of ``model`` on this host, per image, at a batch size.
+
+    Cached per (model, input size, batch size, thread count): a first call runs ``warmup + repeats``
+    of each and keeps the medians. ``backward=False`` skips the backward (``backward_s`` stays NaN
+    until a call asks for it); ``refresh`` measures again (a benchmark pairs it with its own run).
+    The model must be in eval mode and is left as found.
+    """
+    from core.featuremaps import preserve_model_state, require_eval
+
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    key = (size, int(batch_size), torch.get_num_threads())
+    cache = _CALIBRATIONS.setdefault(model, {})
+    cached = None if refresh else cache.get(key)
+    if cached is not None and (not backward or not math.isnan(cached.backward_s)):
+        return cached
+    require_eval(model)
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    x = torch.randn(batch_size, convs[0].in_channels if convs else 3, *size, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+
+    def forward():
+        with torch.inference_mode():
+            model(x)
+
+    def forward_backward():
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xg)[:, 0].sum(), xg)
+
+    with preserve_model_state(model):
+        t_f = cached.forward_s * batch_size if cached is not None else \
+            time_callable(forward, repeats=repeats, warmup=warmup, sync=sync).median
+        t_b = float("nan")
+        if backward:
+            t_b = max(time_callable(forward_backward, repeats=repeats, warmup=warmup, sync=sync).median - t_f, 0.0)
+    cache[key] = Calibration(size, int(batch_size), t_f / batch_size, t_b / batch_size, torch.get_num_threads(),
+                             str(device))
+    return cache[key]
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
@@ -98,6 +162,7 @@ def environment(device: str | torch.device = "cpu") -> dict[str, object]:
             "captum": captum.__version__, "numpy": np.__version__, "platform": platform.platform(),
             "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "device": str(device),
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,  # others' work skews timings
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
@@ -109,7 +174,8 @@ def _row(model_name: str, method: str, timing: TimingResult, n_images: int, repe
             "x_forward": timing.median / forward_s if forward_s > 0 else float("nan"),
             "passes_forward": passes["forward"], "passes_backward": passes["backward"],
             "bound_s": bound_s, "ratio_to_bound": timing.median / bound_s if bound_s > 0 else float("nan"),
-            "input_size": "x".join(str(s) for s in input_size), "params": json.dumps(params, sort_keys=True)}
+            "input_size": "x".join(str(s) for s in input_size), "threads": torch.get_num_threads(),
+            "params": json.dumps(params, sort_keys=True)}
 
 
 def benchmark_methods(models: Mapping[str, nn.Module], images: torch.Tensor | Mapping[str, torch.Tensor],
@@ -174,7 +240,10 @@ def benchmark_methods(models: Mapping[str, nn.Module], images: torch.Tensor | Ma
                 samples = []
                 for i in range(len(batch)):
                     x, target = batch[i:i + 1], int(targets[i])
-                    call = lambda x=x, t=target: explain(model, x, method, t, predict=False, **method_params)  # noqa: E731
+
+                    def call(x=x, target=target):
+                        explain(model, x, method, target, predict=False, **method_params)
+
                     samples += time_callable(call, runs, method_warmup if i == 0 else 0,
                                              clock=clock, sync=sync).samples
                 timing = TimingResult(samples, method_warmup)

@@ -7,12 +7,13 @@ across reruns and users without hashing tensors.
 
 from __future__ import annotations
 
-import time
+import json
 
 import numpy as np
 import streamlit as st
 import torch
 
+from core.evaluate import latency_ms
 from core.inference import predict_tensor, to_model_input
 from core.metrics import classification_report, pair_report
 from core.models import count_flops, count_parameters, feature_layers
@@ -23,7 +24,8 @@ from explorer.loaders import LoadedModel
 @st.cache_data(max_entries=64, show_spinner=False)
 def probabilities(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor) -> np.ndarray:
     """Class probabilities (C,) of one preprocessed image (cached per checkpoint and image id)."""
-    return predict_tensor(_loaded.model, _x)[0]
+    with _loaded.lock:  # another session may have explainer hooks on this model right now
+        return predict_tensor(_loaded.model, _x)[0]
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring the architecture ...")
@@ -32,21 +34,15 @@ def architecture(_loaded: LoadedModel, path: str) -> dict:
     meta, model = _loaded.meta, _loaded.model
     size = meta.input_size
     shipped = ((meta.metrics.get("test") or {}).get("latency") or {}).get("median_ms")
-    if shipped is None:  # a quick local measurement: median of 7 forward passes after 2 warm-ups
-        x = torch.zeros(1, 3, size, size)
-        times = []
-        with torch.inference_mode():
-            for i in range(9):
-                start = time.perf_counter()
-                model(x)
-                if i >= 2:
-                    times.append(time.perf_counter() - start)
-        latency, source = float(np.median(times)) * 1000, "measured here"
-    else:
-        latency, source = float(shipped), "shipped with the checkpoint"
+    with _loaded.lock:
+        flops = count_flops(model, size)
+        if shipped is None:  # measured as core.evaluate stores it: median of 20 after 3 warm-ups
+            latency, source = latency_ms(model, size)["median_ms"], "measured here"
+        else:
+            latency, source = float(shipped), "shipped with the checkpoint"
     return {"arch": meta.arch + (f" (depth {meta.arch_args['depth']})" if meta.arch_args.get("depth") else ""),
             "layers": len(feature_layers(model)), "parameters": count_parameters(model),
-            "gflops": count_flops(model, size) / 1e9, "latency_ms": latency, "latency_source": source,
+            "gflops": flops / 1e9, "latency_ms": latency, "latency_source": source,
             "input_size": size}
 
 
@@ -68,7 +64,8 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
         size = loaded.meta.input_size
         x = images if images.shape[-1] == size else torch.nn.functional.interpolate(
             images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out["probs"][role] = predict_tensor(loaded.model, to_model_input(x, loaded.meta.mean, loaded.meta.std))
+        with loaded.lock:
+            out["probs"][role] = predict_tensor(loaded.model, to_model_input(x, loaded.meta.mean, loaded.meta.std))
     return out
 
 
@@ -127,3 +124,25 @@ def metrics_table(reports: dict[str, dict], labels: dict[str, str]) -> list[dict
             for name, key, ci, pct in spec]
     rows.append({"metric": "Test images", **{labels[r]: str(rep["n"]) for r, rep in reports.items()}})
     return rows
+
+
+def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
+    """Mean ± std over seeds of the shipped students, from ``results.json`` (`core.reproduce`), if shipped.
+
+    Returns:
+        ``(table rows, {"seeds": [...], "chosen": {"alpha", "temperature"}})`` or None.
+    """
+    path = loaders.checkpoint_root() / dataset / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        summary = results["summary"]
+    except (OSError, ValueError, KeyError):
+        return None
+    rows = []
+    for key, label in (("student", "Student (distilled)"), ("label_only", "Student (labels only)")):
+        if key in summary:
+            rows.append({"model": label, **{name: f"{summary[key][k]['mean']:.4f} ± {summary[key][k]['std']:.4f}"
+                                            for k, name in (("accuracy", "accuracy"), ("macro_f1", "macro F1"),
+                                                            ("ece", "ECE"), ("agreement", "agreement with teacher"))
+                                            if k in summary[key]}})
+    return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}

@@ -25,13 +25,21 @@ def class_balance(counts: dict[str, dict[str, int]]) -> go.Figure:
     return _compact(fig, 300)
 
 
+def prediction_bars(probs: dict[str, Sequence[float]], classes: Sequence[str]) -> go.Figure:
+    """Class probabilities of one image for several models (``{model: [p per class]}``)."""
+    fig = go.Figure([go.Bar(name=name, x=list(classes), y=list(p), marker_color=COLORS.get(name))
+                     for name, p in probs.items()])
+    fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]))
+    return _compact(fig, 280)
+
+
 def confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> go.Figure:
     """Confusion matrix, rows = true class, columns = predicted, counts printed in the cells."""
     z = np.asarray(cm)
     fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), colorscale="Blues", showscale=False,
                                text=z, texttemplate="%{text}", hovertemplate="true %{y}<br>pred %{x}<br>%{z}"))
     fig.update_yaxes(autorange="reversed", title="true", automargin=True)
-    fig.update_xaxes(title="predicted", automargin=True, tickangle=0)
+    fig.update_xaxes(title="predicted", automargin=True, tickangle=-30)
     return _compact(fig, 320, title)
 
 
@@ -90,7 +98,8 @@ def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02,
                         vertical_spacing=0.08)
     for i, m in enumerate(maps):
-        fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", zmin=0, zmax=1, showscale=False), i // cols + 1, i % cols + 1)
+        fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", zmin=0, zmax=1, showscale=False),
+                      i // cols + 1, i % cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_annotations(font_size=11)

@@ -50,29 +50,33 @@ def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, 
         out = {"map": exp.map, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
                "passes": exp.passes, "target": exp.target}
         if faithfulness:
-            out["deletion_auc"] = float(deletion_auc(loaded.model, x, exp.map, [target], steps=FAITHFULNESS_STEPS).auc[0])
-            out["insertion_auc"] = float(insertion_auc(loaded.model, x, exp.map, [target],
-                                                       steps=FAITHFULNESS_STEPS).auc[0])
+            for name, curve in (("deletion_auc", deletion_auc), ("insertion_auc", insertion_auc)):
+                out[name] = float(curve(loaded.model, x, exp.map, [target], steps=FAITHFULNESS_STEPS).auc[0])
         if sanity:
             check = sanity_check(loaded.model, x, method, target)
             out["sanity_spearman"] = _finite(check.spearman)
             out["sanity_layers"] = check.randomized
     if mask is not None and mask.shape == exp.map.shape and mask.any():
         hit = pointing_game(exp.map, mask)
-        out.update(pointing_hit=_finite(hit["hit"]), energy=_finite(hit["energy"]), mask_iou=_finite(mask_iou(exp.map, mask)))
+        out.update(pointing_hit=_finite(hit["hit"]), energy=_finite(hit["energy"]),
+                   mask_iou=_finite(mask_iou(exp.map, mask)))
     return out
 
 
 def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], methods: list[str], target: int, *,
-                 faithfulness: bool = True, sanity: bool = True, mask: np.ndarray | None = None,
+                 faithfulness: bool = True, sanity: bool = True, masks: dict[str, np.ndarray | None] | None = None,
                  on_progress=None) -> dict:
-    """Explain ``target`` on both models with each method; adds the teacher-student agreement per method."""
+    """Explain ``target`` on both models with each method; adds the teacher-student agreement per method.
+
+    ``masks``: the lesion mask at each model's input size (phantom), for the pointing game.
+    """
+    masks = masks or {}
     results, total, done = {}, len(methods) * len(models), 0
     for method in methods:
         per_model = {}
         for role, loaded in models.items():
             per_model[role] = explain_one(loaded, xs[role], method, target, faithfulness=faithfulness,
-                                          sanity=sanity, mask=mask)
+                                          sanity=sanity, mask=masks.get(role))
             done += 1
             if on_progress:
                 on_progress(done / total, f"{title(method)} on the {role}")

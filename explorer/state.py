@@ -48,6 +48,7 @@ def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[s
         The value the widget will show.
     """
     param = param or key
+    default = list(default) if isinstance(default, list) else default  # never share a mutable default
     seen = st.session_state.setdefault(_SEEN, {})
     raw = st.query_params.get(param)
     if raw is not None and raw != seen.get(param):

@@ -8,7 +8,7 @@ import json
 
 import streamlit as st
 
-from explorer import charts, loaders
+from explorer import figures, loaders, ui
 
 
 def shipped_results(dataset: str) -> dict | None:
@@ -43,7 +43,7 @@ def table(rows: list[dict]) -> list[dict]:
 
 def show(rows: list[dict], key: str, environment: dict | None = None) -> None:
     """Bars (median, IQR) per method and model, the table, and a CSV download."""
-    st.plotly_chart(charts.timing_bars(rows), key=f"timing_chart_{key}")
+    ui.plot(figures.timing_bars(rows), f"timing_chart_{key}")
     st.dataframe(table(rows), hide_index=True, key=f"timing_table_{key}")
     if environment:
         st.caption(f"Measured on {environment.get('cpu')} ({environment.get('threads')} threads, "

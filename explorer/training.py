@@ -25,7 +25,7 @@ class TrainSettings:
     """What the page's widgets choose."""
 
     dataset: str = "phantom"
-    arch: str = "densenet121"
+    arch: str = "resnet18"
     epochs: int = 3
     max_per_class: int = 48
     input_size: int = 48

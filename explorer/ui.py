@@ -8,7 +8,6 @@ Every widget has a key; view state that belongs in a shared link is bound to the
 from __future__ import annotations
 
 import hashlib
-import importlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,23 +62,13 @@ def current_dataset() -> str:
     return st.session_state.get("dataset", loaders.DEFAULT_DATASET)
 
 
-def need_core(module: str, what: str) -> bool:
-    """Import ``core.<module>``; if it is missing, say so plainly and return False."""
-    try:
-        importlib.import_module(f"core.{module}")
-        return True
-    except ImportError as err:
-        st.info(f"{what} needs `core.{module}`, which this version of the code does not have yet "
-                f"({err}). The rest of the explorer works without it.", icon=":material/construction:")
-        return False
-
-
 def no_checkpoints_help(dataset: str) -> None:
     st.info(
-        f"No shipped checkpoints for **{dataset}** in `{loaders.checkpoint_root() / dataset}`. Train them with "
-        f"`python -m core.train --dataset {dataset} --out runs/{dataset} --baseline`, then copy "
-        f"`runs/{dataset}/<role>/best.pt` and `best.json` to `checkpoints/{dataset}/<role>.pt` and `<role>.json` "
-        "(roles: teacher, student, student_label_only).", icon=":material/model_training:")
+        f"No shipped checkpoints for **{dataset}** in `{loaders.checkpoint_root() / dataset}`. Where its images are, "
+        f"make them with `python -m core.reproduce {dataset}` (teacher, distilled and label-only students, with "
+        f"metrics), or train one pair with `python -m core.train --dataset {dataset} --out runs/{dataset} --baseline` "
+        f"and copy `runs/{dataset}/<role>/best.pt` and `best.json` to `checkpoints/{dataset}/<role>.pt` and "
+        "`<role>.json` (roles: teacher, student, student_label_only).", icon=":material/model_training:")
 
 
 def no_images_help(dataset: str, reason: str | None) -> None:
@@ -114,6 +103,14 @@ class ChosenImage:
         """Normalised (1, 3, S, S) tensor for a model with this metadata."""
         return preprocess(meta, [self.image])
 
+    def mask_at(self, size: int) -> np.ndarray | None:
+        """The lesion mask resized (nearest) to a model's input side, or None without a mask."""
+        if self.mask is None:
+            return None
+        if self.mask.shape == (size, size):
+            return self.mask
+        return np.asarray(Image.fromarray(self.mask).resize((size, size), Image.Resampling.NEAREST), dtype=bool)
+
     def pixels(self, size: int) -> np.ndarray:
         """uint8 (S, S, 3) as the model sees it (before normalisation), for overlays."""
         return (resize_transform(size)(self.image) * 255).round().byte().permute(1, 2, 0).numpy()
@@ -134,7 +131,9 @@ def show_image(img: Image.Image, caption: str = "") -> None:
     if max(img.size) > DISPLAY_MAX:
         img = img.copy()
         img.thumbnail((DISPLAY_MAX, DISPLAY_MAX))
-    st.image(img, caption=caption or None)
+    st.image(img)
+    if caption:
+        st.caption(caption)
 
 
 def _upload_choice(key: str) -> ChosenImage | None:

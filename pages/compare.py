@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import analysis, charts, loaders, ui
+from explorer import analysis, figures, loaders, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where the "
@@ -39,17 +39,26 @@ for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
     ui.metric_with_ci(f"{loaders.ROLE_LABELS[role]}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
 st.dataframe(analysis.metrics_table(reports, loaders.ROLE_LABELS), hide_index=True, key="metrics_table")
 
+seeds = analysis.seed_summary(dataset)
+if seeds:
+    rows, info = seeds
+    chosen = info["chosen"]
+    st.markdown(f"**Over {len(info['seeds'])} seeds** (KD setting chosen on validation: alpha = "
+                f"{chosen.get('alpha')}, T = {chosen.get('temperature')}); the models above are the first seed.")
+    st.dataframe(rows, hide_index=True, key="seeds_table")
+
 classes = next(iter(reports.values()))["classes"]
 st.subheader("Confusion matrices")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
-    ui.plot(charts.confusion(rep["confusion_matrix"], classes, loaders.ROLE_LABELS[role]), f"cm_{role}", col)
+    ui.plot(figures.confusion(rep["confusion_matrix"], classes, loaders.ROLE_LABELS[role]), f"cm_{role}", col)
 left, right = st.columns(2)
 with left:
     st.subheader("Per-class F1")
-    ui.plot(charts.per_class_bars({r: rep["per_class"]["f1"] for r, rep in reports.items()}, classes, "F1"), "f1_chart")
+    f1 = {r: rep["per_class"]["f1"] for r, rep in reports.items()}
+    ui.plot(figures.per_class_bars(f1, classes, "F1"), "f1_chart")
 with right:
     st.subheader("Reliability and ECE")
-    ui.plot(charts.reliability(reports), key="reliability_chart")
+    ui.plot(figures.reliability(reports), key="reliability_chart")
 
 st.subheader("Agreement and flips")
 for role, pair in pairs.items():

@@ -1,9 +1,8 @@
 """Dataset: class balance, a sample grid per class, one image at full size (or an upload) with predictions."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from explorer import analysis, charts, loaders, ui
+from explorer import analysis, figures, loaders, ui
 
 dataset = ui.current_dataset()
 status = loaders.status(dataset)
@@ -11,7 +10,7 @@ ui.page_header(f"Dataset: {dataset}", f"{status['modality']}. Source: {status['s
 
 if status["available"]:
     st.subheader("Class balance")
-    ui.plot(charts.class_balance(status["counts"]), key="balance_chart")
+    ui.plot(figures.class_balance(status["counts"]), key="balance_chart")
     st.subheader("Samples per class (test split)")
     per_class = st.slider("Images per class", 2, 10, 6, key="grid_per_class")
     picked = loaders.first_per_class(dataset, per_class)
@@ -41,16 +40,12 @@ with right:
         ui.no_checkpoints_help(dataset)
         st.stop()
     st.markdown("**What the models predict**")
-    fig = go.Figure()
+    probs = {m.role: analysis.probabilities(m, m.path, chosen.ident, chosen.model_input(m.meta)) for m in models}
     for loaded in models:
-        probs = analysis.probabilities(loaded, loaded.path, chosen.ident, chosen.model_input(loaded.meta))
-        fig.add_trace(go.Bar(name=loaders.ROLE_LABELS[loaded.role], x=loaded.meta.classes, y=probs,
-                             marker_color=charts.COLORS.get(loaded.role)))
-        st.metric(loaders.ROLE_LABELS[loaded.role], loaded.meta.classes[int(probs.argmax())],
-                  f"{probs.max():.0%} confident", delta_color="off")
-    fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]), height=280,
-                      margin=dict(l=10, r=10, t=10, b=10))
-    ui.plot(fig, key="prediction_chart")
+        p = probs[loaded.role]
+        st.metric(loaders.ROLE_LABELS[loaded.role], loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
+                  delta_color="off")
+    ui.plot(figures.prediction_bars(probs, models[0].meta.classes), "prediction_chart")
     if chosen.ident.startswith("upload:"):
         st.caption("An uploaded image is resized to the model's input size and normalised as in training. "
                    "Images unlike the training data give confident-looking but meaningless outputs.")

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.explain import EXPLAINERS, ExplainError
-from explorer import analysis, charts, explaining, state, ui
+from explorer import analysis, explaining, figures, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Explanations side by side",
@@ -23,7 +23,8 @@ methods_all = list(EXPLAINERS)
 state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
 methods = st.multiselect("Methods", methods_all, key="method", format_func=explaining.title,
-                         help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds of passes.")
+                         help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds "
+                              "of passes.")
 state.publish("method", fmt=",".join)
 classes = teacher.meta.classes
 c1, c2, c3 = st.columns([2, 1, 1])
@@ -57,8 +58,9 @@ run_key = (chosen.ident, tuple(methods), target, faithful, sanity)
 if st.button("Explain", key="exp_run", type="primary"):
     bar = st.progress(0.0, text="explaining ...")
     try:
+        masks = {role: chosen.mask_at(m.meta.input_size) for role, m in models.items()}
         results[run_key] = explaining.explain_pair(models, xs, methods, target, faithfulness=faithful, sanity=sanity,
-                                                   mask=chosen.mask, on_progress=lambda f, text: bar.progress(f, text))
+                                                   masks=masks, on_progress=lambda f, text: bar.progress(f, text))
     except ExplainError as err:
         st.error(f"Cannot explain: {err}")
     bar.empty()
@@ -76,9 +78,9 @@ for method in methods:
     cols = st.columns([2, 2, 3])
     for col, role in zip(cols, ("teacher", "student")):
         r, size = per_model[role], models[role].meta.input_size
-        mask = chosen.mask if chosen.mask is not None and chosen.mask.shape == r["map"].shape else None
+        mask = chosen.mask_at(size)
         peak = divmod(int(r["map"].argmax()), r["map"].shape[1]) if mask is not None else None
-        fig = charts.image_with_map(chosen.pixels(size), r["map"], opacity, mask=mask, point=peak,
+        fig = figures.image_with_map(chosen.pixels(size), r["map"], opacity, mask=mask, point=peak,
                                     title=f"{role}: {r['seconds'] * 1000:.0f} ms measured", height=300)
         ui.plot(fig, f"exp_map_{method}_{role}", col)
     with cols[2]:

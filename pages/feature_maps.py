@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import charts, layers, loaders, state, ui
+from explorer import figures, layers, loaders, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Feature maps, layer by layer",
@@ -30,15 +30,15 @@ state.publish("fm_pairing", param="pairing")
 by_cka = pairing == "best CKA match"
 n_steps = len(s_maps["labels"]) if by_cka else max(len(t_maps["labels"]), len(s_maps["labels"]))
 
-state.bind("layer", 0, parse=int, lo=0, hi=n_steps - 1)
+state.bind("layer", 1, parse=int, lo=1, hi=n_steps)  # 1-based, as shown: ?layer=3 is the third step
 prev_col, slider_col, next_col = st.columns([1.4, 8, 1.4], vertical_alignment="bottom")
 prev_col.button("Prev", key="layer_prev", icon=":material/chevron_left:", on_click=state.step,
-                args=("layer", -1, 0, n_steps - 1), disabled=st.session_state["layer"] == 0)
-slider_col.slider("Layer step", 0, n_steps - 1, key="layer")
+                args=("layer", -1, 1, n_steps), disabled=st.session_state["layer"] == 1)
+slider_col.slider("Layer step", 1, n_steps, key="layer")
 next_col.button("Next", key="layer_next", icon=":material/chevron_right:", on_click=state.step,
-                args=("layer", 1, 0, n_steps - 1), disabled=st.session_state["layer"] == n_steps - 1)
+                args=("layer", 1, 1, n_steps), disabled=st.session_state["layer"] == n_steps)
 state.publish("layer")
-step = int(st.session_state["layer"])
+step = int(st.session_state["layer"]) - 1
 t_i, s_i = layers.lockstep(len(t_maps["labels"]), len(s_maps["labels"]), step, cka["best_teacher"] if by_cka else None)
 shown = {"teacher": (teacher, t_maps, t_i), "student": (student, s_maps, s_i)}
 st.markdown(f"#### Step {step + 1} of {n_steps}: teacher **{t_maps['labels'][t_i]}** and student "
@@ -47,14 +47,15 @@ st.markdown(f"#### Step {step + 1} of {n_steps}: teacher **{t_maps['labels'][t_i
 c1, c2, c3 = st.columns([2, 3, 2])
 mode = c1.radio("Show", ["overlay", "raw map"], key="fm_mode", horizontal=True)
 opacity = c2.slider("Map opacity", 0.0, 1.0, 0.5, 0.05, key="fm_opacity", disabled=mode == "raw map")
-outline = c3.checkbox("Lesion outline", value=True, key="fm_outline", disabled=chosen.mask is None)
+outline = c3.checkbox("Lesion outline", value=True, key="fm_outline",
+                      disabled=chosen.mask is None or not chosen.mask.any())
 cols = st.columns(2)
 for col, (role, (loaded, maps, i)) in zip(cols, shown.items()):
     size = loaded.meta.input_size
     c, h, w = maps["shapes"][i]
     probs = maps["probabilities"]
-    mask = chosen.mask if outline and chosen.mask is not None and chosen.mask.shape == (size, size) else None
-    fig = charts.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity, mask=mask,
+    mask = chosen.mask_at(size) if outline else None
+    fig = figures.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity, mask=mask,
                                 title=f"{role}: {maps['labels'][i]} ({c} channels, {h}x{w})", height=380)
     ui.plot(fig, f"fm_map_{role}", col)
     col.caption(f"{loaders.ROLE_LABELS[role]} predicts **{loaded.meta.classes[maps['predicted']]}** "
@@ -85,16 +86,16 @@ if st.session_state["fm_rank"]:
     st.caption(f"The ablation {verdict} the ranking (random drops: "
                f"{', '.join(f'{d:.2f}' for d in ranked['random_drops'])}; layer has {ranked['n_channels']} channels).")
     titles = [f"ch {c} ({s:+.2f})" for c, s in zip(ranked["channels"], ranked["scores"])]
-    ui.plot(charts.channel_grid(ranked["maps"], titles), "fm_channels")
+    ui.plot(figures.channel_grid(ranked["maps"], titles), "fm_channels")
     state.bind("channel", ranked["channels"][0], parse=int, options=ranked["channels"])
     channel = st.selectbox("Channel to enlarge", ranked["channels"], key="channel")
     state.publish("channel")
     pos = ranked["channels"].index(channel)
-    ui.plot(charts.image_with_map(chosen.pixels(loaded.meta.input_size), ranked["maps"][pos], opacity,
+    ui.plot(figures.image_with_map(chosen.pixels(loaded.meta.input_size), ranked["maps"][pos], opacity,
                                   title=f"{role} {maps['labels'][i]} channel {channel}", height=360), "fm_channel_big")
 
 if cka:
     st.subheader("Which teacher layer does each student layer resemble?")
     st.caption(f"Linear CKA (Kornblith et al. 2019) over {cka['n_images']} test images; 1 = same representation up "
                "to rotation and scale. The outlined cell is the pair shown above.")
-    ui.plot(charts.cka_heatmap(cka["matrix"], cka["teacher_layers"], cka["student_layers"], (t_i, s_i)), "fm_cka")
+    ui.plot(figures.cka_heatmap(cka["matrix"], cka["teacher_layers"], cka["student_layers"], (t_i, s_i)), "fm_cka")

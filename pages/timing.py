@@ -38,7 +38,8 @@ if not methods:
     st.info("Choose at least one method.")
     st.stop()
 costs = explaining.predicted_costs({"teacher": teacher, "student": student}, methods)
-predicted = sum(min(v * n_images * repeats, budget) for row in costs for k, v in row.items() if k.endswith("predicted s"))
+predicted = sum(min(v * n_images * repeats, budget)
+                for row in costs for k, v in row.items() if k.endswith("predicted s"))
 st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound, capped by the budget).")
 
 results = state.results("timing")

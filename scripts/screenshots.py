@@ -118,14 +118,23 @@ def wait_for_text(driver, text: str, timeout: float = 180.0) -> None:
 
 
 def click_button(driver, label: str) -> None:
-    """Click the (first) button whose text is ``label``."""
+    """Click the (first) button whose text is ``label`` (a Material icon's name may come first)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
-    buttons = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == label]
-    if not buttons:
-        raise LookupError(f"no button labelled {label!r}")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", buttons[0])
-    buttons[0].click()
+    for attempt in range(5):  # the page may re-render between finding the button and clicking it
+        try:
+            buttons = [b for b in driver.find_elements(By.TAG_NAME, "button")
+                       if b.text.strip().splitlines()[-1:] == [label]]
+            if not buttons:
+                raise LookupError(f"no button labelled {label!r}")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", buttons[0])
+            buttons[0].click()
+            return
+        except (WebDriverException, LookupError):
+            if attempt == 4:
+                raise
+            time.sleep(1.0)
 
 
 def errors_shown(driver) -> list[str]:

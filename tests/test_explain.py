@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.explain import (EXPLAINERS, ExplainError, calibrate, estimate_cost, explain, method_defaults)
+from core.explain import EXPLAINERS, ExplainError, estimate_cost, explain, method_defaults
 from core.featuremaps import grad_cam, normalize_map
+from core.models import build_teacher, feature_layers
+from core.timing import calibrate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -175,9 +177,22 @@ class NaNModel(nn.Module):
         self.fc = nn.Linear(2, 2)
 
     def forward(self, x):
-        return self.fc(self.conv(x).mean(dim=(2, 3)) * float("nan"))
+        return self.fc(self.conv(x * float("nan")).mean(dim=(2, 3)))
 
 
-def test_non_finite_maps_are_reported():
+@pytest.mark.parametrize("method", ["saliency", "feature_maps"])
+def test_non_finite_maps_are_reported(method):
     with pytest.raises(ExplainError, match="non-finite"):
-        explain(NaNModel().eval(), torch.randn(1, 3, 16, 16), "saliency", 0, predict=False)
+        explain(NaNModel().eval(), torch.randn(1, 3, 16, 16), method, 0, predict=False)
+
+
+@pytest.mark.parametrize("arch", ["densenet121", "resnet18"])
+def test_teachers_step_through_readable_layers_and_explain(arch, image64, count_forwards):
+    model = build_teacher(arch, 4).eval()
+    counter = count_forwards(model)
+    maps = explain(model, image64, "feature_maps", predict=False)
+    assert counter.calls == 1
+    assert list(maps.extras["layers"]) == [label for label, _ in feature_layers(model)]
+    assert all(m.shape == (64, 64) and np.isfinite(m).all() for m in maps.extras["layers"].values())
+    cam = explain(model, image64, "grad_cam", 1, predict=False)
+    assert cam.extras["layer"] == feature_layers(model)[-1][0] and np.isfinite(cam.map).all()

@@ -221,6 +221,17 @@ def test_linear_cka_properties():
     assert linear_cka(X, torch.randn(40, 10, generator=g)) < 0.5
     with pytest.raises(ValueError):
         linear_cka(X, X[:5])
+    assert linear_cka(X, 3.0 * X @ q, debiased=True) == pytest.approx(1.0)
+
+
+def test_debiased_cka_removes_the_small_sample_bias():
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(40, 2000, generator=g), torch.randn(40, 2000, generator=g)  # unrelated, n << p
+    assert linear_cka(X, Y) > 0.8  # the plain estimate calls them similar
+    assert abs(linear_cka(X, Y, debiased=True)) < 0.15  # its spread is about 0.03 at n = 40
+    shared = torch.randn(40, 5, generator=g)
+    assert linear_cka(shared @ torch.randn(5, 2000, generator=g), shared @ torch.randn(5, 300, generator=g),
+                      debiased=True) > 0.5
 
 
 def test_cka_matrix_labels_and_self_match(tiny_student):

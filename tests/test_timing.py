@@ -94,14 +94,32 @@ def test_benchmark_with_fake_clock_and_budget(tiny_student):
 
 def test_run_bench_writes_csv_and_json(tmp_path):
     rows = run_bench("phantom", random_weights=True, teacher_arch="resnet18", student_depth=3, input_size=32,
-                     images=2, methods=["feature_maps", "grad_cam"], repeats=1, warmup=0, out=tmp_path)
+                     images=2, methods=["feature_maps", "grad_cam"], repeats=1, warmup=0, threads=1, out=tmp_path)
     assert len(rows) == 6 and {r["model"] for r in rows} == {"teacher", "student"}
     with (tmp_path / "bench.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 6
     payload = json.loads((tmp_path / "bench.json").read_text())
     assert payload["environment"]["torch"] == torch.__version__
+    assert payload["environment"]["threads"] == rows[0]["threads"] == 1
     assert payload["config"]["random_weights"] and len(payload["rows"]) == 6
     assert "grad_cam" in format_table(rows)
+
+
+def test_run_bench_reads_checkpoints_with_their_preprocessing(tmp_path, tiny_student):
+    from core.checkpoints import CheckpointMeta, save
+    from core.models import build_teacher
+    from core.phantom import PHANTOM_CLASSES
+
+    classes = list(PHANTOM_CLASSES)
+    teacher = build_teacher("resnet18", 4).eval()
+    save(teacher, CheckpointMeta("resnet18", 4, classes, 48, [0.5] * 3, [0.25] * 3, dataset="phantom"),
+         tmp_path / "t.pt")
+    save(tiny_student, CheckpointMeta("student", 4, classes, 32, [0.1] * 3, [0.2] * 3, role="student",
+                                      dataset="phantom", arch_args={"depth": 3}), tmp_path / "s.pt")
+    rows = run_bench("phantom", tmp_path / "t.pt", tmp_path / "s.pt", images=3, methods=["saliency"], repeats=1,
+                     warmup=0, threads=1)
+    sizes = {r["model"]: r["input_size"] for r in rows}
+    assert sizes == {"teacher": "48x48", "student": "32x32"} and all(r["images"] == 3 for r in rows)
 
 
 def test_cli_documents_every_option_and_fails_clearly(tmp_path, capsys):

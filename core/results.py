@@ -1,0 +1,107 @@
+"""Render the README's results section from the shipped ``checkpoints/*/results.json`` files.
+
+``python -m core.results`` rewrites the part of README.md between the ``results:start``/``results:end``
+markers; ``--check`` fails if the README differs from what the metadata says (run by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
+# Reported in the paper (test accuracy), as far as could be read; see ../shared/notes/paper.md.
+PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
+         "alzheimer": "teacher 0.9938, student 0.9946 (augmented 33,984-image set, random split)"}
+
+
+def _ci(report: dict, key: str) -> str:
+    lo, hi = report[f"{key}_ci"]
+    return f"{report[key]:.4f} [{lo:.3f}, {hi:.3f}]"
+
+
+def _spread(summary: dict, key: str) -> str:
+    s = summary[key]
+    return f"{s['mean']:.4f} ± {s['std']:.4f}"
+
+
+def dataset_section(results: dict, meta_dir: Path) -> list[str]:
+    """Markdown lines for one dataset's results file."""
+    test, summary = results["test"], results["summary"]
+    models = test["models"]
+    budget = results["budget"]
+    lines = [f"### {results['dataset']} ({results['protocol']} split)", "",
+             f"Input {budget['input_size']} px; teacher {budget['teacher_epochs']} epochs, students "
+             f"{budget['student_epochs']} epochs; KD setting chosen on validation: alpha = "
+             f"{results['chosen']['alpha']}, T = {results['chosen']['temperature']:g}; seeds "
+             f"{', '.join(map(str, results['seeds']))}; {models['teacher']['n']} test images.", "",
+             "| model | accuracy [95% CI] | macro F1 [95% CI] | ECE | agreement with teacher | ms / image |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    t = models["teacher"]
+    lines.append(f"| teacher (DenseNet121) | {_ci(t, 'accuracy')} | {_ci(t, 'macro_f1')} | {t['ece']:.3f} | – | "
+                 f"{t['latency']['median_ms']:.1f} |")
+    for label, prefix, key in (("distilled student", "student", "student"), ("label-only student", "label_only", "label_only")):
+        m0 = models[f"{prefix}_s0"]
+        s = summary[key]
+        lines.append(f"| {label}, seed 0 | {_ci(m0, 'accuracy')} | {_ci(m0, 'macro_f1')} | {m0['ece']:.3f} | "
+                     f"{test['pairs'][f'{prefix}_s0']['agreement']:.4f} | {m0['latency']['median_ms']:.1f} |")
+        lines.append(f"| {label}, mean ± std over seeds | {_spread(s, 'accuracy')} | {_spread(s, 'macro_f1')} | "
+                     f"{_spread(s, 'ece')} | {_spread(s, 'agreement')} | |")
+    clean = results.get("test_without_near_duplicates")
+    if clean:
+        cm = clean["models"]
+        lines += ["", f"Without the test images that have a near-duplicate in train ({cm['teacher']['n']} left): "
+                  f"teacher {cm['teacher']['accuracy']:.4f}, distilled student (seed 0) "
+                  f"{cm['student_s0']['accuracy']:.4f}, label-only student (seed 0) {cm['label_only_s0']['accuracy']:.4f}."]
+    if results["dataset"] in PAPER:
+        lines += ["", f"Paper: {PAPER[results['dataset']]}."]
+    v = results["versions"]
+    lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; "
+              f"{results['seconds'] / 60:.0f} min for the whole protocol.", ""]
+    return lines
+
+
+def render(ckpt_root: Path = REPO / "checkpoints") -> str:
+    """The results section for every dataset that has a results.json (official split, then pooled)."""
+    lines = ["Every number below is written by `python -m core.reproduce DATASET` into "
+             "`checkpoints/<dataset>/results.json` and rendered here by `python -m core.results`.", ""]
+    found = False
+    for name in ORDER:
+        for path in (ckpt_root / name / "results.json", ckpt_root / name / "pooled" / "results.json"):
+            if path.is_file():
+                found = True
+                lines += dataset_section(json.loads(path.read_text()), path.parent)
+    if not found:
+        lines.append("No results yet: run `python -m core.reproduce phantom`.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def splice(readme: str, section: str) -> str:
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{section}{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.results", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    parser.add_argument("--readme", default=str(REPO / "README.md"), help="README to update")
+    args = parser.parse_args(argv)
+    readme = Path(args.readme)
+    text = readme.read_text(encoding="utf-8")
+    new = splice(text, render())
+    if args.check:
+        if new != text:
+            print("README results section differs from checkpoints/*/results.json; run python -m core.results")
+            return 1
+        return 0
+    readme.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

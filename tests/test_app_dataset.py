@@ -1,0 +1,56 @@
+"""Dataset page on phantom: balance chart, sample grid, one image with predictions, and uploads good and bad."""
+
+import pytest
+
+from tests.apptest_support import (assert_ok, bad_uploads, fresh_streamlit_caches, has_chart, odd_uploads,  # noqa: F401
+                                   open_page, texts)
+
+
+def test_dataset_page_shows_balance_grid_and_predictions():
+    at = open_page("dataset")
+    assert_ok(at)
+    assert at.title[0].value == "Dataset: phantom"
+    assert has_chart(at, "balance_chart") and has_chart(at, "prediction_chart")
+    assert {m.label for m in at.metric} >= {"Teacher", "Student (distilled)"}
+    classes = ["no_lesion", "infiltrative", "extra_axial", "midline"]
+    assert all(m.value in classes for m in at.metric)
+    grid = [b for b in at.button if b.key and b.key.startswith("grid_open_")]
+    assert len(grid) == 4 * at.slider(key="grid_per_class").value
+
+
+def test_grid_button_opens_that_image_and_puts_it_in_the_url():
+    at = open_page("dataset")
+    at.button(key="grid_open_5").click().run()
+    assert_ok(at)
+    assert at.number_input(key="image").value == 5
+    assert at.query_params["image"] == "5"
+    assert "test #5, true class: infiltrative" in texts(at)
+
+
+def test_bad_uploads_show_an_error_and_the_page_keeps_working():
+    at = open_page("dataset")
+    at.radio(key="image_source").set_value("Upload").run()
+    for name, upload in bad_uploads().items():
+        if not upload[1]:
+            continue  # an empty file never reaches the app: the browser sends nothing
+        at.file_uploader(key="image_upload").set_value(upload).run()
+        assert not at.exception, (name, [e.value for e in at.exception])
+        assert len(at.error) == 1 and "Cannot use this upload" in at.error[0].value, name
+    at.radio(key="image_source").set_value("Test image").run()
+    assert_ok(at)
+    assert has_chart(at, "prediction_chart")
+
+
+@pytest.mark.parametrize("kind", ["16-bit grey", "CMYK", "RGBA", "palette", "grey", "huge"])
+def test_odd_uploads_are_converted_and_predicted(kind):
+    at = open_page("dataset")
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="image_upload").set_value(odd_uploads()[kind]).run()
+    assert_ok(at)
+    assert has_chart(at, "prediction_chart"), kind
+    assert len(at.metric) >= 2
+    page = texts(at)
+    if kind != "huge":
+        assert "converted from Pillow mode" in page, kind
+    else:
+        assert "4000x3000 px" in page

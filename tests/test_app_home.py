@@ -1,0 +1,59 @@
+"""Home page, shared sidebar, banner, and what the app says when data or checkpoints are missing."""
+
+from core.data import DATASETS
+from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
+
+
+def test_home_shows_banner_paper_and_a_card_per_dataset():
+    at = open_app()
+    assert_ok(at)
+    assert at.title[0].value == "Knowledge distillation explorer"
+    assert any("not for diagnosis" in w.value for w in at.warning), "the teaching/research banner is missing"
+    page = texts(at)
+    assert "arxiv.org/abs/2502.15959" in page
+    for name in DATASETS:
+        assert f"**{name}**" in page, f"no card for {name}"
+    # phantom needs nothing: its images are generated and its checkpoints are shipped
+    assert "models: teacher" in page
+    assert at.sidebar.selectbox(key="dataset").value == "phantom"
+    assert at.query_params["dataset"] == "phantom"
+
+
+def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path))  # no real data: their buttons are disabled
+    at = open_app()
+    assert at.button(key="home_open_brain_tumor").disabled
+    assert not at.button(key="home_open_phantom").disabled
+    at.sidebar.selectbox(key="dataset").select("alzheimer").run()
+    assert at.query_params["dataset"] == "alzheimer"
+    at.button(key="home_open_phantom").click().run()
+    assert_ok(at)
+    assert at.sidebar.selectbox(key="dataset").value == "phantom"
+    assert at.query_params["dataset"] == "phantom"
+
+
+def test_missing_images_and_checkpoints_explain_what_to_do(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "ckpt"))
+    at = open_page("dataset", {"dataset": "brain_tumor"})
+    assert_ok(at)
+    assert at.sidebar.selectbox(key="dataset").value == "brain_tumor"
+    page = texts(at)
+    assert "are not here" in page and "KD_DATA_ROOT" in page and "python -m core.fetch brain_tumor" in page
+    for page_name in ("compare", "feature_maps", "explanations", "timing"):
+        at.switch_page(f"../pages/{page_name}.py").run()
+        assert_ok(at)
+        assert "python -m core.train --dataset brain_tumor" in texts(at), page_name
+    at.switch_page("../pages/train.py").run()
+    assert_ok(at)
+    assert "are not here" in texts(at)
+
+
+def test_a_stale_deep_link_falls_back_to_defaults():
+    at = open_page("feature_maps", {"dataset": "no_such_dataset", "image": "99999", "layer": "banana"})
+    assert_ok(at)
+    assert at.sidebar.selectbox(key="dataset").value == "phantom"
+    assert at.number_input(key="image").value == 0
+    assert at.slider(key="layer").value == 1

@@ -1,0 +1,43 @@
+"""Timing page on phantom: a live benchmark with progress, chart, table and CSV; shipped results when present."""
+
+import csv
+import io
+import json
+
+from explorer import timing_view
+from tests.apptest_support import (assert_ok, fresh_streamlit_caches, has_chart, link_shipped, open_page,  # noqa: F401
+                                   texts)
+
+
+def test_live_benchmark_reports_every_method_and_model():
+    at = open_page("timing", {"method": "feature_maps,grad_cam"})
+    assert_ok(at)
+    assert "Predicted run time" in texts(at)
+    at.slider(key="timing_images").set_value(1)
+    at.slider(key="timing_repeats").set_value(1)
+    at.button(key="timing_run").click().run()
+    assert_ok(at)
+    assert has_chart(at, "timing_chart_live")
+    table = at.dataframe[-1].value
+    assert sorted(zip(table["model"], table["method"])) == sorted(
+        (m, k) for m in ("teacher", "student") for k in ("forward", "feature_maps", "grad_cam"))
+    assert (table["median ms"] > 0).all()
+    assert at.get("download_button")[0].proto.label == "Download CSV"
+
+
+def test_shipped_results_are_shown_and_downloadable(tmp_path, monkeypatch):
+    folder = link_shipped(tmp_path)  # the shipped models, plus a bench.json beside them
+    row = {"model": "teacher", "method": "grad_cam", "images": 8, "repeats": 5, "warmup": 1, "mean_s": 0.02,
+           "median_s": 0.02, "iqr_s": 0.004, "q25_s": 0.018, "q75_s": 0.022, "forward_s": 0.015, "overhead_s": 0.005,
+           "x_forward": 1.33, "passes_forward": 1, "passes_backward": 1, "bound_s": 0.016, "ratio_to_bound": 1.25,
+           "input_size": "64x64", "params": "{}", "dataset": "phantom"}
+    bench = {"environment": {"cpu": "test CPU", "threads": 2, "device": "cpu", "torch": "x"}, "rows": [row]}
+    (folder / "bench.json").write_text(json.dumps(bench))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("timing")
+    assert_ok(at)
+    assert "Results shipped with the checkpoints" in texts(at)
+    assert has_chart(at, "timing_chart_shipped")
+    assert at.dataframe[0].value["median ms"][0] == 20.0
+    parsed = list(csv.DictReader(io.StringIO(timing_view.to_csv([row]))))
+    assert parsed[0]["method"] == "grad_cam" and float(parsed[0]["median_s"]) == 0.02

@@ -1,0 +1,54 @@
+"""Train-and-distil page on phantom: tiny runs finish fast, show curves and results, touch no shipped model."""
+
+import hashlib
+
+import torch
+
+from explorer import loaders
+from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
+
+
+def digest_checkpoints() -> dict[str, str]:
+    folder = loaders.checkpoint_root()
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def small_settings(at) -> None:
+    at.slider(key="train_epochs").set_value(2)
+    at.slider(key="train_per_class").set_value(8)
+    at.slider(key="train_cap").set_value(20)
+    at.select_slider(key="train_size").set_value(32)
+
+
+def test_training_a_teacher_and_two_students_reports_all_three():
+    before = digest_checkpoints()
+    at = open_page("train")
+    assert_ok(at)
+    assert at.selectbox(key="train_arch").value == "resnet18"
+    small_settings(at)
+    at.button(key="train_run").click().run()
+    assert_ok(at)
+    labels = [m.label for m in at.metric]
+    assert labels == ["Teacher test accuracy", "Student (distilled) test accuracy",
+                      "Student (labels only) test accuracy"]
+    assert all(0 <= float(m.value.rstrip("%")) <= 100 for m in at.metric)
+    assert has_chart(at, "train_curves")
+    assert "2 epochs" in texts(at)
+    assert digest_checkpoints() == before, "training wrote into the checkpoint folder"
+
+
+def test_distilling_the_shipped_teacher_leaves_the_cached_model_unchanged():
+    at = open_page("train")
+    teacher = loaders.load_model("phantom", "teacher")
+    state = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    at.radio(key="train_source").set_value("distil the shipped teacher").run()
+    at.slider(key="train_epochs").set_value(1)
+    at.slider(key="train_per_class").set_value(8)
+    at.checkbox(key="train_label_only").set_value(False)
+    at.button(key="train_run").click().run()
+    assert_ok(at)
+    assert [m.label for m in at.metric] == ["Student (distilled) test accuracy"]
+    assert loaders.load_model("phantom", "teacher") is teacher
+    assert not teacher.model.training
+    assert all(torch.equal(v, state[k]) for k, v in teacher.model.state_dict().items())

@@ -1,0 +1,51 @@
+"""End to end in real headless Chromium: the app as a user meets it, started with ``streamlit run``.
+
+Starts the server on a free loopback port, opens Home, goes to Feature maps through the sidebar,
+steps one layer with the Next button, and checks that the layer label changed and that no error is
+shown. A screenshot goes to ``runs/screenshots/`` (git-ignored). Needs Debian's ``chromium`` and
+``chromium-driver`` (``scripts/test.sh`` installs them).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from scripts.screenshots import chrome, click_button, errors_shown, serve, wait_for_text
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def layer_label(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return next(h.text for h in driver.find_elements(By.CSS_SELECTOR, "h4") if h.text.startswith("Step "))
+
+
+def test_home_to_feature_maps_and_step_a_layer():
+    from selenium.webdriver.common.by import By
+
+    shots = ROOT / "runs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with serve() as url, chrome(height=1400) as driver:
+        driver.get(url)
+        wait_for_text(driver, "Knowledge distillation explorer")
+        assert "not for diagnosis" in driver.find_element(By.TAG_NAME, "body").text
+        assert not errors_shown(driver)
+
+        nav = [a for a in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNavLink"]')
+               if a.text.strip().splitlines()[-1:] == ["Feature maps"]]  # the text starts with the icon's name
+        assert nav, "no Feature maps link in the sidebar"
+        nav[0].click()
+        wait_for_text(driver, "Step 1 of")
+        before = layer_label(driver)
+        assert "/feature_maps" in driver.current_url
+
+        click_button(driver, "Next")
+        wait_for_text(driver, "Step 2 of")
+        after = layer_label(driver)
+        driver.save_screenshot(str(shots / "feature_maps_e2e.png"))
+
+        assert before.startswith("Step 1 of") and after.startswith("Step 2 of") and after != before
+        assert "layer=2" in driver.current_url, driver.current_url
+        assert not errors_shown(driver), errors_shown(driver)

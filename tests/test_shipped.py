@@ -1,0 +1,50 @@
+"""The shipped checkpoints load, predict, and agree with the README's results table."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core import checkpoints, results
+from core.data import load_dataset
+from core.inference import predict
+from core.models import count_parameters
+
+CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
+SHIPPED = sorted(p for p in CKPT.rglob("*.pt"))
+
+
+def test_phantom_checkpoints_are_shipped():
+    names = {p.name for p in (CKPT / "phantom").glob("*.pt")}
+    assert {"teacher.pt", "student.pt", "student_label_only.pt"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(CKPT)) for p in SHIPPED])
+def test_shipped_checkpoint_loads_and_predicts(path):
+    model, meta = checkpoints.load(path)
+    assert meta.weights_dtype == "float16" and meta.metrics["test"]["accuracy"] > 0.25
+    from PIL import Image
+    probs = predict(model, meta, [Image.new("L", (100, 90), 40), Image.new("RGB", (300, 200), (5, 9, 200))])
+    assert probs.shape == (2, len(meta.classes)) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_phantom_student_predicts_phantom_test_images_well():
+    model, meta = checkpoints.load(CKPT / "phantom" / "student.pt")
+    teacher, _ = checkpoints.load(CKPT / "phantom" / "teacher.pt")
+    assert count_parameters(model) * 5 < count_parameters(teacher)
+    ds = load_dataset("phantom", "test", input_size=meta.input_size)
+    from torchvision.transforms.functional import to_pil_image
+    idx = list(range(0, len(ds), 4))[:64]
+    images = [to_pil_image(ds[i][0]) for i in idx]
+    acc = float(np.mean(predict(model, meta, images).argmax(1) == np.array([ds.targets[i] for i in idx])))
+    assert acc > 0.6  # chance is 0.25
+
+
+def test_metadata_matches_results_file_and_readme():
+    for res_path in CKPT.rglob("results.json"):
+        res = json.loads(res_path.read_text())
+        for shipped, run in (("teacher", "teacher"), ("student", "student_s0"), ("student_label_only", "label_only_s0")):
+            meta = checkpoints.load_meta(res_path.parent / f"{shipped}.pt")
+            assert meta.metrics["test"]["accuracy"] == pytest.approx(res["test"]["models"][run]["accuracy"])
+    assert results.main(["--check"]) == 0, "README results section is stale: run python -m core.results"

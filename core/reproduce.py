@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 ALPHAS = (0.3, 0.5, 0.7)
 TEMPERATURES = (2.0, 4.0, 8.0)
 SEEDS = (0, 1, 2)
+# The paper's comparison: the student's feature maps against the teacher's usual explainers.
+TIMED_METHODS = ("feature_maps", "grad_cam", "saliency", "integrated_gradients", "gradient_shap", "kernel_shap")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,21 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         "created": checkpoints.now_iso(),
     }
     checkpoints.atomic_write_text(target / "results.json", json.dumps(results, indent=1))
+    timing_table(dataset, target, root=root, threads=threads)
     return results
+
+
+def timing_table(dataset: str, target: Path, images: int = 20, root: str | None = None,
+                 threads: int | None = None) -> Path:
+    """Time the explainers on the shipped teacher and student (20 test images); writes ``timing/``."""
+    from core.bench import run_bench
+
+    if root:  # core.bench reads the data root from the environment like every loader
+        import os
+        os.environ.setdefault("KD_DATA_ROOT", str(root))
+    run_bench(dataset, target / "teacher.pt", target / "student.pt", images=images, methods=list(TIMED_METHODS),
+              repeats=3, warmup=1, budget_s=120.0, threads=threads, out=target / "timing")
+    return target / "timing" / "bench.json"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -153,9 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/reproduce", help="folder for run state (resumable)")
     parser.add_argument("--out", default="checkpoints", help="where shipped checkpoints and results go")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--only-timing", action="store_true",
+                        help="only (re)write the timing table of the shipped checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     budget = BUDGETS[args.budget or ("phantom" if args.dataset == "phantom" else "cpu")]
+    if args.only_timing:
+        target = Path(args.out) / args.dataset
+        print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads)}")
+        return
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
                     grid=not args.no_grid, threads=args.threads)
     s = res["summary"]

@@ -57,11 +57,34 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
         lines += ["", f"Without the test images that have a near-duplicate in train ({cm['teacher']['n']} left): "
                   f"teacher {cm['teacher']['accuracy']:.4f}, distilled student (seed 0) "
                   f"{cm['student_s0']['accuracy']:.4f}, label-only student (seed 0) {cm['label_only_s0']['accuracy']:.4f}."]
+    lines += timing_lines(meta_dir / "timing" / "bench.json")
     if results["dataset"] in PAPER:
         lines += ["", f"Paper: {PAPER[results['dataset']]}."]
     v = results["versions"]
     lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; "
               f"{results['seconds'] / 60:.0f} min for the whole protocol.", ""]
+    return lines
+
+
+def timing_lines(path: Path) -> list[str]:
+    """Explainer times on teacher and student (median and IQR over repeats, mean over images)."""
+    if not path.is_file():
+        return []
+    bench = json.loads(path.read_text())
+    rows = {(r["model"], r["method"]): r for r in bench["rows"]}
+    student_fm = rows.get(("student", "feature_maps"))
+    env, cfg = bench["environment"], bench["config"]
+    lines = ["", f"Explainer time per image ({cfg['images']} test images, {env['threads']} thread(s), load average "
+             f"{env['load_average']:.1f}, `core.bench`):", "",
+             "| method | passes F/B | teacher ms (IQR) | student ms (IQR) | teacher method / student feature maps |",
+             "| --- | --- | --- | --- | --- |"]
+    methods = [m for (model, m) in rows if model == "teacher"]
+    for method in methods:
+        t, st = rows[("teacher", method)], rows.get(("student", method))
+        ratio = f"{t['median_s'] / student_fm['median_s']:.0f}x" if student_fm and method != "forward" else "–"
+        stu = f"{1e3 * st['median_s']:.1f} ({1e3 * st['iqr_s']:.1f})" if st else "–"
+        lines.append(f"| {method} | {t['passes_forward']}/{t['passes_backward']} | {1e3 * t['median_s']:.1f} "
+                     f"({1e3 * t['iqr_s']:.1f}) | {stu} | {ratio} |")
     return lines
 
 

@@ -12,9 +12,10 @@ from explorer import figures, loaders, ui
 
 
 def shipped_results(dataset: str) -> dict | None:
-    """``bench.json`` (from ``python -m core.bench --out checkpoints/<dataset>``) next to the checkpoints, if any."""
-    path = loaders.checkpoint_root() / dataset / "bench.json"
-    if not path.is_file():
+    """``bench.json`` of ``python -m core.bench --out checkpoints/<dataset>/timing`` (or ``.../<dataset>``), if shipped."""
+    folder = loaders.checkpoint_root() / dataset
+    path = next((p for p in (folder / "timing" / "bench.json", folder / "bench.json") if p.is_file()), None)
+    if path is None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,397 @@
+"""The explainer classes behind `core.explain.explain`: one small class per method, registered by name.
+
+Each class states its defaults for an input size, its pass count at those settings, the batch it
+feeds the model and how far its backward goes. The Captum baselines are called the standard way
+(``LayerGradCam(model, layer).attribute(x, target=c)`` etc.) so that timings compare like with like.
+KernelShap and Lime fit their linear surrogate with `least_squares_model` (weighted least squares in
+closed form, in torch): Captum's default surrogates need scikit-learn, which is not a dependency.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from captum._utils.models.linear_model import LinearModel
+from captum.attr import (GradientShap, IntegratedGradients, KernelShap, LayerAttribution, LayerGradCam, Lime,
+                         Occlusion, Saliency)
+from torch import nn
+
+from core.featuremaps import default_target_layer, layer_maps, resolve_layer
+
+
+class ExplainError(ValueError):
+    """An explanation that cannot be computed as asked (bad method, parameter, input or target)."""
+
+
+@dataclass
+class Explanation:
+    """One explanation of one image.
+
+    Attributes:
+        map: float32 (H, W) array, the input's height and width, in [0, 1].
+        method: registry name. target: explained class.
+        passes: ``{"forward": n, "backward": m}`` images pushed through the model (a batch of 16
+            counts 16), including the prediction pass when no target was given.
+        seconds: measured wall time of the method (calibration excluded).
+        predicted_seconds: the cost model's prediction (None when not asked for).
+        params: the resolved parameters. extras: method-specific (``raw`` signed map; feature_maps:
+            ``layers``, ``shapes``, ``logits``, ``probabilities``).
+    """
+
+    map: np.ndarray
+    method: str
+    target: int
+    passes: dict[str, int]
+    seconds: float
+    predicted_seconds: float | None
+    params: dict[str, Any]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Passes and predicted time of a method at given settings (the pass-count bound)."""
+
+    method: str
+    passes: dict[str, int]
+    batch_size: int
+    predicted_seconds: float
+
+
+EXPLAINERS: dict[str, type["Explainer"]] = {}
+
+
+def register_explainer(name: str):
+    """Class decorator: add an `Explainer` subclass to `EXPLAINERS` under ``name``."""
+
+    def _register(cls):
+        cls.name = name
+        EXPLAINERS[name] = cls
+        return cls
+
+    return _register
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch and numpy (Captum samples with both) and restore the global generators afterwards."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+class Explainer:
+    """Base class: subclasses set ``defaults`` and implement ``passes`` and ``attribute``.
+
+    Attributes:
+        backward_to: how far the backward pass goes: "input", "layer" (stops at the target layer,
+            costs little) or "none".
+        needs_target: False when the method finds the predicted class in its own forward pass.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    backward_to: ClassVar[str] = "input"
+    needs_target: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int], **params):
+        defaults = self.defaults(input_size)
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ExplainError(f"{self.name} has no parameter(s) {unknown}; known: {sorted(defaults)}")
+        self.model, self.input_size = model, tuple(input_size)
+        self.params = {**defaults, **{k: v for k, v in params.items() if v is not None}}
+        self.validate()
+
+    @classmethod
+    def defaults(cls, input_size: tuple[int, int]) -> dict[str, Any]:
+        return {}
+
+    def validate(self) -> None:
+        for key, value in self.params.items():
+            if key in ("n_steps", "n_samples", "internal_batch_size", "perturbations_per_eval", "grid",
+                       "window", "stride") and (not isinstance(value, int) or value < 1):
+                raise ExplainError(f"{self.name}: {key} must be a positive integer, got {value!r}")
+
+    def passes(self) -> dict[str, int]:
+        """Images through the model at these settings, excluding a prediction pass."""
+        raise NotImplementedError
+
+    def batch_size(self) -> int:
+        """Images per forward call (the batch at which the per-pass cost is calibrated)."""
+        return 1
+
+    def attribute(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict]:
+        """Return a non-negative (H, W) relevance map for ``target`` and method extras."""
+        raise NotImplementedError
+
+
+def _positive(attr: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """(1, C, H, W) signed attribution -> (positive part summed over channels, {"raw": signed map})."""
+    raw = attr.detach()[0].float().sum(0)
+    return raw.clamp_min(0), {"raw": raw.cpu().numpy()}
+
+
+def _grid_mask(input_size: tuple[int, int], grid: int) -> torch.Tensor:
+    """(1, 1, H, W) feature mask of ``grid x grid`` patches (ids row-major), the superpixels of SHAP/LIME."""
+    h, w = input_size
+    rows = torch.arange(h) * grid // h
+    cols = torch.arange(w) * grid // w
+    return (rows[:, None] * grid + cols[None, :]).view(1, 1, h, w)
+
+
+def _fit_least_squares(model: LinearModel, dataloader, construct_kwargs: dict, **_) -> dict:
+    """Weighted ridge regression with an unpenalised intercept, solved in closed form.
+
+    Minimises ``sum_i w_i (y_i - b - x_i . beta)^2 + alpha ||beta||^2`` (alpha = 0: weighted least
+    squares, KernelShap's estimator; alpha = 1: the ridge of the original LIME package).
+    """
+    xs, ys, ws = zip(*[(b[0], b[1], b[2]) for b in dataloader])
+    X, y, w = (torch.cat(t).double().reshape(len(torch.cat(t)), -1) for t in (xs, ys, ws))
+    y, w = y[:, 0], w[:, 0].clamp_min(0)
+    w = w / w.max().clamp_min(1e-300)  # scale-free; KernelShap gives the empty/full coalitions huge weights
+    x_mean = (w[:, None] * X).sum(0) / w.sum()
+    y_mean = (w * y).sum() / w.sum()
+    sw = w.sqrt()[:, None]
+    A, b = sw * (X - x_mean), sw[:, 0] * (y - y_mean)
+    alpha = float(construct_kwargs.get("alpha", 0.0))
+    if alpha > 0:
+        A = torch.cat([A, math.sqrt(alpha) * torch.eye(X.shape[1], dtype=A.dtype)])
+        b = torch.cat([b, torch.zeros(X.shape[1], dtype=b.dtype)])
+    beta = torch.linalg.lstsq(A, b[:, None], driver="gelsd").solution[:, 0]
+    model._construct_model_params(weight_values=beta.float().view(1, -1),
+                                  bias_value=(y_mean - x_mean @ beta).float().view(1))
+    return {}
+
+
+def least_squares_model(alpha: float = 0.0) -> LinearModel:
+    """A Captum interpretable model fitted by `_fit_least_squares` (no scikit-learn needed)."""
+    return LinearModel(train_fn=_fit_least_squares, alpha=alpha)
+
+
+@register_explainer("feature_maps")
+class FeatureMaps(Explainer):
+    """The paper's explanation: average feature maps of every layer from one forward pass.
+
+    The last layer's map is ``.map``; ``extras["layers"]`` holds every layer's. The average map does
+    not depend on the class: ``target`` is only recorded (the predicted class when not given).
+    """
+
+    title = "Average feature maps (all layers)"
+    backward_to = "none"
+    needs_target = False
+
+    @classmethod
+    def defaults(cls, input_size):
+        return {"layers": None}
+
+    def passes(self):
+        return {"forward": 1, "backward": 0}
+
+    def attribute(self, x, target):
+        result = layer_maps(self.model, x, self.params["layers"])
+        last = next(reversed(result["layers"].values()))
+        return torch.from_numpy(last), {**result, "target": result["predicted"] if target is None else target}
+
+
+@register_explainer("grad_cam")
+class GradCam(Explainer):
+    """Grad-CAM (Selvaraju et al. 2017) with Captum's ``LayerGradCam`` on the last conv layer, upsampled bilinearly."""
+
+    title = "Grad-CAM"
+    backward_to = "layer"
+
+    @classmethod
+    def defaults(cls, input_size):
+        return {"layer": None}
+
+    def passes(self):
+        return {"forward": 1, "backward": 1}
+
+    def attribute(self, x, target):
+        layer = self.params["layer"] or default_target_layer(self.model)
+        label, module = resolve_layer(self.model, layer)
+        cam = LayerGradCam(self.model, module).attribute(x, target=target, relu_attributions=True)
+        cam = LayerAttribution.interpolate(cam.detach(), tuple(x.shape[-2:]), "bilinear")
+        return cam[0, 0].float().clamp_min(0), {"layer": label}
+
+
+@register_explainer("saliency")
+class SaliencyMap(Explainer):
+    """Vanilla gradient (Simonyan et al. 2014): max over channels of |d y_t / d x|."""
+
+    title = "Saliency (gradient)"
+
+    def passes(self):
+        return {"forward": 1, "backward": 1}
+
+    def attribute(self, x, target):
+        grads = Saliency(self.model).attribute(x, target=target, abs=True)
+        return grads[0].detach().float().amax(0), {}
+
+
+@register_explainer("integrated_gradients")
+class IntegratedGradientsMap(Explainer):
+    """Integrated gradients (Sundararajan et al. 2017) from a zero (mean-colour) baseline."""
+
+    title = "Integrated gradients"
+
+    @classmethod
+    def defaults(cls, input_size):
+        return {"n_steps": 32, "internal_batch_size": 16, "baseline": 0.0}
+
+    def passes(self):
+        n = self.params["n_steps"]
+        return {"forward": n, "backward": n}
+
+    def batch_size(self):
+        return min(self.params["internal_batch_size"], self.params["n_steps"])
+
+    def validate(self):
+        super().validate()
+        if self.params["internal_batch_size"] < 2:
+            raise ExplainError("integrated_gradients: internal_batch_size must be >= 2 (Captum's minimum)")
+
+    def attribute(self, x, target):
+        attr = IntegratedGradients(self.model).attribute(
+            x, baselines=float(self.params["baseline"]), target=target, n_steps=self.params["n_steps"],
+            internal_batch_size=self.params["internal_batch_size"])
+        return _positive(attr)
+
+
+@register_explainer("occlusion")
+class OcclusionMap(Explainer):
+    """Occlusion (Zeiler & Fergus 2014): score drop when a square window is set to the baseline.
+
+    Windows per side ``ceil((H - window) / stride) + 1`` (Captum's count), plus one unoccluded pass.
+    """
+
+    title = "Occlusion"
+    backward_to = "none"
+
+    @classmethod
+    def defaults(cls, input_size):
+        side = min(input_size)  # 16 px windows, stride 8, at 128 px; scaled to the input
+        return {"window": max(2, round(16 * side / 128)), "stride": max(1, round(8 * side / 128)),
+                "perturbations_per_eval": 16, "baseline": 0.0}
+
+    def validate(self):
+        super().validate()
+        if self.params["window"] > min(self.input_size) or self.params["stride"] > self.params["window"]:
+            raise ExplainError(f"occlusion: need stride <= window <= image side {min(self.input_size)}, "
+                               f"got window {self.params['window']}, stride {self.params['stride']}")
+
+    def n_windows(self) -> int:
+        k, s = self.params["window"], self.params["stride"]
+        return math.prod(math.ceil((d - k) / s) + 1 for d in self.input_size)
+
+    def passes(self):
+        return {"forward": self.n_windows() + 1, "backward": 0}
+
+    def batch_size(self):
+        return min(self.params["perturbations_per_eval"], self.n_windows())
+
+    def attribute(self, x, target):
+        c, k, s = x.shape[1], self.params["window"], self.params["stride"]
+        attr = Occlusion(self.model).attribute(
+            x, sliding_window_shapes=(c, k, k), strides=(c, s, s), target=target,
+            baselines=float(self.params["baseline"]), perturbations_per_eval=self.params["perturbations_per_eval"])
+        return _positive(attr / c)  # the window spans all channels: each carries the full score drop
+
+
+@register_explainer("gradient_shap")
+class GradientShapMap(Explainer):
+    """GradientSHAP (Lundberg & Lee 2017; Captum): expected gradients over a black and a noise baseline.
+
+    Captum's ``GradientShap`` pushes all ``n_samples`` through in one batch (captum#1350); here it is
+    called on chunks of ``internal_batch_size`` samples and the chunk means are averaged (the same
+    estimator), which bounds memory. ``black``: the normalised value of a black pixel (a number or
+    one per channel); by default the darkest value of each channel in the image.
+    """
+
+    title = "GradientSHAP"
+
+    @classmethod
+    def defaults(cls, input_size):
+        return {"n_samples": 16, "internal_batch_size": 16, "stdevs": 0.09, "black": None, "seed": 0}
+
+    def passes(self):
+        n = self.params["n_samples"]
+        return {"forward": n, "backward": n}
+
+    def batch_size(self):
+        return min(self.params["internal_batch_size"], self.params["n_samples"])
+
+    def attribute(self, x, target):
+        p = self.params
+        black = torch.as_tensor(p["black"], dtype=x.dtype).view(1, -1, 1, 1).expand_as(x) if p["black"] is not None \
+            else x.detach().amin(dim=(2, 3), keepdim=True).expand_as(x)
+        with _seeded(p["seed"]):
+            baselines = torch.cat([black, torch.randn_like(x)])
+            total, remaining = torch.zeros_like(x), p["n_samples"]
+            while remaining > 0:
+                n = min(p["internal_batch_size"], remaining)
+                total += n * GradientShap(self.model).attribute(x, baselines=baselines, n_samples=n,
+                                                                stdevs=p["stdevs"], target=target).detach()
+                remaining -= n
+        return _positive(total / p["n_samples"])
+
+
+class _SurrogateExplainer(Explainer):
+    """Shared settings of KernelShap and Lime: ``grid x grid`` patches, batched perturbations."""
+
+    backward_to = "none"
+
+    @classmethod
+    def defaults(cls, input_size):
+        return {"n_samples": 200, "grid": 8, "perturbations_per_eval": 16, "baseline": 0.0, "seed": 0}
+
+    def passes(self):
+        return {"forward": self.params["n_samples"], "backward": 0}
+
+    def batch_size(self):
+        return min(self.params["perturbations_per_eval"], self.params["n_samples"])
+
+    def attribute(self, x, target):
+        p = self.params
+        with _seeded(p["seed"]):
+            attr = self.captum().attribute(
+                x, baselines=float(p["baseline"]), target=target, n_samples=p["n_samples"],
+                feature_mask=_grid_mask(tuple(x.shape[-2:]), p["grid"]).to(x.device),
+                perturbations_per_eval=p["perturbations_per_eval"])
+        return _positive(attr / x.shape[1])  # each patch's value is repeated over the channels
+
+
+@register_explainer("kernel_shap")
+class KernelShapMap(_SurrogateExplainer):
+    """KernelSHAP (Lundberg & Lee 2017) over a grid of patches, Shapley-kernel weighted least squares."""
+
+    title = "KernelSHAP"
+
+    def captum(self):
+        explainer = KernelShap(self.model)
+        explainer.interpretable_model = least_squares_model(alpha=0.0)
+        return explainer
+
+
+@register_explainer("lime")
+class LimeMap(_SurrogateExplainer):
+    """LIME (Ribeiro et al. 2016) over a grid of patches, ridge surrogate (alpha 1, as the lime package)."""
+
+    title = "LIME"
+
+    @classmethod
+    def defaults(cls, input_size):
+        return {**super().defaults(input_size), "alpha": 1.0}
+
+    def captum(self):
+        return Lime(self.model, interpretable_model=least_squares_model(alpha=float(self.params["alpha"])))

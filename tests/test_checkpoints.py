@@ -1,7 +1,6 @@
 """Checkpoint round trip and every load failure, plus inference preprocessing."""
 
 import json
-import pickle
 
 import numpy as np
 import pytest

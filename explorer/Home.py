@@ -14,9 +14,10 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from explorer import ui  # noqa: E402
+from explorer import loaders, ui  # noqa: E402
 
 PAGES = ROOT / "pages"
+loaders.configure_torch()
 
 st.set_page_config(page_title="KD explorer", page_icon=":material/neurology:", layout="wide")
 page = st.navigation({

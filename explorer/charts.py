@@ -12,8 +12,10 @@ COLORS = {"teacher": "#4C72B0", "student": "#DD8452", "student_label_only": "#55
 HEAT = "Jet"
 
 
-def _compact(fig: go.Figure, height: int, title: str | None = None) -> go.Figure:
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10), title=title)
+def _compact(fig: go.Figure, height: int, title: str | None = None, top: int | None = None) -> go.Figure:
+    """Tight margins; ``top`` leaves room for subplot titles."""
+    top = top if top is not None else (40 if title else 10)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=top, b=10), title=title)
     return fig
 
 
@@ -103,7 +105,7 @@ def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
     fig.update_annotations(font_size=11)
-    return _compact(fig, 40 + rows * height_per_row)
+    return _compact(fig, 40 + rows * height_per_row, top=30)
 
 
 def cka_heatmap(matrix: np.ndarray, teacher_layers: Sequence[str], student_layers: Sequence[str],
@@ -132,7 +134,7 @@ def curves(histories: dict[str, list[dict]]) -> go.Figure:
                                          name=f"{name} {part}", line=dict(dash=dash, color=color),
                                          legendgroup=name, showlegend=col == 1), 1, col)
     fig.update_xaxes(title="epoch")
-    return _compact(fig, 320)
+    return _compact(fig, 340, top=30)
 
 
 def timing_bars(rows: list[dict]) -> go.Figure:
@@ -148,5 +150,5 @@ def timing_bars(rows: list[dict]) -> go.Figure:
             name=model, x=[r["method"] for r in sel], y=med, marker_color=COLORS.get(model),
             error_y=dict(type="data", symmetric=False, array=np.array([r["q75_s"] for r in sel]) * 1000 - med,
                          arrayminus=med - np.array([r["q25_s"] for r in sel]) * 1000)))
-    fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log"))
+    fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log", dtick=1))
     return _compact(fig, 360)

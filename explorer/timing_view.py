@@ -12,7 +12,10 @@ from explorer import figures, loaders, ui
 
 
 def shipped_results(dataset: str) -> dict | None:
-    """``bench.json`` of ``python -m core.bench --out checkpoints/<dataset>/timing`` (or ``.../<dataset>``), if shipped."""
+    """The shipped ``bench.json`` (``python -m core.bench --out checkpoints/<dataset>/timing``), if any.
+
+    ``checkpoints/<dataset>/bench.json`` is read too.
+    """
     folder = loaders.checkpoint_root() / dataset
     path = next((p for p in (folder / "timing" / "bench.json", folder / "bench.json") if p.is_file()), None)
     if path is None:

@@ -26,9 +26,9 @@ class TrainSettings:
 
     dataset: str = "phantom"
     arch: str = "resnet18"
-    epochs: int = 3
-    max_per_class: int = 48
-    input_size: int = 48
+    epochs: int = 8
+    max_per_class: int = 120
+    input_size: int = 64
     alpha: float = 0.5
     temperature: float = 4.0
     depth: int = 5

@@ -1,6 +1,7 @@
 """Timing: run the explainer benchmark live on N images; median and IQR per method and model, CSV download."""
 
 import streamlit as st
+import torch
 
 from core.bench import BenchError, run_bench
 from core.explain import EXPLAINERS
@@ -40,7 +41,8 @@ if not methods:
 costs = explaining.predicted_costs({"teacher": teacher, "student": student}, methods)
 predicted = sum(min(v * n_images * repeats, budget)
                 for row in costs for k, v in row.items() if k.endswith("predicted s"))
-st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound, capped by the budget).")
+st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound, capped by the budget). The app runs "
+           f"torch on {torch.get_num_threads()} CPU thread(s) (set KD_APP_THREADS to change).")
 
 results = state.results("timing")
 if st.button("Run benchmark", key="timing_run", type="primary"):

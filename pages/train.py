@@ -24,11 +24,11 @@ use_shipped = source == "distil the shipped teacher"
 arch = c2.selectbox("Teacher architecture", sorted(TEACHERS, key=lambda a: a != "resnet18"), key="train_arch",
                     disabled=use_shipped, help="densenet121 is the paper's teacher; it trains about 3x slower here")
 size_options = [32, 48, 64, 96, 128]
-size = shipped.meta.input_size if use_shipped else c3.select_slider("Input size (px)", size_options, value=48,
+size = shipped.meta.input_size if use_shipped else c3.select_slider("Input size (px)", size_options, value=64,
                                                                     key="train_size")
 c1, c2, c3, c4 = st.columns(4)
-epochs = c1.slider("Epochs", 1, 20, 3, key="train_epochs")
-per_class = c2.slider("Training images per class", 8, 240, 48, step=8, key="train_per_class")
+epochs = c1.slider("Epochs", 1, 20, 8, key="train_epochs")
+per_class = c2.slider("Training images per class", 8, 240, 120, step=8, key="train_per_class")
 cap = c3.slider("Time cap per model (s)", 10, 300, 60, step=10, key="train_cap")
 label_only = c4.checkbox("Also train a label-only student", value=True, key="train_label_only")
 c1, c2, c3 = st.columns(3)

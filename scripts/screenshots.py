@@ -31,7 +31,7 @@ PAGES = {
     "dataset": ("dataset?image=5", "What the models predict", None, None),
     "compare": ("compare", "Where they part ways", None, None),
     "feature_maps": ("feature_maps?image=5&layer=4", "Which teacher layer", None, None),
-    "explanations": ("explanations?image=5&method=feature_maps,grad_cam,saliency", "Press Explain", "Explain",
+    "explanations": ("explanations?image=5&method=grad_cam,feature_maps,saliency", "Press Explain", "Explain",
                      "Teacher-student agreement"),
     "timing": ("timing?method=feature_maps,grad_cam,saliency", "Predicted run time", "Run benchmark", "Measured here"),
     "train": ("train", "Press Train", "Train", "Results on"),
@@ -105,15 +105,17 @@ def chrome(width: int = 1400, height: int = 1000):
 
 def wait_for_text(driver, text: str, timeout: float = 180.0) -> None:
     """Wait until ``text`` is in the page and Streamlit has finished running the script."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def ready(d):
+    def ready(d):  # elements vanish while Streamlit re-renders: a stale one just means "not yet"
         body = d.find_element(By.TAG_NAME, "body").text
         running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
         return text in body and not any(el.is_displayed() and "Running" in el.text for el in running)
 
-    WebDriverWait(driver, timeout, poll_frequency=0.5).until(ready)
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,))
+    wait.until(ready)
     time.sleep(1.0)  # let Plotly finish drawing
 
 
@@ -139,10 +141,17 @@ def click_button(driver, label: str) -> None:
 
 def errors_shown(driver) -> list[str]:
     """Texts of exception and error boxes on the page."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]')
-    return [el.text for el in found]
+    for _ in range(5):
+        try:
+            found = driver.find_elements(By.CSS_SELECTOR,
+                                         '[data-testid="stException"], [data-testid="stAlertContentError"]')
+            return [el.text for el in found]
+        except StaleElementReferenceException:
+            time.sleep(0.5)
+    raise RuntimeError("the page kept re-rendering while it was checked for errors")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES), help="pages to capture")
     parser.add_argument("--height", type=int, default=1800, help="window height in pixels")
     args = parser.parse_args(argv)
+    from selenium.webdriver.common.by import By
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with serve() as url, chrome(height=args.height) as driver:
@@ -162,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
             if button:
                 click_button(driver, button)
                 wait_for_text(driver, done, timeout=600)
-                driver.execute_script("window.scrollTo(0, 0);")
+                click_target = [b for b in driver.find_elements(By.TAG_NAME, "button")
+                                if b.text.strip().splitlines()[-1:] == [button]]
+                if click_target:  # show what the button produced, starting just above it
+                    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", click_target[0])
+                    time.sleep(1.0)
             problems = errors_shown(driver)
             if problems:
                 print(f"{name}: the page shows errors: {problems}", file=sys.stderr)

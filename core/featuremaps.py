@@ -114,12 +114,14 @@ def _first_tensor(output) -> torch.Tensor:
 
 
 @contextmanager
-def record_activations(model: nn.Module, layers: Sequence[str] | None = None) -> Iterator[OrderedDict]:
+def record_activations(model: nn.Module, layers: Sequence[str] | None = None, *,
+                       keep_graph: bool = False) -> Iterator[OrderedDict]:
     """Context manager: while open, forward passes of this thread store each layer's output.
 
     Yields an OrderedDict ``label -> activation`` in the listed order (default: `model_layers`),
     filled by the forward passes run inside the block (the last one wins). Hooks are removed on
-    exit, on success and on error.
+    exit, on success and on error. ``keep_graph=True`` keeps the outputs attached to autograd
+    (for losses on intermediate layers, e.g. attention transfer); otherwise they are detached.
     """
     pairs = [resolve_layer(model, name) for name in layers] if layers else \
         [(label, model.get_submodule(path)) for label, path in model_layers(model)]
@@ -129,7 +131,8 @@ def record_activations(model: nn.Module, layers: Sequence[str] | None = None) ->
     def make_hook(label):
         def hook(module, inputs, output):
             if threading.get_ident() == owner:  # skip other users' forwards on a shared model
-                store[label] = _first_tensor(output).detach()
+                out = _first_tensor(output)
+                store[label] = out if keep_graph else out.detach()
         return hook
 
     with _hooked([(module, make_hook(label)) for label, module in pairs]):

@@ -27,6 +27,7 @@ from core import checkpoints
 from core.checkpoints import CheckpointMeta
 from core.data import DATASETS, data_fingerprint, load_dataset, materialize
 from core.distill import LOSSES
+from core.featuremaps import record_activations
 from core.inference import to_model_input
 from core.models import build_student, build_teacher, count_parameters, feature_layers
 
@@ -111,38 +112,12 @@ def teacher_logits_table(teacher: nn.Module, images: torch.Tensor, mean, std, ba
     return torch.cat(rows)
 
 
-class _Capture:
-    """Forward hooks that keep the outputs of some modules (with gradients) for attention transfer."""
-
-    def __init__(self, model: nn.Module, paths: list[str]):
-        self.outputs: dict[str, torch.Tensor] = {}
-        self.handles = [model.get_submodule(p).register_forward_hook(self._hook(p)) for p in paths]
-        self.paths = paths
-
-    def _hook(self, path):
-        def hook(_module, _inputs, output):
-            self.outputs[path] = output
-        return hook
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-
-    def ordered(self) -> list[torch.Tensor]:
-        return [self.outputs[p] for p in self.paths]
-
-
 def attention_pairs(student: nn.Module, teacher: nn.Module, size: int) -> tuple[list[str], list[str]]:
     """Pair the middle student blocks with the teacher layers of the nearest spatial resolution."""
     def sizes(model):
-        found = {}
-        with _Capture(model, [p for _, p in feature_layers(model)]) as cap, torch.no_grad():
+        with record_activations(model, [p for _, p in feature_layers(model)]) as store, torch.no_grad():
             model.eval()(torch.zeros(1, 3, size, size))
-            found = {p: t.shape[-1] for p, t in cap.outputs.items()}
-        return found
+        return {p: t.shape[-1] for (_, p), t in zip(feature_layers(model), store.values())}
     s_sizes, t_sizes = sizes(student), sizes(teacher)
     s_paths = [p for _, p in feature_layers(student)][1:-1]
     t_paths = [min(t_sizes, key=lambda t: (abs(math.log2(t_sizes[t] / s_sizes[s])), t)) for s in s_paths]
@@ -208,18 +183,18 @@ def _run(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
             flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
             images = augment_batch(train.images[idx], flips, affine=cfg.augment and logits_table is None)
             x, y = to_model_input(images, mean, std), train.targets[idx]
-            with _Capture(model, s_paths) as s_cap:
+            with record_activations(model, s_paths, keep_graph=True) as s_feats:
                 logits = model(x)
             t_logits, t_feats = None, []
             if logits_table is not None:
                 t_logits = logits_table[idx, flips.long()]
             elif on_the_fly:
-                with torch.no_grad(), _Capture(teacher, t_paths) as t_cap:
+                with torch.no_grad(), record_activations(teacher, t_paths) as t_store:
                     t_logits = teacher(x)
-                t_feats = t_cap.ordered()
+                t_feats = list(t_store.values())
             terms = [loss_fn(logits, t_logits, y, alpha=cfg.alpha, temperature=cfg.temperature)]
             if on_the_fly:
-                terms.append(LOSSES["attention"](logits, t_logits, y, student_feats=s_cap.ordered(),
+                terms.append(LOSSES["attention"](logits, t_logits, y, student_feats=list(s_feats.values()),
                                                  teacher_feats=t_feats, beta=cfg.attention_beta))
             loss = sum(terms)
             optimizer.zero_grad(set_to_none=True)

@@ -1,6 +1,7 @@
 """Home page, shared sidebar, banner, and what the app says when data or checkpoints are missing."""
 
 from core.data import DATASETS
+from tests.apptest_support import ROOT
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
 
 
@@ -20,7 +21,13 @@ def test_home_shows_banner_paper_and_a_card_per_dataset():
 
 
 def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):
-    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path))  # no real data: their buttons are disabled
+    # Neither real data nor real-dataset checkpoints: their buttons are disabled.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ckpt" / "phantom").mkdir(parents=True)
+    for f in (ROOT / "checkpoints" / "phantom").glob("*.*"):
+        (tmp_path / "ckpt" / "phantom" / f.name).symlink_to(f)
+    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "ckpt"))
     at = open_app()
     assert at.button(key="home_open_brain_tumor").disabled
     assert not at.button(key="home_open_phantom").disabled

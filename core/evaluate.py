@@ -14,7 +14,7 @@ import torch
 
 from core import checkpoints
 from core.data import load_dataset, materialize
-from core.inference import predict_tensor, to_model_input
+from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, pair_report
 from core.timing import time_callable
 
@@ -67,7 +67,7 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
         images, targets, classes = cache[key]
         if list(classes) != list(meta.classes):
             raise ValueError(f"{name}: trained on classes {meta.classes}, split has {classes}")
-        p = predict_tensor(model, to_model_input(images, meta.mean, meta.std))
+        p = predict_tensor(model, batch_for(meta, images))
         probs[name], labels = p, targets.numpy()
         report = classification_report(p, labels, list(meta.classes), n_boot=n_boot, seed=0)
         report["latency"] = latency_ms(model, meta.input_size)

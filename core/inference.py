@@ -23,6 +23,20 @@ def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[fl
     return (images - mean_t) / std_t
 
 
+def batch_for(meta: CheckpointMeta, images: torch.Tensor) -> torch.Tensor:
+    """A (B, 3, H, W) batch (uint8 or float in [0, 1]) resized to the model's input side and normalised.
+
+    Lets models trained at different sizes share one decoded batch (the dataset is decoded once, at its size).
+    """
+    size = meta.input_size
+    if images.shape[-2:] != (size, size):
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                                                 align_corners=False)
+    return to_model_input(images, meta.mean, meta.std)
+
+
 def resize_transform(input_size: int) -> v2.Compose:
     """PIL RGB -> float tensor (3, S, S) in [0, 1]; the one resize used in training and inference."""
     return v2.Compose([v2.PILToTensor(), v2.Resize((input_size, input_size), antialias=True),

@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = BUDGETS[args.budget or ("phantom" if args.dataset == "phantom" else "cpu")]
     if args.only_timing:
         target = Path(args.out) / args.dataset
+        target = target if args.protocol == "official" else target / args.protocol
         print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads)}")
         return
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,

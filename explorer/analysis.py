@@ -14,7 +14,7 @@ import streamlit as st
 import torch
 
 from core.evaluate import latency_ms
-from core.inference import predict_tensor, to_model_input
+from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, pair_report
 from core.models import count_flops, count_parameters, feature_layers
 from explorer import loaders
@@ -61,11 +61,8 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
         loaded = loaders.load_model(dataset, role)
         if loaded is None:
             continue
-        size = loaded.meta.input_size
-        x = images if images.shape[-1] == size else torch.nn.functional.interpolate(
-            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         with loaded.lock:
-            out["probs"][role] = predict_tensor(loaded.model, to_model_input(x, loaded.meta.mean, loaded.meta.std))
+            out["probs"][role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
     return out
 
 

@@ -12,7 +12,7 @@ import streamlit as st
 import torch
 
 from core.featuremaps import ablate_channels, cka_matrix, layer_maps, model_layers, rank_channels
-from core.inference import to_model_input
+from core.inference import batch_for
 from explorer import loaders
 from explorer.loaders import LoadedModel
 
@@ -64,14 +64,9 @@ def layer_correspondence(dataset: str, t_path: str, s_path: str, n_images: int =
     picks = [i for idx in loaders.first_per_class(dataset, max(1, n_images // len(ds.classes))).values() for i in idx]
     raw = torch.stack([ds[i][0] for i in picks])
 
-    def prepared(loaded):
-        size = loaded.meta.input_size
-        x = raw if raw.shape[-1] == size else torch.nn.functional.interpolate(raw, size=(size, size), mode="bilinear",
-                                                                              antialias=True, align_corners=False)
-        return to_model_input(x, loaded.meta.mean, loaded.meta.std)
-
     with teacher.lock, student.lock:
-        result = cka_matrix(teacher.model, student.model, prepared(teacher), student_images=prepared(student))
+        result = cka_matrix(teacher.model, student.model, batch_for(teacher.meta, raw),
+                            student_images=batch_for(student.meta, raw))
     best = [int(np.argmax(result.matrix[:, j])) for j in range(len(result.student_layers))]
     return {"matrix": result.matrix, "teacher_layers": result.teacher_layers,
             "student_layers": result.student_layers, "best_teacher": best, "n_images": len(picks)}

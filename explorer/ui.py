@@ -89,6 +89,18 @@ def models_or_help(dataset: str):
     return teacher, student
 
 
+def pair_and_image_or_stop(dataset: str) -> tuple:
+    """(teacher, student, chosen image) for pages that explain one image; stops the page after saying
+    what is missing (checkpoints, or an image to work on)."""
+    pair = models_or_help(dataset)
+    if not pair:
+        st.stop()
+    chosen = image_picker(dataset)
+    if chosen is None:
+        st.stop()
+    return pair[0], pair[1], chosen
+
+
 @dataclass
 class ChosenImage:
     """The image a page works on: a test sample or an upload."""

@@ -9,14 +9,8 @@ dataset = ui.current_dataset()
 ui.page_header("Explanations side by side",
                "The same image and the same class explained by both models with several methods. Each method "
                "shows its predicted cost before it runs and its measured cost after.")
-pair = ui.models_or_help(dataset)
-if not pair:
-    st.stop()
-teacher, student = pair
+teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 models = {"teacher": teacher, "student": student}
-chosen = ui.image_picker(dataset)
-if chosen is None:
-    st.stop()
 xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
 
 methods_all = list(EXPLAINERS)

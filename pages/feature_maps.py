@@ -8,13 +8,7 @@ dataset = ui.current_dataset()
 ui.page_header("Feature maps, layer by layer",
                "The average feature map of a layer (mean over its channels, upsampled) shows where that layer "
                "responds. One forward pass captures every layer; stepping only changes what is drawn.")
-pair = ui.models_or_help(dataset)
-if not pair:
-    st.stop()
-teacher, student = pair
-chosen = ui.image_picker(dataset)
-if chosen is None:
-    st.stop()
+teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 
 t_x, s_x = chosen.model_input(teacher.meta), chosen.model_input(student.meta)
 t_maps = layers.all_layer_maps(teacher, teacher.path, chosen.ident, t_x)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from core import checkpoints
 from core.checkpoints import CheckpointError, CheckpointMeta
-from core.inference import predict, preprocess
+from core.inference import batch_for, predict, preprocess
 from core.models import build_student
 
 CLASSES = ["a", "b", "c", "d"]
@@ -162,3 +162,14 @@ def test_predict_refuses_training_mode(saved):
     _, meta = checkpoints.load(path)
     with pytest.raises(ValueError, match="eval"):
         predict(model.train(), meta, [Image.new("L", (32, 32))])
+
+
+def test_batch_for_resizes_and_normalises_a_decoded_batch(saved):
+    _, path = saved
+    _, meta = checkpoints.load(path)  # input 32 px, mean 0.5, std 0.25
+    white_u8 = torch.full((2, 3, 48, 48), 255, dtype=torch.uint8)
+    x = batch_for(meta, white_u8)
+    assert x.shape == (2, 3, 32, 32)
+    assert torch.allclose(x, torch.full_like(x, 2.0), atol=1e-4)
+    same_size = torch.zeros(1, 3, 32, 32)
+    assert torch.allclose(batch_for(meta, same_size), torch.full((1, 3, 32, 32), -2.0))

@@ -17,6 +17,8 @@ ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Reported in the paper (test accuracy), as far as could be read; see ../shared/notes/paper.md.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
          "alzheimer": "teacher 0.9938, student 0.9946 (augmented 33,984-image set, random split)"}
+# Teacher test-accuracy targets of issue 5 (official split).
+TEACHER_TARGET = {"brain_tumor": 0.975, "eye_disease": 0.90, "alzheimer": 0.80}
 
 
 def _ci(report: dict, key: str) -> str:
@@ -57,6 +59,7 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
         lines += ["", f"Without the test images that have a near-duplicate in train ({cm['teacher']['n']} left): "
                   f"teacher {cm['teacher']['accuracy']:.4f}, distilled student (seed 0) "
                   f"{cm['student_s0']['accuracy']:.4f}, label-only student (seed 0) {cm['label_only_s0']['accuracy']:.4f}."]
+    lines += size_lines(meta_dir) + curve_lines(meta_dir / "teacher.json")
     lines += timing_lines(meta_dir / "timing" / "bench.json")
     if results["dataset"] in PAPER:
         lines += ["", f"Paper: {PAPER[results['dataset']]}."]
@@ -64,6 +67,47 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
     lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; "
               f"{results['seconds'] / 60:.0f} min for the whole protocol.", ""]
     return lines
+
+
+def size_lines(meta_dir: Path) -> list[str]:
+    """Parameters and FLOPs of the shipped teacher and student (counted from the files themselves)."""
+    from core.checkpoints import load
+    from core.models import count_flops, count_parameters
+
+    cells = []
+    for role in ("teacher", "student"):
+        path = meta_dir / f"{role}.pt"
+        if path.is_file():
+            model, meta = load(path)
+            cells.append(f"{role} {count_parameters(model) / 1e6:.2f} M parameters, "
+                         f"{count_flops(model, meta.input_size) / 1e9:.3f} GFLOPs per image")
+    return ["", "Size: " + "; ".join(cells) + "."] if cells else []
+
+
+def curve_lines(teacher_json: Path) -> list[str]:
+    """What the teacher's training curve shows: per-epoch validation accuracy and the last training accuracy."""
+    if not teacher_json.is_file():
+        return []
+    history = json.loads(teacher_json.read_text())["train"].get("history") or []
+    if not history:
+        return []
+    vals = ", ".join(f"{r['val_acc']:.2f}" for r in history)
+    last = history[-1]
+    return ["", f"Teacher curve: validation accuracy by epoch {vals}; training accuracy at the last epoch "
+            f"{last['train_acc']:.3f} (training loss {last['train_loss']:.3f})."]
+
+
+def summary_lines(found: list[dict]) -> list[str]:
+    """One row per dataset and protocol: teacher, students over seeds, target, paper."""
+    lines = ["| dataset | split | teacher | distilled student (mean ± std, 3 seeds) | label-only student "
+             "(mean ± std) | teacher target | paper |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for res in found:
+        name, teacher = res["dataset"], res["test"]["models"]["teacher"]["accuracy"]
+        target = TEACHER_TARGET.get(name) if res["protocol"] == "official" else None
+        verdict = f"{target:.3f} ({'met' if teacher >= target else 'not met'})" if target else "–"
+        lines.append(f"| {name} | {res['protocol']} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
+                     f"| {_spread(res['summary']['label_only'], 'accuracy')} | {verdict} | {PAPER.get(name, '–')} |")
+    return lines + [""]
 
 
 def timing_lines(path: Path) -> list[str]:
@@ -91,15 +135,16 @@ def timing_lines(path: Path) -> list[str]:
 def render(ckpt_root: Path = REPO / "checkpoints") -> str:
     """The results section for every dataset that has a results.json (official split, then pooled)."""
     lines = ["Every number below is written by `python -m core.reproduce DATASET` into "
-             "`checkpoints/<dataset>/results.json` and rendered here by `python -m core.results`.", ""]
-    found = False
+             "`checkpoints/<dataset>/results.json` and rendered here by `python -m core.results`. Test accuracy:", ""]
+    found, sections = [], []
     for name in ORDER:
         for path in (ckpt_root / name / "results.json", ckpt_root / name / "pooled" / "results.json"):
             if path.is_file():
-                found = True
-                lines += dataset_section(json.loads(path.read_text()), path.parent)
+                found.append(json.loads(path.read_text()))
+                sections += dataset_section(found[-1], path.parent)
     if not found:
-        lines.append("No results yet: run `python -m core.reproduce phantom`.")
+        return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"
+    lines += summary_lines(found) + sections
     return "\n".join(lines).rstrip() + "\n"
 
 

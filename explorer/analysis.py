@@ -143,3 +143,29 @@ def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
                                                             ("ece", "ECE"), ("agreement", "agreement with teacher"))
                                             if k in summary[key]}})
     return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}
+
+
+def split_comparison(dataset: str) -> list[dict] | None:
+    """Test accuracy on the official split beside the paper's pooled random split (same recipe), when
+    ``core.reproduce`` shipped both; one row per model, to show how much a leaky split inflates the numbers."""
+    found = {}
+    for protocol, path in (("official", loaders.checkpoint_root() / dataset / "results.json"),
+                           ("pooled", loaders.checkpoint_root() / dataset / "pooled" / "results.json")):
+        try:
+            found[protocol] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+    rows = []
+    for label, teacher_key, summary_key in (("Teacher", "teacher", None), ("Student (distilled)", None, "student"),
+                                            ("Student (labels only)", None, "label_only")):
+        row = {"model": label}
+        for protocol, res in found.items():
+            try:
+                acc = (res["test"]["models"][teacher_key]["accuracy"] if teacher_key
+                       else res["summary"][summary_key]["accuracy"]["mean"])
+            except KeyError:
+                return None
+            row[f"{protocol} split"] = acc
+        row["gain from leakage (points)"] = 100 * (row["pooled split"] - row["official split"])
+        rows.append(row)
+    return rows

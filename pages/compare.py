@@ -47,6 +47,15 @@ if seeds:
                 f"{chosen.get('alpha')}, T = {chosen.get('temperature')}); the models above are the first seed.")
     st.dataframe(rows, hide_index=True, key="seeds_table")
 
+leak = analysis.split_comparison(dataset)
+if leak:
+    st.markdown("**Official split vs the paper's pooled random split** (train and test pooled and re-split at "
+                "random, same recipe; students averaged over seeds). Near-identical slices of one subject then "
+                "sit on both sides, so the pooled number measures memory as much as skill.")
+    st.dataframe(leak, hide_index=True, key="leak_table",
+                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("official split", "pooled split")}
+                 | {"gain from leakage (points)": st.column_config.NumberColumn(format="%+.1f")})
+
 classes = next(iter(reports.values()))["classes"]
 st.subheader("Confusion matrices")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):

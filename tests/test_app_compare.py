@@ -64,3 +64,29 @@ def test_spread_over_seeds_is_shown_when_results_are_shipped(tmp_path, monkeypat
     table = next(d.value for d in at.dataframe if "agreement with teacher" in d.value.columns)
     assert list(table["model"]) == ["Student (distilled)", "Student (labels only)"]
     assert table["accuracy"][0] == "0.9000 ± 0.0100"
+
+
+def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path, monkeypatch):
+    spread = {"mean": 0.9, "std": 0.01, "min": 0.89, "max": 0.91, "n": 3}
+    folder = link_shipped(tmp_path)
+    for sub, shift in ((folder, 0.0), (folder / "pooled", 0.08)):
+        sub.mkdir(exist_ok=True)
+        summary = {k: {"accuracy": {**spread, "mean": 0.7 + shift}} for k in ("student", "label_only")}
+        results = {"seeds": [0, 1, 2], "chosen": {"alpha": 0.5, "temperature": 4.0}, "summary": summary,
+                   "test": {"models": {"teacher": {"accuracy": 0.6 + shift}}}}
+        (sub / "results.json").write_text(json.dumps(results))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    table = next(d.value for d in at.dataframe if "pooled split" in d.value.columns)
+    assert list(table["model"]) == ["Teacher", "Student (distilled)", "Student (labels only)"]
+    assert abs(table["gain from leakage (points)"][0] - 8.0) < 1e-9
+    assert "pooled random split" in texts(at)
+
+
+def test_no_split_comparison_without_the_pooled_results(tmp_path, monkeypatch):
+    link_shipped(tmp_path)
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    assert not any("pooled split" in d.value.columns for d in at.dataframe)

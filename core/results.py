@@ -99,13 +99,15 @@ def curve_lines(teacher_json: Path) -> list[str]:
 
 def summary_lines(found: list[dict]) -> list[str]:
     """One row per dataset and protocol: teacher, students over seeds, target, paper."""
-    lines = ["| dataset | split | teacher | distilled student (mean ± std, 3 seeds) | label-only student "
-             "(mean ± std) | teacher target | paper |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| dataset | split | input, teacher epochs | teacher | distilled student (mean ± std, 3 seeds) | "
+             "label-only student (mean ± std) | teacher target | paper |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in found:
         name, teacher = res["dataset"], res["test"]["models"]["teacher"]["accuracy"]
         target = TEACHER_TARGET.get(name) if res["protocol"] == "official" else None
         verdict = f"{target:.3f} ({'met' if teacher >= target else 'not met'})" if target else "–"
-        lines.append(f"| {name} | {res['protocol']} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
+        budget = f"{res['budget']['input_size']} px, {res['budget']['teacher_epochs']}"
+        lines.append(f"| {name} | {res['protocol']} | {budget} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
                      f"| {_spread(res['summary']['label_only'], 'accuracy')} | {verdict} | {PAPER.get(name, '–')} |")
     return lines + [""]
 

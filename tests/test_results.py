@@ -25,8 +25,8 @@ def test_summary_states_whether_the_teacher_target_is_met(tmp_path):
     text = results.render(_results_tree(tmp_path, 0.95))
     rows = [line for line in text.splitlines() if line.startswith("| brain_tumor |")]
     assert len(rows) == 2, "one summary row per split"
-    assert "| official | 0.9500 |" in rows[0] and "0.975 (not met)" in rows[0]
-    assert "| pooled | 0.9990 |" in rows[1] and "(met)" not in rows[1], "targets are for the official split only"
+    assert "| official | 64 px, 15 | 0.9500 |" in rows[0] and "0.975 (not met)" in rows[0]
+    assert "| pooled | 64 px, 15 | 0.9990 |" in rows[1] and "(met)" not in rows[1], "targets are for the official split only"
     assert "### brain_tumor (pooled split)" in text and "Teacher curve: validation accuracy by epoch" in text
 
 

@@ -37,7 +37,7 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
     models = test["models"]
     budget = results["budget"]
     lines = [f"### {results['dataset']} ({results['protocol']} split)", "",
-             f"Input {budget['input_size']} px; teacher {budget['teacher_epochs']} epochs, students "
+             f"Reproduce: `{reproduce_command(results)}`. Input {budget['input_size']} px; teacher {budget['teacher_epochs']} epochs, students "
              f"{budget['student_epochs']} epochs; KD setting chosen on validation: alpha = "
              f"{results['chosen']['alpha']}, T = {results['chosen']['temperature']:g}; seeds "
              f"{', '.join(map(str, results['seeds']))}; {models['teacher']['n']} test images.", "",
@@ -67,6 +67,48 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
     lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; "
               f"{results['seconds'] / 60:.0f} min for the whole protocol.", ""]
     return lines
+
+
+def reproduce_command(results: dict) -> str:
+    """The `core.reproduce` command line that wrote ``results`` (budget by name, teacher epochs if overridden)."""
+    from core.reproduce import BUDGETS
+
+    budget, name = results["budget"], results["dataset"]
+    named = next((k for k, b in BUDGETS.items() if b.input_size == budget["input_size"]
+                  and b.student_epochs == budget["student_epochs"] and b.grid_epochs == budget["grid_epochs"]), None)
+    parts = ["python -m core.reproduce", name]
+    if named and named != ("phantom" if name == "phantom" else "cpu"):
+        parts.append(f"--budget {named}")
+    if results["protocol"] != "official":
+        parts.append(f"--protocol {results['protocol']}")
+    if named and BUDGETS[named].teacher_epochs != budget["teacher_epochs"]:
+        parts.append(f"--teacher-epochs {budget['teacher_epochs']}")
+    return " ".join(parts)
+
+
+def _accuracy(results: dict, key: str) -> float:
+    """Test accuracy of the teacher, or the mean over seeds of the ``student`` / ``label_only`` runs."""
+    if key == "teacher":
+        return results["test"]["models"]["teacher"]["accuracy"]
+    return results["summary"][key]["accuracy"]["mean"]
+
+
+def leakage_lines(found: list[dict]) -> list[str]:
+    """For datasets shipped on both splits: how many points the pooled (leaky) split adds, same recipe."""
+    lines = []
+    by_key = {(r["dataset"], r["protocol"]): r for r in found}
+    for (name, protocol), pooled in by_key.items():
+        official = by_key.get((name, "official"))
+        if protocol != "pooled" or official is None:
+            continue
+        def gain(key: str) -> float:
+            return 100 * (_accuracy(pooled, key) - _accuracy(official, key))
+
+        lines.append(f"On {name}, the paper's pooled random split (train and test pooled and re-split at random, "
+                     f"same recipe and budget) adds {gain('teacher'):+.1f} points of test accuracy to the teacher, "
+                     f"{gain('student'):+.1f} to the distilled student and {gain('label_only'):+.1f} to the "
+                     "label-only student over the official split.")
+    return lines + [""] if lines else []
 
 
 def size_lines(meta_dir: Path) -> list[str]:
@@ -107,7 +149,8 @@ def summary_lines(found: list[dict]) -> list[str]:
         target = TEACHER_TARGET.get(name) if res["protocol"] == "official" else None
         verdict = f"{target:.3f} ({'met' if teacher >= target else 'not met'})" if target else "–"
         budget = f"{res['budget']['input_size']} px, {res['budget']['teacher_epochs']}"
-        lines.append(f"| {name} | {res['protocol']} | {budget} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
+        split = res["protocol"] + (" (earlier run)" if res.get("earlier") else "")
+        lines.append(f"| {name} | {split} | {budget} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
                      f"| {_spread(res['summary']['label_only'], 'accuracy')} | {verdict} | {PAPER.get(name, '–')} |")
     return lines + [""]
 
@@ -138,15 +181,18 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
     """The results section for every dataset that has a results.json (official split, then pooled)."""
     lines = ["Every number below is written by `python -m core.reproduce DATASET` into "
              "`checkpoints/<dataset>/results.json` and rendered here by `python -m core.results`. Test accuracy:", ""]
-    found, sections = [], []
+    found, earlier, sections = [], [], []
     for name in ORDER:
         for path in (ckpt_root / name / "results.json", ckpt_root / name / "pooled" / "results.json"):
             if path.is_file():
                 found.append(json.loads(path.read_text()))
                 sections += dataset_section(found[-1], path.parent)
+        # Superseded runs kept for the record (e.g. a shorter teacher budget): summary rows only.
+        earlier += [{**json.loads(p.read_text()), "earlier": True}
+                    for p in sorted((ckpt_root / name / "earlier").glob("*.json"))]
     if not found:
         return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"
-    lines += summary_lines(found) + sections
+    lines += summary_lines(found + earlier) + leakage_lines(found) + sections
     return "\n".join(lines).rstrip() + "\n"
 
 

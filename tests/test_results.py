@@ -42,3 +42,23 @@ def test_no_results_gives_the_command(tmp_path):
 def test_splice_replaces_only_between_markers():
     readme = f"head\n{results.START}\nold\n{results.END}\ntail\n"
     assert results.splice(readme, "new\n") == f"head\n{results.START}\nnew\n{results.END}\ntail\n"
+
+
+def test_pooled_gain_is_stated_and_earlier_runs_are_summarised(tmp_path):
+    root = _results_tree(tmp_path, 0.95)
+    (root / "brain_tumor" / "earlier").mkdir()
+    old = json.loads((root / "brain_tumor" / "results.json").read_text())
+    old["budget"]["teacher_epochs"] = 8
+    (root / "brain_tumor" / "earlier" / "teacher_8_epochs.json").write_text(json.dumps(old))
+    text = results.render(root)
+    assert "adds +4.9 points of test accuracy to the teacher" in text  # 0.999 pooled vs 0.95 official
+    assert "| brain_tumor | official (earlier run) | 64 px, 8 |" in text
+    assert text.count("### brain_tumor") == 2, "earlier runs get a summary row, not a section"
+
+
+def test_reproduce_command_names_protocol_and_overrides():
+    base = json.loads((PHANTOM / "results.json").read_text())
+    assert results.reproduce_command(base) == "python -m core.reproduce phantom"
+    real = {**base, "dataset": "alzheimer", "protocol": "pooled",
+            "budget": {"input_size": 96, "teacher_epochs": 16, "grid_epochs": 5, "student_epochs": 10}}
+    assert results.reproduce_command(real) == "python -m core.reproduce alzheimer --protocol pooled --teacher-epochs 16"

@@ -14,7 +14,7 @@ REAL = sorted(d.name for d in CKPT.iterdir() if d.name != "phantom" and (d / "te
 
 
 def test_real_datasets_are_shipped():
-    assert {"brain_tumor", "eye_disease"} <= set(REAL)
+    assert {"brain_tumor", "eye_disease", "alzheimer"} <= set(REAL)
 
 
 @pytest.fixture

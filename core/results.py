@@ -93,6 +93,14 @@ def _accuracy(results: dict, key: str) -> float:
     return results["summary"][key]["accuracy"]["mean"]
 
 
+def split_gain(official: dict, pooled: dict) -> list[dict]:
+    """Teacher and mean-over-seeds student accuracies on the official and the pooled split of one dataset,
+    with the points the pooled (leaky) split adds; one row per model key (teacher, student, label_only)."""
+    return [{"model": key, "official": _accuracy(official, key), "pooled": _accuracy(pooled, key),
+             "gain_points": 100 * (_accuracy(pooled, key) - _accuracy(official, key))}
+            for key in ("teacher", "student", "label_only")]
+
+
 def leakage_lines(found: list[dict]) -> list[str]:
     """For datasets shipped on both splits: how many points the pooled (leaky) split adds, same recipe."""
     lines = []
@@ -101,12 +109,10 @@ def leakage_lines(found: list[dict]) -> list[str]:
         official = by_key.get((name, "official"))
         if protocol != "pooled" or official is None:
             continue
-        def gain(key: str) -> float:
-            return 100 * (_accuracy(pooled, key) - _accuracy(official, key))
-
+        gain = {row["model"]: row["gain_points"] for row in split_gain(official, pooled)}
         lines.append(f"On {name}, the paper's pooled random split (train and test pooled and re-split at random, "
-                     f"same recipe and budget) adds {gain('teacher'):+.1f} points of test accuracy to the teacher, "
-                     f"{gain('student'):+.1f} to the distilled student and {gain('label_only'):+.1f} to the "
+                     f"same recipe and budget) adds {gain['teacher']:+.1f} points of test accuracy to the teacher, "
+                     f"{gain['student']:+.1f} to the distilled student and {gain['label_only']:+.1f} to the "
                      "label-only student over the official split.")
     return lines + [""] if lines else []
 

@@ -16,6 +16,7 @@ import torch
 from core.evaluate import latency_ms
 from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, pair_report
+from core.results import split_gain
 from core.models import count_flops, count_parameters, feature_layers
 from explorer import loaders
 from explorer.loaders import LoadedModel
@@ -147,25 +148,13 @@ def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
 
 def split_comparison(dataset: str) -> list[dict] | None:
     """Test accuracy on the official split beside the paper's pooled random split (same recipe), when
-    ``core.reproduce`` shipped both; one row per model, to show how much a leaky split inflates the numbers."""
-    found = {}
-    for protocol, path in (("official", loaders.checkpoint_root() / dataset / "results.json"),
-                           ("pooled", loaders.checkpoint_root() / dataset / "pooled" / "results.json")):
-        try:
-            found[protocol] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-    rows = []
-    for label, teacher_key, summary_key in (("Teacher", "teacher", None), ("Student (distilled)", None, "student"),
-                                            ("Student (labels only)", None, "label_only")):
-        row = {"model": label}
-        for protocol, res in found.items():
-            try:
-                acc = (res["test"]["models"][teacher_key]["accuracy"] if teacher_key
-                       else res["summary"][summary_key]["accuracy"]["mean"])
-            except KeyError:
-                return None
-            row[f"{protocol} split"] = acc
-        row["gain from leakage (points)"] = 100 * (row["pooled split"] - row["official split"])
-        rows.append(row)
-    return rows
+    ``core.reproduce`` shipped both: `core.results.split_gain` with the app's labels."""
+    root = loaders.checkpoint_root() / dataset
+    try:
+        rows = split_gain(*(json.loads(path.read_text(encoding="utf-8"))
+                            for path in (root / "results.json", root / "pooled" / "results.json")))
+    except (OSError, ValueError, KeyError):
+        return None
+    labels = {"teacher": "Teacher", "student": "Student (distilled)", "label_only": "Student (labels only)"}
+    return [{"model": labels[r["model"]], "official split": r["official"], "pooled split": r["pooled"],
+             "gain from leakage (points)": r["gain_points"]} for r in rows]

@@ -1,4 +1,4 @@
-"""Speed targets of the explainer issue, measured as ratios in one run (pass/fail per target).
+"""Speed targets of the explainers, measured as ratios in one run (pass/fail per target).
 
     python benchmarks/explainer_speed.py [--threads 2] [--size 224] [--no-memory]
 
@@ -7,7 +7,7 @@ and the default student. Targets:
 
 1. feature-map capture of all layers <= 1.15 plain forward passes of the same model;
 2. Grad-CAM (Captum LayerGradCam) <= 1.5 forward passes;
-3. every multi-pass method <= 1.3 x its pass-count bound (`core.explain.estimate_cost`: passes x the
+3. every multi-pass method <= 1.3 x its pass-count bound (`core.costs.estimate_cost`: passes x the
    per-image cost at the batch the method uses), and its peak memory bounded by its internal batch
    (peak RSS growth <= 1.5 x that of one forward+backward at that batch, in a fresh process);
 4. the student's full feature-map analysis >= 8 x faster than Grad-CAM on the teacher and >= 500 x
@@ -33,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.explain import estimate_cost, explain  # noqa: E402
+from core.costs import calibrate, estimate_cost  # noqa: E402
+from core.explain import explain  # noqa: E402
 from core.featuremaps import capture_activations  # noqa: E402
 from core.models import build_student, build_teacher  # noqa: E402
-from core.timing import calibrate, environment, time_callable  # noqa: E402
+from core.stopwatch import environment, time_callable  # noqa: E402
 
 # Reduced settings for the bound check on the teacher (same code path as the defaults, fewer passes).
 TEACHER_MULTI = {"saliency": {},

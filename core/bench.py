@@ -17,19 +17,24 @@ import ast
 import csv
 import json
 import sys
+import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from core import checkpoints
-from core.explain import EXPLAINERS
+from core.costs import estimate_cost
+from core.explain import EXPLAINERS, explain
 from core.inference import to_model_input
-from core.models import build_student, build_teacher
-from core.timing import ProgressCallback, benchmark_methods, environment
+from core.models import TEACHERS, build_student, build_teacher
+from core.stopwatch import TimingResult, environment, time_callable
 
-__all__ = ["BenchError", "run_bench", "write_results", "format_table", "build_parser", "main"]
+__all__ = ["BenchError", "planned_runs", "planned_seconds", "benchmark_methods", "run_bench", "write_results", "format_table", "build_parser", "main"]
+
+ProgressCallback = Callable[[int, int, str], None]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # random-weights runs only
@@ -37,6 +42,111 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]  # ra
 
 class BenchError(ValueError):
     """A benchmark that cannot run as configured."""
+
+
+def _row(model_name: str, method: str, timing: TimingResult, n_images: int, repeats: int, forward_s: float,
+         passes: dict, bound_s: float, input_size, params: dict) -> dict:
+    return {"model": model_name, "method": method, "images": n_images, "repeats": repeats, "warmup": timing.warmup,
+            "mean_s": timing.mean, "median_s": timing.median, "iqr_s": timing.iqr, "q25_s": timing.q25,
+            "q75_s": timing.q75, "forward_s": forward_s, "overhead_s": timing.median - forward_s,
+            "x_forward": timing.median / forward_s if forward_s > 0 else float("nan"),
+            "passes_forward": passes["forward"], "passes_backward": passes["backward"],
+            "bound_s": bound_s, "ratio_to_bound": timing.median / bound_s if bound_s > 0 else float("nan"),
+            "input_size": "x".join(str(s) for s in input_size), "threads": torch.get_num_threads(),
+            "params": json.dumps(params, sort_keys=True)}
+
+
+def planned_runs(predicted_s: float, images: int, repeats: int, warmup: int,
+                 budget_s: float | None) -> tuple[int, int]:
+    """``(timed runs per image, warm-up runs)`` of one method within a time budget.
+
+    A method whose predicted time for all ``images x repeats`` runs exceeds ``budget_s`` gets fewer
+    repeats (at least one per image), and no warm-up when one run takes over a second.
+    """
+    if budget_s is None or predicted_s * repeats * images <= budget_s:
+        return repeats, warmup
+    runs = max(1, int(budget_s / max(predicted_s * images, 1e-9)))
+    return runs, 0 if predicted_s > 1.0 else warmup
+
+
+def planned_seconds(predicted_s: float, images: int, repeats: int, warmup: int, budget_s: float | None) -> float:
+    """Predicted wall time of one method's benchmark under `planned_runs` (warm-up included)."""
+    runs, method_warmup = planned_runs(predicted_s, images, repeats, warmup, budget_s)
+    return predicted_s * (runs * images + method_warmup)
+
+
+def benchmark_methods(models: Mapping[str, nn.Module], images: torch.Tensor | Mapping[str, torch.Tensor],
+                      methods: Sequence[str], targets: Sequence[int], *, repeats: int = 5, warmup: int = 1,
+                      params: Mapping[str, dict] | None = None, budget_s: float | None = None,
+                      threads: int | None = None, clock: Callable[[], float] = time.perf_counter,
+                      sync: Callable[[], None] | None = None,
+                      on_progress: ProgressCallback | None = None) -> list[dict]:
+    """Time every method on every model over the same images and targets.
+
+    Args:
+        models: name -> model in eval mode.
+        images: normalised (N, 3, H, W) batch shared by all models, or name -> batch when the models
+            preprocess differently (the same N images in the same order).
+        methods: registry names of `core.explainers.EXPLAINERS`.
+        targets: one class per image, used for every model and method.
+        repeats: timed runs per image; warmup: untimed runs on the first image.
+        params: method -> parameters.
+        budget_s: if set, a method whose predicted time for all runs exceeds it gets fewer repeats
+            (at least one per image) and no warm-up when one run takes over a second; the row says so.
+        threads: torch CPU threads for the run (restored afterwards).
+
+    Returns:
+        One row per (model, method), plus a ``"forward"`` row per model: median and IQR of seconds per
+        image, the model's plain forward time, passes, the pass-count bound and the ratio to it.
+    """
+    params = dict(params or {})
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    rows, done, total = [], 0, len(models) * (len(methods) + 1)
+    try:
+        for name, model in models.items():
+            batch = images[name] if isinstance(images, Mapping) else images
+            if len(batch) != len(targets) or len(batch) == 0:
+                raise ValueError(f"{len(batch)} images for {len(targets)} targets")
+            size = tuple(batch.shape[-2:])
+            samples = []
+            for i in range(len(batch)):
+                x = batch[i:i + 1]
+
+                def forward(x=x):
+                    with torch.inference_mode():
+                        model(x)
+
+                samples += time_callable(forward, repeats, warmup if i == 0 else 0, clock=clock, sync=sync).samples
+            fwd = TimingResult(samples, warmup)
+            rows.append(_row(name, "forward", fwd, len(batch), repeats, fwd.median, {"forward": 1, "backward": 0},
+                             fwd.median, size, {}))
+            done += 1
+            if on_progress:
+                on_progress(done, total, f"{name}: forward")
+            for method in methods:
+                method_params = dict(params.get(method, {}))
+                cost = estimate_cost(model, method, size, **method_params)
+                runs, method_warmup = planned_runs(cost.predicted_seconds, len(batch), repeats, warmup, budget_s)
+                samples = []
+                for i in range(len(batch)):
+                    x, target = batch[i:i + 1], int(targets[i])
+
+                    def call(x=x, target=target):
+                        explain(model, x, method, target, predict=False, **method_params)
+
+                    samples += time_callable(call, runs, method_warmup if i == 0 else 0,
+                                             clock=clock, sync=sync).samples
+                timing = TimingResult(samples, method_warmup)
+                rows.append(_row(name, method, timing, len(batch), runs, fwd.median, cost.passes,
+                                 cost.predicted_seconds, size, method_params))
+                done += 1
+                if on_progress:
+                    on_progress(done, total, f"{name}: {method}")
+    finally:
+        torch.set_num_threads(previous_threads)
+    return rows
 
 
 def _load_models(dataset: str, teacher, student, random_weights: bool, teacher_arch: str,
@@ -92,15 +202,15 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     Args:
         dataset, split, images: which images (spread evenly over the split).
         teacher, student: checkpoint paths; default ``checkpoints/<dataset>/{teacher,student}.pt``.
-        methods: registry names (default: all of `core.explain.EXPLAINERS`).
-        repeats, warmup, budget_s, threads: see `core.timing.benchmark_methods`.
+        methods: registry names (default: all of `core.explainers.EXPLAINERS`).
+        repeats, warmup, budget_s, threads: see `benchmark_methods`.
         random_weights: build ``teacher_arch`` and a default student of ``student_depth`` blocks with
             seeded random weights at ``input_size`` (timings do not depend on weight values).
         params: method -> parameters. out: folder for bench.csv and bench.json (None: write nothing).
         on_progress: ``on_progress(done, total, label)`` after each (model, method).
 
     Returns:
-        Rows as in `core.timing.benchmark_methods`, each with ``dataset`` added.
+        Rows as in `benchmark_methods`, each with ``dataset`` added.
     """
     methods = list(methods or EXPLAINERS)
     unknown = [m for m in methods if m not in EXPLAINERS]
@@ -189,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's current setting)")
     parser.add_argument("--random-weights", action="store_true",
                         help="time seeded random-weight models instead of checkpoints (speed runs)")
-    parser.add_argument("--teacher-arch", default="densenet121", choices=["densenet121", "resnet18"],
+    parser.add_argument("--teacher-arch", default="densenet121", choices=list(TEACHERS),
                         help="teacher architecture with --random-weights")
     parser.add_argument("--student-depth", type=int, default=5, help="student blocks with --random-weights")
     parser.add_argument("--input-size", type=int, help="image side in pixels (default: the checkpoint's)")

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from core.images import ImageError, open_image, to_rgb
 from core.phantom import DEFAULT_SPLIT_SIZES, PHANTOM_CLASSES, PhantomDataset, render_phantom
+from core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,12 @@ class DatasetInfo:
     kaggle: str = ""
 
 
-DATASETS: dict[str, DatasetInfo] = {}
+DATASETS = Registry("dataset", DatasetError)
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
-    """Add a dataset to `DATASETS` (re-registering a name replaces it)."""
-    DATASETS[info.name] = info
-    return info
+    """Add a dataset to `DATASETS` under its name (a name can be taken only once)."""
+    return DATASETS.register(info.name)(info)
 
 
 register_dataset(DatasetInfo(
@@ -102,8 +102,6 @@ register_dataset(DatasetInfo(
 
 def get_info(name: str) -> DatasetInfo:
     """Registry entry of ``name``; `DatasetError` listing the known names otherwise."""
-    if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     return DATASETS[name]
 
 

@@ -16,15 +16,16 @@ from core import checkpoints
 from core.data import load_dataset, materialize
 from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, pair_report
-from core.timing import time_callable
+from core.stopwatch import time_callable
 
 
-def test_split(meta: checkpoints.CheckpointMeta, split: str = "test", root: str | None = None):
-    """The evaluation split a checkpoint was trained for (same protocol, seed and input size)."""
+def evaluation_split(meta: checkpoints.CheckpointMeta, split: str = "test", root: str | None = None,
+                     max_per_class: int | None = None):
+    """The evaluation split a checkpoint was trained for (same protocol, seed and input size), in memory."""
     train_cfg = meta.train or {}
     ds = load_dataset(meta.dataset, split, root=root, input_size=meta.input_size,
                       seed=int(train_cfg.get("data_seed", 0)), protocol=train_cfg.get("protocol", "official"))
-    return materialize(ds, progress=True)
+    return materialize(ds, progress=True, max_per_class=max_per_class)
 
 
 def latency_ms(model: torch.nn.Module, input_size: int, repeats: int = 20) -> dict:
@@ -37,12 +38,13 @@ def latency_ms(model: torch.nn.Module, input_size: int, repeats: int = 20) -> di
 
 def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root: str | None = None,
                          write: bool = False, n_boot: int = 1000, exclude: Callable[[str], bool] | None = None,
-                         teacher_key: str = "teacher") -> dict:
+                         teacher_key: str = "teacher", max_per_class: int | None = None) -> dict:
     """Evaluate several checkpoints of one dataset on the same split.
 
     Args:
         paths: name -> checkpoint path; the entry ``teacher_key`` (if present) is paired with every other.
         exclude: optional predicate on a file path; matching test images are left out (e.g. near-duplicates).
+        max_per_class: evaluate on at most this many images per class (a quick look, not a published number).
         write: store each report under ``metrics[split]`` in the checkpoint's JSON metadata.
 
     Returns:
@@ -58,7 +60,7 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
     for name, (model, meta) in loaded.items():
         key = (meta.input_size, meta.train.get("protocol", "official"), meta.train.get("data_seed", 0))
         if key not in cache:
-            data = test_split(meta, split, root)
+            data = evaluation_split(meta, split, root, max_per_class)
             keep = torch.ones(len(data), dtype=torch.bool)
             files = [str(f) for f in getattr(data, "paths", None) or []]
             if exclude is not None and files:

@@ -1,78 +1,29 @@
-"""Explainers behind one call shape: ``explain(model, x, method, target=None, **params)``.
+"""The one call shape for every explainer: ``explain(model, x, method, target=None, **params)``.
 
-One small class per method in the `EXPLAINERS` registry (the app lists methods from it). Each class
-states its defaults for an input size, its pass count at those settings, the batch it feeds the model,
-and how far its backward goes; `estimate_cost` turns that into a predicted time from a one-time
-calibration of this model on this host (`core.timing.calibrate`), so a user sees the price before running.
-
-The Captum baselines are called the standard way (``LayerGradCam(model, layer).attribute(x, target=c)``
-etc.) so that timings compare like with like. KernelShap and Lime fit their linear surrogate with
-`least_squares_model` (weighted least squares in closed form, in torch): Captum's default surrogates
-need scikit-learn, which is not a dependency. Every ``.map`` is non-negative evidence for the target,
-min-max normalised to [0, 1]; signed attributions keep their positive part (as Grad-CAM's ReLU does)
-and the signed map is kept in ``extras["raw"]``.
+Methods are the classes registered in `core.explainers.EXPLAINERS` (the app lists them from there).
+Before a run, `core.costs.estimate_cost` predicts its time from the method's pass count and a
+one-time calibration of this model on this host; after it, the measured time sits beside the
+prediction. Every ``heatmap`` is non-negative evidence for the target, min-max normalised to
+[0, 1]; signed attributions keep their positive part (as Grad-CAM's ReLU does) and the signed map is
+kept in ``extras["raw"]``.
 """
-
 
 from __future__ import annotations
 
 import threading
 import time
 import weakref
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.explainers import (EXPLAINERS, CostEstimate, Explainer, ExplainError, Explanation, least_squares_model,
-                             register_explainer)
-from core.featuremaps import normalize_map, preserve_model_state, require_eval
-from core.timing import calibrate
+from core.costs import estimate_cost
+from core.explainers import EXPLAINERS, ExplainError, Explanation, make_explainer
+from core.featuremaps import normalize_map
+from core.hooks import preserve_model_state, require_eval
 
-__all__ = ["ExplainError", "Explanation", "CostEstimate", "Explainer", "EXPLAINERS", "register_explainer", "explain",
-           "estimate_cost", "make_explainer", "method_defaults", "least_squares_model"]
-
-
-def method_defaults(method: str, input_size: int | tuple[int, int]) -> dict[str, Any]:
-    """Default parameters of a method at an input size (for forms in the app)."""
-    return _explainer_class(method).defaults(_size(input_size))
-
-
-def _explainer_class(method: str) -> type[Explainer]:
-    if method not in EXPLAINERS:
-        raise ExplainError(f"unknown method {method!r}; choose one of {', '.join(EXPLAINERS)}")
-    return EXPLAINERS[method]
-
-
-def _size(input_size) -> tuple[int, int]:
-    return (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
-
-
-def make_explainer(model: nn.Module, method: str, input_size, **params) -> Explainer:
-    """Instantiate a registered explainer with validated parameters."""
-    return _explainer_class(method)(model, _size(input_size), **params)
-
-
-def estimate_cost(model: nn.Module, method: str, input_size, *, target_known: bool = True,
-                  **params) -> CostEstimate:
-    """Passes and predicted seconds of ``method`` on ``model`` at ``input_size`` (calibrates once).
-
-    ``predicted = F * t_f + B * t_b`` with per-image forward/backward costs at the batch the method
-    uses; a backward that stops at the target layer (Grad-CAM) is counted as free. Without a known
-    target, one batch-1 prediction forward is added.
-    """
-    explainer = make_explainer(model, method, input_size, **params)
-    passes = dict(explainer.passes())
-    needs_backward = explainer.backward_to == "input" and passes["backward"] > 0
-    cal = calibrate(model, input_size, explainer.batch_size(), backward=needs_backward)
-    seconds = passes["forward"] * cal.forward_s
-    if needs_backward:
-        seconds += passes["backward"] * cal.backward_s
-    if not target_known and explainer.needs_target:
-        passes["forward"] += 1
-        seconds += calibrate(model, input_size, 1, backward=False).forward_s
-    return CostEstimate(method, passes, explainer.batch_size(), seconds)
+__all__ = ["explain", "ExplainError", "Explanation", "EXPLAINERS"]
 
 
 def _num_classes(model: nn.Module) -> int | None:
@@ -97,10 +48,10 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
     Args:
         model: a model in eval mode (left exactly as found).
         x: normalised (1, C, H, W) float tensor (`core.inference.preprocess`).
-        method: a key of `EXPLAINERS`.
+        method: a key of `core.explainers.EXPLAINERS`.
         target: class to explain; the predicted class when None (one extra forward for most methods).
         predict: also fill ``predicted_seconds`` (calibrates this model once per size and batch).
-        **params: method parameters (see `method_defaults`).
+        **params: method parameters (each class's ``defaults``; an unknown one raises).
 
     Raises:
         ExplainError: unknown method or parameter, bad input shape, target out of range, or a map that

@@ -20,7 +20,9 @@ from captum.attr import (GradientShap, IntegratedGradients, KernelShap, LayerAtt
                          Occlusion, Saliency)
 from torch import nn
 
-from core.featuremaps import default_target_layer, layer_maps, resolve_layer
+from core.featuremaps import layer_maps
+from core.hooks import default_target_layer, resolve_layer
+from core.registry import Registry
 
 
 class ExplainError(ValueError):
@@ -32,7 +34,7 @@ class Explanation:
     """One explanation of one image.
 
     Attributes:
-        map: float32 (H, W) array, the input's height and width, in [0, 1].
+        heatmap: float32 (H, W) array, the input's height and width, in [0, 1].
         method: registry name. target: explained class.
         passes: ``{"forward": n, "backward": m}`` images pushed through the model (a batch of 16
             counts 16), including the prediction pass when no target was given.
@@ -42,7 +44,7 @@ class Explanation:
             ``layers``, ``shapes``, ``logits``, ``probabilities``).
     """
 
-    map: np.ndarray
+    heatmap: np.ndarray
     method: str
     target: int
     passes: dict[str, int]
@@ -62,7 +64,7 @@ class CostEstimate:
     predicted_seconds: float
 
 
-EXPLAINERS: dict[str, type["Explainer"]] = {}
+EXPLAINERS = Registry("method", ExplainError)
 
 
 def register_explainer(name: str):
@@ -70,10 +72,15 @@ def register_explainer(name: str):
 
     def _register(cls):
         cls.name = name
-        EXPLAINERS[name] = cls
-        return cls
+        return EXPLAINERS.register(name)(cls)
 
     return _register
+
+
+def make_explainer(model: nn.Module, method: str, input_size: int | tuple[int, int], **params) -> "Explainer":
+    """Instantiate a registered explainer with validated parameters (an unknown one raises)."""
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    return EXPLAINERS[method](model, size, **params)
 
 
 @contextmanager
@@ -182,7 +189,7 @@ def least_squares_model(alpha: float = 0.0) -> LinearModel:
 class FeatureMaps(Explainer):
     """The paper's explanation: average feature maps of every layer from one forward pass.
 
-    The last layer's map is ``.map``; ``extras["layers"]`` holds every layer's. The average map does
+    The last layer's map is ``.heatmap``; ``extras["layers"]`` holds every layer's. The average map does
     not depend on the class: ``target`` is only recorded (the predicted class when not given).
     """
 
@@ -312,7 +319,7 @@ class OcclusionMap(Explainer):
 class GradientShapMap(Explainer):
     """GradientSHAP (Lundberg & Lee 2017; Captum): expected gradients over a black and a noise baseline.
 
-    Captum's ``GradientShap`` pushes all ``n_samples`` through in one batch (captum#1350); here it is
+    Captum's ``GradientShap`` pushes all ``n_samples`` through in one batch; here it is
     called on chunks of ``internal_batch_size`` samples and the chunk means are averaged (the same
     estimator), which bounds memory. ``black``: the normalised value of a black pixel (a number or
     one per channel); by default the darkest value of each channel in the image.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,11 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from core.featuremaps import model_layers, preserve_model_state, require_eval
+from core.explain import explain
+from core.hooks import model_layers, preserve_model_state, require_eval
 
-__all__ = ["Curve", "SanityResult", "perturbation_curve", "deletion_auc", "insertion_auc", "rankdata", "spearman",
-           "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou", "evaluate_localisation",
-           "sanity_check", "agreement_distribution"]
+__all__ = ["Curve", "SanityResult", "perturbation_curve", "deletion_curve", "insertion_curve", "rankdata",
+           "spearman", "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou", "evaluate_localisation",
+           "sanity_check"]
 
 
 @dataclass
@@ -118,13 +119,13 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequenc
     return Curve(mode, fractions, scores, _trapezoid(scores, fractions))
 
 
-def deletion_auc(model: nn.Module, x: torch.Tensor, maps, targets: Sequence[int], **kwargs) -> Curve:
-    """`perturbation_curve` in deletion mode (lower AUC = more faithful map)."""
+def deletion_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequence[int], **kwargs) -> Curve:
+    """`perturbation_curve` in deletion mode (its ``auc``: lower = more faithful map)."""
     return perturbation_curve(model, x, maps, targets, mode="deletion", **kwargs)
 
 
-def insertion_auc(model: nn.Module, x: torch.Tensor, maps, targets: Sequence[int], **kwargs) -> Curve:
-    """`perturbation_curve` in insertion mode (higher AUC = more faithful map)."""
+def insertion_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequence[int], **kwargs) -> Curve:
+    """`perturbation_curve` in insertion mode (its ``auc``: higher = more faithful map)."""
     return perturbation_curve(model, x, maps, targets, mode="insertion", **kwargs)
 
 
@@ -248,14 +249,12 @@ def _top_down_modules(model: nn.Module) -> list[str]:
 
 def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target: int | None = None, *,
                  n_layers: int = 2, seed: int = 0, **params) -> SanityResult:
-    """Cascading model randomisation (Adebayo et al. 2018) of the top ``n_layers`` modules.
+    """Model randomisation (Adebayo et al. 2018) of the top ``n_layers`` modules, in one step.
 
-    The model is deep-copied (the shared model is never touched), the head and the last feature
-    layers are re-initialised with their own ``reset_parameters`` under a fixed seed, and both models
-    explain the same image for the same target.
+    The model is deep-copied (the shared model is never touched); the head and the last
+    ``n_layers - 1`` feature layers are re-initialised together with their own ``reset_parameters``
+    under a fixed seed, and both models explain the same image for the same target.
     """
-    from core.explain import explain
-
     trained = explain(model, x, method, target, predict=False, **params)
     names = _top_down_modules(model)[:max(1, int(n_layers))]
     with preserve_model_state(model):
@@ -270,34 +269,5 @@ def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", ta
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
     other = explain(randomized, x, method, trained.target, predict=False, **params)
-    return SanityResult(method, trained.target, names, spearman(trained.map, other.map),
-                        topk_iou(trained.map, other.map, 10.0), trained.map, other.map)
-
-
-def agreement_distribution(teacher: nn.Module, student: nn.Module, images: torch.Tensor, targets: Sequence[int],
-                           method: str = "grad_cam", *, student_images: torch.Tensor | None = None,
-                           top_percent: float = 10.0,
-                           on_progress: Callable[[int, int, str], None] | None = None,
-                           **params) -> dict[str, object]:
-    """Teacher-student agreement of ``method`` over a set of images (the same target for both).
-
-    Returns:
-        ``{"spearman": (N,), "iou": (N,), "summary": {metric: {"mean", "median", "q25", "q75"}}}``.
-    """
-    from core.explain import explain
-
-    student_images = images if student_images is None else student_images
-    rho, iou = [], []
-    for i, target in enumerate(targets):
-        t_map = explain(teacher, images[i:i + 1], method, int(target), predict=False, **params).map
-        s_map = explain(student, student_images[i:i + 1], method, int(target), predict=False, **params).map
-        scores = agreement(t_map, s_map, top_percent)
-        rho.append(scores["spearman"])
-        iou.append(scores["iou"])
-        if on_progress:
-            on_progress(i + 1, len(targets), f"image {i + 1}")
-    result: dict[str, object] = {"spearman": np.array(rho), "iou": np.array(iou)}
-    result["summary"] = {key: {"mean": float(np.nanmean(v)), "median": float(np.nanmedian(v)),
-                               "q25": float(np.nanpercentile(v, 25)), "q75": float(np.nanpercentile(v, 75))}
-                         for key, v in (("spearman", result["spearman"]), ("iou", result["iou"]))}
-    return result
+    return SanityResult(method, trained.target, names, spearman(trained.heatmap, other.heatmap),
+                        topk_iou(trained.heatmap, other.heatmap, 10.0), trained.heatmap, other.heatmap)

@@ -1,10 +1,9 @@
-"""Layer-by-layer feature maps: capture, average maps, channel ranking and ablation, CKA.
+"""Layer-by-layer feature maps: capture, the paper's average maps, channel ranking and ablation.
 
 Everything here works on a model that is shared between users (the app caches one instance per
-checkpoint): the model must be in eval mode and is left exactly as found. Hooks only live inside a
-context manager and only record the forward pass of the thread that registered them, so two users
-stepping through the same cached model never see each other's activations. Gradients are taken
-with `torch.autograd.grad` on the captured activation, so no parameter ``.grad`` is ever written.
+checkpoint): the hooks of `core.hooks` record only this thread's forward and the model is left as
+found. Gradients are taken with `torch.autograd.grad` on the captured activation, so no parameter
+``.grad`` is ever written.
 """
 
 from __future__ import annotations
@@ -12,135 +11,19 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models import feature_layers, gradcam_layer
+from core.hooks import (LayerError, first_tensor, hooked, model_layers, preserve_model_state, record_activations,
+                        require_eval, resolve_layer)
 
-__all__ = [
-    "LayerError", "Capture", "ChannelRanking", "AblationResult", "LayerCorrespondence",
-    "model_layers", "resolve_layer", "require_eval", "preserve_model_state", "record_activations",
-    "capture_activations", "average_feature_map", "normalize_map", "layer_maps", "grad_cam",
-    "rank_channels", "ablate_channels", "linear_cka", "cka_matrix", "default_target_layer",
-]
-
-
-class LayerError(ValueError):
-    """A layer name that the model does not have, or a layer that never ran."""
-
-
-def model_layers(model: nn.Module) -> list[tuple[str, str]]:
-    """Ordered ``(label, module_path)`` pairs to step through.
-
-    Registered teachers and students use `core.models.feature_layers`; any other model falls back
-    to every ``nn.Conv2d`` in definition order (labelled by its path).
-    """
-    try:
-        return feature_layers(model)
-    except TypeError:
-        pairs = [(name, name) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-        if not pairs:
-            raise LayerError(f"{type(model).__name__} has no convolution layers to show") from None
-        return pairs
-
-
-def default_target_layer(model: nn.Module) -> str:
-    """Module path of the standard Grad-CAM layer: the last convolutional feature layer."""
-    try:
-        return gradcam_layer(model)
-    except TypeError:
-        return model_layers(model)[-1][1]
-
-
-def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
-    """Find a layer by its readable label (``"denseblock3"``) or its module path (``"features.norm5"``)."""
-    for label, path in model_layers(model):
-        if layer in (label, path):
-            return label, model.get_submodule(path)
-    try:
-        return layer, model.get_submodule(layer)
-    except AttributeError:
-        known = ", ".join(label for label, _ in model_layers(model))
-        raise LayerError(f"{type(model).__name__} has no layer {layer!r}; known layers: {known}") from None
-
-
-def require_eval(model: nn.Module) -> None:
-    """Refuse a model in training mode: BatchNorm would update its statistics, dropout would add noise."""
-    if model.training:
-        raise ValueError("the model is in training mode; explanations need model.eval() "
-                         "(a shared model is never switched here)")
-
-
-@contextmanager
-def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore every module's ``training`` flag and every parameter's ``requires_grad`` and ``.grad``.
-
-    A safety net for code that touches a shared model (TorchCAM's demo does the same). Flags are
-    written back directly: ``.train()``/``.eval()`` are never called.
-    """
-    modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
-    try:
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, requires_grad, grad in params:
-            p.requires_grad_(requires_grad)
-            p.grad = grad
-
-
-@contextmanager
-def _hooked(modules: Sequence[tuple[nn.Module, object]]) -> Iterator[None]:
-    """Register ``(module, forward_hook)`` pairs; remove them all on exit, also after an error."""
-    handles = []
-    try:
-        for module, hook in modules:
-            handles.append(module.register_forward_hook(hook))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _first_tensor(output) -> torch.Tensor:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-@contextmanager
-def record_activations(model: nn.Module, layers: Sequence[str] | None = None, *,
-                       keep_graph: bool = False) -> Iterator[OrderedDict]:
-    """Context manager: while open, forward passes of this thread store each layer's output.
-
-    Yields an OrderedDict ``label -> activation`` in the listed order (default: `model_layers`),
-    filled by the forward passes run inside the block (the last one wins). Hooks are removed on
-    exit, on success and on error. ``keep_graph=True`` keeps the outputs attached to autograd
-    (for losses on intermediate layers, e.g. attention transfer); otherwise they are detached.
-    """
-    pairs = [resolve_layer(model, name) for name in layers] if layers else \
-        [(label, model.get_submodule(path)) for label, path in model_layers(model)]
-    store: OrderedDict[str, torch.Tensor] = OrderedDict()
-    owner = threading.get_ident()
-
-    def make_hook(label):
-        def hook(module, inputs, output):
-            if threading.get_ident() == owner:  # skip other users' forwards on a shared model
-                out = _first_tensor(output)
-                store[label] = out if keep_graph else out.detach()
-        return hook
-
-    with _hooked([(module, make_hook(label)) for label, module in pairs]):
-        yield store
-    order = [label for label, _ in pairs]
-    for label in order:  # the forward may run layers in another order than listed
-        if label in store:
-            store.move_to_end(label)
+__all__ = ["Capture", "ChannelRanking", "AblationResult", "capture_activations", "average_feature_map",
+           "normalize_map", "layer_maps", "rank_channels", "ablate_channels"]
 
 
 class Capture(NamedTuple):
@@ -243,11 +126,11 @@ def _activation_with_grad(model: nn.Module, x: torch.Tensor, module: nn.Module,
         if threading.get_ident() != owner:
             return None
         torch.set_grad_enabled(True)  # undone when the enclosing no_grad block exits
-        store["act"] = _first_tensor(output).detach().requires_grad_(True)
+        store["act"] = first_tensor(output).detach().requires_grad_(True)
         return store["act"]
 
     with preserve_model_state(model):
-        with torch.no_grad(), _hooked([(module, hook)]):
+        with torch.no_grad(), hooked([(module, hook)]):
             logits = model(x)
         if "act" not in store:
             raise LayerError(f"layer {type(module).__name__} did not run in the forward pass")
@@ -256,19 +139,6 @@ def _activation_with_grad(model: nn.Module, x: torch.Tensor, module: nn.Module,
             raise ValueError(f"target {target} out of range for {logits.shape[1]} classes")
         (grad,) = torch.autograd.grad(logits[:, target].sum(), store["act"])
     return store["act"].detach(), grad, logits.detach(), target
-
-
-def grad_cam(model: nn.Module, x: torch.Tensor, layer: str | None = None,
-             target: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grad-CAM (Selvaraju et al. 2017): ``ReLU(sum_c mean_ij(dy_t/dA_c,ij) * A_c)`` at ``layer``.
-
-    Returns:
-        ``(cam (B, h, w) at the layer's resolution, unnormalised; logits (B, K))``.
-    """
-    _, module = resolve_layer(model, layer or default_target_layer(model))
-    act, grad, logits, _ = _activation_with_grad(model, x, module, target)
-    weights = grad.mean(dim=(2, 3), keepdim=True)
-    return F.relu((weights * act).sum(1)), logits
 
 
 @dataclass
@@ -324,10 +194,17 @@ class AblationResult:
     random_drops: np.ndarray
     random_drop: float
 
+    @property
+    def confirms_ranking(self) -> bool:
+        """The chosen channels' drop exceeds every random draw's: with ``n`` draws, a chance of
+        ``1 / (n + 1)`` if the ranking were no better than random."""
+        return bool(self.random_drops.size) and self.drop > float(self.random_drops.max())
+
 
 def ablate_channels(model: nn.Module, x: torch.Tensor, layer: str, channels: Sequence[int],
                     target: int, n_random: int = 8, seed: int = 0) -> AblationResult:
-    """Zero ``channels`` at ``layer`` and compare the logit drop with ``n_random`` random sets of as many.
+    """Zero ``channels`` at ``layer`` and compare the logit drop with ``n_random`` random sets of as many,
+    drawn from the layer's other channels.
 
     One forward of a batch of ``2 + n_random`` copies of the image: each copy gets its own channel mask
     in the hook (intact, chosen, random draws).
@@ -342,100 +219,24 @@ def ablate_channels(model: nn.Module, x: torch.Tensor, layer: str, channels: Seq
     def hook(mod, inputs, output):
         if threading.get_ident() != owner:
             return None
-        out = _first_tensor(output)
+        out = first_tensor(output)
         n_channels = out.shape[1]
         if any(not 0 <= c < n_channels for c in channels):
             raise LayerError(f"channel index out of range for {label} with {n_channels} channels")
         mask = torch.ones(out.shape[0], n_channels, 1, 1, dtype=out.dtype, device=out.device)
         mask[1, channels] = 0
+        # random sets come from the other channels, so a draw never repeats the ranked choice
+        others = torch.tensor([c for c in range(n_channels) if c not in set(channels)] or list(range(n_channels)))
         for row in range(2, out.shape[0]):
-            mask[row, torch.randperm(n_channels, generator=generator)[:len(channels)]] = 0
+            mask[row, others[torch.randperm(len(others), generator=generator)[:len(channels)]]] = 0
         state["ran"] = True
         return out * mask
 
     batch = x[:1].expand(2 + n_random, *x.shape[1:])
-    with preserve_model_state(model), _hooked([(module, hook)]), torch.inference_mode():
+    with preserve_model_state(model), hooked([(module, hook)]), torch.inference_mode():
         logits = model(batch)[:, target].float()
     if "ran" not in state:
         raise LayerError(f"layer {label} did not run in the forward pass")
     drops = (logits[0] - logits[1:]).cpu().numpy()
     return AblationResult(label, int(target), channels, float(logits[0]), float(logits[1]), float(drops[0]),
                           drops[1:], float(drops[1:].mean()) if n_random else float("nan"))
-
-
-def _centred_gram(X: torch.Tensor, debiased: bool) -> torch.Tensor:
-    """Gram matrix of the rows of X, centred; debiased: the U-statistic form of Song et al. (2012)."""
-    gram = X @ X.T
-    n = gram.shape[0]
-    if not debiased:
-        means = gram.mean(0)
-        return gram - means[:, None] - means[None, :] + means.mean()
-    gram = gram.clone().fill_diagonal_(0)
-    means = gram.sum(0) / (n - 2)
-    means = means - means.sum() / (2 * (n - 1))
-    return (gram - means[:, None] - means[None, :]).fill_diagonal_(0)
-
-
-def linear_cka(X: torch.Tensor | np.ndarray, Y: torch.Tensor | np.ndarray, *, debiased: bool = False) -> float:
-    """Linear CKA (Kornblith et al. 2019) between two representations of the same n examples.
-
-    ``CKA = <K_c, L_c>_F / (||K_c||_F ||L_c||_F)`` with centred Gram matrices ``K_c`` of ``X X^T``.
-    Computed through the n x n Gram matrices, so wide layers cost O(n^2 p). X: (n, p), Y: (n, q);
-    extra dimensions are flattened. Invariant to orthogonal transforms and isotropic scaling.
-
-    With few examples and wide layers (n << p) the plain estimate is biased towards 1 even for
-    unrelated representations; ``debiased=True`` uses the unbiased HSIC estimator (Song et al. 2012,
-    as in Nguyen, Raghu & Kornblith 2021), which needs n >= 4 and may return NaN on degenerate input.
-    """
-    X = torch.as_tensor(X).flatten(1).double()
-    Y = torch.as_tensor(Y).flatten(1).double()
-    n_min = 4 if debiased else 2
-    if X.shape[0] != Y.shape[0] or X.shape[0] < n_min:
-        raise ValueError(f"CKA needs the same n >= {n_min} examples on both sides, got {X.shape[0]} and {Y.shape[0]}")
-    K, L = _centred_gram(X, debiased), _centred_gram(Y, debiased)
-    kk, ll = (K * K).sum(), (L * L).sum()
-    if kk <= 0 or ll <= 0:
-        return float("nan") if debiased else 0.0
-    return float((K * L).sum() / torch.sqrt(kk * ll))
-
-
-@dataclass
-class LayerCorrespondence:
-    """CKA between every teacher layer (rows) and every student layer (columns)."""
-
-    matrix: np.ndarray
-    teacher_layers: list[str]
-    student_layers: list[str]
-
-    def best_teacher_layer(self) -> dict[str, str]:
-        """For each student layer, the teacher layer it is most similar to."""
-        return {s: self.teacher_layers[int(self.matrix[:, j].argmax())] for j, s in enumerate(self.student_layers)}
-
-
-def _layer_features(model: nn.Module, images: torch.Tensor, batch_size: int, pool: int | None) -> OrderedDict:
-    feats: OrderedDict[str, list[torch.Tensor]] = OrderedDict()
-    for start in range(0, len(images), batch_size):
-        acts, _ = capture_activations(model, images[start:start + batch_size])
-        for label, a in acts.items():
-            if pool and (a.shape[-1] > pool or a.shape[-2] > pool):
-                a = F.adaptive_avg_pool2d(a, pool)  # bounds memory at O(n C pool^2)
-            feats.setdefault(label, []).append(a.flatten(1).double().cpu())
-    return OrderedDict((label, torch.cat(chunks)) for label, chunks in feats.items())
-
-
-def cka_matrix(teacher: nn.Module, student: nn.Module, images: torch.Tensor, *,
-               student_images: torch.Tensor | None = None, batch_size: int = 16,
-               pool: int | None = 8, debiased: bool = True) -> LayerCorrespondence:
-    """Linear CKA between all teacher and student layers over a batch of images.
-
-    Args:
-        images: normalised (N, 3, H, W) batch, N >= 4 (a few dozen images give stable values).
-        student_images: the same images preprocessed for the student, if it differs.
-        pool: activations larger than ``pool x pool`` are average-pooled to it before flattening.
-        debiased: use the debiased estimator (default: layers are far wider than the number of
-            images, where plain CKA is close to 1 for any pair; see `linear_cka`).
-    """
-    t_feats = _layer_features(teacher, images, batch_size, pool)
-    s_feats = _layer_features(student, images if student_images is None else student_images, batch_size, pool)
-    matrix = np.array([[linear_cka(t, s, debiased=debiased) for s in s_feats.values()] for t in t_feats.values()])
-    return LayerCorrespondence(matrix, list(t_feats), list(s_feats))

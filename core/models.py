@@ -1,13 +1,14 @@
-"""Teachers (torchvision, no downloads) and the shallow student, with readable layer lists.
+"""Teachers (torchvision, no downloads) and the shallow student; each knows its own layers.
 
 Every model takes a normalised (B, 3, H, W) float tensor and returns (B, num_classes) logits.
-`feature_layers(model)` names the layers that the feature-map view steps through, in forward order.
+Its ``feature_info`` lists the layers that the feature-map view steps through, in forward order,
+with their channels and resolution (`feature_layers` gives the ``(label, module_path)`` pairs).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -16,17 +17,23 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import DenseNet, ResNet
 from torchvision.models.resnet import BasicBlock
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+from core.registry import Registry
+
+class FeatureLayer(NamedTuple):
+    """One layer the feature-map view steps through.
+
+    Attributes:
+        label: readable name ("denseblock3"). module: its path in ``named_modules``.
+        channels: channels of its output. reduction: input side / output side.
+    """
+
+    label: str
+    module: str
+    channels: int
+    reduction: int
 
 
-def register_model(name: str):
-    """Register a model constructor ``fn(num_classes, **arch_args) -> nn.Module`` under ``name``."""
-
-    def _register(fn):
-        MODELS[name] = fn
-        return fn
-
-    return _register
+MODELS = Registry("architecture")
 
 
 class DenseNet121Teacher(DenseNet):
@@ -37,8 +44,26 @@ class DenseNet121Teacher(DenseNet):
     State-dict keys are torchvision's, so a local torchvision state dict loads unchanged.
     """
 
+    role = "teacher"
+
     def __init__(self, num_classes: int):
         super().__init__(32, (6, 12, 24, 16), 64, num_classes=num_classes)
+
+    @property
+    def feature_info(self) -> list[FeatureLayer]:
+        """Stem, every dense block and transition, and the final norm, in forward order."""
+        channels, reduction = self.features.conv0.out_channels, 4  # conv0 and pool0 each halve the side
+        info = [FeatureLayer("stem", "features.pool0", channels, reduction)]
+        for name, module in self.features.named_children():
+            if name.startswith("denseblock"):
+                last = list(module.children())[-1]
+                channels = last.norm1.num_features + last.conv2.out_channels
+            elif name.startswith("transition"):
+                channels, reduction = module.conv.out_channels, reduction * 2
+            else:
+                continue
+            info.append(FeatureLayer(name, f"features.{name}", channels, reduction))
+        return info + [FeatureLayer("norm5", "features.norm5", self.features.norm5.num_features, reduction)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.features(x))
@@ -46,19 +71,30 @@ class DenseNet121Teacher(DenseNet):
         return self.classifier(out)
 
 
-@register_model("densenet121")
-def densenet121(num_classes: int) -> nn.Module:
-    return DenseNet121Teacher(num_classes)
+class ResNet18Teacher(ResNet):
+    """torchvision ResNet18 (state-dict keys unchanged) that knows its own layers."""
+
+    role = "teacher"
+
+    def __init__(self, num_classes: int):
+        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+
+    @property
+    def feature_info(self) -> list[FeatureLayer]:
+        info = [FeatureLayer("stem", "maxpool", self.conv1.out_channels, 4)]
+        for i in range(1, 5):
+            layer = getattr(self, f"layer{i}")
+            info.append(FeatureLayer(f"layer{i}", f"layer{i}", layer[-1].conv2.out_channels, 4 * 2 ** (i - 1)))
+        return info
 
 
-@register_model("resnet18")
-def resnet18(num_classes: int) -> nn.Module:
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+MODELS.register("densenet121")(DenseNet121Teacher)
+MODELS.register("resnet18")(ResNet18Teacher)
 
 
 # Channel widths of the default student. The first block is a stride-2 convolution with few
-# channels: full-resolution early convolutions cost most of a shallow CNN's time (measured in
-# ../shared/notes/explainer_costs.md), and the feature-map analysis must stay cheap.
+# channels: full-resolution early convolutions cost most of a shallow CNN's time, and the
+# feature-map analysis must stay cheap.
 STUDENT_WIDTHS = (24, 48, 96, 192, 256, 256, 256, 256)
 STUDENT_POOLED_BLOCKS = 4  # blocks 1-4 halve the resolution; deeper blocks keep it
 
@@ -77,6 +113,7 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
+@MODELS.register("student")
 class StudentCNN(nn.Module):
     """Shallow student: ``depth`` conv blocks (``block1``..``blockN``), global pooling, a linear head.
 
@@ -86,6 +123,8 @@ class StudentCNN(nn.Module):
         widths: output channels per block; defaults to the first ``depth`` of `STUDENT_WIDTHS`.
         dropout: dropout before the classifier.
     """
+
+    role = "student"
 
     def __init__(self, num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
                  dropout: float = 0.2):
@@ -100,9 +139,15 @@ class StudentCNN(nn.Module):
             block = ConvBlock(c_in, c_out, stride=2 if i == 1 else 1, pool=i <= STUDENT_POOLED_BLOCKS)
             self.add_module(f"block{i}", block)
             c_in = c_out
-        self.depth = depth
+        self.depth, self.widths = depth, widths
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c_in, num_classes)
+
+    @property
+    def feature_info(self) -> list[FeatureLayer]:
+        # block1 halves the side twice (stride 2, then pooling); blocks up to STUDENT_POOLED_BLOCKS once more each
+        return [FeatureLayer(f"block{i}", f"block{i}", c, 2 * 2 ** min(i, STUDENT_POOLED_BLOCKS))
+                for i, c in enumerate(self.widths, start=1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.depth + 1):
@@ -111,20 +156,12 @@ class StudentCNN(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-@register_model("student")
-def student(num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
-            dropout: float = 0.2) -> nn.Module:
-    return StudentCNN(num_classes, depth=depth, widths=widths, dropout=dropout)
-
-
-TEACHERS = ("densenet121", "resnet18")
+TEACHERS = tuple(name for name, cls in MODELS.items() if cls.role == "teacher")
 
 
 def build_model(arch: str, num_classes: int, **arch_args) -> nn.Module:
     """Build a registered architecture with random weights (nothing is downloaded)."""
-    if arch not in MODELS:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[arch](num_classes, **arch_args)
+    return MODELS.build(arch, num_classes, **arch_args)
 
 
 def build_teacher(name: str, num_classes: int, pretrained_weights: str | Path | None = None) -> nn.Module:
@@ -149,21 +186,15 @@ def build_teacher(name: str, num_classes: int, pretrained_weights: str | Path | 
 def build_student(num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
                   dropout: float = 0.2) -> nn.Module:
     """Build the shallow student (see `StudentCNN`)."""
-    return StudentCNN(num_classes, depth=depth, widths=widths, dropout=dropout)
+    return build_model("student", num_classes, depth=depth, widths=widths, dropout=dropout)
 
 
 def feature_layers(model: nn.Module) -> list[tuple[str, str]]:
-    """Readable, ordered ``(label, module_path)`` pairs for layer-by-layer analysis."""
-    if isinstance(model, DenseNet):
-        names = [name for name, _ in model.features.named_children()]
-        pairs = [("stem", "features.pool0")]
-        pairs += [(n, f"features.{n}") for n in names if n.startswith(("denseblock", "transition"))]
-        return pairs + [("norm5", "features.norm5")]
-    if isinstance(model, ResNet):
-        return [("stem", "maxpool")] + [(f"layer{i}", f"layer{i}") for i in range(1, 5)]
-    if isinstance(model, StudentCNN):
-        return [(f"block{i}", f"block{i}") for i in range(1, model.depth + 1)]
-    raise TypeError(f"no layer list for {type(model).__name__}")
+    """Readable, ordered ``(label, module_path)`` pairs of a model that knows its layers (``feature_info``)."""
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        raise TypeError(f"{type(model).__name__} has no feature_info layer list")
+    return [(layer.label, layer.module) for layer in info]
 
 
 def gradcam_layer(model: nn.Module) -> str:

@@ -1,6 +1,6 @@
 """Regenerate a dataset's shipped checkpoints, metadata and results: ``python -m core.reproduce DATASET``.
 
-The protocol (issue "Trained teachers and students"):
+The protocol:
 1. a DenseNet121 teacher from scratch;
 2. KD students over alpha in {0.3, 0.5, 0.7} x T in {2, 4, 8} (one seed), the setting chosen on
    validation accuracy (the test split is never used for a choice);
@@ -26,7 +26,7 @@ from core import checkpoints
 from core.data import DATASETS, resolve_root
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
-from core.train import TrainConfig, distill, fit
+from core.train import Stage, TrainConfig, default_stages, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,14 @@ class Budget:
     student_epochs: int
     batch_size: int = 64
     lr: float = 2e-3
+    max_per_class: int | None = None  # training and validation images per class (None: all)
 
 
 BUDGETS = {
     "phantom": Budget(input_size=64, teacher_epochs=15, grid_epochs=10, student_epochs=15),
     "cpu": Budget(input_size=96, teacher_epochs=8, grid_epochs=5, student_epochs=10),
     "gpu": Budget(input_size=224, teacher_epochs=30, grid_epochs=15, student_epochs=30, batch_size=32, lr=1e-3),
-    "smoke": Budget(input_size=32, teacher_epochs=1, grid_epochs=1, student_epochs=1),
+    "smoke": Budget(input_size=32, teacher_epochs=1, grid_epochs=1, student_epochs=1, max_per_class=24),
 }
 
 
@@ -72,52 +73,48 @@ def best_val_acc(history: list[dict]) -> float:
     return min(history, key=lambda r: r["val_loss"])["val_acc"]
 
 
+def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, protocol: str = "official",
+           threads: int | None = None) -> TrainConfig:
+    """The training recipe of a budget (one config for every stage; the KD setting is chosen later)."""
+    return TrainConfig(dataset=dataset, root=root, protocol=protocol, input_size=budget.input_size,
+                       batch_size=budget.batch_size, lr=budget.lr, max_per_class=budget.max_per_class,
+                       teacher_epochs=budget.teacher_epochs,
+                       student_epochs=budget.student_epochs, seeds=SEEDS, resume=True, threads=threads,
+                       teacher_logits=str(runs / "teacher_logits.pt"))
+
+
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
-              protocol: str = "official", grid: bool = True, threads: int | None = None) -> dict:
-    """Run the whole protocol for one dataset; returns the results dictionary also written to disk."""
+              protocol: str = "official", grid: bool = True, threads: int | None = None,
+              timing: bool = True) -> dict:
+    """Run the whole protocol for one dataset; returns the results dictionary also written to disk.
+
+    ``timing=False`` skips the explainer timing table (written for the official split only).
+    """
     started = time.perf_counter()
     runs = runs / dataset / protocol
-    base = TrainConfig(dataset=dataset, root=root, input_size=budget.input_size, batch_size=budget.batch_size,
-                       lr=budget.lr, protocol=protocol, resume=True, threads=threads,
-                       teacher_logits=str(runs / "teacher_logits.pt"))
-    teacher_ckpt = runs / "teacher" / "best.pt"
-    if not teacher_ckpt.is_file():
-        # No early stopping for the teacher: with cosine decay the late, low-rate epochs are where a from-scratch
-        # DenseNet gains most, while early validation loss is noisy; the best-validation weights are kept anyway.
-        fit(replace(base, arch="densenet121", epochs=budget.teacher_epochs, patience=budget.teacher_epochs,
-                    out=str(runs / "teacher")))
-    teacher, _ = checkpoints.load(teacher_ckpt)
-
-    def student_run(name: str, **kw) -> tuple[Path, list[dict]]:
-        path = runs / name / "best.pt"
-        if not path.is_file():
-            distill(replace(base, out=str(runs / name), **kw), teacher)
-        return path, checkpoints.load_meta(path).train["history"]
+    cfg = recipe(dataset, budget, runs, root, protocol, threads)
+    teacher = run_stages(cfg, runs, [Stage("teacher", "teacher")])["teacher"]
 
     grid_rows, chosen = [], {"alpha": 0.5, "temperature": 4.0}
     if grid:
-        for alpha in ALPHAS:
-            for temp in TEMPERATURES:
-                _, hist = student_run(f"grid_a{alpha}_t{temp:g}", alpha=alpha, temperature=temp,
-                                      epochs=budget.grid_epochs)
-                grid_rows.append({"alpha": alpha, "temperature": temp, "val_acc": best_val_acc(hist),
-                                  "val_loss": min(r["val_loss"] for r in hist)})
+        stages = [Stage(f"grid_a{alpha}_t{temp:g}", "student", 0, "kd", {"alpha": alpha, "temperature": temp},
+                        epochs=budget.grid_epochs) for alpha in ALPHAS for temp in TEMPERATURES]
+        for stage, result in zip(stages, run_stages(cfg, runs, stages, teacher=teacher.model).values()):
+            grid_rows.append({**stage.loss_args, "val_acc": best_val_acc(result.history),
+                              "val_loss": min(r["val_loss"] for r in result.history)})
         best = max(grid_rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
         chosen = {"alpha": best["alpha"], "temperature": best["temperature"]}
 
-    paths = {"teacher": teacher_ckpt}
-    for seed in SEEDS:
-        paths[f"student_s{seed}"], _ = student_run(f"student_s{seed}", seed=seed, epochs=budget.student_epochs,
-                                                   **chosen)
-        paths[f"label_only_s{seed}"], _ = student_run(f"label_only_s{seed}", seed=seed, alpha=1.0,
-                                                      loss="label_only", epochs=budget.student_epochs)
+    cfg = replace(cfg, loss_args=chosen)
+    students = run_stages(cfg, runs, default_stages(cfg, teacher=False), teacher=teacher.model)
+    paths = {"teacher": teacher.path} | {name: result.path for name, result in students.items()}
     # Evaluate the weights exactly as shipped (float16), so the published numbers are of those files.
     target = out / dataset if protocol == "official" else out / dataset / protocol
     shipped = {}
     for name, src in paths.items():
         model, meta = checkpoints.load(src)
         meta.weights_dtype = "float16"
-        meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "out", "teacher_logits")}
+        meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "teacher_logits")}
         shipped[name] = checkpoints.save(model, meta, runs / "shipped" / f"{name}.pt", half=True)
     result = evaluate_checkpoints(shipped, write=True, root=root)
     clean = None
@@ -131,7 +128,8 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         return {k: mean_and_spread(v) for k, v in pick.items()}
 
     target.mkdir(parents=True, exist_ok=True)
-    for src_name, dst_name in (("teacher", "teacher"), ("student_s0", "student"), ("label_only_s0", "student_label_only")):
+    for src_name, dst_name in (("teacher", "teacher"), (f"student_s{SEEDS[0]}", "student"),
+                               (f"label_only_s{SEEDS[0]}", "student_label_only")):
         for suffix in (".pt", ".json"):
             shutil.copyfile(shipped[src_name].with_suffix(suffix), (target / dst_name).with_suffix(suffix))
     results = {
@@ -143,7 +141,7 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         "created": checkpoints.now_iso(),
     }
     checkpoints.atomic_write_text(target / "results.json", json.dumps(results, indent=1))
-    if protocol == "official":  # same architectures on either split: their explainer times are the same
+    if timing and protocol == "official":  # same architectures on either split: their explainer times are the same
         timing_table(dataset, target, root=root, threads=threads)
     return results
 
@@ -175,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--teacher-epochs", type=int, default=None,
                         help="override the budget's teacher epochs (use a fresh --runs folder: runs resume)")
+    parser.add_argument("--no-timing", action="store_true", help="skip the explainer timing table")
     parser.add_argument("--only-timing", action="store_true",
                         help="only (re)write the timing table of the shipped checkpoints")
     args = parser.parse_args(argv)
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads)}")
         return
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
-                    grid=not args.no_grid, threads=args.threads)
+                    grid=not args.no_grid, threads=args.threads, timing=not args.no_timing)
     s = res["summary"]
     print(f"{args.dataset} ({args.protocol}): chosen {res['chosen']}; teacher acc "
           f"{res['test']['models']['teacher']['accuracy']:.4f}; student acc {s['student']['accuracy']['mean']:.4f} "

@@ -14,10 +14,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
-# Reported in the paper (test accuracy), as far as could be read; see ../shared/notes/paper.md.
+# Test accuracies reported in the paper, as far as its tables can be read.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
          "alzheimer": "teacher 0.9938, student 0.9946 (augmented 33,984-image set, random split)"}
-# Teacher test-accuracy targets of issue 5 (official split).
+# Teacher test-accuracy targets on the official split: a teacher below them is under-trained for KD.
 TEACHER_TARGET = {"brain_tumor": 0.975, "eye_disease": 0.90, "alzheimer": 0.80}
 
 

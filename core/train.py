@@ -1,8 +1,12 @@
-"""Train a teacher (`fit`) and distil a student from it (`distill`); ``python -m core.train``.
+"""One training recipe: a teacher, a distilled student and a label-only student; ``python -m core.train``.
 
-One loop serves both: AdamW, cosine learning-rate decay, early stopping on validation loss, the
-best weights kept, seeds set, and the full state written atomically after every epoch so that
-``resume=True`` continues an interrupted run. The test split is never read here.
+`TrainConfig` holds every setting of the recipe; `run_stages` runs its stages (teacher, then for
+each seed the distilled and the label-only student), each in its own run folder. The command line,
+`core.reproduce` and the app's Train page all call `run_stages`; they differ only in the settings
+and callbacks they pass. One loop (`train_stage`) serves every stage: AdamW, cosine learning-rate
+decay, early stopping on validation loss with the best weights kept, seeds set, and the full state
+written atomically after every epoch so that ``resume=True`` continues an interrupted run. The test
+split is never read here.
 """
 
 from __future__ import annotations
@@ -14,56 +18,99 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
 from core import checkpoints
 from core.checkpoints import CheckpointMeta
+from core.augment import augment_batch, cached_teacher_logits, channel_stats
 from core.data import DATASETS, data_fingerprint, load_dataset, materialize
-from core.distill import LOSSES
-from core.featuremaps import record_activations
+from core.distill import LossInputs, attention_pairs, build_loss
+from core.hooks import record_activations
 from core.inference import to_model_input
-from core.models import build_student, build_teacher, count_parameters, feature_layers
+from core.models import TEACHERS, build_student, build_teacher, count_parameters
 
 log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[str, dict], None]
 
 
 @dataclass
 class TrainConfig:
-    """One training run. ``role="teacher"`` trains ``arch``; ``role="student"`` distils into a student."""
+    """Every setting of the recipe. Teacher and students share the data, input size and optimiser."""
 
     dataset: str = "phantom"
-    role: str = "teacher"
-    arch: str = "densenet121"
-    depth: int = 5
-    epochs: int = 8
+    root: str | None = None
+    protocol: str = "official"
+    data_seed: int = 0  # validation carve (and the phantom generator): fixed across seeds for a fair comparison
+    val_fraction: float = 0.15
+    input_size: int | None = None  # None: the dataset's default
+    max_per_class: int | None = None  # cap on training and validation images per class
+    augment: bool = True
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    input_size: int | None = None  # None: the dataset's default
-    seed: int = 0  # model initialisation and batch order
-    data_seed: int = 0  # validation carve (and the phantom generator): fixed across seeds for a fair comparison
-    val_fraction: float = 0.15
-    protocol: str = "official"
-    patience: int = 4
-    augment: bool = True
-    loss: str = "kd"  # a core.distill.LOSSES name, for students
-    alpha: float = 0.5  # weight of the hard loss; 1.0 = label-only baseline
-    temperature: float = 4.0
+    teacher_arch: str = "densenet121"
+    teacher_epochs: int = 8
+    # None: no early stopping for the teacher. With cosine decay the late, low-rate epochs are where a
+    # from-scratch DenseNet gains most, while early validation loss is noisy; the best weights are kept anyway.
+    teacher_patience: int | None = None
+    depth: int = 5
+    student_epochs: int = 12
+    patience: int = 4  # students' early-stopping patience in epochs
+    loss: str = "kd"  # a core.distill.LOSSES name for the distilled student
+    loss_args: dict[str, Any] = field(default_factory=lambda: {"alpha": 0.5, "temperature": 4.0})
     attention_beta: float = 0.0  # > 0 adds attention transfer (needs the teacher on the fly)
-    root: str | None = None
-    out: str = "runs/phantom/teacher"
-    resume: bool = False
-    time_cap_s: float | None = None
+    label_only: bool = True  # also train the label-only student (the baseline)
+    seeds: tuple[int, ...] = (0,)
+    resume: bool = True  # continue interrupted stages; reuse finished ones
+    time_cap_s: float | None = None  # per stage
     threads: int | None = None
-    max_per_class: int | None = None
     teacher_logits: str | None = None  # cache file: computed once, reused by every student run
+
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.teacher_arch not in TEACHERS:
+            raise ValueError(f"unknown teacher {self.teacher_arch!r}; choose one of {', '.join(TEACHERS)}")
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.loss_spec()  # an unknown loss or hyperparameter fails here, before any training
+
+    def loss_spec(self, loss: str | None = None, loss_args: dict | None = None) -> dict[str, dict]:
+        """The `core.distill.build_loss` spec of a student (attention transfer added when beta > 0)."""
+        loss = loss or self.loss
+        spec = {loss: dict(self.loss_args if loss_args is None else loss_args)}
+        if self.attention_beta > 0:
+            spec["attention"] = {"beta": self.attention_beta}
+        build_loss(spec)
+        return spec
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of the recipe: which model, which seed, which loss, how long."""
+
+    name: str  # its run folder
+    role: str  # "teacher" or "student"
+    seed: int = 0
+    loss: str = "label_only"
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None  # None: the config's epochs for the role
+
+
+def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
+    """Teacher, then per seed the distilled student (``student_s<seed>``) and the label-only one."""
+    stages = [Stage("teacher", "teacher")] if teacher else []
+    for seed in cfg.seeds:
+        stages.append(Stage(f"student_s{seed}", "student", seed, cfg.loss, dict(cfg.loss_args)))
+        if cfg.label_only:
+            stages.append(Stage(f"label_only_s{seed}", "student", seed, "label_only"))
+    return stages
 
 
 @dataclass
@@ -72,6 +119,8 @@ class TrainResult:
     meta: CheckpointMeta
     history: list[dict] = field(default_factory=list)
     stopped: str = ""
+    path: Path | None = None  # the best.pt written
+    stage: Stage | None = None
 
 
 def set_seed(seed: int) -> None:
@@ -80,123 +129,124 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of a uint8 (N, 3, H, W) tensor, on the [0, 1] scale."""
-    x = images.float().div_(255.0)
-    return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+# Settings a resumed run must share with the run that wrote its state: resuming with any other value would
+# write metadata describing a run that never happened.
+RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment",
+               "batch_size", "lr", "weight_decay", "teacher_arch", "depth", "attention_beta")
 
 
-TRAIN_AUGMENT = v2.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))
+def stage_settings(cfg: TrainConfig, stage: Stage) -> dict:
+    """What defines one stage's run: resuming it is allowed only with exactly these values."""
+    epochs = int(stage.epochs or (cfg.student_epochs if stage.role == "student" else cfg.teacher_epochs))
+    return {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "input_size": cfg.input_size or
+            DATASETS[cfg.dataset].input_size, "epochs": epochs, "seed": stage.seed, "role": stage.role,
+            "loss": stage.loss, "loss_args": dict(stage.loss_args)}
 
 
-def augment_batch(images: torch.Tensor, flips: torch.Tensor, affine: bool) -> torch.Tensor:
-    """Mild augmentation on a uint8 batch: per-sample horizontal flip (given) and small affine jitter."""
-    images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
-    if affine:
-        images = torch.stack([TRAIN_AUGMENT(img) for img in images])
-    return images
+def resumable_state(state_path: Path, settings: dict) -> dict:
+    """The saved state of a run, refused (ValueError) when it was made with other settings."""
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = state.get("settings") or {}
+    changed = sorted(k for k in settings if saved.get(k) != settings[k])
+    if changed:
+        raise ValueError(f"{state_path}: made with other settings ({', '.join(changed)} differ: "
+                         f"{', '.join(f'{k} {saved.get(k)!r} now {settings[k]!r}' for k in changed)}); "
+                         "use a new run folder or the same settings")
+    return state
 
 
-@torch.no_grad()
-def teacher_logits_table(teacher: nn.Module, images: torch.Tensor, mean, std, batch_size: int = 128) -> torch.Tensor:
-    """Teacher logits for every training image and its mirror image, shape (N, 2, C).
+def _private_teacher(teacher: nn.Module) -> nn.Module:
+    """A frozen copy: the caller's teacher may be shared (a cached app model) and is never touched."""
+    teacher = copy.deepcopy(teacher).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
 
-    Distilling then needs no teacher forward per step; flips stay a valid augmentation because
-    the logits of both orientations are known.
+
+def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Module | None = None,
+                on_epoch_end: Callable[[dict], None] | None = None,
+                pretrained_weights: str | None = None) -> TrainResult:
+    """Train one stage into ``out`` (``state.pt`` after every epoch, ``best.pt`` and ``best.json`` at the end).
+
+    Args:
+        teacher: the model a student learns from (needed when its loss uses the teacher).
+        pretrained_weights: a local state dict to start a teacher from.
+
+    Raises:
+        ValueError: a student loss that needs a teacher and none given, or ``resume`` with other settings.
     """
-    teacher.eval()
-    rows = []
-    for i in tqdm(range(0, len(images), batch_size), desc="teacher logits", leave=False):
-        x = to_model_input(images[i:i + batch_size], mean, std)
-        rows.append(torch.stack([teacher(x), teacher(x.flip(-1))], dim=1))
-    return torch.cat(rows)
-
-
-def attention_pairs(student: nn.Module, teacher: nn.Module, size: int) -> tuple[list[str], list[str]]:
-    """Pair the middle student blocks with the teacher layers of the nearest spatial resolution."""
-    def sizes(model):
-        with record_activations(model, [p for _, p in feature_layers(model)]) as store, torch.no_grad():
-            model.eval()(torch.zeros(1, 3, size, size))
-        return {p: t.shape[-1] for (_, p), t in zip(feature_layers(model), store.values())}
-    s_sizes, t_sizes = sizes(student), sizes(teacher)
-    s_paths = [p for _, p in feature_layers(student)][1:-1]
-    t_paths = [min(t_sizes, key=lambda t: (abs(math.log2(t_sizes[t] / s_sizes[s])), t)) for s in s_paths]
-    return s_paths, t_paths
-
-
-def _run(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
-         on_epoch_end: Callable[[dict], None] | None) -> TrainResult:
-    """The training loop shared by `fit` and `distill`."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    set_seed(cfg.seed)
-    out = Path(cfg.out)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    size = cfg.input_size or DATASETS[cfg.dataset].input_size
+    student_mode = stage.role == "student"
+    settings = stage_settings(cfg, stage)
+    epochs, size = settings["epochs"], settings["input_size"]
+    patience = cfg.patience if student_mode else (cfg.teacher_patience or epochs)
     kw = dict(root=cfg.root, input_size=size, seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=cfg.protocol)
     train_ds = load_dataset(cfg.dataset, "train", **kw)
     train = materialize(train_ds, max_per_class=cfg.max_per_class)
     val = materialize(load_dataset(cfg.dataset, "val", **kw), max_per_class=cfg.max_per_class)
     mean, std = channel_stats(train.images)
-    student_mode = teacher is not None
-    loss_fn = LOSSES[cfg.loss if student_mode else "label_only"]
-    on_the_fly = student_mode and cfg.attention_beta > 0
-    logits_table = None
-    if student_mode and not on_the_fly and cfg.loss != "label_only" and cfg.alpha < 1.0:
-        cache = Path(cfg.teacher_logits) if cfg.teacher_logits else None
-        if cache and cache.is_file():
-            saved = torch.load(cache, map_location="cpu", weights_only=True)
-            if saved["fingerprint"] == train.fingerprint and saved["logits"].shape[0] == len(train):
-                logits_table = saved["logits"]
-        if logits_table is None:
-            logits_table = teacher_logits_table(teacher, train.images, mean, std)
-            if cache:
-                checkpoints.atomic_write_bytes(cache, lambda h: torch.save(
-                    {"logits": logits_table, "fingerprint": train.fingerprint}, h))
+    set_seed(stage.seed)
+    if student_mode:
+        spec = cfg.loss_spec(stage.loss, stage.loss_args)
+        model = build_student(len(train.classes), depth=cfg.depth)
+    else:
+        spec = {"label_only": {}}
+        model = build_teacher(cfg.teacher_arch, len(train.classes), pretrained_weights)
+    loss_fn = build_loss(spec)
+    if loss_fn.uses_teacher:
+        if teacher is None:
+            raise ValueError(f"stage {stage.name}: the {stage.loss} loss needs a teacher")
+        teacher = _private_teacher(teacher)
+    on_the_fly = loss_fn.uses_features  # feature terms need the teacher's activations of the same batch
+    logits_table = cached_teacher_logits(cfg.teacher_logits, teacher, train, mean, std) if loss_fn.uses_teacher and not on_the_fly else None
     s_paths, t_paths = attention_pairs(model, teacher, size) if on_the_fly else ([], [])
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(cfg.epochs, 1))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     state_path = out / "state.pt"
     history, best_val, bad_epochs, start_epoch, best_state = [], math.inf, 0, 0, None
     if cfg.resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = resumable_state(state_path, settings)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         best_state, history = state["best_model"], state["history"]
         best_val, bad_epochs, start_epoch = state["best_val"], state["bad_epochs"], state["epoch"] + 1
         torch.set_rng_state(state["rng"])
-        log.info("resumed %s at epoch %d", out, start_epoch + 1)
+        finished = start_epoch >= epochs or bool(history and history[-1].get("stop"))
+        log.info("%s: %s", out, "already finished" if finished else f"resumed at epoch {start_epoch + 1}/{epochs}")
+    if start_epoch == 0:
+        set_seed(stage.seed)  # the same batch order for every arm of a seed, whatever building the model drew
 
-    started, stopped = time.perf_counter(), ""
+    started = time.perf_counter()
+    earlier_s = history[-1]["seconds"] if history else 0.0  # time spent before an interruption
+    stopped = history[-1].get("stop", "") if history else ""
     n = len(train)
-    for epoch in range(start_epoch, cfg.epochs):
-        if history and history[-1].get("stop"):
+    for epoch in range(start_epoch, epochs):
+        if stopped:
             break
         model.train()
         order = torch.randperm(n)
         total_loss, correct = 0.0, 0
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{cfg.role} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs}", leave=False)
         for i in bar:
             idx = order[i:i + cfg.batch_size]
             flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
             images = augment_batch(train.images[idx], flips, affine=cfg.augment and logits_table is None)
             x, y = to_model_input(images, mean, std), train.targets[idx]
-            with record_activations(model, s_paths, keep_graph=True) as s_feats:
-                logits = model(x)
-            t_logits, t_feats = None, []
-            if logits_table is not None:
-                t_logits = logits_table[idx, flips.long()]
-            elif on_the_fly:
+            if on_the_fly:
+                with record_activations(model, s_paths, keep_graph=True) as s_store:
+                    logits = model(x)
                 with torch.no_grad(), record_activations(teacher, t_paths) as t_store:
                     t_logits = teacher(x)
-                t_feats = list(t_store.values())
-            terms = [loss_fn(logits, t_logits, y, alpha=cfg.alpha, temperature=cfg.temperature)]
-            if on_the_fly:
-                terms.append(LOSSES["attention"](logits, t_logits, y, student_feats=list(s_feats.values()),
-                                                 teacher_feats=t_feats, beta=cfg.attention_beta))
-            loss = sum(terms)
+                batch = LossInputs(logits, y, t_logits, list(s_store.values()), list(t_store.values()))
+            else:
+                logits = model(x)
+                batch = LossInputs(logits, y, logits_table[idx, flips.long()] if logits_table is not None else None)
+            loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -205,43 +255,42 @@ def _run(cfg: TrainConfig, model: nn.Module, teacher: nn.Module | None,
             bar.set_postfix(loss=f"{loss.item():.3f}")
         scheduler.step()
         val_loss, val_acc = evaluate_loss(model, val.images, val.targets, mean, std)
+        seconds = earlier_s + time.perf_counter() - started
         record = {"epoch": epoch + 1, "train_loss": total_loss / n, "train_acc": correct / n,
-                  "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.perf_counter() - started}
+                  "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
         if val_loss < best_val - 1e-4:
             best_val, bad_epochs = val_loss, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
-        if bad_epochs >= cfg.patience:
-            record["stop"] = stopped = f"early stop: no val-loss gain in {cfg.patience} epochs"
-        if cfg.time_cap_s and time.perf_counter() - started > cfg.time_cap_s and epoch + 1 < cfg.epochs:
+        if bad_epochs >= patience and epoch + 1 < epochs:
+            record["stop"] = stopped = f"early stop: no val-loss gain in {patience} epochs"
+        if cfg.time_cap_s and seconds > cfg.time_cap_s and epoch + 1 < epochs:
             record["stop"] = stopped = f"time cap of {cfg.time_cap_s:.0f} s reached"
         history.append(record)
         checkpoints.atomic_write_bytes(state_path, lambda h: torch.save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "best_model": best_state, "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
-             "epoch": epoch, "rng": torch.get_rng_state()}, h))
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+             "epoch": epoch, "rng": torch.get_rng_state(), "settings": settings}, h))
+        log.info("%s epoch %d: %s", stage.name, epoch + 1,
+                 {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
         if on_epoch_end:
             on_epoch_end(record)
-        if stopped:
-            break
 
     model.load_state_dict(best_state if best_state is not None else model.state_dict())
     model.eval()
-    arch_args = {"depth": cfg.depth} if student_mode else {}
     meta = CheckpointMeta(
-        arch="student" if student_mode else cfg.arch, num_classes=len(train.classes), classes=list(train.classes),
-        input_size=size, mean=mean, std=std, role=cfg.role, dataset=cfg.dataset, arch_args=arch_args,
-        train={**asdict(cfg), "history": history, "best_val_loss": best_val, "stopped": stopped,
-               "train_images": n, "val_images": len(val), "skipped_files": len(getattr(train, "skipped", []))},
-        kd=({"loss": cfg.loss, "alpha": cfg.alpha, "temperature": cfg.temperature,
-             "attention_beta": cfg.attention_beta} if student_mode else None),
-        seed=cfg.seed, data_fingerprint=data_fingerprint(train_ds),
+        arch="student" if student_mode else cfg.teacher_arch, num_classes=len(train.classes),
+        classes=list(train.classes), input_size=size, mean=mean, std=std, role=stage.role, dataset=cfg.dataset,
+        arch_args={"depth": cfg.depth} if student_mode else {},
+        train={**asdict(cfg), "stage": stage.name, "seed": stage.seed, "epochs": epochs, "patience": patience,
+               "history": history, "best_val_loss": best_val, "stopped": stopped, "train_images": n,
+               "val_images": len(val), "skipped_files": len(getattr(train, "skipped", []))},
+        kd={"loss": stage.loss, **dict(stage.loss_args), "attention_beta": cfg.attention_beta} if student_mode else None,
+        seed=stage.seed, data_fingerprint=data_fingerprint(train_ds),
         notes=f"{count_parameters(model):,} parameters")
-    checkpoints.save(model, meta, out / "best.pt")
-    return TrainResult(model, meta, history, stopped)
+    path = checkpoints.save(model, meta, out / "best.pt")
+    return TrainResult(model, meta, history, stopped, path, stage)
 
 
 @torch.no_grad()
@@ -258,25 +307,44 @@ def evaluate_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     return loss / max(len(images), 1), correct / max(len(images), 1)
 
 
-def fit(cfg: TrainConfig, on_epoch_end: Callable[[dict], None] | None = None,
-        pretrained_weights: str | None = None) -> TrainResult:
-    """Train a teacher from scratch (or from a local state dict) on ``cfg.dataset``."""
-    cfg.role = "teacher"
-    num_classes = len(DATASETS[cfg.dataset].classes)
-    set_seed(cfg.seed)
-    return _run(cfg, build_teacher(cfg.arch, num_classes, pretrained_weights), None, on_epoch_end)
+def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = None, *,
+               teacher: nn.Module | None = None, pretrained_weights: str | None = None,
+               on_stage: Callable[[Stage], None] | None = None,
+               on_epoch_end: EpochCallback | None = None) -> dict[str, TrainResult]:
+    """Run the recipe's stages (default `default_stages`) in ``runs/<stage name>/``.
+
+    A teacher stage trains the teacher the students then learn from; without one, ``teacher`` (a
+    loaded model, never modified) is used. With ``cfg.resume`` a stage whose ``best.pt`` exists is
+    loaded instead of trained again, and an interrupted one continues from its ``state.pt``.
+
+    Returns:
+        stage name -> `TrainResult`, in the order run.
+    """
+    runs = Path(runs)
+    stages = stages if stages is not None else default_stages(cfg, teacher=teacher is None)
+    results: dict[str, TrainResult] = {}
+    for stage in stages:
+        if on_stage:
+            on_stage(stage)
+        best, state_path = runs / stage.name / "best.pt", runs / stage.name / "state.pt"
+        if cfg.resume and best.is_file() and state_path.is_file() and \
+                _finished(resumable_state(state_path, stage_settings(cfg, stage))):
+            model, meta = checkpoints.load(best)
+            result = TrainResult(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), best, stage)
+        else:
+            callback = (lambda record, name=stage.name: on_epoch_end(name, record)) if on_epoch_end else None
+            result = train_stage(cfg, stage, runs / stage.name, teacher, callback,
+                                 pretrained_weights if stage.role == "teacher" else None)
+        results[stage.name] = result
+        if stage.role == "teacher":
+            teacher = result.model
+    return results
 
 
-def distill(cfg: TrainConfig, teacher: nn.Module, on_epoch_end: Callable[[dict], None] | None = None) -> TrainResult:
-    """Distil ``teacher`` into a fresh student (``cfg.alpha=1`` or ``cfg.loss="label_only"``: no KD)."""
-    cfg.role = "student"
-    num_classes = len(DATASETS[cfg.dataset].classes)
-    set_seed(cfg.seed)
-    # The caller's teacher may be shared (a cached app model): work on a private copy.
-    teacher = copy.deepcopy(teacher).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return _run(cfg, build_student(num_classes, depth=cfg.depth), teacher, on_epoch_end)
+def _finished(state: dict) -> bool:
+    """A stage is finished when its last epoch ran or it stopped early."""
+    history = state.get("history") or []
+    return bool(history) and (bool(history[-1].get("stop")) or len(history) >= state["settings"]["epochs"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -284,18 +352,18 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         prog="python -m core.train",
-        description="Train a teacher, distil a student (and a label-only baseline), evaluate both on test.")
+        description="Train a teacher, distil a student (and a label-only baseline), evaluate them on test.")
     parser.add_argument("--stage", choices=["teacher", "student", "both"], default="both",
                         help="what to train (default: both, teacher first)")
     parser.add_argument("--dataset", default="phantom", choices=sorted(DATASETS), help="dataset name")
     parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets, ./data)")
     parser.add_argument("--out", default=None, help="run folder (default: runs/<dataset>)")
-    parser.add_argument("--teacher-arch", default="densenet121", help="teacher architecture (densenet121, resnet18)")
+    parser.add_argument("--teacher-arch", default="densenet121", choices=list(TEACHERS), help="teacher architecture")
     parser.add_argument("--teacher", default=None, help="existing teacher checkpoint for --stage student")
     parser.add_argument("--pretrained-weights", default=None, help="local state dict to start the teacher from")
     parser.add_argument("--depth", type=int, default=5, help="student conv blocks, 3 to 8")
-    parser.add_argument("--epochs", type=int, default=None, help="teacher epochs (default 8)")
-    parser.add_argument("--student-epochs", type=int, default=None, help="student epochs (default 12)")
+    parser.add_argument("--epochs", type=int, default=8, help="teacher epochs")
+    parser.add_argument("--student-epochs", type=int, default=12, help="student epochs")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
     parser.add_argument("--input-size", type=int, default=None, help="square input size (default: dataset's)")
@@ -303,47 +371,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
     parser.add_argument("--attention-beta", type=float, default=0.0, help="> 0 adds attention transfer")
     parser.add_argument("--baseline", action="store_true", help="also train the label-only student (alpha=1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds (one run per seed and arm)")
     parser.add_argument("--protocol", choices=["official", "pooled"], default="official",
                         help="official split, or the paper's pooled random split (leaky)")
-    parser.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs")
+    parser.add_argument("--patience", type=int, default=4, help="students' early-stopping patience in epochs")
     parser.add_argument("--max-per-class", type=int, default=None, help="cap training images per class")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--resume", action="store_true", help="continue interrupted runs from their state.pt")
+    parser.add_argument("--resume", action="store_true", help="continue interrupted runs, reuse finished ones")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.stage == "student" and not args.teacher:
+        parser.error("--stage student needs --teacher CKPT")
 
+    cfg = TrainConfig(dataset=args.dataset, root=args.root, protocol=args.protocol, input_size=args.input_size,
+                      max_per_class=args.max_per_class, batch_size=args.batch_size, lr=args.lr,
+                      teacher_arch=args.teacher_arch, teacher_epochs=args.epochs, depth=args.depth,
+                      student_epochs=args.student_epochs, patience=args.patience,
+                      loss_args={"alpha": args.alpha, "temperature": args.temperature},
+                      attention_beta=args.attention_beta, label_only=args.baseline, seeds=tuple(args.seeds),
+                      resume=args.resume, threads=args.threads)
     out = Path(args.out or f"runs/{args.dataset}")
-    common = dict(dataset=args.dataset, root=args.root, input_size=args.input_size, seed=args.seed,
-                  protocol=args.protocol, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
-                  resume=args.resume, threads=args.threads, max_per_class=args.max_per_class)
-    ckpts = {}
-    if args.stage in ("teacher", "both"):
-        cfg = TrainConfig(arch=args.teacher_arch, epochs=args.epochs or 8, out=str(out / "teacher"), **common)
-        fit(cfg, pretrained_weights=args.pretrained_weights)
-        ckpts["teacher"] = out / "teacher" / "best.pt"
-    else:
-        if not args.teacher:
-            parser.error("--stage student needs --teacher CKPT")
-        ckpts["teacher"] = Path(args.teacher)
-    if args.stage in ("student", "both"):
-        teacher, _ = checkpoints.load(ckpts["teacher"])
-        runs = {"student": (args.alpha, "kd")}
-        if args.baseline:
-            runs["student_label_only"] = (1.0, "label_only")
-        for name, (alpha, loss) in runs.items():
-            cfg = TrainConfig(depth=args.depth, epochs=args.student_epochs or 12, alpha=alpha, loss=loss,
-                              temperature=args.temperature, attention_beta=args.attention_beta,
-                              out=str(out / name), **common)
-            distill(cfg, teacher)
-            ckpts[name] = out / name / "best.pt"
-    if not args.no_eval:
-        from core.evaluate import evaluate_checkpoints, print_summary
-        print_summary(evaluate_checkpoints(ckpts, root=args.root, write=True))
-    else:
-        for name, path in ckpts.items():
+    stages = default_stages(cfg, teacher=args.stage != "student")
+    if args.stage == "teacher":
+        stages = stages[:1]
+    teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
+    results = run_stages(cfg, out, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
+    paths = ({"teacher": Path(args.teacher)} if args.teacher else {}) | {n: r.path for n, r in results.items()}
+    if args.no_eval:
+        for name, path in paths.items():
             print(f"{name}: {path}")
+        return
+    from core.evaluate import evaluate_checkpoints, print_summary
+    print_summary(evaluate_checkpoints(paths, root=args.root, write=True))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ across reruns and users without hashing tensors.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import streamlit as st
 import torch
@@ -18,7 +16,7 @@ from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, pair_report
 from core.results import split_gain
 from core.models import count_flops, count_parameters, feature_layers
-from explorer import loaders
+from explorer import loaders, roles
 from explorer.loaders import LoadedModel
 
 
@@ -49,7 +47,8 @@ def architecture(_loaded: LoadedModel, path: str) -> dict:
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test images ...")
 def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
-    """Probabilities of each model (by role) on the first ``limit`` test images of every class, and labels.
+    """Probabilities of each model (by role) and labels of about ``limit`` test images: the first
+    ``limit // classes`` (at least one) of every class, in test-split order.
 
     ``paths`` only keys the cache (a retrained checkpoint has another mtime in its loader key).
     """
@@ -58,7 +57,7 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
     indices = sorted(i for idx in loaders.first_per_class(dataset, per_class).values() for i in idx)
     images = torch.stack([ds[i][0] for i in indices])
     out = {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]), "probs": {}}
-    for role in loaders.ROLES:
+    for role in roles.ROLES:
         loaded = loaders.load_model(dataset, role)
         if loaded is None:
             continue
@@ -74,7 +73,7 @@ def reports(dataset: str, preds: dict | None) -> tuple[dict, dict, str]:
         ``(reports by role, pair reports by student role, source description)``.
     """
     shipped, pairs = {}, {}
-    for role in loaders.ROLES:
+    for role in roles.ROLES:
         loaded = loaders.load_model(dataset, role)
         test = (loaded.meta.metrics.get("test") if loaded else None) or {}
         if "accuracy" in test:
@@ -130,31 +129,28 @@ def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
     Returns:
         ``(table rows, {"seeds": [...], "chosen": {"alpha", "temperature"}})`` or None.
     """
-    path = loaders.checkpoint_root() / dataset / "results.json"
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-        summary = results["summary"]
-    except (OSError, ValueError, KeyError):
+    results = loaders.results(dataset)
+    summary = (results or {}).get("summary")
+    if not isinstance(summary, dict):
         return None
-    rows = []
-    for key, label in (("student", "Student (distilled)"), ("label_only", "Student (labels only)")):
-        if key in summary:
-            rows.append({"model": label, **{name: f"{summary[key][k]['mean']:.4f} ± {summary[key][k]['std']:.4f}"
-                                            for k, name in (("accuracy", "accuracy"), ("macro_f1", "macro F1"),
-                                                            ("ece", "ECE"), ("agreement", "agreement with teacher"))
-                                            if k in summary[key]}})
+    columns = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("ece", "ECE"),
+               ("agreement", "agreement with teacher"))
+    rows = [{"model": roles.results_label(key),
+             **{name: f"{summary[key][k]['mean']:.4f} ± {summary[key][k]['std']:.4f}"
+                for k, name in columns if k in summary[key]}}
+            for key in ("student", "label_only") if key in summary]
     return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}
 
 
 def split_comparison(dataset: str) -> list[dict] | None:
     """Test accuracy on the official split beside the paper's pooled random split (same recipe), when
     ``core.reproduce`` shipped both: `core.results.split_gain` with the app's labels."""
-    root = loaders.checkpoint_root() / dataset
-    try:
-        rows = split_gain(*(json.loads(path.read_text(encoding="utf-8"))
-                            for path in (root / "results.json", root / "pooled" / "results.json")))
-    except (OSError, ValueError, KeyError):
+    official, pooled = loaders.results(dataset), loaders.results(dataset, "pooled")
+    if official is None or pooled is None:
         return None
-    labels = {"teacher": "Teacher", "student": "Student (distilled)", "label_only": "Student (labels only)"}
-    return [{"model": labels[r["model"]], "official split": r["official"], "pooled split": r["pooled"],
+    try:
+        rows = split_gain(official, pooled)
+    except (KeyError, TypeError):  # a results.json without the accuracies
+        return None
+    return [{"model": roles.results_label(r["model"]), "official split": r["official"], "pooled split": r["pooled"],
              "gain from leakage (points)": r["gain_points"]} for r in rows]

@@ -7,12 +7,15 @@ are plain dicts kept in the user's session state, so redrawing the page runs no 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from core.explain import EXPLAINERS, estimate_cost, explain
-from core.faithfulness import agreement, deletion_auc, insertion_auc, mask_iou, pointing_game, sanity_check
+from core.costs import estimate_cost
+from core.explain import EXPLAINERS, explain
+from core.explainers import CostEstimate
+from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
 from explorer.loaders import LoadedModel
 
 DEFAULT_METHODS = ["feature_maps", "grad_cam", "saliency"]
@@ -23,19 +26,37 @@ def title(method: str) -> str:
     return EXPLAINERS[method].title or method
 
 
-def predicted_costs(models: dict[str, LoadedModel], methods: list[str]) -> list[dict]:
+@dataclass(frozen=True)
+class PredictedCosts:
+    """`core.costs.estimate_cost` of each method on each model: ``estimates[method][role]``."""
+
+    estimates: dict[str, dict[str, CostEstimate]]
+
+    def table(self) -> list[dict]:
+        """One display row per method: passes (forward/backward) and predicted seconds on each model."""
+        rows = []
+        for method, per_role in self.estimates.items():
+            row = {"method": title(method)}
+            for role, cost in per_role.items():
+                row[f"{role} passes (F/B)"] = f"{cost.passes['forward']}/{cost.passes['backward']}"
+                row[f"{role} predicted s"] = round(cost.predicted_seconds, 3)
+            rows.append(row)
+        return rows
+
+    def total_seconds(self) -> float:
+        """Predicted seconds of running every method once on every model."""
+        return sum(cost.predicted_seconds for per_role in self.estimates.values() for cost in per_role.values())
+
+
+def predicted_costs(models: dict[str, LoadedModel], methods: list[str]) -> PredictedCosts:
     """Passes and predicted seconds of each method on each model (calibrates each model once)."""
-    rows = []
+    estimates = {}
     for method in methods:
-        row = {"method": title(method)}
+        estimates[method] = {}
         for role, loaded in models.items():
-            size = loaded.meta.input_size
             with loaded.lock:
-                cost = estimate_cost(loaded.model, method, size)
-            row[f"{role} passes (F/B)"] = f"{cost.passes['forward']}/{cost.passes['backward']}"
-            row[f"{role} predicted s"] = round(cost.predicted_seconds, 3)
-        rows.append(row)
-    return rows
+                estimates[method][role] = estimate_cost(loaded.model, method, loaded.meta.input_size)
+    return PredictedCosts(estimates)
 
 
 def _finite(value: float) -> float | None:
@@ -47,19 +68,19 @@ def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, 
     """One model's explanation of one image with its cost and scores (plain numbers and arrays)."""
     with loaded.lock:
         exp = explain(loaded.model, x, method, target)
-        out = {"map": exp.map, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
+        out = {"map": exp.heatmap, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
                "passes": exp.passes, "target": exp.target}
         if faithfulness:
-            for name, curve in (("deletion_auc", deletion_auc), ("insertion_auc", insertion_auc)):
-                out[name] = float(curve(loaded.model, x, exp.map, [target], steps=FAITHFULNESS_STEPS).auc[0])
+            for name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
+                out[name] = float(curve(loaded.model, x, exp.heatmap, [target], steps=FAITHFULNESS_STEPS).auc[0])
         if sanity:
             check = sanity_check(loaded.model, x, method, target)
             out["sanity_spearman"] = _finite(check.spearman)
             out["sanity_layers"] = check.randomized
-    if mask is not None and mask.shape == exp.map.shape and mask.any():
-        hit = pointing_game(exp.map, mask)
+    if mask is not None and mask.shape == exp.heatmap.shape and mask.any():
+        hit = pointing_game(exp.heatmap, mask)
         out.update(pointing_hit=_finite(hit["hit"]), energy=_finite(hit["energy"]),
-                   mask_iou=_finite(mask_iou(exp.map, mask)))
+                   mask_iou=_finite(mask_iou(exp.heatmap, mask)))
     return out
 
 
@@ -85,6 +106,11 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
                                       agreement(per_model["teacher"]["map"], per_model["student"]["map"]).items()}
         results[method] = per_model
     return results
+
+
+def peak(heatmap: np.ndarray) -> tuple[int, int]:
+    """(row, column) of a map's maximum (the pointing game's point)."""
+    return divmod(int(np.argmax(heatmap)), heatmap.shape[1])
 
 
 def score_rows(result: dict) -> list[dict]:

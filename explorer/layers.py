@@ -7,11 +7,11 @@ into it. Channel ranking and ablation do run the model and are cached per layer.
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 import torch
 
-from core.featuremaps import ablate_channels, cka_matrix, layer_maps, model_layers, rank_channels
+from core.cka import cka_matrix
+from core.featuremaps import ablate_channels, layer_maps, rank_channels
 from core.inference import batch_for
 from explorer import loaders
 from explorer.loaders import LoadedModel
@@ -25,10 +25,6 @@ def all_layer_maps(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor
     return {"labels": list(result["layers"]), "maps": list(result["layers"].values()),
             "shapes": list(result["shapes"].values()), "probabilities": result["probabilities"],
             "predicted": result["predicted"]}
-
-
-def layer_labels(loaded: LoadedModel) -> list[str]:
-    return [label for label, _ in model_layers(loaded.model)]
 
 
 def lockstep(n_teacher: int, n_student: int, step: int, pairs: list[int] | None = None) -> tuple[int, int]:
@@ -53,6 +49,7 @@ def ranked_channels(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tenso
     return {"channels": ranking.channels, "scores": ranking.scores[ranking.channels].tolist(),
             "maps": ranking.maps, "target": ranking.target, "logit": ranking.logit, "drop": ablation.drop,
             "random_drop": ablation.random_drop, "random_drops": ablation.random_drops.tolist(),
+            "confirms": ablation.confirms_ranking,
             "n_channels": int(ranking.scores.size)}
 
 
@@ -67,6 +64,6 @@ def layer_correspondence(dataset: str, t_path: str, s_path: str, n_images: int =
     with teacher.lock, student.lock:
         result = cka_matrix(teacher.model, student.model, batch_for(teacher.meta, raw),
                             student_images=batch_for(student.meta, raw))
-    best = [int(np.argmax(result.matrix[:, j])) for j in range(len(result.student_layers))]
+    best = result.best_teacher_indices()
     return {"matrix": result.matrix, "teacher_layers": result.teacher_layers,
             "student_layers": result.student_layers, "best_teacher": best, "n_images": len(picks)}

@@ -1,12 +1,13 @@
 """Cached access to checkpoints, datasets and images for the pages.
 
-Caching follows how long a thing lives (see ../shared notes, style §3.9):
+Each cache matches how long its contents live and whether callers may change them:
 
 * models are `st.cache_resource`: one shared object per checkpoint file for all sessions. They
   are read-only: nothing trains them or leaves hooks on them. Code that attaches hooks (feature
   maps, explainers) holds ``loaded.lock`` while it does.
 * datasets are `st.cache_resource` too (lazy readers, never mutated);
-* arrays, images and reports are `st.cache_data` (copied per call, so callers may modify them).
+* arrays, images and reports (``results.json``) are `st.cache_data` (copied per call, so callers may
+  modify them); files are keyed by path and modification time, so a rewritten file is read again.
 
 Checkpoints are looked up as ``<checkpoint root>/<dataset>/<role>.pt``; the root is
 ``$KD_CHECKPOINTS`` if set (tests point it at a temporary folder), else ``checkpoints/``.
@@ -14,6 +15,7 @@ Checkpoints are looked up as ``<checkpoint root>/<dataset>/<role>.pt``; the root
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -28,10 +30,9 @@ from core import checkpoints
 from core.checkpoints import CheckpointError, CheckpointMeta
 from core.data import DATASETS, DatasetError, dataset_status, load_dataset
 from core.images import open_image, to_rgb
+from explorer.roles import ROLES
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLES = ("teacher", "student", "student_label_only")
-ROLE_LABELS = {"teacher": "Teacher", "student": "Student (distilled)", "student_label_only": "Student (labels only)"}
 DEFAULT_DATASET = "phantom"
 
 
@@ -92,6 +93,28 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
 def load_pair(dataset: str) -> tuple[LoadedModel | None, LoadedModel | None]:
     """(teacher, distilled student) of a dataset; either may be None."""
     return load_model(dataset, "teacher"), load_model(dataset, "student")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _read_json(path: str, mtime: float) -> dict:
+    # mtime is part of the cache key: a rewritten file is read again.
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def results(dataset: str, protocol: str = "official") -> dict | None:
+    """The ``results.json`` that `core.reproduce` shipped for ``dataset`` on ``protocol``, or None.
+
+    The official split's file sits beside the checkpoints (``<root>/<dataset>/results.json``), another
+    protocol's in its own folder (``<root>/<dataset>/pooled/results.json``). A missing, unreadable or
+    malformed file gives None.
+    """
+    folder = checkpoint_root() / dataset
+    path = folder / "results.json" if protocol == "official" else folder / protocol / "results.json"
+    try:
+        data = _read_json(str(path), path.stat().st_mtime)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def read_meta(path: Path) -> CheckpointMeta | None:

@@ -1,8 +1,8 @@
-"""Train-and-distil page helper: teacher, distilled student and label-only student in a temporary folder.
+"""Train-and-distil page helper: the recipe of `core.train` run in a temporary folder, then a quick test.
 
 Everything is written to a fresh temporary directory that is deleted afterwards: the shipped
-checkpoints and the app's cached models are never touched (`core.train.distill` works on a copy
-of the teacher it is given).
+checkpoints and the app's cached models are never touched (`core.train` distils from a private
+copy of the teacher it is given).
 """
 
 from __future__ import annotations
@@ -10,75 +10,56 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Callable
 
-from core.data import load_dataset, materialize
+from torch import nn
+
+from core.evaluate import evaluate_checkpoints
 from core.models import count_parameters
-from core.train import TrainConfig, distill, evaluate_loss, fit
+from core.train import Stage, TrainConfig, run_stages
 
-RUNS = {"teacher": "Teacher", "student": "Student (distilled)", "student_label_only": "Student (labels only)"}
-
-
-@dataclass
-class TrainSettings:
-    """What the page's widgets choose."""
-
-    dataset: str = "phantom"
-    arch: str = "resnet18"
-    epochs: int = 8
-    max_per_class: int = 120
-    input_size: int = 64
-    alpha: float = 0.5
-    temperature: float = 4.0
-    depth: int = 5
-    time_cap_s: float = 60.0
-    label_only: bool = True
+# Stage names of the recipe's first seed -> the roles the app shows (`explorer.roles.ROLE_LABELS`).
+STAGE_ROLES = {"teacher": "teacher", "student_s0": "student", "label_only_s0": "student_label_only"}
 
 
-def run_all(s: TrainSettings, shipped_teacher=None,
+def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
             on_epoch_end: Callable[[str, dict], None] | None = None,
             on_stage: Callable[[str], None] | None = None) -> dict:
-    """Train (or reuse) a teacher, distil a student, optionally train a label-only student; evaluate all.
+    """Run the recipe (teacher unless ``shipped_teacher`` is given, distilled and label-only students)
+    and evaluate each model on a capped, class-balanced test subset.
 
     Args:
-        shipped_teacher: a loaded teacher model to distil from instead of training one (never modified).
-        on_epoch_end: ``(run name, epoch record)`` after every epoch, for live curves.
-        on_stage: called with the run name when a run starts.
+        cfg: the recipe with the page's caps (seeds ``(0,)``; ``resume`` is irrelevant in a fresh folder).
+        shipped_teacher: a loaded teacher to distil from instead of training one (never modified).
+        on_epoch_end: ``(role, epoch record)`` after every epoch, for live curves.
+        on_stage: called with the role when a model starts training.
 
     Returns:
-        ``{"runs": {name: {"history", "stopped", "test_accuracy", "parameters", "seconds"}}, "settings": ...}``.
+        ``{"runs": {role: {"history", "stopped", "test_accuracy", "parameters", "seconds"}}, "test_images",
+        "seconds", "config"}``.
     """
     out = tempfile.mkdtemp(prefix="kd-explorer-train-")
     started = time.perf_counter()
-    common = dict(dataset=s.dataset, epochs=int(s.epochs), input_size=int(s.input_size), batch_size=32,
-                  max_per_class=int(s.max_per_class), time_cap_s=float(s.time_cap_s), patience=max(3, int(s.epochs)))
-    test = materialize(load_dataset(s.dataset, "test", input_size=int(s.input_size)), progress=False,
-                       max_per_class=max(8, int(s.max_per_class) // 2))
-    runs = {}
+    stage_started: dict[str, float] = {}
 
-    def run(name, train):
+    def starting(stage: Stage) -> None:
+        stage_started[stage.name] = time.perf_counter()
         if on_stage:
-            on_stage(name)
-        t0 = time.perf_counter()
-        result = train(lambda record: on_epoch_end(name, record) if on_epoch_end else None)
-        _, acc = evaluate_loss(result.model, test.images, test.targets, result.meta.mean, result.meta.std)
-        runs[name] = {"history": result.history, "stopped": result.stopped, "test_accuracy": acc,
-                      "parameters": count_parameters(result.model), "seconds": time.perf_counter() - t0}
-        return result
+            on_stage(STAGE_ROLES[stage.name])
 
     try:
-        if shipped_teacher is None:
-            teacher = run("teacher", lambda cb: fit(TrainConfig(arch=s.arch, out=f"{out}/teacher", **common), cb)).model
-        else:
-            teacher = shipped_teacher
-        student_cfg = dict(depth=int(s.depth), temperature=float(s.temperature), **common)
-        run("student", lambda cb: distill(TrainConfig(alpha=float(s.alpha), loss="kd", out=f"{out}/student",
-                                                      **student_cfg), teacher, cb))
-        if s.label_only:
-            run("student_label_only", lambda cb: distill(TrainConfig(alpha=1.0, loss="label_only",
-                                                                     out=f"{out}/label_only", **student_cfg),
-                                                         teacher, cb))
+        results = run_stages(cfg, out, teacher=shipped_teacher, on_stage=starting,
+                             on_epoch_end=(lambda name, record: on_epoch_end(STAGE_ROLES[name], record))
+                             if on_epoch_end else None)
+        ended = {name: r.history[-1]["seconds"] if r.history else 0.0 for name, r in results.items()}
+        test_cap = max(8, int(cfg.max_per_class or 16) // 2)
+        report = evaluate_checkpoints({STAGE_ROLES[n]: r.path for n, r in results.items()}, n_boot=200,
+                                      max_per_class=test_cap)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"runs": runs, "settings": s, "test_images": len(test), "seconds": time.perf_counter() - started}
+    runs = {STAGE_ROLES[name]: {"history": r.history, "stopped": r.stopped,
+                                "test_accuracy": report["models"][STAGE_ROLES[name]]["accuracy"],
+                                "parameters": count_parameters(r.model), "seconds": ended[name]}
+            for name, r in results.items()}
+    test_images = int(report["models"][next(iter(runs))]["n"])
+    return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started}

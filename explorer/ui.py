@@ -103,13 +103,26 @@ def pair_and_image_or_stop(dataset: str) -> tuple:
 
 @dataclass
 class ChosenImage:
-    """The image a page works on: a test sample or an upload."""
+    """The image a page works on: a test sample (``test_index`` set) or an upload (``test_index`` None)."""
 
-    image: Image.Image  # RGB
+    image: Image.Image  # RGB: a test sample at the dataset's input size, an upload as decoded
     ident: str  # stable cache key: "test:12" or "upload:<sha1>"
     caption: str
     label: int | None = None
     mask: np.ndarray | None = None  # phantom lesion mask at the dataset's size
+    dataset: str | None = None  # the dataset a test sample comes from
+    test_index: int | None = None  # position in the dataset's test split
+
+    @property
+    def uploaded(self) -> bool:
+        return self.test_index is None
+
+    def full_size_image(self) -> Image.Image:
+        """The image at its own size: a test sample's file as stored (the decoded item for generated
+        datasets such as the phantom), an upload as uploaded."""
+        if self.test_index is None:
+            return self.image
+        return loaders.sample_image(self.dataset, self.test_index, full_size=True)
 
     def model_input(self, meta) -> torch.Tensor:
         """Normalised (1, 3, S, S) tensor for a model with this metadata."""
@@ -193,7 +206,7 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
     label = int(ds.targets[index])
     image = loaders.sample_image(dataset, int(index))
     return ChosenImage(image, f"test:{index}", f"test #{index}, true class: {ds.classes[label]}", label,
-                       loaders.sample_mask(dataset, int(index)))
+                       loaders.sample_mask(dataset, int(index)), dataset=dataset, test_index=int(index))
 
 
 def metric_with_ci(label: str, value: float, ci, fmt: str = "{:.1%}", where=None) -> None:

@@ -2,18 +2,18 @@
 
 import streamlit as st
 
-from explorer import analysis, figures, loaders, ui
+from explorer import analysis, figures, loaders, roles, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where the "
                "teacher fails? Intervals are 95% bootstrap intervals over test images.")
 if not ui.models_or_help(dataset):
     st.stop()
-models = {r: m for r in loaders.ROLES if (m := loaders.load_model(dataset, r)) is not None}
+models = {r: m for r in roles.ROLES if (m := loaders.load_model(dataset, r)) is not None}
 
 st.subheader("Architecture")
 arch = {r: analysis.architecture(m, m.path) for r, m in models.items()}
-st.dataframe([{"model": loaders.ROLE_LABELS[r], "architecture": a["arch"], "layers shown": a["layers"],
+st.dataframe([{"model": roles.ROLE_LABELS[r], "architecture": a["arch"], "layers shown": a["layers"],
                "parameters": f"{a['parameters']:,}", "GFLOPs / image": round(a["gflops"], 3),
                "latency ms / image": round(a["latency_ms"], 1), "latency": a["latency_source"],
                "input": f"{a['input_size']} px"} for r, a in arch.items()], hide_index=True, key="arch_table")
@@ -36,8 +36,8 @@ if not reports:
 st.subheader("Metrics")
 st.caption(f"Metrics {source}.")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
-    ui.metric_with_ci(f"{loaders.ROLE_LABELS[role]}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
-st.dataframe(analysis.metrics_table(reports, loaders.ROLE_LABELS), hide_index=True, key="metrics_table")
+    ui.metric_with_ci(f"{roles.ROLE_LABELS[role]}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
+st.dataframe(analysis.metrics_table(reports, roles.ROLE_LABELS), hide_index=True, key="metrics_table")
 
 seeds = analysis.seed_summary(dataset)
 if seeds:
@@ -52,14 +52,15 @@ if leak:
     st.markdown("**Official split vs the paper's pooled random split** (train and test pooled and re-split at "
                 "random, same recipe; students averaged over seeds). Near-identical slices of one subject then "
                 "sit on both sides, so the pooled number measures memory as much as skill.")
+    accuracy = st.column_config.NumberColumn(format="%.4f")
     st.dataframe(leak, hide_index=True, key="leak_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.4f") for c in ("official split", "pooled split")}
-                 | {"gain from leakage (points)": st.column_config.NumberColumn(format="%+.1f")})
+                 column_config={"official split": accuracy, "pooled split": accuracy,
+                                "gain from leakage (points)": st.column_config.NumberColumn(format="%+.1f")})
 
 classes = next(iter(reports.values()))["classes"]
 st.subheader("Confusion matrices")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
-    ui.plot(figures.confusion(rep["confusion_matrix"], classes, loaders.ROLE_LABELS[role]), f"cm_{role}", col)
+    ui.plot(figures.confusion(rep["confusion_matrix"], classes, roles.ROLE_LABELS[role]), f"cm_{role}", col)
 left, right = st.columns(2)
 with left:
     st.subheader("Per-class F1")
@@ -73,7 +74,7 @@ st.subheader("Agreement and flips")
 for role, pair in pairs.items():
     flips = pair["flip_table"]
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric(f"Agreement with the teacher ({loaders.ROLE_LABELS[role].lower()})", f"{pair['agreement']:.1%}")
+    c1.metric(f"Agreement with the teacher ({roles.ROLE_LABELS[role].lower()})", f"{pair['agreement']:.1%}")
     c2.metric("McNemar p", f"{pair['mcnemar']['p_value']:.3g}", help="Exact test that both have the same error rate")
     c3.metric("KL(teacher || student)", f"{pair['kl_divergence']:.3f} nats")
     c4.dataframe([{"": "teacher right", "student right": flips["both_right"],

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import analysis, figures, loaders, ui
+from explorer import analysis, figures, loaders, roles, ui
 
 dataset = ui.current_dataset()
 status = loaders.status(dataset)
@@ -31,11 +31,10 @@ if chosen is None:
     st.stop()
 left, right = st.columns([3, 2])
 with left:
-    full = loaders.sample_image(dataset, int(chosen.ident.split(":")[1]), full_size=True) \
-        if chosen.ident.startswith("test:") else chosen.image
+    full = chosen.full_size_image()
     ui.show_image(full, f"{chosen.caption}; {full.size[0]}x{full.size[1]} px")
 with right:
-    models = [m for m in (loaders.load_model(dataset, r) for r in loaders.ROLES) if m is not None]
+    models = [m for m in (loaders.load_model(dataset, r) for r in roles.ROLES) if m is not None]
     if not models:
         ui.no_checkpoints_help(dataset)
         st.stop()
@@ -43,9 +42,9 @@ with right:
     probs = {m.role: analysis.probabilities(m, m.path, chosen.ident, chosen.model_input(m.meta)) for m in models}
     for loaded in models:
         p = probs[loaded.role]
-        st.metric(loaders.ROLE_LABELS[loaded.role], loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
+        st.metric(roles.ROLE_LABELS[loaded.role], loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
                   delta_color="off")
     ui.plot(figures.prediction_bars(probs, models[0].meta.classes), "prediction_chart")
-    if chosen.ident.startswith("upload:"):
+    if chosen.uploaded:
         st.caption("An uploaded image is resized to the model's input size and normalised as in training. "
                    "Images unlike the training data give confident-looking but meaningless outputs.")

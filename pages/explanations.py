@@ -38,8 +38,8 @@ try:
 except ExplainError as err:
     st.error(str(err))
     st.stop()
-st.dataframe(costs, hide_index=True, key="exp_costs")
-total = sum(v for row in costs for k, v in row.items() if k.endswith("predicted s"))
+st.dataframe(costs.table(), hide_index=True, key="exp_costs")
+total = costs.total_seconds()
 if total > 30:
     st.warning(f"These methods are predicted to take about {total:.0f} s in all (plus scoring).")
 
@@ -73,7 +73,7 @@ for method in methods:
     for col, role in zip(cols, ("teacher", "student")):
         r, size = per_model[role], models[role].meta.input_size
         mask = chosen.mask_at(size)
-        peak = divmod(int(r["map"].argmax()), r["map"].shape[1]) if mask is not None else None
+        peak = explaining.peak(r["map"]) if mask is not None else None
         fig = figures.image_with_map(chosen.pixels(size), r["map"], opacity, mask=mask, point=peak,
                                     title=f"{role}: {r['seconds'] * 1000:.0f} ms measured", height=300)
         ui.plot(fig, f"exp_map_{method}_{role}", col)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import figures, layers, loaders, state, ui
+from explorer import figures, layers, loaders, roles, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Feature maps, layer by layer",
@@ -52,7 +52,7 @@ for col, (role, (loaded, maps, i)) in zip(cols, shown.items()):
     fig = figures.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity, mask=mask,
                                 title=f"{role}: {maps['labels'][i]} ({c} channels, {h}x{w})", height=380)
     ui.plot(fig, f"fm_map_{role}", col)
-    col.caption(f"{loaders.ROLE_LABELS[role]} predicts **{loaded.meta.classes[maps['predicted']]}** "
+    col.caption(f"{roles.ROLE_LABELS[role]} predicts **{loaded.meta.classes[maps['predicted']]}** "
                 f"({probs.max():.0%}). {chosen.caption}.")
 
 st.subheader("Channels that drive the decision")
@@ -76,7 +76,7 @@ if st.session_state["fm_rank"]:
     m1.metric(f"Logit drop, top {len(ranked['channels'])} zeroed", f"{ranked['drop']:.3f}")
     m2.metric(f"Logit drop, {len(ranked['channels'])} random zeroed (mean)", f"{ranked['random_drop']:.3f}")
     m3.metric(f"'{target}' logit", f"{ranked['logit']:.3f}")
-    verdict = "confirms" if ranked["drop"] > max(ranked["random_drops"]) else "does not clearly confirm"
+    verdict = "confirms" if ranked["confirms"] else "does not clearly confirm"
     st.caption(f"The ablation {verdict} the ranking (random drops: "
                f"{', '.join(f'{d:.2f}' for d in ranked['random_drops'])}; layer has {ranked['n_channels']} channels).")
     titles = [f"ch {c} ({s:+.2f})" for c, s in zip(ranked["channels"], ranked["scores"])]

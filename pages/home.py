@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.data import DATASETS
-from explorer import loaders, state, ui
+from explorer import loaders, roles, state, ui
 
 ui.page_header("Knowledge distillation explorer",
                "Why does a medical image classifier decide what it decides, and does a small student "
@@ -37,7 +37,7 @@ for col, name in zip(cols, [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n
         models = s["checkpoints"]
         if models:
             acc = s["test_accuracy"]
-            shown = ", ".join(f"{r.replace('_', ' ')}" + (f" {acc[r]:.0%}" if acc.get(r) is not None else "")
+            shown = ", ".join(roles.ROLE_LABELS[r].lower() + (f" {acc[r]:.0%}" if acc.get(r) is not None else "")
                               for r in models)
             st.markdown(f":green[models: {shown}]")
         else:

@@ -3,18 +3,18 @@
 import streamlit as st
 import torch
 
-from core.bench import BenchError, run_bench
+from core.bench import BenchError
 from core.explain import EXPLAINERS
-from explorer import explaining, loaders, state, timing_view, ui
+from explorer import benchmark_view, explaining, loaders, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Timing the explainers",
                "Every method on teacher and student over the same images and targets: warm-up, median and IQR of "
                "wall time per image, the pass count, and measured time over the pass-count bound.")
-shipped = timing_view.shipped_results(dataset)
+shipped = benchmark_view.shipped_results(dataset)
 if shipped:
     st.subheader("Results shipped with the checkpoints")
-    timing_view.show(shipped["rows"], "shipped", shipped.get("environment"))
+    benchmark_view.show(shipped["rows"], "shipped", shipped.get("environment"))
 
 pair = ui.models_or_help(dataset)
 if not pair:
@@ -39,21 +39,20 @@ if not methods:
     st.info("Choose at least one method.")
     st.stop()
 costs = explaining.predicted_costs({"teacher": teacher, "student": student}, methods)
-predicted = sum(min(v * n_images * repeats, budget)
-                for row in costs for k, v in row.items() if k.endswith("predicted s"))
-st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound, capped by the budget). The app runs "
-           f"torch on {torch.get_num_threads()} CPU thread(s) (set KD_APP_THREADS to change).")
+predicted = benchmark_view.planned_total(costs, int(n_images), int(repeats), float(budget))
+st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound with the warm-up, capped by the "
+           f"budget). The app runs torch on {torch.get_num_threads()} CPU thread(s) (set KD_APP_THREADS to change).")
 
 results = state.results("timing")
 if st.button("Run benchmark", key="timing_run", type="primary"):
     bar = st.progress(0.0, text="starting ...")
     try:
-        results["rows"] = run_bench(dataset, teacher.path, student.path, images=int(n_images), methods=methods,
-                                    repeats=int(repeats), warmup=1, budget_s=float(budget),
-                                    on_progress=lambda done, total, label: bar.progress(done / total, text=label))
+        results["rows"] = benchmark_view.run_live(
+            dataset, teacher, student, methods, n_images, repeats, budget,
+            on_progress=lambda done, total, label: bar.progress(done / total, text=label))
     except (BenchError, ValueError) as err:
         st.error(f"The benchmark could not run: {err}")
     bar.empty()
 if results.get("rows"):
     st.subheader("Measured here")
-    timing_view.show(results["rows"], "live")
+    benchmark_view.show(results["rows"], "live")

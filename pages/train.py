@@ -3,7 +3,8 @@
 import streamlit as st
 
 from core.models import TEACHERS
-from explorer import figures, loaders, state, training, ui
+from core.train import TrainConfig
+from explorer import figures, loaders, roles, state, training, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Train and distil",
@@ -38,8 +39,10 @@ alpha = c1.slider("alpha (weight of the label loss)", 0.0, 1.0, 0.5, 0.05, key="
 temperature = c2.slider("Temperature T", 1.0, 10.0, 4.0, 0.5, key="train_temperature")
 depth = c3.slider("Student depth (conv blocks)", 3, 8, 5, key="train_depth")
 
-settings = training.TrainSettings(dataset, arch, int(epochs), int(per_class), int(size), float(alpha),
-                                  float(temperature), int(depth), float(cap), bool(label_only))
+recipe = TrainConfig(dataset=dataset, teacher_arch=arch, teacher_epochs=int(epochs), student_epochs=int(epochs),
+                     max_per_class=int(per_class), input_size=int(size), depth=int(depth), time_cap_s=float(cap),
+                     loss_args={"alpha": float(alpha), "temperature": float(temperature)},
+                     label_only=bool(label_only))
 results = state.results("train")
 if st.button("Train", key="train_run", type="primary"):
     live, histories = st.empty(), {}
@@ -51,8 +54,8 @@ if st.button("Train", key="train_run", type="primary"):
 
     try:
         results["last"] = training.run_all(
-            settings, shipped.model if use_shipped else None, on_epoch,
-            on_stage=lambda name: status.update(label=f"Training {training.RUNS[name]} ..."))
+            recipe, shipped.model if use_shipped else None, on_epoch,
+            on_stage=lambda role: status.update(label=f"Training {roles.ROLE_LABELS[role]} ..."))
         status.update(label=f"Done in {results['last']['seconds']:.0f} s", state="complete")
     except ValueError as err:  # DatasetError, bad settings: the message says what to change
         status.update(label="Training failed", state="error")
@@ -69,7 +72,7 @@ st.subheader(f"Results on {last['test_images']} test images")
 cols = st.columns(len(last["runs"]))
 for col, (name, run) in zip(cols, last["runs"].items()):
     with col:
-        st.metric(f"{training.RUNS[name]} test accuracy", f"{run['test_accuracy']:.1%}")
+        st.metric(f"{roles.ROLE_LABELS[name]} test accuracy", f"{run['test_accuracy']:.1%}")
         st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} epochs in {run['seconds']:.0f} s"
                    + (f"; {run['stopped']}" if run["stopped"] else ""))
 if "student" in last["runs"] and "student_label_only" in last["runs"]:

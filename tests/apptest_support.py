@@ -3,7 +3,8 @@
 Pages are opened the way a user reaches them: run the entry ``explorer/Home.py`` once, then
 ``switch_page`` to the page file (paths are relative to the entry). Streamlit's caches live in the
 test process, so they are cleared before every test, and the cached models the app uses are the
-same objects `explorer.loaders.load_model` returns here (which is how forward passes are counted).
+same objects `explorer.loaders.load_model` returns here, so a `tests.support.ForwardCounter` on
+them counts the forward passes the pages run.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
-import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+from tests.support import single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRY = ROOT / "explorer" / "Home.py"
@@ -25,13 +27,11 @@ TIMEOUT = 120  # seconds per script run: pages that run torch models on 2 shared
 
 @pytest.fixture(autouse=True)
 def fresh_streamlit_caches():
-    """Every test starts with empty Streamlit caches and one torch thread (the CPU is shared)."""
+    """Every test starts with empty Streamlit caches and runs on one torch thread (the CPU is shared)."""
     st.cache_data.clear()
     st.cache_resource.clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
 
 
 def open_app(query: dict | None = None) -> AppTest:
@@ -84,20 +84,6 @@ def link_shipped(dest: Path, dataset: str = "phantom") -> Path:
         for suffix in (".pt", ".json"):
             (folder / path.with_suffix(suffix).name).symlink_to(path.with_suffix(suffix))
     return folder
-
-
-class ForwardCounter:
-    """Counts calls of a model's forward (a pre-hook on the root module); remove() when done."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.calls = 0
-        self._handle = model.register_forward_pre_hook(self._count)
-
-    def _count(self, module, inputs):
-        self.calls += 1
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 # --------------------------------------------------------------------------- upload samples

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from core.models import build_student
+from tests import support
+from tests.support import ForwardCounter
 
 
 class TinyCNN(nn.Module):
@@ -39,14 +41,9 @@ def seeded(build, seed: int = 0) -> nn.Module:
 
 @pytest.fixture
 def single_thread():
-    """Run a test on one torch thread (restored afterwards).
-
-    Two OpenMP threads on a 2-core machine that other jobs share can be 40x slower than one.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """Run a test on one torch thread (restored afterwards): `tests.support.single_thread`."""
+    with support.single_thread():
+        yield
 
 
 @pytest.fixture
@@ -71,24 +68,6 @@ def image32() -> torch.Tensor:
 def image64() -> torch.Tensor:
     """A seeded normalised (1, 3, 64, 64) input."""
     return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
-
-
-class ForwardCounter:
-    """Counts images pushed through a model (a batch of 16 counts 16) and forward calls."""
-
-    def __init__(self, model: nn.Module):
-        self.images = self.calls = 0
-        self._handle = model.register_forward_pre_hook(self._count)
-
-    def _count(self, module, inputs):
-        self.images += inputs[0].shape[0]
-        self.calls += 1
-
-    def reset(self) -> None:
-        self.images = self.calls = 0
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 @pytest.fixture

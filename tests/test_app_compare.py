@@ -1,10 +1,17 @@
 """Teacher vs student page on phantom: architecture, metrics with intervals, charts, flips and the gallery."""
 
 import json
+from collections import Counter
+from pathlib import Path
 
-from explorer import analysis, loaders
-from tests.apptest_support import (assert_ok, fresh_streamlit_caches, has_chart, link_shipped, open_page,  # noqa: F401
-                                   texts)
+import torch
+
+from core import checkpoints
+from core.data import load_dataset
+from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, link_shipped,  # noqa: F401
+                                   open_page, texts)
+
+SHIPPED = ROOT / "checkpoints"
 
 
 def test_compare_page_shows_metrics_charts_and_agreement():
@@ -29,27 +36,83 @@ def test_compare_page_shows_metrics_charts_and_agreement():
     assert n_flips == n_test > 0
 
 
-def test_gallery_lists_disagreements_and_opens_explanations():
-    at = open_page("compare")
+def gallery_expectation(root: Path, limit: int, confident: float = 0.8) -> tuple[list[int], int]:
+    """What the gallery should list for the pair under ``root`` when ``limit`` images are predicted (the first
+    ``limit // classes`` test images of each class), computed with plain torch from the checkpoint files.
+
+    Returns:
+        (test indices where teacher and student disagree, most confident student first; number of images
+        the student gets wrong with at least ``confident`` probability).
+    """
+    teacher, t_meta = checkpoints.load(root / "phantom" / "teacher.pt")
+    student, s_meta = checkpoints.load(root / "phantom" / "student.pt")
+    assert t_meta.input_size == s_meta.input_size, "both models must see the same batch here"
+    ds = load_dataset("phantom", "test", input_size=t_meta.input_size)
+    per_class, seen, picked = limit // len(ds.classes), Counter(), []
+    for i, y in enumerate(ds.targets):
+        seen[int(y)] += 1
+        if seen[int(y)] <= per_class:
+            picked.append(i)
+    images = torch.stack([ds[i][0] for i in picked])
+    labels = torch.tensor([int(ds.targets[i]) for i in picked])
+
+    def probs(model, meta):
+        mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (meta.mean, meta.std))
+        with torch.no_grad():
+            return torch.softmax(model.eval()((images - mean) / std), dim=1)
+
+    t, s = probs(teacher, t_meta), probs(student, s_meta)
+    s_conf, s_pred = s.max(1)
+    disagree = sorted((p for p in range(len(picked)) if t[p].argmax() != s_pred[p]), key=lambda p: -s_conf[p])
+    wrong = int(((s_pred != labels) & (s_conf >= confident)).sum())
+    return [picked[p] for p in disagree], wrong
+
+
+def gallery_tabs(at) -> list[str]:
     at.slider(key="cmp_limit").set_value(64).run()
     assert_ok(at)
-    paths = tuple(str(p) for p in loaders.checkpoint_paths("phantom").values())
-    preds = analysis.test_predictions("phantom", paths, 64)
-    teacher, student = preds["probs"]["teacher"], preds["probs"]["student"]
-    disagree = int((teacher.argmax(1) != student.argmax(1)).sum())
-    wrong = int(((student.argmax(1) != preds["labels"]) & (student.max(1) >= 0.8)).sum())
-    tabs = [t.label for t in at.tabs]
-    assert tabs == [f"Teacher and student disagree ({disagree})", f"Student confidently wrong ({wrong})"]
-    explain = [b for b in at.button if b.key and b.key.startswith("gallery_disagree_")]
-    assert len(explain) == min(disagree, 18)
-    if disagree == 0:
-        assert any("None among" in s.value for s in at.success)
-    else:  # an image where the two models part ways: its button opens the Explanations page
-        index = int(explain[0].key.rsplit("_", 1)[1])
-        explain[0].click().run()
-        assert_ok(at)
-        assert at.title[0].value == "Explanations side by side"
-        assert at.number_input(key="image").value == index
+    return [t.label for t in at.tabs]
+
+
+def gallery_buttons(at, kind: str) -> list[int]:
+    """Test indices behind the gallery's Explain buttons of one tab, in reading order (row by row).
+
+    The gallery fills 6 columns left to right, and AppTest lists elements column by column.
+    """
+    prefix = f"gallery_{kind}_"
+    found = [int(b.key[len(prefix):]) for b in at.button if b.key and b.key.startswith(prefix)]
+    shown = sorted(range(len(found)), key=lambda k: (k % 6, k))  # position of each found button in the grid
+    return [found[shown.index(k)] for k in range(len(found))]
+
+
+def test_gallery_lists_disagreements_and_opens_explanations():
+    disagree, wrong = gallery_expectation(SHIPPED, 64)
+    assert disagree, "the shipped pair should part ways on some of these images"
+    at = open_page("compare")
+    assert gallery_tabs(at) == [f"Teacher and student disagree ({len(disagree)})",
+                                f"Student confidently wrong ({wrong})"]
+    assert gallery_buttons(at, "disagree") == disagree[:18]
+    explain = next(b for b in at.button if b.key == f"gallery_disagree_{disagree[0]}")
+    explain.click().run()
+    assert_ok(at)
+    assert at.title[0].value == "Explanations side by side"
+    assert at.number_input(key="image").value == disagree[0]
+
+
+def test_gallery_says_so_when_teacher_and_student_never_disagree(tmp_path, monkeypatch):
+    folder = tmp_path / "phantom"  # the shipped teacher also serves as the student
+    folder.mkdir()
+    for role in ("teacher", "student"):
+        for suffix in (".pt", ".json"):
+            (folder / f"{role}{suffix}").symlink_to(SHIPPED / "phantom" / f"teacher{suffix}")
+    disagree, wrong = gallery_expectation(tmp_path, 64)
+    assert disagree == [] and wrong > 0  # the other tab still lists the (teacher's) confident mistakes
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert gallery_tabs(at) == ["Teacher and student disagree (0)", f"Student confidently wrong ({wrong})"]
+    assert gallery_buttons(at, "disagree") == []
+    assert len(gallery_buttons(at, "confidently_wrong")) == min(wrong, 18)
+    assert [s.value for s in at.success] == ["None among the images predicted here."]
 
 
 def test_spread_over_seeds_is_shown_when_results_are_shipped(tmp_path, monkeypatch):

@@ -1,6 +1,12 @@
 """Explanations page on phantom: predicted cost first, then maps, measured cost, scores and agreement."""
 
+import pytest
+
+from core.explainers import CostEstimate
+from explorer import loaders
+from explorer.explaining import PredictedCosts
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
+from tests.support import ForwardCounter
 
 METHODS = ["feature_maps", "grad_cam", "saliency"]
 
@@ -18,10 +24,41 @@ def test_predicted_cost_is_shown_before_anything_runs():
     assert not any(has_chart(at, f"exp_map_{m}_teacher") for m in METHODS + ["occlusion"])
 
 
+def test_predicted_costs_table_and_total():
+    def cost(method, forward, backward, seconds):
+        return CostEstimate(method, {"forward": forward, "backward": backward}, 1, seconds)
+
+    costs = PredictedCosts({
+        "grad_cam": {"teacher": cost("grad_cam", 1, 1, 0.0214), "student": cost("grad_cam", 1, 1, 0.002)},
+        "occlusion": {"teacher": cost("occlusion", 50, 0, 1.5)}})
+    assert costs.table() == [
+        {"method": "Grad-CAM", "teacher passes (F/B)": "1/1", "teacher predicted s": 0.021,
+         "student passes (F/B)": "1/1", "student predicted s": 0.002},
+        {"method": "Occlusion", "teacher passes (F/B)": "50/0", "teacher predicted s": 1.5}]
+    assert costs.total_seconds() == pytest.approx(0.0214 + 0.002 + 1.5)
+
+
 def test_explain_shows_maps_costs_scores_and_lesion_checks():
     at = open_page("explanations", {"image": "1", "method": ",".join(METHODS)})  # item 1 has a lesion
-    at.button(key="exp_run").click().run()
     assert_ok(at)
+    # the page has run once, so the models it uses are the cached ones returned here
+    counters = [ForwardCounter(loaders.load_model("phantom", role).model) for role in ("teacher", "student")]
+    try:
+        at.button(key="exp_run").click().run()
+        assert_ok(at)
+        explained = [c.calls for c in counters]
+        for c in counters:
+            c.reset()
+        at.slider(key="exp_opacity").set_value(0.3).run()  # a redraw: must reuse the stored results
+        assert_ok(at)
+        redrawn = [c.calls for c in counters]
+    finally:
+        for c in counters:
+            c.remove()
+    assert all(n > 0 for n in explained), explained
+    assert redrawn == [0, 0], "changing the opacity ran a model again"
+    assert has_chart(at, "exp_map_grad_cam_student")
+
     score_tables = [d.value for d in at.dataframe][1:]  # after the predicted-cost table, one per method
     assert len(score_tables) == len(METHODS)
     for method, scores in zip(METHODS, score_tables):
@@ -35,6 +72,3 @@ def test_explain_shows_maps_costs_scores_and_lesion_checks():
     agreement = [m for m in at.metric if m.label.startswith("Teacher-student agreement")]
     assert len(agreement) == len(METHODS)
     assert "Green outline: the true lesion" in texts(at)
-    # redrawing (here: the opacity slider) reuses the stored results instead of explaining again
-    at.slider(key="exp_opacity").set_value(0.3).run()
-    assert has_chart(at, "exp_map_grad_cam_student")

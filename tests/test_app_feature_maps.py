@@ -1,8 +1,9 @@
 """Feature maps page on phantom: lock-step stepping without new forward passes, ranking, CKA, deep links."""
 
 from explorer import loaders
-from tests.apptest_support import (ForwardCounter, assert_ok, bad_uploads, fresh_streamlit_caches,  # noqa: F401
-                                   has_chart, odd_uploads, open_app, open_page)
+from tests.apptest_support import (assert_ok, bad_uploads, fresh_streamlit_caches, has_chart,  # noqa: F401
+                                   odd_uploads, open_page)
+from tests.support import ForwardCounter
 
 
 def heading(at) -> str:

@@ -4,7 +4,11 @@ import csv
 import io
 import json
 
-from explorer import timing_view
+import pytest
+
+from core.explainers import CostEstimate
+from explorer import benchmark_view
+from explorer.explaining import PredictedCosts
 from tests.apptest_support import (assert_ok, fresh_streamlit_caches, has_chart, link_shipped, open_page,  # noqa: F401
                                    texts)
 
@@ -26,18 +30,30 @@ def test_live_benchmark_reports_every_method_and_model():
 
 
 def test_shipped_results_are_shown_and_downloadable(tmp_path, monkeypatch):
-    folder = link_shipped(tmp_path)  # the shipped models, plus a bench.json beside them
+    folder = link_shipped(tmp_path)  # the shipped models, plus the benchmark as `core.reproduce` writes it
     row = {"model": "teacher", "method": "grad_cam", "images": 8, "repeats": 5, "warmup": 1, "mean_s": 0.02,
            "median_s": 0.02, "iqr_s": 0.004, "q25_s": 0.018, "q75_s": 0.022, "forward_s": 0.015, "overhead_s": 0.005,
            "x_forward": 1.33, "passes_forward": 1, "passes_backward": 1, "bound_s": 0.016, "ratio_to_bound": 1.25,
            "input_size": "64x64", "params": "{}", "dataset": "phantom"}
     bench = {"environment": {"cpu": "test CPU", "threads": 2, "device": "cpu", "torch": "x"}, "rows": [row]}
-    (folder / "bench.json").write_text(json.dumps(bench))
+    (folder / "timing").mkdir()
+    (folder / "timing" / "bench.json").write_text(json.dumps(bench))
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("timing")
     assert_ok(at)
     assert "Results shipped with the checkpoints" in texts(at)
     assert has_chart(at, "timing_chart_shipped")
     assert at.dataframe[0].value["median ms"][0] == 20.0
-    parsed = list(csv.DictReader(io.StringIO(timing_view.to_csv([row]))))
+    parsed = list(csv.DictReader(io.StringIO(benchmark_view.to_csv([row]))))
     assert parsed[0]["method"] == "grad_cam" and float(parsed[0]["median_s"]) == 0.02
+
+
+def test_predicted_run_time_follows_the_benchmarks_budget_rule():
+    def cost(seconds):
+        return CostEstimate("m", {"forward": 1, "backward": 0}, 1, seconds)
+
+    costs = PredictedCosts({"fast": {"teacher": cost(0.1), "student": cost(0.01)}, "slow": {"teacher": cost(2.0)}})
+    # 4 images x 3 runs + 1 warm-up each for the fast ones; the slow one (24 s > budget 10 s) gets
+    # int(10 / (2 x 4)) = 1 run per image and no warm-up, as it takes over a second
+    expected = 0.1 * 13 + 0.01 * 13 + 2.0 * 4
+    assert benchmark_view.planned_total(costs, images=4, repeats=3, budget_s=10) == pytest.approx(expected)

@@ -185,12 +185,21 @@ def test_dataset_status_reports_counts_or_reason_without_raising(root, tmp_path)
 
 
 def test_root_resolution_order(tmp_path, monkeypatch):
+    import core.data
+
+    repo, elsewhere = tmp_path / "work" / "repo", tmp_path / "elsewhere" / "cwd"
+    repo.mkdir(parents=True), elsewhere.mkdir(parents=True)
+    monkeypatch.setattr(core.data, "REPO_ROOT", repo)
+    monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path / "env"))
-    assert resolve_root(tmp_path / "arg") == tmp_path / "arg"
-    assert resolve_root() == tmp_path / "env"
+    assert resolve_root(tmp_path / "arg") == tmp_path / "arg"  # an argument first
+    assert resolve_root() == tmp_path / "env"  # then the environment
     monkeypatch.delenv("KD_DATA_ROOT")
-    expected = SHARED if SHARED.is_dir() else Path("data")
-    assert resolve_root() == expected
+    assert resolve_root() == Path("data")  # nothing beside the repository or the working folder
+    (tmp_path / "elsewhere" / "shared" / "datasets").mkdir(parents=True)
+    assert resolve_root() == tmp_path / "elsewhere" / "shared" / "datasets"  # beside the working folder
+    (tmp_path / "work" / "shared" / "datasets").mkdir(parents=True)
+    assert resolve_root() == tmp_path / "work" / "shared" / "datasets"  # beside the repository wins
 
 
 def test_unknown_names_and_options(root):

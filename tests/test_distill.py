@@ -1,4 +1,4 @@
-"""kd_loss and attention transfer against hand-computed values."""
+"""Loss terms against hand-computed values; the registry binds and checks hyperparameters."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.distill import LOSSES, attention_transfer_loss, kd_loss
+from core.distill import LOSSES, LossInputs, attention_transfer_loss, build_loss, kd_loss
 
 
 def test_alpha_one_is_plain_cross_entropy():
@@ -67,8 +67,39 @@ def test_attention_transfer_zero_for_same_maps_and_positive_otherwise():
     assert loss.item() > 0 and a.grad.abs().sum() > 0
 
 
-def test_registry_names():
-    assert {"kd", "label_only", "attention"} <= set(LOSSES)
+def test_attention_transfer_matches_the_authors_code_form_by_hand():
+    # One 1-channel 1x2 map per side: Q = normalise(A^2). Student A = (1, 0) -> Q_s = (1, 0);
+    # teacher A = (1, 1) -> Q_t = (1/sqrt2, 1/sqrt2). Mean squared difference over the 2 positions.
+    fs, ft = torch.tensor([[[[1.0, 0.0]]]]), torch.tensor([[[[1.0, 1.0]]]])
+    r = 1 / math.sqrt(2)
+    expected = ((1 - r) ** 2 + r ** 2) / 2
+    assert attention_transfer_loss([fs], [ft]).item() == pytest.approx(expected, rel=1e-6)
+    term = build_loss({"attention": {"beta": 1000.0}})
+    batch = LossInputs(torch.zeros(1, 2), torch.tensor([0]), torch.zeros(1, 2), [fs], [ft])
+    assert term(batch).item() == pytest.approx(500.0 * expected, rel=1e-6)  # beta / 2, as the authors' code
+    assert term.uses_teacher and term.uses_features
+
+
+def test_registry_binds_hyperparameters_and_rejects_unknown_ones():
+    assert {"kd", "label_only", "label_smoothing", "attention"} <= set(LOSSES)
     s, t, y = torch.randn(2, 3), torch.randn(2, 3), torch.tensor([0, 2])
-    assert torch.allclose(LOSSES["kd"](s, t, y, temperature=2.0, alpha=0.3),
+    batch = LossInputs(s, y, t)
+    assert torch.allclose(build_loss({"kd": {"temperature": 2.0, "alpha": 0.3}})(batch),
                           kd_loss(s, t, y, temperature=2.0, alpha=0.3))
+    combined = build_loss({"kd": {"alpha": 0.3}, "label_only": {}})
+    assert torch.allclose(combined(batch), kd_loss(s, t, y, temperature=4.0, alpha=0.3) + F.cross_entropy(s, y))
+    assert not build_loss({"kd": {"alpha": 1.0}}).uses_teacher  # alpha = 1 needs no teacher logits
+    with pytest.raises(ValueError, match="temprature"):
+        build_loss({"kd": {"temprature": 2.0}})
+    with pytest.raises(ValueError, match="unknown loss 'kld'"):
+        build_loss({"kld": {}})
+    with pytest.raises(ValueError, match="alpha"):
+        build_loss({"kd": {"alpha": -0.1}})
+
+
+def test_label_smoothing_term_is_cross_entropy_against_smoothed_targets():
+    s, y = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+    soft = torch.tensor([[1 - 0.2 + 0.2 / 3, 0.2 / 3, 0.2 / 3]])
+    expected = -(soft * F.log_softmax(s, 1)).sum()
+    assert build_loss({"label_smoothing": {"smoothing": 0.2}})(LossInputs(s, y)).item() == pytest.approx(
+        expected.item(), rel=1e-6)

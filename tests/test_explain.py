@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.explain import EXPLAINERS, ExplainError, estimate_cost, explain, method_defaults
-from core.featuremaps import grad_cam, normalize_map
+from core.costs import calibrate, estimate_cost
+from core.explain import EXPLAINERS, ExplainError, explain
+from core.featuremaps import normalize_map
 from core.models import build_teacher, feature_layers
-from core.timing import calibrate
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -34,11 +34,11 @@ def test_every_method_gives_a_valid_map_and_leaves_model_and_input_alone(method,
     x = image32.clone()
     hooks = hook_count(tiny_cnn)
     result = explain(tiny_cnn, x, method, target=1, predict=False)  # default parameters
-    assert result.map.shape == (32, 32) and result.map.dtype == np.float32
-    assert np.isfinite(result.map).all() and result.map.min() >= 0 and result.map.max() <= 1
+    assert result.heatmap.shape == (32, 32) and result.heatmap.dtype == np.float32
+    assert np.isfinite(result.heatmap).all() and result.heatmap.min() >= 0 and result.heatmap.max() <= 1
     assert result.method == method and result.target == 1 and result.seconds > 0
     assert set(result.passes) == {"forward", "backward"}
-    assert result.params == {**method_defaults(method, 32), **result.params}
+    assert result.params == EXPLAINERS[method].defaults((32, 32))
     assert hook_count(tiny_cnn) == hooks and not tiny_cnn.training
     assert all(torch.equal(before[k], v) for k, v in tiny_cnn.state_dict().items())
     assert all(p.grad is None and p.requires_grad for p in tiny_cnn.parameters())
@@ -83,12 +83,33 @@ def calibrate_images(batch: int, repeats: int = 3) -> int:
     return 2 * (1 + repeats) * batch
 
 
-def test_grad_cam_method_matches_our_grad_cam_upsampled(tiny_student, image64):
+def hand_grad_cam(model: nn.Module, x: torch.Tensor, module: nn.Module, target: int) -> torch.Tensor:
+    """Grad-CAM by its definition, ReLU(sum_c mean_ij(dy_t/dA_c,ij) * A_c), with plain autograd."""
+    store = {}
+    handle = module.register_forward_hook(lambda m, i, o: store.setdefault("act", o))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    (grad,) = torch.autograd.grad(logits[0, target], store["act"])
+    return F.relu((grad.mean(dim=(2, 3), keepdim=True) * store["act"]).sum(1)).detach()
+
+
+def test_grad_cam_method_matches_grad_cam_by_definition(tiny_student, image64):
     result = explain(tiny_student, image64, "grad_cam", target=2, predict=False)
-    cam, _ = grad_cam(tiny_student, image64, target=2)
+    cam = hand_grad_cam(tiny_student, image64, tiny_student.block3, 2)
     ours = normalize_map(F.interpolate(cam[:, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0])
-    assert np.allclose(result.map, ours.numpy(), atol=1e-5)
+    assert np.allclose(result.heatmap, ours.numpy(), atol=1e-5)
     assert result.extras["layer"] == "block3"
+
+
+def test_parameters_override_defaults_and_unknown_ones_raise(tiny_student, image32):
+    result = explain(tiny_student, image32, "integrated_gradients", 0, predict=False, n_steps=3,
+                     internal_batch_size=2)
+    assert result.params["n_steps"] == 3 and result.params["internal_batch_size"] == 2
+    assert result.params["baseline"] == EXPLAINERS["integrated_gradients"].defaults((32, 32))["baseline"]
+    with pytest.raises(ExplainError, match="n_step"):
+        explain(tiny_student, image32, "integrated_gradients", 0, predict=False, n_step=3)
 
 
 def test_feature_maps_explanation_carries_every_layer(tiny_student, image64, count_forwards):
@@ -96,7 +117,7 @@ def test_feature_maps_explanation_carries_every_layer(tiny_student, image64, cou
     result = explain(tiny_student, image64, "feature_maps", predict=False)
     assert counter.calls == 1
     assert list(result.extras["layers"]) == ["block1", "block2", "block3"]
-    assert np.array_equal(result.map, result.extras["layers"]["block3"])
+    assert np.array_equal(result.heatmap, result.extras["layers"]["block3"])
     assert result.target == int(np.argmax(result.extras["logits"]))
 
 
@@ -122,7 +143,7 @@ def test_perturbation_methods_recover_an_additive_model(method):
     # each patch's Shapley value (and occlusion drop) is its own contribution: 3 channels x 16 pixels x w
     per_pixel = 3 * 16 * model.w[0, 0]
     assert np.allclose(result.extras["raw"], per_pixel.numpy(), atol=1e-4)
-    assert result.map.argmax() == np.argmax(per_pixel.numpy())
+    assert result.heatmap.argmax() == np.argmax(per_pixel.numpy())
 
 
 def test_stochastic_methods_are_seeded_and_leave_global_rngs_alone(tiny_student, image32):
@@ -131,7 +152,7 @@ def test_stochastic_methods_are_seeded_and_leave_global_rngs_alone(tiny_student,
     b = explain(tiny_student, image32, "lime", 0, predict=False, **SMALL["lime"])
     c = explain(tiny_student, image32, "gradient_shap", 0, predict=False, **SMALL["gradient_shap"])
     d = explain(tiny_student, image32, "gradient_shap", 0, predict=False, **SMALL["gradient_shap"])
-    assert np.array_equal(a.map, b.map) and np.array_equal(c.map, d.map)
+    assert np.array_equal(a.heatmap, b.heatmap) and np.array_equal(c.heatmap, d.heatmap)
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], np_state[1])
 
@@ -143,8 +164,9 @@ def test_gradient_shap_chunks_average_to_the_same_estimator(tiny_student, image3
 
 
 def test_default_occlusion_window_scales_with_input_size():
-    assert method_defaults("occlusion", 128)["window"] == 16 and method_defaults("occlusion", 128)["stride"] == 8
-    assert method_defaults("occlusion", 224)["window"] == 28 and method_defaults("occlusion", 224)["stride"] == 14
+    occlusion = EXPLAINERS["occlusion"]
+    assert occlusion.defaults((128, 128))["window"] == 16 and occlusion.defaults((128, 128))["stride"] == 8
+    assert occlusion.defaults((224, 224))["window"] == 28 and occlusion.defaults((224, 224))["stride"] == 14
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -195,4 +217,4 @@ def test_teachers_step_through_readable_layers_and_explain(arch, image64, count_
     assert list(maps.extras["layers"]) == [label for label, _ in feature_layers(model)]
     assert all(m.shape == (64, 64) and np.isfinite(m).all() for m in maps.extras["layers"].values())
     cam = explain(model, image64, "grad_cam", 1, predict=False)
-    assert cam.extras["layer"] == feature_layers(model)[-1][0] and np.isfinite(cam.map).all()
+    assert cam.extras["layer"] == feature_layers(model)[-1][0] and np.isfinite(cam.heatmap).all()

@@ -74,3 +74,28 @@ def test_unknown_names_and_pretrained_weights(tmp_path):
     with pytest.raises(ValueError, match="no tensor matches"):
         build_teacher("resnet18", 4, pretrained_weights=tmp_path / "junk.pt")
     assert set(MODELS) >= {"densenet121", "resnet18", "student"}
+
+
+@pytest.mark.parametrize("build", [lambda: build_teacher("densenet121", 4), lambda: build_teacher("resnet18", 4),
+                                   lambda: build_student(4, depth=3), lambda: build_student(4, depth=7)])
+def test_feature_info_states_each_layers_channels_and_resolution(build):
+    model = build().eval()
+    info = model.feature_info
+    seen = {}
+    modules = dict(model.named_modules())
+    handles = [modules[layer.module].register_forward_hook(lambda m, i, o, label=layer.label: seen.setdefault(label, o))
+               for layer in info]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 128, 128))
+    for handle in handles:
+        handle.remove()
+    assert [layer.label for layer in info] == list(seen)
+    for layer in info:
+        assert seen[layer.label].shape[1:] == (layer.channels, 128 // layer.reduction, 128 // layer.reduction)
+
+
+def test_registry_refuses_unknown_architecture_arguments_and_duplicate_names():
+    with pytest.raises(ValueError, match="no argument.*depht"):
+        build_model("student", 4, depht=4)
+    with pytest.raises(ValueError, match="already registered"):
+        MODELS.register("student")(object)

@@ -1,23 +1,41 @@
 """The README results renderer: summary rows, target verdicts, the pooled split beside the official one."""
 
 import json
-import shutil
 from pathlib import Path
 
 from core import results
 
-PHANTOM = Path(__file__).resolve().parents[1] / "checkpoints" / "phantom"
+SEEDS = [0, 1, 2]
+
+
+def report(accuracy: float) -> dict:
+    """A test report with the fields the renderer reads (intervals around the point value)."""
+    return {"accuracy": accuracy, "accuracy_ci": [accuracy - 0.01, accuracy + 0.01], "macro_f1": accuracy - 0.02,
+            "macro_f1_ci": [accuracy - 0.03, accuracy - 0.01], "ece": 0.05, "n": 200, "latency": {"median_ms": 3.0}}
+
+
+def results_file(dataset: str, protocol: str, teacher_acc: float, student_acc: float = 0.9,
+                 teacher_epochs: int = 8) -> dict:
+    """A results.json as `core.reproduce` writes it (cpu budget), with chosen accuracies."""
+    spread = {"mean": student_acc, "std": 0.01, "min": student_acc - 0.01, "max": student_acc + 0.01, "n": 3}
+    models = {"teacher": report(teacher_acc)}
+    models |= {f"{arm}_s{s}": report(student_acc) for arm in ("student", "label_only") for s in SEEDS}
+    return {"dataset": dataset, "protocol": protocol, "seeds": SEEDS, "chosen": {"alpha": 0.7, "temperature": 4.0},
+            "budget": {"input_size": 96, "teacher_epochs": teacher_epochs, "grid_epochs": 5, "student_epochs": 10},
+            "test": {"models": models, "pairs": {n: {"agreement": 0.95} for n in models if n != "teacher"}},
+            "summary": {k: {m: spread for m in ("accuracy", "macro_f1", "ece", "agreement")}
+                        for k in ("student", "label_only")},
+            "versions": {"machine": "x86_64", "torch": "2.x"}, "created": "2026-01-01T00:00:00", "seconds": 600.0}
 
 
 def _results_tree(tmp_path: Path, teacher_acc: float) -> Path:
-    base = json.loads((PHANTOM / "results.json").read_text())
+    teacher_json = {"train": {"history": [{"epoch": 1, "val_acc": 0.5, "train_acc": 0.6, "train_loss": 1.0},
+                                          {"epoch": 2, "val_acc": 0.7, "train_acc": 0.8, "train_loss": 0.5}]}}
     for protocol, folder in (("official", tmp_path / "brain_tumor"), ("pooled", tmp_path / "brain_tumor" / "pooled")):
         folder.mkdir(parents=True)
-        res = json.loads(json.dumps(base))
-        res.update(dataset="brain_tumor", protocol=protocol)
-        res["test"]["models"]["teacher"]["accuracy"] = teacher_acc if protocol == "official" else 0.999
+        res = results_file("brain_tumor", protocol, teacher_acc if protocol == "official" else 0.999)
         (folder / "results.json").write_text(json.dumps(res))
-        shutil.copyfile(PHANTOM / "teacher.json", folder / "teacher.json")
+        (folder / "teacher.json").write_text(json.dumps(teacher_json))
     return tmp_path
 
 
@@ -25,9 +43,10 @@ def test_summary_states_whether_the_teacher_target_is_met(tmp_path):
     text = results.render(_results_tree(tmp_path, 0.95))
     rows = [line for line in text.splitlines() if line.startswith("| brain_tumor |")]
     assert len(rows) == 2, "one summary row per split"
-    assert "| official | 64 px, 15 | 0.9500 |" in rows[0] and "0.975 (not met)" in rows[0]
-    assert "| pooled | 64 px, 15 | 0.9990 |" in rows[1] and "(met)" not in rows[1], "targets are for the official split only"
-    assert "### brain_tumor (pooled split)" in text and "Teacher curve: validation accuracy by epoch" in text
+    assert "| official | 96 px, 8 | 0.9500 |" in rows[0] and "0.975 (not met)" in rows[0]
+    assert "| pooled | 96 px, 8 | 0.9990 |" in rows[1] and "(met)" not in rows[1], "targets are for the official split only"
+    assert "### brain_tumor (pooled split)" in text
+    assert "Teacher curve: validation accuracy by epoch 0.50, 0.70; training accuracy at the last epoch 0.800" in text
 
 
 def test_summary_says_met_when_it_is(tmp_path):
@@ -48,17 +67,19 @@ def test_pooled_gain_is_stated_and_earlier_runs_are_summarised(tmp_path):
     root = _results_tree(tmp_path, 0.95)
     (root / "brain_tumor" / "earlier").mkdir()
     old = json.loads((root / "brain_tumor" / "results.json").read_text())
-    old["budget"]["teacher_epochs"] = 8
+    old["budget"]["teacher_epochs"] = 4
     (root / "brain_tumor" / "earlier" / "teacher_8_epochs.json").write_text(json.dumps(old))
     text = results.render(root)
     assert "adds +4.9 points of test accuracy to the teacher" in text  # 0.999 pooled vs 0.95 official
-    assert "| brain_tumor | official (earlier run) | 64 px, 8 |" in text
+    assert "| brain_tumor | official (earlier run) | 96 px, 4 |" in text
     assert text.count("### brain_tumor") == 2, "earlier runs get a summary row, not a section"
 
 
 def test_reproduce_command_names_protocol_and_overrides():
-    base = json.loads((PHANTOM / "results.json").read_text())
-    assert results.reproduce_command(base) == "python -m core.reproduce phantom"
-    real = {**base, "dataset": "alzheimer", "protocol": "pooled",
-            "budget": {"input_size": 96, "teacher_epochs": 16, "grid_epochs": 5, "student_epochs": 10}}
+    phantom = {**results_file("phantom", "official", 0.9),
+               "budget": {"input_size": 64, "teacher_epochs": 15, "grid_epochs": 10, "student_epochs": 15}}
+    assert results.reproduce_command(phantom) == "python -m core.reproduce phantom"
+    assert results.reproduce_command(results_file("brain_tumor", "official", 0.9)) == \
+        "python -m core.reproduce brain_tumor"
+    real = {**results_file("alzheimer", "pooled", 0.9, teacher_epochs=16)}
     assert results.reproduce_command(real) == "python -m core.reproduce alzheimer --protocol pooled --teacher-epochs 16"

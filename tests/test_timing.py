@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-import core.explain
-from core.bench import build_parser, format_table, main, run_bench
-from core.timing import TimingResult, benchmark_methods, environment, time_callable
+import core.bench
+from core.bench import benchmark_methods, build_parser, format_table, main, run_bench
+from core.stopwatch import TimingResult, environment, time_callable
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -51,13 +51,13 @@ def test_environment_names_versions_and_device():
 
 def test_benchmark_uses_same_images_and_targets_for_every_method(tiny_student, tiny_cnn, monkeypatch):
     calls = []
-    real_explain = core.explain.explain
+    real_explain = core.bench.explain
 
     def spy(model, x, method, target, **kwargs):
         calls.append((id(model), method, target, float(x.sum())))
         return real_explain(model, x, method, target, **kwargs)
 
-    monkeypatch.setattr(core.explain, "explain", spy)
+    monkeypatch.setattr(core.bench, "explain", spy)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
     progress = []

@@ -1,80 +1,221 @@
-"""Training, distillation, resume and the CLI on the built-in phantom dataset."""
+"""The one training recipe: the loop, resume, early stopping, teacher logits, hooks, the CLI."""
 
 import subprocess
 import sys
 
 import pytest
 import torch
+from torch import nn
 
+import core.train
 from core import checkpoints
+from core.augment import teacher_logits_table
 from core.evaluate import evaluate_checkpoints
-from core.train import TrainConfig, distill, fit
+from core.inference import to_model_input
+from core.models import build_student
+from core.train import Stage, TrainConfig, default_stages, run_stages, train_stage
 
-SMALL = dict(dataset="phantom", input_size=32, max_per_class=30, batch_size=32, threads=2)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMALL = dict(dataset="phantom", input_size=32, max_per_class=30, batch_size=32, teacher_arch="resnet18")
+LABEL_ONLY = Stage("label_only_s0", "student", 0, "label_only")
+
+
+def kd_stage(alpha=0.5, temperature=4.0, name="student_s0", seed=0):
+    return Stage(name, "student", seed, "kd", {"alpha": alpha, "temperature": temperature})
+
+
+@pytest.fixture(scope="module")
+def small_teacher(tmp_path_factory):
+    """A resnet18 teacher trained for one epoch on 120 phantom images (shared by the tests of this module)."""
+    torch.set_num_threads(1)
+    cfg = TrainConfig(teacher_epochs=1, **SMALL)
+    return run_stages(cfg, tmp_path_factory.mktemp("teacher"), [Stage("teacher", "teacher")])["teacher"].model
 
 
 def test_short_training_run_beats_chance_clearly(tmp_path):
-    torch.manual_seed(0)
     seen = []
-    cfg = TrainConfig(dataset="phantom", role="student", depth=4, epochs=8, loss="label_only", alpha=1.0,
-                      out=str(tmp_path / "s"), threads=2, patience=8)
-    teacher_stand_in = torch.nn.Identity()  # unused by the label-only loss
-    result = distill(cfg, teacher_stand_in, on_epoch_end=seen.append)
+    cfg = TrainConfig(dataset="phantom", depth=4, student_epochs=8, patience=8)
+    result = train_stage(cfg, LABEL_ONLY, tmp_path / "s", on_epoch_end=seen.append)
     assert [r["epoch"] for r in seen] == list(range(1, len(seen) + 1))
     report = evaluate_checkpoints({"student": tmp_path / "s" / "best.pt"}, n_boot=50)["models"]["student"]
     assert report["accuracy"] > 0.55, report["accuracy"]  # chance is 0.25
     assert result.meta.kd["loss"] == "label_only" and result.meta.role == "student"
 
 
-def test_distillation_caches_teacher_logits_once(tmp_path):
-    teacher = fit(TrainConfig(arch="resnet18", epochs=1, out=str(tmp_path / "t"), **SMALL)).model
+def test_distillation_caches_teacher_logits_once(tmp_path, small_teacher):
     cache = tmp_path / "logits.pt"
-    cfg = dict(epochs=1, alpha=0.5, temperature=4.0, teacher_logits=str(cache), depth=3, **SMALL)
-    distill(TrainConfig(out=str(tmp_path / "s1"), **cfg), teacher)
+    cfg = TrainConfig(student_epochs=1, depth=3, teacher_logits=str(cache), **SMALL)
+    train_stage(cfg, kd_stage(), tmp_path / "s1", small_teacher)
     first = torch.load(cache, weights_only=True)
     assert first["logits"].shape == (120, 2, 4)  # every image and its mirror image
     stamp = cache.stat().st_mtime_ns
-    distill(TrainConfig(out=str(tmp_path / "s2"), **cfg), teacher)
+    train_stage(cfg, kd_stage(), tmp_path / "s2", small_teacher)
     assert cache.stat().st_mtime_ns == stamp  # reused, not recomputed
-    assert not teacher.training and all(p.requires_grad for p in teacher.parameters())  # caller's model untouched
+    assert not small_teacher.training and all(p.requires_grad for p in small_teacher.parameters())
 
 
-def test_attention_transfer_runs_with_teacher_on_the_fly(tmp_path):
-    teacher = fit(TrainConfig(arch="resnet18", epochs=1, out=str(tmp_path / "t"), **SMALL)).model
-    result = distill(TrainConfig(out=str(tmp_path / "s"), epochs=1, depth=4, attention_beta=100.0, **SMALL), teacher)
-    assert result.meta.kd["attention_beta"] == 100.0 and result.history[0]["train_loss"] > 0
+def test_cached_logits_of_a_mirrored_image_are_the_mirror_images_row(small_teacher):
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    mean, std = [0.4, 0.4, 0.4], [0.2, 0.2, 0.2]
+    table = teacher_logits_table(small_teacher, images, mean, std)
+    with torch.no_grad():
+        plain = small_teacher(to_model_input(images, mean, std))
+        mirrored = small_teacher(to_model_input(images.flip(-1), mean, std))
+    assert torch.allclose(table[:, 0], plain, atol=1e-5) and torch.allclose(table[:, 1], mirrored, atol=1e-5)
+    assert not torch.allclose(plain, mirrored, atol=1e-3)  # the flip matters for these images
+
+
+def test_kd_step_uses_the_teacher_logits_of_the_image_the_student_sees(tmp_path, small_teacher, monkeypatch):
+    seen_inputs, seen_teacher = [], []
+
+    def spying_student(num_classes, depth):
+        model = build_student(num_classes, depth=depth)
+        model.register_forward_pre_hook(lambda m, args: seen_inputs.append(args[0].detach().clone())
+                                        if m.training else None)
+        return model
+
+    real_build_loss = core.train.build_loss
+
+    def spying_loss(spec):
+        loss = real_build_loss(spec)
+        original = loss.__call__
+
+        class Spy(type(loss)):
+            def __call__(self, batch):
+                seen_teacher.append(batch.teacher_logits.detach().clone())
+                return original(batch)
+
+        loss.__class__ = Spy
+        return loss
+
+    monkeypatch.setattr(core.train, "build_student", spying_student)
+    monkeypatch.setattr(core.train, "build_loss", spying_loss)
+    cfg = TrainConfig(student_epochs=1, depth=3, **SMALL)
+    train_stage(cfg, kd_stage(), tmp_path / "s", small_teacher)
+    assert len(seen_inputs) == len(seen_teacher) == 4  # 120 images in batches of 32
+    with torch.no_grad():
+        for x, logits in zip(seen_inputs, seen_teacher):
+            assert torch.allclose(small_teacher(x), logits, atol=1e-4)
+
+
+def test_kd_and_label_only_from_one_seed_differ_and_alpha_one_is_label_only(tmp_path, small_teacher):
+    cfg = TrainConfig(student_epochs=1, depth=3, **SMALL)
+    label_only = train_stage(cfg, LABEL_ONLY, tmp_path / "lo").model.state_dict()
+    kd = train_stage(cfg, kd_stage(alpha=0.5), tmp_path / "kd", small_teacher).model.state_dict()
+    hard = train_stage(cfg, kd_stage(alpha=1.0), tmp_path / "kd1", small_teacher).model.state_dict()
+    assert any(not torch.equal(label_only[k], kd[k]) for k in label_only)
+    assert all(torch.equal(label_only[k], hard[k]) for k in label_only)
+
+
+def test_early_stopping_keeps_the_best_validation_weights(tmp_path, monkeypatch):
+    scripted = iter([1.0, 0.5, 0.9, 0.95, 0.97])
+    snapshots = []
+
+    def scripted_val_loss(model, images, targets, mean, std):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted), 0.0
+
+    monkeypatch.setattr(core.train, "evaluate_loss", scripted_val_loss)
+    cfg = TrainConfig(student_epochs=5, depth=3, patience=2, **SMALL)
+    result = train_stage(cfg, LABEL_ONLY, tmp_path / "s")
+    assert len(result.history) == 4 and "early stop" in result.stopped  # epochs 3 and 4 did not improve
+    saved, _ = checkpoints.load(tmp_path / "s" / "best.pt")
+    best = snapshots[1]
+    assert all(torch.equal(best[k], v) for k, v in saved.state_dict().items())
+    assert any(not torch.equal(snapshots[-1][k], v) for k, v in saved.state_dict().items())
+
+
+@pytest.mark.parametrize("beta", [0.0, 100.0])
+def test_hooks_are_registered_only_for_attention_transfer(tmp_path, small_teacher, monkeypatch, beta):
+    registered = []
+    real = nn.Module.register_forward_hook
+
+    def counting(self, *args, **kwargs):
+        registered.append(type(self).__name__)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "register_forward_hook", counting)
+    cfg = TrainConfig(student_epochs=1, depth=4, attention_beta=beta, **SMALL)
+    result = train_stage(cfg, kd_stage(), tmp_path / "s", small_teacher)
+    if beta == 0:
+        assert registered == []
+    else:
+        assert len(registered) > 0 and result.meta.kd["attention_beta"] == beta
+        assert result.history[0]["train_loss"] > 0
 
 
 class Interrupt(Exception):
     pass
 
 
-def test_interrupted_run_resumes_where_it_stopped(tmp_path):
-    cfg = dict(role="student", loss="label_only", alpha=1.0, depth=3, epochs=3, patience=9,
-               out=str(tmp_path / "run"), **SMALL)
+def test_interrupted_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_path):
+    cfg = TrainConfig(depth=3, student_epochs=3, patience=9, **SMALL)
 
     def stop_after_two(record):
         if record["epoch"] == 2:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        distill(TrainConfig(**cfg), torch.nn.Identity(), on_epoch_end=stop_after_two)
+        train_stage(cfg, LABEL_ONLY, tmp_path / "run", on_epoch_end=stop_after_two)
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]) == 2  # epochs counted from 0
-    resumed = distill(TrainConfig(resume=True, **cfg), torch.nn.Identity())
+    for changed in (dict(lr=1e-3), dict(input_size=48), dict(student_epochs=4)):
+        with pytest.raises(ValueError, match="other settings"):
+            train_stage(TrainConfig(**{**cfg.__dict__, **changed}), LABEL_ONLY, tmp_path / "run")
+    with pytest.raises(ValueError, match="seed"):
+        train_stage(cfg, Stage("label_only_s0", "student", 1, "label_only"), tmp_path / "run")
+    resumed = train_stage(cfg, LABEL_ONLY, tmp_path / "run")
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == state["history"]
+    assert resumed.history[2]["seconds"] >= state["history"][1]["seconds"]  # time adds up over the stop
     model, meta = checkpoints.load(tmp_path / "run" / "best.pt")
     assert meta.train["history"] == resumed.history and meta.input_size == 32
 
 
 def test_time_cap_stops_early(tmp_path):
-    result = distill(TrainConfig(role="student", loss="label_only", alpha=1.0, depth=3, epochs=5, time_cap_s=1e-9,
-                                 out=str(tmp_path / "cap"), **SMALL), torch.nn.Identity())
+    cfg = TrainConfig(depth=3, student_epochs=5, time_cap_s=1e-9, **SMALL)
+    result = train_stage(cfg, LABEL_ONLY, tmp_path / "cap")
     assert len(result.history) == 1 and "time cap" in result.stopped
+
+
+def test_run_stages_trains_the_recipe_and_reuses_finished_stages(tmp_path, monkeypatch):
+    cfg = TrainConfig(teacher_epochs=1, student_epochs=1, depth=3, seeds=(0, 1), **SMALL)
+    assert [s.name for s in default_stages(cfg)] == ["teacher", "student_s0", "label_only_s0", "student_s1",
+                                                     "label_only_s1"]
+    started = []
+    first = run_stages(cfg, tmp_path, on_stage=lambda stage: started.append(stage.name),
+                       on_epoch_end=lambda name, record: started.append((name, record["epoch"])))
+    assert started[:2] == ["teacher", ("teacher", 1)] and len(first) == 5
+    assert first["student_s1"].meta.seed == 1 and first["student_s1"].meta.kd["alpha"] == 0.5
+    trained = []
+    monkeypatch.setattr(core.train, "train_stage", lambda *a, **k: trained.append(a) or None)
+    again = run_stages(cfg, tmp_path)
+    assert trained == [] and set(again) == set(first)
+    assert all(torch.equal(again[n].model.state_dict()[k], first[n].model.state_dict()[k])
+               for n in first for k in first[n].model.state_dict())
+
+
+def test_unknown_or_misspelt_loss_settings_fail_before_training():
+    with pytest.raises(ValueError, match="temprature"):
+        TrainConfig(loss_args={"alpha": 0.5, "temprature": 4.0})
+    with pytest.raises(ValueError, match="unknown loss"):
+        TrainConfig(loss="kdd")
+    with pytest.raises(ValueError, match="alpha"):
+        TrainConfig(loss_args={"alpha": 1.5})
 
 
 @pytest.mark.parametrize("module", ["core.train", "core.evaluate", "core.reproduce", "core.fetch"])
 def test_cli_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage" in out.stdout.lower() and "--" in out.stdout
+
+
+def test_cli_trains_and_evaluates_the_recipe(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "core.train", "--dataset", "phantom", "--teacher-arch", "resnet18",
+                          "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--max-per-class", "12",
+                          "--depth", "3", "--baseline", "--threads", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert {"teacher", "student_s0", "label_only_s0"} <= {p.name for p in tmp_path.iterdir()}
+    assert "student_s0 vs teacher" in out.stdout and "label_only_s0 vs teacher" in out.stdout

@@ -1,4 +1,5 @@
-"""Timing page helpers: read shipped benchmark results and draw a set of benchmark rows."""
+"""Timing page helpers: the live benchmark (`core.bench.run_bench`) with its predicted run time, the
+shipped benchmark results, and drawing a set of benchmark rows."""
 
 from __future__ import annotations
 
@@ -8,24 +9,42 @@ import json
 
 import streamlit as st
 
+from core.bench import planned_seconds, run_bench
 from explorer import figures, loaders, ui
+from explorer.explaining import PredictedCosts
+from explorer.loaders import LoadedModel
+
+WARMUP = 1  # untimed runs on the first image of each method, as `run_live` asks the benchmark for
+
+
+def planned_total(costs: PredictedCosts, images: int, repeats: int, budget_s: float) -> float:
+    """Predicted seconds of `run_live`: `core.bench.planned_seconds` (the benchmark's own budget rule,
+    warm-up included) summed over every method and model."""
+    return sum(planned_seconds(cost.predicted_seconds, images, repeats, WARMUP, budget_s)
+               for per_role in costs.estimates.values() for cost in per_role.values())
+
+
+def run_live(dataset: str, teacher: LoadedModel, student: LoadedModel, methods: list[str], images: int,
+             repeats: int, budget_s: float, on_progress=None) -> list[dict]:
+    """`core.bench.run_bench` on the shipped pair over ``images`` test images (raises `core.bench.BenchError`).
+
+    The benchmark loads its own copies of the checkpoints, so the app's shared models get no hooks.
+    """
+    return run_bench(dataset, teacher.path, student.path, images=int(images), methods=list(methods),
+                     repeats=int(repeats), warmup=WARMUP, budget_s=float(budget_s), on_progress=on_progress)
 
 
 def shipped_results(dataset: str) -> dict | None:
-    """The shipped ``bench.json`` (``python -m core.bench --out checkpoints/<dataset>/timing``), if any.
-
-    ``checkpoints/<dataset>/bench.json`` is read too.
-    """
-    folder = loaders.checkpoint_root() / dataset
-    path = next((p for p in (folder / "timing" / "bench.json", folder / "bench.json") if p.is_file()), None)
-    if path is None:
+    """The shipped ``<checkpoint root>/<dataset>/timing/bench.json`` (written by `core.reproduce`), if any."""
+    path = loaders.checkpoint_root() / dataset / "timing" / "bench.json"
+    if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         st.warning(f"{path} is unreadable ({err}); skipping the shipped timings.")
         return None
-    return data if data.get("rows") else None
+    return data if isinstance(data, dict) and data.get("rows") else None
 
 
 def to_csv(rows: list[dict]) -> str:

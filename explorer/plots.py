@@ -1,4 +1,8 @@
-"""Plotly figures for the pages: pure functions from numbers to `go.Figure` (no Streamlit here)."""
+"""Plotly figure builders: pure functions from numbers to `go.Figure`, with no Streamlit calls.
+
+Pages draw the cached versions in `explorer.figures`. Traces named by a checkpoint role (teacher,
+student, student_label_only; benchmark rows use the same names) get that role's colour.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-COLORS = {"teacher": "#4C72B0", "student": "#DD8452", "student_label_only": "#55A868"}
+from explorer.roles import ROLES
+
+COLORS = dict(zip(ROLES, ("#4C72B0", "#DD8452", "#55A868")))  # one per role, in `explorer.roles.ROLES` order
 HEAT = "Jet"
 
 

@@ -1,0 +1,135 @@
+"""Hook and model-state plumbing under every explanation: layer lookup, hooks, a shared model left as found.
+
+The app caches one model instance per checkpoint and every user shares it, so nothing here may
+change a model: the model must be in eval mode, hooks only live inside a context manager and only
+record the forward passes of the thread that registered them, and `preserve_model_state` restores
+every flag a method might touch. Nothing here imports from the explanation modules above it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+from torch import nn
+
+from core.models import feature_layers, gradcam_layer
+
+__all__ = ["LayerError", "model_layers", "default_target_layer", "resolve_layer", "require_eval",
+           "preserve_model_state", "hooked", "first_tensor", "record_activations"]
+
+
+class LayerError(ValueError):
+    """A layer name that the model does not have, or a layer that never ran."""
+
+
+def model_layers(model: nn.Module) -> list[tuple[str, str]]:
+    """Ordered ``(label, module_path)`` pairs to step through.
+
+    Registered teachers and students use `core.models.feature_layers`; any other model falls back
+    to every ``nn.Conv2d`` in definition order (labelled by its path).
+    """
+    try:
+        return feature_layers(model)
+    except TypeError:
+        pairs = [(name, name) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        if not pairs:
+            raise LayerError(f"{type(model).__name__} has no convolution layers to show") from None
+        return pairs
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """Module path of the standard Grad-CAM layer: the last convolutional feature layer."""
+    try:
+        return gradcam_layer(model)
+    except TypeError:
+        return model_layers(model)[-1][1]
+
+
+def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
+    """Find a layer by its readable label (``"denseblock3"``) or its module path (``"features.norm5"``)."""
+    for label, path in model_layers(model):
+        if layer in (label, path):
+            return label, model.get_submodule(path)
+    try:
+        return layer, model.get_submodule(layer)
+    except AttributeError:
+        known = ", ".join(label for label, _ in model_layers(model))
+        raise LayerError(f"{type(model).__name__} has no layer {layer!r}; known layers: {known}") from None
+
+
+def require_eval(model: nn.Module) -> None:
+    """Refuse a model in training mode: BatchNorm would update its statistics, dropout would add noise."""
+    if model.training:
+        raise ValueError("the model is in training mode; explanations need model.eval() "
+                         "(a shared model is never switched here)")
+
+
+@contextmanager
+def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
+    """Restore every module's ``training`` flag and every parameter's ``requires_grad`` and ``.grad``.
+
+    A safety net for code that touches a shared model (TorchCAM's demo does the same). Flags are
+    written back directly: ``.train()``/``.eval()`` are never called.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, requires_grad, grad in params:
+            p.requires_grad_(requires_grad)
+            p.grad = grad
+
+
+@contextmanager
+def hooked(modules: Sequence[tuple[nn.Module, object]]) -> Iterator[None]:
+    """Register ``(module, forward_hook)`` pairs; remove them all on exit, also after an error."""
+    handles = []
+    try:
+        for module, hook in modules:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def first_tensor(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+@contextmanager
+def record_activations(model: nn.Module, layers: Sequence[str] | None = None, *,
+                       keep_graph: bool = False) -> Iterator[OrderedDict]:
+    """Context manager: while open, forward passes of this thread store each layer's output.
+
+    Yields an OrderedDict ``label -> activation`` in the listed order, filled by the forward passes
+    run inside the block (the last one wins). ``layers=None`` records every layer of `model_layers`;
+    an empty list records nothing and registers no hook. Hooks are removed on exit, on success and
+    on error. ``keep_graph=True`` keeps the outputs attached to autograd (for losses on
+    intermediate layers, e.g. attention transfer); otherwise they are detached.
+    """
+    pairs = [resolve_layer(model, name) for name in layers] if layers is not None else \
+        [(label, model.get_submodule(path)) for label, path in model_layers(model)]
+    store: OrderedDict[str, torch.Tensor] = OrderedDict()
+    owner = threading.get_ident()
+
+    def make_hook(label):
+        def hook(module, inputs, output):
+            if threading.get_ident() == owner:  # skip other users' forwards on a shared model
+                out = first_tensor(output)
+                store[label] = out if keep_graph else out.detach()
+        return hook
+
+    with hooked([(module, make_hook(label)) for label, module in pairs]):
+        yield store
+    order = [label for label, _ in pairs]
+    for label in order:  # the forward may run layers in another order than listed
+        if label in store:
+            store.move_to_end(label)

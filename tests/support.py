@@ -1,0 +1,44 @@
+"""Test helpers shared by the fixtures in ``tests/conftest.py`` and the app tests (``tests/apptest_support.py``)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+class ForwardCounter:
+    """Counts images pushed through a model (a batch of 16 counts 16) and forward calls.
+
+    A forward pre-hook on the root module; ``remove()`` it when done.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.images = self.calls = 0
+        self._handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, module, inputs):
+        self.images += inputs[0].shape[0]
+        self.calls += 1
+
+    def reset(self) -> None:
+        self.images = self.calls = 0
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the block on one torch CPU thread (the previous count is restored afterwards).
+
+    Two OpenMP threads on a 2-core machine that other jobs share can be 40x slower than one.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

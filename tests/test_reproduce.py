@@ -1,0 +1,72 @@
+"""`core.reproduce` end to end on the smoke budget with the phantom: files, choice by validation, resume."""
+
+import json
+
+import pytest
+
+import core.data
+import core.train
+from core import checkpoints
+from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, reproduce
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke reproduction of the phantom, recording every split the training stages asked for."""
+    runs, out = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("checkpoints")
+    splits = []
+    real_load = core.data.load_dataset
+
+    def spying_load(name, split, *args, **kwargs):
+        splits.append(split)
+        return real_load(name, split, *args, **kwargs)
+
+    core.train.load_dataset = spying_load
+    try:
+        result = reproduce("phantom", BUDGETS["smoke"], runs, out, threads=1, timing=False)
+    finally:
+        core.train.load_dataset = real_load
+    return runs, out, result, splits
+
+
+def test_writes_checkpoints_metadata_and_results(smoke_run):
+    runs, out, result, _ = smoke_run
+    folder = out / "phantom"
+    for role in ("teacher", "student", "student_label_only"):
+        model, meta = checkpoints.load(folder / f"{role}.pt")
+        assert meta.dataset == "phantom" and meta.weights_dtype == "float16" and meta.input_size == 32
+        assert "test" in meta.metrics and 0 <= meta.metrics["test"]["accuracy"] <= 1
+        assert "root" not in meta.train and "teacher_logits" not in meta.train
+    written = json.loads((folder / "results.json").read_text())
+    assert written["chosen"] == result["chosen"]
+    assert set(written["test"]["models"]) == {"teacher"} | {f"{arm}_s{s}" for arm in ("student", "label_only")
+                                                             for s in SEEDS}
+    assert len(written["grid"]) == len(ALPHAS) * len(TEMPERATURES)
+    assert written["summary"]["student"]["accuracy"]["n"] == len(SEEDS)
+
+
+def test_kd_setting_is_chosen_on_validation_only(smoke_run):
+    runs, out, result, splits = smoke_run
+    assert set(splits) == {"train", "val"}  # the training stages never read test
+    for row in result["grid"]:  # each grid row is its run's validation accuracy at its best-val-loss epoch
+        meta = checkpoints.load_meta(runs / "phantom" / "official" / f"grid_a{row['alpha']}_t{row['temperature']:g}"
+                                     / "best.pt")
+        best = min(meta.train["history"], key=lambda r: r["val_loss"])
+        assert row["val_acc"] == best["val_acc"]
+    best_row = max(result["grid"], key=lambda r: (r["val_acc"], -r["val_loss"]))
+    assert result["chosen"] == {"alpha": best_row["alpha"], "temperature": best_row["temperature"]}
+    student = checkpoints.load_meta(out / "phantom" / "student.pt")
+    assert {k: student.kd[k] for k in ("alpha", "temperature")} == result["chosen"]
+
+
+def test_a_second_run_resumes_without_retraining(smoke_run, monkeypatch, tmp_path):
+    runs, out, result, _ = smoke_run
+    trained = []
+    monkeypatch.setattr(core.train, "train_stage", lambda *a, **k: trained.append(a[1].name))
+    again = reproduce("phantom", BUDGETS["smoke"], runs, tmp_path, threads=1, timing=False)
+    assert trained == []
+    accuracy = {name: report["accuracy"] for name, report in result["test"]["models"].items()}
+    assert again["chosen"] == result["chosen"]
+    assert {name: report["accuracy"] for name, report in again["test"]["models"].items()} == accuracy

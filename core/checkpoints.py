@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -82,6 +83,15 @@ def now_iso() -> str:
 
 def meta_path(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes (read in chunks): the identity of a checkpoint that another records."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, write) -> None:

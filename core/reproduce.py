@@ -23,16 +23,17 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core import checkpoints
-from core.data import DATASETS, resolve_root
+from core.data import DATASETS, data_fingerprint, dataset_status, load_dataset, resolve_root
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
+from core.stats import paired_difference
 from core.train import Stage, TrainConfig, default_stages, run_stages
 
 log = logging.getLogger(__name__)
 
 ALPHAS = (0.3, 0.5, 0.7)
 TEMPERATURES = (2.0, 4.0, 8.0)
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 # The paper's comparison: the student's feature maps against the teacher's usual explainers.
 TIMED_METHODS = ("feature_maps", "grad_cam", "saliency", "integrated_gradients", "gradient_shap", "kernel_shap")
 
@@ -48,14 +49,25 @@ class Budget:
     batch_size: int = 64
     lr: float = 2e-3
     max_per_class: int | None = None  # training and validation images per class (None: all)
+    schedule: str = "cosine"
+    progressive: bool = False
+    teacher_label_smoothing: float = 0.0
 
 
+# The teacher recipe for a 2-core CPU: progressive resizing (cheap small epochs first), a one-cycle schedule and
+# label smoothing; classes are sampled in balance where the training split is skewed (see `SKEW`).
+STRONG = dict(schedule="onecycle", progressive=True, teacher_label_smoothing=0.1)
 BUDGETS = {
     "phantom": Budget(input_size=64, teacher_epochs=15, grid_epochs=10, student_epochs=15),
-    "cpu": Budget(input_size=96, teacher_epochs=8, grid_epochs=5, student_epochs=10),
-    "gpu": Budget(input_size=224, teacher_epochs=30, grid_epochs=15, student_epochs=30, batch_size=32, lr=1e-3),
+    "cpu": Budget(input_size=128, teacher_epochs=20, grid_epochs=5, student_epochs=12, batch_size=32, **STRONG),
+    "gpu": Budget(input_size=224, teacher_epochs=30, grid_epochs=15, student_epochs=30, batch_size=32, lr=1e-3,
+                  **STRONG),
     "smoke": Budget(input_size=32, teacher_epochs=1, grid_epochs=1, student_epochs=1, max_per_class=24),
+    # The budget of the checkpoints shipped before the recipe above (kept to name their results).
+    "cpu_v1": Budget(input_size=96, teacher_epochs=8, grid_epochs=5, student_epochs=10),
 }
+SKEW = 3.0  # largest / smallest class count above which training samples classes in balance
+SMOOTHING_CONTROL = 0.1
 
 
 def near_duplicate_filter(dataset: str, root: str | None):
@@ -76,11 +88,14 @@ def best_val_acc(history: list[dict]) -> float:
 def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, protocol: str = "official",
            threads: int | None = None) -> TrainConfig:
     """The training recipe of a budget (one config for every stage; the KD setting is chosen later)."""
+    counts = [n for n in dataset_status(dataset, root)["counts"].get("train", {}).values() if n] or [1]
     return TrainConfig(dataset=dataset, root=root, protocol=protocol, input_size=budget.input_size,
                        batch_size=budget.batch_size, lr=budget.lr, max_per_class=budget.max_per_class,
-                       teacher_epochs=budget.teacher_epochs,
-                       student_epochs=budget.student_epochs, seeds=SEEDS, resume=True, threads=threads,
-                       teacher_logits=str(runs / "teacher_logits.pt"))
+                       schedule=budget.schedule, progressive=budget.progressive,
+                       teacher_label_smoothing=budget.teacher_label_smoothing,
+                       class_balance=max(counts) / min(counts) > SKEW, teacher_epochs=budget.teacher_epochs,
+                       student_epochs=budget.student_epochs, seeds=SEEDS, smoothing_control=SMOOTHING_CONTROL,
+                       resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
 
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
@@ -99,14 +114,16 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     if grid:
         stages = [Stage(f"grid_a{alpha}_t{temp:g}", "student", 0, "kd", {"alpha": alpha, "temperature": temp},
                         epochs=budget.grid_epochs) for alpha in ALPHAS for temp in TEMPERATURES]
-        for stage, result in zip(stages, run_stages(cfg, runs, stages, teacher=teacher.model).values()):
+        grid_runs = run_stages(cfg, runs, stages, teacher=teacher.model, teacher_path=teacher.path)
+        for stage, result in zip(stages, grid_runs.values()):
             grid_rows.append({**stage.loss_args, "val_acc": best_val_acc(result.history),
                               "val_loss": min(r["val_loss"] for r in result.history)})
         best = max(grid_rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
         chosen = {"alpha": best["alpha"], "temperature": best["temperature"]}
 
     cfg = replace(cfg, loss_args=chosen)
-    students = run_stages(cfg, runs, default_stages(cfg, teacher=False), teacher=teacher.model)
+    students = run_stages(cfg, runs, default_stages(cfg, teacher=False), teacher=teacher.model,
+                          teacher_path=teacher.path)
     paths = {"teacher": teacher.path} | {name: result.path for name, result in students.items()}
     # Evaluate the weights exactly as shipped (float16), so the published numbers are of those files.
     target = out / dataset if protocol == "official" else out / dataset / protocol
@@ -121,11 +138,20 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     if (flt := near_duplicate_filter(dataset, root)) is not None:
         clean = evaluate_checkpoints(shipped, root=root, exclude=flt)
 
+    def per_seed(prefix: str, key: str) -> list[float]:
+        return [result["models"][f"{prefix}_s{seed}"][key] for seed in SEEDS]
+
     def summary(prefix: str) -> dict:
-        names = [n for n in result["models"] if n.startswith(prefix)]
-        pick = {k: [result["models"][n][k] for n in names] for k in ("accuracy", "macro_f1", "ece", "balanced_accuracy")}
-        pick["agreement"] = [result["pairs"][n]["agreement"] for n in names]
+        pick = {k: per_seed(prefix, k) for k in ("accuracy", "macro_f1", "ece", "balanced_accuracy")}
+        pick["agreement"] = [result["pairs"][f"{prefix}_s{seed}"]["agreement"] for seed in SEEDS]
         return {k: mean_and_spread(v) for k, v in pick.items()}
+
+    # Distilled minus control, paired by seed (same initialisation and data order for every arm of a seed).
+    arms = ["label_only", "smoothing"]
+    paired = {f"student_minus_{arm}": {key: paired_difference(per_seed("student", key), per_seed(arm, key))
+                                       for key in ("accuracy", "balanced_accuracy")} for arm in arms}
+    test_set = load_dataset(dataset, "test", root=root, input_size=cfg.input_size, seed=cfg.data_seed,
+                            protocol=protocol)
 
     target.mkdir(parents=True, exist_ok=True)
     for src_name, dst_name in (("teacher", "teacher"), (f"student_s{SEEDS[0]}", "student"),
@@ -136,7 +162,11 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         "dataset": dataset, "protocol": protocol, "budget": asdict(budget), "chosen": chosen, "grid": grid_rows,
         "seeds": list(SEEDS), "test": result,
         "test_without_near_duplicates": clean,
-        "summary": {"student": summary("student_s"), "label_only": summary("label_only_s")},
+        "summary": {"student": summary("student"), "label_only": summary("label_only"),
+                    "smoothing": summary("smoothing")},
+        "paired": paired, "test_fingerprint": data_fingerprint(test_set),
+        "teacher_sha256": checkpoints.file_sha256(shipped["teacher"]),
+        "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("root", "teacher_logits", "threads")},
         "seconds": time.perf_counter() - started, "versions": checkpoints.library_versions(),
         "created": checkpoints.now_iso(),
     }

@@ -12,6 +12,7 @@ split is never read here.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import random
@@ -28,7 +29,8 @@ from tqdm.auto import tqdm
 
 from core import checkpoints
 from core.checkpoints import CheckpointMeta
-from core.augment import augment_batch, cached_teacher_logits, channel_stats
+from core.augment import (augment_batch, augmented_views, cached_teacher_logits, channel_stats, describe_augmentation,
+                          resize_batch, state_fingerprint)
 from core.data import DATASETS, data_fingerprint, load_dataset, materialize
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
@@ -52,14 +54,19 @@ class TrainConfig:
     input_size: int | None = None  # None: the dataset's default
     max_per_class: int | None = None  # cap on training and validation images per class
     augment: bool = True
+    views: int = 4  # fixed augmented views per training image that both student arms draw from
+    class_balance: bool = False  # sample training images with weights 1 / class count
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    schedule: str = "cosine"  # learning rate: "cosine" decay per epoch, or "onecycle" per step
     teacher_arch: str = "densenet121"
     teacher_epochs: int = 8
     # None: no early stopping for the teacher. With cosine decay the late, low-rate epochs are where a
     # from-scratch DenseNet gains most, while early validation loss is noisy; the best weights are kept anyway.
     teacher_patience: int | None = None
+    teacher_label_smoothing: float = 0.0
+    progressive: bool = False  # teacher epochs grow from half the input size to the full one
     depth: int = 5
     student_epochs: int = 12
     patience: int = 4  # students' early-stopping patience in epochs
@@ -67,6 +74,8 @@ class TrainConfig:
     loss_args: dict[str, Any] = field(default_factory=lambda: {"alpha": 0.5, "temperature": 4.0})
     attention_beta: float = 0.0  # > 0 adds attention transfer (needs the teacher on the fly)
     label_only: bool = True  # also train the label-only student (the baseline)
+    # > 0 also trains a student on smoothed labels alone: is KD's gain from the teacher or only from softer targets?
+    smoothing_control: float = 0.0
     seeds: tuple[int, ...] = (0,)
     resume: bool = True  # continue interrupted stages; reuse finished ones
     time_cap_s: float | None = None  # per stage
@@ -78,7 +87,12 @@ class TrainConfig:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.teacher_arch not in TEACHERS:
             raise ValueError(f"unknown teacher {self.teacher_arch!r}; choose one of {', '.join(TEACHERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.views < 1:
+            raise ValueError(f"views must be at least 1, got {self.views}")
         self.seeds = tuple(int(s) for s in self.seeds)
+        self.teacher_loss_spec()
         self.loss_spec()  # an unknown loss or hyperparameter fails here, before any training
 
     def loss_spec(self, loss: str | None = None, loss_args: dict | None = None) -> dict[str, dict]:
@@ -89,6 +103,15 @@ class TrainConfig:
             spec["attention"] = {"beta": self.attention_beta}
         build_loss(spec)
         return spec
+
+    def teacher_loss_spec(self) -> dict[str, dict]:
+        spec = {"label_smoothing": {"smoothing": self.teacher_label_smoothing}} if self.teacher_label_smoothing \
+            else {"label_only": {}}
+        build_loss(spec)
+        return spec
+
+
+SCHEDULES = ("cosine", "onecycle")
 
 
 @dataclass(frozen=True)
@@ -104,12 +127,16 @@ class Stage:
 
 
 def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
-    """Teacher, then per seed the distilled student (``student_s<seed>``) and the label-only one."""
+    """Teacher, then per seed the distilled student (``student_s<seed>``), the label-only one
+    (``label_only_s<seed>``) and, if asked, the label-smoothing control (``smoothing_s<seed>``)."""
     stages = [Stage("teacher", "teacher")] if teacher else []
     for seed in cfg.seeds:
         stages.append(Stage(f"student_s{seed}", "student", seed, cfg.loss, dict(cfg.loss_args)))
         if cfg.label_only:
             stages.append(Stage(f"label_only_s{seed}", "student", seed, "label_only"))
+        if cfg.smoothing_control:
+            stages.append(Stage(f"smoothing_s{seed}", "student", seed, "label_smoothing",
+                                {"smoothing": cfg.smoothing_control}))
     return stages
 
 
@@ -131,8 +158,9 @@ def set_seed(seed: int) -> None:
 
 # Settings a resumed run must share with the run that wrote its state: resuming with any other value would
 # write metadata describing a run that never happened.
-RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment",
-               "batch_size", "lr", "weight_decay", "teacher_arch", "depth", "attention_beta")
+RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment", "views",
+               "class_balance", "batch_size", "lr", "weight_decay", "schedule", "teacher_arch",
+               "teacher_label_smoothing", "progressive", "depth", "attention_beta")
 
 
 def stage_settings(cfg: TrainConfig, stage: Stage) -> dict:
@@ -163,14 +191,49 @@ def _private_teacher(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
+def epoch_size(final: int, epoch: int, epochs: int, progressive: bool) -> int:
+    """Input side of one epoch (0-based): with progressive resizing it grows from half the final side to
+    the full one over the first 60% of the epochs (in steps of 16 px) and stays there; else the final side.
+
+    Both model families pool globally before their head, so one model runs at every size.
+    """
+    if not progressive or epochs <= 1:
+        return final
+    frac = min(1.0, epoch / max(0.6 * (epochs - 1), 1e-9))
+    return int(min(final, max(32, round(final * (0.5 + 0.5 * frac) / 16) * 16)))
+
+
+@functools.lru_cache(maxsize=4)
+def _split(dataset: str, split: str, root: str | None, size: int, seed: int, val_fraction: float, protocol: str,
+           max_per_class: int | None):
+    """A decoded, resized uint8 copy of a split, kept for the process: every stage of a recipe reads the same."""
+    ds = load_dataset(dataset, split, root=root, input_size=size, seed=seed, val_fraction=val_fraction,
+                      protocol=protocol)
+    return ds, materialize(ds, max_per_class=max_per_class)
+
+
+@functools.lru_cache(maxsize=1)
+def _views(fingerprint: str, count: int, seed: int, images: torch.Tensor) -> torch.Tensor:
+    return augmented_views(images, count, seed)
+
+
+def _order(targets: torch.Tensor, balance: bool) -> torch.Tensor:
+    """One epoch's sample order: a permutation, or draws with weights 1 / class count (with replacement)."""
+    if not balance:
+        return torch.randperm(len(targets))
+    counts = torch.bincount(targets)
+    return torch.multinomial(1.0 / counts[targets].double(), len(targets), replacement=True)
+
+
 def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Module | None = None,
                 on_epoch_end: Callable[[dict], None] | None = None,
-                pretrained_weights: str | None = None) -> TrainResult:
+                pretrained_weights: str | None = None, teacher_path: str | Path | None = None) -> TrainResult:
     """Train one stage into ``out`` (``state.pt`` after every epoch, ``best.pt`` and ``best.json`` at the end).
 
     Args:
         teacher: the model a student learns from (needed when its loss uses the teacher).
         pretrained_weights: a local state dict to start a teacher from.
+        teacher_path: the teacher's checkpoint file, whose sha256 the student's metadata records.
 
     Raises:
         ValueError: a student loss that needs a teacher and none given, or ``resume`` with other settings.
@@ -183,29 +246,37 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     settings = stage_settings(cfg, stage)
     epochs, size = settings["epochs"], settings["input_size"]
     patience = cfg.patience if student_mode else (cfg.teacher_patience or epochs)
-    kw = dict(root=cfg.root, input_size=size, seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=cfg.protocol)
-    train_ds = load_dataset(cfg.dataset, "train", **kw)
-    train = materialize(train_ds, max_per_class=cfg.max_per_class)
-    val = materialize(load_dataset(cfg.dataset, "val", **kw), max_per_class=cfg.max_per_class)
+    key = (cfg.dataset, cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.protocol, cfg.max_per_class)
+    (train_ds, train), (_, val) = _split(cfg.dataset, "train", *key[1:]), _split(cfg.dataset, "val", *key[1:])
     mean, std = channel_stats(train.images)
     set_seed(stage.seed)
     if student_mode:
         spec = cfg.loss_spec(stage.loss, stage.loss_args)
         model = build_student(len(train.classes), depth=cfg.depth)
     else:
-        spec = {"label_only": {}}
+        spec = cfg.teacher_loss_spec()
         model = build_teacher(cfg.teacher_arch, len(train.classes), pretrained_weights)
     loss_fn = build_loss(spec)
     if loss_fn.uses_teacher:
         if teacher is None:
             raise ValueError(f"stage {stage.name}: the {stage.loss} loss needs a teacher")
         teacher = _private_teacher(teacher)
+    n_views = cfg.views if cfg.augment else 1
+    views = _views(train.fingerprint, n_views, cfg.data_seed, train.images) if student_mode else None
     on_the_fly = loss_fn.uses_features  # feature terms need the teacher's activations of the same batch
-    logits_table = cached_teacher_logits(cfg.teacher_logits, teacher, train, mean, std) if loss_fn.uses_teacher and not on_the_fly else None
+    logits_table = None
+    if loss_fn.uses_teacher and not on_the_fly:
+        cache_key = {"data": train.fingerprint, "views": n_views, "view_seed": cfg.data_seed, "input_size": size,
+                     "teacher": state_fingerprint(teacher)}
+        logits_table = cached_teacher_logits(cfg.teacher_logits, teacher, views, mean, std, cache_key)
     s_paths, t_paths = attention_pairs(model, teacher, size) if on_the_fly else ([], [])
 
+    n = len(train)
+    steps = math.ceil(n / cfg.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=epochs * steps + 1,
+                                                    pct_start=0.25) if cfg.schedule == "onecycle" else \
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     state_path = out / "state.pt"
     history, best_val, bad_epochs, start_epoch, best_state = [], math.inf, 0, 0, None
     if cfg.resume and state_path.is_file():
@@ -224,18 +295,23 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     started = time.perf_counter()
     earlier_s = history[-1]["seconds"] if history else 0.0  # time spent before an interruption
     stopped = history[-1].get("stop", "") if history else ""
-    n = len(train)
     for epoch in range(start_epoch, epochs):
         if stopped:
             break
         model.train()
-        order = torch.randperm(n)
-        total_loss, correct = 0.0, 0
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs}", leave=False)
+        side = size if student_mode else epoch_size(size, epoch, epochs, cfg.progressive)
+        order = _order(train.targets, cfg.class_balance)
+        total_loss, correct, train_s = 0.0, 0, time.perf_counter()
+        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs} ({side} px)",
+                   leave=False)
         for i in bar:
             idx = order[i:i + cfg.batch_size]
-            flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
-            images = augment_batch(train.images[idx], flips, affine=cfg.augment and logits_table is None)
+            if student_mode:  # both arms draw the same view of the same image at the same step
+                view = torch.randint(n_views, (len(idx),))
+                images = views[idx, view]
+            else:
+                flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
+                images = resize_batch(augment_batch(train.images[idx], flips, affine=cfg.augment), side)
             x, y = to_model_input(images, mean, std), train.targets[idx]
             if on_the_fly:
                 with record_activations(model, s_paths, keep_graph=True) as s_store:
@@ -245,19 +321,24 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
                 batch = LossInputs(logits, y, t_logits, list(s_store.values()), list(t_store.values()))
             else:
                 logits = model(x)
-                batch = LossInputs(logits, y, logits_table[idx, flips.long()] if logits_table is not None else None)
+                batch = LossInputs(logits, y, logits_table[idx, view] if logits_table is not None else None)
             loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if cfg.schedule == "onecycle":
+                scheduler.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        scheduler.step()
+        train_s = time.perf_counter() - train_s
+        if cfg.schedule == "cosine":
+            scheduler.step()
         val_loss, val_acc = evaluate_loss(model, val.images, val.targets, mean, std)
         seconds = earlier_s + time.perf_counter() - started
-        record = {"epoch": epoch + 1, "train_loss": total_loss / n, "train_acc": correct / n,
-                  "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+        record = {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / n, "train_acc": correct / n,
+                  "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
+                  "train_seconds": train_s, "seconds": seconds}
         if val_loss < best_val - 1e-4:
             best_val, bad_epochs = val_loss, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -279,13 +360,17 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
 
     model.load_state_dict(best_state if best_state is not None else model.state_dict())
     model.eval()
+    provenance = {"augmentation": describe_augmentation(not student_mode, n_views) if cfg.augment else "none",
+                  "loss": spec}
+    if student_mode and teacher_path is not None:
+        provenance["teacher_sha256"] = checkpoints.file_sha256(teacher_path)
     meta = CheckpointMeta(
         arch="student" if student_mode else cfg.teacher_arch, num_classes=len(train.classes),
         classes=list(train.classes), input_size=size, mean=mean, std=std, role=stage.role, dataset=cfg.dataset,
         arch_args={"depth": cfg.depth} if student_mode else {},
-        train={**asdict(cfg), "stage": stage.name, "seed": stage.seed, "epochs": epochs, "patience": patience,
-               "history": history, "best_val_loss": best_val, "stopped": stopped, "train_images": n,
-               "val_images": len(val), "skipped_files": len(getattr(train, "skipped", []))},
+        train={**asdict(cfg), **provenance, "stage": stage.name, "seed": stage.seed, "epochs": epochs,
+               "patience": patience, "history": history, "best_val_loss": best_val, "stopped": stopped,
+               "train_images": n, "val_images": len(val), "skipped_files": len(getattr(train, "skipped", []))},
         kd={"loss": stage.loss, **dict(stage.loss_args), "attention_beta": cfg.attention_beta} if student_mode else None,
         seed=stage.seed, data_fingerprint=data_fingerprint(train_ds),
         notes=f"{count_parameters(model):,} parameters")
@@ -308,13 +393,13 @@ def evaluate_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 
 def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = None, *,
-               teacher: nn.Module | None = None, pretrained_weights: str | None = None,
-               on_stage: Callable[[Stage], None] | None = None,
+               teacher: nn.Module | None = None, teacher_path: str | Path | None = None,
+               pretrained_weights: str | None = None, on_stage: Callable[[Stage], None] | None = None,
                on_epoch_end: EpochCallback | None = None) -> dict[str, TrainResult]:
     """Run the recipe's stages (default `default_stages`) in ``runs/<stage name>/``.
 
     A teacher stage trains the teacher the students then learn from; without one, ``teacher`` (a
-    loaded model, never modified) is used. With ``cfg.resume`` a stage whose ``best.pt`` exists is
+    loaded model, never modified, from ``teacher_path`` if known) is used. With ``cfg.resume`` a stage whose ``best.pt`` exists is
     loaded instead of trained again, and an interrupted one continues from its ``state.pt``.
 
     Returns:
@@ -334,10 +419,10 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
         else:
             callback = (lambda record, name=stage.name: on_epoch_end(name, record)) if on_epoch_end else None
             result = train_stage(cfg, stage, runs / stage.name, teacher, callback,
-                                 pretrained_weights if stage.role == "teacher" else None)
+                                 pretrained_weights if stage.role == "teacher" else None, teacher_path)
         results[stage.name] = result
         if stage.role == "teacher":
-            teacher = result.model
+            teacher, teacher_path = result.model, result.path
     return results
 
 

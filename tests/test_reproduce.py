@@ -23,6 +23,7 @@ def smoke_run(tmp_path_factory):
         splits.append(split)
         return real_load(name, split, *args, **kwargs)
 
+    core.train._split.cache_clear()  # splits decoded by earlier tests of this process would hide the reads
     core.train.load_dataset = spying_load
     try:
         result = reproduce("phantom", BUDGETS["smoke"], runs, out, threads=1, timing=False)
@@ -41,8 +42,19 @@ def test_writes_checkpoints_metadata_and_results(smoke_run):
         assert "root" not in meta.train and "teacher_logits" not in meta.train
     written = json.loads((folder / "results.json").read_text())
     assert written["chosen"] == result["chosen"]
-    assert set(written["test"]["models"]) == {"teacher"} | {f"{arm}_s{s}" for arm in ("student", "label_only")
-                                                             for s in SEEDS}
+    assert set(written["test"]["models"]) == {"teacher"} | {f"{arm}_s{s}" for arm in ("student", "label_only",
+                                                                                      "smoothing") for s in SEEDS}
+    for arm in ("label_only", "smoothing"):
+        diff = written["paired"][f"student_minus_{arm}"]["accuracy"]
+        per_seed = [written["test"]["models"][f"student_s{s}"]["accuracy"]
+                    - written["test"]["models"][f"{arm}_s{s}"]["accuracy"] for s in SEEDS]
+        assert diff["differences"] == pytest.approx(per_seed) and diff["n"] == len(SEEDS)
+        assert diff["ci"][0] <= diff["mean"] <= diff["ci"][1] and 0 <= diff["p_value"] <= 1
+    assert len(written["test_fingerprint"]) == 64 and written["teacher_sha256"] == checkpoints.file_sha256(
+        folder / "teacher.pt")
+    student = checkpoints.load_meta(folder / "student.pt")
+    assert student.train["teacher_sha256"] == checkpoints.file_sha256(runs / "phantom" / "official" / "teacher"
+                                                                      / "best.pt")
     assert len(written["grid"]) == len(ALPHAS) * len(TEMPERATURES)
     assert written["summary"]["student"]["accuracy"]["n"] == len(SEEDS)
 

@@ -80,6 +80,10 @@ def test_reproduce_command_names_protocol_and_overrides():
                "budget": {"input_size": 64, "teacher_epochs": 15, "grid_epochs": 10, "student_epochs": 15}}
     assert results.reproduce_command(phantom) == "python -m core.reproduce phantom"
     assert results.reproduce_command(results_file("brain_tumor", "official", 0.9)) == \
-        "python -m core.reproduce brain_tumor"
+        "python -m core.reproduce brain_tumor --budget cpu_v1"  # the budget these fields describe
+    current = {**results_file("brain_tumor", "official", 0.9),
+               "budget": {"input_size": 128, "teacher_epochs": 20, "grid_epochs": 5, "student_epochs": 12}}
+    assert results.reproduce_command(current) == "python -m core.reproduce brain_tumor"
     real = {**results_file("alzheimer", "pooled", 0.9, teacher_epochs=16)}
-    assert results.reproduce_command(real) == "python -m core.reproduce alzheimer --protocol pooled --teacher-epochs 16"
+    assert results.reproduce_command(real) == \
+        "python -m core.reproduce alzheimer --budget cpu_v1 --protocol pooled --teacher-epochs 16"

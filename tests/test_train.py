@@ -9,7 +9,7 @@ from torch import nn
 
 import core.train
 from core import checkpoints
-from core.augment import teacher_logits_table
+from core.augment import augmented_views, teacher_logits_table
 from core.evaluate import evaluate_checkpoints
 from core.inference import to_model_input
 from core.models import build_student
@@ -48,7 +48,7 @@ def test_distillation_caches_teacher_logits_once(tmp_path, small_teacher):
     cfg = TrainConfig(student_epochs=1, depth=3, teacher_logits=str(cache), **SMALL)
     train_stage(cfg, kd_stage(), tmp_path / "s1", small_teacher)
     first = torch.load(cache, weights_only=True)
-    assert first["logits"].shape == (120, 2, 4)  # every image and its mirror image
+    assert first["logits"].shape == (120, 4, 4)  # every view (image, mirror, 2 jittered) of every image
     stamp = cache.stat().st_mtime_ns
     train_stage(cfg, kd_stage(), tmp_path / "s2", small_teacher)
     assert cache.stat().st_mtime_ns == stamp  # reused, not recomputed
@@ -58,23 +58,51 @@ def test_distillation_caches_teacher_logits_once(tmp_path, small_teacher):
 def test_cached_logits_of_a_mirrored_image_are_the_mirror_images_row(small_teacher):
     images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     mean, std = [0.4, 0.4, 0.4], [0.2, 0.2, 0.2]
-    table = teacher_logits_table(small_teacher, images, mean, std)
+    views = augmented_views(images, 3, seed=0)
+    assert torch.equal(views[:, 0], images) and torch.equal(views[:, 1], images.flip(-1))
+    assert torch.equal(views, augmented_views(images, 3, seed=0))  # a seed gives the same views
+    table = teacher_logits_table(small_teacher, views, mean, std)
     with torch.no_grad():
         plain = small_teacher(to_model_input(images, mean, std))
         mirrored = small_teacher(to_model_input(images.flip(-1), mean, std))
+        jittered = small_teacher(to_model_input(views[:, 2], mean, std))
     assert torch.allclose(table[:, 0], plain, atol=1e-5) and torch.allclose(table[:, 1], mirrored, atol=1e-5)
+    assert torch.allclose(table[:, 2], jittered, atol=1e-5)
     assert not torch.allclose(plain, mirrored, atol=1e-3)  # the flip matters for these images
 
 
-def test_kd_step_uses_the_teacher_logits_of_the_image_the_student_sees(tmp_path, small_teacher, monkeypatch):
-    seen_inputs, seen_teacher = [], []
+def spy_student_inputs(monkeypatch) -> list:
+    """Record every training batch the students built by core.train see."""
+    seen = []
 
     def spying_student(num_classes, depth):
         model = build_student(num_classes, depth=depth)
-        model.register_forward_pre_hook(lambda m, args: seen_inputs.append(args[0].detach().clone())
-                                        if m.training else None)
+        model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
         return model
 
+    monkeypatch.setattr(core.train, "build_student", spying_student)
+    return seen
+
+
+def test_both_arms_of_a_seed_see_the_same_augmented_images_in_the_same_order(tmp_path, small_teacher,
+                                                                              monkeypatch):
+    seen = spy_student_inputs(monkeypatch)
+    cfg = TrainConfig(student_epochs=2, depth=3, **SMALL)
+    train_stage(cfg, LABEL_ONLY, tmp_path / "lo")
+    label_only, seen[:] = list(seen), []
+    train_stage(cfg, kd_stage(), tmp_path / "kd", small_teacher)
+    assert len(seen) == len(label_only) == 8  # 2 epochs of 4 batches
+    assert all(torch.equal(a, b) for a, b in zip(seen, label_only))
+    seen.clear()
+    train_stage(cfg, Stage("label_only_s1", "student", 1, "label_only"), tmp_path / "lo1")
+    assert not torch.equal(seen[0], label_only[0])  # another seed, another order
+    meta = checkpoints.load_meta(tmp_path / "kd" / "best.pt")
+    assert "4 fixed views" in meta.train["augmentation"] and meta.train["loss"] == {"kd": {"alpha": 0.5,
+                                                                                           "temperature": 4.0}}
+
+
+def test_kd_step_uses_the_teacher_logits_of_the_image_the_student_sees(tmp_path, small_teacher, monkeypatch):
+    seen_inputs, seen_teacher = spy_student_inputs(monkeypatch), []
     real_build_loss = core.train.build_loss
 
     def spying_loss(spec):
@@ -89,7 +117,6 @@ def test_kd_step_uses_the_teacher_logits_of_the_image_the_student_sees(tmp_path,
         loss.__class__ = Spy
         return loss
 
-    monkeypatch.setattr(core.train, "build_student", spying_student)
     monkeypatch.setattr(core.train, "build_loss", spying_loss)
     cfg = TrainConfig(student_epochs=1, depth=3, **SMALL)
     train_stage(cfg, kd_stage(), tmp_path / "s", small_teacher)
@@ -219,3 +246,36 @@ def test_cli_trains_and_evaluates_the_recipe(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert {"teacher", "student_s0", "label_only_s0"} <= {p.name for p in tmp_path.iterdir()}
     assert "student_s0 vs teacher" in out.stdout and "label_only_s0 vs teacher" in out.stdout
+
+
+def test_progressive_sizes_grow_from_half_to_full_and_stay():
+    sizes = [core.train.epoch_size(128, e, 20, True) for e in range(20)]
+    assert sizes[0] == 64 and sizes[-1] == 128 and sizes == sorted(sizes)
+    assert all(s % 16 == 0 for s in sizes) and sizes[12:] == [128] * 8  # full size from 60% of the epochs on
+    assert [core.train.epoch_size(128, e, 20, False) for e in range(3)] == [128] * 3
+
+
+def test_teacher_recipe_progressive_onecycle_smoothing_runs_and_resumes(tmp_path):
+    cfg = TrainConfig(teacher_epochs=3, progressive=True, schedule="onecycle", teacher_label_smoothing=0.1,
+                      **{**SMALL, "input_size": 48})
+
+    def stop_after_one(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_stage(cfg, Stage("teacher", "teacher"), tmp_path / "t", on_epoch_end=stop_after_one)
+    result = train_stage(cfg, Stage("teacher", "teacher"), tmp_path / "t")
+    assert [r["input_size"] for r in result.history] == [32, 48, 48]
+    lrs = [r["lr"] for r in result.history]
+    assert lrs[-1] < 0.01 * cfg.lr and max(lrs) <= cfg.lr  # one cycle ends near zero
+    assert result.meta.train["loss"] == {"label_smoothing": {"smoothing": 0.1}} and result.meta.input_size == 48
+    assert "on the fly" in result.meta.train["augmentation"]
+
+
+def test_class_balanced_order_draws_classes_about_equally():
+    targets = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
+    torch.manual_seed(0)
+    drawn = torch.bincount(targets[core.train._order(targets, True)], minlength=3)
+    assert drawn.sum() == 1000 and drawn.min() > 250  # about a third each instead of 90% / 9% / 1%
+    assert torch.equal(torch.sort(core.train._order(targets, False)).values, torch.arange(1000))

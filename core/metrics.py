@@ -273,6 +273,15 @@ def bootstrap_ci(
 
 # --------------------------------------------------------------------------- reports
 
+def never_predicted(confusion, classes: Sequence[str]) -> list[str]:
+    """Classes that occur in the labels but that the model never predicts (a zero column, a non-zero row).
+
+    Such a model may still look accurate on a skewed test set; its balanced accuracy shows it.
+    """
+    cm = np.asarray(confusion)
+    return [str(name) for name, col, row in zip(classes, cm.sum(axis=0), cm.sum(axis=1)) if col == 0 and row > 0]
+
+
 def _class_names(classes: Sequence[str] | None, num_classes: int) -> list[str]:
     if classes is None:
         return [str(i) for i in range(num_classes)]
@@ -293,7 +302,7 @@ def classification_report(
         dict with keys ``n``, ``classes``, ``accuracy``, ``balanced_accuracy``, ``macro_precision``,
         ``macro_recall``, ``macro_f1``, ``per_class`` (dict of lists ``precision``, ``recall``, ``f1``,
         ``support``), ``confusion_matrix`` (list of rows, true x predicted), ``ece``, ``mce``,
-        ``ece_bins``, ``reliability`` (see :func:`expected_calibration_error`), ``brier``,
+        ``never_predicted`` (see :func:`never_predicted`), ``ece_bins``, ``reliability`` (see :func:`expected_calibration_error`), ``brier``,
         ``accuracy_ci`` and ``macro_f1_ci`` (``[low, high]``), ``ci_level``, ``n_boot``, ``seed``.
     """
     p, y = _check_probs(probs, labels)
@@ -316,6 +325,7 @@ def classification_report(
         "macro_f1": prf["macro_f1"],
         "per_class": {k: prf[k].tolist() for k in ("precision", "recall", "f1", "support")},
         "confusion_matrix": confusion_matrix(y, preds, c).tolist(),
+        "never_predicted": never_predicted(confusion_matrix(y, preds, c), names),
         "ece": cal["ece"],
         "mce": cal["mce"],
         "ece_bins": cal["n_bins"],

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from core.metrics import never_predicted
+
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
@@ -41,18 +43,24 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
              f"{budget['student_epochs']} epochs; KD setting chosen on validation: alpha = "
              f"{results['chosen']['alpha']}, T = {results['chosen']['temperature']:g}; seeds "
              f"{', '.join(map(str, results['seeds']))}; {models['teacher']['n']} test images.", "",
-             "| model | accuracy [95% CI] | macro F1 [95% CI] | ECE | agreement with teacher | ms / image |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| model | accuracy [95% CI] | balanced accuracy | macro F1 [95% CI] | ECE | agreement with teacher "
+             "| ms / image |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     t = models["teacher"]
-    lines.append(f"| teacher (DenseNet121) | {_ci(t, 'accuracy')} | {_ci(t, 'macro_f1')} | {t['ece']:.3f} | – | "
-                 f"{t['latency']['median_ms']:.1f} |")
-    for label, prefix, key in (("distilled student", "student", "student"), ("label-only student", "label_only", "label_only")):
+    lines.append(f"| teacher (DenseNet121) | {_ci(t, 'accuracy')} | {t['balanced_accuracy']:.4f} | {_ci(t, 'macro_f1')} "
+                 f"| {t['ece']:.3f} | – | {t['latency']['median_ms']:.1f} |")
+    arms = [a for a in ARMS if a[2] in summary]
+    for label, prefix, key in arms:
         m0 = models[f"{prefix}_s0"]
         s = summary[key]
-        lines.append(f"| {label}, seed 0 | {_ci(m0, 'accuracy')} | {_ci(m0, 'macro_f1')} | {m0['ece']:.3f} | "
-                     f"{test['pairs'][f'{prefix}_s0']['agreement']:.4f} | {m0['latency']['median_ms']:.1f} |")
-        lines.append(f"| {label}, mean ± std over seeds | {_spread(s, 'accuracy')} | {_spread(s, 'macro_f1')} | "
-                     f"{_spread(s, 'ece')} | {_spread(s, 'agreement')} | |")
+        lines.append(f"| {label}, seed 0 | {_ci(m0, 'accuracy')} | {m0['balanced_accuracy']:.4f} | {_ci(m0, 'macro_f1')} "
+                     f"| {m0['ece']:.3f} | {test['pairs'][f'{prefix}_s0']['agreement']:.4f} | "
+                     f"{m0['latency']['median_ms']:.1f} |")
+        balanced = _spread(s, "balanced_accuracy") if "balanced_accuracy" in s else "–"
+        lines.append(f"| {label}, mean ± std over seeds | {_spread(s, 'accuracy')} | {balanced} | "
+                     f"{_spread(s, 'macro_f1')} | {_spread(s, 'ece')} | {_spread(s, 'agreement')} | |")
+    lines += recall_lines(models, [("teacher", "teacher")] + [(label, f"{prefix}_s0") for label, prefix, _ in arms])
+    lines += paired_lines(results)
     clean = results.get("test_without_near_duplicates")
     if clean:
         cm = clean["models"]
@@ -67,6 +75,33 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
     lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; "
               f"{results['seconds'] / 60:.0f} min for the whole protocol.", ""]
     return lines
+
+
+ARMS = (("distilled student", "student", "student"), ("label-only student", "label_only", "label_only"),
+        ("label-smoothing student", "smoothing", "smoothing"))
+
+
+def recall_lines(models: dict, named: list[tuple[str, str]]) -> list[str]:
+    """Per-class recall of each listed model, and the classes a model never predicts (flagged)."""
+    lines = ["", "Per-class recall:"]
+    for label, key in named:
+        report = models[key]
+        recall = ", ".join(f"{c} {r:.2f}" for c, r in zip(report["classes"], report["per_class"]["recall"]))
+        never = never_predicted(report["confusion_matrix"], report["classes"])
+        lines.append(f"- {label}: {recall}" + (f"; **never predicts {', '.join(never)}**" if never else ""))
+    return lines
+
+
+def paired_lines(results: dict) -> list[str]:
+    """Distilled minus each control over seeds, paired by seed, with its interval and tests."""
+    lines = []
+    for name, label in (("student_minus_label_only", "label-only"), ("student_minus_smoothing", "label-smoothing")):
+        d = (results.get("paired") or {}).get(name, {}).get("accuracy")
+        if d:
+            lines.append(f"Distilled minus {label} student, test accuracy paired by seed: {100 * d['mean']:+.2f} "
+                         f"points, 95% CI [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] ({d['test']}: "
+                         f"p = {d['p_value']:.3g}; exact sign-flip test over {d['n']} seeds: p = {d['p_sign_flip']:.3g}).")
+    return [""] + lines if lines else []
 
 
 def reproduce_command(results: dict) -> str:
@@ -147,9 +182,9 @@ def curve_lines(teacher_json: Path) -> list[str]:
 
 def summary_lines(found: list[dict]) -> list[str]:
     """One row per dataset and protocol: teacher, students over seeds, target, paper."""
-    lines = ["| dataset | split | input, teacher epochs | teacher | distilled student (mean ± std, 3 seeds) | "
-             "label-only student (mean ± std) | teacher target | paper |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| dataset | split | input, teacher epochs | teacher | distilled student (mean ± std over seeds) | "
+             "label-only student (mean ± std) | seeds | teacher target | paper |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for res in found:
         name, teacher = res["dataset"], res["test"]["models"]["teacher"]["accuracy"]
         target = TEACHER_TARGET.get(name) if res["protocol"] == "official" else None
@@ -157,7 +192,8 @@ def summary_lines(found: list[dict]) -> list[str]:
         budget = f"{res['budget']['input_size']} px, {res['budget']['teacher_epochs']}"
         split = res["protocol"] + (" (earlier run)" if res.get("earlier") else "")
         lines.append(f"| {name} | {split} | {budget} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
-                     f"| {_spread(res['summary']['label_only'], 'accuracy')} | {verdict} | {PAPER.get(name, '–')} |")
+                     f"| {_spread(res['summary']['label_only'], 'accuracy')} | {len(res['seeds'])} | {verdict} "
+                     f"| {PAPER.get(name, '–')} |")
     return lines + [""]
 
 

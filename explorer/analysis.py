@@ -13,7 +13,7 @@ import torch
 
 from core.evaluate import latency_ms
 from core.inference import batch_for, predict_tensor
-from core.metrics import classification_report, pair_report
+from core.metrics import classification_report, never_predicted, pair_report
 from core.results import split_gain
 from core.models import count_flops, count_parameters, feature_layers
 from explorer import loaders, roles
@@ -119,8 +119,22 @@ def metrics_table(reports: dict[str, dict], labels: dict[str, str]) -> list[dict
             ("MCE", "mce", None, False), ("Brier score (lower is better)", "brier", None, False)]
     rows = [{"metric": name, **{labels[r]: cell(rep, key, ci, pct) for r, rep in reports.items()}}
             for name, key, ci, pct in spec]
+    classes = next(iter(reports.values()))["classes"] if reports else []
+    rows += [{"metric": f"Recall: {name}", **{labels[r]: f"{rep['per_class']['recall'][i]:.1%}"
+                                              for r, rep in reports.items()}} for i, name in enumerate(classes)]
     rows.append({"metric": "Test images", **{labels[r]: str(rep["n"]) for r, rep in reports.items()}})
     return rows
+
+
+def never_predicted_notes(reports: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """One warning per model that never predicts a class present in the test split."""
+    notes = []
+    for role, rep in reports.items():
+        missing = never_predicted(rep["confusion_matrix"], rep["classes"])
+        if missing:
+            notes.append(f"{labels[role]} never predicts {', '.join(missing)}: its accuracy hides that; "
+                         f"see its balanced accuracy and the recall rows.")
+    return notes
 
 
 def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:

@@ -38,6 +38,8 @@ st.caption(f"Metrics {source}.")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
     ui.metric_with_ci(f"{roles.ROLE_LABELS[role]}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
 st.dataframe(analysis.metrics_table(reports, roles.ROLE_LABELS), hide_index=True, key="metrics_table")
+for note in analysis.never_predicted_notes(reports, roles.ROLE_LABELS):
+    st.warning(note, icon=":material/visibility_off:")
 
 seeds = analysis.seed_summary(dataset)
 if seeds:

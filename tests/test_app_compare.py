@@ -153,3 +153,18 @@ def test_no_split_comparison_without_the_pooled_results(tmp_path, monkeypatch):
     at = open_page("compare")
     assert_ok(at)
     assert not any("pooled split" in d.value.columns for d in at.dataframe)
+
+
+def test_recall_per_class_is_shown_and_a_class_never_predicted_is_flagged():
+    from explorer import analysis
+
+    at = open_page("compare")
+    assert_ok(at)
+    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert {f"Recall: {c}" for c in ("no_lesion", "infiltrative", "extra_axial", "midline")} <= set(table["metric"])
+    blind = {"classes": ["a", "b"], "confusion_matrix": [[5, 0], [3, 0]]}
+    sighted = {"classes": ["a", "b"], "confusion_matrix": [[5, 0], [1, 2]]}
+    notes = analysis.never_predicted_notes({"student": blind, "teacher": sighted},
+                                           {"student": "Student (distilled)", "teacher": "Teacher"})
+    assert notes == ["Student (distilled) never predicts b: its accuracy hides that; see its balanced accuracy "
+                     "and the recall rows."]

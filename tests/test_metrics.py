@@ -349,3 +349,11 @@ def test_label_functions_reject_mismatched_lengths():
         M.confusion_matrix([0, 1], [0], 2)
     with pytest.raises(M.MetricsError, match="same length"):
         M.flip_table([0, 1], [0, 1], [0])
+
+
+def test_never_predicted_classes_are_named():
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0]])
+    labels = np.array([0, 2, 1, 2])  # class 2 occurs twice and is never predicted
+    report = M.classification_report(probs, labels, ["a", "b", "c"], n_boot=0)
+    assert report["never_predicted"] == ["c"]
+    assert M.never_predicted([[2, 0], [0, 0]], ["x", "y"]) == []  # absent from the labels: not flagged

@@ -8,10 +8,17 @@ from core import results
 SEEDS = [0, 1, 2]
 
 
-def report(accuracy: float) -> dict:
+CLASSES = ["a", "b", "c", "d"]
+
+
+def report(accuracy: float, confusion=None) -> dict:
     """A test report with the fields the renderer reads (intervals around the point value)."""
+    confusion = confusion or [[40, 5, 3, 2], [5, 40, 3, 2], [2, 3, 40, 5], [2, 3, 5, 40]]
+    recall = [row[i] / sum(row) for i, row in enumerate(confusion)]
     return {"accuracy": accuracy, "accuracy_ci": [accuracy - 0.01, accuracy + 0.01], "macro_f1": accuracy - 0.02,
-            "macro_f1_ci": [accuracy - 0.03, accuracy - 0.01], "ece": 0.05, "n": 200, "latency": {"median_ms": 3.0}}
+            "macro_f1_ci": [accuracy - 0.03, accuracy - 0.01], "ece": 0.05, "n": 200, "latency": {"median_ms": 3.0},
+            "balanced_accuracy": accuracy - 0.05, "classes": CLASSES, "confusion_matrix": confusion,
+            "per_class": {"recall": recall}}
 
 
 def results_file(dataset: str, protocol: str, teacher_acc: float, student_acc: float = 0.9,
@@ -87,3 +94,27 @@ def test_reproduce_command_names_protocol_and_overrides():
     real = {**results_file("alzheimer", "pooled", 0.9, teacher_epochs=16)}
     assert results.reproduce_command(real) == \
         "python -m core.reproduce alzheimer --budget cpu_v1 --protocol pooled --teacher-epochs 16"
+
+
+def test_recall_per_class_and_classes_never_predicted_are_shown(tmp_path):
+    root = _results_tree(tmp_path, 0.95)
+    res = json.loads((root / "brain_tumor" / "results.json").read_text())
+    blind = [[50, 0, 0, 0], [10, 40, 0, 0], [5, 5, 40, 0], [20, 10, 20, 0]]  # column d is empty
+    res["test"]["models"]["student_s0"] = report(0.65, blind)
+    (root / "brain_tumor" / "results.json").write_text(json.dumps(res))
+    text = results.render(root)
+    assert "- distilled student: a 1.00, b 0.80, c 0.80, d 0.00; **never predicts d**" in text
+    assert "- teacher: a 0.80, b 0.80, c 0.80, d 0.80\n" in text  # no flag for a model that predicts every class
+
+
+def test_paired_difference_is_stated_with_its_interval_and_tests(tmp_path):
+    root = _results_tree(tmp_path, 0.95)
+    res = json.loads((root / "brain_tumor" / "results.json").read_text())
+    res["paired"] = {"student_minus_label_only": {"accuracy": {
+        "mean": 0.012, "ci": [0.002, 0.022], "p_value": 0.031, "p_sign_flip": 0.0625, "n": 5,
+        "test": "paired t-test over seeds, df = 4"}}}
+    (root / "brain_tumor" / "results.json").write_text(json.dumps(res))
+    text = results.render(root)
+    assert ("Distilled minus label-only student, test accuracy paired by seed: +1.20 points, 95% CI [+0.20, +2.20] "
+            "(paired t-test over seeds, df = 4: p = 0.031; exact sign-flip test over 5 seeds: p = 0.0625).") in text
+    assert "label-smoothing student" not in text  # no control arm in this file, no line for it

@@ -25,7 +25,8 @@ import torch.nn.functional as F  # noqa: E402
 
 from core.models import build_teacher  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
-from core.train import Stage, TrainConfig, train_stage  # noqa: E402
+from core.recipe import Stage, TrainConfig  # noqa: E402
+from core.train import train_stage  # noqa: E402
 
 TARGET = 0.9  # pipeline images/s over bare-step images/s
 

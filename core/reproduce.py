@@ -27,7 +27,8 @@ from core.data import DATASETS, data_fingerprint, dataset_status, load_dataset, 
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
 from core.stats import paired_difference
-from core.train import Stage, TrainConfig, default_stages, run_stages
+from core.recipe import Stage, TrainConfig, default_stages
+from core.train import run_stages
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """One training recipe: a teacher, a distilled student and a label-only student; ``python -m core.train``.
 
-`TrainConfig` holds every setting of the recipe; `run_stages` runs its stages (teacher, then for
+`core.recipe.TrainConfig` holds every setting of the recipe; `run_stages` runs its stages (teacher, then for
 each seed the distilled and the label-only student), each in its own run folder. The command line,
 `core.reproduce` and the app's Train page all call `run_stages`; they differ only in the settings
 and callbacks they pass. One loop (`train_stage`) serves every stage: AdamW, cosine learning-rate
@@ -19,7 +19,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,108 +36,11 @@ from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
 from core.inference import to_model_input
 from core.models import TEACHERS, build_student, build_teacher, count_parameters
+from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
 
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[str, dict], None]
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of the recipe. Teacher and students share the data, input size and optimiser."""
-
-    dataset: str = "phantom"
-    root: str | None = None
-    protocol: str = "official"
-    data_seed: int = 0  # validation carve (and the phantom generator): fixed across seeds for a fair comparison
-    val_fraction: float = 0.15
-    input_size: int | None = None  # None: the dataset's default
-    max_per_class: int | None = None  # cap on training and validation images per class
-    augment: bool = True
-    views: int = 4  # fixed augmented views per training image that both student arms draw from
-    class_balance: bool = False  # sample training images with weights 1 / class count
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # learning rate: "cosine" decay per epoch, or "onecycle" per step
-    teacher_arch: str = "densenet121"
-    teacher_epochs: int = 8
-    # None: no early stopping for the teacher. With cosine decay the late, low-rate epochs are where a
-    # from-scratch DenseNet gains most, while early validation loss is noisy; the best weights are kept anyway.
-    teacher_patience: int | None = None
-    teacher_label_smoothing: float = 0.0
-    progressive: bool = False  # teacher epochs grow from half the input size to the full one
-    depth: int = 5
-    student_epochs: int = 12
-    patience: int = 4  # students' early-stopping patience in epochs
-    loss: str = "kd"  # a core.distill.LOSSES name for the distilled student
-    loss_args: dict[str, Any] = field(default_factory=lambda: {"alpha": 0.5, "temperature": 4.0})
-    attention_beta: float = 0.0  # > 0 adds attention transfer (needs the teacher on the fly)
-    label_only: bool = True  # also train the label-only student (the baseline)
-    # > 0 also trains a student on smoothed labels alone: is KD's gain from the teacher or only from softer targets?
-    smoothing_control: float = 0.0
-    seeds: tuple[int, ...] = (0,)
-    resume: bool = True  # continue interrupted stages; reuse finished ones
-    time_cap_s: float | None = None  # per stage
-    threads: int | None = None
-    teacher_logits: str | None = None  # cache file: computed once, reused by every student run
-
-    def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.teacher_arch not in TEACHERS:
-            raise ValueError(f"unknown teacher {self.teacher_arch!r}; choose one of {', '.join(TEACHERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.views < 1:
-            raise ValueError(f"views must be at least 1, got {self.views}")
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.teacher_loss_spec()
-        self.loss_spec()  # an unknown loss or hyperparameter fails here, before any training
-
-    def loss_spec(self, loss: str | None = None, loss_args: dict | None = None) -> dict[str, dict]:
-        """The `core.distill.build_loss` spec of a student (attention transfer added when beta > 0)."""
-        loss = loss or self.loss
-        spec = {loss: dict(self.loss_args if loss_args is None else loss_args)}
-        if self.attention_beta > 0:
-            spec["attention"] = {"beta": self.attention_beta}
-        build_loss(spec)
-        return spec
-
-    def teacher_loss_spec(self) -> dict[str, dict]:
-        spec = {"label_smoothing": {"smoothing": self.teacher_label_smoothing}} if self.teacher_label_smoothing \
-            else {"label_only": {}}
-        build_loss(spec)
-        return spec
-
-
-SCHEDULES = ("cosine", "onecycle")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One run of the recipe: which model, which seed, which loss, how long."""
-
-    name: str  # its run folder
-    role: str  # "teacher" or "student"
-    seed: int = 0
-    loss: str = "label_only"
-    loss_args: dict[str, Any] = field(default_factory=dict)
-    epochs: int | None = None  # None: the config's epochs for the role
-
-
-def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
-    """Teacher, then per seed the distilled student (``student_s<seed>``), the label-only one
-    (``label_only_s<seed>``) and, if asked, the label-smoothing control (``smoothing_s<seed>``)."""
-    stages = [Stage("teacher", "teacher")] if teacher else []
-    for seed in cfg.seeds:
-        stages.append(Stage(f"student_s{seed}", "student", seed, cfg.loss, dict(cfg.loss_args)))
-        if cfg.label_only:
-            stages.append(Stage(f"label_only_s{seed}", "student", seed, "label_only"))
-        if cfg.smoothing_control:
-            stages.append(Stage(f"smoothing_s{seed}", "student", seed, "label_smoothing",
-                                {"smoothing": cfg.smoothing_control}))
-    return stages
 
 
 @dataclass
@@ -154,21 +57,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-# Settings a resumed run must share with the run that wrote its state: resuming with any other value would
-# write metadata describing a run that never happened.
-RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment", "views",
-               "class_balance", "batch_size", "lr", "weight_decay", "schedule", "teacher_arch",
-               "teacher_label_smoothing", "progressive", "depth", "attention_beta")
-
-
-def stage_settings(cfg: TrainConfig, stage: Stage) -> dict:
-    """What defines one stage's run: resuming it is allowed only with exactly these values."""
-    epochs = int(stage.epochs or (cfg.student_epochs if stage.role == "student" else cfg.teacher_epochs))
-    return {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "input_size": cfg.input_size or
-            DATASETS[cfg.dataset].input_size, "epochs": epochs, "seed": stage.seed, "role": stage.role,
-            "loss": stage.loss, "loss_args": dict(stage.loss_args)}
 
 
 def resumable_state(state_path: Path, settings: dict) -> dict:
@@ -189,18 +77,6 @@ def _private_teacher(teacher: nn.Module) -> nn.Module:
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
-
-
-def epoch_size(final: int, epoch: int, epochs: int, progressive: bool) -> int:
-    """Input side of one epoch (0-based): with progressive resizing it grows from half the final side to
-    the full one over the first 60% of the epochs (in steps of 16 px) and stays there; else the final side.
-
-    Both model families pool globally before their head, so one model runs at every size.
-    """
-    if not progressive or epochs <= 1:
-        return final
-    frac = min(1.0, epoch / max(0.6 * (epochs - 1), 1e-9))
-    return int(min(final, max(32, round(final * (0.5 + 0.5 * frac) / 16) * 16)))
 
 
 @functools.lru_cache(maxsize=4)

@@ -16,7 +16,8 @@ from torch import nn
 
 from core.evaluate import evaluate_checkpoints
 from core.models import count_parameters
-from core.train import Stage, TrainConfig, run_stages
+from core.recipe import Stage, TrainConfig
+from core.train import run_stages
 
 # Stage names of the recipe's first seed -> the roles the app shows (`explorer.roles.ROLE_LABELS`).
 STAGE_ROLES = {"teacher": "teacher", "student_s0": "student", "label_only_s0": "student_label_only"}

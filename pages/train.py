@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.models import TEACHERS
-from core.train import TrainConfig
+from core.recipe import TrainConfig
 from explorer import figures, loaders, roles, state, training, ui
 
 dataset = ui.current_dataset()

@@ -13,7 +13,8 @@ from core.augment import augmented_views, teacher_logits_table
 from core.evaluate import evaluate_checkpoints
 from core.inference import to_model_input
 from core.models import build_student
-from core.train import Stage, TrainConfig, default_stages, run_stages, train_stage
+from core.recipe import Stage, TrainConfig, default_stages, epoch_size
+from core.train import run_stages, train_stage
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -249,10 +250,10 @@ def test_cli_trains_and_evaluates_the_recipe(tmp_path):
 
 
 def test_progressive_sizes_grow_from_half_to_full_and_stay():
-    sizes = [core.train.epoch_size(128, e, 20, True) for e in range(20)]
+    sizes = [epoch_size(128, e, 20, True) for e in range(20)]
     assert sizes[0] == 64 and sizes[-1] == 128 and sizes == sorted(sizes)
     assert all(s % 16 == 0 for s in sizes) and sizes[12:] == [128] * 8  # full size from 60% of the epochs on
-    assert [core.train.epoch_size(128, e, 20, False) for e in range(3)] == [128] * 3
+    assert [epoch_size(128, e, 20, False) for e in range(3)] == [128] * 3
 
 
 def test_teacher_recipe_progressive_onecycle_smoothing_runs_and_resumes(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,14 +32,47 @@ def _num_classes(model: nn.Module) -> int | None:
     return linears[-1].out_features if linears else None
 
 
-_LAYER_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+class ModelLock:
+    """Shared for thread-safe methods, exclusive for the others, per shared model.
+
+    Captum's layer hooks record (and feed gradients through) every thread's forward on the module,
+    so a Grad-CAM in one thread breaks a saliency map computed at the same time in another, and
+    would also see the forward of a feature-map capture. Methods whose hooks record only their own
+    thread's forward may run together; any other method runs alone on its model.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextmanager
+    def hold(self, exclusive: bool):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._exclusive and (not exclusive or self._shared == 0))
+            if exclusive:
+                self._exclusive = True
+            else:
+                self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if exclusive:
+                    self._exclusive = False
+                else:
+                    self._shared -= 1
+                self._cond.notify_all()
+
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[nn.Module, ModelLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
 
-def _layer_lock(model: nn.Module) -> threading.Lock:
-    """Captum's layer hooks record every thread's forward: serialise layer methods per shared model."""
+def model_lock(model: nn.Module) -> ModelLock:
+    """The `ModelLock` of a model (one per model object, created on first use)."""
     with _LOCKS_GUARD:
-        return _LAYER_LOCKS.setdefault(model, threading.Lock())
+        return _MODEL_LOCKS.setdefault(model, ModelLock())
 
 
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None = None, *,
@@ -69,8 +103,7 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
                               **params).predicted_seconds if predict else None
     passes = dict(explainer.passes())
     x_in = x.detach().clone().requires_grad_(explainer.backward_to == "input")
-    lock = _layer_lock(model) if explainer.backward_to == "layer" else threading.Lock()
-    with lock, preserve_model_state(model):
+    with model_lock(model).hold(exclusive=not explainer.thread_safe), preserve_model_state(model):
         start = time.perf_counter()
         if target is None and explainer.needs_target:
             with torch.inference_mode():

@@ -103,12 +103,15 @@ class Explainer:
         backward_to: how far the backward pass goes: "input", "layer" (stops at the target layer,
             costs little) or "none".
         needs_target: False when the method finds the predicted class in its own forward pass.
+        thread_safe: True when concurrent calls on one shared model cannot disturb each other (hooks that
+            record only their own thread's forward); Captum's methods are not, and run one at a time.
     """
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     backward_to: ClassVar[str] = "input"
     needs_target: ClassVar[bool] = True
+    thread_safe: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int], **params):
         defaults = self.defaults(input_size)
@@ -196,6 +199,7 @@ class FeatureMaps(Explainer):
     title = "Average feature maps (all layers)"
     backward_to = "none"
     needs_target = False
+    thread_safe = True  # core.hooks records only the calling thread's forward
 
     @classmethod
     def defaults(cls, input_size):

@@ -218,3 +218,28 @@ def test_teachers_step_through_readable_layers_and_explain(arch, image64, count_
     assert all(m.shape == (64, 64) and np.isfinite(m).all() for m in maps.extras["layers"].values())
     cam = explain(model, image64, "grad_cam", 1, predict=False)
     assert cam.extras["layer"] == feature_layers(model)[-1][0] and np.isfinite(cam.heatmap).all()
+
+
+def test_concurrent_explanations_on_one_shared_model_equal_sequential_ones(tiny_student, image64):
+    import threading
+
+    methods = ["grad_cam", "saliency", "feature_maps", "integrated_gradients"]
+    params = {"integrated_gradients": {"n_steps": 4, "internal_batch_size": 2}}
+    expected = {m: explain(tiny_student, image64, m, 1, predict=False, **params.get(m, {})).heatmap for m in methods}
+    errors, mismatches = [], []
+
+    def worker(method):
+        try:
+            for _ in range(25):
+                got = explain(tiny_student, image64, method, 1, predict=False, **params.get(method, {})).heatmap
+                if not np.allclose(got, expected[method], atol=1e-5):
+                    mismatches.append(method)
+        except Exception as err:  # any failure in a thread fails the test below
+            errors.append(f"{method}: {err}")
+
+    threads = [threading.Thread(target=worker, args=(m,)) for m in methods for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and mismatches == []

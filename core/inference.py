@@ -11,7 +11,11 @@ from torch import nn
 from torchvision.transforms import v2
 
 from core.checkpoints import CheckpointMeta
-from core.images import to_rgb
+from core.images import ImageError, check_size, to_rgb
+
+
+class PredictionError(ValueError):
+    """A prediction that cannot be trusted (non-finite model output or input), with the reason."""
 
 
 def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -49,6 +53,10 @@ def preprocess(meta: CheckpointMeta, pil_images: Sequence[Image.Image]) -> torch
         pil_images = [pil_images]
     if not pil_images:
         raise ValueError("preprocess needs at least one image")
+    for i, img in enumerate(pil_images):
+        if not isinstance(img, Image.Image):
+            raise ImageError(f"image {i}: expected a PIL image, got {type(img).__name__}")
+        check_size(img, f"image {i}")  # the same minimum side as uploads and dataset files
     transform = resize_transform(meta.input_size)
     batch = torch.stack([transform(to_rgb(img)) for img in pil_images])
     return to_model_input(batch, meta.mean, meta.std)
@@ -56,10 +64,28 @@ def preprocess(meta: CheckpointMeta, pil_images: Sequence[Image.Image]) -> torch
 
 @torch.no_grad()
 def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for an already normalised batch, in chunks (the model must be in eval mode)."""
+    """Class probabilities for an already normalised batch, in chunks (the model must be in eval mode).
+
+    Raises:
+        PredictionError: the batch is not (B, C, H, W) with B >= 1, holds NaN/inf, or the model's outputs
+            are not finite (broken weights would otherwise show NaN probabilities as a class).
+    """
     if model.training:
         raise ValueError("predict needs the model in eval mode (call model.eval())")
-    out = [torch.softmax(model(x[i:i + batch_size]).float(), dim=1) for i in range(0, len(x), batch_size)]
+    if x.ndim != 4:
+        raise PredictionError(f"predict needs a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if len(x) == 0:
+        raise PredictionError("predict got an empty batch")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise PredictionError("the input batch holds NaN or inf values")
+    out = []
+    for i in range(0, len(x), batch_size):
+        logits = model(x[i:i + batch_size]).float()
+        finite = torch.isfinite(logits).all(dim=1)
+        if not bool(finite.all()):
+            raise PredictionError(f"the model's outputs are not finite (NaN or inf) for {int((~finite).sum())} of "
+                                  f"{len(logits)} image(s) in batch {i // batch_size}; its weights are broken")
+        out.append(torch.softmax(logits, dim=1))
     return torch.cat(out).numpy()
 
 

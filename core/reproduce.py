@@ -99,20 +99,32 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
 
+def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | None:
+    """The KD setting a run must use instead of its grid: the one given, or for the pooled protocol the
+    setting the official split chose (its shipped results.json), so the two splits differ only in the split."""
+    official = out / dataset / "results.json"
+    if kd is None and protocol == "pooled" and official.is_file():
+        return json.loads(official.read_text(encoding="utf-8"))["chosen"]
+    return kd
+
+
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
               protocol: str = "official", grid: bool = True, threads: int | None = None,
-              timing: bool = True) -> dict:
+              timing: bool = True, kd: dict | None = None) -> dict:
     """Run the whole protocol for one dataset; returns the results dictionary also written to disk.
 
-    ``timing=False`` skips the explainer timing table (written for the official split only).
+    ``kd``: a fixed ``{"alpha", "temperature"}`` instead of the grid. The pooled protocol takes the setting
+    the official split chose (from its shipped results.json, when there), so the two splits differ only in
+    the split. ``timing=False`` skips the explainer timing table (written for the official split only).
     """
+    kd = fixed_kd(out, dataset, protocol, kd)
     started = time.perf_counter()
     runs = runs / dataset / protocol
     cfg = recipe(dataset, budget, runs, root, protocol, threads)
     teacher = run_stages(cfg, runs, [Stage("teacher", "teacher")])["teacher"]
 
-    grid_rows, chosen = [], {"alpha": 0.5, "temperature": 4.0}
-    if grid:
+    grid_rows, chosen = [], dict(kd) if kd else {"alpha": 0.5, "temperature": 4.0}
+    if grid and not kd:
         stages = [Stage(f"grid_a{alpha}_t{temp:g}", "student", 0, "kd", {"alpha": alpha, "temperature": temp},
                         epochs=budget.grid_epochs) for alpha in ALPHAS for temp in TEMPERATURES]
         grid_runs = run_stages(cfg, runs, stages, teacher=teacher.model, teacher_path=teacher.path)
@@ -198,6 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", choices=["official", "pooled"], default="official",
                         help="official split, or the paper's pooled random split (to measure leakage)")
     parser.add_argument("--no-grid", action="store_true", help="skip the alpha/T grid (use alpha=0.5, T=4)")
+    parser.add_argument("--kd", nargs=2, type=float, metavar=("ALPHA", "T"), default=None,
+                        help="a fixed KD setting instead of the grid (pooled: default the official split's)")
     parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
     parser.add_argument("--runs", default="runs/reproduce", help="folder for run state (resumable)")
     parser.add_argument("--out", default="checkpoints", help="where shipped checkpoints and results go")
@@ -217,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads)}")
         return
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
-                    grid=not args.no_grid, threads=args.threads, timing=not args.no_timing)
+                    grid=not args.no_grid, threads=args.threads, timing=not args.no_timing,
+                    kd={"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None)
     s = res["summary"]
     print(f"{args.dataset} ({args.protocol}): chosen {res['chosen']}; teacher acc "
           f"{res['test']['models']['teacher']['accuracy']:.4f}; student acc {s['student']['accuracy']['mean']:.4f} "

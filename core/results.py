@@ -145,10 +145,20 @@ def leakage_lines(found: list[dict]) -> list[str]:
         if protocol != "pooled" or official is None:
             continue
         gain = {row["model"]: row["gain_points"] for row in split_gain(official, pooled)}
+
+        def spread(key: str) -> str:
+            sd = [100 * r["summary"][key]["accuracy"]["std"] for r in (official, pooled)]
+            return f" (seed std {sd[0]:.1f} and {sd[1]:.1f} points)"
+
+        same_kd = official.get("chosen") == pooled.get("chosen")
+        kd = "the same KD setting" if same_kd else (
+            f"KD settings chosen separately: alpha {official['chosen']['alpha']} / T {official['chosen']['temperature']:g}"
+            f" vs {pooled['chosen']['alpha']} / {pooled['chosen']['temperature']:g}")
         lines.append(f"On {name}, the paper's pooled random split (train and test pooled and re-split at random, "
-                     f"same recipe and budget) adds {gain['teacher']:+.1f} points of test accuracy to the teacher, "
-                     f"{gain['student']:+.1f} to the distilled student and {gain['label_only']:+.1f} to the "
-                     "label-only student over the official split.")
+                     f"same recipe and budget, {kd}) adds {gain['teacher']:+.1f} points of test accuracy to the "
+                     f"teacher, {gain['student']:+.1f} to the distilled student{spread('student')} and "
+                     f"{gain['label_only']:+.1f} to the label-only student{spread('label_only')} over the "
+                     "official split.")
     return lines + [""] if lines else []
 
 

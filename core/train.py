@@ -118,6 +118,8 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
         torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # a kill during an earlier state write leaves its temporary file behind: nothing else would remove it
+    checkpoints.remove_stale_temporaries(out, min_age_s=60.0)
     student_mode = stage.role == "student"
     settings = stage_settings(cfg, stage)
     epochs, size = settings["epochs"], settings["input_size"]
@@ -228,7 +230,8 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
         checkpoints.atomic_write_bytes(state_path, lambda h: torch.save(
             {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "best_model": best_state, "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
-             "epoch": epoch, "rng": torch.get_rng_state(), "settings": settings}, h))
+             "epoch": epoch, "rng": torch.get_rng_state(), "settings": settings}, h),
+            resume_hint="run the same command again: the stage continues from its last completed epoch")
         log.info("%s epoch %d: %s", stage.name, epoch + 1,
                  {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
         if on_epoch_end:

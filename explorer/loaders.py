@@ -72,9 +72,9 @@ class LoadedModel:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading model ...")
-def _load_checkpoint(path: str, role: str, mtime: float) -> LoadedModel:
+def _load_checkpoint(path: str, role: str, mtime: float, classes: tuple[str, ...]) -> LoadedModel:
     # mtime is part of the cache key: a retrained checkpoint replaces the cached one.
-    model, meta = checkpoints.load(path)
+    model, meta = checkpoints.load(path, expected_classes=list(classes))
     return LoadedModel(model.eval(), meta, path, role)
 
 
@@ -82,12 +82,13 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
     """The shipped model of ``role`` for ``dataset``, or None when there is no such checkpoint.
 
     Raises:
-        CheckpointError: the file exists but cannot be loaded (the page shows the message).
+        CheckpointError: the file exists but cannot be loaded, or its classes are not the dataset's
+            (`core.data.DATASETS`), in the same order (the page shows the message).
     """
     path = checkpoint_paths(dataset).get(role)
     if path is None:
         return None
-    return _load_checkpoint(str(path), role, path.stat().st_mtime)
+    return _load_checkpoint(str(path), role, path.stat().st_mtime, tuple(DATASETS[dataset].classes))
 
 
 def load_pair(dataset: str) -> tuple[LoadedModel | None, LoadedModel | None]:

@@ -147,7 +147,10 @@ def decode_upload(data: bytes, name: str) -> tuple[Image.Image, str]:
     img = open_image(data, name=name)
     mode, size = img.mode, img.size
     rgb = to_rgb(img)
-    note = f"{size[0]}x{size[1]} px" + ("" if mode == "RGB" else f", converted from Pillow mode {mode} to RGB")
+    original = img.info.get("original_size", size)
+    note = f"{original[0]}x{original[1]} px" + (f", reduced to {size[0]}x{size[1]} while decoding"
+                                                 if tuple(original) != tuple(size) else "")
+    note += "" if mode == "RGB" else f", converted from Pillow mode {mode} to RGB"
     return rgb, note
 
 

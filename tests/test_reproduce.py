@@ -7,7 +7,7 @@ import pytest
 import core.data
 import core.train
 from core import checkpoints
-from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, reproduce
+from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, fixed_kd, reproduce
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -82,3 +82,13 @@ def test_a_second_run_resumes_without_retraining(smoke_run, monkeypatch, tmp_pat
     accuracy = {name: report["accuracy"] for name, report in result["test"]["models"].items()}
     assert again["chosen"] == result["chosen"]
     assert {name: report["accuracy"] for name, report in again["test"]["models"].items()} == accuracy
+
+
+def test_a_fixed_kd_setting_skips_the_grid_and_pooled_takes_the_official_one(smoke_run, tmp_path):
+    runs, out, result, _ = smoke_run
+    fixed = reproduce("phantom", BUDGETS["smoke"], tmp_path / "runs", tmp_path, threads=1, timing=False,
+                      kd={"alpha": 0.3, "temperature": 8.0})
+    assert fixed["chosen"] == {"alpha": 0.3, "temperature": 8.0} and fixed["grid"] == []
+    assert fixed_kd(out, "phantom", "pooled", None) == result["chosen"]  # the official split's choice
+    assert fixed_kd(out, "phantom", "official", None) is None  # the official split runs its grid
+    assert fixed_kd(tmp_path / "empty", "phantom", "pooled", None) is None

@@ -118,3 +118,14 @@ def test_paired_difference_is_stated_with_its_interval_and_tests(tmp_path):
     assert ("Distilled minus label-only student, test accuracy paired by seed: +1.20 points, 95% CI [+0.20, +2.20] "
             "(paired t-test over seeds, df = 4: p = 0.031; exact sign-flip test over 5 seeds: p = 0.0625).") in text
     assert "label-smoothing student" not in text  # no control arm in this file, no line for it
+
+
+def test_pooled_gain_states_the_seed_spread_and_whether_the_kd_setting_was_shared(tmp_path):
+    root = _results_tree(tmp_path, 0.95)
+    text = results.render(root)
+    assert "same recipe and budget, the same KD setting) adds +4.9 points" in text
+    assert "(seed std 1.0 and 1.0 points)" in text
+    pooled = json.loads((root / "brain_tumor" / "pooled" / "results.json").read_text())
+    pooled["chosen"] = {"alpha": 0.3, "temperature": 2.0}
+    (root / "brain_tumor" / "pooled" / "results.json").write_text(json.dumps(pooled))
+    assert "KD settings chosen separately: alpha 0.7 / T 4 vs 0.3 / 2" in results.render(root)

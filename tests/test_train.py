@@ -280,3 +280,18 @@ def test_class_balanced_order_draws_classes_about_equally():
     drawn = torch.bincount(targets[core.train._order(targets, True)], minlength=3)
     assert drawn.sum() == 1000 and drawn.min() > 250  # about a third each instead of 90% / 9% / 1%
     assert torch.equal(torch.sort(core.train._order(targets, False)).values, torch.arange(1000))
+
+
+def test_a_stage_removes_the_temporary_file_a_killed_state_write_left(tmp_path):
+    import os
+    import time
+
+    out = tmp_path / "run"
+    out.mkdir()
+    stale, fresh = out / ".state.pt.abcd1234.tmp", out / ".state.pt.wxyz5678.tmp"
+    stale.write_bytes(b"x" * 1000), fresh.write_bytes(b"y")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))  # a leftover from an hour ago; a fresh one may belong to a live writer
+    cfg = TrainConfig(depth=3, student_epochs=1, **SMALL)
+    train_stage(cfg, LABEL_ONLY, out)
+    assert not stale.exists() and fresh.exists()

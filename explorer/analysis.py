@@ -55,8 +55,9 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
     ds = loaders.split(dataset, "test")
     per_class = max(1, limit // len(ds.classes))
     indices = sorted(i for idx in loaders.first_per_class(dataset, per_class).values() for i in idx)
-    images = torch.stack([ds[i][0] for i in indices])
-    out = {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]), "probs": {}}
+    images, indices, skipped = loaders.readable_items(dataset, indices)
+    out = {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]), "probs": {},
+           "skipped": skipped}
     for role in roles.ROLES:
         loaded = loaders.load_model(dataset, role)
         if loaded is None:
@@ -64,6 +65,15 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
         with loaded.lock:
             out["probs"][role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
     return out
+
+
+def prediction_limit(n_test: int) -> dict:
+    """How many test images the Compare page predicts: slider settings, or only ``{"value": n}`` when the
+    split is too small to offer a choice (a slider needs its minimum below its maximum)."""
+    low, step = min(32, n_test), 4
+    if n_test - low < step:
+        return {"value": n_test}
+    return {"min_value": low, "max_value": n_test, "value": min(128, n_test), "step": step}
 
 
 def reports(dataset: str, preds: dict | None) -> tuple[dict, dict, str]:

@@ -59,7 +59,7 @@ def layer_correspondence(dataset: str, t_path: str, s_path: str, n_images: int =
     teacher, student = loaders.load_model(dataset, "teacher"), loaders.load_model(dataset, "student")
     ds = loaders.split(dataset, "test")
     picks = [i for idx in loaders.first_per_class(dataset, max(1, n_images // len(ds.classes))).values() for i in idx]
-    raw = torch.stack([ds[i][0] for i in picks])
+    raw, picks, _ = loaders.readable_items(dataset, picks)
 
     with teacher.lock, student.lock:
         result = cka_matrix(teacher.model, student.model, batch_for(teacher.meta, raw),

@@ -165,9 +165,35 @@ def sample_image(name: str, index: int, split_name: str = "test", full_size: boo
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
-def thumbnail(name: str, index: int, side: int = 128) -> Image.Image:
-    """A test item resized to ``side`` pixels for grids (small phantom images are enlarged)."""
-    return sample_image(name, index).resize((side, side), Image.Resampling.BILINEAR)
+def thumbnail(name: str, index: int, side: int = 128) -> Image.Image | None:
+    """A test item resized to ``side`` pixels for grids (small phantom images are enlarged); None when its
+    file cannot be read (a grid shows the others)."""
+    try:
+        return sample_image(name, index).resize((side, side), Image.Resampling.BILINEAR)
+    except DatasetError:
+        return None
+
+
+def readable_items(name: str, indices: list[int], split_name: str = "test") -> tuple[torch.Tensor, list[int], list[int]]:
+    """The decoded items at ``indices``, leaving out files that cannot be read.
+
+    Returns:
+        ``(float batch (N, 3, H, W), indices kept, indices skipped)``.
+
+    Raises:
+        DatasetError: not one of the items can be read.
+    """
+    ds = split(name, split_name)
+    kept, skipped, pixels = [], [], []
+    for i in indices:
+        try:
+            pixels.append(ds[i][0])
+            kept.append(i)
+        except DatasetError:
+            skipped.append(i)
+    if not pixels:
+        raise DatasetError(f"none of the {len(indices)} chosen {name} {split_name} images can be read")
+    return torch.stack(pixels), kept, skipped
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

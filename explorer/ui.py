@@ -207,7 +207,11 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
     index = st.number_input(f"Test image (0 to {n - 1})", min_value=0, max_value=n - 1, step=1, key=key)
     state.publish(key, param="image")
     label = int(ds.targets[index])
-    image = loaders.sample_image(dataset, int(index))
+    try:
+        image = loaders.sample_image(dataset, int(index))
+    except DatasetError as err:
+        st.warning(f"Test image #{index} cannot be read ({err}); choose another one.", icon=":material/broken_image:")
+        return None
     return ChosenImage(image, f"test:{index}", f"test #{index}, true class: {ds.classes[label]}", label,
                        loaders.sample_mask(dataset, int(index)), dataset=dataset, test_index=int(index))
 

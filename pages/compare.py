@@ -23,10 +23,13 @@ st.caption(f"The student has {arch['teacher']['parameters'] / arch['student']['p
 
 preds = None
 if loaders.images_available(dataset):
-    n_test = len(loaders.split(dataset, "test"))
+    choice = analysis.prediction_limit(len(loaders.split(dataset, "test")))
     limit = st.slider("Test images predicted here (for the gallery, and for metrics when none are shipped)",
-                      min_value=min(32, n_test), max_value=n_test, value=min(128, n_test), step=4, key="cmp_limit")
+                      key="cmp_limit", **choice) if "min_value" in choice else choice["value"]
     preds = analysis.test_predictions(dataset, tuple(m.path for m in models.values()), int(limit))
+    if preds["skipped"]:
+        st.warning(f"{len(preds['skipped'])} test image(s) cannot be read and are left out: "
+                   f"#{', #'.join(map(str, preds['skipped']))}.", icon=":material/broken_image:")
 reports, pairs, source = analysis.reports(dataset, preds)
 if not reports:
     st.info("No metrics are shipped with these checkpoints and the test images are not here to compute them. "

@@ -19,7 +19,11 @@ if status["available"]:
         cols[0].markdown(f"**{status['classes'][label]}**")
         for col, index in zip(cols[1:], indices):
             with col:
-                st.image(loaders.thumbnail(dataset, index))
+                thumb = loaders.thumbnail(dataset, index)
+                if thumb is None:
+                    st.caption(f"#{index} cannot be read")
+                    continue
+                st.image(thumb)
                 st.button(f"#{index}", key=f"grid_open_{index}", on_click=ui.open_test_image, args=(index,),
                           help="Show this image at full size below")
 else:

@@ -168,3 +168,12 @@ def test_recall_per_class_is_shown_and_a_class_never_predicted_is_flagged():
                                            {"student": "Student (distilled)", "teacher": "Teacher"})
     assert notes == ["Student (distilled) never predicts b: its accuracy hides that; see its balanced accuracy "
                      "and the recall rows."]
+
+
+def test_the_image_count_choice_needs_room_for_a_slider():
+    from explorer.analysis import prediction_limit
+
+    assert prediction_limit(20) == {"value": 20} and prediction_limit(32) == {"value": 32}
+    assert prediction_limit(35) == {"value": 35}  # 32 to 35 leaves no room for one step of 4
+    assert prediction_limit(40) == {"min_value": 32, "max_value": 40, "value": 40, "step": 4}
+    assert prediction_limit(384)["value"] == 128

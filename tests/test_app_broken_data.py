@@ -1,0 +1,49 @@
+"""A real-layout dataset with an unreadable test file and a tiny test split: every page keeps working."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.data import DATASETS
+from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_page, texts  # noqa: F401
+
+NAME = "alzheimer"  # its checkpoints are shipped; only the images here are made up
+BROKEN = 2  # test index of the unreadable file (files are read in sorted order within a class)
+
+
+@pytest.fixture
+def broken_root(tmp_path, monkeypatch):
+    """Five grey images per class and split; the third test image of the first class is not an image."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in DATASETS[NAME].classes:
+            folder = tmp_path / NAME / split / cls
+            folder.mkdir(parents=True)
+            for i in range(5):
+                Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8), "L").save(folder / f"{i}.png")
+    first = tmp_path / NAME / "test" / DATASETS[NAME].classes[0]
+    (first / "2.png").write_bytes(b"this is not a png")
+    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_dataset_page_skips_the_unreadable_image_with_a_notice(broken_root):
+    at = open_page("dataset", {"dataset": NAME})
+    assert_ok(at)
+    assert f"#{BROKEN} cannot be read" in texts(at)
+    at.number_input(key="image").set_value(BROKEN).run()
+    assert not at.exception
+    assert any(f"Test image #{BROKEN} cannot be read" in w.value for w in at.warning)
+
+
+def test_compare_page_on_a_tiny_split_with_an_unreadable_file(broken_root):
+    at = open_page("compare", {"dataset": NAME})  # 20 test images: too few for the image-count slider
+    assert_ok(at)
+    assert not [s for s in at.slider if s.key == "cmp_limit"]
+    assert any("1 test image(s) cannot be read" in w.value for w in at.warning)
+
+
+def test_feature_maps_page_computes_cka_without_the_unreadable_file(broken_root):
+    at = open_page("feature_maps", {"dataset": NAME, "image": "0"})
+    assert_ok(at)
+    assert "Linear CKA" in texts(at)

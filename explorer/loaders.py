@@ -132,8 +132,13 @@ def status(name: str) -> dict:
     info = dataset_status(name)
     paths = checkpoint_paths(name)
     info["checkpoints"] = {role: str(p) for role, p in paths.items()}
-    metas = {role: read_meta(p) for role, p in paths.items()}
-    info["test_accuracy"] = {role: (m.metrics.get("test") or {}).get("accuracy") for role, m in metas.items() if m}
+    metas, info["checkpoint_errors"] = {}, {}
+    for role, path in paths.items():
+        try:
+            metas[role] = checkpoints.load_meta(path)
+        except CheckpointError as err:  # shown on this dataset's card; the other datasets keep working
+            info["checkpoint_errors"][role] = str(err)
+    info["test_accuracy"] = {role: (m.metrics.get("test") or {}).get("accuracy") for role, m in metas.items()}
     return info
 
 

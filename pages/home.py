@@ -42,6 +42,8 @@ for col, name in zip(cols, [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n
             st.markdown(f":green[models: {shown}]")
         else:
             st.markdown(":orange[models: none shipped]")
+        for role, message in s["checkpoint_errors"].items():
+            st.error(f"{roles.ROLE_LABELS[role]} checkpoint cannot be used: {message}", icon=":material/error:")
         st.caption(f"Classes: {', '.join(s['classes'])}")
         st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
                   on_click=state.set_value, args=("dataset", name))

@@ -64,3 +64,25 @@ def test_a_stale_deep_link_falls_back_to_defaults():
     assert at.sidebar.selectbox(key="dataset").value == "phantom"
     assert at.number_input(key="image").value == 0
     assert at.slider(key="layer").value == 1
+
+
+def test_a_broken_checkpoint_is_reported_on_its_card_and_other_datasets_keep_working(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from tests.apptest_support import link_shipped
+
+    link_shipped(tmp_path)
+    broken = tmp_path / "brain_tumor"
+    broken.mkdir()
+    shutil.copyfile(ROOT / "checkpoints" / "phantom" / "teacher.pt", broken / "teacher.pt")
+    meta = json.loads((ROOT / "checkpoints" / "phantom" / "teacher.json").read_text())
+    meta["std"] = ["a", "b", "c"]
+    (broken / "teacher.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_app()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "Teacher checkpoint cannot be used" in errors[0] and "'std'" in errors[0]
+    at = open_page("compare")  # phantom still works
+    assert_ok(at)

@@ -154,6 +154,14 @@ def decode_upload(data: bytes, name: str) -> tuple[Image.Image, str]:
     return rgb, note
 
 
+_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally where Streamlit renders Markdown (a file name is the user's, not markup)."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(text)).replace("\n", " ")
+
+
 def show_image(img: Image.Image, caption: str = "") -> None:
     """Draw an image, downscaled if huge (the model input is computed from the original)."""
     if max(img.size) > DISPLAY_MAX:
@@ -176,7 +184,7 @@ def _upload_choice(key: str) -> ChosenImage | None:
         st.error(f"Cannot use this upload: {err}", icon=":material/broken_image:")
         return None
     digest = hashlib.sha1(data).hexdigest()[:12]
-    return ChosenImage(rgb, f"upload:{digest}", f"{up.name} ({note})")
+    return ChosenImage(rgb, f"upload:{digest}", f"{escape_markdown(up.name)} ({note})")
 
 
 def open_test_image(index: int, key: str = "image") -> None:

@@ -13,7 +13,6 @@ import hashlib
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from core import checkpoints
 from core.inference import to_model_input
 
-__all__ = ["channel_stats", "augment_batch", "augmented_views", "resize_batch", "describe_augmentation",
+__all__ = ["channel_stats", "augment_batch", "augmented_views", "describe_augmentation",
            "teacher_logits_table", "cached_teacher_logits", "state_fingerprint"]
 
 AFFINE = dict(degrees=10, translate=(0.05, 0.05), scale=(0.9, 1.1))
@@ -68,14 +67,6 @@ def describe_augmentation(teacher: bool, views: int) -> str:
         return f"on the fly: random horizontal flip and {affine} per image and step"
     return (f"{views} fixed views per training image (the image" + (", its mirror" if views > 1 else "")
             + (f", {views - 2} random flip + {affine}" if views > 2 else "") + "), one drawn per image and step")
-
-
-def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
-    """A uint8 or float batch resized to ``size`` (antialiased), returned as float in [0, 1]."""
-    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def state_fingerprint(model: nn.Module) -> str:

@@ -32,13 +32,18 @@ def batch_for(meta: CheckpointMeta, images: torch.Tensor) -> torch.Tensor:
 
     Lets models trained at different sizes share one decoded batch (the dataset is decoded once, at its size).
     """
-    size = meta.input_size
-    if images.shape[-2:] != (size, size):
-        if images.dtype == torch.uint8:
-            images = images.float().div_(255.0)
-        images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                                                 align_corners=False)
+    if images.shape[-2:] != (meta.input_size, meta.input_size):
+        images = resize_batch(images, meta.input_size)
     return to_model_input(images, meta.mean, meta.std)
+
+
+def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """A uint8 or float batch resized to ``size`` (antialiased), returned as float in [0, 1]."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                           align_corners=False)
 
 
 def resize_transform(input_size: int) -> v2.Compose:

@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 from core import checkpoints
 from core.checkpoints import CheckpointMeta
 from core.augment import (augment_batch, augmented_views, cached_teacher_logits, channel_stats, describe_augmentation,
-                          resize_batch, state_fingerprint)
+                          state_fingerprint)
 from core.data import DATASETS, data_fingerprint, load_dataset, materialize
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
-from core.inference import to_model_input
+from core.inference import resize_batch, to_model_input
 from core.models import TEACHERS, build_student, build_teacher, count_parameters
 from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
 

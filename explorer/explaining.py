@@ -68,7 +68,7 @@ def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, 
     """One model's explanation of one image with its cost and scores (plain numbers and arrays)."""
     with loaded.lock:
         exp = explain(loaded.model, x, method, target)
-        out = {"map": exp.heatmap, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
+        out = {"heatmap": exp.heatmap, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
                "passes": exp.passes, "target": exp.target}
         if faithfulness:
             for name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
@@ -103,7 +103,7 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
                 on_progress(done / total, f"{title(method)} on the {role}")
         if "teacher" in per_model and "student" in per_model:
             per_model["agreement"] = {k: _finite(v) for k, v in
-                                      agreement(per_model["teacher"]["map"], per_model["student"]["map"]).items()}
+                                      agreement(per_model["teacher"]["heatmap"], per_model["student"]["heatmap"]).items()}
         results[method] = per_model
     return results
 

@@ -73,8 +73,8 @@ for method in methods:
     for col, role in zip(cols, ("teacher", "student")):
         r, size = per_model[role], models[role].meta.input_size
         mask = chosen.mask_at(size)
-        peak = explaining.peak(r["map"]) if mask is not None else None
-        fig = figures.image_with_map(chosen.pixels(size), r["map"], opacity, mask=mask, point=peak,
+        peak = explaining.peak(r["heatmap"]) if mask is not None else None
+        fig = figures.image_with_map(chosen.pixels(size), r["heatmap"], opacity, mask=mask, point=peak,
                                     title=f"{role}: {r['seconds'] * 1000:.0f} ms measured", height=300)
         ui.plot(fig, f"exp_map_{method}_{role}", col)
     with cols[2]:

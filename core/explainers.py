@@ -20,6 +20,7 @@ from captum.attr import (GradientShap, IntegratedGradients, KernelShap, LayerAtt
                          Occlusion, Saliency)
 from torch import nn
 
+from core.cam import class_activation_maps
 from core.featuremaps import layer_maps
 from core.hooks import default_target_layer, resolve_layer
 from core.registry import Registry
@@ -212,6 +213,29 @@ class FeatureMaps(Explainer):
         result = layer_maps(self.model, x, self.params["layers"])
         last = next(reversed(result["layers"].values()))
         return torch.from_numpy(last), {**result, "target": result["predicted"] if target is None else target}
+
+
+@register_explainer("cam")
+class ClassActivationMap(Explainer):
+    """CAM (Zhou et al. 2016): the class's linear weights over the pooled layer's channels, one forward pass.
+
+    Class-specific like Grad-CAM, at the cost of the average feature maps (see `core.cam`).
+    """
+
+    title = "CAM (class activation map)"
+    backward_to = "none"
+    needs_target = False
+    thread_safe = True  # core.hooks records only the calling thread's forward
+
+    def passes(self):
+        return {"forward": 1, "backward": 0}
+
+    def attribute(self, x, target):
+        out = class_activation_maps(self.model, x, target)
+        logits = out["logits"][0].cpu()
+        return out["maps"][0], {"layer": out["layer"], "raw": out["raw"][0].cpu().numpy(),
+                                "target": int(out["targets"][0]), "logits": logits.numpy(),
+                                "probabilities": torch.softmax(logits, 0).numpy()}
 
 
 @register_explainer("grad_cam")

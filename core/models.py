@@ -33,6 +33,18 @@ class FeatureLayer(NamedTuple):
     reduction: int
 
 
+class CamHead(NamedTuple):
+    """How a model that ends in global average pooling and a linear layer turns its last map into logits.
+
+    ``logits = classifier(mean over positions of post(layer output))``, with ``post`` a ReLU when ``relu``;
+    the class activation map of class c is then ``sum_k classifier.weight[c, k] * post(A)_k`` (CAM).
+    """
+
+    layer: str  # module path of the pooled feature layer
+    classifier: nn.Linear
+    relu: bool  # a ReLU between the layer's output and the pooling
+
+
 MODELS = Registry("architecture")
 
 
@@ -65,6 +77,10 @@ class DenseNet121Teacher(DenseNet):
             info.append(FeatureLayer(name, f"features.{name}", channels, reduction))
         return info + [FeatureLayer("norm5", "features.norm5", self.features.norm5.num_features, reduction)]
 
+    @property
+    def cam_head(self) -> CamHead:
+        return CamHead("features.norm5", self.classifier, relu=True)  # forward: relu -> pool -> classifier
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.features(x))
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
@@ -86,6 +102,10 @@ class ResNet18Teacher(ResNet):
             layer = getattr(self, f"layer{i}")
             info.append(FeatureLayer(f"layer{i}", f"layer{i}", layer[-1].conv2.out_channels, 4 * 2 ** (i - 1)))
         return info
+
+    @property
+    def cam_head(self) -> CamHead:
+        return CamHead("layer4", self.fc, relu=False)  # a BasicBlock ends in its own ReLU
 
 
 MODELS.register("densenet121")(DenseNet121Teacher)
@@ -148,6 +168,11 @@ class StudentCNN(nn.Module):
         # block1 halves the side twice (stride 2, then pooling); blocks up to STUDENT_POOLED_BLOCKS once more each
         return [FeatureLayer(f"block{i}", f"block{i}", c, 2 * 2 ** min(i, STUDENT_POOLED_BLOCKS))
                 for i, c in enumerate(self.widths, start=1)]
+
+    @property
+    def cam_head(self) -> CamHead:
+        # the last block ends in its ReLU (and max pooling where it pools); dropout is the identity in eval
+        return CamHead(f"block{self.depth}", self.classifier, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.depth + 1):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.models import build_student
+from core.models import CamHead, build_student
 from tests import support
 from tests.support import ForwardCounter
 
@@ -26,6 +26,10 @@ class TinyCNN(nn.Module):
         self.relu2 = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(6, num_classes)
+
+    @property
+    def cam_head(self) -> CamHead:
+        return CamHead("relu2", self.fc, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu2(self.conv2(self.relu1(self.conv1(x))))

@@ -13,7 +13,7 @@ from core.models import build_teacher, feature_layers
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-METHODS = ["feature_maps", "grad_cam", "saliency", "integrated_gradients", "occlusion", "gradient_shap",
+METHODS = ["feature_maps", "cam", "grad_cam", "saliency", "integrated_gradients", "occlusion", "gradient_shap",
            "kernel_shap", "lime"]
 # Small settings keep the tiny-model runs fast; the defaults are covered by test_every_method_*.
 SMALL = {"integrated_gradients": {"n_steps": 5, "internal_batch_size": 2},

@@ -1,0 +1,58 @@
+"""Class activation maps (Zhou et al., CVPR 2016) from one forward pass, no backward.
+
+A model that ends in global average pooling and a linear layer computes
+``logit_c = b_c + sum_k w[c, k] * mean_xy A_k(x, y)``, so ``CAM_c = sum_k w[c, k] * A_k`` is the class's logit
+spread over the positions of the last feature map: its mean over positions is ``logit_c - b_c``. The model
+says which layer is pooled and which linear layer reads it (``cam_head``, see `core.models.CamHead`).
+On such a model Grad-CAM at the pooled layer, whose weights are the spatial mean of the gradient
+``w[c, k] / (h * w)``, equals ReLU(CAM) up to that positive factor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.featuremaps import capture_activations
+from core.hooks import LayerError, resolve_layer
+from core.models import CamHead
+
+__all__ = ["cam_head", "class_activation_maps"]
+
+
+def cam_head(model: nn.Module) -> CamHead:
+    """The model's `CamHead`; a clear error for a model that does not end in pooling and a linear layer."""
+    head = getattr(model, "cam_head", None)
+    if not isinstance(head, CamHead):
+        raise LayerError(f"{type(model).__name__} does not declare a cam_head (global pooling + linear layer); "
+                         "CAM needs one, Grad-CAM does not")
+    return head
+
+
+def class_activation_maps(model: nn.Module, x: torch.Tensor, targets=None) -> dict:
+    """CAMs of a batch at the input's size, from one forward pass.
+
+    Args:
+        x: normalised (B, 3, H, W) images. targets: B classes, one class for all, or None (each image's
+            predicted class).
+
+    Returns:
+        ``{"maps": (B, H, W) float32 tensor, non-negative (ReLU, upsampled bilinearly, not normalised),
+        "raw": (B, h, w) signed maps at the layer's resolution, "logits": (B, K), "targets": (B,) long,
+        "layer": the pooled layer's label}``.
+    """
+    head = cam_head(model)
+    label, _ = resolve_layer(model, head.layer)
+    capture = capture_activations(model, x, [head.layer])
+    act, logits = capture.activations[label].float(), capture.logits.float()
+    if head.relu:
+        act = F.relu(act)
+    if targets is None:
+        targets = logits.argmax(1)
+    targets = torch.as_tensor(targets, dtype=torch.long, device=logits.device).reshape(-1).expand(len(x))
+    weights = head.classifier.weight.detach().float()[targets]  # (B, C)
+    raw = torch.einsum("bc,bchw->bhw", weights, act)
+    maps = F.interpolate(raw.clamp_min(0)[:, None], size=tuple(x.shape[-2:]), mode="bilinear",
+                         align_corners=False)[:, 0]
+    return {"maps": maps, "raw": raw, "logits": logits, "targets": targets, "layer": label}

@@ -3,9 +3,9 @@
 * Deletion / insertion (Petsiuk et al., RISE, BMVC 2018): remove (insert) pixels in the order of the
   map and follow the class score; a faithful map gives a low deletion and a high insertion AUC.
   Batched: one forward per step for the whole batch of perturbed images.
-* Model-randomisation check (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018): the
-  map should change when the top layers are re-initialised; a rank correlation near 1 means it
-  does not depend on what the model learnt.
+* Model-randomisation check (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018), cascading:
+  the map should change more as more layers are re-initialised from the top down; a rank correlation near 1
+  means it does not depend on what the model learnt.
 * Ground truth (the ``phantom`` dataset's lesion masks): energy-based pointing game (Wang et al.,
   Score-CAM, 2020) and IoU of the top 5 % of the map with the mask.
 * Agreement of two maps (teacher vs student): Spearman rank correlation and top-k % IoU.
@@ -30,7 +30,7 @@ from core.hooks import model_layers, preserve_model_state, require_eval
 
 __all__ = ["Curve", "SanityResult", "perturbation_curve", "deletion_curve", "insertion_curve", "rankdata",
            "spearman", "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou", "evaluate_localisation",
-           "sanity_check"]
+           "SanityStep", "top_down_modules", "sanity_check"]
 
 
 @dataclass
@@ -222,52 +222,80 @@ def evaluate_localisation(maps, masks, top_percent: float = 5.0) -> dict[str, np
 
 
 @dataclass
+class SanityStep:
+    """One step of the cascade: every module in ``randomized`` re-initialised (``layer`` the newest)."""
+
+    layer: str
+    randomized: list[str]
+    spearman: float
+    iou: float
+    map_randomized: np.ndarray
+
+
+@dataclass
 class SanityResult:
-    """Outcome of the model-randomisation check.
+    """Outcome of the cascading model-randomisation check.
 
     Attributes:
-        randomized: module paths that were re-initialised (from the output down).
-        spearman: rank correlation of the trained and the randomised map; near 1 means the map does
-            not depend on those layers' weights (the check fails), near 0 means it does.
-        iou: top-10 % IoU of the two maps.
+        steps: one `SanityStep` per cascade step, top module first. Its ``spearman`` is the rank correlation
+            of the trained and the randomised map: near 1 means the map does not depend on the weights
+            randomised so far (the check fails), near 0 means it does. ``iou``: top-10 % IoU of the two maps.
+        randomized, spearman, iou, map_randomized: those of the last step.
     """
 
     method: str
     target: int
-    randomized: list[str]
-    spearman: float
-    iou: float
+    steps: list[SanityStep]
     map_trained: np.ndarray
-    map_randomized: np.ndarray
+
+    @property
+    def randomized(self) -> list[str]:
+        return self.steps[-1].randomized
+
+    @property
+    def spearman(self) -> float:
+        return self.steps[-1].spearman
+
+    @property
+    def iou(self) -> float:
+        return self.steps[-1].iou
+
+    @property
+    def map_randomized(self) -> np.ndarray:
+        return self.steps[-1].map_randomized
 
 
-def _top_down_modules(model: nn.Module) -> list[str]:
+def top_down_modules(model: nn.Module) -> list[str]:
     """Module paths from the output down: the last Linear (the head), then the feature layers reversed."""
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     return linears[-1:] + [path for _, path in reversed(model_layers(model))]
 
 
 def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target: int | None = None, *,
-                 n_layers: int = 2, seed: int = 0, **params) -> SanityResult:
-    """Model randomisation (Adebayo et al. 2018) of the top ``n_layers`` modules, in one step.
+                 n_layers: int | None = 2, seed: int = 0, **params) -> SanityResult:
+    """Cascading model randomisation (Adebayo et al. 2018), top module first, one module more each step.
 
-    The model is deep-copied (the shared model is never touched); the head and the last
-    ``n_layers - 1`` feature layers are re-initialised together with their own ``reset_parameters``
-    under a fixed seed, and both models explain the same image for the same target.
+    The model is deep-copied (the shared model is never touched). Step k re-initialises the k-th module of
+    `top_down_modules` (the head, then the feature layers from the last one down) with its own
+    ``reset_parameters`` under a fixed seed, keeping the modules randomised before it, and explains the image
+    for the same target; ``n_layers`` steps (None: every module).
     """
     trained = explain(model, x, method, target, predict=False, **params)
-    names = _top_down_modules(model)[:max(1, int(n_layers))]
+    names = top_down_modules(model)
+    names = names[:max(1, int(n_layers))] if n_layers is not None else names
     with preserve_model_state(model):
         randomized = copy.deepcopy(model)
     for m in randomized.modules():  # hooks copied from another thread's open context must not run
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
+    steps = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name in names:
+        for k, name in enumerate(names):
             for m in randomized.get_submodule(name).modules():
                 if hasattr(m, "reset_parameters"):
                     m.reset_parameters()
-    other = explain(randomized, x, method, trained.target, predict=False, **params)
-    return SanityResult(method, trained.target, names, spearman(trained.heatmap, other.heatmap),
-                        topk_iou(trained.heatmap, other.heatmap, 10.0), trained.heatmap, other.heatmap)
+            other = explain(randomized, x, method, trained.target, predict=False, **params).heatmap
+            steps.append(SanityStep(name, names[:k + 1], spearman(trained.heatmap, other),
+                                    topk_iou(trained.heatmap, other, 10.0), other))
+    return SanityResult(method, trained.target, steps, trained.heatmap)

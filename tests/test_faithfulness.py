@@ -1,12 +1,14 @@
 """Deletion/insertion, randomisation check, ground-truth scores and agreement, on known answers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from core.faithfulness import (agreement, deletion_curve, evaluate_localisation, insertion_curve, mask_iou,
-                               pointing_game, rankdata, sanity_check, spearman, top_mask, topk_iou)
+                               pointing_game, rankdata, sanity_check, spearman, top_down_modules, top_mask, topk_iou)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -127,3 +129,29 @@ def test_sanity_check_detects_head_independence_of_average_maps(tiny_student, im
     assert cam.target == 1 and cam.map_trained.shape == cam.map_randomized.shape == (64, 64)
     assert np.isfinite(cam.iou)
     assert all(torch.equal(before[k], v) for k, v in tiny_student.state_dict().items())
+
+
+def test_sanity_cascade_adds_one_module_per_step_from_the_top(tiny_student, image64):
+    full = sanity_check(tiny_student, image64, "feature_maps", n_layers=None)
+    assert [step.layer for step in full.steps] == ["classifier", "block3", "block2", "block1"]
+    assert [step.randomized for step in full.steps] == [["classifier"], ["classifier", "block3"],
+                                                        ["classifier", "block3", "block2"],
+                                                        ["classifier", "block3", "block2", "block1"]]
+    # a step keeps what the steps before it randomised: its first steps are those of a shorter cascade
+    short = sanity_check(tiny_student, image64, "feature_maps", n_layers=2)
+    for a, b in zip(short.steps, full.steps):
+        assert np.array_equal(a.map_randomized, b.map_randomized)
+
+
+def test_sanity_cascade_changes_a_trained_models_map_more_at_each_step():
+    from core import checkpoints
+    from core.data import load_dataset
+
+    model, meta = checkpoints.load(Path(__file__).resolve().parent.parent / "checkpoints/phantom/student.pt")
+    ds = load_dataset("phantom", "test", input_size=meta.input_size, n_test=8)
+    rows = [[step.spearman for step in sanity_check(model, ds[i][0][None], "saliency", n_layers=None).steps]
+            for i in range(1, 5)]
+    mean = np.mean(rows, axis=0)
+    assert len(mean) == len(top_down_modules(model))
+    assert np.all(np.diff(mean) < 0), mean  # each randomised layer moves the map further from the trained one
+    assert mean[-1] < mean[0] - 0.2

@@ -45,3 +45,16 @@ def test_no_difference_and_bad_input():
         paired_difference([0.9, 0.8], [0.8])
     with pytest.raises(ValueError):
         paired_difference([float("nan")], [0.8])
+
+
+def test_paired_difference_over_many_images_samples_its_sign_flips():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 1.0, 200)
+    b = a - rng.normal(0.15, 1.0, 200)  # a modest paired effect over 200 images
+    result = paired_difference(a, b, unit="images")
+    assert result["n"] == 200 and result["test"] == "paired t-test over images, df = 199"
+    assert result["p_value"] == pytest.approx(sp.ttest_rel(a, b).pvalue, rel=1e-6)
+    # the permutation and the t-test agree closely at this n; a large effect is never "p = 0"
+    assert abs(result["p_sign_flip"] - result["p_value"]) < 0.02
+    strong = paired_difference(a + 5.0, a, unit="images")
+    assert 0 < strong["p_sign_flip"] < 1e-3

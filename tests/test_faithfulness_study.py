@@ -1,0 +1,106 @@
+"""The dataset-level faithfulness study: its scores on known answers, and one small run end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from core import checkpoints
+from core.faithfulness import deletion_curve, mask_iou, pointing_game
+from core.faithfulness_study import (BASELINES, StudyConfig, baseline_map, run_study, tolerant_hit,
+                                     write_study)
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_the_mask_itself_scores_a_hit_full_energy_and_iou_one():
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[10:14, 20:26] = True
+    m = mask.astype(float)
+    assert pointing_game(m, mask) == {"hit": 1.0, "energy": 1.0}
+    assert mask_iou(m, mask, top_percent=100 * mask.mean()) == pytest.approx(1.0)
+    assert tolerant_hit(m, mask, tolerance=1) == 1.0
+
+
+def test_pointing_tolerance_counts_a_near_miss_within_its_pixels_only():
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[10:14, 10:14] = True
+    m = np.zeros((32, 32))
+    m[16, 12] = 1.0  # 3 px below the mask's last row
+    assert tolerant_hit(m, mask, tolerance=3) == 1.0
+    assert tolerant_hit(m, mask, tolerance=2) == 0.0
+    assert pointing_game(m, mask)["hit"] == 0.0
+
+
+class PixelScore(nn.Module):
+    """Class 0's logit is a fixed positive weighting of the pixels; class 1's is 0: a known relevance."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.register_buffer("weights", weights)
+
+    def forward(self, x):
+        score = (x * self.weights).sum((1, 2, 3))
+        return torch.stack([score, torch.zeros_like(score)], 1)
+
+
+def test_the_inverse_of_the_true_relevance_deletes_worse_than_random():
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.rand(1, 3, 16, 16, generator=gen) ** 4 * 0.05
+    model = PixelScore(weights).eval()
+    x = torch.rand(6, 3, 16, 16, generator=gen)
+    relevance = (x * weights).sum(1).numpy()
+    targets = [0] * 6
+    true = deletion_curve(model, x, relevance, targets, steps=16, score="logit").auc
+    inverse = deletion_curve(model, x, -relevance, targets, steps=16, score="logit").auc
+    random = deletion_curve(model, x, baseline_map("random", 6, 16, seed=1), targets, steps=16, score="logit").auc
+    assert np.all(true < random) and np.all(inverse > random)
+
+
+def test_baselines_are_seeded_and_shaped():
+    prior = np.zeros((8, 8))
+    prior[2:4, 2:4] = 1
+    for kind in BASELINES:
+        a = baseline_map(kind, 3, 16, seed=0, prior=prior)
+        assert a.shape == (3, 16, 16) and a.flags.writeable and np.isfinite(a).all()
+        assert np.array_equal(a, baseline_map(kind, 3, 16, seed=0, prior=prior))
+    centre = baseline_map("centre", 1, 16, seed=0)[0]
+    assert np.unravel_index(np.argmax(centre), centre.shape) in {(7, 7), (7, 8), (8, 7), (8, 8)}
+    with pytest.raises(ValueError, match="mask prior"):
+        baseline_map("mask_prior", 1, 16, seed=0)
+
+
+def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
+    before = json.loads((folder / "results.json").read_text())
+    cfg = StudyConfig("phantom", checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1,
+                      methods=("cam", "occlusion"), steps=2)
+    study = run_study(cfg)
+    assert study["images"] == 4 and len(study["slow_subset"]) == 2
+    assert study["checkpoints"]["teacher"] == checkpoints.file_sha256(folder / "teacher.pt")
+    cam = study["methods"]["cam"]
+    for key in ("teacher", "student", "teacher_on_student", "student_on_teacher"):
+        assert cam[key]["deletion_auc"]["n"] == 4 and "vs_random" in cam[key]
+    assert cam["agreement"]["spearman"]["n"] == 4
+    assert set(cam["localisation"]["teacher"]) == {"hit", "energy", "iou"}
+    assert study["methods"]["occlusion"]["images"] == 2
+    assert study["methods"]["occlusion"]["teacher"]["deletion_auc"]["n"] == 2
+    for b in BASELINES:  # one map whichever model: no cross scores, no agreement
+        assert study["methods"][b]["baseline"] and "student_on_teacher" not in study["methods"][b]
+        assert "agreement" not in study["methods"][b]
+    cascade = study["sanity"]["cam"]["student"]
+    assert cascade[0]["layer"] == "classifier" and len(cascade) == 6  # head + five blocks
+    assert "occlusion" not in study["sanity"]
+    path = write_study(study, tmp_path, "phantom")
+    written = json.loads(path.read_text())
+    assert written["faithfulness"]["methods"]["cam"]["teacher"]["deletion_auc"]["n"] == 4
+    assert {k: v for k, v in written.items() if k != "faithfulness"} == \
+        {k: v for k, v in before.items() if k != "faithfulness"}

@@ -254,6 +254,33 @@ def write_results(rows: list[dict], out: str | Path, config: dict, env: dict | N
     return csv_path, json_path
 
 
+def speed_factors(rows: list[dict]) -> dict | None:
+    """The headline speed-up split into its two factors (median times of one bench run).
+
+    ``distillation``: teacher Grad-CAM / student Grad-CAM (the same method on the smaller model);
+    ``method``: student Grad-CAM / the student's one-pass maps (``feature_maps``, ``cam``); ``headline``:
+    teacher Grad-CAM / each one-pass map, the product of the two. None without both models' Grad-CAM.
+    """
+    median = {(r["model"], r["method"]): r["median_s"] for r in rows}
+    teacher, student = median.get(("teacher", "grad_cam")), median.get(("student", "grad_cam"))
+    if not teacher or not student:
+        return None
+    cheap = {m: median[("student", m)] for m in ("feature_maps", "cam") if median.get(("student", m))}
+    return {"distillation": teacher / student, "method": {m: student / t for m, t in cheap.items()},
+            "headline": {m: teacher / t for m, t in cheap.items()}}
+
+
+def factor_lines(factors: dict | None) -> list[str]:
+    """The two factors as sentences (README, Timing page, the bench's printout)."""
+    if not factors:
+        return []
+    lines = [f"distillation: teacher Grad-CAM / student Grad-CAM = {factors['distillation']:.1f}x"]
+    for m, ratio in factors["method"].items():
+        lines.append(f"method: student Grad-CAM / student {m} = {ratio:.2f}x; together teacher Grad-CAM / "
+                     f"student {m} = {factors['headline'][m]:.1f}x")
+    return lines
+
+
 def format_table(rows: list[dict]) -> str:
     """The paper's table as text: mean and median ms with IQR, passes, bound and ratio to it."""
     head = f"{'model':<8} {'method':<21} {'mean ms':>10} {'median ms':>10} {'IQR ms':>8} {'passes F/B':>11} " \
@@ -336,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     bar.close()
     print(format_table(rows))
+    for line in factor_lines(speed_factors(rows)):
+        print(line)
     print(f"\nwrote {out / 'bench.csv'} and {out / 'bench.json'}")
     return 0
 

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.bench import factor_lines, speed_factors
 from core.metrics import never_predicted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,19 +214,22 @@ def timing_lines(path: Path) -> list[str]:
         return []
     bench = json.loads(path.read_text())
     rows = {(r["model"], r["method"]): r for r in bench["rows"]}
-    student_fm = rows.get(("student", "feature_maps"))
     env, cfg = bench["environment"], bench["config"]
     lines = ["", f"Explainer time per image ({cfg['images']} test images, {env['threads']} thread(s), load average "
              f"{env['load_average']:.1f}, `core.bench`):", "",
-             "| method | passes F/B | teacher ms (IQR) | student ms (IQR) | teacher method / student feature maps |",
+             "| method | passes F/B | teacher ms (IQR) | student ms (IQR) | teacher / student (same method) |",
              "| --- | --- | --- | --- | --- |"]
     methods = [m for (model, m) in rows if model == "teacher"]
     for method in methods:
         t, st = rows[("teacher", method)], rows.get(("student", method))
-        ratio = f"{t['median_s'] / student_fm['median_s']:.0f}x" if student_fm and method != "forward" else "–"
+        ratio = f"{t['median_s'] / st['median_s']:.1f}x" if st else "–"
         stu = f"{1e3 * st['median_s']:.1f} ({1e3 * st['iqr_s']:.1f})" if st else "–"
         lines.append(f"| {method} | {t['passes_forward']}/{t['passes_backward']} | {1e3 * t['median_s']:.1f} "
                      f"({1e3 * t['iqr_s']:.1f}) | {stu} | {ratio} |")
+    factors = factor_lines(speed_factors(bench["rows"]))
+    if factors:
+        lines += ["", "The speed-up in two factors (distillation, then the method on the student): "
+                  + "; ".join(factors) + "."]
     return lines
 
 

@@ -9,7 +9,7 @@ import json
 
 import streamlit as st
 
-from core.bench import planned_seconds, run_bench
+from core.bench import factor_lines, planned_seconds, run_bench, speed_factors
 from explorer import figures, loaders, ui
 from explorer.explaining import PredictedCosts
 from explorer.loaders import LoadedModel
@@ -71,6 +71,9 @@ def show(rows: list[dict], key: str, environment: dict | None = None) -> None:
     if environment:
         st.caption(f"Measured on {environment.get('cpu')} ({environment.get('threads')} threads, "
                    f"{environment.get('device')}), torch {environment.get('torch')}.")
+    factors = factor_lines(speed_factors(rows))
+    if factors:
+        st.markdown("**The speed-up in two factors.** " + "; ".join(factors) + ".")
     st.caption("'measured / bound' near 1 means the method costs what its pass count predicts; "
                "'x forward' is its time in plain forward passes of the same model.")
     st.download_button("Download CSV", to_csv(rows), file_name=f"timing_{key}.csv", mime="text/csv",

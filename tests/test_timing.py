@@ -138,3 +138,18 @@ def test_cli_documents_every_option_and_fails_clearly(tmp_path, capsys):
                  "--images", "1", "--methods", "occlusion", "--repeats", "1", "--param", "occlusion.window=16",
                  "--param", "occlusion.stride=16", "--out", str(tmp_path), "--no-progress"]) == 0
     assert "occlusion" in capsys.readouterr().out and (tmp_path / "bench.json").is_file()
+
+
+def test_speed_factors_split_the_headline_into_distillation_and_method():
+    from core.bench import factor_lines, speed_factors
+
+    rows = [{"model": "teacher", "method": "grad_cam", "median_s": 0.060},
+            {"model": "student", "method": "grad_cam", "median_s": 0.006},
+            {"model": "student", "method": "feature_maps", "median_s": 0.008},
+            {"model": "student", "method": "cam", "median_s": 0.004}]
+    f = speed_factors(rows)
+    assert f["distillation"] == pytest.approx(10.0)
+    assert f["method"] == pytest.approx({"feature_maps": 0.75, "cam": 1.5})
+    assert f["headline"] == pytest.approx({"feature_maps": 7.5, "cam": 15.0})
+    assert any("0.75x" in line for line in factor_lines(f))
+    assert speed_factors(rows[1:]) is None and factor_lines(None) == []

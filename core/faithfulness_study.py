@@ -117,14 +117,26 @@ def tolerant_hit(m: np.ndarray, mask: np.ndarray, tolerance: int) -> float:
 
 
 def summary(values) -> dict:
-    """Distribution of a per-image score: mean, quartiles, n and the values (NaN-free)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
+    """Distribution of a per-image score: mean, quartiles and n over the finite values, and every value in
+    image order (None where not finite, e.g. a constant map's rank correlation)."""
+    all_values = np.asarray(values, dtype=np.float64)
+    v = all_values[np.isfinite(all_values)]
+    listed = [round(float(x), 4) if np.isfinite(x) else None for x in all_values]
     if v.size == 0:
-        return {"n": 0}
+        return {"n": 0, "values": listed}
     q25, median, q75 = np.percentile(v, [25, 50, 75])
     return {"mean": float(v.mean()), "median": float(median), "q25": float(q25), "q75": float(q75),
-            "n": int(v.size), "values": [round(float(x), 4) for x in v]}
+            "n": int(v.size), "values": listed}
+
+
+def test_indices(ds, meta: checkpoints.CheckpointMeta, root: str | None) -> list[int]:
+    """Each study image's index in the test split as the app numbers it (for links to the Explanations page)."""
+    if meta.dataset == "phantom":
+        return [int(path.rsplit("/", 1)[1]) for path in ds.paths]
+    full = load_dataset(meta.dataset, "test", root=root, input_size=8,
+                        protocol=(meta.train or {}).get("protocol", "official"))
+    position = {rel: i for i, (rel, _) in enumerate(full.samples)}
+    return [position[path] for path in ds.paths]
 
 
 def compare(a, b) -> dict:
@@ -231,6 +243,8 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
     return {
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("checkpoints", "root", "threads")},
         "images": n, "slow_subset": slow.tolist(), "test_fingerprint": ds.fingerprint,
+        "test_index": test_indices(ds, metas["teacher"], cfg.root),
+        "true_class": ds.targets.tolist(), "predicted": {role: preds[role].tolist() for role in ROLES},
         "agreement_of_predictions": float(np.mean(preds["teacher"] == preds["student"])),
         "checkpoints": {role: checkpoints.file_sha256(folder / f"{role}.pt") for role in ROLES},
         "input_size": {role: metas[role].input_size for role in ROLES},
@@ -246,13 +260,15 @@ def tolerance(size: int) -> int:
 
 
 def localisation(maps: np.ndarray, ds, idx: np.ndarray, size: int) -> dict:
-    """Pointing game (with `tolerance`), energy in the lesion and top-5 % IoU on the images with a lesion."""
+    """Pointing game (with `tolerance`), energy in the lesion and top-5 % IoU, in image order (NaN where the
+    image has no lesion)."""
     masks = ds.masks.numpy()[idx]
     if masks.shape[-1] != size:
         masks = _resize(masks.astype(np.float32), size) >= 0.5
     maps = maps if len(maps) == len(idx) else maps[idx]
+    nan = float("nan")
     rows = [(tolerant_hit(m, k, tolerance(size)), pointing_game(m, k)["energy"], mask_iou(m, k, 5.0))
-            for m, k in zip(maps, masks) if k.any()]
+            if k.any() else (nan, nan, nan) for m, k in zip(maps, masks)]
     hit, energy, iou = zip(*rows) if rows else ((), (), ())
     return {"hit": summary(hit), "energy": summary(energy), "iou": summary(iou)}
 

@@ -85,12 +85,19 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
                       methods=("cam", "occlusion"), steps=2)
     study = run_study(cfg)
     assert study["images"] == 4 and len(study["slow_subset"]) == 2
+    assert len(study["test_index"]) == 4 and len(set(study["test_index"])) == 4
+    # the indices name the images the app shows: their labels are the study's true classes
+    from core.data import load_dataset
+    full = load_dataset("phantom", "test")
+    assert [full.targets[i] for i in study["test_index"]] == study["true_class"]
     assert study["checkpoints"]["teacher"] == checkpoints.file_sha256(folder / "teacher.pt")
     cam = study["methods"]["cam"]
     for key in ("teacher", "student", "teacher_on_student", "student_on_teacher"):
         assert cam[key]["deletion_auc"]["n"] == 4 and "vs_random" in cam[key]
     assert cam["agreement"]["spearman"]["n"] == 4
     assert set(cam["localisation"]["teacher"]) == {"hit", "energy", "iou"}
+    hits = cam["localisation"]["teacher"]["hit"]["values"]
+    assert len(hits) == 4 and [v is None for v in hits] == [c == 0 for c in study["true_class"]]  # 0: no lesion
     assert study["methods"]["occlusion"]["images"] == 2
     assert study["methods"]["occlusion"]["teacher"]["deletion_auc"]["n"] == 2
     for b in BASELINES:  # one map whichever model: no cross scores, no agreement

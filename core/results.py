@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from core.bench import factor_lines, speed_factors
+from core.checkpoints import file_sha256
 from core.metrics import never_predicted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,7 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
                   f"{cm['student_s0']['accuracy']:.4f}, label-only student (seed 0) {cm['label_only_s0']['accuracy']:.4f}."]
     lines += size_lines(meta_dir) + curve_lines(meta_dir / "teacher.json")
     lines += timing_lines(meta_dir / "timing" / "bench.json")
+    lines += faithfulness_lines(results.get("faithfulness"), meta_dir)
     if results["dataset"] in PAPER:
         lines += ["", f"Paper: {PAPER[results['dataset']]}."]
     v = results["versions"]
@@ -230,6 +232,57 @@ def timing_lines(path: Path) -> list[str]:
     if factors:
         lines += ["", "The speed-up in two factors (distillation, then the method on the student): "
                   + "; ".join(factors) + "."]
+    return lines
+
+
+def _mean(scores: dict, key: str) -> str:
+    value = scores.get(key, {}).get("mean")
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _versus(scores: dict, key: str, better: str) -> str:
+    """``mean`` plus a mark when its paired 95% interval against the random map excludes 0 the right way."""
+    c = scores.get("vs_random", {}).get(key)
+    text = _mean(scores, key)
+    if c and c["ci"][0] == c["ci"][0]:  # not NaN
+        good = c["ci"][1] < 0 if better == "lower" else c["ci"][0] > 0
+        bad = c["ci"][0] > 0 if better == "lower" else c["ci"][1] < 0
+        text += " ✓" if good else (" ✗" if bad else "")
+    return text
+
+
+def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
+    """The faithfulness study of this dataset's checkpoints (`core.faithfulness_study`), if shipped."""
+    if not study:
+        return []
+    stale = any(not (meta_dir / f"{role}.pt").is_file() or file_sha256(meta_dir / f"{role}.pt") != sha
+                for role, sha in study["checkpoints"].items())
+    cfg = study["config"]
+    lines = ["", f"Faithfulness (`python -m core.faithfulness_study {cfg['dataset']}`; {study['images']} test "
+             f"images, {len(study['slow_subset'])} for the slow methods, {cfg['steps']} steps, seed {cfg['seed']}"
+             + ("; **computed for earlier checkpoints**" if stale else "") + "). Deletion AUC (lower is better) "
+             "and insertion AUC (higher is better) of the predicted class's probability; 'student → teacher': "
+             "the student's map perturbing the teacher's score. ✓ / ✗: better / worse than the random map on the "
+             "same images (paired 95% t interval over images excludes 0).", "",
+             "| map | deletion: teacher | student | student → teacher | insertion: teacher | student "
+             "| student → teacher | agreement (Spearman, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, out in study["methods"].items():
+        cross = out.get("student_on_teacher", out["teacher"])
+        agree = out.get("agreement", {}).get("spearman", {}).get("median")
+        series = (out["teacher"], out["student"], cross)
+        cells = [_versus(scores, metric, better) for metric, better in (("deletion_auc", "lower"),
+                                                                         ("insertion_auc", "higher"))
+                 for scores in series]
+        label = f"{name} (baseline)" if out.get("baseline") else name
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'–' if agree is None else f'{agree:.2f}'} |")
+    loc = [(name, out["localisation"]) for name, out in study["methods"].items() if "localisation" in out]
+    if loc:
+        lines += ["", f"Lesion masks (pointing game within {study['tolerance_px']} px, energy in the lesion, top-5% "
+                  "IoU; means over lesion images):", "", "| map | teacher hit | energy | IoU | student hit | energy "
+                  "| IoU |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, by_role in loc:
+            cells = [_mean(by_role[role], key) for role in ("teacher", "student") for key in ("hit", "energy", "iou")]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -27,6 +27,7 @@ page = st.navigation({
         st.Page(PAGES / "compare.py", title="Teacher vs student", icon=":material/compare:"),
         st.Page(PAGES / "feature_maps.py", title="Feature maps", icon=":material/layers:"),
         st.Page(PAGES / "explanations.py", title="Explanations", icon=":material/visibility:"),
+        st.Page(PAGES / "faithfulness.py", title="Faithfulness", icon=":material/fact_check:"),
     ],
     "Experiments": [
         st.Page(PAGES / "timing.py", title="Timing", icon=":material/timer:"),

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from core import checkpoints
-from core.checkpoints import CheckpointError, CheckpointMeta
+from core.checkpoints import CheckpointError, CheckpointMeta, file_sha256
 from core.data import DATASETS, DatasetError, dataset_status, load_dataset
 from core.images import open_image, to_rgb
 from explorer.roles import ROLES
@@ -58,6 +58,16 @@ def checkpoint_paths(dataset: str) -> dict[str, Path]:
     """Shipped checkpoints of a dataset that exist, by role (teacher, student, student_label_only)."""
     folder = checkpoint_root() / dataset
     return {role: folder / f"{role}.pt" for role in ROLES if (folder / f"{role}.pt").is_file()}
+
+
+def checkpoint_digests(dataset: str) -> dict[str, str | None]:
+    """sha256 of each shipped checkpoint of a dataset by role (None where the file is missing)."""
+    folder = checkpoint_root() / dataset
+    out = {}
+    for role in ROLES:
+        path = folder / f"{role}.pt"
+        out[role] = file_digest(str(path), path.stat().st_mtime) if path.is_file() else None
+    return out
 
 
 @dataclass
@@ -94,6 +104,12 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
 def load_pair(dataset: str) -> tuple[LoadedModel | None, LoadedModel | None]:
     """(teacher, distilled student) of a dataset; either may be None."""
     return load_model(dataset, "teacher"), load_model(dataset, "student")
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def file_digest(path: str, mtime: float) -> str:
+    """sha256 of a file (a checkpoint), read again only when its mtime changes."""
+    return file_sha256(path)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

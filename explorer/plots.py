@@ -158,3 +158,45 @@ def timing_bars(rows: list[dict]) -> go.Figure:
                          arrayminus=med - np.array([r["q25_s"] for r in sel]) * 1000)))
     fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log", dtick=1))
     return _compact(fig, 360)
+
+
+BASELINE_COLOR = "#9E9E9E"
+
+
+def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitle: str, better: str) -> go.Figure:
+    """Per-image score distributions: one box per method for each series; baselines grey, at the right.
+
+    ``dists``: ``{series: {method: values}}``; ``labels``: method -> friendly name (baselines end in
+    "(baseline)").
+    """
+    fig = go.Figure()
+    series_colors = dict(zip(dists, ("#4C72B0", "#DD8452", "#55A868", "#8172B3")))
+    for series, by_method in dists.items():
+        xs, ys = [], []
+        for method, values in by_method.items():
+            xs += [labels.get(method, method)] * len(values)
+            ys += list(values)
+        fig.add_trace(go.Box(x=xs, y=ys, name=series, marker_color=series_colors[series], boxmean=True,
+                             boxpoints=False))
+    baseline_names = [n for n in dict.fromkeys(x for t in fig.data for x in t.x) if n.endswith("(baseline)")]
+    first = next(iter(dists.values()), {})
+    if first.get("random"):  # the line every method must beat
+        fig.add_hline(y=float(np.mean(first["random"])), line=dict(color=BASELINE_COLOR, dash="dot"),
+                      annotation_text="random map (mean)", annotation_position="top left")
+    fig.update_layout(boxmode="group", yaxis_title=f"{ytitle} ({better} is better)", legend_title="map, score",
+                      xaxis=dict(categoryorder="array", categoryarray=list(dict.fromkeys(
+                          [x for t in fig.data for x in t.x if not x.endswith("(baseline)")] + baseline_names))))
+    return _compact(fig, 420)
+
+
+def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figure:
+    """Mean rank correlation of the trained and the randomised map as the cascade randomises layer after layer."""
+    fig = go.Figure()
+    for model, (layers, values) in cascades.items():
+        role = "teacher" if model.lower().startswith("teacher") else "student"
+        fig.add_trace(go.Scatter(x=[f"{i + 1}. {name}" for i, name in enumerate(layers)], y=values, name=model,
+                                 mode="lines+markers", marker_color=COLORS.get(role)))
+    fig.add_hline(y=0, line=dict(color=BASELINE_COLOR, dash="dot"))
+    fig.update_layout(yaxis=dict(title="rank correlation with the trained map", range=[-1, 1]),
+                      xaxis_title="layers randomised so far (head first)")
+    return _compact(fig, 340)

@@ -193,6 +193,12 @@ def open_test_image(index: int, key: str = "image") -> None:
     state.set_value(key, int(index))
 
 
+def open_explanation(index: int, method: str) -> None:
+    """Show test image ``index`` explained by ``method`` on the Explanations page (call before switching)."""
+    open_test_image(index)
+    state.set_value("method", [method])
+
+
 def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) -> ChosenImage | None:
     """Choose a test image (bound to ``?image=``) or an upload; returns None when nothing usable is chosen."""
     have_images = loaders.images_available(dataset)

@@ -1,0 +1,139 @@
+"""Faithfulness page: the shipped study drawn with its baselines, stale studies flagged, images linked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from core.faithfulness_study import StudyConfig, run_study, write_study
+from explorer import faithfulness_view as fv
+from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page,  # noqa: F401
+                                   texts)
+from tests.support import single_thread
+
+
+@pytest.fixture(scope="module")
+def study_root(tmp_path_factory):
+    """A checkpoint root holding the shipped phantom models and a small real study of them."""
+    root = tmp_path_factory.mktemp("ckpt")
+    shutil.copytree(ROOT / "checkpoints" / "phantom", root / "phantom", ignore=shutil.ignore_patterns("timing"))
+    with single_thread():
+        study = run_study(StudyConfig("phantom", checkpoints=str(root), images=8, slow_images=4, sanity_images=1,
+                                      methods=("feature_maps", "cam", "occlusion"), steps=3))
+    write_study(study, root, "phantom")
+    return root
+
+
+@pytest.fixture
+def study(study_root):
+    return json.loads((study_root / "phantom" / "results.json").read_text())["faithfulness"]
+
+
+def test_distributions_hold_every_method_and_baseline_for_each_scorer(study):
+    own = fv.distributions(study, "deletion_auc", "own")
+    assert set(own) == {"Teacher's map, teacher's score", "Student's map, student's score"}
+    for values in own.values():
+        assert set(values) == {"feature_maps", "cam", "occlusion", "random", "centre", "mask_prior"}
+        assert len(values["cam"]) == 8 and len(values["occlusion"]) == 4
+    cross = fv.distributions(study, "deletion_auc", "cross")
+    assert set(cross) == {"Student's map, teacher's score", "Teacher's map, student's score"}
+    # a baseline's cross series is its score on the scoring model: the own series of that model
+    assert cross["Student's map, teacher's score"]["random"] == own["Teacher's map, teacher's score"]["random"]
+    agreement = fv.distributions(study, "agreement_spearman")
+    assert set(agreement["Teacher vs student"]) == {"feature_maps", "cam", "occlusion"}
+    assert "pointing" in fv.available_metrics(study)
+
+
+def test_comparison_rows_state_the_interval_and_a_verdict(study):
+    own = fv.comparison_rows(study, "deletion_auc", "own")
+    assert {r["method"] for r in own} >= {"CAM (class activation map)", "Centre prior (baseline)"}
+    rows = fv.comparison_rows(study, "deletion_auc", "cross")  # a baseline has no other model to cross to
+    assert {r["method"] for r in rows} == {"Average feature maps (all layers)", "CAM (class activation map)",
+                                           "Occlusion"}
+    assert all(r["better than random"] in {"yes", "no: worse", "not shown"} for r in rows)
+    assert fv._better({"ci": [-0.2, -0.1]}, "lower") == "yes"
+    assert fv._better({"ci": [-0.2, -0.1]}, "higher") == "no: worse"
+    assert fv._better({"ci": [-0.2, 0.1]}, "higher") == "not shown"
+    assert fv.comparison_rows(study, "agreement_iou") == []
+
+
+def test_extremes_are_ordered_and_name_test_images(study):
+    found = fv.extremes(study, "cam", "deletion_auc", "teacher", k=2)
+    best, worst = [c["value"] for c in found["best"]], [c["value"] for c in found["worst"]]
+    assert best == sorted(best) and worst == sorted(worst, reverse=True) and best[0] <= worst[0]
+    assert all(c["index"] in study["test_index"] for c in found["best"] + found["worst"])
+    slow = fv.extremes(study, "occlusion", "insertion_auc", "student", k=4)
+    picked = {study["test_index"].index(c["index"]) for c in slow["best"]}
+    assert picked <= set(study["slow_subset"])  # only images the slow method was run on
+
+
+def test_stale_when_a_checkpoint_changed(study):
+    same = dict(study["checkpoints"])
+    assert not fv.is_stale(study, same)
+    assert fv.is_stale(study, {**same, "student": "0" * 64})
+    assert fv.is_stale(study, {**same, "teacher": None})
+
+
+def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, monkeypatch, study):
+    monkeypatch.setenv("KD_CHECKPOINTS", str(study_root))
+    at = open_page("faithfulness")
+    assert_ok(at)
+    assert has_chart(at, "faith_boxes") and has_chart(at, "faith_cascade_chart")
+    assert "8 test images (4 for the slow methods)" in texts(at)
+    assert not any("other checkpoints" in w.value for w in at.warning)  # it scored exactly these
+    at.selectbox(key="faith_metric").set_value("pointing").run()
+    assert_ok(at) and has_chart(at, "faith_boxes")
+    assert at.query_params["metric"] == "pointing"
+    at.selectbox(key="faith_metric").set_value("deletion_auc").run()
+    at.radio(key="faith_scoring").set_value("cross").run()
+    assert_ok(at)
+    assert at.dataframe[0].value["scored"].str.contains("teacher's score").any()
+    worst = fv.extremes(study, "feature_maps", "deletion_auc", "student_on_teacher")["worst"][0]["index"]
+    at.button(key=f"faith_open_worst_{worst}").click().run()
+    assert_ok(at)
+    assert at.session_state["image"] == worst and at.session_state["method"] == ["feature_maps"]
+    assert "Explanations side by side" in texts(at)
+
+
+def test_page_flags_a_study_of_other_checkpoints(study_root, tmp_path, monkeypatch):
+    shutil.copytree(study_root / "phantom", tmp_path / "phantom")
+    results = json.loads((tmp_path / "phantom" / "results.json").read_text())
+    results["faithfulness"]["checkpoints"]["teacher"] = "f" * 64
+    (tmp_path / "phantom" / "results.json").write_text(json.dumps(results))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("faithfulness")
+    assert_ok(at)
+    assert any("other checkpoints" in w.value for w in at.warning)
+
+
+def test_page_without_a_study_says_how_to_make_one(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "checkpoints" / "phantom", tmp_path / "phantom", ignore=shutil.ignore_patterns("timing"))
+    results = json.loads((tmp_path / "phantom" / "results.json").read_text())
+    results.pop("faithfulness", None)
+    (tmp_path / "phantom" / "results.json").write_text(json.dumps(results))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("faithfulness")
+    assert_ok(at)
+    assert any("core.faithfulness_study phantom" in i.value for i in at.info)
+
+
+def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study_root, tmp_path):
+    from core.results import faithfulness_lines
+
+    folder = study_root / "phantom"
+    study = json.loads((folder / "results.json").read_text())["faithfulness"]
+    lines = faithfulness_lines(study, folder)
+    text = "\n".join(lines)
+    assert "8 test images, 4 for the slow methods" in text and "earlier checkpoints" not in text
+    rows = [line for line in lines if line.startswith("| ")]
+    assert any(r.startswith("| cam |") for r in rows) and any(r.startswith("| random (baseline) |") for r in rows)
+    assert any(r.startswith("| mask_prior (baseline) |") for r in rows)  # the phantom's lesion-prior baseline
+    assert "pointing game within 4 px" in text  # 15 px at 224 px, scaled to 64 px
+    # the cross column of CAM is the student's map on the teacher's score, as stored
+    cam = next(r for r in rows if r.startswith("| cam |")).split(" | ")
+    assert cam[3].split(" ")[0] == f"{study['methods']['cam']['student_on_teacher']['deletion_auc']['mean']:.3f}"
+    shutil.copytree(folder, tmp_path / "phantom")
+    (tmp_path / "phantom" / "student.pt").write_bytes(b"another checkpoint")
+    assert "computed for earlier checkpoints" in "\n".join(faithfulness_lines(study, tmp_path / "phantom"))

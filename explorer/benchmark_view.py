@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 import streamlit as st
 
@@ -45,6 +46,19 @@ def shipped_results(dataset: str) -> dict | None:
         st.warning(f"{path} is unreadable ({err}); skipping the shipped timings.")
         return None
     return data if isinstance(data, dict) and data.get("rows") else None
+
+
+def run_key(dataset: str, models: dict[str, LoadedModel], methods: list[str], images: int, repeats: int,
+            budget: float) -> tuple:
+    """Everything a live benchmark depends on; its rows are shown only under this key."""
+    return (dataset, loaders.model_versions(models), tuple(methods), int(images), int(repeats), float(budget))
+
+
+def computed_for(key: tuple) -> str:
+    dataset, versions, methods, images, repeats, budget = key
+    files = ", ".join(f"{role} {Path(path).name}" for role, path, _ in versions)
+    return (f"Computed for {dataset} ({files}): {len(methods)} method(s), {images} image(s), {repeats} timed "
+            f"run(s) each, budget {budget:.0f} s per model and method.")
 
 
 def to_csv(rows: list[dict]) -> str:

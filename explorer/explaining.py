@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from core.costs import estimate_cost
 from core.explain import EXPLAINERS, explain
 from core.explainers import CostEstimate
 from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
-from explorer.loaders import LoadedModel
+from explorer.loaders import LoadedModel, model_versions
 
 DEFAULT_METHODS = ["feature_maps", "grad_cam", "saliency"]
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
@@ -106,6 +107,20 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
                                       agreement(per_model["teacher"]["heatmap"], per_model["student"]["heatmap"]).items()}
         results[method] = per_model
     return results
+
+
+def run_key(dataset: str, models: dict[str, LoadedModel], image_ident: str, methods: list[str], target: int,
+            faithfulness: bool, sanity: bool) -> tuple:
+    """Everything a saved explanation depends on: dataset, both checkpoints (path and modification time),
+    image, class, methods and the scoring switches. A result is shown only under its own key."""
+    return (dataset, model_versions(models), image_ident, tuple(methods), int(target), bool(faithfulness), bool(sanity))
+
+
+def computed_for(key: tuple) -> str:
+    """What a result was computed for, in words (shown above it)."""
+    dataset, checkpoints, image, methods, target, _, _ = key
+    files = ", ".join(f"{role} {Path(path).name}" for role, path, _ in checkpoints)
+    return f"computed for {dataset}, image {image}, class index {target}, with {files}"
 
 
 def peak(heatmap: np.ndarray) -> tuple[int, int]:

@@ -60,6 +60,12 @@ def checkpoint_paths(dataset: str) -> dict[str, Path]:
     return {role: folder / f"{role}.pt" for role in ROLES if (folder / f"{role}.pt").is_file()}
 
 
+def model_versions(models: dict[str, "LoadedModel"]) -> tuple:
+    """``((role, path, mtime), ...)`` of loaded models: part of the key of every result computed with them."""
+    return tuple((role, m.path, Path(m.path).stat().st_mtime if Path(m.path).is_file() else None)
+                 for role, m in sorted(models.items()))
+
+
 def checkpoint_digests(dataset: str) -> dict[str, str | None]:
     """sha256 of each shipped checkpoint of a dataset by role (None where the file is missing)."""
     folder = checkpoint_root() / dataset

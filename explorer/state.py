@@ -64,6 +64,11 @@ def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[s
         st.session_state[key] = kept if _valid(kept, options, lo, hi) else default
     elif not _valid(st.session_state[key], options, lo, hi):
         st.session_state[key] = default
+    else:
+        # Written back through the Session State API: two pages may draw a widget under one key with other
+        # parameters (another help text, other options); Streamlit treats that as a new widget and would start
+        # it from its default unless the value was set through the API in this run.
+        st.session_state[key] = st.session_state[key]
     return st.session_state[key]
 
 

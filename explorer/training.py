@@ -7,9 +7,11 @@ copy of the teacher it is given).
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
+from dataclasses import asdict
 from typing import Callable
 
 from torch import nn
@@ -21,6 +23,20 @@ from core.train import run_stages
 
 # Stage names of the recipe's first seed -> the roles the app shows (`explorer.roles.ROLE_LABELS`).
 STAGE_ROLES = {"teacher": "teacher", "student_s0": "student", "label_only_s0": "student_label_only"}
+
+
+def run_key(cfg: TrainConfig, shipped_version: tuple | None) -> str:
+    """Everything a training result depends on (the whole recipe, and the shipped teacher it distils, if any)."""
+    return json.dumps({"recipe": asdict(cfg), "shipped_teacher": shipped_version}, sort_keys=True, default=str)
+
+
+def computed_for(key: str) -> str:
+    settings = json.loads(key)
+    r = settings["recipe"]
+    teacher = "the shipped teacher" if settings["shipped_teacher"] else f"a new {r['teacher_arch']} teacher"
+    return (f"Computed for {r['dataset']}: {teacher}, {r['input_size']} px, {r['teacher_epochs']} epoch(s), "
+            f"{r['max_per_class']} training images per class, alpha {r['loss_args'].get('alpha')}, "
+            f"T {r['loss_args'].get('temperature')}, student depth {r['depth']}.")
 
 
 def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,

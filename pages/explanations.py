@@ -48,7 +48,7 @@ if target_name == "teacher's prediction":
     target = int(analysis.probabilities(teacher, teacher.path, chosen.ident, xs["teacher"]).argmax())
 else:
     target = classes.index(target_name)
-run_key = (chosen.ident, tuple(methods), target, faithful, sanity)
+run_key = explaining.run_key(dataset, models, chosen.ident, methods, target, faithful, sanity)
 if st.button("Explain", key="exp_run", type="primary"):
     bar = st.progress(0.0, text="explaining ...")
     try:
@@ -63,7 +63,7 @@ if result is None:
     st.caption("Press Explain to run the methods above.")
     st.stop()
 
-st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}."
+st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explaining.computed_for(run_key)}."
            + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else ""))
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 for method in methods:

@@ -44,15 +44,17 @@ st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound with 
            f"budget). The app runs torch on {torch.get_num_threads()} CPU thread(s) (set KD_APP_THREADS to change).")
 
 results = state.results("timing")
+run_key = benchmark_view.run_key(dataset, {"teacher": teacher, "student": student}, methods, n_images, repeats, budget)
 if st.button("Run benchmark", key="timing_run", type="primary"):
     bar = st.progress(0.0, text="starting ...")
     try:
-        results["rows"] = benchmark_view.run_live(
+        results[run_key] = benchmark_view.run_live(
             dataset, teacher, student, methods, n_images, repeats, budget,
             on_progress=lambda done, total, label: bar.progress(done / total, text=label))
     except (BenchError, ValueError) as err:
         st.error(f"The benchmark could not run: {err}")
     bar.empty()
-if results.get("rows"):
+if results.get(run_key):
     st.subheader("Measured here")
-    benchmark_view.show(results["rows"], "live")
+    st.caption(benchmark_view.computed_for(run_key))
+    benchmark_view.show(results[run_key], "live")

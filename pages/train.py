@@ -44,6 +44,7 @@ recipe = TrainConfig(dataset=dataset, teacher_arch=arch, teacher_epochs=int(epoc
                      loss_args={"alpha": float(alpha), "temperature": float(temperature)},
                      label_only=bool(label_only))
 results = state.results("train")
+run_key = training.run_key(recipe, loaders.model_versions({"teacher": shipped}) if use_shipped else None)
 if st.button("Train", key="train_run", type="primary"):
     live, histories = st.empty(), {}
     status = st.status("Training ...", expanded=False)
@@ -53,19 +54,20 @@ if st.button("Train", key="train_run", type="primary"):
         ui.plot(figures.curves(histories), where=live)
 
     try:
-        results["last"] = training.run_all(
+        results[run_key] = training.run_all(
             recipe, shipped.model if use_shipped else None, on_epoch,
             on_stage=lambda role: status.update(label=f"Training {roles.ROLE_LABELS[role]} ..."))
-        status.update(label=f"Done in {results['last']['seconds']:.0f} s", state="complete")
+        status.update(label=f"Done in {results[run_key]['seconds']:.0f} s", state="complete")
     except ValueError as err:  # DatasetError, bad settings: the message says what to change
         status.update(label="Training failed", state="error")
         st.error(f"Training failed: {err}")
     live.empty()
 
-last = results.get("last")
+last = results.get(run_key)
 if last is None:
     st.caption("Press Train: with the defaults it takes about a minute on two CPU cores.")
     st.stop()
+st.caption(training.computed_for(run_key))
 st.subheader("Curves")
 ui.plot(figures.curves({name: r["history"] for name, r in last["runs"].items()}), "train_curves")
 st.subheader(f"Results on {last['test_images']} test images")

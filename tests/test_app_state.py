@@ -1,0 +1,73 @@
+"""What the app keeps across ordinary clicks: every result keyed by what it depends on, selections that survive
+moving between pages, deep links that restore the view (each case first reproduced, then fixed)."""
+
+from __future__ import annotations
+
+from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
+
+
+def test_explanations_of_one_dataset_are_never_drawn_over_anothers_image():
+    at = open_page("explanations", {"dataset": "phantom", "image": "0", "method": "feature_maps"})
+    at.checkbox(key="exp_faithfulness").uncheck()
+    at.checkbox(key="exp_sanity").uncheck()
+    at.button(key="exp_run").click().run()
+    assert_ok(at)
+    assert has_chart(at, "exp_map_feature_maps_teacher")
+    at.sidebar.selectbox(key="dataset").set_value("brain_tumor").run()
+    assert_ok(at)
+    assert not has_chart(at, "exp_map_feature_maps_teacher"), "phantom maps shown for a brain_tumor image"
+    assert "Press Explain" in texts(at)
+    at.sidebar.selectbox(key="dataset").set_value("phantom").run()  # back: its own result is still there
+    assert_ok(at)
+    assert has_chart(at, "exp_map_feature_maps_teacher")
+    assert "computed for phantom" in texts(at)
+
+
+def test_method_selection_survives_moving_between_explanations_and_timing():
+    at = open_page("explanations", {"method": "grad_cam,saliency"})
+    assert at.multiselect(key="method").value == ["grad_cam", "saliency"]
+    at.switch_page("../pages/timing.py").run()
+    assert_ok(at)
+    assert at.multiselect(key="method").value == ["grad_cam", "saliency"]
+    assert at.query_params["method"] == "grad_cam,saliency"
+    at.switch_page("../pages/explanations.py").run()
+    assert_ok(at)
+    assert at.multiselect(key="method").value == ["grad_cam", "saliency"]
+    assert "Choose at least one method" not in texts(at)
+
+
+def subheaders(at) -> list[str]:
+    return [h.value for h in at.subheader]
+
+
+def test_a_timing_run_is_shown_only_for_the_dataset_and_settings_it_measured():
+    at = open_page("timing", {"dataset": "phantom", "method": "feature_maps"})
+    at.slider(key="timing_images").set_value(1)
+    at.slider(key="timing_repeats").set_value(1)
+    at.button(key="timing_run").click().run()
+    assert_ok(at)
+    assert "Measured here" in subheaders(at) and "Computed for phantom" in texts(at)
+    at.sidebar.selectbox(key="dataset").set_value("brain_tumor").run()
+    assert_ok(at)
+    assert "Measured here" not in subheaders(at), "a phantom timing run shown under brain_tumor"
+    at.sidebar.selectbox(key="dataset").set_value("phantom").run()
+    assert "Measured here" in subheaders(at)
+    at.slider(key="timing_repeats").set_value(2).run()  # other settings: not what was measured
+    assert "Measured here" not in subheaders(at)
+
+
+def test_training_results_are_shown_only_for_the_dataset_and_recipe_they_came_from():
+    at = open_page("train", {"dataset": "phantom"})
+    at.radio(key="train_source").set_value("distil the shipped teacher").run()
+    at.slider(key="train_epochs").set_value(1)
+    at.slider(key="train_per_class").set_value(8)
+    at.slider(key="train_cap").set_value(10)
+    at.checkbox(key="train_label_only").set_value(False)
+    at.button(key="train_run").click().run()
+    assert_ok(at)
+    assert any(h.startswith("Results on") for h in subheaders(at))
+    assert "Computed for phantom: the shipped teacher" in texts(at)
+    at.sidebar.selectbox(key="dataset").set_value("alzheimer").run()
+    assert_ok(at)
+    assert not any(h.startswith("Results on") for h in subheaders(at)), "phantom curves shown under alzheimer"
+    assert "Press Train" in texts(at)

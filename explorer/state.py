@@ -32,17 +32,25 @@ def _valid(value: Any, options: Sequence | None, lo: int | None, hi: int | None)
         return all(v in options for v in value)
     if options is not None and value not in options:
         return False
-    if isinstance(value, int) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
+    if isinstance(value, (int, float)) and ((lo is not None and value < lo) or (hi is not None and value > hi)):
         return False
     return True
 
 
+def _describe(options: Sequence | None, lo, hi) -> str:
+    if options is not None:
+        shown = ", ".join(map(str, list(options)[:8])) + (", ..." if len(options) > 8 else "")
+        return f"one of {shown}"
+    return f"between {lo} and {hi}" if lo is not None and hi is not None else "a valid value"
+
+
 def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[str], Any] = str,
-         options: Sequence | None = None, lo: int | None = None, hi: int | None = None) -> Any:
+         options: Sequence | None = None, lo: float | None = None, hi: float | None = None) -> Any:
     """Prepare ``st.session_state[key]`` for a widget bound to the query parameter ``param``.
 
     Call before drawing the widget (with ``key=key`` and no ``value``/``index``). An invalid URL
-    value (unknown option, out of range, unparsable) is ignored, so a stale link never crashes.
+    value (unknown option, out of range, unparsable) is ignored with a warning that names it, so a stale
+    link never crashes and never falls back silently.
 
     Returns:
         The value the widget will show.
@@ -59,6 +67,9 @@ def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[s
             value = None
         if value is not None and _valid(value, options, lo, hi):
             st.session_state[key] = value
+        elif raw != "":
+            st.warning(f"This link's {param}={raw} is not valid here (expected {_describe(options, lo, hi)}); "
+                       "showing the default instead.", icon=":material/link_off:")
     if key not in st.session_state:
         kept = st.session_state.get(_shadow(key), default)
         st.session_state[key] = kept if _valid(kept, options, lo, hi) else default

@@ -22,8 +22,11 @@ methods = st.multiselect("Methods", methods_all, key="method", format_func=expla
 state.publish("method", fmt=",".join)
 classes = teacher.meta.classes
 c1, c2, c3 = st.columns([2, 1, 1])
-target_name = c1.selectbox("Explain the class", ["teacher's prediction"] + classes, key="exp_target",
+class_options = ["teacher's prediction"] + classes
+state.bind("exp_target", class_options[0], param="class", options=class_options)
+target_name = c1.selectbox("Explain the class", class_options, key="exp_target",
                            help="Both models explain the same class, so their maps can be compared.")
+state.publish("exp_target", param="class")
 faithful = c2.checkbox("Deletion / insertion", value=True, key="exp_faithfulness",
                        help=f"{2 * (explaining.FAITHFULNESS_STEPS + 1)} extra forward passes per map")
 sanity = c3.checkbox("Sanity check", value=True, key="exp_sanity",

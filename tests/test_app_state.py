@@ -71,3 +71,52 @@ def test_training_results_are_shown_only_for_the_dataset_and_recipe_they_came_fr
     assert_ok(at)
     assert not any(h.startswith("Results on") for h in subheaders(at)), "phantom curves shown under alzheimer"
     assert "Press Train" in texts(at)
+
+
+def test_the_model_choice_on_feature_maps_survives_an_upload():
+    from tests.apptest_support import odd_uploads
+
+    at = open_page("feature_maps", {"model": "student", "rank": "True"})
+    assert at.radio(key="model").value == "student"
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="image_upload").set_value(odd_uploads()["16-bit grey"]).run()
+    assert_ok(at)
+    assert at.radio(key="model").value == "student" and at.query_params["model"] == "student"
+
+
+def test_changing_the_layer_pairing_keeps_the_layer_step():
+    at = open_page("feature_maps", {"layer": "3"})
+    assert at.slider(key="layer").value == 3
+    at.radio(key="fm_pairing").set_value("best CKA match").run()
+    assert_ok(at)
+    assert at.slider(key="layer").value == 3
+    at.slider(key="layer").set_value(5).run()
+    at.radio(key="fm_pairing").set_value("same relative depth").run()
+    assert at.slider(key="layer").value == 5
+
+
+def test_a_deep_link_restores_the_whole_feature_map_view():
+    at = open_page("feature_maps", {"layer": "2", "show": "raw map", "opacity": "0.3", "k": "4", "rank": "True"})
+    assert_ok(at)
+    assert at.slider(key="layer").value == 2 and at.radio(key="fm_mode").value == "raw map"
+    assert at.slider(key="fm_opacity").value == 0.3 and at.slider(key="fm_k").value == 4
+    at.slider(key="fm_k").set_value(6).run()
+    assert at.query_params["k"] == "6"
+
+
+def test_a_deep_link_restores_the_explained_class():
+    at = open_page("explanations", {"image": "2", "class": "midline"})
+    assert_ok(at)
+    assert at.selectbox(key="exp_target").value == "midline"
+    at.selectbox(key="exp_target").set_value("extra_axial").run()
+    assert at.query_params["class"] == "extra_axial"
+
+
+def test_a_broken_link_says_what_it_ignored():
+    at = open_page("feature_maps", {"layer": "99"})
+    assert_ok(at)
+    assert at.slider(key="layer").value == 1
+    assert any("layer=99" in w.value for w in at.warning)
+    at = open_page("home", {"dataset": "nosuch"})
+    assert_ok(at)
+    assert any("dataset=nosuch" in w.value for w in at.warning)

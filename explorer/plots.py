@@ -15,7 +15,9 @@ from plotly.subplots import make_subplots
 from explorer.roles import ROLES
 
 COLORS = dict(zip(ROLES, ("#4C72B0", "#DD8452", "#55A868")))  # one per role, in `explorer.roles.ROLES` order
-HEAT = "Jet"
+# One perceptually uniform colormap for every map, so that equal steps in value look like equal steps in colour.
+HEAT = "Viridis"
+MAP_SCALE = dict(title=dict(text="relevance<br>(0-1 per map)", side="right"), thickness=12, len=0.9)
 
 
 def _compact(fig: go.Figure, height: int, title: str | None = None, top: int | None = None) -> go.Figure:
@@ -85,7 +87,8 @@ def image_with_map(pixels: np.ndarray, heat: np.ndarray | None = None, opacity: 
     """
     fig = go.Figure(go.Image(z=pixels, hoverinfo="skip"))
     if heat is not None:
-        fig.add_trace(go.Heatmap(z=heat, colorscale=HEAT, zmin=0, zmax=1, opacity=float(opacity), showscale=False,
+        fig.add_trace(go.Heatmap(z=heat, colorscale=HEAT, zmin=0, zmax=1, opacity=float(opacity), showscale=True,
+                                 colorbar=MAP_SCALE,
                                  hovertemplate="x %{x}, y %{y}<br>%{z:.2f}<extra></extra>"))
     if mask is not None and mask.any():
         fig.add_trace(go.Contour(z=mask.astype(float), showscale=False, contours=dict(start=0.5, end=0.5, size=1,
@@ -106,7 +109,7 @@ def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02,
                         vertical_spacing=0.08)
     for i, m in enumerate(maps):
-        fig.add_trace(go.Heatmap(z=m, colorscale="Viridis", zmin=0, zmax=1, showscale=False),
+        fig.add_trace(go.Heatmap(z=m, colorscale=HEAT, zmin=0, zmax=1, showscale=i == 0, colorbar=MAP_SCALE),
                       i // cols + 1, i % cols + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed")
@@ -118,8 +121,8 @@ def cka_heatmap(matrix: np.ndarray, teacher_layers: Sequence[str], student_layer
                 marked: tuple[int, int] | None = None) -> go.Figure:
     """Linear CKA between teacher layers (rows) and student layers (columns), the shown pair outlined."""
     fig = go.Figure(go.Heatmap(z=matrix, x=list(student_layers), y=list(teacher_layers), zmin=0, zmax=1,
-                               colorscale="Magma", text=np.round(matrix, 2), texttemplate="%{text}",
-                               colorbar=dict(title="CKA")))
+                               colorscale=HEAT, text=np.round(matrix, 2), texttemplate="%{text}",
+                               showscale=True, colorbar=dict(title="CKA")))
     if marked is not None:
         t, s = marked
         fig.add_shape(type="rect", x0=s - 0.5, x1=s + 0.5, y0=t - 0.5, y1=t + 0.5, line=dict(color="cyan", width=3))

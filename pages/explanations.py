@@ -67,7 +67,8 @@ if result is None:
     st.stop()
 
 st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explaining.computed_for(run_key)}."
-           + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else ""))
+           + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else "")
+           + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, not across maps.")
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 for method in methods:
     per_model = result[method]

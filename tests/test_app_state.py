@@ -120,3 +120,20 @@ def test_a_broken_link_says_what_it_ignored():
     at = open_page("home", {"dataset": "nosuch"})
     assert_ok(at)
     assert any("dataset=nosuch" in w.value for w in at.warning)
+
+
+def test_every_map_uses_one_colormap_and_shows_its_scale():
+    import numpy as np
+
+    from explorer import plots
+
+    heat = np.random.default_rng(0).random((8, 8))
+    figs = [plots.image_with_map(np.zeros((8, 8, 3), np.uint8), heat, 0.5),
+            plots.channel_grid(np.stack([heat, heat]), ["a", "b"]),
+            plots.cka_heatmap(heat[:3, :4], list("abc"), list("defg"))]
+    traces = [t for f in figs for t in f.data if t.type == "heatmap"]
+    scales = {tuple(map(tuple, t.colorscale)) for t in traces}
+    assert len(scales) == 1  # one colormap for every map
+    assert all(t.zmin == 0 and t.zmax == 1 for t in traces)  # a fixed range: no wrap, no rescaling per trace
+    for fig in figs:
+        assert any(t.showscale for t in fig.data if t.type == "heatmap"), "a map without its colour bar"

@@ -36,7 +36,7 @@ ALPHAS = (0.3, 0.5, 0.7)
 TEMPERATURES = (2.0, 4.0, 8.0)
 SEEDS = (0, 1, 2, 3, 4)
 # The paper's comparison: the student's feature maps against the teacher's usual explainers.
-TIMED_METHODS = ("feature_maps", "grad_cam", "saliency", "integrated_gradients", "gradient_shap", "kernel_shap")
+TIMED_METHODS = ("feature_maps", "cam", "grad_cam", "saliency", "integrated_gradients", "gradient_shap", "kernel_shap")
 
 
 @dataclass(frozen=True)

@@ -45,14 +45,17 @@ for col, name in zip(cols, [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n
         for role, message in s["checkpoint_errors"].items():
             st.error(f"{roles.ROLE_LABELS[role]} checkpoint cannot be used: {message}", icon=":material/error:")
         st.caption(f"Classes: {', '.join(s['classes'])}")
-        st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
-                  on_click=state.set_value, args=("dataset", name))
+        if st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
+                     on_click=state.set_value, args=("dataset", name)):
+            st.switch_page("../pages/dataset.py")
 
 st.subheader("Go to")
 link_cols = st.columns(3)
 for i, (path, label) in enumerate([("dataset.py", "Browse the dataset"), ("compare.py", "Teacher vs student"),
                                    ("feature_maps.py", "Step through feature maps"),
-                                   ("explanations.py", "Compare explanations"), ("timing.py", "Time the explainers"),
+                                   ("explanations.py", "Compare explanations"),
+                                   ("faithfulness.py", "Faithfulness over the test set"),
+                                   ("timing.py", "Time the explainers"),
                                    ("train.py", "Train and distil")]):
     link_cols[i % 3].page_link(f"../pages/{path}", label=label, icon=":material/arrow_forward:")
 st.caption("Source, tests and the command-line tools: see the repository README. "

@@ -75,7 +75,7 @@ cols = st.columns(len(last["runs"]))
 for col, (name, run) in zip(cols, last["runs"].items()):
     with col:
         st.metric(f"{roles.ROLE_LABELS[name]} test accuracy", f"{run['test_accuracy']:.1%}")
-        st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} epochs in {run['seconds']:.0f} s"
+        st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} epoch{'s' if len(run['history']) != 1 else ''} in {run['seconds']:.0f} s"
                    + (f"; {run['stopped']}" if run["stopped"] else ""))
 if "student" in last["runs"] and "student_label_only" in last["runs"]:
     gain = last["runs"]["student"]["test_accuracy"] - last["runs"]["student_label_only"]["test_accuracy"]

@@ -37,6 +37,7 @@ def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):
     assert_ok(at)
     assert at.sidebar.selectbox(key="dataset").value == "phantom"
     assert at.query_params["dataset"] == "phantom"
+    assert any(t.value.startswith("Dataset") for t in at.title), "Explore opens the dataset's first page"
 
 
 def test_missing_images_and_checkpoints_explain_what_to_do(tmp_path, monkeypatch):

@@ -49,3 +49,30 @@ def test_home_to_feature_maps_and_step_a_layer():
         assert before.startswith("Step 1 of") and after.startswith("Step 2 of") and after != before
         assert "layer=2" in driver.current_url, driver.current_url
         assert not errors_shown(driver), errors_shown(driver)
+
+
+def test_switching_dataset_after_explain_never_shows_the_old_maps():
+    import time
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    with serve() as url, chrome(height=1400) as driver:
+        driver.get(f"{url}/explanations?dataset=phantom&image=0&method=feature_maps")
+        wait_for_text(driver, "Press Explain")
+        click_button(driver, "Explain")
+        wait_for_text(driver, "computed for phantom")
+        assert not errors_shown(driver), errors_shown(driver)
+
+        picker = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"] input')
+        picker.click()
+        picker.send_keys("brain_tumor")
+        picker.send_keys(Keys.ENTER)
+        deadline = time.time() + 180
+        while "dataset=brain_tumor" not in driver.current_url and time.time() < deadline:
+            time.sleep(0.5)
+        wait_for_text(driver, "Press Explain")
+        body = driver.find_element(By.TAG_NAME, "body").text
+        assert "dataset=brain_tumor" in driver.current_url, driver.current_url
+        assert "computed for phantom" not in body, "the phantom maps are still shown for a brain_tumor image"
+        assert not errors_shown(driver), errors_shown(driver)

@@ -148,6 +148,19 @@ def compare(a, b) -> dict:
     return out
 
 
+def verdict(comparison: dict, better: str) -> str:
+    """"yes" / "no: worse" / "not shown": whether a paired 95% interval against the random map excludes 0 on the
+    side that is better (``better`` is "lower" or "higher"); an undefined (NaN) interval shows nothing."""
+    lo, hi = comparison["ci"]
+    good, bad = (hi < 0, lo > 0) if better == "lower" else (lo > 0, hi < 0)
+    return "yes" if good else ("no: worse" if bad else "not shown")
+
+
+def is_stale(study: dict, digests: dict[str, str | None]) -> bool:
+    """True when the checkpoints now shipped (``role -> sha256``, None if missing) are not those the study scored."""
+    return any(digests.get(role) != sha for role, sha in study.get("checkpoints", {}).items())
+
+
 def run_study(cfg: StudyConfig, on_progress=None) -> dict:
     """Run the study; returns the dictionary written under ``"faithfulness"`` (see the module doc)."""
     if cfg.threads:
@@ -192,8 +205,7 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
                 if name in BASELINES and explainer != scorer:
                     continue  # a baseline is one map whichever model it is said to explain
                 model, meta = loaded[scorer]
-                m = _resize(maps[explainer][name], meta.input_size)
-                m = m if len(m) == len(idx) else m[idx]
+                m = _resize(maps[explainer][name], meta.input_size)  # every map set holds exactly the images idx
                 targets = preds[scorer][idx].tolist()
                 key = explainer if explainer == scorer else f"{explainer}_on_{scorer}"
                 entry[key] = {
@@ -216,10 +228,8 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
                 rand = scores["random"][key if key in scores["random"] else key.split("_on_")[1]]
                 out[key]["vs_random"] = {metric: compare(value[metric], rand[metric][idx])
                                          for metric in value}
-        teacher_maps = maps["teacher"][name] if len(maps["teacher"][name]) == len(idx) else maps["teacher"][name][idx]
-        student_maps = maps["student"][name] if len(maps["student"][name]) == len(idx) else maps["student"][name][idx]
         if name not in BASELINES:  # a baseline is the same map for both models
-            pairs = [agreement(t, s) for t, s in zip(teacher_maps, student_maps)]
+            pairs = [agreement(t, s) for t, s in zip(maps["teacher"][name], maps["student"][name])]
             out["agreement"] = {k: summary([p[k] for p in pairs]) for k in ("spearman", "iou")}
         if name in seconds["teacher"]:
             out["seconds"] = {role: summary(seconds[role][name]) for role in ROLES}
@@ -260,12 +270,11 @@ def tolerance(size: int) -> int:
 
 
 def localisation(maps: np.ndarray, ds, idx: np.ndarray, size: int) -> dict:
-    """Pointing game (with `tolerance`), energy in the lesion and top-5 % IoU, in image order (NaN where the
-    image has no lesion)."""
+    """Pointing game (with `tolerance`), energy in the lesion and top-5 % IoU of the maps of images ``idx``, in
+    image order (NaN where the image has no lesion)."""
     masks = ds.masks.numpy()[idx]
     if masks.shape[-1] != size:
         masks = _resize(masks.astype(np.float32), size) >= 0.5
-    maps = maps if len(maps) == len(idx) else maps[idx]
     nan = float("nan")
     rows = [(tolerant_hit(m, k, tolerance(size)), pointing_game(m, k)["energy"], mask_iou(m, k, 5.0))
             if k.any() else (nan, nan, nan) for m, k in zip(maps, masks)]

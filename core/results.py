@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core.bench import factor_lines, speed_factors
 from core.checkpoints import file_sha256
+from core.faithfulness_study import is_stale, verdict
 from core.metrics import never_predicted
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,20 +244,16 @@ def _mean(scores: dict, key: str) -> str:
 def _versus(scores: dict, key: str, better: str) -> str:
     """``mean`` plus a mark when its paired 95% interval against the random map excludes 0 the right way."""
     c = scores.get("vs_random", {}).get(key)
-    text = _mean(scores, key)
-    if c and c["ci"][0] == c["ci"][0]:  # not NaN
-        good = c["ci"][1] < 0 if better == "lower" else c["ci"][0] > 0
-        bad = c["ci"][0] > 0 if better == "lower" else c["ci"][1] < 0
-        text += " ✓" if good else (" ✗" if bad else "")
-    return text
+    mark = {"yes": " ✓", "no: worse": " ✗"}.get(verdict(c, better), "") if c else ""
+    return _mean(scores, key) + mark
 
 
 def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
     """The faithfulness study of this dataset's checkpoints (`core.faithfulness_study`), if shipped."""
     if not study:
         return []
-    stale = any(not (meta_dir / f"{role}.pt").is_file() or file_sha256(meta_dir / f"{role}.pt") != sha
-                for role, sha in study["checkpoints"].items())
+    stale = is_stale(study, {role: file_sha256(meta_dir / f"{role}.pt") if (meta_dir / f"{role}.pt").is_file()
+                             else None for role in study["checkpoints"]})
     cfg = study["config"]
     lines = ["", f"Faithfulness (`python -m core.faithfulness_study {cfg['dataset']}`; {study['images']} test "
              f"images, {len(study['slow_subset'])} for the slow methods, {cfg['steps']} steps, seed {cfg['seed']}"

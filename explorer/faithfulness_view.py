@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from core.explainers import EXPLAINERS
+from core.faithfulness_study import verdict
 from explorer.roles import ROLE_LABELS
 
 BASELINE_LABELS = {"random": "Random map (baseline)", "centre": "Centre prior (baseline)",
@@ -97,15 +98,8 @@ def comparison_rows(study: dict, metric: str, scoring: str = "own") -> list[dict
                          "mean": round(mean, 3), "minus random": round(c["mean"], 3),
                          "95% interval": f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]",
                          "p (paired t)": f"{c['p_value']:.2g}", "p (sign flips)": f"{c['p_sign_flip']:.2g}",
-                         "better than random": _better(c, m.better)})
+                         "better than random": verdict(c, m.better)})
     return rows
-
-
-def _better(c: dict, better: str) -> str:
-    lo, hi = c["ci"]
-    if better == "lower":
-        return "yes" if hi < 0 else ("no: worse" if lo > 0 else "not shown")
-    return "yes" if lo > 0 else ("no: worse" if hi < 0 else "not shown")
 
 
 def cascades(study: dict, method: str) -> dict[str, tuple[list[str], list[float]]]:
@@ -143,8 +137,3 @@ def extremes(study: dict, method: str, metric: str, series: str, k: int = 3) -> 
     pick = lambda rows: [{"index": study["test_index"][p], "value": v, "true": study["true_class"][p]}
                          for v, p in rows]
     return {"best": pick(scored[:k]), "worst": pick(scored[::-1][:k])}
-
-
-def is_stale(study: dict, digests: dict[str, str | None]) -> bool:
-    """True when the checkpoints now shipped (``role -> sha256``, None if missing) are not those the study scored."""
-    return any(digests.get(role) != sha for role, sha in study.get("checkpoints", {}).items())

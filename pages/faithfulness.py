@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.faithfulness_study import is_stale
 from explorer import faithfulness_view as fv
 from explorer import figures, loaders, state, ui
 
@@ -17,7 +18,7 @@ if not study:
     st.info(f"No faithfulness study has been shipped for {dataset}. It is written by "
             f"`python -m core.faithfulness_study {dataset}`.", icon=":material/science:")
     st.stop()
-if fv.is_stale(study, loaders.checkpoint_digests(dataset)):
+if is_stale(study, loaders.checkpoint_digests(dataset)):
     st.warning("This study scored other checkpoints than the ones shipped now; rerun "
                f"`python -m core.faithfulness_study {dataset}`.", icon=":material/history:")
 cfg = study["config"]

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from core.faithfulness_study import StudyConfig, run_study, write_study
+from core.faithfulness_study import StudyConfig, is_stale, run_study, verdict, write_study
 from explorer import faithfulness_view as fv
 from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page,  # noqa: F401
                                    texts)
@@ -53,9 +53,9 @@ def test_comparison_rows_state_the_interval_and_a_verdict(study):
     assert {r["method"] for r in rows} == {"Average feature maps (all layers)", "CAM (class activation map)",
                                            "Occlusion"}
     assert all(r["better than random"] in {"yes", "no: worse", "not shown"} for r in rows)
-    assert fv._better({"ci": [-0.2, -0.1]}, "lower") == "yes"
-    assert fv._better({"ci": [-0.2, -0.1]}, "higher") == "no: worse"
-    assert fv._better({"ci": [-0.2, 0.1]}, "higher") == "not shown"
+    assert verdict({"ci": [-0.2, -0.1]}, "lower") == "yes"
+    assert verdict({"ci": [-0.2, -0.1]}, "higher") == "no: worse"
+    assert verdict({"ci": [-0.2, 0.1]}, "higher") == "not shown"
     assert fv.comparison_rows(study, "agreement_iou") == []
 
 
@@ -71,9 +71,9 @@ def test_extremes_are_ordered_and_name_test_images(study):
 
 def test_stale_when_a_checkpoint_changed(study):
     same = dict(study["checkpoints"])
-    assert not fv.is_stale(study, same)
-    assert fv.is_stale(study, {**same, "student": "0" * 64})
-    assert fv.is_stale(study, {**same, "teacher": None})
+    assert not is_stale(study, same)
+    assert is_stale(study, {**same, "student": "0" * 64})
+    assert is_stale(study, {**same, "teacher": None})
 
 
 def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, monkeypatch, study):
@@ -97,25 +97,29 @@ def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, mon
     assert "Explanations side by side" in texts(at)
 
 
-def test_page_flags_a_study_of_other_checkpoints(study_root, tmp_path, monkeypatch):
-    shutil.copytree(study_root / "phantom", tmp_path / "phantom")
-    results = json.loads((tmp_path / "phantom" / "results.json").read_text())
-    results["faithfulness"]["checkpoints"]["teacher"] = "f" * 64
-    (tmp_path / "phantom" / "results.json").write_text(json.dumps(results))
-    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+def open_with_results(source, dest, monkeypatch, edit):
+    """The Faithfulness page over a copy of ``source`` (a phantom checkpoint folder) whose results.json ``edit``
+    changed in place."""
+    shutil.copytree(source, dest / "phantom", ignore=shutil.ignore_patterns("timing"))
+    path = dest / "phantom" / "results.json"
+    results = json.loads(path.read_text())
+    edit(results)
+    path.write_text(json.dumps(results))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(dest))
     at = open_page("faithfulness")
     assert_ok(at)
+    return at
+
+
+def test_page_flags_a_study_of_other_checkpoints(study_root, tmp_path, monkeypatch):
+    at = open_with_results(study_root / "phantom", tmp_path, monkeypatch,
+                           lambda r: r["faithfulness"]["checkpoints"].update(teacher="f" * 64))
     assert any("other checkpoints" in w.value for w in at.warning)
 
 
 def test_page_without_a_study_says_how_to_make_one(tmp_path, monkeypatch):
-    shutil.copytree(ROOT / "checkpoints" / "phantom", tmp_path / "phantom", ignore=shutil.ignore_patterns("timing"))
-    results = json.loads((tmp_path / "phantom" / "results.json").read_text())
-    results.pop("faithfulness", None)
-    (tmp_path / "phantom" / "results.json").write_text(json.dumps(results))
-    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
-    at = open_page("faithfulness")
-    assert_ok(at)
+    at = open_with_results(ROOT / "checkpoints" / "phantom", tmp_path, monkeypatch,
+                           lambda r: r.pop("faithfulness", None))
     assert any("core.faithfulness_study phantom" in i.value for i in at.info)
 
 

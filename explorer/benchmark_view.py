@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 
 import streamlit as st
 
@@ -56,7 +55,7 @@ def run_key(dataset: str, models: dict[str, LoadedModel], methods: list[str], im
 
 def computed_for(key: tuple) -> str:
     dataset, versions, methods, images, repeats, budget = key
-    files = ", ".join(f"{role} {Path(path).name}" for role, path, _ in versions)
+    files = loaders.describe_versions(versions)
     return (f"Computed for {dataset} ({files}): {len(methods)} method(s), {images} image(s), {repeats} timed "
             f"run(s) each, budget {budget:.0f} s per model and method.")
 

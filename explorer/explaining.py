@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ from core.costs import estimate_cost
 from core.explain import EXPLAINERS, explain
 from core.explainers import CostEstimate
 from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
-from explorer.loaders import LoadedModel, model_versions
+from explorer.loaders import LoadedModel, describe_versions, model_versions
 
 DEFAULT_METHODS = ["feature_maps", "grad_cam", "saliency"]
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
@@ -119,7 +118,7 @@ def run_key(dataset: str, models: dict[str, LoadedModel], image_ident: str, meth
 def computed_for(key: tuple) -> str:
     """What a result was computed for, in words (shown above it)."""
     dataset, checkpoints, image, methods, target, _, _ = key
-    files = ", ".join(f"{role} {Path(path).name}" for role, path, _ in checkpoints)
+    files = describe_versions(checkpoints)
     return f"computed for {dataset}, image {image}, class index {target}, with {files}"
 
 

@@ -103,12 +103,9 @@ def comparison_rows(study: dict, metric: str, scoring: str = "own") -> list[dict
 
 
 def cascades(study: dict, method: str) -> dict[str, tuple[list[str], list[float]]]:
-    """``{model label: (layers randomised so far, mean rank correlation per step)}`` for one method."""
-    out = {}
-    for role, steps in study.get("sanity", {}).get(method, {}).items():
-        out[ROLE_LABELS.get(role, role)] = ([s["layer"] for s in steps],
-                                            [s["spearman"].get("mean", math.nan) for s in steps])
-    return out
+    """``{role: (layers randomised so far, mean rank correlation per step)}`` for one method."""
+    return {role: ([s["layer"] for s in steps], [s["spearman"].get("mean", math.nan) for s in steps])
+            for role, steps in study.get("sanity", {}).get(method, {}).items()}
 
 
 def extreme_series(study: dict, metric: str, scoring: str = "own") -> list[str]:

@@ -66,6 +66,11 @@ def model_versions(models: dict[str, "LoadedModel"]) -> tuple:
                  for role, m in sorted(models.items()))
 
 
+def describe_versions(versions: tuple) -> str:
+    """`model_versions` in words: "student student.pt, teacher teacher.pt"."""
+    return ", ".join(f"{role} {Path(path).name}" for role, path, _ in versions)
+
+
 def checkpoint_digests(dataset: str) -> dict[str, str | None]:
     """sha256 of each shipped checkpoint of a dataset by role (None where the file is missing)."""
     folder = checkpoint_root() / dataset

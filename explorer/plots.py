@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.roles import ROLES
+from explorer.roles import ROLE_LABELS, ROLES
 
 COLORS = dict(zip(ROLES, ("#4C72B0", "#DD8452", "#55A868")))  # one per role, in `explorer.roles.ROLES` order
 # One perceptually uniform colormap for every map, so that equal steps in value look like equal steps in colour.
@@ -193,12 +193,12 @@ def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitl
 
 
 def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figure:
-    """Mean rank correlation of the trained and the randomised map as the cascade randomises layer after layer."""
+    """Mean rank correlation of the trained and the randomised map as the cascade randomises layer after layer
+    (``cascades``: role -> (layers, values))."""
     fig = go.Figure()
-    for model, (layers, values) in cascades.items():
-        role = "teacher" if model.lower().startswith("teacher") else "student"
-        fig.add_trace(go.Scatter(x=[f"{i + 1}. {name}" for i, name in enumerate(layers)], y=values, name=model,
-                                 mode="lines+markers", marker_color=COLORS.get(role)))
+    for role, (layers, values) in cascades.items():
+        fig.add_trace(go.Scatter(x=[f"{i + 1}. {name}" for i, name in enumerate(layers)], y=values,
+                                 name=ROLE_LABELS.get(role, role), mode="lines+markers", marker_color=COLORS.get(role)))
     fig.add_hline(y=0, line=dict(color=BASELINE_COLOR, dash="dot"))
     fig.update_layout(yaxis=dict(title="rank correlation with the trained map", range=[-1, 1]),
                       xaxis_title="layers randomised so far (head first)")

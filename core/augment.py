@@ -81,11 +81,13 @@ def state_fingerprint(model: nn.Module) -> str:
 
 @torch.no_grad()
 def teacher_logits_table(teacher: nn.Module, views: torch.Tensor, mean, std, batch_size: int = 128) -> torch.Tensor:
-    """Teacher logits of every view of every training image: views (N, V, 3, H, W) -> (N, V, C)."""
+    """Teacher logits of every view of every training image: views (N, V, 3, H, W) -> (N, V, C), on the CPU
+    (batches go to the teacher's device)."""
     teacher.eval()
+    device = next(teacher.parameters()).device
     n, v = views.shape[:2]
     flat = views.flatten(0, 1)
-    rows = [teacher(to_model_input(flat[i:i + batch_size], mean, std))
+    rows = [teacher(to_model_input(flat[i:i + batch_size], mean, std).to(device)).cpu()
             for i in tqdm(range(0, len(flat), batch_size), desc="teacher logits", leave=False)]
     return torch.cat(rows).view(n, v, -1)
 

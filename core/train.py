@@ -7,6 +7,10 @@ and callbacks they pass. One loop (`train_stage`) serves every stage: AdamW, cos
 decay, early stopping on validation loss with the best weights kept, seeds set, and the full state
 written atomically after every epoch so that ``resume=True`` continues an interrupted run. The test
 split is never read here.
+
+Under ``torchrun`` (`core.distributed`) the same loop trains with DistributedDataParallel: each process
+takes its shard of every epoch's sample order, validation sums are all-reduced so that every rank makes
+the same early-stopping decision, and rank 0 alone writes the teacher-logit cache and the checkpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import copy
 import functools
 import logging
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoints
+from core import checkpoints, distributed
 from core.checkpoints import CheckpointMeta
 from core.augment import (augment_batch, augmented_views, cached_teacher_logits, channel_stats, describe_augmentation,
                           state_fingerprint)
@@ -41,6 +46,10 @@ from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_se
 log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[str, dict], None]
+
+# Set (to anything but "" or "0"), every process writes ``rank<r>.sha256`` (`state_fingerprint` of its final
+# model) into the run folder: how a test sees that all ranks ended with the same weights.
+RANK_DIGESTS_ENV = "KD_RANK_DIGESTS"
 
 
 @dataclass
@@ -62,7 +71,7 @@ def set_seed(seed: int) -> None:
 def resumable_state(state_path: Path, settings: dict) -> dict:
     """The saved state of a run, refused (ValueError) when it was made with other settings."""
     state = torch.load(state_path, map_location="cpu", weights_only=True)
-    saved = state.get("settings") or {}
+    saved = {"world_size": 1, **(state.get("settings") or {})}  # states written before world_size was recorded
     changed = sorted(k for k in settings if saved.get(k) != settings[k])
     if changed:
         raise ValueError(f"{state_path}: made with other settings ({', '.join(changed)} differ: "
@@ -93,12 +102,65 @@ def _views(fingerprint: str, count: int, seed: int, images: torch.Tensor) -> tor
     return augmented_views(images, count, seed)
 
 
-def _order(targets: torch.Tensor, balance: bool) -> torch.Tensor:
+def _order(targets: torch.Tensor, balance: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """One epoch's sample order: a permutation, or draws with weights 1 / class count (with replacement)."""
     if not balance:
-        return torch.randperm(len(targets))
+        return torch.randperm(len(targets), generator=generator)
     counts = torch.bincount(targets)
-    return torch.multinomial(1.0 / counts[targets].double(), len(targets), replacement=True)
+    return torch.multinomial(1.0 / counts[targets].double(), len(targets), replacement=True, generator=generator)
+
+
+def _epoch_order(targets: torch.Tensor, balance: bool, seed: int, epoch: int) -> torch.Tensor:
+    """This process's sample order for one epoch (0-based).
+
+    One process draws it from the global random state (saved with the state, so a resumed run goes
+    on as the interrupted one would have). Several processes draw the full order from a generator
+    seeded by (seed, epoch), the same on every rank as with `torch.utils.data.DistributedSampler`,
+    and each takes its `core.distributed.shard`; class-balanced draws are sharded the same way.
+    """
+    if not distributed.active():
+        return _order(targets, balance)
+    generator = torch.Generator().manual_seed(distributed.derived_seed(seed, epoch))
+    return distributed.shard(_order(targets, balance, generator), distributed.rank(), distributed.world_size())
+
+
+def _seed_epoch_draws(seed: int, epoch: int) -> None:
+    """With several processes, seed this rank's augmentation and view draws of one epoch by (seed, epoch, rank):
+    ranks draw differently from each other, and a resumed epoch draws as it would have without the stop."""
+    if distributed.active():
+        torch.manual_seed(distributed.derived_seed(seed, epoch, distributed.rank()))
+
+
+def _shared_teacher_logits(cache: str | None, teacher: nn.Module, views: torch.Tensor, mean, std,
+                           key: dict) -> torch.Tensor:
+    """`cached_teacher_logits`; with several processes and a cache file, rank 0 computes and writes it while
+    the others wait, then read it (without a cache file every rank computes its own table)."""
+    if not cache or not distributed.active():
+        return cached_teacher_logits(cache, teacher, views, mean, std, key)
+    table = cached_teacher_logits(cache, teacher, views, mean, std, key) if distributed.is_main() else None
+    distributed.barrier()
+    return table if table is not None else cached_teacher_logits(cache, teacher, views, mean, std, key)
+
+
+def _validate(model: nn.Module, val, mean, std) -> tuple[float, float]:
+    """Validation loss and accuracy of the whole split.
+
+    Several processes each evaluate their share of the split and sum over all ranks: every rank
+    gets the same numbers, so early stopping stops them all at the same epoch.
+    """
+    if not distributed.active():
+        return evaluate_loss(model, val.images, val.targets, mean, std)
+    part = slice(distributed.rank(), None, distributed.world_size())
+    images, targets = val.images[part], val.targets[part]
+    loss, acc = evaluate_loss(model, images, targets, mean, std)
+    loss_sum, correct, count = distributed.all_sum([loss * len(targets), round(acc * len(targets)), len(targets)])
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def _write_rank_digest(out: Path, model: nn.Module) -> None:
+    """``rank<r>.sha256`` of the final model, when `RANK_DIGESTS_ENV` asks for it."""
+    if os.environ.get(RANK_DIGESTS_ENV, "") not in ("", "0"):
+        checkpoints.atomic_write_text(out / f"rank{distributed.rank()}.sha256", state_fingerprint(model) + "\n")
 
 
 def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Module | None = None,
@@ -118,10 +180,12 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
         torch.set_num_threads(cfg.threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # a kill during an earlier state write leaves its temporary file behind: nothing else would remove it
-    checkpoints.remove_stale_temporaries(out, min_age_s=60.0)
+    main_process, world, device = distributed.is_main(), distributed.world_size(), distributed.device()
+    if main_process:  # a kill during an earlier state write leaves its temporary file behind: nothing else would
+        checkpoints.remove_stale_temporaries(out, min_age_s=60.0)
     student_mode = stage.role == "student"
-    settings = stage_settings(cfg, stage)
+    # another world size deals other shards and another total batch: not the same run
+    settings = {**stage_settings(cfg, stage), "world_size": world}
     epochs, size = settings["epochs"], settings["input_size"]
     patience = cfg.patience if student_mode else (cfg.teacher_patience or epochs)
     key = (cfg.dataset, cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.protocol, cfg.max_per_class)
@@ -142,15 +206,18 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     n_views = cfg.views if cfg.augment else 1
     views = _views(train.fingerprint, n_views, cfg.data_seed, train.images) if student_mode else None
     on_the_fly = loss_fn.uses_features  # feature terms need the teacher's activations of the same batch
+    s_paths, t_paths = attention_pairs(model, teacher, size) if on_the_fly else ([], [])  # (probes on the CPU)
+    model = model.to(device)
+    teacher = teacher.to(device) if teacher is not None and loss_fn.uses_teacher else teacher
     logits_table = None
     if loss_fn.uses_teacher and not on_the_fly:
         cache_key = {"data": train.fingerprint, "views": n_views, "view_seed": cfg.data_seed, "input_size": size,
                      "teacher": state_fingerprint(teacher)}
-        logits_table = cached_teacher_logits(cfg.teacher_logits, teacher, views, mean, std, cache_key)
-    s_paths, t_paths = attention_pairs(model, teacher, size) if on_the_fly else ([], [])
+        logits_table = _shared_teacher_logits(cfg.teacher_logits, teacher, views, mean, std, cache_key)
+    net = distributed.wrap(model)  # what batches go through; `model` is what is evaluated and saved
 
     n = len(train)
-    steps = math.ceil(n / cfg.batch_size)
+    steps = math.ceil(math.ceil(n / world) / cfg.batch_size)  # per process: each takes its shard of n
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=epochs * steps + 1,
                                                     pct_start=0.25) if cfg.schedule == "onecycle" else \
@@ -176,12 +243,13 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     for epoch in range(start_epoch, epochs):
         if stopped:
             break
-        model.train()
+        net.train()
         side = size if student_mode else epoch_size(size, epoch, epochs, cfg.progressive)
-        order = _order(train.targets, cfg.class_balance)
-        total_loss, correct, train_s = 0.0, 0, time.perf_counter()
-        bar = tqdm(range(0, n, cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs} ({side} px)",
-                   leave=False)
+        order = _epoch_order(train.targets, cfg.class_balance, stage.seed, epoch)
+        _seed_epoch_draws(stage.seed, epoch)
+        total_loss, correct, seen, train_s = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs} ({side} px)",
+                   leave=False, disable=not main_process)
         for i in bar:
             idx = order[i:i + cfg.batch_size]
             if student_mode:  # both arms draw the same view of the same image at the same step
@@ -190,16 +258,16 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
             else:
                 flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
                 images = resize_batch(augment_batch(train.images[idx], flips, affine=cfg.augment), side)
-            x, y = to_model_input(images, mean, std), train.targets[idx]
+            x, y = to_model_input(images, mean, std).to(device), train.targets[idx].to(device)
             if on_the_fly:
                 with record_activations(model, s_paths, keep_graph=True) as s_store:
-                    logits = model(x)
+                    logits = net(x)
                 with torch.no_grad(), record_activations(teacher, t_paths) as t_store:
                     t_logits = teacher(x)
                 batch = LossInputs(logits, y, t_logits, list(s_store.values()), list(t_store.values()))
             else:
-                logits = model(x)
-                batch = LossInputs(logits, y, logits_table[idx, view] if logits_table is not None else None)
+                logits = net(x)
+                batch = LossInputs(logits, y, logits_table[idx, view].to(device) if logits_table is not None else None)
             loss = loss_fn(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -208,13 +276,17 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
                 scheduler.step()
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         train_s = time.perf_counter() - train_s
         if cfg.schedule == "cosine":
             scheduler.step()
-        val_loss, val_acc = evaluate_loss(model, val.images, val.targets, mean, std)
-        seconds = earlier_s + time.perf_counter() - started
-        record = {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / n, "train_acc": correct / n,
+        distributed.broadcast_buffers(model)
+        total_loss, correct, seen = distributed.all_sum([total_loss, correct, seen])
+        val_loss, val_acc = _validate(model, val, mean, std)
+        # the slowest rank's times: every rank then takes the same time-cap decision
+        train_s, seconds = distributed.all_max([train_s, earlier_s + time.perf_counter() - started])
+        record = {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / seen, "train_acc": correct / seen,
                   "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
                   "train_seconds": train_s, "seconds": seconds}
         if val_loss < best_val - 1e-4:
@@ -227,18 +299,19 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
         if cfg.time_cap_s and seconds > cfg.time_cap_s and epoch + 1 < epochs:
             record["stop"] = stopped = f"time cap of {cfg.time_cap_s:.0f} s reached"
         history.append(record)
-        checkpoints.atomic_write_bytes(state_path, lambda h: torch.save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "best_model": best_state, "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
-             "epoch": epoch, "rng": torch.get_rng_state(), "settings": settings}, h),
-            resume_hint="run the same command again: the stage continues from its last completed epoch")
+        if main_process:
+            checkpoints.atomic_write_bytes(state_path, lambda h: torch.save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "best_model": best_state, "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
+                 "epoch": epoch, "rng": torch.get_rng_state(), "settings": settings}, h),
+                resume_hint="run the same command again: the stage continues from its last completed epoch")
         log.info("%s epoch %d: %s", stage.name, epoch + 1,
                  {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
         if on_epoch_end:
             on_epoch_end(record)
 
     model.load_state_dict(best_state if best_state is not None else model.state_dict())
-    model.eval()
+    model = model.cpu().eval()  # callers get a CPU model, as from `checkpoints.load`
     provenance = {"augmentation": describe_augmentation(not student_mode, n_views) if cfg.augment else "none",
                   "loss": spec}
     if student_mode and teacher_path is not None:
@@ -249,23 +322,27 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
         arch_args={"depth": cfg.depth} if student_mode else {},
         train={**asdict(cfg), **provenance, "stage": stage.name, "seed": stage.seed, "epochs": epochs,
                "patience": patience, "history": history, "best_val_loss": best_val, "stopped": stopped,
-               "train_images": n, "val_images": len(val), "skipped_files": len(getattr(train, "skipped", []))},
+               "train_images": n, "val_images": len(val), "skipped_files": len(getattr(train, "skipped", [])),
+               "world_size": world},
         kd={"loss": stage.loss, **dict(stage.loss_args), "attention_beta": cfg.attention_beta} if student_mode else None,
         seed=stage.seed, data_fingerprint=data_fingerprint(train_ds),
         notes=f"{count_parameters(model):,} parameters")
-    path = checkpoints.save(model, meta, out / "best.pt")
+    path = checkpoints.save(model, meta, out / "best.pt") if main_process else out / "best.pt"
+    _write_rank_digest(out, model)
+    distributed.barrier()  # the next stage reads this best.pt (its sha256, a resume check) on every rank
     return TrainResult(model, meta, history, stopped, path, stage)
 
 
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, mean, std,
                   batch_size: int = 128) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on an in-memory split (model put in eval mode)."""
+    """Mean cross-entropy and accuracy on an in-memory split (model put in eval mode, batches sent to its device)."""
     model.eval()
+    device = next(model.parameters()).device
     loss, correct = 0.0, 0
     for i in range(0, len(images), batch_size):
-        logits = model(to_model_input(images[i:i + batch_size], mean, std))
-        y = targets[i:i + batch_size]
+        logits = model(to_model_input(images[i:i + batch_size], mean, std).to(device))
+        y = targets[i:i + batch_size].to(device)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     return loss / max(len(images), 1), correct / max(len(images), 1)
@@ -316,7 +393,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(
         prog="python -m core.train",
-        description="Train a teacher, distil a student (and a label-only baseline), evaluate them on test.")
+        description="Train a teacher, distil a student (and a label-only baseline), evaluate them on test.",
+        epilog="Several processes, GPUs or machines: launch with torchrun, e.g. `torchrun --nproc_per_node 4 -m "
+               "core.train ...` (DistributedDataParallel, nccl on GPUs, gloo on CPUs). --batch-size is per process "
+               "(a step averages world size x --batch-size images), --lr is used as given (not scaled); rank 0 "
+               "writes the checkpoints; --resume needs the same number of processes.")
     parser.add_argument("--stage", choices=["teacher", "student", "both"], default="both",
                         help="what to train (default: both, teacher first)")
     parser.add_argument("--dataset", default="phantom", choices=sorted(DATASETS), help="dataset name")
@@ -328,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--depth", type=int, default=5, help="student conv blocks, 3 to 8")
     parser.add_argument("--epochs", type=int, default=8, help="teacher epochs")
     parser.add_argument("--student-epochs", type=int, default=12, help="student epochs")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size per process (under torchrun)")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
     parser.add_argument("--input-size", type=int, default=None, help="square input size (default: dataset's)")
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the hard loss (1 = label-only)")
@@ -344,9 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue interrupted runs, reuse finished ones")
     parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.stage == "student" and not args.teacher:
         parser.error("--stage student needs --teacher CKPT")
+    distributed.init()
+    main_process = distributed.is_main()
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
 
     cfg = TrainConfig(dataset=args.dataset, root=args.root, protocol=args.protocol, input_size=args.input_size,
                       max_per_class=args.max_per_class, batch_size=args.batch_size, lr=args.lr,
@@ -360,7 +443,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage == "teacher":
         stages = stages[:1]
     teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
-    results = run_stages(cfg, out, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
+    try:
+        results = run_stages(cfg, out, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
+    finally:
+        distributed.shutdown()
+    if not main_process:  # rank 0 reports and evaluates (writing the metrics into the metadata)
+        return
     paths = ({"teacher": Path(args.teacher)} if args.teacher else {}) | {n: r.path for n, r in results.items()}
     if args.no_eval:
         for name, path in paths.items():

@@ -112,6 +112,7 @@ class ChosenImage:
     mask: np.ndarray | None = None  # phantom lesion mask at the dataset's size
     dataset: str | None = None  # the dataset a test sample comes from
     test_index: int | None = None  # position in the dataset's test split
+    name: str = ""  # an upload's file name as given: untrusted, escape it wherever it is shown
 
     @property
     def uploaded(self) -> bool:
@@ -184,7 +185,7 @@ def _upload_choice(key: str) -> ChosenImage | None:
         st.error(f"Cannot use this upload: {err}", icon=":material/broken_image:")
         return None
     digest = hashlib.sha1(data).hexdigest()[:12]
-    return ChosenImage(rgb, f"upload:{digest}", f"{escape_markdown(up.name)} ({note})")
+    return ChosenImage(rgb, f"upload:{digest}", f"{escape_markdown(up.name)} ({note})", name=up.name)
 
 
 def open_test_image(index: int, key: str = "image") -> None:

@@ -1,9 +1,11 @@
 """Explanations: methods side by side for teacher and student, with cost, faithfulness, sanity and agreement."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.explain import EXPLAINERS, ExplainError
-from explorer import analysis, explaining, figures, state, ui
+from explorer import analysis, explaining, figures, loaders, report, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Explanations side by side",
@@ -88,3 +90,18 @@ for method in methods:
             st.metric("Teacher-student agreement (Spearman)", "n/a" if agree["spearman"] is None
                       else f"{agree['spearman']:.2f}", help="Rank correlation of the two maps; top-10% IoU "
                       + ("n/a" if agree["iou"] is None else f"{agree['iou']:.2f}"))
+
+st.subheader("Case report")
+digests = loaders.checkpoint_digests(dataset)
+case = report.Case(dataset, chosen.ident, chosen.name or chosen.caption, target, result, opacity, {
+    role: report.ModelCase(m.meta, Path(m.path).name, digests.get(role),
+                           analysis.probabilities(m, m.path, chosen.ident, xs[role]), chosen.pixels(m.meta.input_size))
+    for role, m in models.items()})
+report_col, zip_col = st.columns(2)
+report_col.download_button("Download case report (HTML)", report.case_report_html(case), key="exp_report",
+                           file_name=report.download_name(case, "html"), mime="text/html", on_click="ignore",
+                           help="One self-contained file: both models' predictions, every map above with its "
+                                "scores and cost, the checkpoints (with sha256) and the library versions.")
+zip_col.download_button("Download the maps (ZIP of PNG)", report.maps_zip(case), key="exp_maps_zip",
+                        file_name=report.download_name(case, "zip"), mime="application/zip", on_click="ignore",
+                        help="One PNG per method and model, drawn over the image as above.")

@@ -18,7 +18,7 @@ from core.explainers import CostEstimate, make_explainer
 from core.hooks import preserve_model_state, require_eval
 from core.stopwatch import time_callable
 
-__all__ = ["Calibration", "calibrate", "estimate_cost"]
+__all__ = ["Calibration", "ScoringCost", "calibrate", "estimate_cost", "estimate_scoring_cost"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,32 @@ def estimate_cost(model: nn.Module, method: str, input_size, *, target_known: bo
         passes["forward"] += 1
         seconds += calibrate(model, input_size, 1, backward=False).forward_s
     return CostEstimate(method, passes, explainer.batch_size(), seconds)
+
+
+@dataclass(frozen=True)
+class ScoringCost:
+    """Passes and predicted seconds of scoring one map: deletion/insertion curves and a sanity cascade."""
+
+    passes: dict[str, int]
+    predicted_seconds: float
+
+
+def estimate_scoring_cost(model: nn.Module, method: str, input_size, *, curve_steps: int | None,
+                          sanity_layers: int | None, **params) -> ScoringCost:
+    """What scoring a map of ``method`` costs on top of computing it.
+
+    Deletion and insertion each run ``curve_steps + 1`` single-image forwards; the sanity check explains the
+    image again with the trained model and once per randomised layer (``sanity_layers + 1`` runs of the
+    method). ``None`` skips that part.
+    """
+    passes, seconds = {"forward": 0, "backward": 0}, 0.0
+    if curve_steps is not None:
+        passes["forward"] += 2 * (curve_steps + 1)
+        seconds += 2 * (curve_steps + 1) * calibrate(model, input_size, 1, backward=False).forward_s
+    if sanity_layers is not None:
+        method_cost = estimate_cost(model, method, input_size, **params)
+        runs = sanity_layers + 1
+        passes["forward"] += runs * method_cost.passes["forward"]
+        passes["backward"] += runs * method_cost.passes["backward"]
+        seconds += runs * method_cost.predicted_seconds
+    return ScoringCost(passes, seconds)

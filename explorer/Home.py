@@ -33,6 +33,9 @@ page = st.navigation({
         st.Page(PAGES / "timing.py", title="Timing", icon=":material/timer:"),
         st.Page(PAGES / "train.py", title="Train and distil", icon=":material/model_training:"),
     ],
+    "Help": [
+        st.Page(PAGES / "glossary.py", title="Glossary", icon=":material/menu_book:"),
+    ],
 })
 ui.dataset_picker()
 ui.banner()

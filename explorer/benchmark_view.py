@@ -13,6 +13,7 @@ from core.bench import factor_lines, planned_seconds, run_bench, speed_factors
 from explorer import figures, loaders, ui
 from explorer.explaining import PredictedCosts
 from explorer.loaders import LoadedModel
+from explorer.names import label
 
 WARMUP = 1  # untimed runs on the first image of each method, as `run_live` asks the benchmark for
 
@@ -70,7 +71,7 @@ def to_csv(rows: list[dict]) -> str:
 
 def table(rows: list[dict]) -> list[dict]:
     """The columns a reader needs, in milliseconds."""
-    return [{"model": r["model"], "method": r["method"], "median ms": round(1e3 * r["median_s"], 2),
+    return [{"model": label(r["model"]), "method": label(r["method"]), "median ms": round(1e3 * r["median_s"], 2),
              "IQR ms": round(1e3 * r["iqr_s"], 2), "passes F/B": f"{r['passes_forward']}/{r['passes_backward']}",
              "bound ms": round(1e3 * r["bound_s"], 2), "measured / bound": round(r["ratio_to_bound"], 2),
              "x forward": round(r["x_forward"], 1), "images x runs": f"{r['images']} x {r['repeats']}"}

@@ -7,56 +7,67 @@ are plain dicts kept in the user's session state, so redrawing the page runs no 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from core.costs import estimate_cost
-from core.explain import EXPLAINERS, explain
+from core.costs import ScoringCost, estimate_cost, estimate_scoring_cost
+from core.explain import explain
 from core.explainers import CostEstimate
 from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
 from explorer.loaders import LoadedModel, describe_versions, model_versions
+from explorer.names import method_label, role_label
 
 DEFAULT_METHODS = ["feature_maps", "grad_cam", "saliency"]
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
-
-
-def title(method: str) -> str:
-    return EXPLAINERS[method].title or method
+SANITY_LAYERS = 2  # the page's sanity check randomises the head and the last feature layer
 
 
 @dataclass(frozen=True)
 class PredictedCosts:
-    """`core.costs.estimate_cost` of each method on each model: ``estimates[method][role]``."""
+    """`core.costs.estimate_cost` of each method on each model (``estimates[method][role]``) and, when the run
+    scores its maps, `core.costs.estimate_scoring_cost` (``scoring[method][role]``)."""
 
     estimates: dict[str, dict[str, CostEstimate]]
+    scoring: dict[str, dict[str, ScoringCost]] = field(default_factory=dict)
 
     def table(self) -> list[dict]:
-        """One display row per method: passes (forward/backward) and predicted seconds on each model."""
+        """One display row per method: passes (forward/backward), predicted seconds and scoring seconds."""
         rows = []
         for method, per_role in self.estimates.items():
-            row = {"method": title(method)}
+            row = {"method": method_label(method)}
             for role, cost in per_role.items():
-                row[f"{role} passes (F/B)"] = f"{cost.passes['forward']}/{cost.passes['backward']}"
-                row[f"{role} predicted s"] = round(cost.predicted_seconds, 3)
+                name = role_label(role)
+                row[f"{name} passes (F/B)"] = f"{cost.passes['forward']}/{cost.passes['backward']}"
+                row[f"{name} predicted s"] = round(cost.predicted_seconds, 3)
+                if role in self.scoring.get(method, {}):
+                    row[f"{name} scoring s"] = round(self.scoring[method][role].predicted_seconds, 3)
             rows.append(row)
         return rows
 
     def total_seconds(self) -> float:
-        """Predicted seconds of running every method once on every model."""
-        return sum(cost.predicted_seconds for per_role in self.estimates.values() for cost in per_role.values())
+        """Predicted seconds of running (and scoring) every method once on every model."""
+        maps = sum(cost.predicted_seconds for per_role in self.estimates.values() for cost in per_role.values())
+        return maps + sum(c.predicted_seconds for per_role in self.scoring.values() for c in per_role.values())
 
 
-def predicted_costs(models: dict[str, LoadedModel], methods: list[str]) -> PredictedCosts:
-    """Passes and predicted seconds of each method on each model (calibrates each model once)."""
-    estimates = {}
+def predicted_costs(models: dict[str, LoadedModel], methods: list[str], *, faithfulness: bool = False,
+                    sanity: bool = False) -> PredictedCosts:
+    """Passes and predicted seconds of each method on each model (calibrates each model once), with the
+    scoring that `explain_one` runs for the same switches."""
+    estimates, scoring = {}, {}
     for method in methods:
-        estimates[method] = {}
+        estimates[method], scoring[method] = {}, {}
         for role, loaded in models.items():
             with loaded.lock:
-                estimates[method][role] = estimate_cost(loaded.model, method, loaded.meta.input_size)
-    return PredictedCosts(estimates)
+                size = loaded.meta.input_size
+                estimates[method][role] = estimate_cost(loaded.model, method, size)
+                if faithfulness or sanity:
+                    scoring[method][role] = estimate_scoring_cost(
+                        loaded.model, method, size, curve_steps=FAITHFULNESS_STEPS if faithfulness else None,
+                        sanity_layers=SANITY_LAYERS if sanity else None)
+    return PredictedCosts(estimates, {m: s for m, s in scoring.items() if s})
 
 
 def _finite(value: float) -> float | None:
@@ -74,7 +85,7 @@ def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, 
             for name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
                 out[name] = float(curve(loaded.model, x, exp.heatmap, [target], steps=FAITHFULNESS_STEPS).auc[0])
         if sanity:
-            check = sanity_check(loaded.model, x, method, target)
+            check = sanity_check(loaded.model, x, method, target, n_layers=SANITY_LAYERS)
             out["sanity_spearman"] = _finite(check.spearman)
             out["sanity_layers"] = check.randomized
     if mask is not None and mask.shape == exp.heatmap.shape and mask.any():
@@ -100,7 +111,7 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
                                           sanity=sanity, mask=masks.get(role))
             done += 1
             if on_progress:
-                on_progress(done / total, f"{title(method)} on the {role}")
+                on_progress(done / total, f"{method_label(method)} on the {role_label(role).lower()}")
         if "teacher" in per_model and "student" in per_model:
             per_model["agreement"] = {k: _finite(v) for k, v in
                                       agreement(per_model["teacher"]["heatmap"], per_model["student"]["heatmap"]).items()}

@@ -1,7 +1,8 @@
 """Plotly figure builders: pure functions from numbers to `go.Figure`, with no Streamlit calls.
 
-Pages draw the cached versions in `explorer.figures`. Traces named by a checkpoint role (teacher,
-student, student_label_only; benchmark rows use the same names) get that role's colour.
+Pages draw the cached versions in `explorer.figures`. Traces keyed by a checkpoint role (teacher,
+student, student_label_only; benchmark rows use the same keys) get that role's colour; every key is shown by its
+friendly name (`explorer.names.label`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from explorer.roles import ROLE_LABELS, ROLES
+from explorer.names import label
+from explorer.roles import ROLES
 
 COLORS = dict(zip(ROLES, ("#4C72B0", "#DD8452", "#55A868")))  # one per role, in `explorer.roles.ROLES` order
 # One perceptually uniform colormap for every map, so that equal steps in value look like equal steps in colour.
@@ -37,7 +39,7 @@ def class_balance(counts: dict[str, dict[str, int]]) -> go.Figure:
 
 def prediction_bars(probs: dict[str, Sequence[float]], classes: Sequence[str]) -> go.Figure:
     """Class probabilities of one image for several models (``{model: [p per class]}``)."""
-    fig = go.Figure([go.Bar(name=name, x=list(classes), y=list(p), marker_color=COLORS.get(name))
+    fig = go.Figure([go.Bar(name=label(name), x=list(classes), y=list(p), marker_color=COLORS.get(name))
                      for name, p in probs.items()])
     fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]))
     return _compact(fig, 280)
@@ -55,7 +57,7 @@ def confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -
 
 def per_class_bars(values: dict[str, Sequence[float]], classes: Sequence[str], ytitle: str) -> go.Figure:
     """Grouped bars of a per-class metric for several models (``{model: [value per class]}``)."""
-    fig = go.Figure([go.Bar(name=name, x=list(classes), y=list(v), marker_color=COLORS.get(name))
+    fig = go.Figure([go.Bar(name=label(name), x=list(classes), y=list(v), marker_color=COLORS.get(name))
                      for name, v in values.items()])
     fig.update_layout(barmode="group", yaxis=dict(title=ytitle, range=[0, 1.05]))
     return _compact(fig, 300)
@@ -70,7 +72,7 @@ def reliability(reports: dict[str, dict]) -> go.Figure:
         pts = [(c, a, n) for c, a, n in zip(rel["mean_confidence"], rel["accuracy"], rel["count"]) if c is not None]
         if pts:
             conf, acc, count = zip(*pts)
-            fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name=f"{name} (ECE {rep['ece']:.3f})",
+            fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name=f"{label(name)} (ECE {rep['ece']:.3f})",
                                      marker=dict(size=[4 + 10 * np.sqrt(c / max(count)) for c in count]),
                                      line=dict(color=COLORS.get(name)), customdata=count,
                                      hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
@@ -140,7 +142,7 @@ def curves(histories: dict[str, list[dict]]) -> go.Figure:
         for col, metric in ((1, "loss"), (2, "acc")):
             for part, dash in (("train", "dash"), ("val", "solid")):
                 fig.add_trace(go.Scatter(x=ep, y=[r[f"{part}_{metric}"] for r in hist], mode="lines+markers",
-                                         name=f"{name} {part}", line=dict(dash=dash, color=color),
+                                         name=f"{label(name)} {part}", line=dict(dash=dash, color=color),
                                          legendgroup=name, showlegend=col == 1), 1, col)
     fig.update_xaxes(title="epoch")
     return _compact(fig, 340, top=30)
@@ -156,7 +158,7 @@ def timing_bars(rows: list[dict]) -> go.Figure:
         sel = [r for r in rows if r["model"] == model]
         med = np.array([r["median_s"] for r in sel]) * 1000
         fig.add_trace(go.Bar(
-            name=model, x=[r["method"] for r in sel], y=med, marker_color=COLORS.get(model),
+            name=label(model), x=[label(r["method"]) for r in sel], y=med, marker_color=COLORS.get(model),
             error_y=dict(type="data", symmetric=False, array=np.array([r["q75_s"] for r in sel]) * 1000 - med,
                          arrayminus=med - np.array([r["q25_s"] for r in sel]) * 1000)))
     fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log", dtick=1))
@@ -198,7 +200,7 @@ def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figu
     fig = go.Figure()
     for role, (layers, values) in cascades.items():
         fig.add_trace(go.Scatter(x=[f"{i + 1}. {name}" for i, name in enumerate(layers)], y=values,
-                                 name=ROLE_LABELS.get(role, role), mode="lines+markers", marker_color=COLORS.get(role)))
+                                 name=label(role), mode="lines+markers", marker_color=COLORS.get(role)))
     fig.add_hline(y=0, line=dict(color=BASELINE_COLOR, dash="dot"))
     fig.update_layout(yaxis=dict(title="rank correlation with the trained map", range=[-1, 1]),
                       xaxis_title="layers randomised so far (head first)")

@@ -19,7 +19,7 @@ from core.checkpoints import CheckpointError
 from core.data import DATASETS, DatasetError
 from core.images import ImageError, open_image, to_rgb
 from core.inference import preprocess, resize_transform
-from explorer import loaders, state
+from explorer import loaders, names, state
 
 DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
               "Models here are small and trained on public data; their outputs are not clinical advice.")
@@ -33,10 +33,13 @@ def banner() -> None:
     st.warning(DISCLAIMER, icon=":material/school:")
 
 
-def page_header(title: str, intro: str = "") -> None:
+def page_header(title: str, intro: str = "", terms: tuple[str, ...] = ()) -> None:
+    """Title, a one-line introduction and the glossary of the ``terms`` the page uses (folded)."""
     st.title(title)
     if intro:
         st.caption(intro)
+    if terms:
+        glossary(*terms)
 
 
 def _dataset_label(name: str) -> str:
@@ -239,7 +242,20 @@ def metric_with_ci(label: str, value: float, ci, fmt: str = "{:.1%}", where=None
         where.caption(f"95% CI {fmt.format(ci[0])} to {fmt.format(ci[1])}")
 
 
-def plot(fig, key: str | None = None, where=None, toolbar: bool = False) -> None:
-    """Draw a Plotly figure (in ``where``, a column or container, if given); the toolbar is off by default
-    because it covers the figure titles."""
-    (where or st).plotly_chart(fig, key=key, config={"displayModeBar": toolbar, "displaylogo": False})
+# Only the camera button (PNG at twice the size, for slides), and only while the pointer is over the figure, so
+# it never covers a title.
+PLOT_CONFIG = {"displayModeBar": "hover", "modeBarButtons": [["toImage"]], "displaylogo": False,
+               "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def plot(fig, key: str | None = None, where=None) -> None:
+    """Draw a Plotly figure (in ``where``, a column or container, if given) with the PNG download button."""
+    (where or st).plotly_chart(fig, key=key, config=PLOT_CONFIG)
+
+
+def glossary(*terms: str) -> None:
+    """The glossary entries of the words a page uses, folded, with a link to the whole glossary."""
+    with st.expander("Words on this page"):
+        for term, definition in names.glossary_entries(list(terms)):
+            st.markdown(f"**{term}**: {definition}")
+        st.page_link("../pages/glossary.py", label="The whole glossary", icon=":material/menu_book:")

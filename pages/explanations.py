@@ -5,12 +5,15 @@ from pathlib import Path
 import streamlit as st
 
 from core.explain import EXPLAINERS, ExplainError
-from explorer import analysis, explaining, figures, loaders, report, state, ui
+from explorer import analysis, explaining, figures, loaders, names, report, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Explanations side by side",
                "The same image and the same class explained by both models with several methods. Each method "
-               "shows its predicted cost before it runs and its measured cost after.")
+               "shows its predicted cost before it runs and its measured cost after.",
+               terms=("Feature map", "CAM", "Grad-CAM", "Saliency", "Integrated gradients", "SHAP", "LIME",
+                      "Occlusion", "Passes (F/B)", "Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game",
+                      "Spearman correlation", "IoU"))
 teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 models = {"teacher": teacher, "student": student}
 xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
@@ -18,7 +21,7 @@ xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
 methods_all = list(EXPLAINERS)
 state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
-methods = st.multiselect("Methods", methods_all, key="method", format_func=explaining.title,
+methods = st.multiselect("Methods", methods_all, key="method", format_func=names.method_label,
                          help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds "
                               "of passes.")
 state.publish("method", fmt=",".join)
@@ -37,16 +40,17 @@ if not methods:
     st.info("Choose at least one method.")
     st.stop()
 
-st.markdown("**Predicted cost** (pass count x this machine's calibrated time per pass)")
+st.markdown("**Predicted cost** (pass count x this machine's calibrated time per pass; scoring: the "
+            "deletion/insertion curves and the sanity check ticked above)")
 try:
-    costs = explaining.predicted_costs(models, methods)
+    costs = explaining.predicted_costs(models, methods, faithfulness=faithful, sanity=sanity)
 except ExplainError as err:
     st.error(str(err))
     st.stop()
 st.dataframe(costs.table(), hide_index=True, key="exp_costs")
 total = costs.total_seconds()
 if total > 30:
-    st.warning(f"These methods are predicted to take about {total:.0f} s in all (plus scoring).")
+    st.warning(f"These methods and their scoring are predicted to take about {total:.0f} s in all.")
 
 results = state.results("explanations")
 if target_name == "teacher's prediction":
@@ -74,7 +78,7 @@ st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explaini
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 for method in methods:
     per_model = result[method]
-    st.subheader(explaining.title(method))
+    st.subheader(names.method_label(method))
     cols = st.columns([2, 2, 3])
     for col, role in zip(cols, ("teacher", "student")):
         r, size = per_model[role], models[role].meta.input_size

@@ -11,7 +11,9 @@ ui.page_header("Faithfulness over the test set",
                "Deleting the pixels a map ranks first should make the score fall fast (low deletion AUC); "
                "inserting them into a blurred image should make it rise fast (high insertion AUC). Cross-model: "
                "the student's map perturbs the teacher's score, the paper's implicit claim. Every method is "
-               "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.")
+               "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.",
+               terms=("Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game", "Spearman correlation",
+                      "IoU"))
 results = loaders.results(dataset)
 study = (results or {}).get("faithfulness")
 if not study:
@@ -40,7 +42,7 @@ if spec.group == "curve":
 
 dists = fv.distributions(study, metric, scoring)
 labels = {name: fv.method_label(name) for name in study["methods"]}
-ui.plot(figures.score_boxes(dists, labels, spec.label, spec.better), "faith_boxes", toolbar=True)
+ui.plot(figures.score_boxes(dists, labels, spec.label, spec.better), "faith_boxes")
 rows = fv.comparison_rows(study, metric, scoring)
 if rows:
     st.markdown("**Against the random map on the same images** (paired over images)")
@@ -52,7 +54,7 @@ if cascade_methods:
     state.bind("faith_cascade", cascade_methods[0], param="cascade", options=cascade_methods)
     shown = st.selectbox("Method", cascade_methods, key="faith_cascade", format_func=fv.method_label)
     state.publish("faith_cascade", param="cascade")
-    ui.plot(figures.cascade_lines(fv.cascades(study, shown)), "faith_cascade_chart", toolbar=True)
+    ui.plot(figures.cascade_lines(fv.cascades(study, shown)), "faith_cascade_chart")
     st.caption("A map that explains what the model learnt moves away from its trained version (correlation "
                "towards 0) as more layers are re-initialised; one that stays near 1 ignores the weights.")
 

@@ -5,12 +5,13 @@ import torch
 
 from core.bench import BenchError
 from core.explain import EXPLAINERS
-from explorer import benchmark_view, explaining, loaders, state, ui
+from explorer import benchmark_view, explaining, loaders, names, state, ui
 
 dataset = ui.current_dataset()
 ui.page_header("Timing the explainers",
                "Every method on teacher and student over the same images and targets: warm-up, median and IQR of "
-               "wall time per image, the pass count, and measured time over the pass-count bound.")
+               "wall time per image, the pass count, and measured time over the pass-count bound.",
+               terms=("Passes (F/B)", "Feature map", "Grad-CAM", "SHAP"))
 shipped = benchmark_view.shipped_results(dataset)
 if shipped:
     st.subheader("Results shipped with the checkpoints")
@@ -28,7 +29,7 @@ st.subheader("Run it here")
 methods_all = list(EXPLAINERS)
 state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
-methods = st.multiselect("Methods", methods_all, key="method", format_func=explaining.title)
+methods = st.multiselect("Methods", methods_all, key="method", format_func=names.method_label)
 state.publish("method", fmt=",".join)
 c1, c2, c3 = st.columns(3)
 n_images = c1.slider("Images", 1, 16, 4, key="timing_images", help="Spread evenly over the test split")

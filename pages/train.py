@@ -10,7 +10,8 @@ dataset = ui.current_dataset()
 ui.page_header("Train and distil",
                "Train a small teacher, distil it into a student, and train the same student from labels alone, on "
                "a capped subset within a time cap. Runs in a temporary folder: the shipped and cached models "
-               "are never changed.")
+               "are never changed.",
+               terms=("Teacher", "Student", "Label-only student", "Knowledge distillation (KD)"))
 if not loaders.images_available(dataset):
     ui.no_images_help(dataset, loaders.status(dataset)["reason"])
     st.stop()

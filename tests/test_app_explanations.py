@@ -2,6 +2,7 @@
 
 import pytest
 
+from core.costs import ScoringCost
 from core.explainers import CostEstimate
 from explorer import loaders
 from explorer.explaining import PredictedCosts
@@ -17,14 +18,14 @@ def test_predicted_cost_is_shown_before_anything_runs():
     assert at.multiselect(key="method").value == ["grad_cam", "occlusion"]
     costs = at.dataframe[0].value
     assert list(costs["method"]) == ["Grad-CAM", "Occlusion"]
-    assert costs["teacher passes (F/B)"][0] == "1/1"
-    assert int(costs["teacher passes (F/B)"][1].split("/")[0]) > 50, "occlusion needs one pass per window"
-    assert (costs["student predicted s"] > 0).all()
+    assert costs["Teacher passes (F/B)"][0] == "1/1"
+    assert int(costs["Teacher passes (F/B)"][1].split("/")[0]) > 50, "occlusion needs one pass per window"
+    assert (costs["Student (distilled) predicted s"] > 0).all()
     assert "Press Explain" in texts(at)
     assert not any(has_chart(at, f"exp_map_{m}_teacher") for m in METHODS + ["occlusion"])
 
 
-def test_predicted_costs_table_and_total():
+def test_predicted_costs_table_and_total_include_the_scoring():
     def cost(method, forward, backward, seconds):
         return CostEstimate(method, {"forward": forward, "backward": backward}, 1, seconds)
 
@@ -32,10 +33,27 @@ def test_predicted_costs_table_and_total():
         "grad_cam": {"teacher": cost("grad_cam", 1, 1, 0.0214), "student": cost("grad_cam", 1, 1, 0.002)},
         "occlusion": {"teacher": cost("occlusion", 50, 0, 1.5)}})
     assert costs.table() == [
-        {"method": "Grad-CAM", "teacher passes (F/B)": "1/1", "teacher predicted s": 0.021,
-         "student passes (F/B)": "1/1", "student predicted s": 0.002},
-        {"method": "Occlusion", "teacher passes (F/B)": "50/0", "teacher predicted s": 1.5}]
+        {"method": "Grad-CAM", "Teacher passes (F/B)": "1/1", "Teacher predicted s": 0.021,
+         "Student (distilled) passes (F/B)": "1/1", "Student (distilled) predicted s": 0.002},
+        {"method": "Occlusion", "Teacher passes (F/B)": "50/0", "Teacher predicted s": 1.5}]
     assert costs.total_seconds() == pytest.approx(0.0214 + 0.002 + 1.5)
+    scored = PredictedCosts(costs.estimates, {"grad_cam": {"teacher": ScoringCost({"forward": 25, "backward": 3}, 0.6),
+                                                            "student": ScoringCost({"forward": 25, "backward": 3}, 0.1)},
+                                               "occlusion": {"teacher": ScoringCost({"forward": 172, "backward": 0}, 4.6)}})
+    assert scored.table()[0]["Teacher scoring s"] == 0.6 and scored.table()[1]["Teacher scoring s"] == 4.6
+    assert scored.total_seconds() == pytest.approx(0.0214 + 0.002 + 1.5 + 0.6 + 0.1 + 4.6)
+
+
+def test_predicted_cost_counts_the_scoring_the_checkboxes_ask_for():
+    at = open_page("explanations", {"image": "1", "method": "grad_cam,saliency"})
+    assert_ok(at)
+    with_scoring = at.dataframe[0].value
+    assert (with_scoring["Teacher scoring s"] > with_scoring["Teacher predicted s"]).all(), \
+        "22 curve forwards and 3 sanity runs cost more than one map"
+    at.checkbox(key="exp_faithfulness").uncheck().run()
+    at.checkbox(key="exp_sanity").uncheck().run()
+    assert_ok(at)
+    assert "Teacher scoring s" not in at.dataframe[0].value.columns
 
 
 def test_explain_shows_maps_costs_scores_and_lesion_checks():

@@ -24,7 +24,8 @@ def test_live_benchmark_reports_every_method_and_model():
     assert has_chart(at, "timing_chart_live")
     table = at.dataframe[-1].value
     assert sorted(zip(table["model"], table["method"])) == sorted(
-        (m, k) for m in ("teacher", "student") for k in ("forward", "feature_maps", "grad_cam"))
+        (m, k) for m in ("Teacher", "Student (distilled)")
+        for k in ("Forward pass (prediction only)", "Feature maps", "Grad-CAM")), "friendly names, not keys"
     assert (table["median ms"] > 0).all()
     assert at.get("download_button")[0].proto.label == "Download CSV"
 

@@ -243,3 +243,31 @@ def test_concurrent_explanations_on_one_shared_model_equal_sequential_ones(tiny_
     for t in threads:
         t.join()
     assert errors == [] and mismatches == []
+
+
+@pytest.mark.parametrize("method", ["saliency", "grad_cam", "feature_maps"])
+def test_predicted_scoring_passes_equal_counted_forwards(method, tiny_student, image32):
+    """Scoring a map (deletion, insertion, the sanity cascade) is priced by the passes it really runs, including
+    the forwards of the randomised copies the sanity check makes."""
+    from core.costs import estimate_scoring_cost
+    from core.faithfulness import deletion_curve, insertion_curve, sanity_check
+
+    images = []
+
+    def count(module, inputs, output):
+        if type(module) is type(tiny_student):
+            images.append(inputs[0].shape[0])
+
+    heatmap = explain(tiny_student, image32, method, 1, predict=False).heatmap
+    handle = torch.nn.modules.module.register_module_forward_hook(count)
+    try:
+        deletion_curve(tiny_student, image32, heatmap, [1], steps=4)
+        insertion_curve(tiny_student, image32, heatmap, [1], steps=4)
+        sanity_check(tiny_student, image32, method, 1, n_layers=2)
+    finally:
+        handle.remove()
+    cost = estimate_scoring_cost(tiny_student, method, 32, curve_steps=4, sanity_layers=2)
+    assert cost.passes["forward"] == sum(images)
+    assert cost.predicted_seconds > estimate_cost(tiny_student, method, 32).predicted_seconds
+    none = estimate_scoring_cost(tiny_student, method, 32, curve_steps=None, sanity_layers=None)
+    assert none.passes == {"forward": 0, "backward": 0} and none.predicted_seconds == 0

@@ -1,0 +1,102 @@
+"""Friendly names for what the app shows, and the glossary of the words its pages use (no Streamlit here).
+
+Keys stay in code, URLs and files (``grad_cam``, ``student_label_only``); people read the names below. Every chart
+legend, axis, table and menu goes through `label`, so no raw key reaches the screen.
+"""
+
+from __future__ import annotations
+
+from core.explainers import EXPLAINERS
+from explorer.roles import RESULTS_ROLES, ROLE_LABELS
+
+# Short forms for tight places (legends, table columns); the menus use the explainers' full titles.
+SHORT_METHOD = {"forward": "Forward pass (prediction only)", "feature_maps": "Feature maps", "cam": "CAM", "grad_cam": "Grad-CAM", "saliency": "Saliency",
+                "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
+                "gradient_shap": "GradientSHAP", "kernel_shap": "KernelSHAP", "lime": "LIME"}
+
+
+def method_label(method: str, short: bool = False) -> str:
+    """The name of an explainer (its title, or the short form in legends and columns)."""
+    if short and method in SHORT_METHOD:
+        return SHORT_METHOD[method]
+    return EXPLAINERS[method].title if method in EXPLAINERS else method
+
+
+def role_label(key: str) -> str:
+    """The name of a model by its checkpoint role or its results.json key (``label_only``)."""
+    return ROLE_LABELS.get(key) or ROLE_LABELS.get(RESULTS_ROLES.get(key, ""), key)
+
+
+def label(key: str) -> str:
+    """The name of any key a chart or table may carry: a model role, then a method; unknown keys as they are."""
+    if key in ROLE_LABELS or key in RESULTS_ROLES:
+        return role_label(key)
+    return method_label(key, short=True)
+
+
+# term -> (definition, where it comes from in the app). Written for a class: one or two plain sentences each.
+GLOSSARY: dict[str, str] = {
+    "Teacher": "The large model (DenseNet121, about 7 million parameters) trained first; accurate but hard to "
+               "explain layer by layer.",
+    "Student": "A small five-block convolutional network trained to imitate the teacher's outputs (knowledge "
+               "distillation); its few layers are what the feature maps explain.",
+    "Label-only student": "The same small network trained on the labels alone, without the teacher: the baseline "
+                          "that shows what distillation adds.",
+    "Knowledge distillation (KD)": "Training the student on the teacher's softened class probabilities as well as "
+                                   "the labels. Alpha weighs the label loss against the teacher's; the temperature "
+                                   "T softens the probabilities so that the second-best classes carry information.",
+    "Stem": "The first layers of a network (a large convolution and pooling) that turn pixels into the first "
+            "feature maps.",
+    "Dense block": "A group of DenseNet layers in which every layer receives the feature maps of all layers before "
+                   "it in the block.",
+    "Transition": "The layer between two dense blocks of DenseNet: a 1x1 convolution and pooling that halve the "
+                  "map size and reduce the channels.",
+    "Feature map": "What one channel of a layer computes at each place of the image; the average feature map of a "
+                   "layer is the mean over its channels.",
+    "CAM": "Class activation map: the last layer's feature maps weighted by the classifier's weights for a class; "
+           "one forward pass, no gradients.",
+    "Grad-CAM": "The last convolutional layer's feature maps weighted by the gradient of the class score; one "
+                "forward and one backward pass.",
+    "Saliency": "The size of the gradient of the class score with respect to each pixel.",
+    "Integrated gradients": "Gradients averaged along a path from a black image to the image, times the "
+                            "difference; many passes.",
+    "SHAP": "Shapley-value attributions: how much each region changes the score on average over coalitions of "
+            "regions (KernelSHAP samples coalitions; GradientSHAP uses gradients at noisy baselines).",
+    "LIME": "A linear model fitted to the class score of many copies of the image with regions hidden.",
+    "Occlusion": "The drop in the class score when a square patch is covered, slid over the image.",
+    "Passes (F/B)": "How many forward (F) and backward (B) passes through the model a method needs; its cost is "
+                    "about that count times the time of one pass.",
+    "CKA": "Centred kernel alignment: a similarity of 0 to 1 between two layers' responses to the same images "
+           "(1: the same information up to rotation and scale), used to pair teacher and student layers.",
+    "ECE": "Expected calibration error: the average gap between a model's confidence and its accuracy over "
+           "confidence bins (0 is perfectly calibrated).",
+    "McNemar's test": "A test of whether two models err on different images more often than chance allows, "
+                      "counting only the images on which they disagree.",
+    "Balanced accuracy": "The mean of the per-class recalls, so that a rare class counts as much as a common one.",
+    "Macro F1": "The F1 score (harmonic mean of precision and recall) averaged over classes with equal weight.",
+    "Agreement": "How often the student predicts the same class as the teacher.",
+    "Deletion AUC": "Remove the pixels a map ranks highest first and follow the class probability: the area under "
+                    "that curve. Lower means the map found what the model uses.",
+    "Insertion AUC": "Start from a blurred image and restore the top-ranked pixels first: the area under the "
+                     "probability curve. Higher is better.",
+    "Sanity check": "Re-initialise the model's layers from the head downwards and explain again: a map that "
+                    "explains the model must change (low rank correlation with the original map).",
+    "Pointing game": "A hit when the map's maximum falls on the true lesion (phantom masks), within a tolerance.",
+    "Spearman correlation": "Rank correlation of two maps over pixels: 1 when they order the places the same way.",
+    "IoU": "Intersection over union of two regions (e.g. the top 10% of two maps): 1 when they coincide.",
+    "Out-of-distribution score": "How unlike the training images an input is (the energy of the teacher's "
+                                 "logits); above a threshold fitted on validation images the app warns that "
+                                 "the prediction means little.",
+    "95% CI": "A bootstrap 95% confidence interval: the range that the metric would likely take on another test "
+              "set drawn the same way.",
+}
+
+
+def glossary_entries(terms: list[str] | None = None) -> list[tuple[str, str]]:
+    """(term, definition) pairs for the terms given (unknown terms are an error), or all of them."""
+    if terms is None:
+        return list(GLOSSARY.items())
+    unknown = [t for t in terms if t not in GLOSSARY]
+    if unknown:
+        raise KeyError(f"not in the glossary: {', '.join(unknown)}")
+    return [(t, GLOSSARY[t]) for t in terms]

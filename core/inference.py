@@ -68,8 +68,8 @@ def preprocess(meta: CheckpointMeta, pil_images: Sequence[Image.Image]) -> torch
 
 
 @torch.no_grad()
-def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities for an already normalised batch, in chunks (the model must be in eval mode).
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Logits (float32) for an already normalised batch, in chunks (the model must be in eval mode).
 
     Raises:
         PredictionError: the batch is not (B, C, H, W) with B >= 1, holds NaN/inf, or the model's outputs
@@ -90,8 +90,13 @@ def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> n
         if not bool(finite.all()):
             raise PredictionError(f"the model's outputs are not finite (NaN or inf) for {int((~finite).sum())} of "
                                   f"{len(logits)} image(s) in batch {i // batch_size}; its weights are broken")
-        out.append(torch.softmax(logits, dim=1))
-    return torch.cat(out).numpy()
+        out.append(logits)
+    return torch.cat(out)
+
+
+def predict_tensor(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities for an already normalised batch (`predict_logits`, then softmax)."""
+    return torch.softmax(predict_logits(model, x, batch_size), dim=1).numpy()
 
 
 def predict(model: nn.Module, meta: CheckpointMeta, pil_images: Sequence[Image.Image]) -> np.ndarray:

@@ -22,9 +22,16 @@ def method_label(method: str, short: bool = False) -> str:
     return EXPLAINERS[method].title if method in EXPLAINERS else method
 
 
-def role_label(key: str) -> str:
-    """The name of a model by its checkpoint role or its results.json key (``label_only``)."""
-    return ROLE_LABELS.get(key) or ROLE_LABELS.get(RESULTS_ROLES.get(key, ""), key)
+# Short forms for table columns, where a header starts with the model (``Student deletion AUC``).
+SHORT_ROLE = {"teacher": "Teacher", "student": "Student", "student_label_only": "Label-only student"}
+
+
+def role_label(key: str, short: bool = False) -> str:
+    """The name of a model by its checkpoint role or its results.json key (``label_only``); ``short`` for columns."""
+    role = key if key in ROLE_LABELS else RESULTS_ROLES.get(key, "")
+    if short and role in SHORT_ROLE:
+        return SHORT_ROLE[role]
+    return ROLE_LABELS.get(role, key)
 
 
 def label(key: str) -> str:
@@ -84,9 +91,10 @@ GLOSSARY: dict[str, str] = {
     "Pointing game": "A hit when the map's maximum falls on the true lesion (phantom masks), within a tolerance.",
     "Spearman correlation": "Rank correlation of two maps over pixels: 1 when they order the places the same way.",
     "IoU": "Intersection over union of two regions (e.g. the top 10% of two maps): 1 when they coincide.",
-    "Out-of-distribution score": "How unlike the training images an input is (the energy of the teacher's "
-                                 "logits); above a threshold fitted on validation images the app warns that "
-                                 "the prediction means little.",
+    "Out-of-distribution score": "How unlike the training images an input is: the distance of the teacher's "
+                                 "features to the nearest class (Mahalanobis) or the energy of its outputs, "
+                                 "whichever tells other datasets apart better; above the level 95% of "
+                                 "validation images stay under, the app warns that the prediction means little.",
     "95% CI": "A bootstrap 95% confidence interval: the range that the metric would likely take on another test "
               "set drawn the same way.",
 }

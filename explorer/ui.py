@@ -19,7 +19,7 @@ from core.checkpoints import CheckpointError
 from core.data import DATASETS, DatasetError
 from core.images import ImageError, open_image, to_rgb
 from core.inference import preprocess, resize_transform
-from explorer import loaders, names, state
+from explorer import familiarity, loaders, names, state
 
 DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
               "Models here are small and trained on public data; their outputs are not clinical advice.")
@@ -101,6 +101,8 @@ def pair_and_image_or_stop(dataset: str) -> tuple:
     chosen = image_picker(dataset)
     if chosen is None:
         st.stop()
+    if chosen.uploaded:
+        familiarity.show(dataset, pair[0], chosen.ident, chosen.model_input(pair[0].meta), uploaded=True)
     return pair[0], pair[1], chosen
 
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import analysis, figures, loaders, roles, ui
+from explorer import analysis, familiarity, figures, loaders, roles, ui
 
 dataset = ui.current_dataset()
 status = loaders.status(dataset)
@@ -49,6 +49,8 @@ with right:
         st.metric(roles.ROLE_LABELS[loaded.role], loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
                   delta_color="off")
     ui.plot(figures.prediction_bars(probs, models[0].meta.classes), "prediction_chart")
+    teacher = next((m for m in models if m.role == "teacher"), None)
+    if teacher is not None:
+        familiarity.show(dataset, teacher, chosen.ident, chosen.model_input(teacher.meta), chosen.uploaded)
     if chosen.uploaded:
-        st.caption("An uploaded image is resized to the model's input size and normalised as in training. "
-                   "Images unlike the training data give confident-looking but meaningless outputs.")
+        st.caption("An uploaded image is resized to the model's input size and normalised as in training.")

@@ -6,7 +6,7 @@ import pytest
 
 import core.data
 import core.train
-from core import checkpoints
+from core import checkpoints, ood
 from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, fixed_kd, reproduce
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -57,6 +57,8 @@ def test_writes_checkpoints_metadata_and_results(smoke_run):
                                                                       / "best.pt")
     assert len(written["grid"]) == len(ALPHAS) * len(TEMPERATURES)
     assert written["summary"]["student"]["accuracy"]["n"] == len(SEEDS)
+    check = ood.load(folder, checkpoints.file_sha256(folder / "teacher.pt"), 1024)
+    assert check is not None and check[0].model == "teacher" and check[0].val_images > 0
 
 
 def test_kd_setting_is_chosen_on_validation_only(smoke_run):

@@ -1,0 +1,143 @@
+"""The out-of-distribution check: scores, the shipped phantom detector, malformed files, and the app's warning."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from core import checkpoints, ood
+from core.data import load_dataset, materialize
+from core.inference import preprocess
+from core.metrics import MetricsError, auroc
+from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_page, png_bytes, texts  # noqa: F401
+
+SHIPPED = checkpoints.Path(__file__).resolve().parents[1] / "checkpoints" / "phantom"
+
+
+def screenshot() -> Image.Image:
+    """An app screenshot: white page, a sidebar, a blue button, lines of dark text."""
+    img = Image.new("RGB", (640, 400), "white")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([0, 0, 150, 400], fill=(240, 242, 246))
+    draw.rectangle([200, 40, 320, 70], fill=(255, 75, 75))
+    for y in range(110, 380, 22):
+        draw.rectangle([200, y, 200 + (y * 7) % 380, y + 9], fill=(49, 51, 63))
+    return img
+
+
+def test_auroc_counts_pairs_and_ties():
+    assert auroc([3, 4], [1, 2]) == 1.0 and auroc([1, 2], [3, 4]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    # pairs (2>1), (2<3), (4>1), (4>3): 3 of 4
+    assert auroc([2, 4], [1, 3]) == 0.75
+    with pytest.raises(MetricsError):
+        auroc([], [1.0])
+    with pytest.raises(MetricsError):
+        auroc([np.nan], [1.0])
+
+
+def test_mahalanobis_distance_is_the_textbook_one():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(300, 6)) * np.array([1, 2, 3, 0.5, 1, 4])
+    targets = np.arange(300) % 3
+    stats = ood.fit_stats(feats, targets, 3)
+    means = np.stack([feats[targets == c].mean(0) for c in range(3)])
+    cov = sum((feats[targets == c] - means[c]).T @ (feats[targets == c] - means[c]) for c in range(3)) / (300 - 3)
+    cov += ood.SHRINK * np.trace(cov) / 6 * np.eye(6)
+    precision = np.linalg.inv(cov)
+    x = rng.normal(size=(5, 6))
+    expected = np.min([[(v - m) @ precision @ (v - m) for m in means] for v in x], 1)
+    assert np.allclose(stats.distance(x), expected, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def phantom_teacher():
+    model, meta = checkpoints.load(SHIPPED / "teacher.pt")
+    found = ood.load(SHIPPED, checkpoints.file_sha256(SHIPPED / "teacher.pt"), 1024)
+    assert found is not None, "the phantom ships its out-of-distribution check"
+    return model, meta, found
+
+
+def test_shipped_detector_flags_a_screenshot_and_few_test_images(phantom_teacher):
+    model, meta, found = phantom_teacher
+    assert ood.assess(model, meta, preprocess(meta, [screenshot()]), found)["unusual"]
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (128, 128, 3), dtype=np.uint8))
+    assert ood.assess(model, meta, preprocess(meta, [noise]), found)["unusual"]
+    test = materialize(load_dataset("phantom", "test", input_size=meta.input_size), progress=False,
+                       max_per_class=10)
+    flagged = [ood.assess(model, meta, preprocess(meta, [Image.fromarray(img.permute(1, 2, 0).numpy())]),
+                          found)["unusual"] for img in test.images]
+    assert sum(flagged) <= 0.2 * len(flagged), "the threshold lets 95% of validation images through"
+
+
+def _folder_with(tmp_path, **changes):
+    folder = tmp_path / "phantom"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(SHIPPED / ood.STATS_FILE, folder / ood.STATS_FILE)
+    data = json.loads((SHIPPED / ood.FILE).read_text())
+    data.update(changes)
+    (folder / ood.FILE).write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"score": "vibes"}, "score must be one of"),
+    ({"threshold": "high"}, "threshold must be a finite number"),
+    ({"threshold": None}, "threshold must be a finite number"),
+    ({"quantile": 1.5}, "quantile must be"),
+    ({"model_sha256": "0" * 64}, "fitted for another checkpoint"),
+])
+def test_malformed_or_stale_files_are_refused_with_the_field(tmp_path, changes, message):
+    sha = json.loads((SHIPPED / ood.FILE).read_text())["model_sha256"]
+    with pytest.raises(ood.OodError, match=message):
+        ood.load(_folder_with(tmp_path, **changes), sha, 1024)
+
+
+def test_broken_statistics_and_json_are_refused(tmp_path):
+    sha = json.loads((SHIPPED / ood.FILE).read_text())["model_sha256"]
+    folder = _folder_with(tmp_path)
+    with pytest.raises(ood.OodError, match="do not fit a model with 512"):
+        ood.load(folder, sha, 512)
+    (folder / ood.STATS_FILE).write_bytes(b"not a zip")
+    with pytest.raises(ood.OodError, match="cannot be read"):
+        ood.load(folder, sha, 1024)
+    (folder / ood.FILE).write_text("{not json")
+    with pytest.raises(ood.OodError, match="cannot be read"):
+        ood.load(folder, sha, 1024)
+    assert ood.load(tmp_path / "nothing", sha, 1024) is None
+
+
+def test_fit_writes_a_detector_that_loads_back(tmp_path):
+    # the small student keeps this quick; the shipped files are the teacher's
+    folder = tmp_path / "phantom"
+    folder.mkdir()
+    for suffix in (".pt", ".json"):
+        shutil.copyfile((SHIPPED / "student").with_suffix(suffix), (folder / "student").with_suffix(suffix))
+    result, stats = ood.fit(folder / "student.pt", other_per_class=3)
+    assert result.score in ood.SCORES and result.model == "student" and result.quantile == ood.QUANTILE
+    val = load_dataset("phantom", "val", input_size=64)
+    assert result.val_images == len(val)
+    assert 0 <= result.test_flagged <= 0.2
+    ood.write(result, stats, folder)
+    back = ood.load(folder, checkpoints.file_sha256(folder / "student.pt"), stats.means.shape[1])
+    assert back[0] == result and np.allclose(back[1].eigvecs, stats.eigvecs, atol=1e-3)
+
+
+def test_dataset_page_warns_on_a_screenshot_and_not_on_a_test_image():
+    at = open_page("dataset", {"image": "0"})
+    assert_ok(at)
+    assert not any("unlike" in w.value for w in at.warning) and "Like the training images" in texts(at)
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="image_upload").set_value(("screen.png", png_bytes(screenshot()), "image/png")).run()
+    assert_ok(at)
+    assert any("unlike the phantom training images" in w.value for w in at.warning)
+
+
+def test_explanations_page_warns_on_an_unusual_upload():
+    at = open_page("explanations", {"source": "Upload"})
+    at.file_uploader(key="image_upload").set_value(("screen.png", png_bytes(screenshot()), "image/png")).run()
+    assert_ok(at)
+    assert any("unlike the phantom training images" in w.value for w in at.warning)

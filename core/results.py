@@ -73,6 +73,7 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
     lines += size_lines(meta_dir) + curve_lines(meta_dir / "teacher.json")
     lines += timing_lines(meta_dir / "timing" / "bench.json")
     lines += faithfulness_lines(results.get("faithfulness"), meta_dir)
+    lines += ood_lines(meta_dir)
     if results["dataset"] in PAPER:
         lines += ["", f"Paper: {PAPER[results['dataset']]}."]
     v = results["versions"]
@@ -281,6 +282,23 @@ def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
             cells = [_mean(by_role[role], key) for role in ("teacher", "student") for key in ("hit", "energy", "iou")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
+
+
+def ood_lines(meta_dir: Path) -> list[str]:
+    """The upload check `core.ood` fitted for the shipped teacher: the score chosen, what it flags, its AUROC."""
+    path = meta_dir / "ood.json"
+    if not path.is_file():
+        return []
+    ood = json.loads(path.read_text())
+    stale = ood.get("model_sha256") != file_sha256(meta_dir / "teacher.pt")
+    chosen = ", ".join(f"{k} {v:.3f}" for k, v in sorted((ood.get("selection_auroc") or {}).items()))
+    tested = ", ".join(f"{k} {v:.3f}" for k, v in sorted((ood.get("test_auroc") or {}).items()))
+    return ["", f"Upload check (`python -m core.ood {meta_dir.name}`"
+            + ("; **stale: fitted for an earlier teacher**" if stale else "") + f"): the {ood['score']} score"
+            + (f", chosen on validation against other datasets' training images (AUROC {chosen})" if chosen else "")
+            + f"; the threshold that {ood['quantile']:.0%} of the {ood['val_images']} validation images stay under "
+            f"flags {ood['test_flagged']:.1%} of the test images"
+            + (f"; AUROC against other datasets' test images: {tested}" if tested else "") + "."]
 
 
 def render(ckpt_root: Path = REPO / "checkpoints") -> str:

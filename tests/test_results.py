@@ -1,5 +1,6 @@
 """The README results renderer: summary rows, target verdicts, the pooled split beside the official one."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -129,3 +130,21 @@ def test_pooled_gain_states_the_seed_spread_and_whether_the_kd_setting_was_share
     pooled["chosen"] = {"alpha": 0.3, "temperature": 2.0}
     (root / "brain_tumor" / "pooled" / "results.json").write_text(json.dumps(pooled))
     assert "KD settings chosen separately: alpha 0.7 / T 4 vs 0.3 / 2" in results.render(root)
+
+
+def test_upload_check_is_stated_and_flagged_stale_for_another_teacher(tmp_path):
+    folder = tmp_path / "brain_tumor"
+    folder.mkdir()
+    (folder / "teacher.pt").write_bytes(b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    check = {"score": "mahalanobis", "quantile": 0.95, "val_images": 826, "test_flagged": 0.061,
+             "selection_auroc": {"energy": 0.61, "mahalanobis": 0.987}, "test_auroc": {"phantom": 1.0},
+             "model_sha256": sha}
+    (folder / "ood.json").write_text(json.dumps(check))
+    line = "\n".join(results.ood_lines(folder))
+    assert "mahalanobis score" in line and "energy 0.610, mahalanobis 0.987" in line
+    assert "95% of the 826 validation images" in line and "6.1% of the test images" in line
+    assert "phantom 1.000" in line and "stale" not in line
+    (folder / "teacher.pt").write_bytes(b"other weights")
+    assert "stale" in "\n".join(results.ood_lines(folder))
+    assert results.ood_lines(tmp_path) == []

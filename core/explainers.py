@@ -22,7 +22,7 @@ from torch import nn
 
 from core.cam import class_activation_maps
 from core.featuremaps import layer_maps
-from core.hooks import default_target_layer, resolve_layer
+from core.hooks import LayerError, default_target_layer, resolve_layer
 from core.registry import Registry
 
 
@@ -240,7 +240,10 @@ class ClassActivationMap(Explainer):
 
 @register_explainer("grad_cam")
 class GradCam(Explainer):
-    """Grad-CAM (Selvaraju et al. 2017) with Captum's ``LayerGradCam`` on the last conv layer, upsampled bilinearly."""
+    """Grad-CAM (Selvaraju et al. 2017) with Captum's ``LayerGradCam``, upsampled bilinearly.
+
+    ``layer``: a feature layer's label (``"denseblock3"``) or a module path; None is the last conv layer.
+    """
 
     title = "Grad-CAM"
     backward_to = "layer"
@@ -248,6 +251,18 @@ class GradCam(Explainer):
     @classmethod
     def defaults(cls, input_size):
         return {"layer": None}
+
+    def validate(self):
+        super().validate()
+        layer = self.params["layer"]
+        if layer is None:
+            return
+        if not isinstance(layer, str):
+            raise ExplainError(f"grad_cam: layer must be a layer name, got {layer!r}")
+        try:  # refused here, before any pass runs (the cost estimate builds the explainer too)
+            resolve_layer(self.model, layer)
+        except LayerError as err:
+            raise ExplainError(f"grad_cam: {err}") from None
 
     def passes(self):
         return {"forward": 1, "backward": 1}

@@ -16,6 +16,7 @@ from core.costs import ScoringCost, estimate_cost, estimate_scoring_cost
 from core.explain import explain
 from core.explainers import CostEstimate
 from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
+from core.hooks import model_layers
 from explorer.loaders import LoadedModel, describe_versions, model_versions
 from explorer.names import method_label, role_label
 
@@ -52,21 +53,39 @@ class PredictedCosts:
         return maps + sum(c.predicted_seconds for per_role in self.scoring.values() for c in per_role.values())
 
 
+def method_params(method: str, gradcam_layer: str | None) -> dict:
+    """The explainer parameters the page sets: Grad-CAM's target layer (None: the model's last conv layer).
+    CAM takes none: its weights are the classifier's, so it is tied to the layer pooled before it."""
+    return {"layer": gradcam_layer} if method == "grad_cam" and gradcam_layer else {}
+
+
+def gradcam_layer_choices(loaded: LoadedModel) -> dict[str, str]:
+    """The layers Grad-CAM may target on a model, in forward order (the last is the default): label -> what
+    it is (channels and resolution where the model declares them)."""
+    info = {layer.label: layer for layer in getattr(loaded.model, "feature_info", None) or []}
+    choices = {}
+    for label, _ in model_layers(loaded.model):
+        layer = info.get(label)
+        choices[label] = label if layer is None else f"{label} ({layer.channels} channels, 1/{layer.reduction} side)"
+    return choices
+
+
 def predicted_costs(models: dict[str, LoadedModel], methods: list[str], *, faithfulness: bool = False,
-                    sanity: bool = False) -> PredictedCosts:
+                    sanity: bool = False, gradcam_layers: dict[str, str] | None = None) -> PredictedCosts:
     """Passes and predicted seconds of each method on each model (calibrates each model once), with the
     scoring that `explain_one` runs for the same switches."""
-    estimates, scoring = {}, {}
+    estimates, scoring, layers = {}, {}, gradcam_layers or {}
     for method in methods:
         estimates[method], scoring[method] = {}, {}
         for role, loaded in models.items():
+            params = method_params(method, layers.get(role))
             with loaded.lock:
                 size = loaded.meta.input_size
-                estimates[method][role] = estimate_cost(loaded.model, method, size)
+                estimates[method][role] = estimate_cost(loaded.model, method, size, **params)
                 if faithfulness or sanity:
                     scoring[method][role] = estimate_scoring_cost(
                         loaded.model, method, size, curve_steps=FAITHFULNESS_STEPS if faithfulness else None,
-                        sanity_layers=SANITY_LAYERS if sanity else None)
+                        sanity_layers=SANITY_LAYERS if sanity else None, **params)
     return PredictedCosts(estimates, {m: s for m, s in scoring.items() if s})
 
 
@@ -75,17 +94,19 @@ def _finite(value: float) -> float | None:
 
 
 def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, *, faithfulness: bool,
-                sanity: bool, mask: np.ndarray | None) -> dict:
-    """One model's explanation of one image with its cost and scores (plain numbers and arrays)."""
+                sanity: bool, mask: np.ndarray | None, gradcam_layer: str | None = None) -> dict:
+    """One model's explanation of one image with its cost and scores (plain numbers and arrays); its ``layer``
+    is the label of the layer a CAM method used, None for the other methods."""
+    params = method_params(method, gradcam_layer)
     with loaded.lock:
-        exp = explain(loaded.model, x, method, target)
+        exp = explain(loaded.model, x, method, target, **params)
         out = {"heatmap": exp.heatmap, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
-               "passes": exp.passes, "target": exp.target}
+               "passes": exp.passes, "target": exp.target, "layer": exp.extras.get("layer")}
         if faithfulness:
             for name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
                 out[name] = float(curve(loaded.model, x, exp.heatmap, [target], steps=FAITHFULNESS_STEPS).auc[0])
         if sanity:
-            check = sanity_check(loaded.model, x, method, target, n_layers=SANITY_LAYERS)
+            check = sanity_check(loaded.model, x, method, target, n_layers=SANITY_LAYERS, **params)
             out["sanity_spearman"] = _finite(check.spearman)
             out["sanity_layers"] = check.randomized
     if mask is not None and mask.shape == exp.heatmap.shape and mask.any():
@@ -97,40 +118,46 @@ def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, 
 
 def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], methods: list[str], target: int, *,
                  faithfulness: bool = True, sanity: bool = True, masks: dict[str, np.ndarray | None] | None = None,
-                 on_progress=None) -> dict:
+                 gradcam_layers: dict[str, str] | None = None, on_progress=None) -> dict:
     """Explain ``target`` on both models with each method; adds the teacher-student agreement per method.
 
     ``masks``: the lesion mask at each model's input size (phantom), for the pointing game.
+    ``gradcam_layers``: Grad-CAM's layer on each model by role (a missing role: its last conv layer).
     """
-    masks = masks or {}
+    masks, layers = masks or {}, gradcam_layers or {}
     results, total, done = {}, len(methods) * len(models), 0
     for method in methods:
         per_model = {}
         for role, loaded in models.items():
             per_model[role] = explain_one(loaded, xs[role], method, target, faithfulness=faithfulness,
-                                          sanity=sanity, mask=masks.get(role))
+                                          sanity=sanity, mask=masks.get(role), gradcam_layer=layers.get(role))
             done += 1
             if on_progress:
                 on_progress(done / total, f"{method_label(method)} on the {role_label(role).lower()}")
         if "teacher" in per_model and "student" in per_model:
-            per_model["agreement"] = {k: _finite(v) for k, v in
-                                      agreement(per_model["teacher"]["heatmap"], per_model["student"]["heatmap"]).items()}
+            maps = per_model["teacher"]["heatmap"], per_model["student"]["heatmap"]
+            per_model["agreement"] = {k: _finite(v) for k, v in agreement(*maps).items()}
         results[method] = per_model
     return results
 
 
 def run_key(dataset: str, models: dict[str, LoadedModel], image_ident: str, methods: list[str], target: int,
-            faithfulness: bool, sanity: bool) -> tuple:
+            faithfulness: bool, sanity: bool, gradcam_layers: dict[str, str] | None = None) -> tuple:
     """Everything a saved explanation depends on: dataset, both checkpoints (path and modification time),
-    image, class, methods and the scoring switches. A result is shown only under its own key."""
-    return (dataset, model_versions(models), image_ident, tuple(methods), int(target), bool(faithfulness), bool(sanity))
+    image, class, methods, the scoring switches and Grad-CAM's layer on each model. A result is shown only
+    under its own key."""
+    chosen = gradcam_layers or {}
+    layers = tuple((role, chosen[role]) for role in models if role in chosen) if "grad_cam" in methods else ()
+    return (dataset, model_versions(models), image_ident, tuple(methods), int(target), bool(faithfulness),
+            bool(sanity), layers)
 
 
 def computed_for(key: tuple) -> str:
     """What a result was computed for, in words (shown above it)."""
-    dataset, checkpoints, image, methods, target, _, _ = key
+    dataset, checkpoints, image, methods, target, _, _, layers = key
     files = describe_versions(checkpoints)
-    return f"computed for {dataset}, image {image}, class index {target}, with {files}"
+    at = "; Grad-CAM at " + ", ".join(f"{role_label(role)} {layer}" for role, layer in layers) if layers else ""
+    return f"computed for {dataset}, image {image}, class index {target}, with {files}{at}"
 
 
 def peak(heatmap: np.ndarray) -> tuple[int, int]:
@@ -138,17 +165,116 @@ def peak(heatmap: np.ndarray) -> tuple[int, int]:
     return divmod(int(np.argmax(heatmap)), heatmap.shape[1])
 
 
+def top_classes(probabilities: np.ndarray, classes: list[str], k: int = 3) -> list[tuple[str, float]]:
+    """The ``k`` most probable classes, most probable first, with their probabilities."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [(classes[i], float(probabilities[i])) for i in order]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One score of a map: its key in `explain_one`'s result (or in its ``agreement``) and how it is shown.
+
+    ``label``: the case report's row name; ``header``: the summary column's, after the model's name, ending in
+    the better direction; ``report_fmt`` (Python) and ``column_fmt`` (Streamlit's NumberColumn) format its value.
+    """
+
+    key: str
+    label: str
+    header: str
+    help: str
+    report_fmt: str
+    column_fmt: str
+
+
+SCORES = (
+    Score("seconds", "measured s", "s", "Seconds the method took, measured (the prediction is in the cost table "
+          "above).", "{:.3f}", "%.3f"),
+    Score("predicted_seconds", "predicted s", "predicted s", "Seconds the cost model predicted.", "{:.3f}", "%.3f"),
+    Score("deletion_auc", "deletion AUC (lower better)", "deletion AUC ↓", "Deletion AUC: remove the pixels the "
+          "map ranks highest first and follow the class probability; the area under that curve. Lower is better.",
+          "{:.3f}", "%.3f"),
+    Score("insertion_auc", "insertion AUC (higher better)", "insertion AUC ↑", "Insertion AUC: restore the "
+          "top-ranked pixels of a blurred image first; the area under the probability curve. Higher is better.",
+          "{:.3f}", "%.3f"),
+    Score("sanity_spearman", "sanity: rank corr. after randomising (lower better)", "sanity ρ ↓", "Sanity check: "
+          "rank correlation (Spearman ρ) of the map with the map after re-initialising the head and the last "
+          "layer. Lower is better: a map that explains the model must change.", "{:.2f}", "%.2f"),
+    Score("pointing_hit", "pointing game hit", "pointing hit ↑", "Pointing game: 1 when the map's maximum (x on "
+          "the map) falls on the true lesion, 0 when not. Higher is better.", "{:.0f}", "%.0f"),
+    Score("energy", "energy in lesion", "lesion energy ↑", "Share of the map's relevance inside the true lesion. "
+          "Higher is better.", "{:.0%}", "percent"),
+    Score("mask_iou", "top-5% IoU with lesion", "lesion IoU ↑", "Intersection over union of the map's top 5% "
+          "pixels with the true lesion. Higher is better.", "{:.2f}", "%.2f"),
+)
+AGREEMENT = (
+    Score("spearman", "agreement: Spearman", "Agreement ρ", "Teacher-student agreement: rank correlation "
+          "(Spearman ρ) of the two models' maps over pixels; 1 when they order the places the same way.",
+          "{:.2f}", "%.2f"),
+    Score("iou", "agreement: top-10% IoU", "Agreement IoU", "Teacher-student agreement: intersection over union "
+          "of the two maps' top 10% pixels; 1 when they coincide.", "{:.2f}", "%.2f"),
+)
+LESION_KEYS = ("pointing_hit", "energy", "mask_iou")
+SUMMARY_ROLES = ("teacher", "student")
+HEADER_PX, CELL_PAD_PX = 7, 16  # a header's width per character (14 px font) and padding: no header is cut
+
+
+@dataclass(frozen=True)
+class SummaryColumn:
+    """A column of the summary table: one score of one model (``role``), or of both (the agreement, role None)."""
+
+    score: Score
+    role: str | None = None
+
+    @property
+    def header(self) -> str:
+        return self.score.header if self.role is None else f"{role_label(self.role, short=True)} {self.score.header}"
+
+    @property
+    def help(self) -> str:
+        return self.score.help if self.role is None else f"{role_label(self.role)}. {self.score.help}"
+
+    @property
+    def width(self) -> int:
+        return HEADER_PX * len(self.header) + CELL_PAD_PX
+
+    def value(self, per_model: dict):
+        scores = per_model.get("agreement") if self.role is None else per_model.get(self.role)
+        return (scores or {}).get(self.score.key)
+
+    def present(self, per_model: dict) -> bool:
+        scores = per_model.get("agreement") if self.role is None else per_model.get(self.role)
+        return self.score.key in (scores or {})
+
+
+def _summary_layout() -> list[SummaryColumn]:
+    """Every possible column, in order: each model's cost and scores, the agreement, then the lesion checks."""
+    per_role = [s for s in SCORES if s.key != "predicted_seconds"]  # the cost table above predicts
+    pair = [SummaryColumn(s, role) for s in per_role if s.key not in LESION_KEYS for role in SUMMARY_ROLES]
+    lesion = [SummaryColumn(s, role) for s in per_role if s.key in LESION_KEYS for role in SUMMARY_ROLES]
+    return pair + [SummaryColumn(s) for s in AGREEMENT] + lesion
+
+
+def summary_rows(result: dict) -> list[dict]:
+    """The summary table of `explain_pair`'s result: one row per method ("Method", then one number or None per
+    column); a column only for a score that some method has (no lesion columns without a lesion mask)."""
+    columns = [c for c in _summary_layout() if any(c.present(per_model) for per_model in result.values())]
+    return [{"Method": method_label(method, short=True), **{c.header: c.value(per_model) for c in columns}}
+            for method, per_model in result.items()]
+
+
+def summary_columns(rows: list[dict]) -> list[SummaryColumn]:
+    """The `SummaryColumn` of each score column of `summary_rows`, in its order (for headers, help and widths)."""
+    by_header = {c.header: c for c in _summary_layout()}
+    return [by_header[h] for h in (rows[0] if rows else {}) if h in by_header]
+
+
 def score_rows(result: dict) -> list[dict]:
-    """A small table of one method's scores per model, formatted for display."""
-    names = [("seconds", "measured s", "{:.3f}"), ("predicted_seconds", "predicted s", "{:.3f}"),
-             ("deletion_auc", "deletion AUC (lower better)", "{:.3f}"),
-             ("insertion_auc", "insertion AUC (higher better)", "{:.3f}"),
-             ("sanity_spearman", "sanity: rank corr. after randomising (lower better)", "{:.2f}"),
-             ("pointing_hit", "pointing game hit", "{:.0f}"), ("energy", "energy in lesion", "{:.0%}"),
-             ("mask_iou", "top-5% IoU with lesion", "{:.2f}")]
+    """One method's scores per model, one row per score, formatted for the case report."""
     rows = []
-    for key, label, fmt in names:
-        values = {role: result[role].get(key) for role in ("teacher", "student") if role in result}
+    for score in SCORES:
+        values = {role: result[role].get(score.key) for role in ("teacher", "student") if role in result}
         if any(v is not None for v in values.values()):
-            rows.append({"score": label, **{r: ("n/a" if v is None else fmt.format(v)) for r, v in values.items()}})
+            rows.append({"score": score.label, **{r: ("n/a" if v is None else score.report_fmt.format(v))
+                                                   for r, v in values.items()}})
     return rows

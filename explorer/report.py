@@ -236,7 +236,8 @@ def _gradient() -> str:
 
 def _figure(method: str, role: str, png: bytes, r: dict) -> str:
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    label = f"{role_label(role)}: {method_label(method)}, {r['seconds'] * 1000:.0f} ms measured"
+    at = f" at {r['layer']}" if r.get("layer") else ""  # the layer a CAM method used
+    label = f"{role_label(role)}: {method_label(method)}{at}, {r['seconds'] * 1000:.0f} ms measured"
     return (f'<figure><img src="{uri}" alt="{_e(label)}" data-method="{_e(method)}" data-role="{_e(role)}">'
             f"<figcaption>{_e(label)}</figcaption></figure>")
 

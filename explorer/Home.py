@@ -20,9 +20,10 @@ PAGES = ROOT / "pages"
 loaders.configure_torch()
 
 st.set_page_config(page_title="KD explorer", page_icon=":material/neurology:", layout="wide")
+home = st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True)
 page = st.navigation({
     "Explorer": [
-        st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True),
+        home,
         st.Page(PAGES / "dataset.py", title="Dataset", icon=":material/photo_library:"),
         st.Page(PAGES / "compare.py", title="Teacher vs student", icon=":material/compare:"),
         st.Page(PAGES / "feature_maps.py", title="Feature maps", icon=":material/layers:"),
@@ -39,6 +40,8 @@ page = st.navigation({
 })
 ui.dataset_picker()
 ui.banner()
+if page is not home:  # Home draws no chart: pandas stays out of the cold start
+    loaders.import_pandas()
 try:
     page.run()
 finally:  # also after st.stop() or an error: what the run freed goes back to the system

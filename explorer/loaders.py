@@ -16,6 +16,7 @@ Checkpoints are looked up as ``<checkpoint root>/<dataset>/<role>.pt``; the root
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import threading
@@ -74,6 +75,18 @@ def release_freed_memory() -> None:
     """
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def import_pandas() -> None:
+    """Import pandas completely before a page draws a Plotly chart (Home calls it for every other page).
+
+    Plotly looks pandas up in ``sys.modules`` without importing it. While another session's thread is still
+    importing pandas (Streamlit does at its first ``st.dataframe``), that finds a half-initialised module and
+    the chart fails: "partially initialized module 'pandas' has no attribute 'Series'", seen on the Dataset
+    page in the two-session walk of ``benchmarks/app_memory.py``. An import statement waits for the other
+    thread's import to finish instead. Home skips it: pandas costs about 70 MB and 0.7 s of the cold start.
+    """
+    importlib.import_module("pandas")
 
 
 def checkpoint_root() -> Path:

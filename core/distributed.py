@@ -141,3 +141,32 @@ def derived_seed(*parts: int) -> int:
     """A seed for ``torch.manual_seed`` made from several integers (seed, epoch, rank), unrelated for any two."""
     digest = hashlib.sha256(":".join(str(int(p)) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def sample_order(targets: torch.Tensor, balance: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One epoch's sample order: a permutation, or draws with weights 1 / class count (with replacement)."""
+    if not balance:
+        return torch.randperm(len(targets), generator=generator)
+    counts = torch.bincount(targets)
+    return torch.multinomial(1.0 / counts[targets].double(), len(targets), replacement=True, generator=generator)
+
+
+def epoch_order(targets: torch.Tensor, balance: bool, seed: int, epoch: int) -> torch.Tensor:
+    """This process's sample order for one epoch (0-based).
+
+    One process draws it from the global random state (saved with the state, so a resumed run goes
+    on as the interrupted one would have). Several processes draw the full order from a generator
+    seeded by (seed, epoch), the same on every rank as with `torch.utils.data.DistributedSampler`,
+    and each takes its `shard`; class-balanced draws are sharded the same way.
+    """
+    if not active():
+        return sample_order(targets, balance)
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
+    return shard(sample_order(targets, balance, generator), rank(), world_size())
+
+
+def seed_epoch_draws(seed: int, epoch: int) -> None:
+    """With several processes, seed this rank's augmentation and view draws of one epoch by (seed, epoch, rank):
+    ranks draw differently from each other, and a resumed epoch draws as it would have without the stop."""
+    if active():
+        torch.manual_seed(derived_seed(seed, epoch, rank()))

@@ -437,15 +437,3 @@ def mean_and_spread(values) -> dict:
     return {"mean": float(v.mean()), "std": std, "min": float(v.min()), "max": float(v.max()),
             "n": int(v.size)}
 
-
-def auroc(positive, negative) -> float:
-    """Area under the ROC curve of a score that should be higher on ``positive`` than on ``negative``: the
-    chance that a random positive outscores a random negative, ties counting one half (Mann-Whitney)."""
-    pos, neg = np.sort(np.ravel(np.asarray(positive, dtype=float))), np.sort(np.ravel(np.asarray(negative, dtype=float)))
-    if pos.size == 0 or neg.size == 0:
-        raise MetricsError("auroc needs at least one positive and one negative score")
-    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
-        raise MetricsError("auroc needs finite scores")
-    below = np.searchsorted(neg, pos, side="left")
-    equal = np.searchsorted(neg, pos, side="right") - below
-    return float((below + 0.5 * equal).sum() / (pos.size * neg.size))

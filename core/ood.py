@@ -35,7 +35,7 @@ from core.checkpoints import CheckpointMeta
 from core.data import DATASETS, dataset_status, load_dataset, materialize
 from core.featuremaps import capture_activations
 from core.inference import batch_for
-from core.metrics import auroc
+from core.metrics import MetricsError
 
 SCORES = ("energy", "mahalanobis")
 QUANTILE = 0.95  # the share of validation images below the threshold: about 5% of in-distribution images warned
@@ -75,23 +75,38 @@ class FeatureStats:
         return np.min(np.stack(d, 1), 1)
 
 
+def auroc(positive, negative) -> float:
+    """Area under the ROC curve of a score that should be higher on ``positive`` than on ``negative``: the
+    chance that a random positive outscores a random negative, ties counting one half (Mann-Whitney)."""
+    pos = np.sort(np.ravel(np.asarray(positive, dtype=float)))
+    neg = np.sort(np.ravel(np.asarray(negative, dtype=float)))
+    if pos.size == 0 or neg.size == 0:
+        raise MetricsError("auroc needs at least one positive and one negative score")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise MetricsError("auroc needs finite scores")
+    below = np.searchsorted(neg, pos, side="left")
+    equal = np.searchsorted(neg, pos, side="right") - below
+    return float((below + 0.5 * equal).sum() / (pos.size * neg.size))
+
+
 def energy(logits: torch.Tensor) -> np.ndarray:
     """``-logsumexp`` of each row of logits (temperature 1): higher is less like the training data."""
     return (-torch.logsumexp(logits.float(), dim=1)).numpy()
 
 
-@torch.no_grad()
-def outputs(model: nn.Module, meta: CheckpointMeta, images: torch.Tensor, batch_size: int = 64):
-    """Logits and pooled last-layer features of uint8 images (normalised with the checkpoint's statistics)."""
+def pooled_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """Logits and the pooled features the classifier reads (`core.models.CamHead`) of a normalised batch."""
     head = cam_head(model)
-    logits, feats = [], []
-    for i in range(0, len(images), batch_size):
-        x = batch_for(meta, images[i:i + batch_size])
-        capture = capture_activations(model, x, [head.layer])
-        act = next(iter(capture.activations.values())).float()
-        feats.append((F.relu(act) if head.relu else act).mean((2, 3)))
-        logits.append(capture.logits.float())
-    return torch.cat(logits), torch.cat(feats).numpy()
+    capture = capture_activations(model, x, [head.layer])
+    act = next(iter(capture.activations.values())).float()
+    return capture.logits.float(), (F.relu(act) if head.relu else act).mean((2, 3)).numpy()
+
+
+def outputs(model: nn.Module, meta: CheckpointMeta, images: torch.Tensor, batch_size: int = 64):
+    """Logits and pooled features of uint8 images (normalised with the checkpoint's statistics), in batches."""
+    parts = [pooled_outputs(model, batch_for(meta, images[i:i + batch_size]))
+             for i in range(0, len(images), batch_size)]
+    return torch.cat([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def fit_stats(features: np.ndarray, targets: np.ndarray, classes: int) -> FeatureStats:
@@ -206,12 +221,8 @@ def assess(model: nn.Module, meta: CheckpointMeta, x: torch.Tensor, detector: tu
     """The chosen score of one normalised image against the threshold: ``{"score", "value", "threshold",
     "unusual"}``."""
     result, stats = detector
-    head = cam_head(model)
-    with torch.no_grad():
-        capture = capture_activations(model, x, [head.layer])
-    act = next(iter(capture.activations.values())).float()
-    feats = (F.relu(act) if head.relu else act).mean((2, 3)).numpy()
-    value = float(energy(capture.logits)[0] if result.score == "energy" else stats.distance(feats)[0])
+    logits, feats = pooled_outputs(model, x)
+    value = float(energy(logits)[0] if result.score == "energy" else stats.distance(feats)[0])
     return {"score": result.score, "value": value, "threshold": result.threshold,
             "unusual": bool(value > result.threshold)}
 

@@ -102,35 +102,6 @@ def _views(fingerprint: str, count: int, seed: int, images: torch.Tensor) -> tor
     return augmented_views(images, count, seed)
 
 
-def _order(targets: torch.Tensor, balance: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One epoch's sample order: a permutation, or draws with weights 1 / class count (with replacement)."""
-    if not balance:
-        return torch.randperm(len(targets), generator=generator)
-    counts = torch.bincount(targets)
-    return torch.multinomial(1.0 / counts[targets].double(), len(targets), replacement=True, generator=generator)
-
-
-def _epoch_order(targets: torch.Tensor, balance: bool, seed: int, epoch: int) -> torch.Tensor:
-    """This process's sample order for one epoch (0-based).
-
-    One process draws it from the global random state (saved with the state, so a resumed run goes
-    on as the interrupted one would have). Several processes draw the full order from a generator
-    seeded by (seed, epoch), the same on every rank as with `torch.utils.data.DistributedSampler`,
-    and each takes its `core.distributed.shard`; class-balanced draws are sharded the same way.
-    """
-    if not distributed.active():
-        return _order(targets, balance)
-    generator = torch.Generator().manual_seed(distributed.derived_seed(seed, epoch))
-    return distributed.shard(_order(targets, balance, generator), distributed.rank(), distributed.world_size())
-
-
-def _seed_epoch_draws(seed: int, epoch: int) -> None:
-    """With several processes, seed this rank's augmentation and view draws of one epoch by (seed, epoch, rank):
-    ranks draw differently from each other, and a resumed epoch draws as it would have without the stop."""
-    if distributed.active():
-        torch.manual_seed(distributed.derived_seed(seed, epoch, distributed.rank()))
-
-
 def _shared_teacher_logits(cache: str | None, teacher: nn.Module, views: torch.Tensor, mean, std,
                            key: dict) -> torch.Tensor:
     """`cached_teacher_logits`; with several processes and a cache file, rank 0 computes and writes it while
@@ -245,8 +216,8 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
             break
         net.train()
         side = size if student_mode else epoch_size(size, epoch, epochs, cfg.progressive)
-        order = _epoch_order(train.targets, cfg.class_balance, stage.seed, epoch)
-        _seed_epoch_draws(stage.seed, epoch)
+        order = distributed.epoch_order(train.targets, cfg.class_balance, stage.seed, epoch)
+        distributed.seed_epoch_draws(stage.seed, epoch)
         total_loss, correct, seen, train_s = 0.0, 0, 0, time.perf_counter()
         bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs} ({side} px)",
                    leave=False, disable=not main_process)

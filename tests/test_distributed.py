@@ -7,7 +7,6 @@ import sys
 import pytest
 import torch
 
-import core.train
 from core import checkpoints, distributed
 from core.augment import state_fingerprint
 from core.recipe import Stage, TrainConfig
@@ -49,13 +48,13 @@ def test_every_rank_draws_the_same_epoch_order_and_takes_its_share(monkeypatch, 
     for rank in (0, 1):
         monkeypatch.setattr(distributed, "rank", lambda rank=rank: rank)
         torch.manual_seed(rank)  # the global random state may differ between ranks; the order may not
-        shares.append(core.train._epoch_order(targets, balance, seed=3, epoch=1))
-    whole = core.train._order(targets, balance, torch.Generator().manual_seed(distributed.derived_seed(3, 1)))
+        shares.append(distributed.epoch_order(targets, balance, seed=3, epoch=1))
+    whole = distributed.sample_order(targets, balance, torch.Generator().manual_seed(distributed.derived_seed(3, 1)))
     assert torch.equal(torch.stack(shares, 1).flatten(), whole)  # rank r holds items r, r + 2, ...
     if not balance:
         assert sorted(whole.tolist()) == list(range(len(targets)))
     monkeypatch.setattr(distributed, "rank", lambda: 0)
-    assert not torch.equal(core.train._epoch_order(targets, balance, 3, 2), shares[0])  # a new order each epoch
+    assert not torch.equal(distributed.epoch_order(targets, balance, 3, 2), shares[0])  # a new order each epoch
 
 
 def test_one_process_records_world_size_one(tmp_path):

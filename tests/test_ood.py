@@ -5,13 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
 
 from core import checkpoints, ood
 from core.data import load_dataset, materialize
 from core.inference import preprocess
-from core.metrics import MetricsError, auroc
+from core.metrics import MetricsError
+from core.ood import auroc
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_page, png_bytes, texts  # noqa: F401
 
 SHIPPED = checkpoints.Path(__file__).resolve().parents[1] / "checkpoints" / "phantom"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import core.train
-from core import checkpoints
+from core import checkpoints, distributed
 from core.augment import augmented_views, teacher_logits_table
 from core.evaluate import evaluate_checkpoints
 from core.inference import to_model_input
@@ -277,9 +277,9 @@ def test_teacher_recipe_progressive_onecycle_smoothing_runs_and_resumes(tmp_path
 def test_class_balanced_order_draws_classes_about_equally():
     targets = torch.tensor([0] * 900 + [1] * 90 + [2] * 10)
     torch.manual_seed(0)
-    drawn = torch.bincount(targets[core.train._order(targets, True)], minlength=3)
+    drawn = torch.bincount(targets[distributed.sample_order(targets, True)], minlength=3)
     assert drawn.sum() == 1000 and drawn.min() > 250  # about a third each instead of 90% / 9% / 1%
-    assert torch.equal(torch.sort(core.train._order(targets, False)).values, torch.arange(1000))
+    assert torch.equal(torch.sort(distributed.sample_order(targets, False)).values, torch.arange(1000))
 
 
 def test_a_stage_removes_the_temporary_file_a_killed_state_write_left(tmp_path):

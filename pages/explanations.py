@@ -121,11 +121,16 @@ case = report.Case(dataset, chosen.ident, chosen.name or chosen.caption, target,
     role: report.ModelCase(m.meta, Path(m.path).name, digests.get(role), probabilities[role],
                            chosen.pixels(m.meta.input_size))
     for role, m in models.items()})
+# Built once per result and opacity, not on every redraw: PNG encoding of every map is the slow part.
+downloads = state.results("case_reports")
+if (run_key, opacity) not in downloads:
+    downloads[(run_key, opacity)] = (report.case_report_html(case), report.maps_zip(case))
+report_html, maps_zip = downloads[(run_key, opacity)]
 report_col, zip_col = st.columns(2)
-report_col.download_button("Download case report (HTML)", report.case_report_html(case), key="exp_report",
+report_col.download_button("Download case report (HTML)", report_html, key="exp_report",
                            file_name=report.download_name(case, "html"), mime="text/html", on_click="ignore",
                            help="One self-contained file: both models' predictions, every map above with its "
                                 "scores and cost, the checkpoints (with sha256) and the library versions.")
-zip_col.download_button("Download the maps (ZIP of PNG)", report.maps_zip(case), key="exp_maps_zip",
+zip_col.download_button("Download the maps (ZIP of PNG)", maps_zip, key="exp_maps_zip",
                         file_name=report.download_name(case, "zip"), mime="application/zip", on_click="ignore",
                         help="One PNG per method and model, drawn over the image as above.")

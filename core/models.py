@@ -227,6 +227,52 @@ def gradcam_layer(model: nn.Module) -> str:
     return feature_layers(model)[-1][1]
 
 
+def layer_table(model: nn.Module, input_size: int) -> list[dict]:
+    """The model's layers as the maps see them, measured by one forward pass on a blank image.
+
+    One row per ``feature_info`` layer in forward order, then the head: ``layer``, ``module``, ``output``
+    (channels, height, width), ``parameters`` (those of the modules that run after the previous row and up to
+    this one, so the rows add up to the model's total) and ``maps`` (which explanations read this layer).
+    """
+    info = model.feature_info
+    modules = dict(model.named_modules())
+    cam = getattr(model, "cam_head", None)
+    owner = {id(m): sum(p.numel() for p in m.parameters(recurse=False)) for m in modules.values()}
+    rows, segment, seen = [], [0], set()
+
+    def count(module, _inp, _out):  # each module's own parameters, once, in the order they run
+        if id(module) not in seen:
+            seen.add(id(module))
+            segment[0] += owner[id(module)]
+
+    def close(layer):
+        def hook(_module, _inp, out):
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            role = "feature maps" + (", Grad-CAM (default) and CAM" if cam and layer.module == cam.layer else "")
+            rows.append({"layer": layer.label, "module": layer.module, "output": tuple(out.shape[1:]),
+                         "parameters": segment[0], "maps": role})
+            segment[0] = 0
+        return hook
+
+    handles = [m.register_forward_hook(count) for m in modules.values()]
+    handles += [modules[layer.module].register_forward_hook(close(layer)) for layer in info]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(torch.zeros(1, 3, input_size, input_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    # parameters no forward hook saw (none in these models) would otherwise go missing from the total
+    unseen = sum(n for key, n in owner.items() if key not in seen)
+    head = next((name for name, m in modules.items() if cam is not None and m is cam.classifier), "")
+    rows.append({"layer": "head (global pooling + linear)", "module": head,
+                 "output": tuple(logits.shape[1:]), "parameters": segment[0] + unseen, "maps": ""})
+    return rows
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

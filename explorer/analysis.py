@@ -15,7 +15,7 @@ from core.evaluate import latency_ms
 from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, never_predicted, pair_report
 from core.results import split_gain
-from core.models import count_flops, count_parameters, feature_layers
+from core.models import count_flops, count_parameters, feature_layers, layer_table
 from explorer import loaders, roles
 from explorer.loaders import LoadedModel
 
@@ -35,6 +35,7 @@ def architecture(_loaded: LoadedModel, path: str) -> dict:
     shipped = ((meta.metrics.get("test") or {}).get("latency") or {}).get("median_ms")
     with _loaded.lock:
         flops = count_flops(model, size)
+        layers = layer_table(model, size)
         if shipped is None:  # measured as core.evaluate stores it: median of 20 after 3 warm-ups
             latency, source = latency_ms(model, size)["median_ms"], "measured here"
         else:
@@ -42,7 +43,9 @@ def architecture(_loaded: LoadedModel, path: str) -> dict:
     return {"arch": meta.arch + (f" (depth {meta.arch_args['depth']})" if meta.arch_args.get("depth") else ""),
             "layers": len(feature_layers(model)), "parameters": count_parameters(model),
             "gflops": flops / 1e9, "latency_ms": latency, "latency_source": source,
-            "input_size": size}
+            "input_size": size, "layer_rows": [
+                {"layer": r["layer"], "output": " x ".join(map(str, r["output"])), "channels": r["output"][0],
+                 "parameters": f"{r['parameters']:,}", "maps come from here": r["maps"]} for r in layers]}
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test images ...")

@@ -19,6 +19,11 @@ st.dataframe([{"model": roles.ROLE_LABELS[r], "architecture": a["arch"], "layers
                "parameters": f"{a['parameters']:,}", "GFLOPs / image": round(a["gflops"], 3),
                "latency ms / image": round(a["latency_ms"], 1), "latency": a["latency_source"],
                "input": f"{a['input_size']} px"} for r, a in arch.items()], hide_index=True, key="arch_table")
+with st.expander("Layers of each model: output shape, channels, parameters, and the layer each map comes from"):
+    st.caption("Measured by one forward pass at the model's input size. A layer's parameters are those added since "
+               "the row above; the rows add up to the model's total.")
+    for tab, (r, a) in zip(st.tabs([roles.ROLE_LABELS[r] for r in arch]), arch.items()):
+        tab.dataframe(a["layer_rows"], hide_index=True, key=f"arch_layers_{r}")
 speedup = arch["teacher"]["latency_ms"] / max(arch["student"]["latency_ms"], 1e-9)
 st.caption(f"The student has {arch['teacher']['parameters'] / arch['student']['parameters']:.0f}x fewer parameters "
            f"and its median latency on one image is {speedup:.1f}x lower ({arch['student']['latency_source']}).")

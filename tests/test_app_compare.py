@@ -36,6 +36,24 @@ def test_compare_page_shows_metrics_charts_and_agreement():
     assert n_flips == n_test > 0
 
 
+def test_architecture_view_lists_each_models_layers_and_marks_where_the_maps_come_from():
+    at = open_page("compare")
+    assert_ok(at)
+    shipped = checkpoints.load(SHIPPED / "phantom" / "teacher.pt")[1]
+    # one table per model, in the tabs' order (a read-only st.dataframe carries no key in AppTest)
+    layers = [d.value for d in at.dataframe if "maps come from here" in d.value.columns]
+    assert [t.label for t in at.tabs][:2] == ["Teacher", "Student (distilled)"] and len(layers) >= 2
+    teacher, student = layers[:2]
+    assert list(student["layer"])[:2] == ["block1", "block2"]
+    assert list(teacher["layer"])[0] == "stem" and list(teacher["layer"])[-1].startswith("head")
+    assert list(teacher["output"])[-1] == str(shipped.num_classes)
+    marked = [row["layer"] for row in teacher.to_dict("records") if "CAM" in row["maps come from here"]]
+    assert marked == ["norm5"]
+    total = sum(int(p.replace(",", "")) for p in teacher["parameters"])
+    table = at.dataframe[0].value
+    assert total == int(list(table["parameters"])[0].replace(",", ""))  # the rows add up to the model
+
+
 def gallery_expectation(root: Path, limit: int, confident: float = 0.8) -> tuple[list[int], int]:
     """What the gallery should list for the pair under ``root`` when ``limit`` images are predicted (the first
     ``limit // classes`` test images of each class), computed with plain torch from the checkpoint files.

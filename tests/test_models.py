@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from core.models import (MODELS, build_model, build_student, build_teacher, count_flops, count_parameters,
-                         feature_layers, gradcam_layer)
+                         feature_layers, gradcam_layer, layer_table)
 
 
 @pytest.mark.parametrize("name", ["densenet121", "resnet18"])
@@ -99,3 +99,19 @@ def test_registry_refuses_unknown_architecture_arguments_and_duplicate_names():
         build_model("student", 4, depht=4)
     with pytest.raises(ValueError, match="already registered"):
         MODELS.register("student")(object)
+
+
+@pytest.mark.parametrize("build", [lambda: build_student(4), lambda: build_teacher("densenet121", 4)])
+def test_layer_table_measures_shapes_and_shares_out_every_parameter(build):
+    model = build()
+    rows = layer_table(model, 64)
+    info = model.feature_info
+    assert [r["layer"] for r in rows[:-1]] == [layer.label for layer in info]
+    for row, layer in zip(rows, info):  # the measured output agrees with what the layer list states
+        assert row["output"] == (layer.channels, 64 // layer.reduction, 64 // layer.reduction)
+    assert rows[-1]["output"] == (4,)
+    assert sum(r["parameters"] for r in rows) == sum(p.numel() for p in model.parameters())
+    assert all(r["parameters"] > 0 for r in rows)
+    marked = [r["module"] for r in rows if "CAM" in r["maps"]]
+    assert marked == [model.cam_head.layer]
+    assert model.training  # left as found

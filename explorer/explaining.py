@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import streamlit as st
 import torch
 
 from core.costs import ScoringCost, estimate_cost, estimate_scoring_cost
@@ -217,56 +218,84 @@ AGREEMENT = (
 LESION_KEYS = ("pointing_hit", "energy", "mask_iou")
 SUMMARY_ROLES = ("teacher", "student")
 HEADER_PX, CELL_PAD_PX = 7, 16  # a header's width per character (14 px font) and padding: no header is cut
+VALUE_CHARS = 6  # the widest number a score column shows ("0.123", "100%")
 
 
 @dataclass(frozen=True)
 class SummaryColumn:
-    """A column of the summary table: one score of one model (``role``), or of both (the agreement, role None)."""
+    """A score column of the summary tables: one model's score (``pair`` False), or the agreement of the two
+    models' maps (``pair`` True, the same on both rows of a method)."""
 
     score: Score
-    role: str | None = None
+    pair: bool = False
 
     @property
     def header(self) -> str:
-        return self.score.header if self.role is None else f"{role_label(self.role, short=True)} {self.score.header}"
+        return self.score.header
 
     @property
     def help(self) -> str:
-        return self.score.help if self.role is None else f"{role_label(self.role)}. {self.score.help}"
+        return self.score.help + (" The same on both rows of a method: it compares their maps." if self.pair else "")
 
     @property
     def width(self) -> int:
-        return HEADER_PX * len(self.header) + CELL_PAD_PX
+        return HEADER_PX * max(len(self.header), VALUE_CHARS) + CELL_PAD_PX
 
-    def value(self, per_model: dict):
-        scores = per_model.get("agreement") if self.role is None else per_model.get(self.role)
-        return (scores or {}).get(self.score.key)
+    def value(self, per_model: dict, role: str):
+        return ((per_model.get("agreement") if self.pair else per_model.get(role)) or {}).get(self.score.key)
 
     def present(self, per_model: dict) -> bool:
-        scores = per_model.get("agreement") if self.role is None else per_model.get(self.role)
-        return self.score.key in (scores or {})
+        return any(self.score.key in ((per_model.get("agreement") if self.pair else per_model.get(role)) or {})
+                   for role in SUMMARY_ROLES)
 
 
-def _summary_layout() -> list[SummaryColumn]:
-    """Every possible column, in order: each model's cost and scores, the agreement, then the lesion checks."""
-    per_role = [s for s in SCORES if s.key != "predicted_seconds"]  # the cost table above predicts
-    pair = [SummaryColumn(s, role) for s in per_role if s.key not in LESION_KEYS for role in SUMMARY_ROLES]
-    lesion = [SummaryColumn(s, role) for s in per_role if s.key in LESION_KEYS for role in SUMMARY_ROLES]
-    return pair + [SummaryColumn(s) for s in AGREEMENT] + lesion
+def _summary_layout(lesion: bool) -> list[SummaryColumn]:
+    """Every possible column of one table, in order: the cost and the scores and the agreement, or (``lesion``)
+    the checks against the true lesion. Two tables, so that neither is wider than the page at 1400 px."""
+    scores = [s for s in SCORES if s.key != "predicted_seconds"]  # the cost table above predicts
+    if lesion:
+        return [SummaryColumn(s) for s in scores if s.key in LESION_KEYS]
+    return [SummaryColumn(s) for s in scores if s.key not in LESION_KEYS] + [SummaryColumn(s, True) for s in AGREEMENT]
 
 
-def summary_rows(result: dict) -> list[dict]:
-    """The summary table of `explain_pair`'s result: one row per method ("Method", then one number or None per
-    column); a column only for a score that some method has (no lesion columns without a lesion mask)."""
-    columns = [c for c in _summary_layout() if any(c.present(per_model) for per_model in result.values())]
-    return [{"Method": method_label(method, short=True), **{c.header: c.value(per_model) for c in columns}}
-            for method, per_model in result.items()]
+def summary_rows(result: dict, lesion: bool = False) -> list[dict]:
+    """A summary table of `explain_pair`'s result: one row per method and model ("Method", "Model", then one
+    number or None per column); a column only for a score that some method has, and no rows at all when no
+    column is left (the lesion table without a lesion mask)."""
+    columns = [c for c in _summary_layout(lesion) if any(c.present(per_model) for per_model in result.values())]
+    if not columns:
+        return []
+    return [{"Method": method_label(method, short=True), "Model": role_label(role, short=True),
+             **{c.header: c.value(per_model, role) for c in columns}}
+            for method, per_model in result.items() for role in SUMMARY_ROLES if role in per_model]
 
 
-def summary_columns(rows: list[dict]) -> list[SummaryColumn]:
+def summary_columns(rows: list[dict], lesion: bool = False) -> list[SummaryColumn]:
     """The `SummaryColumn` of each score column of `summary_rows`, in its order (for headers, help and widths)."""
-    by_header = {c.header: c for c in _summary_layout()}
+    by_header = {c.header: c for c in _summary_layout(lesion)}
     return [by_header[h] for h in (rows[0] if rows else {}) if h in by_header]
+
+
+def label_width(texts) -> int:
+    """Pixel width of a text column that shows every one of ``texts`` (and its header) uncut."""
+    return HEADER_PX * max(len(t) for t in texts) + CELL_PAD_PX
+
+
+def show_summaries(result: dict) -> None:
+    """Draw the summary table of a result and, when there is a true lesion, the table of lesion checks."""
+    for lesion in (False, True):
+        rows = summary_rows(result, lesion=lesion)
+        if not rows:
+            continue
+        if lesion:
+            st.markdown("**Lesion checks**: each map against the true lesion.")
+        config = {label: st.column_config.TextColumn(label, pinned=True, help=hint,
+                                                     width=label_width([label] + [r[label] for r in rows]))
+                  for label, hint in (("Method", "The explanation method"), ("Model", "The model explained"))}
+        config.update({c.header: st.column_config.NumberColumn(c.header, help=c.help, format=c.score.column_fmt,
+                                                               width=c.width)
+                       for c in summary_columns(rows, lesion=lesion)})
+        st.dataframe(rows, hide_index=True, key="exp_lesion" if lesion else "exp_summary", column_config=config)
 
 
 def score_rows(result: dict) -> list[dict]:

@@ -91,12 +91,7 @@ st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explaini
            + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else "")
            + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, "
              "not across maps.")
-summary = explaining.summary_rows(result)
-column_config = {"Method": st.column_config.TextColumn("Method", pinned=True, help="The explanation method")}
-column_config.update({c.header: st.column_config.NumberColumn(c.header, help=c.help, format=c.score.column_fmt,
-                                                              width=c.width)
-                      for c in explaining.summary_columns(summary)})
-st.dataframe(summary, hide_index=True, key="exp_summary", column_config=column_config)
+explaining.show_summaries(result)
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 probabilities = {role: analysis.probabilities(m, m.path, chosen.ident, xs[role]) for role, m in models.items()}
 for col, role in zip(st.columns(2), models):  # once per model, above the maps of every method

@@ -32,7 +32,7 @@ PAGES = {
     "compare": ("compare", "Where they part ways", None, None),
     "feature_maps": ("feature_maps?image=5&layer=4", "Which teacher layer", None, None),
     "explanations": ("explanations?image=5&method=grad_cam,feature_maps,saliency", "Press Explain", "Explain",
-                     "Teacher-student agreement"),
+                     "top 3:"),
     "timing": ("timing?method=feature_maps,grad_cam,saliency", "Predicted run time", "Run benchmark", "Measured here"),
     "train": ("train", "Press Train", "Train", "Results on"),
 }

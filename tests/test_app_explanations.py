@@ -89,12 +89,14 @@ def test_explain_shows_maps_costs_scores_and_lesion_checks():
     assert "Green outline: the true lesion" in texts(at)
 
 
-# The summary's headers: the role first, then the score and its better direction (result key in brackets).
+# The summary's headers: the score and its better direction (result key beside).
 ROLE_HEADERS = {"s": "seconds", "deletion AUC ↓": "deletion_auc", "insertion AUC ↑": "insertion_auc",
                 "sanity ρ ↓": "sanity_spearman"}
 LESION_HEADERS = {"pointing hit ↑": "pointing_hit", "lesion energy ↑": "energy", "lesion IoU ↑": "mask_iou"}
 AGREEMENT_HEADERS = {"Agreement ρ": "spearman", "Agreement IoU": "iou"}
 HEADER_PX = 6.5  # width of a header character in Chromium at 1400 px (measured on a screenshot)
+# Width of the page's main column in Chromium at 1400 px with the sidebar open (measured on a screenshot: 940).
+MAIN_COLUMN_PX = 920
 
 
 def only_result(at) -> dict:
@@ -110,27 +112,33 @@ def same(shown, computed) -> bool:
 
 
 def check_summary(at, methods: list[str], lesion: bool) -> None:
-    """One summary table, one row per method, both models' scores under distinct headers, as computed."""
-    assert len(at.dataframe) == 2, "the predicted costs and one summary, no per-method tables"
-    table = at.dataframe[1]  # a read-only st.dataframe carries no key in AppTest
-    summary, result = table.value, only_result(at)
-    assert list(summary["Method"]) == [names.method_label(m, short=True) for m in methods]
-    headers = list(summary.columns)
-    assert len(set(headers)) == len(headers)
-    per_role = {**ROLE_HEADERS, **(LESION_HEADERS if lesion else {})}
-    expected = {f"{role} {suffix}": (key, r) for suffix, key in per_role.items()
-                for role, r in (("Teacher", "teacher"), ("Student", "student"))}
-    assert set(headers) == {"Method", *expected, *AGREEMENT_HEADERS}, headers
-    for row, method in enumerate(methods):
-        for header, (key, role) in expected.items():
-            assert same(summary[header][row], result[method][role][key]), (method, header)
-        for header, key in AGREEMENT_HEADERS.items():
-            assert same(summary[header][row], result[method]["agreement"][key]), (method, header)
-    columns = json.loads(table.proto.columns)
-    assert columns["Method"]["pinned"], "the method stays in view when the table scrolls sideways"
-    for header in headers[1:]:
-        assert columns[header]["help"], header
-        assert columns[header]["width"] >= HEADER_PX * len(header) + 12, f"{header!r} would be cut"
+    """One summary table (one row per method and model) and, with a lesion, one of lesion checks, as computed;
+    each fits the page at 1400 px."""
+    assert len(at.dataframe) == 2 + lesion, "the predicted costs and the summaries, no per-method tables"
+    result = only_result(at)
+    tables = [(at.dataframe[1], {**ROLE_HEADERS, **AGREEMENT_HEADERS})]  # read-only dataframes carry no key
+    if lesion:
+        tables.append((at.dataframe[2], LESION_HEADERS))
+    for table, expected in tables:
+        summary = table.value
+        rows = [(m, r) for m in methods for r in ("teacher", "student")]
+        assert list(summary["Method"]) == [names.method_label(m, short=True) for m, _ in rows]
+        assert list(summary["Model"]) == [names.role_label(r, short=True) for _, r in rows]
+        assert list(summary.columns) == ["Method", "Model", *expected]
+        for i, (method, role) in enumerate(rows):
+            for header, key in expected.items():
+                scores = result[method]["agreement" if header in AGREEMENT_HEADERS else role]
+                assert same(summary[header][i], scores[key]), (method, role, header)
+        columns = json.loads(table.proto.columns)
+        assert columns["Method"]["pinned"], "the method stays in view when the table scrolls sideways"
+        assert all(c.get("hidden") for h, c in columns.items() if h not in summary.columns)
+        columns = {h: columns[h] for h in summary.columns}
+        for header in summary.columns:
+            assert columns[header]["help"], header
+            texts = [str(v) for v in summary[header]] if header in ("Method", "Model") else ["0.000"]
+            longest = max([header] + texts, key=len)
+            assert columns[header]["width"] >= HEADER_PX * len(longest) + 12, f"{header!r} would be cut"
+        assert sum(c["width"] for c in columns.values()) <= MAIN_COLUMN_PX, "the table would scroll at 1400 px"
 
 
 def softmax(role: str, image: int):
@@ -155,7 +163,7 @@ def check_top_classes(at, image: int) -> None:
         assert sum(percents) <= 100.05
 
 
-def test_summary_rows_are_one_row_per_method_and_lesion_columns_only_with_a_lesion():
+def test_summary_rows_are_one_row_per_method_and_model_and_lesion_rows_only_with_a_lesion():
     def scores(seconds):
         return {"heatmap": np.zeros((2, 2)), "seconds": seconds, "predicted_seconds": 0.5, "deletion_auc": 0.25,
                 "sanity_spearman": None}
@@ -165,14 +173,20 @@ def test_summary_rows_are_one_row_per_method_and_lesion_columns_only_with_a_lesi
               "saliency": {"teacher": scores(0.3), "student": scores(0.4), "agreement": {"spearman": 0.7,
                                                                                        "iou": 0.2}}}
     rows = explaining.summary_rows(result)
-    assert [r["Method"] for r in rows] == ["Grad-CAM", "Saliency"]
-    assert [r["Teacher s"] for r in rows] == [0.1, 0.3] and [r["Student s"] for r in rows] == [0.2, 0.4]
-    assert rows[0]["Teacher deletion AUC ↓"] == 0.25 and rows[0]["Teacher sanity ρ ↓"] is None
-    assert rows[1]["Agreement ρ"] == 0.7 and rows[0]["Agreement IoU"] is None
+    assert [(r["Method"], r["Model"]) for r in rows] == [("Grad-CAM", "Teacher"), ("Grad-CAM", "Student"),
+                                                        ("Saliency", "Teacher"), ("Saliency", "Student")]
+    assert [r["s"] for r in rows] == [0.1, 0.2, 0.3, 0.4]
+    assert rows[0]["deletion AUC ↓"] == 0.25 and rows[0]["sanity ρ ↓"] is None
+    assert [r["Agreement ρ"] for r in rows] == [0.5, 0.5, 0.7, 0.7] and rows[0]["Agreement IoU"] is None
     assert not [h for h in rows[0] if "insertion" in h or "lesion" in h or "pointing" in h], \
         "no column for a score that no method has"
     columns = explaining.summary_columns(rows)
-    assert [c.header for c in columns] == list(rows[0])[1:] and all(c.help and c.width for c in columns)
+    assert [c.header for c in columns] == list(rows[0])[2:] and all(c.help and c.width for c in columns)
+    assert explaining.summary_rows(result, lesion=True) == [], "no lesion table without a lesion"
+    result["grad_cam"]["student"]["energy"] = 0.4
+    lesion = explaining.summary_rows(result, lesion=True)
+    assert [list(r) for r in lesion[:1]] == [["Method", "Model", "lesion energy ↑"]]
+    assert [r["lesion energy ↑"] for r in lesion] == [None, 0.4, None, None]
 
 
 def test_top_classes_are_the_k_most_probable_in_order():

@@ -28,8 +28,8 @@ from core.data import DATASETS, data_fingerprint, dataset_status, load_dataset, 
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
 from core.stats import paired_difference
-from core.recipe import Stage, TrainConfig, default_stages
-from core.train import run_stages
+from core.recipe import RESUME_KEYS, Stage, TrainConfig, default_stages, stage_settings
+from core.train import TrainResult, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,30 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
 
+def finished_teacher(cfg: TrainConfig, path: Path) -> TrainResult:
+    """A teacher checkpoint trained before (say in an earlier session, kept as a file) that stands in for the
+    teacher stage, used as saved; refused (ValueError) unless it was trained with exactly this recipe on
+    exactly this data, so the students' metadata never describes a teacher that was not made this way."""
+    model, meta = checkpoints.load(path)
+    train = {**meta.train, "input_size": meta.input_size}
+    wanted = stage_settings(cfg, Stage("teacher", "teacher"))
+    keys = [*RESUME_KEYS, "input_size", "epochs", "seed"]
+    changed = sorted(k for k in keys if train.get(k) != wanted[k])
+    if meta.role != "teacher":
+        changed.append(f"role {meta.role!r}")
+    train_ds = load_dataset(cfg.dataset, "train", root=cfg.root, input_size=wanted["input_size"], seed=cfg.data_seed,
+                            val_fraction=cfg.val_fraction, protocol=cfg.protocol)
+    if meta.data_fingerprint != data_fingerprint(train_ds):
+        changed.append("the training data (fingerprint)")
+    if changed:
+        raise ValueError(f"{path}: not a teacher of this recipe ({', '.join(changed)} differ"
+                         + "".join(f"; {k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed if k in wanted)
+                         + "); train it here or give a teacher of the same settings")
+    log.info("%s: the teacher stage is this checkpoint (trained with the same recipe)", path)
+    return TrainResult(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), Path(path),
+                       Stage("teacher", "teacher"))
+
+
 def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | None:
     """The KD setting a run must use instead of its grid: the one given, or for the pooled protocol the
     setting the official split chose (its shipped results.json), so the two splits differ only in the split."""
@@ -111,18 +135,20 @@ def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | 
 
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
               protocol: str = "official", grid: bool = True, threads: int | None = None,
-              timing: bool = True, kd: dict | None = None) -> dict:
+              timing: bool = True, kd: dict | None = None, teacher_from: Path | None = None) -> dict:
     """Run the whole protocol for one dataset; returns the results dictionary also written to disk.
 
     ``kd``: a fixed ``{"alpha", "temperature"}`` instead of the grid. The pooled protocol takes the setting
     the official split chose (from its shipped results.json, when there), so the two splits differ only in
     the split. ``timing=False`` skips the explainer timing table (written for the official split only).
+    ``teacher_from``: a teacher checkpoint of this recipe (`finished_teacher`) instead of the teacher stage.
     """
     kd = fixed_kd(out, dataset, protocol, kd)
     started = time.perf_counter()
     runs = runs / dataset / protocol
     cfg = recipe(dataset, budget, runs, root, protocol, threads)
-    teacher = run_stages(cfg, runs, [Stage("teacher", "teacher")])["teacher"]
+    teacher = finished_teacher(cfg, teacher_from) if teacher_from else \
+        run_stages(cfg, runs, [Stage("teacher", "teacher")])["teacher"]
 
     grid_rows, chosen = [], dict(kd) if kd else {"alpha": 0.5, "temperature": 4.0}
     if grid and not kd:
@@ -221,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--teacher-epochs", type=int, default=None,
                         help="override the budget's teacher epochs (use a fresh --runs folder: runs resume)")
+    parser.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                        help="a teacher checkpoint trained with this same recipe, instead of the teacher stage")
     parser.add_argument("--no-timing", action="store_true", help="skip the explainer timing table")
     parser.add_argument("--only-timing", action="store_true",
                         help="only (re)write the timing table of the shipped checkpoints")
@@ -235,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
                     grid=not args.no_grid, threads=args.threads, timing=not args.no_timing,
-                    kd={"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None)
+                    kd={"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None,
+                    teacher_from=Path(args.teacher) if args.teacher else None)
     s = res["summary"]
     print(f"{args.dataset} ({args.protocol}): chosen {res['chosen']}; teacher acc "
           f"{res['test']['models']['teacher']['accuracy']:.4f}; student acc {s['student']['accuracy']['mean']:.4f} "

@@ -1,13 +1,15 @@
 """`core.reproduce` end to end on the smoke budget with the phantom: files, choice by validation, resume."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 import core.data
 import core.train
 from core import checkpoints, ood
-from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, fixed_kd, reproduce
+import core.reproduce
+from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, finished_teacher, fixed_kd, recipe, reproduce
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -94,3 +96,28 @@ def test_a_fixed_kd_setting_skips_the_grid_and_pooled_takes_the_official_one(smo
     assert fixed_kd(out, "phantom", "pooled", None) == result["chosen"]  # the official split's choice
     assert fixed_kd(out, "phantom", "official", None) is None  # the official split runs its grid
     assert fixed_kd(tmp_path / "empty", "phantom", "pooled", None) is None
+
+
+def test_a_finished_teacher_of_the_same_recipe_stands_in_for_the_teacher_stage(smoke_run, monkeypatch, tmp_path):
+    runs, out, result, _ = smoke_run
+    teacher = runs / "phantom" / "official" / "teacher" / "best.pt"
+    asked, real = [], core.reproduce.run_stages
+    monkeypatch.setattr(core.reproduce, "run_stages", lambda cfg, r, stages, **kw: asked.extend(
+        s.name for s in stages) or real(cfg, r, stages, **kw))
+    again = reproduce("phantom", BUDGETS["smoke"], runs, tmp_path, threads=1, timing=False, teacher_from=teacher)
+    assert asked and "teacher" not in asked, "the teacher stage ran although a teacher was given"
+    assert again["test"]["models"]["teacher"]["accuracy"] == result["test"]["models"]["teacher"]["accuracy"]
+    student = checkpoints.load_meta(tmp_path / "phantom" / "student.pt")
+    assert student.train["teacher_sha256"] == checkpoints.file_sha256(teacher)
+
+
+@pytest.mark.parametrize("change, named", [({"lr": 1e-2}, "lr"), ({"input_size": 48}, "input_size"),
+                                           ({"teacher_epochs": 3}, "epochs")])
+def test_a_teacher_of_another_recipe_is_refused(smoke_run, tmp_path, change, named):
+    runs, out, _, _ = smoke_run
+    teacher = runs / "phantom" / "official" / "teacher" / "best.pt"
+    budget = replace(BUDGETS["smoke"], **change)
+    with pytest.raises(ValueError, match=named):
+        finished_teacher(recipe("phantom", budget, tmp_path), teacher)
+    with pytest.raises(ValueError, match="role"):  # a student is no teacher
+        finished_teacher(recipe("phantom", BUDGETS["smoke"], tmp_path), out / "phantom" / "student.pt")

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.screenshots import chrome, chromium_paths, errors_shown, free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "app_memory.json"
+QUICK_OUT = ROOT / "runs" / "app_memory_quick.json"  # git-ignored: a smoke run never replaces the README's numbers
 DATASETS = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Measured value: (target, what it is). The peak bounds the RSS after the walk too.
 TARGETS = {"cold_start_s": (5.0, "cold start, s"),
@@ -483,13 +484,15 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: phantom only, the Glossary page, then an upload on the Explanations page "
                              "explained there with the feature-map explainer")
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file (the Markdown snippet goes beside it)")
+    parser.add_argument("--out", default=None, help=f"JSON file, the Markdown snippet beside it (default "
+                        f"{DEFAULT_OUT.relative_to(ROOT)}; with --quick {QUICK_OUT.relative_to(ROOT)})")
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds allowed for one page")
     parser.add_argument("--explain-timeout", type=float, default=1200.0, help="seconds allowed for one Explain run")
     parser.add_argument("--cold-timeout", type=float, default=180.0, help="seconds allowed for the cold start")
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets = ["phantom"]
+    args.out = args.out or str(QUICK_OUT if args.quick else DEFAULT_OUT)
     return args
 
 

@@ -1,17 +1,19 @@
 """Training throughput of the project's pipeline against the bare model step, measured in one run.
 
-    python benchmarks/train_speed.py [--dataset phantom] [--arch densenet121] [--size 128] [--threads 2]
+    python benchmarks/train_speed.py [--dataset phantom] [--arch densenet121] [--size 128] [--threads 2] [--out FILE]
 
 The pipeline: one teacher epoch of `core.train.train_stage` on a capped training split (augmentation,
 normalisation, loss, optimiser; the time of its training batches only, validation excluded). The bare
 step: the same architecture, batch size and optimiser on random tensors already in memory. Target:
 the pipeline within 10% of the bare step (images per second). Run it alone: another busy process on a
-2-core machine distorts both numbers.
+2-core machine distorts both numbers. The numbers go to ``benchmarks/results/train_speed.json`` with a Markdown
+table beside it (``.md``), which ``python -m core.results`` renders into the README.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import tempfile
@@ -23,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from core.checkpoints import atomic_write_text  # noqa: E402
 from core.models import build_teacher  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402
 from core.train import train_stage  # noqa: E402
 
 TARGET = 0.9  # pipeline images/s over bare-step images/s
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_speed.json"
 
 
 def bare_images_per_second(arch: str, classes: int, size: int, batch: int, steps: int, lr: float) -> float:
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-per-class", type=int, default=64, help="training images per class in the epoch")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=None, help="also write the numbers as JSON here")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the numbers (Markdown beside it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(dataset=args.dataset, input_size=args.size, batch_size=args.batch_size,
@@ -77,11 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pipeline: {pipeline:.1f} images/s over {result.meta.train['train_images']} images")
     print(f"bare step: {bare:.1f} images/s over {steps} steps")
     print(f"pipeline / bare = {ratio:.3f} (target >= {TARGET}): {'PASS' if ratio >= TARGET else 'FAIL'}")
-    if args.out:
-        payload = {"pipeline_images_per_s": pipeline, "bare_images_per_s": bare, "ratio": ratio, "target": TARGET,
-                   "config": vars(args), "environment": env}
-        Path(args.out).write_text(json.dumps(payload, indent=1))
+    payload = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "pipeline_images_per_s": pipeline, "bare_images_per_s": bare, "ratio": ratio, "target": TARGET,
+               "config": vars(args), "environment": env}
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps(payload, indent=1))
+    atomic_write_text(out.with_suffix(".md"), markdown(payload))
     return 0 if ratio >= TARGET else 1
+
+
+def markdown(result: dict) -> str:
+    """The README's snippet: both throughputs, their ratio against the target, and the conditions."""
+    cfg, env = result["config"], result["environment"]
+    return "\n".join([
+        f"Training throughput (`python benchmarks/train_speed.py`; {cfg['arch']} on {cfg['dataset']} at "
+        f"{cfg['size']} px, batch {cfg['batch_size']}, {cfg['threads']} thread(s)):", "",
+        "| measure | images / s |", "| --- | --- |",
+        f"| one epoch through the training pipeline | {result['pipeline_images_per_s']:.1f} |",
+        f"| the bare model step on random tensors | {result['bare_images_per_s']:.1f} |", "",
+        f"Pipeline / bare step = {result['ratio']:.3f} (target >= {result['target']}: "
+        f"{'met' if result['ratio'] >= result['target'] else 'not met'}). Measured {result['created'][:10]} on "
+        f"{env['cpu']} x{env['cpu_count']} (load average {env['load_average']:.1f}), Python {env['python']}, "
+        f"torch {env['torch']}.", ""])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""Render the README's results section from the shipped ``checkpoints/*/results.json`` files.
+"""Render the README's results section from the shipped ``checkpoints/*/results.json`` files, and its benchmark
+section from the Markdown tables the scripts in ``benchmarks/`` write into ``benchmarks/results/``.
 
-``python -m core.results`` rewrites the part of README.md between the ``results:start``/``results:end``
-markers; ``--check`` fails if the README differs from what the metadata says (run by the tests).
+``python -m core.results`` rewrites the parts of README.md between the ``results:start``/``results:end`` and the
+``benchmarks:start``/``benchmarks:end`` markers; ``--check`` fails if the README differs from what the files say
+(run by the tests).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from core.metrics import never_predicted
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+BENCH_START, BENCH_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+# The benchmark scripts, in the order their tables are shown (each writes results/<name>.md).
+BENCHMARKS = ("explainer_speed", "train_speed", "app_memory")
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Test accuracies reported in the paper, as far as its tables can be read.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
@@ -320,10 +325,20 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def splice(readme: str, section: str) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{section}{END}{tail}"
+def render_benchmarks(folder: Path = REPO / "benchmarks" / "results") -> str:
+    """Each benchmark's table as its script wrote it, or the command that writes it when it has not run."""
+    parts = []
+    for name in BENCHMARKS:
+        table = folder / f"{name}.md"
+        parts.append(table.read_text(encoding="utf-8").strip() if table.is_file() else
+                     f"`python benchmarks/{name}.py` has not written its numbers yet.")
+    return "\n\n".join(parts) + "\n"
+
+
+def splice(readme: str, section: str, start: str = START, end: str = END) -> str:
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{section}{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,10 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     readme = Path(args.readme)
     text = readme.read_text(encoding="utf-8")
-    new = splice(text, render())
+    new = splice(splice(text, render()), render_benchmarks(), BENCH_START, BENCH_END)
     if args.check:
         if new != text:
-            print("README results section differs from checkpoints/*/results.json; run python -m core.results")
+            print("README results or benchmark section differs from checkpoints/*/results.json or "
+                  "benchmarks/results/*.md; run python -m core.results")
             return 1
         return 0
     readme.write_text(new, encoding="utf-8")

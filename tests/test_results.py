@@ -148,3 +148,43 @@ def test_upload_check_is_stated_and_flagged_stale_for_another_teacher(tmp_path):
     (folder / "teacher.pt").write_bytes(b"other weights")
     assert "stale" in "\n".join(results.ood_lines(folder))
     assert results.ood_lines(tmp_path) == []
+
+
+def test_benchmark_tables_are_rendered_as_written_or_name_their_command(tmp_path):
+    (tmp_path / "train_speed.md").write_text("Training throughput: 12.0 images / s\n")
+    section = results.render_benchmarks(tmp_path)
+    assert "Training throughput: 12.0 images / s" in section
+    for name in ("explainer_speed", "app_memory"):
+        assert f"`python benchmarks/{name}.py` has not written its numbers yet." in section
+    assert section.index("explainer_speed") < section.index("Training throughput") < section.index("app_memory")
+    readme = f"a\n{results.BENCH_START}\nold\n{results.BENCH_END}\nb\n"
+    new = results.splice(readme, section, results.BENCH_START, results.BENCH_END)
+    assert "old" not in new and new.startswith("a\n") and new.endswith("\nb\n") and "12.0 images" in new
+
+
+def test_benchmark_scripts_write_tables_the_readme_can_render():
+    import importlib.util
+
+    def load(name):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks"
+                                                      / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    env = {"cpu": "test cpu", "cpu_count": 2, "load_average": 0.1, "python": "3.11", "torch": "2.x", "captum": "0.y"}
+    speed = load("explainer_speed").markdown({
+        "created": "2026-12-02T00:00:00+00:00", "input_size": 224, "threads": 1, "environment": env,
+        "checks": [{"target": "1. student capture / forward", "measured": 1.1, "op": "<=", "limit": 1.15,
+                    "pass": True},
+                   {"target": "4. teacher Grad-CAM / student feature maps", "measured": 7.0, "op": ">=", "limit": 8,
+                    "pass": False}],
+        "factors": {"distillation: teacher Grad-CAM / student Grad-CAM": 12.5}})
+    assert "1 of 2 met" in speed and "| student capture / forward | 1.10 | <= 1.15 | yes |" in speed
+    assert "| teacher Grad-CAM / student feature maps | 7.00 | >= 8 | no |" in speed
+    assert "| distillation: teacher Grad-CAM / student Grad-CAM | 12.5 |" in speed and "test cpu x2" in speed
+    train = load("train_speed").markdown({
+        "created": "2026-12-02T00:00:00+00:00", "pipeline_images_per_s": 9.0, "bare_images_per_s": 10.0,
+        "ratio": 0.9, "target": 0.9, "environment": env,
+        "config": {"arch": "densenet121", "dataset": "phantom", "size": 128, "batch_size": 32, "threads": 2}})
+    assert "| one epoch through the training pipeline | 9.0 |" in train and "= 0.900 (target >= 0.9: met)" in train

@@ -211,7 +211,7 @@ class FeatureMaps(Explainer):
 
     def attribute(self, x, target):
         result = layer_maps(self.model, x, self.params["layers"])
-        last = next(reversed(result["layers"].values()))
+        last = result["layers"][result["layers"].last]  # the other layers are upsampled when read
         return torch.from_numpy(last), {**result, "target": result["predicted"] if target is None else target}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -22,7 +23,7 @@ from torch import nn
 from core.hooks import (LayerError, first_tensor, hooked, model_layers, preserve_model_state, record_activations,
                         require_eval, resolve_layer)
 
-__all__ = ["Capture", "ChannelRanking", "AblationResult", "capture_activations", "average_feature_map",
+__all__ = ["Capture", "ChannelRanking", "AblationResult", "LayerMaps", "capture_activations", "average_feature_map",
            "normalize_map", "layer_maps", "rank_channels", "ablate_channels"]
 
 
@@ -81,10 +82,41 @@ def average_feature_map(act: torch.Tensor, size: int | tuple[int, int]) -> torch
     """
     single = act.dim() == 3
     act = act.unsqueeze(0) if single else act
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    mean = act.float().mean(1, keepdim=True)
-    maps = normalize_map(F.interpolate(mean, size=size, mode="bilinear", align_corners=False)[:, 0])
+    maps = _upsampled(act.float().mean(1, keepdim=True), size)
     return maps[0] if single else maps
+
+
+def _upsampled(mean: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """(B, 1, h, w) channel means -> (B, H, W) maps: bilinear upsampling, then min-max to [0, 1]."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return normalize_map(F.interpolate(mean, size=size, mode="bilinear", align_corners=False)[:, 0])
+
+
+class LayerMaps(Mapping):
+    """label -> float32 (H, W) average feature map in [0, 1], in forward order, each upsampled on first access.
+
+    The channel means come from the one forward pass; upsampling and normalising a map to the input's size
+    costs more than the mean itself, and a view draws one layer at a time, so a layer costs that only once
+    it is read (then it is kept).
+    """
+
+    def __init__(self, means: OrderedDict, size: tuple[int, int]):
+        self._means, self._size, self._maps = means, size, {}
+
+    def __getitem__(self, label: str) -> np.ndarray:
+        if label not in self._maps:
+            self._maps[label] = _upsampled(self._means[label], self._size)[0].cpu().numpy()
+        return self._maps[label]
+
+    def __iter__(self):
+        return iter(self._means)
+
+    def __len__(self) -> int:
+        return len(self._means)
+
+    @property
+    def last(self) -> str:
+        return next(reversed(self._means))
 
 
 def layer_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict:
@@ -94,15 +126,14 @@ def layer_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None =
         x: normalised (1, 3, H, W) input.
 
     Returns:
-        ``{"layers": OrderedDict label -> float32 (H, W) map in [0, 1], "shapes": OrderedDict
+        ``{"layers": `LayerMaps` label -> float32 (H, W) map in [0, 1], "shapes": OrderedDict
         label -> (C, h, w), "logits": (K,) array, "probabilities": (K,) array, "predicted": int}``.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"layer_maps needs one image shaped (1, C, H, W), got {tuple(x.shape)}")
     activations, logits = capture_activations(model, x, layers)
-    size = tuple(x.shape[-2:])
-    maps = OrderedDict((label, average_feature_map(a[0], size).cpu().numpy())
-                       for label, a in activations.items())
+    means = OrderedDict((label, a[:1].float().mean(1, keepdim=True)) for label, a in activations.items())
+    maps = LayerMaps(means, tuple(x.shape[-2:]))
     shapes = OrderedDict((label, tuple(a.shape[1:])) for label, a in activations.items())
     logits = logits[0].float().cpu()
     return {"layers": maps, "shapes": shapes, "logits": logits.numpy(),

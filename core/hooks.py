@@ -79,12 +79,15 @@ def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
     params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
     try:
         yield model
-    finally:
+    finally:  # only what changed is written back: a module's attribute write is slow, and this runs per map
         for m, mode in modes:
-            m.training = mode
+            if m.training != mode:
+                m.training = mode
         for p, requires_grad, grad in params:
-            p.requires_grad_(requires_grad)
-            p.grad = grad
+            if p.requires_grad != requires_grad:
+                p.requires_grad_(requires_grad)
+            if p.grad is not grad:
+                p.grad = grad
 
 
 @contextmanager

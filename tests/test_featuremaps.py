@@ -136,6 +136,21 @@ def test_layer_maps_are_finite_input_sized_and_in_range(tiny_student, image64, c
     assert_untouched(tiny_student, before)
 
 
+
+def test_layer_maps_upsample_a_layer_only_when_it_is_read_and_match_the_average_map(tiny_student, image64,
+                                                                                    monkeypatch):
+    calls = []
+    real = torch.nn.functional.interpolate
+    monkeypatch.setattr(torch.nn.functional, "interpolate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = layer_maps(tiny_student, image64)
+    assert calls == [], "no map is upsampled before it is read"
+    last = result["layers"]["block3"]
+    assert len(calls) == 1
+    assert result["layers"]["block3"] is last and len(calls) == 1, "a map read twice is made once"
+    activations, _ = capture_activations(tiny_student, image64)
+    for label, act in activations.items():  # each equals the paper's average map of that layer
+        assert np.allclose(result["layers"][label], average_feature_map(act[0], 64).numpy(), atol=1e-6)
+
 class HandCam(nn.Module):
     """features: identity 1x1 conv; head: global average pool + linear W (no bias)."""
 

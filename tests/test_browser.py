@@ -76,3 +76,41 @@ def test_switching_dataset_after_explain_never_shows_the_old_maps():
         assert "dataset=brain_tumor" in driver.current_url, driver.current_url
         assert "computed for phantom" not in body, "the phantom maps are still shown for a brain_tumor image"
         assert not errors_shown(driver), errors_shown(driver)
+
+
+def explained_lines(driver) -> list[str]:
+    """What a session's Explanations page says it computed: the 'computed for' caption and each model's top 3."""
+    from selenium.webdriver.common.by import By
+
+    body = driver.find_element(By.TAG_NAME, "body").text
+    return [line for line in body.splitlines() if "computed for" in line or "top 3:" in line]
+
+
+def test_two_sessions_on_different_datasets_see_what_they_would_see_alone():
+    """Two browser sessions of one server explain an image of another dataset each, first one after the other,
+    then at the same time: each sees the same result both times, and nothing of the other's."""
+    links = {"phantom": "explanations?dataset=phantom&image=3&method=grad_cam,feature_maps",
+             "brain_tumor": "explanations?dataset=brain_tumor&image=2&method=grad_cam,feature_maps"}
+    with serve() as url, chrome(height=1400) as first, chrome(height=1400) as second:
+        drivers = dict(zip(links, (first, second)))
+        alone = {}
+        for name, driver in drivers.items():
+            driver.get(f"{url}/{links[name]}")
+            wait_for_text(driver, "Press Explain")
+            click_button(driver, "Explain")
+            wait_for_text(driver, f"computed for {name}")
+            alone[name] = explained_lines(driver)
+        for name, driver in drivers.items():  # fresh sessions: nothing kept from the runs above
+            driver.get(f"{url}/{links[name]}")
+        for name, driver in drivers.items():
+            wait_for_text(driver, "Press Explain")
+        for driver in drivers.values():  # both run at once
+            click_button(driver, "Explain")
+        together = {}
+        for name, driver in drivers.items():
+            wait_for_text(driver, f"computed for {name}")
+            together[name] = explained_lines(driver)
+            assert not errors_shown(driver), errors_shown(driver)
+        for name, other in (("phantom", "brain_tumor"), ("brain_tumor", "phantom")):
+            assert together[name] == alone[name] and len(alone[name]) == 3, (name, alone[name], together[name])
+            assert not any(f"computed for {other}" in line for line in together[name])

@@ -8,7 +8,8 @@ The protocol:
 4. evaluation of all of them on test (bootstrap 95% intervals, agreement with the teacher);
 5. ``checkpoints/<dataset>/{teacher,student,student_label_only}.pt`` in float16 with their JSON, and
    ``results.json`` holding every run, the grid and the mean/spread over seeds;
-6. the out-of-distribution check of uploads (`core.ood`, ``ood.json`` and ``ood.npz``) for the shipped teacher.
+6. the out-of-distribution check of uploads (`core.ood`, ``ood.json`` and ``ood.npz``) for the shipped teacher,
+   and every test image's probabilities under the shipped models (`core.predictions`, ``predictions.npz``).
 Every stage writes its run folder and resumes from it, so an interrupted run loses at most an epoch.
 """
 
@@ -23,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from core import checkpoints, ood
+from core import checkpoints, ood, predictions
 from core.data import DATASETS, data_fingerprint, dataset_status, load_dataset, resolve_root
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
@@ -213,6 +214,7 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     checkpoints.atomic_write_text(target / "results.json", json.dumps(results, indent=1))
     if protocol == "official":  # the app's check of uploads, fitted on the shipped teacher's validation split
         ood.write(*ood.fit(target / "teacher.pt", root), target)
+        predictions.write(target, root)  # what the app shows of the test split, without running the models
     if timing and protocol == "official":  # same architectures on either split: their explainer times are the same
         timing_table(dataset, target, root=root, threads=threads)
     return results

@@ -11,6 +11,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from core import predictions
 from core.evaluate import latency_ms
 from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, never_predicted, pair_report
@@ -58,16 +59,24 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
     ds = loaders.split(dataset, "test")
     per_class = max(1, limit // len(ds.classes))
     indices = sorted(i for idx in loaders.first_per_class(dataset, per_class).values() for i in idx)
-    images, indices, skipped = loaders.readable_items(dataset, indices)
-    out = {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]), "probs": {},
-           "skipped": skipped}
-    for role in roles.ROLES:
-        loaded = loaders.load_model(dataset, role)
-        if loaded is None:
-            continue
-        with loaded.lock:
-            out["probs"][role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
-    return out
+    models = {role: m for role in roles.ROLES if (m := loaders.load_model(dataset, role)) is not None}
+    shas = {role: sha for role, sha in loaders.checkpoint_digests(dataset).items() if sha and role in models}
+    try:  # made with the checkpoints: rows of the same files, no model run at page load
+        shipped = predictions.load(loaders.checkpoint_root() / dataset, shas, np.asarray(ds.targets),
+                                   len(ds.classes)) or {}
+    except predictions.PredictionsError:
+        shipped = {}  # the models below predict instead; the file's problem does not stop the page
+    probs = {role: p[indices] for role, p in shipped.get("probs", {}).items()}
+    skipped = []
+    if set(probs) != set(models):
+        images, indices, skipped = loaders.readable_items(dataset, indices)
+        probs = {role: p[indices] for role, p in shipped.get("probs", {}).items()}
+        for role, loaded in models.items():
+            if role not in probs:
+                with loaded.lock:
+                    probs[role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
+    return {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]),
+            "probs": {role: probs[role] for role in models}, "skipped": skipped}
 
 
 def prediction_limit(n_test: int) -> dict:

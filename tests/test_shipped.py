@@ -48,3 +48,19 @@ def test_metadata_matches_results_file_and_readme():
             meta = checkpoints.load_meta(res_path.parent / f"{shipped}.pt")
             assert meta.metrics["test"]["accuracy"] == pytest.approx(res["test"]["models"][run]["accuracy"])
     assert results.main(["--check"]) == 0, "README results section is stale: run python -m core.results"
+
+
+@pytest.mark.parametrize("folder", sorted(p.parent for p in CKPT.glob("*/predictions.npz")),
+                         ids=lambda p: p.name)
+def test_shipped_predictions_are_of_the_shipped_checkpoints(folder):
+    from core import predictions
+
+    roles = [r for r in predictions.ROLES if (folder / f"{r}.pt").is_file()]
+    shas = {r: checkpoints.file_sha256(folder / f"{r}.pt") for r in roles}
+    meta = checkpoints.load_meta(folder / "teacher.pt")
+    z = np.load(folder / predictions.FILE)
+    loaded = predictions.load(folder, shas, z["labels"], len(meta.classes))
+    assert loaded is not None and set(loaded["probs"]) == set(roles), "run python -m core.predictions again"
+    for role in roles:  # as evaluated when the checkpoints were shipped
+        accuracy = float((loaded["probs"][role].argmax(1) == loaded["labels"]).mean())
+        assert accuracy == pytest.approx(checkpoints.load_meta(folder / f"{role}.pt").metrics["test"]["accuracy"])

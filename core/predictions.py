@@ -1,0 +1,104 @@
+"""Every test image's class probabilities under the shipped models, computed once when the checkpoints are made.
+
+The app's Teacher vs student page shows metrics, a confusion matrix and a gallery over many test images; running
+three models over them at page load costs seconds on a first visit. ``python -m core.predictions DATASET``
+(also run by `core.reproduce` after shipping) writes ``checkpoints/<dataset>/predictions.npz``: the test labels
+and, per role, the probabilities of every test image, with the sha256 of the checkpoint they came from. The app
+uses a role's rows only while that checkpoint is unchanged, and predicts itself otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+from core import checkpoints
+from core.data import DATASETS, data_fingerprint
+from core.evaluate import evaluation_split
+from core.inference import batch_for, predict_tensor
+
+FILE = "predictions.npz"
+ROLES = ("teacher", "student", "student_label_only")
+
+
+class PredictionsError(ValueError):
+    """A predictions file that cannot be read or does not fit the checkpoints or the test split."""
+
+
+def write(folder: str | Path, root: str | None = None) -> Path:
+    """Predict the whole test split with every shipped checkpoint in ``folder``; writes ``predictions.npz``."""
+    folder = Path(folder)
+    arrays: dict[str, np.ndarray] = {}
+    for role in ROLES:
+        path = folder / f"{role}.pt"
+        if not path.is_file():
+            continue
+        model, meta = checkpoints.load(path)
+        data = evaluation_split(meta, "test", root)
+        if getattr(data, "skipped", None):  # rows would no longer line up with the split's images
+            raise PredictionsError(f"{path}: {len(data.skipped)} test image(s) cannot be read; fix them first")
+        labels, fingerprint = data.targets.numpy().astype(np.int64), data_fingerprint(data)
+        if "labels" in arrays and (not np.array_equal(arrays["labels"], labels)
+                                   or str(arrays["test_fingerprint"]) != fingerprint):
+            raise PredictionsError(f"{path}: its test split differs from the teacher's; predict each apart")
+        arrays.update(labels=labels, test_fingerprint=np.array(fingerprint))
+        arrays[f"probs_{role}"] = predict_tensor(model, batch_for(meta, data.images)).astype(np.float32)
+        arrays[f"sha256_{role}"] = np.array(checkpoints.file_sha256(path))
+    if not arrays:
+        raise PredictionsError(f"{folder}: no checkpoint to predict with")
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    checkpoints.atomic_write_bytes(folder / FILE, lambda h: h.write(buffer.getvalue()))
+    return folder / FILE
+
+
+def load(folder: str | Path, shas: dict[str, str], labels: np.ndarray, n_classes: int) -> dict | None:
+    """``{"labels": (N,), "probs": {role: (N, C) float32}}`` for the roles whose checkpoint sha256 in ``shas``
+    matches the file; None when there is no file or no role matches.
+
+    Args:
+        labels: the test split's labels in split order, as the app reads them (the file must hold the same).
+
+    Raises:
+        PredictionsError: an unreadable file, another test split's labels, or probabilities of another shape.
+    """
+    path = Path(folder) / FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            content = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise PredictionsError(f"{path}: cannot be read ({err})") from None
+    n_test = len(labels)
+    saved = content.get("labels")
+    if saved is None or saved.shape != (n_test,) or saved.dtype.kind not in "iu" or \
+            not np.array_equal(saved, np.asarray(labels)):
+        raise PredictionsError(f"{path}: made for another test split (its labels differ from the {n_test} here); "
+                               "run python -m core.predictions again")
+    probs = {}
+    for role, sha in shas.items():
+        if str(content.get(f"sha256_{role}", "")) != sha:
+            continue  # made for another checkpoint of this role: the app predicts it itself
+        p = content.get(f"probs_{role}")
+        if p is None or p.shape != (n_test, n_classes) or not np.isfinite(p).all():
+            raise PredictionsError(f"{path}: the {role} probabilities do not fit {n_test} images of {n_classes} "
+                                   "classes or are not finite")
+        probs[role] = p.astype(np.float32)
+    return {"labels": saved.astype(np.int64), "probs": probs} if probs else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.predictions", description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=sorted(DATASETS), help="dataset whose shipped checkpoints predict")
+    parser.add_argument("--checkpoints", default="checkpoints", help="folder holding <dataset>/<role>.pt")
+    parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
+    args = parser.parse_args(argv)
+    print(f"wrote {write(Path(args.checkpoints) / args.dataset, args.root)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -75,6 +76,22 @@ def model_lock(model: nn.Module) -> ModelLock:
         return _MODEL_LOCKS.setdefault(model, ModelLock())
 
 
+# A backward pass over a batch of images (integrated gradients, GradientSHAP) holds the batch's activations and
+# their gradients at once: the app's memory peak. One such run at a time in the process, whatever the model and
+# the user, so two sessions explaining at once do not add their peaks.
+BATCHED_BACKWARD = threading.BoundedSemaphore(1)
+
+
+@contextmanager
+def memory_slot(explainer) -> Iterator[None]:
+    """Hold `BATCHED_BACKWARD` while an explainer that back-propagates a batch to the input runs."""
+    if explainer.backward_to == "input" and explainer.batch_size() > 1:
+        with BATCHED_BACKWARD:
+            yield
+    else:
+        yield
+
+
 def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None = None, *,
             predict: bool = True, **params) -> Explanation:
     """Explain the model's score for ``target`` on one preprocessed image.
@@ -103,7 +120,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
                               **params).predicted_seconds if predict else None
     passes = dict(explainer.passes())
     x_in = x.detach().clone().requires_grad_(explainer.backward_to == "input")
-    with model_lock(model).hold(exclusive=not explainer.thread_safe), preserve_model_state(model):
+    with memory_slot(explainer), model_lock(model).hold(exclusive=not explainer.thread_safe), \
+            preserve_model_state(model):
         start = time.perf_counter()
         if target is None and explainer.needs_target:
             with torch.inference_mode():

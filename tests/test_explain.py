@@ -293,3 +293,24 @@ def test_predicted_scoring_passes_equal_counted_forwards(method, tiny_student, i
     assert cost.predicted_seconds > estimate_cost(tiny_student, method, 32).predicted_seconds
     none = estimate_scoring_cost(tiny_student, method, 32, curve_steps=None, sanity_layers=None)
     assert none.passes == {"forward": 0, "backward": 0} and none.predicted_seconds == 0
+
+
+def test_batched_backward_runs_one_at_a_time_in_the_process_and_single_images_are_not_held(tiny_student, image32):
+    import threading
+
+    from core import explain as explain_module
+
+    done = []
+    held = explain_module.BATCHED_BACKWARD
+    held.acquire()  # another user's integrated gradients is running
+    try:
+        explain(tiny_student, image32, "saliency", 0, predict=False)  # one image: not held back
+        worker = threading.Thread(target=lambda: done.append(explain(
+            tiny_student, image32, "integrated_gradients", 0, predict=False, n_steps=4, internal_batch_size=4)))
+        worker.start()
+        worker.join(timeout=2.0)
+        assert worker.is_alive() and not done, "a second batched backward ran beside the first"
+    finally:
+        held.release()
+    worker.join(timeout=120)
+    assert len(done) == 1 and done[0].heatmap.shape == (32, 32)

@@ -54,9 +54,18 @@ class PredictedCosts:
         return maps + sum(c.predicted_seconds for per_role in self.scoring.values() for c in per_role.values())
 
 
+# Images per backward pass of the methods that back-propagate a batch to the input. The app's memory peak grows
+# with it (integrated gradients at 16 images added about 600 MB on the DenseNet teacher at 128 px in the app's
+# memory benchmark); on a CPU a smaller batch costs little time, the same passes in more calls.
+BACKWARD_BATCH = {"integrated_gradients": 4, "gradient_shap": 4}
+
+
 def method_params(method: str, gradcam_layer: str | None) -> dict:
-    """The explainer parameters the page sets: Grad-CAM's target layer (None: the model's last conv layer).
-    CAM takes none: its weights are the classifier's, so it is tied to the layer pooled before it."""
+    """The explainer parameters the page sets: Grad-CAM's target layer (None: the model's last conv layer) and
+    the batch of the batched-backward methods (`BACKWARD_BATCH`). CAM takes none: its weights are the
+    classifier's, so it is tied to the layer pooled before it."""
+    if method in BACKWARD_BATCH:
+        return {"internal_batch_size": BACKWARD_BATCH[method]}
     return {"layer": gradcam_layer} if method == "grad_cam" and gradcam_layer else {}
 
 

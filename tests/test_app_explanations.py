@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from core.costs import ScoringCost
+from core.explain import explain
 from core.explainers import CostEstimate
 from core.inference import preprocess
 from explorer import explaining, loaders, names
@@ -235,3 +236,18 @@ def test_the_grad_cam_layer_choice_is_offered_only_with_grad_cam():
     at = open_page("explanations", {"image": "1", "method": "saliency,cam"})
     assert_ok(at)
     assert not [s for s in at.selectbox if s.key and s.key.startswith("exp_gradcam")]
+
+
+def test_batched_backward_methods_run_in_small_batches_in_the_app(tiny_student, image32):
+    """The app's integrated gradients and GradientSHAP push at most `BACKWARD_BATCH` images per pass (their
+    memory peak grows with the batch), yet their passes are the method's own."""
+    sizes = []
+    handle = tiny_student.register_forward_pre_hook(lambda m, inputs: sizes.append(inputs[0].shape[0]))
+    try:
+        for method in explaining.BACKWARD_BATCH:
+            sizes.clear()
+            exp = explain(tiny_student, image32, method, 0, predict=False, **explaining.method_params(method, None))
+            assert max(sizes) <= explaining.BACKWARD_BATCH[method] < 16, (method, sizes)
+            assert sum(sizes) >= exp.passes["forward"], (method, sizes, exp.passes)
+    finally:
+        handle.remove()

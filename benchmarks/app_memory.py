@@ -7,8 +7,8 @@ resident memory (RSS) of the server and all its child processes every 0.1 s in a
 Cold start: process start to the Home page's title rendered in headless Chromium (the browser is started
 first: a user's browser is already open). Then two browser sessions walk the app at the same time, on
 different datasets: every page of every dataset by deep link (``?dataset=...``), one upload of a generated
-PNG on the Dataset page and one Explain run with every explainer on one image, per session. Targets
-(issue 14): cold start <= 5 s, RSS <= 600 MB after the cold start, <= 1.5 GB at peak (and so after the walk).
+PNG on the Dataset page and one Explain run with every explainer on one image, per session. Targets (what a
+share link must fit): cold start <= 5 s, RSS <= 600 MB after the cold start, <= 1.5 GB at peak (and so after the walk).
 
 ``--quick`` (phantom; the Glossary page, then an upload on the Explanations page explained there with the
 feature-map explainer) is the smoke run the tests use. Results go to ``benchmarks/results/app_memory.json``
@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
+from core.checkpoints import atomic_write_text  # noqa: E402
 from scripts.screenshots import chrome, chromium_paths, errors_shown, free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "app_memory.json"
@@ -329,20 +330,6 @@ def markdown(result: dict) -> str:
         f"{env['load_average']:.1f}), Python {env['python']}, torch {env['torch']}, streamlit {env['streamlit']}.", ""])
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS),
@@ -393,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     for step in errors:
         print(f"warning: {step['session']}: {step['step']} on {step['dataset']} showed: {step['errors']}")
     out = Path(args.out)
-    write_atomic(out, json.dumps(result, indent=1) + "\n")
-    write_atomic(out.with_suffix(".md"), markdown(result))
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if all(c["met"] for c in result["checks"].values()) else 1  # 2: nothing measured (above)
 

@@ -32,12 +32,14 @@ def write(folder: str | Path, root: str | None = None) -> Path:
     """Predict the whole test split with every shipped checkpoint in ``folder``; writes ``predictions.npz``."""
     folder = Path(folder)
     arrays: dict[str, np.ndarray] = {}
+    splits = {}  # the students share the teacher's input size: the split is decoded once
     for role in ROLES:
         path = folder / f"{role}.pt"
         if not path.is_file():
             continue
         model, meta = checkpoints.load(path)
-        data = evaluation_split(meta, "test", root)
+        key = (meta.input_size, meta.train.get("protocol", "official"), meta.train.get("data_seed", 0))
+        data = splits[key] = splits.get(key) or evaluation_split(meta, "test", root)
         if getattr(data, "skipped", None):  # rows would no longer line up with the split's images
             raise PredictionsError(f"{path}: {len(data.skipped)} test image(s) cannot be read; fix them first")
         labels, fingerprint = data.targets.numpy().astype(np.int64), data_fingerprint(data)

@@ -66,15 +66,14 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
                                    len(ds.classes)) or {}
     except predictions.PredictionsError:
         shipped = {}  # the models below predict instead; the file's problem does not stop the page
-    probs = {role: p[indices] for role, p in shipped.get("probs", {}).items()}
-    skipped = []
-    if set(probs) != set(models):
+    rows, skipped = shipped.get("probs", {}), []
+    if set(rows) != set(models):  # some model predicts here: only the images that can be read
         images, indices, skipped = loaders.readable_items(dataset, indices)
-        probs = {role: p[indices] for role, p in shipped.get("probs", {}).items()}
-        for role, loaded in models.items():
-            if role not in probs:
-                with loaded.lock:
-                    probs[role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
+    probs = {role: p[indices] for role, p in rows.items()}
+    for role, loaded in models.items():
+        if role not in probs:
+            with loaded.lock:
+                probs[role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
     return {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]),
             "probs": {role: probs[role] for role in models}, "skipped": skipped}
 

@@ -105,13 +105,21 @@ def gallery_buttons(at, kind: str) -> list[int]:
     return [found[shown.index(k)] for k in range(len(found))]
 
 
-def test_gallery_lists_disagreements_and_opens_explanations():
-    disagree, wrong = gallery_expectation(SHIPPED, 64)
-    assert disagree, "the shipped pair should part ways on some of these images"
+def check_gallery(root: Path) -> tuple:
+    """Open the Compare page and check its gallery against `gallery_expectation` for the pair under ``root``;
+    returns the page and the expected disagreements."""
+    disagree, wrong = gallery_expectation(root, 64)
     at = open_page("compare")
+    assert_ok(at)
     assert gallery_tabs(at) == [f"Teacher and student disagree ({len(disagree)})",
                                 f"Student confidently wrong ({wrong})"]
     assert gallery_buttons(at, "disagree") == disagree[:18]
+    return at, disagree
+
+
+def test_gallery_lists_disagreements_and_opens_explanations():
+    at, disagree = check_gallery(SHIPPED)
+    assert disagree, "the shipped pair should part ways on some of these images"
     explain = next(b for b in at.button if b.key == f"gallery_disagree_{disagree[0]}")
     explain.click().run()
     assert_ok(at)

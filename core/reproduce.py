@@ -101,28 +101,63 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
 
-def finished_teacher(cfg: TrainConfig, path: Path) -> TrainResult:
-    """A teacher checkpoint trained before (say in an earlier session, kept as a file) that stands in for the
-    teacher stage, used as saved; refused (ValueError) unless it was trained with exactly this recipe on
-    exactly this data, so the students' metadata never describes a teacher that was not made this way."""
-    model, meta = checkpoints.load(path)
+def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, teacher: TrainResult | None = None,
+               weights: bool = True) -> TrainResult | None:
+    """A stage finished on an earlier machine and kept as ``kept/<stage>.json`` (and ``.pt`` when its weights
+    are used later), or None when it is not kept there.
+
+    Refused (ValueError) unless it was trained with exactly this recipe, on exactly this data and, for a student,
+    from this teacher: the metadata written from it never describes a run that did not happen.
+    """
+    path = kept / f"{stage.name}.pt"
+    if not checkpoints.meta_path(path).is_file() or (weights and not path.is_file()):
+        return None
+    meta = checkpoints.load_meta(path)
     train = {**meta.train, "input_size": meta.input_size}
-    wanted = stage_settings(cfg, Stage("teacher", "teacher"))
-    keys = [*RESUME_KEYS, "input_size", "epochs", "seed"]
-    changed = sorted(k for k in keys if train.get(k) != wanted[k])
-    if meta.role != "teacher":
+    wanted = stage_settings(cfg, stage)
+    changed = sorted(k for k in [*RESUME_KEYS, "input_size", "epochs", "seed"] if train.get(k) != wanted[k])
+    details = [f"{k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed]
+    if meta.role != stage.role:
         changed.append(f"role {meta.role!r}")
-    train_ds = load_dataset(cfg.dataset, "train", root=cfg.root, input_size=wanted["input_size"], seed=cfg.data_seed,
-                            val_fraction=cfg.val_fraction, protocol=cfg.protocol)
-    if meta.data_fingerprint != data_fingerprint(train_ds):
+    if meta.data_fingerprint != fingerprint:
         changed.append("the training data (fingerprint)")
+    if stage.role == "student":
+        if meta.kd != {"loss": stage.loss, **stage.loss_args, "attention_beta": cfg.attention_beta}:
+            changed.append(f"the loss ({meta.kd})")
+        if teacher is not None and meta.train.get("teacher_sha256") != checkpoints.file_sha256(teacher.path):
+            changed.append("the teacher (sha256)")
     if changed:
-        raise ValueError(f"{path}: not a teacher of this recipe ({', '.join(changed)} differ"
-                         + "".join(f"; {k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed if k in wanted)
-                         + "); train it here or give a teacher of the same settings")
-    log.info("%s: the teacher stage is this checkpoint (trained with the same recipe)", path)
-    return TrainResult(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), Path(path),
-                       Stage("teacher", "teacher"))
+        raise ValueError(f"{path}: not the {stage.name} stage of this recipe ({', '.join(changed)} differ"
+                         + "".join(f"; {d}" for d in details) + "); remove it to train the stage here")
+    log.info("%s: the %s stage, kept from an earlier run of this recipe", path, stage.name)
+    model = checkpoints.load(path)[0] if weights else None
+    return TrainResult(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), path, stage)
+
+
+def run_kept(cfg: TrainConfig, runs: Path, stages: list[Stage], kept: Path | None, fingerprint: str,
+             teacher: TrainResult | None = None, weights: bool = True) -> dict[str, TrainResult]:
+    """`run_stages`, except that with ``kept`` a stage kept there is taken as it is, and a stage finished here is
+    kept there in float16 (only its metadata when ``weights`` is False) and used from there on.
+
+    ``kept`` is for runs longer than one machine's life: commit it and a later run on a fresh machine continues
+    with the next stage.
+    """
+    results = {}
+    for stage in stages:
+        result = kept_stage(cfg, stage, kept, fingerprint, teacher, weights) if kept else None
+        if result is None:
+            result = run_stages(cfg, runs, [stage], teacher=teacher.model if teacher else None,
+                                teacher_path=teacher.path if teacher else None)[stage.name]
+            if kept:
+                kept.mkdir(parents=True, exist_ok=True)
+                path = kept / f"{stage.name}.pt"
+                if weights:  # later stages learn from, and are evaluated on, exactly the kept weights
+                    checkpoints.save(result.model, result.meta, path, half=True)
+                    result = replace(result, model=checkpoints.load(path)[0], path=path)
+                else:
+                    checkpoints.atomic_write_text(checkpoints.meta_path(path), result.meta.to_json())
+        results[stage.name] = result
+    return results
 
 
 def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | None:
@@ -136,26 +171,28 @@ def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | 
 
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
               protocol: str = "official", grid: bool = True, threads: int | None = None,
-              timing: bool = True, kd: dict | None = None, teacher_from: Path | None = None) -> dict:
+              timing: bool = True, kd: dict | None = None, kept: Path | None = None) -> dict:
     """Run the whole protocol for one dataset; returns the results dictionary also written to disk.
 
     ``kd``: a fixed ``{"alpha", "temperature"}`` instead of the grid. The pooled protocol takes the setting
     the official split chose (from its shipped results.json, when there), so the two splits differ only in
     the split. ``timing=False`` skips the explainer timing table (written for the official split only).
-    ``teacher_from``: a teacher checkpoint of this recipe (`finished_teacher`) instead of the teacher stage.
+    ``kept``: a folder of stages kept across machines (`run_kept`), ``kept/<dataset>/<protocol>/``.
     """
     kd = fixed_kd(out, dataset, protocol, kd)
     started = time.perf_counter()
     runs = runs / dataset / protocol
-    cfg = recipe(dataset, budget, runs, root, protocol, threads)
-    teacher = finished_teacher(cfg, teacher_from) if teacher_from else \
-        run_stages(cfg, runs, [Stage("teacher", "teacher")])["teacher"]
+    kept = kept / dataset / protocol if kept else None
+    cfg = recipe(dataset, budget, kept or runs, root, protocol, threads)  # teacher logits beside the kept stages
+    fingerprint = data_fingerprint(load_dataset(dataset, "train", root=root, input_size=budget.input_size,
+                                                seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=protocol))
+    teacher = run_kept(cfg, runs, [Stage("teacher", "teacher")], kept, fingerprint)["teacher"]
 
     grid_rows, chosen = [], dict(kd) if kd else {"alpha": 0.5, "temperature": 4.0}
     if grid and not kd:
         stages = [Stage(f"grid_a{alpha}_t{temp:g}", "student", 0, "kd", {"alpha": alpha, "temperature": temp},
                         epochs=budget.grid_epochs) for alpha in ALPHAS for temp in TEMPERATURES]
-        grid_runs = run_stages(cfg, runs, stages, teacher=teacher.model, teacher_path=teacher.path)
+        grid_runs = run_kept(cfg, runs, stages, kept, fingerprint, teacher, weights=False)  # the grid needs curves
         for stage, result in zip(stages, grid_runs.values()):
             grid_rows.append({**stage.loss_args, "val_acc": best_val_acc(result.history),
                               "val_loss": min(r["val_loss"] for r in result.history)})
@@ -163,8 +200,7 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         chosen = {"alpha": best["alpha"], "temperature": best["temperature"]}
 
     cfg = replace(cfg, loss_args=chosen)
-    students = run_stages(cfg, runs, default_stages(cfg, teacher=False), teacher=teacher.model,
-                          teacher_path=teacher.path)
+    students = run_kept(cfg, runs, default_stages(cfg, teacher=False), kept, fingerprint, teacher)
     paths = {"teacher": teacher.path} | {name: result.path for name, result in students.items()}
     # Evaluate the weights exactly as shipped (float16), so the published numbers are of those files.
     target = out / dataset if protocol == "official" else out / dataset / protocol
@@ -249,8 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--teacher-epochs", type=int, default=None,
                         help="override the budget's teacher epochs (use a fresh --runs folder: runs resume)")
-    parser.add_argument("--teacher", default=None, metavar="CHECKPOINT",
-                        help="a teacher checkpoint trained with this same recipe, instead of the teacher stage")
+    parser.add_argument("--kept", default=None, metavar="DIR",
+                        help="keep every finished stage in DIR/<dataset>/<protocol>/ (float16) and take the stages "
+                             "kept there instead of training them: commit DIR to continue on another machine")
     parser.add_argument("--no-timing", action="store_true", help="skip the explainer timing table")
     parser.add_argument("--only-timing", action="store_true",
                         help="only (re)write the timing table of the shipped checkpoints")
@@ -266,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
                     grid=not args.no_grid, threads=args.threads, timing=not args.no_timing,
                     kd={"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None,
-                    teacher_from=Path(args.teacher) if args.teacher else None)
+                    kept=Path(args.kept) if args.kept else None)
     s = res["summary"]
     print(f"{args.dataset} ({args.protocol}): chosen {res['chosen']}; teacher acc "
           f"{res['test']['models']['teacher']['accuracy']:.4f}; student acc {s['student']['accuracy']['mean']:.4f} "

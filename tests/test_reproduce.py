@@ -9,14 +9,17 @@ import core.data
 import core.train
 from core import checkpoints, ood
 import core.reproduce
-from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, finished_teacher, fixed_kd, recipe, reproduce
+from core.data import data_fingerprint, load_dataset
+from core.recipe import Stage
+from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, fixed_kd, kept_stage, recipe, reproduce
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """One smoke reproduction of the phantom, recording every split the training stages asked for."""
+    """One smoke reproduction of the phantom, recording every split the training stages asked for; its finished
+    stages are kept in ``runs/kept`` as on a machine whose run folder does not last."""
     runs, out = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("checkpoints")
     splits = []
     real_load = core.data.load_dataset
@@ -28,7 +31,7 @@ def smoke_run(tmp_path_factory):
     core.train._split.cache_clear()  # splits decoded by earlier tests of this process would hide the reads
     core.train.load_dataset = spying_load
     try:
-        result = reproduce("phantom", BUDGETS["smoke"], runs, out, threads=1, timing=False)
+        result = reproduce("phantom", BUDGETS["smoke"], runs, out, threads=1, timing=False, kept=runs / "kept")
     finally:
         core.train.load_dataset = real_load
     return runs, out, result, splits
@@ -55,8 +58,8 @@ def test_writes_checkpoints_metadata_and_results(smoke_run):
     assert len(written["test_fingerprint"]) == 64 and written["teacher_sha256"] == checkpoints.file_sha256(
         folder / "teacher.pt")
     student = checkpoints.load_meta(folder / "student.pt")
-    assert student.train["teacher_sha256"] == checkpoints.file_sha256(runs / "phantom" / "official" / "teacher"
-                                                                      / "best.pt")
+    kept = runs / "kept" / "phantom" / "official"  # the students learnt from the kept (float16) teacher
+    assert student.train["teacher_sha256"] == checkpoints.file_sha256(kept / "teacher.pt")
     assert len(written["grid"]) == len(ALPHAS) * len(TEMPERATURES)
     assert written["summary"]["student"]["accuracy"]["n"] == len(SEEDS)
     check = ood.load(folder, checkpoints.file_sha256(folder / "teacher.pt"), 1024)
@@ -81,7 +84,7 @@ def test_a_second_run_resumes_without_retraining(smoke_run, monkeypatch, tmp_pat
     runs, out, result, _ = smoke_run
     trained = []
     monkeypatch.setattr(core.train, "train_stage", lambda *a, **k: trained.append(a[1].name))
-    again = reproduce("phantom", BUDGETS["smoke"], runs, tmp_path, threads=1, timing=False)
+    again = reproduce("phantom", BUDGETS["smoke"], runs, tmp_path, threads=1, timing=False, kept=runs / "kept")
     assert trained == []
     accuracy = {name: report["accuracy"] for name, report in result["test"]["models"].items()}
     assert again["chosen"] == result["chosen"]
@@ -98,26 +101,55 @@ def test_a_fixed_kd_setting_skips_the_grid_and_pooled_takes_the_official_one(smo
     assert fixed_kd(tmp_path / "empty", "phantom", "pooled", None) is None
 
 
-def test_a_finished_teacher_of_the_same_recipe_stands_in_for_the_teacher_stage(smoke_run, monkeypatch, tmp_path):
+def test_kept_stages_continue_the_run_on_a_fresh_machine(smoke_run, monkeypatch, tmp_path):
     runs, out, result, _ = smoke_run
-    teacher = runs / "phantom" / "official" / "teacher" / "best.pt"
-    asked, real = [], core.reproduce.run_stages
-    monkeypatch.setattr(core.reproduce, "run_stages", lambda cfg, r, stages, **kw: asked.extend(
-        s.name for s in stages) or real(cfg, r, stages, **kw))
-    again = reproduce("phantom", BUDGETS["smoke"], runs, tmp_path, threads=1, timing=False, teacher_from=teacher)
-    assert asked and "teacher" not in asked, "the teacher stage ran although a teacher was given"
-    assert again["test"]["models"]["teacher"]["accuracy"] == result["test"]["models"]["teacher"]["accuracy"]
-    student = checkpoints.load_meta(tmp_path / "phantom" / "student.pt")
-    assert student.train["teacher_sha256"] == checkpoints.file_sha256(teacher)
+    kept = runs / "kept" / "phantom" / "official"
+    assert (kept / "teacher.pt").is_file() and (kept / "student_s0.pt").is_file()
+    assert checkpoints.load_meta(kept / "teacher.pt").weights_dtype == "float16"
+    grid = sorted(kept.glob("grid_*.json"))  # the grid's choice needs its curves only
+    assert len(grid) == len(ALPHAS) * len(TEMPERATURES) and not list(kept.glob("grid_*.pt"))
+    trained = []
+    monkeypatch.setattr(core.train, "train_stage", lambda *a, **k: trained.append(a[1].name))
+    again = reproduce("phantom", BUDGETS["smoke"], tmp_path / "fresh_runs", tmp_path, threads=1, timing=False,
+                      kept=runs / "kept")
+    assert trained == [], "a kept stage was trained again"
+    assert again["chosen"] == result["chosen"]
+    accuracy = {name: report["accuracy"] for name, report in result["test"]["models"].items()}
+    assert {name: report["accuracy"] for name, report in again["test"]["models"].items()} == accuracy
+
+
+def _kept(runs):
+    return runs / "kept" / "phantom" / "official"
+
+
+def _fingerprint(cfg):
+    return data_fingerprint(load_dataset("phantom", "train", input_size=cfg.input_size, seed=cfg.data_seed,
+                                         val_fraction=cfg.val_fraction))
 
 
 @pytest.mark.parametrize("change, named", [({"lr": 1e-2}, "lr"), ({"input_size": 48}, "input_size"),
                                            ({"teacher_epochs": 3}, "epochs")])
-def test_a_teacher_of_another_recipe_is_refused(smoke_run, tmp_path, change, named):
-    runs, out, _, _ = smoke_run
-    teacher = runs / "phantom" / "official" / "teacher" / "best.pt"
-    budget = replace(BUDGETS["smoke"], **change)
+def test_a_kept_teacher_of_another_recipe_is_refused(smoke_run, tmp_path, change, named):
+    runs, _, _, _ = smoke_run
+    cfg = recipe("phantom", replace(BUDGETS["smoke"], **change), tmp_path)
     with pytest.raises(ValueError, match=named):
-        finished_teacher(recipe("phantom", budget, tmp_path), teacher)
-    with pytest.raises(ValueError, match="role"):  # a student is no teacher
-        finished_teacher(recipe("phantom", BUDGETS["smoke"], tmp_path), out / "phantom" / "student.pt")
+        kept_stage(cfg, Stage("teacher", "teacher"), _kept(runs), _fingerprint(cfg))
+
+
+def test_a_kept_stage_of_other_data_role_or_teacher_is_refused(smoke_run, tmp_path):
+    runs, out, result, _ = smoke_run
+    cfg = recipe("phantom", BUDGETS["smoke"], tmp_path)
+    with pytest.raises(ValueError, match="fingerprint"):
+        kept_stage(cfg, Stage("teacher", "teacher"), _kept(runs), "0" * 64)
+    fake = tmp_path / "kept"
+    fake.mkdir()
+    for suffix in (".pt", ".json"):  # a student saved under the teacher's name
+        (fake / f"teacher{suffix}").write_bytes((_kept(runs) / f"student_s0{suffix}").read_bytes())
+    with pytest.raises(ValueError, match="role"):
+        kept_stage(cfg, Stage("teacher", "teacher"), fake, _fingerprint(cfg))
+    other = core.train.TrainResult(None, None, path=out / "phantom" / "student.pt")  # any file but the teacher
+    stage = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
+    assert kept_stage(cfg, stage, _kept(runs), _fingerprint(cfg)).model is not None
+    with pytest.raises(ValueError, match=r"the teacher \(sha256\)"):
+        kept_stage(cfg, stage, _kept(runs), _fingerprint(cfg), other)
+    assert kept_stage(cfg, Stage("teacher", "teacher"), tmp_path / "nothing", _fingerprint(cfg)) is None

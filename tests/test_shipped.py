@@ -12,7 +12,8 @@ from core.inference import predict
 from core.models import count_parameters
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
-SHIPPED = sorted(p for p in CKPT.rglob("*.pt"))
+KEPT = CKPT / "stages"  # stages of a run in progress, kept across machines (`core.reproduce --kept`)
+SHIPPED = sorted(p for p in CKPT.rglob("*.pt") if KEPT not in p.parents)
 
 
 def test_phantom_checkpoints_are_shipped():
@@ -27,6 +28,16 @@ def test_shipped_checkpoint_loads_and_predicts(path):
     from PIL import Image
     probs = predict(model, meta, [Image.new("L", (100, 90), 40), Image.new("RGB", (300, 200), (5, 9, 200))])
     assert probs.shape == (2, len(meta.classes)) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", sorted(KEPT.rglob("*.json")), ids=lambda p: str(p.relative_to(KEPT)))
+def test_kept_stages_load(path):
+    meta = checkpoints.load_meta(path)
+    assert meta.dataset == path.parents[1].name and meta.train["protocol"] == path.parent.name
+    assert meta.train["stage"] == path.stem and meta.train["history"]
+    if path.with_suffix(".pt").is_file():  # weights are kept for the stages that later ones use
+        model, meta = checkpoints.load(path.with_suffix(".pt"))
+        assert meta.weights_dtype == "float16" and model.training is False
 
 
 def test_phantom_student_predicts_phantom_test_images_well():

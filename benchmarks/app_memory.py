@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
-from core.checkpoints import atomic_write_text  # noqa: E402
+from core.metadata import atomic_write_text  # noqa: E402
 from scripts.screenshots import chrome, chromium_paths, errors_shown, free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "app_memory.json"

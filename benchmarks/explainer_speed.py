@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.checkpoints import atomic_write_text  # noqa: E402
+from core.metadata import atomic_write_text  # noqa: E402
 from core.costs import calibrate, estimate_cost  # noqa: E402
 from core.explain import explain  # noqa: E402
 from core.featuremaps import capture_activations  # noqa: E402

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from core.checkpoints import atomic_write_text  # noqa: E402
+from core.metadata import atomic_write_text  # noqa: E402
 from core.models import build_teacher  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402

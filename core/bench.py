@@ -152,7 +152,7 @@ def benchmark_methods(models: Mapping[str, nn.Module], images: torch.Tensor | Ma
 def _load_models(dataset: str, teacher, student, random_weights: bool, teacher_arch: str,
                  student_depth: int, input_size: int | None, seed: int) -> tuple[dict, dict]:
     """Return ``(name -> model, name -> (input_size, mean, std))``."""
-    from core.data import get_info
+    from core.catalog import get_info
 
     info = get_info(dataset)
     if random_weights:

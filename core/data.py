@@ -1,17 +1,5 @@
-"""Datasets: a registry by name, ImageFolder readers, splits, the phantom, and in-memory copies.
-
-Real datasets live in an ImageFolder layout ``ROOT/<name>/{train,test}/<class>/<image>``. The root
-is, in order: the ``root`` argument, the ``KD_DATA_ROOT`` environment variable,
-``../shared/datasets`` next to the repository (or next to the working directory) if it exists,
-else ``./data``.
-
-Splits. ``protocol="official"`` keeps the published test folder untouched and carves a stratified,
-seeded validation split out of train (per class: sort the file names, shuffle them with one
-``random.Random(seed)``, classes in registry order, the first ``round(val_fraction * n)`` go to
-val). Test is never used for model selection. ``protocol="pooled"`` reproduces the leaky protocol
-common in the literature (and likely the paper's): train and test files are pooled and re-split at
-random with the official test fraction, so near-duplicate slices land on both sides; compare both
-protocols to measure the leak.
+"""Datasets as tensors: ImageFolder readers, the phantom, and in-memory copies (the registry, roots and
+splits are `core.catalog`).
 
 Items are ``(float tensor (3,H,W) in [0,1], int label)``: decoded with `core.images`, made RGB
 (grey is repeated over three channels) and resized to a square. No normalisation and no
@@ -25,7 +13,6 @@ import json
 import logging
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,165 +21,11 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from core.catalog import SPLITS, DatasetError, DatasetInfo, get_info, resolve_root, split_files
 from core.images import ImageError, open_image, to_rgb
-from core.phantom import DEFAULT_SPLIT_SIZES, PHANTOM_CLASSES, PhantomDataset, render_phantom
-from core.registry import Registry
+from core.phantom import PhantomDataset, render_phantom
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
-# Operating-system litter that may sit in any folder and is never data.
-IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
-SPLITS = ("train", "val", "test")
-PROTOCOLS = ("official", "pooled")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as asked, with a message that says what to do."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the rest of the code needs to know about a dataset before reading it.
-
-    Attributes:
-        name: registry key and folder name under the data root.
-        classes: canonical class names, in label order (label i = classes[i]).
-        modality: what the images are (for the UI).
-        source: where the images come from.
-        input_size: default square side the images are resized to.
-        synthetic: True for generated datasets (no files, no root).
-        kaggle: Kaggle slug the files can be fetched from (see `core.fetch`).
-    """
-
-    name: str
-    classes: tuple[str, ...]
-    modality: str
-    source: str
-    input_size: int
-    synthetic: bool = False
-    kaggle: str = ""
-
-
-DATASETS = Registry("dataset", DatasetError)
-
-
-def register_dataset(info: DatasetInfo) -> DatasetInfo:
-    """Add a dataset to `DATASETS` under its name (a name can be taken only once)."""
-    return DATASETS.register(info.name)(info)
-
-
-register_dataset(DatasetInfo(
-    "brain_tumor", ("glioma", "meningioma", "notumor", "pituitary"), "brain MRI (mixed planes/sequences)",
-    "Kaggle masoudnickparvar/brain-tumor-mri-dataset (figshare + SARTAJ + Br35H)", 128,
-    kaggle="masoudnickparvar/brain-tumor-mri-dataset"))
-register_dataset(DatasetInfo(
-    "eye_disease", ("cataract", "diabetic_retinopathy", "glaucoma", "normal"), "colour fundus photograph",
-    "Kaggle gunavenkatdoddi/eye-diseases-classification (IDRiD, ODIR, HRF, ...)", 128,
-    kaggle="gunavenkatdoddi/eye-diseases-classification"))
-register_dataset(DatasetInfo(
-    "alzheimer", ("MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented"), "axial brain MRI (T1)",
-    "Kaggle tourist55/alzheimers-dataset-4-class-of-images", 128,
-    kaggle="tourist55/alzheimers-dataset-4-class-of-images"))
-register_dataset(DatasetInfo(
-    "phantom", PHANTOM_CLASSES, "synthetic MRI-like head slice with lesion mask",
-    "generated in code (core.phantom), seeded", 64, synthetic=True))
-
-
-def get_info(name: str) -> DatasetInfo:
-    """Registry entry of ``name``; `DatasetError` listing the known names otherwise."""
-    return DATASETS[name]
-
-
-def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: argument, else $KD_DATA_ROOT, else an existing ../shared/datasets, else ./data."""
-    if root is not None:
-        return Path(root).expanduser()
-    if os.environ.get("KD_DATA_ROOT"):
-        return Path(os.environ["KD_DATA_ROOT"]).expanduser()
-    for base in (REPO_ROOT, Path.cwd()):
-        shared = base.parent / "shared" / "datasets"
-        if shared.is_dir():
-            return shared
-    return Path("data")
-
-
-def _how_to_fix(name: str) -> str:
-    return (f"put the images in <root>/{name}/{{train,test}}/<class>/ and pass root=..., or set KD_DATA_ROOT; "
-            f"to download and arrange them: python -m core.fetch {name} --dest <root>")
-
-
-def _is_visible(entry: os.DirEntry | Path) -> bool:
-    return not entry.name.startswith(".") and entry.name.lower() not in IGNORED_FILES
-
-
-def scan_split(root: Path, name: str, folder: str) -> dict[str, list[str]]:
-    """Image paths per class under ``root/name/folder``, relative to ``root/name``, sorted.
-
-    Raises:
-        DatasetError: missing folder, missing/unexpected/empty class folder, or a non-image file.
-    """
-    info = get_info(name)
-    split_dir = root / name / folder
-    if not root.is_dir():
-        raise DatasetError(f"data root {root} does not exist; {_how_to_fix(name)}")
-    if not split_dir.is_dir():
-        raise DatasetError(f"{split_dir} is missing; {_how_to_fix(name)}")
-    found = {e.name for e in os.scandir(split_dir) if e.is_dir() and _is_visible(e)}
-    missing = [c for c in info.classes if c not in found]
-    unexpected = sorted(found - set(info.classes))
-    if missing or unexpected:
-        raise DatasetError(
-            f"{split_dir}: class folders must be exactly {list(info.classes)}"
-            + (f"; missing {missing}" if missing else "") + (f"; unexpected {unexpected}" if unexpected else "")
-            + " (rename or remove the folders; class names are case-sensitive)")
-    files: dict[str, list[str]] = {}
-    for cls in info.classes:
-        entries = [e for e in os.scandir(split_dir / cls) if _is_visible(e)]
-        not_images = sorted(e.name for e in entries if not e.is_file() or Path(e.name).suffix.lower()
-                            not in IMAGE_EXTENSIONS)
-        if not_images:
-            shown = ", ".join(not_images[:5]) + (" ..." if len(not_images) > 5 else "")
-            raise DatasetError(f"{split_dir / cls}: {len(not_images)} entries are not image files ({shown}); "
-                               f"move them out (images must end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        if not entries:
-            raise DatasetError(f"{split_dir / cls} holds no images; every class needs at least one")
-        files[cls] = sorted(f"{folder}/{cls}/{e.name}" for e in entries)
-    return files
-
-
-def stratified_split(files: dict[str, list[str]], fraction: float, seed: int) -> tuple[dict, dict]:
-    """Split each class: sort, shuffle with one ``random.Random(seed)`` (classes in dict order),
-    the first ``round(fraction * n)`` go to the second part. Returns ``(rest, carved)``."""
-    if not 0 <= fraction < 1:
-        raise DatasetError(f"split fraction must be in [0, 1), got {fraction}")
-    rng = random.Random(seed)
-    rest, carved = {}, {}
-    for cls, names in files.items():
-        names = sorted(names)
-        rng.shuffle(names)
-        k = round(fraction * len(names))
-        carved[cls], rest[cls] = sorted(names[:k]), sorted(names[k:])
-    return rest, carved
-
-
-def split_files(name: str, split: str, root: Path, *, seed: int = 0, val_fraction: float = 0.15,
-                protocol: str = "official") -> dict[str, list[str]]:
-    """Relative image paths per class of one split under a protocol (see the module docstring)."""
-    if split not in SPLITS:
-        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
-    if protocol not in PROTOCOLS:
-        raise DatasetError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    train, test = scan_split(root, name, "train"), scan_split(root, name, "test")
-    if protocol == "pooled":
-        n_test, n_all = sum(map(len, test.values())), sum(map(len, train.values())) + sum(map(len, test.values()))
-        pooled = {c: train[c] + test[c] for c in train}
-        train, test = stratified_split(pooled, n_test / n_all, seed)
-    if split == "test":
-        return test
-    train, val = stratified_split(train, val_fraction, seed)
-    return val if split == "val" else train
 
 
 class FolderDataset(Dataset):
@@ -270,7 +103,7 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
     """Open one split of a registered dataset.
 
     Args:
-        name: a key of `DATASETS`.
+        name: a key of `core.catalog.DATASETS`.
         split: "train", "val" (carved from train) or "test".
         root: data root (see `resolve_root`); ignored for the phantom.
         input_size: square side; defaults to the registry's ``input_size``.
@@ -401,33 +234,3 @@ def data_fingerprint(ds: Dataset) -> str:
         return h.hexdigest()
     raise DatasetError(f"cannot fingerprint a {type(ds).__name__}; use load_dataset() or materialize()")
 
-
-def dataset_status(name: str, root: str | os.PathLike | None = None) -> dict:
-    """What the UI needs to show about a dataset; never raises.
-
-    Returns:
-        ``{"name", "available", "reason", "root", "classes", "modality", "source", "input_size",
-        "synthetic", "counts": {"train": {cls: n}, "test": {cls: n}}, "totals": {"train": n, "test": n}}``;
-        ``reason`` (None when available) says why the data cannot be used and how to fix it.
-    """
-    status = {"name": name, "available": False, "reason": None, "root": None, "classes": [], "modality": "",
-              "source": "", "input_size": None, "synthetic": False, "counts": {}, "totals": {}}
-    info = DATASETS.get(name)
-    if info is None:
-        status["reason"] = f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"
-        return status
-    status.update(classes=list(info.classes), modality=info.modality, source=info.source,
-                  input_size=info.input_size, synthetic=info.synthetic)
-    if info.synthetic:
-        counts = {s: {c: len(range(k, n, len(info.classes))) for k, c in enumerate(info.classes)}
-                  for s, n in DEFAULT_SPLIT_SIZES.items()}
-    else:
-        try:
-            data_root = resolve_root(root)
-            status["root"] = str(data_root)
-            counts = {s: {c: len(v) for c, v in scan_split(data_root, name, s).items()} for s in ("train", "test")}
-        except (DatasetError, OSError) as err:
-            status["reason"] = str(err)
-            return status
-    status.update(available=True, counts=counts, totals={s: sum(c.values()) for s, c in counts.items()})
-    return status

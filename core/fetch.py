@@ -27,7 +27,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from core.data import DATASETS, IMAGE_EXTENSIONS, DatasetError, stratified_split
+from core.catalog import DATASETS, IMAGE_EXTENSIONS, DatasetError, stratified_split
 
 EYE_TEST_FRACTION = 0.2
 # Folder names of each Kaggle release, mapped to our split names (None: no split in the source).
@@ -107,7 +107,7 @@ def arrange_kaggle_layout(name: str, src_dir: str | os.PathLike, dest_root: str 
     Args:
         name: "brain_tumor", "eye_disease" or "alzheimer".
         src_dir: the downloaded folder (the release's own folder may sit a few levels below).
-        dest_root: data root to create (see `core.data.resolve_root`).
+        dest_root: data root to create (see `core.catalog.resolve_root`).
         seed: seed of the 80/20 split for eye_disease (unused for the others).
         link: hard-link files where possible (no extra disk space), else copy.
         overwrite: replace an existing ``dest_root/<name>`` folder.

@@ -32,7 +32,8 @@ from torch import nn
 from core import checkpoints
 from core.cam import cam_head
 from core.checkpoints import CheckpointMeta
-from core.data import DATASETS, dataset_status, load_dataset, materialize
+from core.catalog import DATASETS, dataset_status
+from core.data import load_dataset, materialize
 from core.featuremaps import capture_activations
 from core.inference import batch_for
 from core.metrics import MetricsError

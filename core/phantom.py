@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-PHANTOM_CLASSES = ("no_lesion", "infiltrative", "extra_axial", "midline")
+from core.catalog import DEFAULT_SPLIT_SIZES, PHANTOM_CLASSES
+
 PHANTOM_SPLITS = {"train": 0, "val": 1, "test": 2}
-DEFAULT_SPLIT_SIZES = {"train": 960, "val": 192, "test": 384}
 # Bump when the drawing changes: it is part of every item's seed and of the data fingerprint.
 GENERATOR_VERSION = 1
 MIN_SIZE = 32  # below this the smallest lesion can vanish between pixel centres

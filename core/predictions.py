@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from core import checkpoints
-from core.data import DATASETS, data_fingerprint
+from core.catalog import DATASETS
+from core.data import data_fingerprint
 from core.evaluate import evaluation_split
 from core.inference import batch_for, predict_tensor
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.data import DATASETS
+from core.catalog import DATASETS
 from core.distill import build_loss
 from core.models import TEACHERS
 

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core import checkpoints, ood, predictions
-from core.data import DATASETS, data_fingerprint, dataset_status, load_dataset, resolve_root
+from core.catalog import DATASETS, dataset_status, resolve_root
+from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
 from core.stats import paired_difference

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from core.bench import factor_lines, speed_factors
-from core.checkpoints import file_sha256
+from core.metadata import file_sha256
 from core.faithfulness_study import is_stale, verdict
 from core.metrics import never_predicted
 

@@ -36,7 +36,8 @@ from core import checkpoints, distributed
 from core.checkpoints import CheckpointMeta
 from core.augment import (augment_batch, augmented_views, cached_teacher_logits, channel_stats, describe_augmentation,
                           state_fingerprint)
-from core.data import DATASETS, data_fingerprint, load_dataset, materialize
+from core.catalog import DATASETS
+from core.data import data_fingerprint, load_dataset, materialize
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
 from core.inference import resize_batch, to_model_input

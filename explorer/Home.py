@@ -14,10 +14,9 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from explorer import loaders, ui  # noqa: E402
+from explorer import chrome, runtime  # noqa: E402
 
 PAGES = ROOT / "pages"
-loaders.configure_torch()
 
 st.set_page_config(page_title="KD explorer", page_icon=":material/neurology:", layout="wide")
 home = st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True)
@@ -38,11 +37,11 @@ page = st.navigation({
         st.Page(PAGES / "glossary.py", title="Glossary", icon=":material/menu_book:"),
     ],
 })
-ui.dataset_picker()
-ui.banner()
-if page is not home:  # Home draws no chart: pandas stays out of the cold start
-    loaders.import_pandas()
+chrome.dataset_picker()
+chrome.banner()
+if page is not home:  # Home draws no chart and loads no model: pandas and torch stay out of the cold start
+    runtime.import_pandas()
 try:
     page.run()
 finally:  # also after st.stop() or an error: what the run freed goes back to the system
-    loaders.release_freed_memory()
+    runtime.release_freed_memory()

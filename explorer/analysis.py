@@ -17,7 +17,7 @@ from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, never_predicted, pair_report
 from core.results import split_gain
 from core.models import count_flops, count_parameters, feature_layers, layer_table
-from explorer import loaders, roles
+from explorer import listing, loaders, roles
 from explorer.loaders import LoadedModel
 
 
@@ -62,7 +62,7 @@ def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
     models = {role: m for role in roles.ROLES if (m := loaders.load_model(dataset, role)) is not None}
     shas = {role: sha for role, sha in loaders.checkpoint_digests(dataset).items() if sha and role in models}
     try:  # made with the checkpoints: rows of the same files, no model run at page load
-        shipped = predictions.load(loaders.checkpoint_root() / dataset, shas, np.asarray(ds.targets),
+        shipped = predictions.load(listing.checkpoint_root() / dataset, shas, np.asarray(ds.targets),
                                    len(ds.classes)) or {}
     except predictions.PredictionsError:
         shipped = {}  # the models below predict instead; the file's problem does not stop the page

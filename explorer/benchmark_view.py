@@ -10,7 +10,7 @@ import json
 import streamlit as st
 
 from core.bench import factor_lines, planned_seconds, run_bench, speed_factors
-from explorer import figures, loaders, ui
+from explorer import figures, listing, loaders, ui
 from explorer.explaining import PredictedCosts
 from explorer.loaders import LoadedModel
 from explorer.names import label
@@ -37,7 +37,7 @@ def run_live(dataset: str, teacher: LoadedModel, student: LoadedModel, methods: 
 
 def shipped_results(dataset: str) -> dict | None:
     """The shipped ``<checkpoint root>/<dataset>/timing/bench.json`` (written by `core.reproduce`), if any."""
-    path = loaders.checkpoint_root() / dataset / "timing" / "bench.json"
+    path = listing.checkpoint_root() / dataset / "timing" / "bench.json"
     if not path.is_file():
         return None
     try:

@@ -9,16 +9,13 @@ Each cache matches how long its contents live and whether callers may change the
 * arrays, images and reports (``results.json``) are `st.cache_data` (copied per call, so callers may
   modify them); files are keyed by path and modification time, so a rewritten file is read again.
 
-Checkpoints are looked up as ``<checkpoint root>/<dataset>/<role>.pt``; the root is
-``$KD_CHECKPOINTS`` if set (tests point it at a temporary folder), else ``checkpoints/``.
+Where checkpoints are and what their metadata says is `explorer.listing` (no torch); its names are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import ctypes
-import importlib
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,75 +26,15 @@ import torch
 from PIL import Image
 
 from core import checkpoints
-from core.checkpoints import CheckpointError, CheckpointMeta, file_sha256
-from core.data import DATASETS, DatasetError, dataset_status, load_dataset
+from core.checkpoints import CheckpointMeta, file_sha256
+from core.catalog import DATASETS, DatasetError
+from core.data import load_dataset
 from core.images import open_image, to_rgb
+from explorer import runtime
+from explorer.listing import checkpoint_paths, checkpoint_root, read_meta
 from explorer.roles import ROLES
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET = "phantom"
-
-
-def configure_torch() -> int:
-    """Use ``$KD_APP_THREADS`` (default 1) torch CPU threads; returns the number set.
-
-    A Streamlit server runs every session in its own thread and often shares a small machine. Two
-    OpenMP threads competing with any other busy process on two cores made one DenseNet121 forward
-    pass 3.6 s instead of 20 ms here; one thread per forward keeps the app fast and predictable.
-    """
-    threads = max(1, int(os.environ.get("KD_APP_THREADS") or 1))
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return threads
-
-
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand the memory that freed tensors left in the C heap back to the system (glibc ``malloc_trim``).
-
-    Home calls it after every script run. glibc keeps freed blocks for reuse in per-thread arenas, and
-    Streamlit runs each session in its own thread, so what one heavy run freed stays resident and the next
-    session's run takes more. Measured here: one integrated-gradients run of the shipped DenseNet121 teacher
-    (96 px, batch 16) left 395 MB resident after it had finished; with the trim, 19 MB, for 110 ms of trimming
-    (3-7 ms after a light run). A fixed mmap threshold returned the memory too but made that run 2x slower.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-def import_pandas() -> None:
-    """Import pandas completely before a page draws a Plotly chart (Home calls it for every other page).
-
-    Plotly looks pandas up in ``sys.modules`` without importing it. While another session's thread is still
-    importing pandas (Streamlit does at its first ``st.dataframe``), that finds a half-initialised module and
-    the chart fails: "partially initialized module 'pandas' has no attribute 'Series'", seen on the Dataset
-    page in the two-session walk of ``benchmarks/app_memory.py``. An import statement waits for the other
-    thread's import to finish instead. Home skips it: pandas costs about 70 MB and 0.7 s of the cold start.
-    """
-    importlib.import_module("pandas")
-
-
-def checkpoint_root() -> Path:
-    """Folder holding ``<dataset>/<role>.pt`` (read on every call so tests can redirect it)."""
-    return Path(os.environ.get("KD_CHECKPOINTS") or ROOT / "checkpoints")
-
-
-def checkpoint_paths(dataset: str) -> dict[str, Path]:
-    """Shipped checkpoints of a dataset that exist, by role (teacher, student, student_label_only)."""
-    folder = checkpoint_root() / dataset
-    return {role: folder / f"{role}.pt" for role in ROLES if (folder / f"{role}.pt").is_file()}
+runtime.configure_torch()  # the first page that can load a model sets torch's threads, before any model runs
 
 
 def model_versions(models: dict[str, "LoadedModel"]) -> tuple:
@@ -144,7 +81,7 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
 
     Raises:
         CheckpointError: the file exists but cannot be loaded, or its classes are not the dataset's
-            (`core.data.DATASETS`), in the same order (the page shows the message).
+            (`core.catalog.DATASETS`), in the same order (the page shows the message).
     """
     path = checkpoint_paths(dataset).get(role)
     if path is None:
@@ -183,30 +120,6 @@ def results(dataset: str, protocol: str = "official") -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def read_meta(path: Path) -> CheckpointMeta | None:
-    """Metadata of a checkpoint without loading weights; None if unreadable."""
-    try:
-        return checkpoints.load_meta(path)
-    except CheckpointError:
-        return None
-
-
-@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
-def status(name: str) -> dict:
-    """`core.data.dataset_status` plus the checkpoints found for the dataset."""
-    info = dataset_status(name)
-    paths = checkpoint_paths(name)
-    info["checkpoints"] = {role: str(p) for role, p in paths.items()}
-    metas, info["checkpoint_errors"] = {}, {}
-    for role, path in paths.items():
-        try:
-            metas[role] = checkpoints.load_meta(path)
-        except CheckpointError as err:  # shown on this dataset's card; the other datasets keep working
-            info["checkpoint_errors"][role] = str(err)
-    info["test_accuracy"] = {role: (m.metrics.get("test") or {}).get("accuracy") for role, m in metas.items()}
-    return info
 
 
 def dataset_input_size(name: str) -> int:

@@ -6,12 +6,11 @@ legend, axis, table and menu goes through `label`, so no raw key reaches the scr
 
 from __future__ import annotations
 
-from core.explainers import EXPLAINERS
 from explorer.roles import RESULTS_ROLES, ROLE_LABELS
 
 # Short forms for tight places (legends, table columns); the menus use the explainers' full titles.
-SHORT_METHOD = {"forward": "Forward pass (prediction only)", "feature_maps": "Feature maps", "cam": "CAM", "grad_cam": "Grad-CAM", "saliency": "Saliency",
-                "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
+SHORT_METHOD = {"forward": "Forward pass (prediction only)", "feature_maps": "Feature maps", "cam": "CAM",
+                "grad_cam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
                 "gradient_shap": "GradientSHAP", "kernel_shap": "KernelSHAP", "lime": "LIME"}
 
 
@@ -19,6 +18,8 @@ def method_label(method: str, short: bool = False) -> str:
     """The name of an explainer (its title, or the short form in legends and columns)."""
     if short and method in SHORT_METHOD:
         return SHORT_METHOD[method]
+    from core.explainers import EXPLAINERS  # here: the page header's glossary (and so Home) runs without torch
+
     return EXPLAINERS[method].title if method in EXPLAINERS else method
 
 

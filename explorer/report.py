@@ -23,9 +23,9 @@ from plotly.colors import convert_colors_to_same_type, get_colorscale
 
 from core.checkpoints import CheckpointMeta, library_versions, now_iso
 from explorer import explaining
+from explorer.chrome import DISCLAIMER
 from explorer.names import method_label, role_label
 from explorer.plots import HEAT
-from explorer.ui import DISCLAIMER
 
 
 @dataclass(frozen=True)

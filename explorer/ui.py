@@ -1,4 +1,5 @@
-"""Widgets and blocks shared by the pages: banner, dataset picker, image chooser, plain notices.
+"""Widgets and blocks shared by the pages that show models: image chooser, metrics, plots, plain notices (the
+banner, dataset picker and page header are `explorer.chrome`).
 
 Every widget has a key; view state that belongs in a shared link is bound to the URL with
 `explorer.state`. Errors from ``core`` are caught here, at the page boundary, and shown with
@@ -16,58 +17,17 @@ import torch
 from PIL import Image
 
 from core.checkpoints import CheckpointError
-from core.data import DATASETS, DatasetError
+from core.catalog import DatasetError
 from core.images import ImageError, open_image, to_rgb
 from core.inference import preprocess, resize_transform
-from explorer import familiarity, loaders, names, state
+from explorer import familiarity, listing, loaders, state
 
-DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
-              "Models here are small and trained on public data; their outputs are not clinical advice.")
-PAPER = ("Jiang, Zhao, Wu, Chaddad. *A Knowledge Distillation-Based Approach to Enhance Transparency of "
-         "Classifier Models.* AAAI-25 ([arXiv:2502.15959](https://arxiv.org/abs/2502.15959))")
 DISPLAY_MAX = 768  # longest side of an image drawn in the page (a 40 Mpx upload is shown downscaled)
-
-
-def banner() -> None:
-    """The teaching-and-research notice shown at the top of every page."""
-    st.warning(DISCLAIMER, icon=":material/school:")
-
-
-def page_header(title: str, intro: str = "", terms: tuple[str, ...] = ()) -> None:
-    """Title, a one-line introduction and the glossary of the ``terms`` the page uses (folded)."""
-    st.title(title)
-    if intro:
-        st.caption(intro)
-    if terms:
-        glossary(*terms)
-
-
-def _dataset_label(name: str) -> str:
-    s = loaders.status(name)
-    parts = ["images" if s["available"] else "no images", "models" if s["checkpoints"] else "no models"]
-    return f"{name} ({', '.join(parts)})"
-
-
-def dataset_picker() -> str:
-    """Sidebar choice of dataset, shared by all pages and bound to ``?dataset=``; returns the name."""
-    names = [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n != loaders.DEFAULT_DATASET]
-    state.bind("dataset", loaders.DEFAULT_DATASET, options=names)
-    st.sidebar.selectbox("Dataset", names, key="dataset", format_func=_dataset_label,
-                         help="phantom is synthetic and always available; real datasets need their "
-                              "images under the data root and/or shipped checkpoints.")
-    state.publish("dataset")
-    s = loaders.status(st.session_state["dataset"])
-    st.sidebar.caption(f"{s['modality']}. Classes: {', '.join(s['classes'])}.")
-    return st.session_state["dataset"]
-
-
-def current_dataset() -> str:
-    return st.session_state.get("dataset", loaders.DEFAULT_DATASET)
 
 
 def no_checkpoints_help(dataset: str) -> None:
     st.info(
-        f"No shipped checkpoints for **{dataset}** in `{loaders.checkpoint_root() / dataset}`. Where its images are, "
+        f"No shipped checkpoints for **{dataset}** in `{listing.checkpoint_root() / dataset}`. Where its images are, "
         f"make them with `python -m core.reproduce {dataset}` (teacher, distilled and label-only students, with "
         f"metrics), or train one pair with `python -m core.train --dataset {dataset} --out runs/{dataset} --baseline` "
         f"and copy `runs/{dataset}/<role>/best.pt` and `best.json` to `checkpoints/{dataset}/<role>.pt` and "
@@ -210,7 +170,7 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
     have_images = loaders.images_available(dataset)
     sources = (["Test image"] if have_images else []) + (["Upload"] if allow_upload else [])
     if not sources:
-        no_images_help(dataset, loaders.status(dataset)["reason"])
+        no_images_help(dataset, listing.status(dataset)["reason"])
         return None
     state.bind(f"{key}_source", sources[0], param="source", options=sources)
     source = st.radio("Image", sources, key=f"{key}_source", horizontal=True, label_visibility="collapsed")
@@ -253,11 +213,3 @@ PLOT_CONFIG = {"displayModeBar": "hover", "modeBarButtons": [["toImage"]], "disp
 def plot(fig, key: str | None = None, where=None) -> None:
     """Draw a Plotly figure (in ``where``, a column or container, if given) with the PNG download button."""
     (where or st).plotly_chart(fig, key=key, config=PLOT_CONFIG)
-
-
-def glossary(*terms: str) -> None:
-    """The glossary entries of the words a page uses, folded, with a link to the whole glossary."""
-    with st.expander("Words on this page"):
-        for term, definition in names.glossary_entries(list(terms)):
-            st.markdown(f"**{term}**: {definition}")
-        st.page_link("../pages/glossary.py", label="The whole glossary", icon=":material/menu_book:")

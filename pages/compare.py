@@ -2,13 +2,13 @@
 
 import streamlit as st
 
-from explorer import analysis, figures, loaders, roles, ui
+from explorer import analysis, chrome, figures, loaders, roles, ui
 
-dataset = ui.current_dataset()
-ui.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where the "
-               "teacher fails? Intervals are 95% bootstrap intervals over test images.",
-               terms=("Teacher", "Student", "Label-only student", "95% CI", "Balanced accuracy", "Macro F1", "ECE",
-                      "Agreement", "McNemar's test"))
+dataset = chrome.current_dataset()
+chrome.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where "
+                   "the teacher fails? Intervals are 95% bootstrap intervals over test images.",
+                   terms=("Teacher", "Student", "Label-only student", "95% CI", "Balanced accuracy", "Macro F1",
+                          "ECE", "Agreement", "McNemar's test"))
 if not ui.models_or_help(dataset):
     st.stop()
 models = {r: m for r in roles.ROLES if (m := loaders.load_model(dataset, r)) is not None}

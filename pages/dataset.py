@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from explorer import analysis, familiarity, figures, loaders, roles, ui
+from explorer import analysis, chrome, familiarity, figures, listing, loaders, roles, ui
 
-dataset = ui.current_dataset()
-status = loaders.status(dataset)
-ui.page_header(f"Dataset: {dataset}", f"{status['modality']}. Source: {status['source']}.")
+dataset = chrome.current_dataset()
+status = listing.status(dataset)
+chrome.page_header(f"Dataset: {dataset}", f"{status['modality']}. Source: {status['source']}.")
 
 if status["available"]:
     st.subheader("Class balance")

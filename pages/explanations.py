@@ -5,15 +5,15 @@ from pathlib import Path
 import streamlit as st
 
 from core.explain import EXPLAINERS, ExplainError
-from explorer import analysis, explaining, figures, loaders, names, report, state, ui
+from explorer import analysis, chrome, explaining, figures, loaders, names, report, state, ui
 
-dataset = ui.current_dataset()
-ui.page_header("Explanations side by side",
-               "The same image and the same class explained by both models with several methods. Each method "
-               "shows its predicted cost before it runs and its measured cost after.",
-               terms=("Feature map", "CAM", "Grad-CAM", "Saliency", "Integrated gradients", "SHAP", "LIME",
-                      "Occlusion", "Passes (F/B)", "Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game",
-                      "Spearman correlation", "IoU"))
+dataset = chrome.current_dataset()
+chrome.page_header("Explanations side by side",
+                   "The same image and the same class explained by both models with several methods. Each method "
+                   "shows its predicted cost before it runs and its measured cost after.",
+                   terms=("Feature map", "CAM", "Grad-CAM", "Saliency", "Integrated gradients", "SHAP", "LIME",
+                          "Occlusion", "Passes (F/B)", "Deletion AUC", "Insertion AUC", "Sanity check",
+                          "Pointing game", "Spearman correlation", "IoU"))
 teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 models = {"teacher": teacher, "student": student}
 xs = {role: chosen.model_input(m.meta) for role, m in models.items()}

@@ -3,17 +3,17 @@
 import streamlit as st
 
 from core.faithfulness_study import is_stale
+from explorer import chrome, figures, loaders, state, ui
 from explorer import faithfulness_view as fv
-from explorer import figures, loaders, state, ui
 
-dataset = ui.current_dataset()
-ui.page_header("Faithfulness over the test set",
-               "Deleting the pixels a map ranks first should make the score fall fast (low deletion AUC); "
-               "inserting them into a blurred image should make it rise fast (high insertion AUC). Cross-model: "
-               "the student's map perturbs the teacher's score, the paper's implicit claim. Every method is "
-               "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.",
-               terms=("Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game", "Spearman correlation",
-                      "IoU"))
+dataset = chrome.current_dataset()
+chrome.page_header("Faithfulness over the test set",
+                   "Deleting the pixels a map ranks first should make the score fall fast (low deletion AUC); "
+                   "inserting them into a blurred image should make it rise fast (high insertion AUC). Cross-model: "
+                   "the student's map perturbs the teacher's score, the paper's implicit claim. Every method is "
+                   "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.",
+                   terms=("Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game", "Spearman correlation",
+                          "IoU"))
 results = loaders.results(dataset)
 study = (results or {}).get("faithfulness")
 if not study:

@@ -2,13 +2,15 @@
 
 import streamlit as st
 
-from explorer import figures, layers, loaders, roles, state, ui
+from explorer import chrome, figures, layers, loaders, roles, state, ui
 
-dataset = ui.current_dataset()
-ui.page_header("Feature maps, layer by layer",
-               "The average feature map of a layer (mean over its channels, upsampled) shows where that layer "
-               "responds. One forward pass captures every layer; stepping only changes what is drawn. Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, not across maps.",
-               terms=("Feature map", "Stem", "Dense block", "Transition", "CKA"))
+dataset = chrome.current_dataset()
+chrome.page_header("Feature maps, layer by layer",
+                   "The average feature map of a layer (mean over its channels, upsampled) shows where that layer "
+                   "responds. One forward pass captures every layer; stepping only changes what is drawn. Each map "
+                   "is min-max normalised to 0-1 (colour bar): colours compare places within one map, not across "
+                   "maps.",
+                   terms=("Feature map", "Stem", "Dense block", "Transition", "CKA"))
 teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 
 t_x, s_x = chosen.model_input(teacher.meta), chosen.model_input(student.meta)

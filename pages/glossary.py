@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from explorer import names, ui
+from explorer import chrome, names, ui
 
-ui.page_header("Glossary", "The words the other pages use, each in a sentence or two.")
+chrome.page_header("Glossary", "The words the other pages use, each in a sentence or two.")
 query = st.text_input("Find a word", key="glossary_query", placeholder="e.g. CKA")
 entries = [(t, d) for t, d in names.glossary_entries() if query.lower() in (t + " " + d).lower()]
 if not entries:

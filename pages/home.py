@@ -2,17 +2,17 @@
 
 import streamlit as st
 
-from core.data import DATASETS
-from explorer import loaders, roles, state, ui
+from core.catalog import DATASETS
+from explorer import chrome, listing, roles, state
 
-ui.page_header("Knowledge distillation explorer",
-               "Why does a medical image classifier decide what it decides, and does a small student "
-               "network distilled from it decide for the same reasons?")
+chrome.page_header("Knowledge distillation explorer",
+                   "Why does a medical image classifier decide what it decides, and does a small student "
+                   "network distilled from it decide for the same reasons?")
 st.markdown(f"""
 A large **teacher** (DenseNet121) is trained on a 4-class medical imaging task and **distilled** into a
 shallow **student** of about five convolution blocks. A shallow network can be read layer by layer: its
 *average feature maps* show where each layer looks. This explorer reimplements and extends
-{ui.PAPER}:
+{chrome.PAPER}:
 
 - compare teacher and student: accuracy with intervals, calibration, agreement, where they disagree;
 - step through both networks layer by layer, rank the channels that drive a decision and check the ranking by ablation;
@@ -26,8 +26,8 @@ so explanations can be scored against the truth. It needs no download.
 
 st.subheader("Datasets")
 cols = st.columns(len(DATASETS))
-for col, name in zip(cols, [loaders.DEFAULT_DATASET] + [n for n in DATASETS if n != loaders.DEFAULT_DATASET]):
-    s = loaders.status(name)
+for col, name in zip(cols, [listing.DEFAULT_DATASET] + [n for n in DATASETS if n != listing.DEFAULT_DATASET]):
+    s = listing.status(name)
     with col.container(border=True):
         st.markdown(f"**{name}**  \n{s['modality']}")
         if s["available"]:

@@ -5,13 +5,13 @@ import torch
 
 from core.bench import BenchError
 from core.explain import EXPLAINERS
-from explorer import benchmark_view, explaining, loaders, names, state, ui
+from explorer import benchmark_view, chrome, explaining, loaders, names, state, ui
 
-dataset = ui.current_dataset()
-ui.page_header("Timing the explainers",
-               "Every method on teacher and student over the same images and targets: warm-up, median and IQR of "
-               "wall time per image, the pass count, and measured time over the pass-count bound.",
-               terms=("Passes (F/B)", "Feature map", "Grad-CAM", "SHAP"))
+dataset = chrome.current_dataset()
+chrome.page_header("Timing the explainers",
+                   "Every method on teacher and student over the same images and targets: warm-up, median and IQR of "
+                   "wall time per image, the pass count, and measured time over the pass-count bound.",
+                   terms=("Passes (F/B)", "Feature map", "Grad-CAM", "SHAP"))
 shipped = benchmark_view.shipped_results(dataset)
 if shipped:
     st.subheader("Results shipped with the checkpoints")

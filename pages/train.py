@@ -4,16 +4,16 @@ import streamlit as st
 
 from core.models import TEACHERS
 from core.recipe import TrainConfig
-from explorer import figures, loaders, roles, state, training, ui
+from explorer import chrome, figures, listing, loaders, roles, state, training, ui
 
-dataset = ui.current_dataset()
-ui.page_header("Train and distil",
-               "Train a small teacher, distil it into a student, and train the same student from labels alone, on "
-               "a capped subset within a time cap. Runs in a temporary folder: the shipped and cached models "
-               "are never changed.",
-               terms=("Teacher", "Student", "Label-only student", "Knowledge distillation (KD)"))
+dataset = chrome.current_dataset()
+chrome.page_header("Train and distil",
+                   "Train a small teacher, distil it into a student, and train the same student from labels alone, on "
+                   "a capped subset within a time cap. Runs in a temporary folder: the shipped and cached models "
+                   "are never changed.",
+                   terms=("Teacher", "Student", "Label-only student", "Knowledge distillation (KD)"))
 if not loaders.images_available(dataset):
-    ui.no_images_help(dataset, loaders.status(dataset)["reason"])
+    ui.no_images_help(dataset, listing.status(dataset)["reason"])
     st.stop()
 if dataset != "phantom":
     st.caption(f"{dataset}: a capped, class-balanced subset of the training images is used.")

@@ -76,11 +76,11 @@ def texts(at: AppTest) -> str:
 
 def link_shipped(dest: Path, dataset: str = "phantom") -> Path:
     """A checkpoint root under ``dest`` whose ``<dataset>/`` links to the shipped models (to add files beside them)."""
-    from explorer import loaders
+    from explorer import listing
 
     folder = dest / dataset
     folder.mkdir(parents=True, exist_ok=True)
-    for path in loaders.checkpoint_paths(dataset).values():
+    for path in listing.checkpoint_paths(dataset).values():
         for suffix in (".pt", ".json"):
             (folder / path.with_suffix(suffix).name).symlink_to(path.with_suffix(suffix))
     return folder

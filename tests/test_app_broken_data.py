@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DATASETS
+from core.catalog import DATASETS
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_page, texts  # noqa: F401
 
 NAME = "alzheimer"  # its checkpoints are shipped; only the images here are made up

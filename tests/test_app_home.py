@@ -1,6 +1,9 @@
 """Home page, shared sidebar, banner, and what the app says when data or checkpoints are missing."""
 
-from core.data import DATASETS
+import subprocess
+import sys
+
+from core.catalog import DATASETS
 from tests.apptest_support import ROOT
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
 
@@ -18,6 +21,17 @@ def test_home_shows_banner_paper_and_a_card_per_dataset():
     assert "models: teacher" in page
     assert at.sidebar.selectbox(key="dataset").value == "phantom"
     assert at.query_params["dataset"] == "phantom"
+
+
+def test_home_runs_without_importing_torch():
+    # A fresh process: this one imported torch long ago. torch and torchvision are most of the cold start's
+    # time and memory; Home and the sidebar read files and metadata only.
+    script = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('explorer/Home.py', "
+              "default_timeout=60).run(); assert not at.exception, at.exception; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas')))")
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]", "Home imported: " + run.stdout[-300:]
 
 
 def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):

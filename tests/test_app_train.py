@@ -4,12 +4,12 @@ import hashlib
 
 import torch
 
-from explorer import loaders
+from explorer import listing, loaders
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
 
 
 def digest_checkpoints() -> dict[str, str]:
-    folder = loaders.checkpoint_root()
+    folder = listing.checkpoint_root()
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import (DATASETS, REPO_ROOT, DatasetError, FolderDataset, InMemoryDataset, data_fingerprint,
-                       dataset_status, load_dataset, materialize, resolve_root)
+from core.catalog import DATASETS, REPO_ROOT, DatasetError, dataset_status, resolve_root
+from core.data import FolderDataset, InMemoryDataset, data_fingerprint, load_dataset, materialize
 
 NAME = "alzheimer"  # any registered folder dataset works; its class names are used below
 CLASSES = DATASETS[NAME].classes
@@ -185,11 +185,11 @@ def test_dataset_status_reports_counts_or_reason_without_raising(root, tmp_path)
 
 
 def test_root_resolution_order(tmp_path, monkeypatch):
-    import core.data
+    import core.catalog
 
     repo, elsewhere = tmp_path / "work" / "repo", tmp_path / "elsewhere" / "cwd"
     repo.mkdir(parents=True), elsewhere.mkdir(parents=True)
-    monkeypatch.setattr(core.data, "REPO_ROOT", repo)
+    monkeypatch.setattr(core.catalog, "REPO_ROOT", repo)
     monkeypatch.chdir(elsewhere)
     monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path / "env"))
     assert resolve_root(tmp_path / "arg") == tmp_path / "arg"  # an argument first

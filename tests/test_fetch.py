@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DATASETS, dataset_status, load_dataset
+from core.catalog import DATASETS, dataset_status
+from core.data import load_dataset
 from core.fetch import FetchError, arrange_kaggle_layout, fetch_dataset, main
 
 

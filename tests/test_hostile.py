@@ -26,8 +26,8 @@ from PIL import Image
 
 from core import checkpoints
 from core.checkpoints import CheckpointError, CheckpointMeta
-from core.data import DATASETS
-from core import inference
+from core.catalog import DATASETS
+from core import inference, metadata
 from core.inference import predict, predict_tensor
 from core.models import build_student
 
@@ -163,7 +163,7 @@ def test_bad_metadata_file(tmp_path, raw, match):
 
 
 def test_oversized_metadata_file(tmp_path, valid_meta, monkeypatch):
-    monkeypatch.setattr(checkpoints, "MAX_META_BYTES", 100)
+    monkeypatch.setattr(metadata, "MAX_META_BYTES", 100)
     with pytest.raises(CheckpointError, match="larger than"):
         checkpoints.load_meta(write_meta(tmp_path, valid_meta))
 

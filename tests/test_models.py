@@ -115,3 +115,12 @@ def test_layer_table_measures_shapes_and_shares_out_every_parameter(build):
     marked = [r["module"] for r in rows if "CAM" in r["maps"]]
     assert marked == [model.cam_head.layer]
     assert model.training  # left as found
+
+
+def test_metadata_knows_every_architecture_and_its_arguments_without_torch():
+    import inspect
+
+    from core.metadata import ARCHITECTURES
+
+    taken = {name: tuple(p for p in inspect.signature(cls).parameters) for name, cls in MODELS.items()}
+    assert taken == ARCHITECTURES

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import DatasetError, data_fingerprint, load_dataset, materialize
+from core.catalog import DatasetError
+from core.data import data_fingerprint, load_dataset, materialize
 from core.phantom import DEFAULT_SPLIT_SIZES, PHANTOM_CLASSES, PhantomDataset, render_phantom
 
 

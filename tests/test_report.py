@@ -25,7 +25,7 @@ from core import checkpoints
 from core.data import load_dataset
 from core.images import open_image, to_rgb
 from core.inference import preprocess, predict_tensor
-from explorer import explaining, loaders, report
+from explorer import explaining, listing, loaders, report
 from explorer.loaders import LoadedModel
 from explorer.ui import ChosenImage
 from tests import apptest_support
@@ -168,7 +168,7 @@ def explained():
     """Test image 1 of the phantom (it has a lesion) explained by the shipped models, and its report case."""
     models = {}
     for role in ROLES:
-        path = loaders.checkpoint_paths("phantom")[role]
+        path = listing.checkpoint_paths("phantom")[role]
         model, meta = checkpoints.load(path)
         models[role] = LoadedModel(model.eval(), meta, str(path), role)
     ds = load_dataset("phantom", "test", input_size=models["teacher"].meta.input_size)

@@ -1,0 +1,60 @@
+"""What every page draws around its content: the notice, the sidebar's dataset picker, the page header and
+its folded glossary. Nothing here imports torch: Home is drawn before any page needs it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.catalog import DATASETS
+from explorer import listing, names, state
+
+DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
+              "Models here are small and trained on public data; their outputs are not clinical advice.")
+PAPER = ("Jiang, Zhao, Wu, Chaddad. *A Knowledge Distillation-Based Approach to Enhance Transparency of "
+         "Classifier Models.* AAAI-25 ([arXiv:2502.15959](https://arxiv.org/abs/2502.15959))")
+
+
+def banner() -> None:
+    """The teaching-and-research notice shown at the top of every page."""
+    st.warning(DISCLAIMER, icon=":material/school:")
+
+
+def page_header(title: str, intro: str = "", terms: tuple[str, ...] = ()) -> None:
+    """Title, a one-line introduction and the glossary of the ``terms`` the page uses (folded)."""
+    st.title(title)
+    if intro:
+        st.caption(intro)
+    if terms:
+        glossary(*terms)
+
+
+def _dataset_label(name: str) -> str:
+    s = listing.status(name)
+    parts = ["images" if s["available"] else "no images", "models" if s["checkpoints"] else "no models"]
+    return f"{name} ({', '.join(parts)})"
+
+
+def dataset_picker() -> str:
+    """Sidebar choice of dataset, shared by all pages and bound to ``?dataset=``; returns the name."""
+    names = [listing.DEFAULT_DATASET] + [n for n in DATASETS if n != listing.DEFAULT_DATASET]
+    state.bind("dataset", listing.DEFAULT_DATASET, options=names)
+    st.sidebar.selectbox("Dataset", names, key="dataset", format_func=_dataset_label,
+                         help="phantom is synthetic and always available; real datasets need their "
+                              "images under the data root and/or shipped checkpoints.")
+    state.publish("dataset")
+    s = listing.status(st.session_state["dataset"])
+    st.sidebar.caption(f"{s['modality']}. Classes: {', '.join(s['classes'])}.")
+    return st.session_state["dataset"]
+
+
+def current_dataset() -> str:
+    return st.session_state.get("dataset", listing.DEFAULT_DATASET)
+
+
+def glossary(*terms: str) -> None:
+    """The glossary entries of the words a page uses, folded, with a link to the whole glossary."""
+    with st.expander("Words on this page"):
+        for term, definition in names.glossary_entries(list(terms)):
+            st.markdown(f"**{term}**: {definition}")
+        st.page_link("../pages/glossary.py", label="The whole glossary", icon=":material/menu_book:")

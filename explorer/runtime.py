@@ -1,0 +1,62 @@
+"""The server process's own care: torch threads, freed memory back to the system, imports that must be complete
+before a page draws. Nothing here imports torch at module level: the Home page starts without it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import os
+
+
+def configure_torch() -> int:
+    """Use ``$KD_APP_THREADS`` (default 1) torch CPU threads; returns the number set.
+
+    A Streamlit server runs every session in its own thread and often shares a small machine. Two
+    OpenMP threads competing with any other busy process on two cores made one DenseNet121 forward
+    pass 3.6 s instead of 20 ms here; one thread per forward keeps the app fast and predictable.
+    """
+    import torch  # here, not at the top: Home runs without torch
+
+    threads = max(1, int(os.environ.get("KD_APP_THREADS") or 1))
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the memory that freed tensors left in the C heap back to the system (glibc ``malloc_trim``).
+
+    Home calls it after every script run. glibc keeps freed blocks for reuse in per-thread arenas, and
+    Streamlit runs each session in its own thread, so what one heavy run freed stays resident and the next
+    session's run takes more. Measured here: one integrated-gradients run of the shipped DenseNet121 teacher
+    (96 px, batch 16) left 395 MB resident after it had finished; with the trim, 19 MB, for 110 ms of trimming
+    (3-7 ms after a light run). A fixed mmap threshold returned the memory too but made that run 2x slower.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def import_pandas() -> None:
+    """Import pandas completely before a page draws a Plotly chart (Home calls it for every other page).
+
+    Plotly looks pandas up in ``sys.modules`` without importing it. While another session's thread is still
+    importing pandas (Streamlit does at its first ``st.dataframe``), that finds a half-initialised module and
+    the chart fails: "partially initialized module 'pandas' has no attribute 'Series'", seen on the Dataset
+    page in the two-session walk of ``benchmarks/app_memory.py``. An import statement waits for the other
+    thread's import to finish instead. Home skips it: pandas costs about 70 MB and 0.7 s of the cold start.
+    """
+    importlib.import_module("pandas")

@@ -102,7 +102,7 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
 
-def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, teacher: TrainResult | None = None,
+def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, teacher_sha: str | None = None,
                weights: bool = True) -> TrainResult | None:
     """A stage finished on an earlier machine and kept as ``kept/<stage>.json`` (and ``.pt`` when its weights
     are used later), or None when it is not kept there.
@@ -125,7 +125,7 @@ def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, tea
     if stage.role == "student":
         if meta.kd != {"loss": stage.loss, **stage.loss_args, "attention_beta": cfg.attention_beta}:
             changed.append(f"the loss ({meta.kd})")
-        if teacher is not None and meta.train.get("teacher_sha256") != checkpoints.file_sha256(teacher.path):
+        if teacher_sha is not None and meta.train.get("teacher_sha256") != teacher_sha:
             changed.append("the teacher (sha256)")
     if changed:
         raise ValueError(f"{path}: not the {stage.name} stage of this recipe ({', '.join(changed)} differ"
@@ -144,8 +144,9 @@ def run_kept(cfg: TrainConfig, runs: Path, stages: list[Stage], kept: Path | Non
     with the next stage.
     """
     results = {}
+    teacher_sha = checkpoints.file_sha256(teacher.path) if kept and teacher else None  # once, not per student
     for stage in stages:
-        result = kept_stage(cfg, stage, kept, fingerprint, teacher, weights) if kept else None
+        result = kept_stage(cfg, stage, kept, fingerprint, teacher_sha, weights) if kept else None
         if result is None:
             result = run_stages(cfg, runs, [stage], teacher=teacher.model if teacher else None,
                                 teacher_path=teacher.path if teacher else None)[stage.name]

@@ -147,7 +147,7 @@ def test_a_kept_stage_of_other_data_role_or_teacher_is_refused(smoke_run, tmp_pa
         (fake / f"teacher{suffix}").write_bytes((_kept(runs) / f"student_s0{suffix}").read_bytes())
     with pytest.raises(ValueError, match="role"):
         kept_stage(cfg, Stage("teacher", "teacher"), fake, _fingerprint(cfg))
-    other = core.train.TrainResult(None, None, path=out / "phantom" / "student.pt")  # any file but the teacher
+    other = checkpoints.file_sha256(out / "phantom" / "student.pt")  # any file but the teacher
     stage = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
     assert kept_stage(cfg, stage, _kept(runs), _fingerprint(cfg)).model is not None
     with pytest.raises(ValueError, match=r"the teacher \(sha256\)"):

@@ -4,7 +4,8 @@ import streamlit as st
 
 from core.models import TEACHERS
 from core.recipe import TrainConfig
-from explorer import chrome, figures, listing, loaders, roles, state, training, ui
+from core.catalog import DATASETS
+from explorer import chrome, figures, listing, loaders, roles, state, train_view, training, ui
 
 dataset = chrome.current_dataset()
 chrome.page_header("Train and distil",
@@ -46,27 +47,22 @@ recipe = TrainConfig(dataset=dataset, teacher_arch=arch, teacher_epochs=int(epoc
                      label_only=bool(label_only))
 results = state.results("train")
 run_key = training.run_key(recipe, loaders.model_versions({"teacher": shipped}) if use_shipped else None)
-if st.button("Train", key="train_run", type="primary"):
-    live, histories = st.empty(), {}
-    status = st.status("Training ...", expanded=False)
-
-    def on_epoch(name, record):
-        histories.setdefault(name, []).append(record)
-        ui.plot(figures.curves(histories), where=live)
-
-    try:
-        results[run_key] = training.run_all(
-            recipe, shipped.model if use_shipped else None, on_epoch,
-            on_stage=lambda role: status.update(label=f"Training {roles.ROLE_LABELS[role]} ..."))
-        status.update(label=f"Done in {results[run_key]['seconds']:.0f} s", state="complete")
-    except ValueError as err:  # DatasetError, bad settings: the message says what to change
-        status.update(label="Training failed", state="error")
-        st.error(f"Training failed: {err}")
-    live.empty()
+job = train_view.running()
+if st.button("Train", key="train_run", type="primary", disabled=job is not None,
+             help="one run at a time per session; it stops at the time cap of each model"):
+    train_view.start(run_key, recipe, shipped.path if use_shipped else None, list(DATASETS[dataset].classes))
+    st.rerun()  # drawn again with the button disabled while the job runs
+if job is not None:
+    train_view.progress(job)
+if (message := train_view.failure(run_key)) is not None:
+    st.error(f"Training failed: {message}")
 
 last = results.get(run_key)
 if last is None:
-    st.caption("Press Train: with the defaults it takes about a minute on two CPU cores.")
+    if job is None:
+        models = 2 + int(bool(label_only)) - int(use_shipped)
+        st.caption(f"Press Train: it trains {models} model{'s' if models != 1 else ''}, each stopped at the time cap "
+                   f"({cap} s), then tests them on a small subset.")
     st.stop()
 st.caption(training.computed_for(run_key))
 st.subheader("Curves")

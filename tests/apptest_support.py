@@ -51,6 +51,14 @@ def open_page(page: str, query: dict | None = None) -> AppTest:
     return at.switch_page(f"../pages/{page}.py").run()
 
 
+def finish_training(at: AppTest, timeout: float = 600) -> AppTest:
+    """Wait for the Train page's background job to end, then rerun the page as its one-second refresh would."""
+    job = at.session_state["_train_job"] if "_train_job" in at.session_state else None
+    assert job is not None, "no training job was started"
+    assert job.wait(timeout), f"training still {job.state} after {timeout} s"
+    return at.run()
+
+
 def assert_ok(at: AppTest) -> None:
     """No exception element and no error box on the page."""
     assert not at.exception, [e.value for e in at.exception]

@@ -3,7 +3,8 @@ moving between pages, deep links that restore the view (each case first reproduc
 
 from __future__ import annotations
 
-from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
+from tests.apptest_support import (assert_ok, finish_training, fresh_streamlit_caches, has_chart,  # noqa: F401
+                                   open_page, texts)
 
 
 def test_explanations_of_one_dataset_are_never_drawn_over_anothers_image():
@@ -64,6 +65,7 @@ def test_training_results_are_shown_only_for_the_dataset_and_recipe_they_came_fr
     at.slider(key="train_cap").set_value(10)
     at.checkbox(key="train_label_only").set_value(False)
     at.button(key="train_run").click().run()
+    finish_training(at)
     assert_ok(at)
     assert any(h.startswith("Results on") for h in subheaders(at))
     assert "Computed for phantom: the shipped teacher" in texts(at)

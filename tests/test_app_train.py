@@ -5,7 +5,8 @@ import hashlib
 import torch
 
 from explorer import listing, loaders
-from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
+from tests.apptest_support import (assert_ok, finish_training, fresh_streamlit_caches, has_chart,  # noqa: F401
+                                   open_page, texts)
 
 
 def digest_checkpoints() -> dict[str, str]:
@@ -29,6 +30,11 @@ def test_training_a_teacher_and_two_students_reports_all_three():
     small_settings(at)
     at.button(key="train_run").click().run()
     assert_ok(at)
+    assert at.button(key="train_run").disabled, "a second run could start while the first one trains"
+    assert "Training runs in its own process" in texts(at)
+    finish_training(at)
+    assert_ok(at)
+    assert not at.button(key="train_run").disabled
     labels = [m.label for m in at.metric]
     assert labels == ["Teacher test accuracy", "Student (distilled) test accuracy",
                       "Student (labels only) test accuracy"]
@@ -52,8 +58,23 @@ def test_distilling_the_shipped_teacher_leaves_the_cached_model_unchanged():
     at.slider(key="train_per_class").set_value(8)
     at.checkbox(key="train_label_only").set_value(False)
     at.button(key="train_run").click().run()
+    finish_training(at)
     assert_ok(at)
     assert [m.label for m in at.metric] == ["Student (distilled) test accuracy"]
     assert loaders.load_model("phantom", "teacher") is teacher
     assert not teacher.model.training
     assert all(torch.equal(v, state[k]) for k, v in teacher.model.state_dict().items())
+
+
+def test_stopping_a_run_from_the_page_ends_it_without_results():
+    at = open_page("train")
+    at.slider(key="train_epochs").set_value(20)
+    at.slider(key="train_cap").set_value(300)
+    at.button(key="train_run").click().run()
+    job = at.session_state["_train_job"]
+    at.button(key="train_stop").click().run()
+    assert job.wait(60) and job.state == "stopped"
+    at.run()
+    assert_ok(at)
+    assert not at.metric and not at.button(key="train_run").disabled
+    assert "Press Train" in texts(at)

@@ -114,3 +114,35 @@ def test_two_sessions_on_different_datasets_see_what_they_would_see_alone():
         for name, other in (("phantom", "brain_tumor"), ("brain_tumor", "phantom")):
             assert together[name] == alone[name] and len(alone[name]) == 3, (name, alone[name], together[name])
             assert not any(f"computed for {other}" in line for line in together[name])
+
+
+def test_training_in_one_session_leaves_what_another_session_computes_unchanged():
+    """One session trains on the Train page (in the background worker, with live curves and a Stop button) while
+    another explains an image: the explanation is the one it gets alone, and the stopped run leaves no results."""
+    link = "explanations?dataset=phantom&image=3&method=grad_cam,feature_maps"
+    shots = ROOT / "runs" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    with serve() as url, chrome(height=1000) as trainer, chrome(height=1400) as other:
+        other.get(f"{url}/{link}")
+        wait_for_text(other, "Press Explain")
+        click_button(other, "Explain")
+        wait_for_text(other, "computed for phantom")
+        alone = explained_lines(other)
+
+        trainer.get(f"{url}/train?dataset=phantom")
+        wait_for_text(trainer, "Press Train")
+        click_button(trainer, "Train")
+        wait_for_text(trainer, "Training runs in its own process")
+        wait_for_text(trainer, "Training Teacher: epoch")  # the worker has started the teacher
+
+        other.get(f"{url}/{link}")
+        wait_for_text(other, "Press Explain")
+        click_button(other, "Explain")
+        wait_for_text(other, "computed for phantom")
+        assert explained_lines(other) == alone and len(alone) == 3, (alone, explained_lines(other))
+        assert not errors_shown(other), errors_shown(other)
+
+        trainer.save_screenshot(str(shots / "train_live.png"))
+        click_button(trainer, "Stop training")
+        wait_for_text(trainer, "Press Train")
+        assert not errors_shown(trainer), errors_shown(trainer)

@@ -1,0 +1,63 @@
+"""The Train page's running job: start it, follow it live, and keep what it produced under its run key."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.recipe import TrainConfig
+from explorer import figures, roles, state, ui
+from explorer.training import TrainingJob, computed_for
+
+JOB = "_train_job"  # this session's job, running or finished and not yet collected
+FAILED = "_train_failed"  # (run key, message) of this session's last failed run
+
+
+def start(key: str, cfg: TrainConfig, teacher_path: str | None, classes: list[str]) -> None:
+    """Start this session's job, unless one runs already (a click on a stale page draws none)."""
+    if st.session_state.get(JOB) is None:
+        st.session_state.pop(FAILED, None)
+        st.session_state[JOB] = TrainingJob(key, cfg, teacher_path, classes).start()
+
+
+def running() -> TrainingJob | None:
+    """This session's job while it runs; a finished one's result (or failure) is moved into the page's results."""
+    job = st.session_state.get(JOB)
+    if job is None or not job.finished:
+        return job
+    del st.session_state[JOB]
+    if job.state == "done":
+        state.results("train")[job.key] = job.result
+    elif job.state == "failed":
+        st.session_state[FAILED] = (job.key, job.error)
+    return None
+
+
+def failure(key: str) -> str | None:
+    """Why the last run with these settings failed, if it did."""
+    failed = st.session_state.get(FAILED)
+    return failed[1] if failed and failed[0] == key else None
+
+
+def describe(job: TrainingJob) -> str:
+    if job.state == "queued":
+        return "Waiting: another session's training is using the server's training slot ..."
+    if job.role is None:
+        return "Starting the training process ..."
+    done = len(job.snapshot().get(job.role, []))
+    epochs = job.cfg.teacher_epochs if job.role == "teacher" else job.cfg.student_epochs
+    return f"Training {roles.ROLE_LABELS[job.role]}: epoch {done} of {epochs} done ..."
+
+
+@st.fragment(run_every=1.0)
+def progress(job: TrainingJob) -> None:
+    """Live status and curves of a running job, redrawn every second; the whole page reruns when it ends."""
+    if job.finished:
+        st.rerun()
+    with st.status(describe(job), expanded=True):
+        st.caption(computed_for(job.key) + " Training runs in its own process at a lower priority, so the app "
+                   "stays responsive for everyone.")
+        curves = job.snapshot()
+        if curves:
+            ui.plot(figures.curves(curves), "train_live")
+        if st.button("Stop training", key="train_stop"):
+            job.stop()

@@ -1,0 +1,115 @@
+"""First visit of every page on every dataset: the server's time to run the page, measured in one fresh process.
+
+    python benchmarks/first_visit.py [--datasets phantom brain_tumor ...] [--out FILE]
+
+Runs the app as Streamlit's AppTest does (the real scripts, in this process, on the app's one torch thread),
+starting cold: Home first (the process has imported Streamlit, nothing of the app), then for each dataset in
+turn every page by deep link, as a user who opens each page once. Each time is one script run of the page: what
+the server spends before the browser can draw it (the browser's own drawing is not included; on a 2-core machine
+Chromium adds seconds to the Dataset page's grid, see ``benchmarks/app_memory.py``). The first page that shows a
+model imports torch for the whole process; that step is named. Target: every page at most 2 s. Results go to
+``benchmarks/results/first_visit.json`` with a Markdown table beside it (``.md``), which ``python -m
+core.results`` renders into the README. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.metadata import atomic_write_text  # noqa: E402
+
+TARGET_S = 2.0
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "first_visit.json"
+DATASETS = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
+PAGES = {"dataset": "Dataset", "compare": "Teacher vs student", "feature_maps": "Feature maps",
+         "explanations": "Explanations", "faithfulness": "Faithfulness", "timing": "Timing",
+         "train": "Train and distil", "glossary": "Glossary"}
+
+
+def walk(datasets: list[str], timeout: float = 600.0) -> list[dict]:
+    """Home, then every page of every dataset once; one record per script run."""
+    from streamlit.testing.v1 import AppTest
+
+    steps = []
+
+    def timed(step: str, dataset: str, run) -> None:
+        torch_before = "torch" in sys.modules
+        start = time.perf_counter()
+        at = run()
+        seconds = time.perf_counter() - start
+        problems = [e.value for e in at.exception] + [e.value for e in at.error]
+        steps.append({"page": step, "dataset": dataset, "seconds": round(seconds, 3),
+                      "title": at.title[0].value if len(at.title) else None,
+                      "imported_torch": not torch_before and "torch" in sys.modules,
+                      "errors": [str(p)[:200] for p in problems]})
+
+    at = AppTest.from_file(str(ROOT / "explorer" / "Home.py"), default_timeout=timeout)
+    timed("home", datasets[0], at.run)
+    for dataset in datasets:
+        for page in PAGES:
+            at.query_params.clear()
+            at.query_params["dataset"] = dataset
+            timed(page, dataset, lambda page=page: at.switch_page(f"../pages/{page}.py").run())
+    return steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the numbers (Markdown beside it)")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    steps = walk(args.datasets)
+    from core.stopwatch import environment  # after the walk: it imports torch
+
+    pages = [s for s in steps if s["page"] != "home"]
+    slow = [s for s in pages if s["seconds"] > TARGET_S]
+    for s in steps:
+        note = " (imports torch)" if s["imported_torch"] else ""
+        print(f"{s['dataset']:>12} {s['page']:<13} {s['seconds']:7.2f} s{note}  {s['title']!r}"
+              f"{'  ERROR' if s['errors'] else ''}")
+    print(f"{len(pages) - len(slow)} of {len(pages)} first visits within {TARGET_S} s")
+    payload = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "seconds": time.perf_counter() - started, "target_s": TARGET_S, "steps": steps,
+               "within_target": len(pages) - len(slow), "visits": len(pages), "config": vars(args),
+               "environment": environment()}
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps(payload, indent=1))
+    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    errors = [s for s in steps if s["errors"]]
+    return 1 if errors else 0
+
+
+def markdown(result: dict) -> str:
+    """The README's snippet: one row per page, one column per dataset, the torch import marked."""
+    steps, env = result["steps"], result["environment"]
+    datasets = list(dict.fromkeys(s["dataset"] for s in steps if s["page"] != "home"))
+    cell = {(s["page"], s["dataset"]): s for s in steps}
+
+    def shown(s: dict) -> str:
+        text = f"{s['seconds']:.2f}" + (" (torch import)" if s["imported_torch"] else "")
+        return f"**{text}**" if s["seconds"] > result["target_s"] else text
+
+    home = next(s for s in steps if s["page"] == "home")
+    rows = [f"| {PAGES[p]} | " + " | ".join(shown(cell[(p, d)]) for d in datasets) + " |" for p in PAGES
+            if all((p, d) in cell for d in datasets)]
+    return "\n".join([
+        "First visit of each page, server time to run it (`python benchmarks/first_visit.py`; one fresh process, "
+        f"pages in this order, datasets left to right; Home first: {home['seconds']:.2f} s; in bold: over the "
+        f"{result['target_s']:g} s target):", "",
+        "| page | " + " | ".join(datasets) + " |", "| --- |" + " --- |" * len(datasets), *rows, "",
+        f"{result['within_target']} of {result['visits']} first visits within {result['target_s']:g} s. Measured "
+        f"{result['created'][:10]} on {env['cpu']} x{env['cpu_count']} (load average {env['load_average']:.1f}), "
+        f"Python {env['python']}, torch {env['torch']}.", ""])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

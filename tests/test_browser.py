@@ -146,3 +146,32 @@ def test_training_in_one_session_leaves_what_another_session_computes_unchanged(
         click_button(trainer, "Stop training")
         wait_for_text(trainer, "Press Train")
         assert not errors_shown(trainer), errors_shown(trainer)
+
+
+def checked_option(driver, label: str) -> str:
+    """The selected option of the radio group labelled ``label``."""
+    from selenium.webdriver.common.by import By
+
+    for group in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stRadio"]'):
+        if group.text.strip().splitlines()[:1] == [label]:
+            for option in group.find_elements(By.CSS_SELECTOR, "label"):
+                if option.find_elements(By.CSS_SELECTOR, "input:checked"):
+                    return option.text.strip()
+    raise LookupError(f"no radio group labelled {label!r} with a checked option")
+
+
+def test_the_model_choice_on_feature_maps_survives_an_upload(tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    upload = tmp_path / "grey16.png"
+    Image.radial_gradient("L").resize((96, 96)).convert("I;16").save(upload)
+    with serve() as url, chrome(height=1400) as driver:
+        driver.get(f"{url}/feature_maps?dataset=phantom&model=student&source=Upload")
+        wait_for_text(driver, "Upload an image")
+        driver.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(upload))
+        wait_for_text(driver, "grey16.png")
+        wait_for_text(driver, "Channels that drive the decision")
+        assert checked_option(driver, "Model") == "student", checked_option(driver, "Model")
+        assert "model=student" in driver.current_url, driver.current_url
+        assert not errors_shown(driver), errors_shown(driver)

@@ -23,6 +23,7 @@ from core.inference import preprocess, resize_transform
 from explorer import familiarity, listing, loaders, state
 
 DISPLAY_MAX = 768  # longest side of an image drawn in the page (a 40 Mpx upload is shown downscaled)
+DISPLAY_MIN = 256  # a smaller one (a 64 px phantom) is enlarged by a whole factor, its pixels kept square
 
 
 def no_checkpoints_help(dataset: str) -> None:
@@ -128,12 +129,20 @@ def escape_markdown(text: str) -> str:
     return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(text)).replace("\n", " ")
 
 
-def show_image(img: Image.Image, caption: str = "") -> None:
-    """Draw an image, downscaled if huge (the model input is computed from the original)."""
+def display_copy(img: Image.Image) -> Image.Image:
+    """The image as drawn: downscaled if huge, enlarged by a whole factor (nearest pixel) if small, else itself."""
     if max(img.size) > DISPLAY_MAX:
         img = img.copy()
         img.thumbnail((DISPLAY_MAX, DISPLAY_MAX))
-    st.image(img)
+    elif max(img.size) < DISPLAY_MIN:
+        factor = -(-DISPLAY_MIN // max(img.size))
+        img = img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST)
+    return img
+
+
+def show_image(img: Image.Image, caption: str = "") -> None:
+    """Draw an image at a readable size (`display_copy`; the model input is computed from the original)."""
+    st.image(display_copy(img))
     if caption:
         st.caption(caption)
 

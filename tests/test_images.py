@@ -64,3 +64,21 @@ def test_rgba_composited_on_black_and_palette_and_cmyk():
     assert to_rgb(open_image(encode(pal))).mode == "RGB"
     cmyk = Image.new("CMYK", (16, 16), (0, 0, 0, 0))  # white
     assert np.asarray(to_rgb(open_image(encode(cmyk, "JPEG"))))[0, 0].min() > 240
+
+
+def test_images_are_drawn_at_a_readable_size_with_their_pixels_kept():
+    import numpy as np
+    from PIL import Image
+
+    from explorer.ui import DISPLAY_MAX, DISPLAY_MIN, display_copy
+
+    small = Image.fromarray(np.arange(64 * 48, dtype=np.uint32).reshape(48, 64).astype(np.uint8) % 251, "L")
+    shown = display_copy(small)
+    factor = shown.width // small.width
+    assert max(shown.size) >= DISPLAY_MIN and shown.size == (small.width * factor, small.height * factor)
+    # nearest-pixel enlargement: each source pixel becomes a factor x factor block of the same value
+    assert np.array_equal(np.asarray(shown)[::factor, ::factor], np.asarray(small))
+    big = Image.new("RGB", (4000, 1000))
+    assert max(display_copy(big).size) == DISPLAY_MAX and big.size == (4000, 1000)
+    middle = Image.new("RGB", (300, 300))
+    assert display_copy(middle) is middle

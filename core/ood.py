@@ -59,6 +59,9 @@ class OodThreshold:
     selection_auroc: dict | None = None  # score -> AUROC, validation vs other datasets' training images
     test_flagged: float | None = None  # share of the dataset's own test images above the threshold
     test_auroc: dict | None = None  # other dataset -> AUROC, their test images vs ours
+    # "flagged" / "not_flagged" -> {"images", "accuracy"}: the model's accuracy on its own test images either
+    # side of the threshold (does a warning mark images it gets wrong more often?)
+    test_accuracy: dict | None = None
     versions: dict | None = None
 
 
@@ -152,12 +155,24 @@ def fit(path: str | Path, root: str | None = None, other_per_class: int = 50) ->
     selection = {s: auroc(np.concatenate([o[s] for o in other_train]), val[s]) for s in SCORES} if others else {}
     score = max(selection, key=selection.get) if selection else "energy"
     threshold = float(np.quantile(val[score], QUANTILE))
-    test = scores(model, meta, _images(meta.dataset, "test", meta, root, None, True)[0], stats)[score]
+    test_images, test_targets = _images(meta.dataset, "test", meta, root, None, True)
+    test_logits, test_feats = outputs(model, meta, test_images)
+    test = energy(test_logits) if score == "energy" else stats.distance(test_feats)
+    correct = (test_logits.argmax(1).numpy() == test_targets)
     test_auroc = {o: auroc(scores(model, meta, _images(o, "test", meta, root, other_per_class, False)[0],
                                   stats)[score], test) for o in others}
     return (OodThreshold(score, threshold, QUANTILE, meta.role, checkpoints.file_sha256(path), len(val[score]),
-                         selection, float((test > threshold).mean()), test_auroc, checkpoints.library_versions()),
+                         selection, float((test > threshold).mean()), test_auroc,
+                         test_accuracy=accuracy_by_flag(correct, test > threshold),
+                         versions=checkpoints.library_versions()),
             stats)
+
+
+def accuracy_by_flag(correct: np.ndarray, flagged: np.ndarray) -> dict:
+    """``{"flagged": {"images", "accuracy"}, "not_flagged": ...}``; accuracy None for an empty side."""
+    sides = {"flagged": flagged, "not_flagged": ~flagged}
+    return {name: {"images": int(side.sum()), "accuracy": float(correct[side].mean()) if side.any() else None}
+            for name, side in sides.items()}
 
 
 def write(result: OodThreshold, stats: FeatureStats, folder: str | Path) -> Path:
@@ -176,6 +191,19 @@ def _number(data: dict, name: str, path: Path, lo: float = -math.inf, hi: float 
             or not lo < value < hi:
         raise OodError(f"{path}: {name} must be a finite number in ({lo}, {hi}), got {value!r}")
     return float(value)
+
+
+def _check_accuracy_by_flag(split, path: Path) -> None:
+    if split is None:
+        return
+    ok = isinstance(split, dict) and set(split) == {"flagged", "not_flagged"} and all(
+        isinstance(side, dict) and isinstance(side.get("images"), int) and not isinstance(side["images"], bool)
+        and side["images"] >= 0 and (side.get("accuracy") is None or (
+            isinstance(side["accuracy"], (int, float)) and not isinstance(side["accuracy"], bool)
+            and 0 <= side["accuracy"] <= 1)) for side in split.values())
+    if not ok:
+        raise OodError(f"{path}: test_accuracy must be {{'flagged': {{'images': n, 'accuracy': 0..1 or null}}, "
+                       f"'not_flagged': ...}}, got {split!r:.120}")
 
 
 def load(folder: str | Path, model_sha256: str, channels: int) -> tuple[OodThreshold, FeatureStats] | None:
@@ -202,6 +230,7 @@ def load(folder: str | Path, model_sha256: str, channels: int) -> tuple[OodThres
     if data.get("model_sha256") != model_sha256:
         raise OodError(f"{path}: fitted for another checkpoint (sha256 {str(data.get('model_sha256'))[:12]}..., "
                        f"the checkpoint is {model_sha256[:12]}...); run python -m core.ood again")
+    _check_accuracy_by_flag(data.get("test_accuracy"), path)
     result = OodThreshold(**{k: v for k, v in data.items() if k in OodThreshold.__dataclass_fields__})
     try:
         with np.load(folder / STATS_FILE, allow_pickle=False) as z:
@@ -244,7 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{write(result, stats, folder)}: {result.score} (selection AUROC "
           + ", ".join(f"{k} {v:.3f}" for k, v in (result.selection_auroc or {}).items())
           + f"), threshold {result.threshold:.3f} ({result.quantile:.0%} of {result.val_images} validation images "
-          f"below), {result.test_flagged:.1%} of test flagged; test AUROC "
+          f"below), {result.test_flagged:.1%} of test flagged ("
+          + ", ".join(f"{k.replace('_', ' ')}: {v['images']} images, accuracy "
+                      + ("n/a" if v["accuracy"] is None else f"{v['accuracy']:.3f}")
+                      for k, v in (result.test_accuracy or {}).items())
+          + "); test AUROC "
           + ", ".join(f"{k} {v:.3f}" for k, v in (result.test_auroc or {}).items()))
 
 

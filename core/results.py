@@ -303,7 +303,21 @@ def ood_lines(meta_dir: Path) -> list[str]:
             + (f", chosen on validation against other datasets' training images (AUROC {chosen})" if chosen else "")
             + f"; the threshold that {ood['quantile']:.0%} of the {ood['val_images']} validation images stay under "
             f"flags {ood['test_flagged']:.1%} of the test images"
-            + (f"; AUROC against other datasets' test images: {tested}" if tested else "") + "."]
+            + (f"; AUROC against other datasets' test images: {tested}" if tested else "")
+            + accuracy_by_flag_text(ood.get("test_accuracy")) + "."]
+
+
+def accuracy_by_flag_text(split: dict | None) -> str:
+    """The teacher's test accuracy on flagged and on unflagged images, when the check recorded it."""
+    try:
+        flagged, rest = split["flagged"], split["not_flagged"]
+    except (TypeError, KeyError):
+        return ""
+
+    def acc(side: dict) -> str:
+        return "n/a" if side.get("accuracy") is None else f"{side['accuracy']:.3f}"
+    return (f"; the teacher's test accuracy is {acc(flagged)} on the {flagged['images']} flagged images and "
+            f"{acc(rest)} on the {rest['images']} others")
 
 
 def render(ckpt_root: Path = REPO / "checkpoints") -> str:

@@ -121,6 +121,11 @@ def test_fit_writes_a_detector_that_loads_back(tmp_path):
     val = load_dataset("phantom", "val", input_size=64)
     assert result.val_images == len(val)
     assert 0 <= result.test_flagged <= 0.2
+    test = load_dataset("phantom", "test", input_size=64)
+    split = result.test_accuracy
+    assert split["flagged"]["images"] + split["not_flagged"]["images"] == len(test)
+    assert split["flagged"]["images"] == round(result.test_flagged * len(test))
+    assert all(side["accuracy"] is None or 0 <= side["accuracy"] <= 1 for side in split.values())
     ood.write(result, stats, folder)
     back = ood.load(folder, checkpoints.file_sha256(folder / "student.pt"), stats.means.shape[1])
     assert back[0] == result and np.allclose(back[1].eigvecs, stats.eigvecs, atol=1e-3)
@@ -141,3 +146,23 @@ def test_explanations_page_warns_on_an_unusual_upload():
     at.file_uploader(key="image_upload").set_value(("screen.png", png_bytes(screenshot()), "image/png")).run()
     assert_ok(at)
     assert any("unlike the phantom training images" in w.value for w in at.warning)
+
+
+def test_accuracy_either_side_of_the_threshold():
+    correct = np.array([True, False, False, True, True, True])
+    flagged = np.array([True, True, False, False, False, False])
+    assert ood.accuracy_by_flag(correct, flagged) == {"flagged": {"images": 2, "accuracy": 0.5},
+                                                      "not_flagged": {"images": 4, "accuracy": 0.75}}
+    none = ood.accuracy_by_flag(correct, np.zeros(6, bool))
+    assert none["flagged"] == {"images": 0, "accuracy": None} and none["not_flagged"]["accuracy"] == 4 / 6
+
+
+@pytest.mark.parametrize("bad", ["high", {"flagged": {"images": 3, "accuracy": 1.5}, "not_flagged": {"images": 1}},
+                                 {"flagged": {"images": True, "accuracy": 0.5}, "not_flagged": {"images": 1}},
+                                 {"flagged": {"images": 3, "accuracy": 0.5}}])
+def test_a_malformed_accuracy_split_is_refused_with_its_name(tmp_path, bad):
+    folder = _folder_with(tmp_path)
+    data = json.loads((folder / ood.FILE).read_text())
+    (folder / ood.FILE).write_text(json.dumps({**data, "test_accuracy": bad}))
+    with pytest.raises(ood.OodError, match="test_accuracy"):
+        ood.load(folder, data["model_sha256"], 1024)

@@ -145,6 +145,11 @@ def test_upload_check_is_stated_and_flagged_stale_for_another_teacher(tmp_path):
     assert "mahalanobis score" in line and "energy 0.610, mahalanobis 0.987" in line
     assert "95% of the 826 validation images" in line and "6.1% of the test images" in line
     assert "phantom 1.000" in line and "stale" not in line
+    assert "accuracy" not in line  # an older check that did not record it
+    check["test_accuracy"] = {"flagged": {"images": 8, "accuracy": 0.625}, "not_flagged": {"images": 92, "accuracy": 0.9}}
+    (folder / "ood.json").write_text(json.dumps(check))
+    assert ("test accuracy is 0.625 on the 8 flagged images and 0.900 on the 92 others"
+            in "\n".join(results.ood_lines(folder)))
     (folder / "teacher.pt").write_bytes(b"other weights")
     assert "stale" in "\n".join(results.ood_lines(folder))
     assert results.ood_lines(tmp_path) == []

@@ -113,8 +113,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
         raise ExplainError(f"explain needs one float image shaped (1, C, H, W), got {shape}")
     require_eval(model)
     explainer = make_explainer(model, method, x.shape[-2:], **params)
-    n_classes = _num_classes(model)
-    if target is not None and n_classes is not None and not 0 <= int(target) < n_classes:
+    n_classes = _num_classes(model) if target is not None else None  # a walk over every module: only when needed
+    if n_classes is not None and not 0 <= int(target) < n_classes:
         raise ExplainError(f"target {target} out of range for {n_classes} classes")
     predicted = estimate_cost(model, method, x.shape[-2:], target_known=target is not None,
                               **params).predicted_seconds if predict else None

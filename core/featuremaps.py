@@ -34,14 +34,18 @@ class Capture(NamedTuple):
     logits: torch.Tensor  # (B, num_classes)
 
 
-def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None) -> Capture:
+def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None, *,
+                        reduce=None) -> Capture:
     """Activations of every listed layer (default: all of `model_layers`) and the logits, in ONE forward.
+
+    ``reduce``: keep ``reduce(activation)`` per layer instead of the activation (`core.hooks.record_activations`).
 
     Raises:
         LayerError: a listed layer did not run during the forward pass.
     """
     require_eval(model)
-    with preserve_model_state(model), record_activations(model, layers) as store, torch.inference_mode():
+    with preserve_model_state(model), record_activations(model, layers, reduce=reduce) as store, \
+            torch.inference_mode():
         logits = model(x)
     wanted = list(layers) if layers else [label for label, _ in model_layers(model)]
     missing = [name for name in wanted if resolve_layer(model, name)[0] not in store]
@@ -119,6 +123,10 @@ class LayerMaps(Mapping):
         return next(reversed(self._means))
 
 
+def _channel_mean_and_shape(activation: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    return activation[:1].float().mean(1, keepdim=True), tuple(activation.shape[1:])
+
+
 def layer_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict:
     """Every layer's average feature map for one image, from ONE forward pass (the app's stepping view).
 
@@ -131,10 +139,10 @@ def layer_maps(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None =
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"layer_maps needs one image shaped (1, C, H, W), got {tuple(x.shape)}")
-    activations, logits = capture_activations(model, x, layers)
-    means = OrderedDict((label, a[:1].float().mean(1, keepdim=True)) for label, a in activations.items())
+    reduced, logits = capture_activations(model, x, layers, reduce=_channel_mean_and_shape)
+    means = OrderedDict((label, mean) for label, (mean, _) in reduced.items())
     maps = LayerMaps(means, tuple(x.shape[-2:]))
-    shapes = OrderedDict((label, tuple(a.shape[1:])) for label, a in activations.items())
+    shapes = OrderedDict((label, shape) for label, (_, shape) in reduced.items())
     logits = logits[0].float().cpu()
     return {"layers": maps, "shapes": shapes, "logits": logits.numpy(),
             "probabilities": torch.softmax(logits, 0).numpy(), "predicted": int(logits.argmax())}

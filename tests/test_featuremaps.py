@@ -88,6 +88,39 @@ def test_preserve_model_state_restores_flags_and_grads(tiny_cnn):
     assert tiny_cnn.conv1.weight.grad is None
 
 
+def test_nested_preserve_blocks_restore_what_the_inner_one_changed_and_stay_per_thread(tiny_cnn):
+    with preserve_model_state(tiny_cnn):
+        with preserve_model_state(tiny_cnn):
+            tiny_cnn.conv1.training = True
+        seen = []  # another thread's block on the same model records and restores on its own
+        worker = threading.Thread(target=lambda: seen.append(_changed_and_restored(tiny_cnn)))
+        worker.start()
+        worker.join()
+        assert seen == [True]
+    assert not tiny_cnn.conv1.training
+    with preserve_model_state(tiny_cnn):  # the outer block has ended: a new one records again
+        tiny_cnn.fc.weight.requires_grad_(False)
+    assert tiny_cnn.fc.weight.requires_grad
+
+
+def _changed_and_restored(model) -> bool:
+    with preserve_model_state(model):
+        model.fc.training = True
+    return not model.fc.training
+
+
+def test_layer_maps_keep_only_the_channel_means_not_the_activations(tiny_student, image64):
+    kept = capture_activations(tiny_student, image64).activations
+    result = layer_maps(tiny_student, image64)
+    for label, activation in kept.items():
+        assert result["shapes"][label] == tuple(activation.shape[1:])
+    last = result["layers"].last
+    expected = F.interpolate(kept[last].mean(1, keepdim=True), size=image64.shape[-2:], mode="bilinear",
+                             align_corners=False)[0, 0]
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert np.allclose(result["layers"][last], expected.numpy(), atol=1e-5)
+
+
 def test_hooks_ignore_forward_passes_of_other_threads(tiny_student, image64):
     with record_activations(tiny_student) as store:
         worker = threading.Thread(target=lambda: tiny_student(image64))

@@ -45,3 +45,4 @@ try:
     page.run()
 finally:  # also after st.stop() or an error: what the run freed goes back to the system
     runtime.release_freed_memory()
+runtime.preload_model_code()  # after the page has drawn: the import overlaps the user's reading

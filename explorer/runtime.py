@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import os
+import threading
 
 
 def configure_torch() -> int:
@@ -60,3 +61,41 @@ def import_pandas() -> None:
     thread's import to finish instead. Home skips it: pandas costs about 70 MB and 0.7 s of the cold start.
     """
     importlib.import_module("pandas")
+
+
+_PRELOAD_GUARD = threading.Lock()
+_preload: threading.Thread | None = None
+# torch, torchvision and the model code every model page needs, then what the other pages import before a chart
+PRELOADED = ("explorer.loaders", "pandas", "explorer.plots")
+preload_seconds: float | None = None  # how long the background import took, once it has finished
+
+
+def _import_model_code() -> None:
+    global preload_seconds
+    import time
+
+    start = time.perf_counter()
+    for module in PRELOADED:
+        importlib.import_module(module)
+    preload_seconds = time.perf_counter() - start
+
+
+def preload_model_code() -> threading.Thread | None:
+    """With ``KD_APP_PRELOAD=1``: import the model code in a background thread, once per process; Home calls
+    it after it has drawn.
+
+    Home runs without torch so that the share link's first page comes fast (the cold start). With the preload
+    the import then happens while the user reads Home, instead of on the first page that shows a model
+    (``benchmarks/first_visit.py`` with and without ``--preload``); a page that needs the code before the import
+    has finished waits for the rest of it (Python's import lock). It is off by default because it adds torch's
+    resident memory to the cold start, which breaks the 600 MB target of ``benchmarks/app_memory.py`` with the
+    CUDA build of torch used here. Returns the thread (None when off).
+    """
+    global _preload
+    if os.environ.get("KD_APP_PRELOAD", "0") != "1":
+        return None
+    with _PRELOAD_GUARD:
+        if _preload is None:
+            _preload = threading.Thread(target=_import_model_code, name="kd-preload", daemon=True)
+            _preload.start()
+        return _preload

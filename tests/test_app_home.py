@@ -1,5 +1,6 @@
 """Home page, shared sidebar, banner, and what the app says when data or checkpoints are missing."""
 
+import os
 import subprocess
 import sys
 
@@ -25,13 +26,29 @@ def test_home_shows_banner_paper_and_a_card_per_dataset():
 
 def test_home_runs_without_importing_torch():
     # A fresh process: this one imported torch long ago. torch and torchvision are most of the cold start's
-    # time and memory; Home and the sidebar read files and metadata only.
+    # time and memory; Home and the sidebar read files and metadata only (its background import is off by default).
     script = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('explorer/Home.py', "
               "default_timeout=60).run(); assert not at.exception, at.exception; "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas')))")
-    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if k != "KD_APP_PRELOAD"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "[]", "Home imported: " + run.stdout[-300:]
+
+
+def test_with_preload_home_imports_the_model_code_in_the_background_once_it_has_drawn():
+    script = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('explorer/Home.py', "
+              "default_timeout=60).run(); assert not at.exception, at.exception; "
+              "from explorer import runtime; thread = runtime.preload_model_code(); "
+              "assert thread is runtime.preload_model_code(), 'a second thread was started'; "
+              "thread.join(120); import torch; "
+              "print('explorer.loaders' in sys.modules, torch.get_num_threads(), runtime.preload_seconds > 0)")
+    env = {**{k: v for k, v in os.environ.items() if k != "KD_APP_THREADS"}, "KD_APP_PRELOAD": "1"}
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "True 1 True", run.stdout[-300:]
 
 
 def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from core.bench import factor_lines, speed_factors
+from core.explainers import EXPLAINERS
 from core.metadata import file_sha256
 from core.faithfulness_study import is_stale, verdict
 from core.metrics import never_predicted
@@ -30,6 +31,16 @@ PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "studen
          "alzheimer": "teacher 0.9938, student 0.9946 (augmented 33,984-image set, random split)"}
 # Teacher test-accuracy targets on the official split: a teacher below them is under-trained for KD.
 TEACHER_TARGET = {"brain_tumor": 0.975, "eye_disease": 0.90, "alzheimer": 0.80}
+
+
+BASELINE_NAMES = {"random": "Random map", "centre": "Centre prior", "mask_prior": "Mean training mask"}
+
+
+def method_name(key: str) -> str:
+    """A method's readable name (its explainer's title; the baselines and the bare forward pass by name)."""
+    if key in EXPLAINERS:
+        return EXPLAINERS[key].title
+    return {"forward": "Forward pass (prediction only)", **BASELINE_NAMES}.get(key, key)
 
 
 def _ci(report: dict, key: str) -> str:
@@ -234,7 +245,7 @@ def timing_lines(path: Path) -> list[str]:
         t, st = rows[("teacher", method)], rows.get(("student", method))
         ratio = f"{t['median_s'] / st['median_s']:.1f}x" if st else "–"
         stu = f"{1e3 * st['median_s']:.1f} ({1e3 * st['iqr_s']:.1f})" if st else "–"
-        lines.append(f"| {method} | {t['passes_forward']}/{t['passes_backward']} | {1e3 * t['median_s']:.1f} "
+        lines.append(f"| {method_name(method)} | {t['passes_forward']}/{t['passes_backward']} | {1e3 * t['median_s']:.1f} "
                      f"({1e3 * t['iqr_s']:.1f}) | {stu} | {ratio} |")
     factors = factor_lines(speed_factors(bench["rows"]))
     if factors:
@@ -277,7 +288,7 @@ def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
         cells = [_versus(scores, metric, better) for metric, better in (("deletion_auc", "lower"),
                                                                          ("insertion_auc", "higher"))
                  for scores in series]
-        label = f"{name} (baseline)" if out.get("baseline") else name
+        label = f"{method_name(name)} (baseline)" if out.get("baseline") else method_name(name)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {'–' if agree is None else f'{agree:.2f}'} |")
     loc = [(name, out["localisation"]) for name, out in study["methods"].items() if "localisation" in out]
     if loc:
@@ -286,7 +297,7 @@ def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
                   "| IoU |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, by_role in loc:
             cells = [_mean(by_role[role], key) for role in ("teacher", "student") for key in ("hit", "energy", "iou")]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method_name(name)} | " + " | ".join(cells) + " |")
     return lines
 
 

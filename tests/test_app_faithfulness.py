@@ -132,11 +132,12 @@ def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study
     text = "\n".join(lines)
     assert "8 test images, 4 for the slow methods" in text and "earlier checkpoints" not in text
     rows = [line for line in lines if line.startswith("| ")]
-    assert any(r.startswith("| cam |") for r in rows) and any(r.startswith("| random (baseline) |") for r in rows)
-    assert any(r.startswith("| mask_prior (baseline) |") for r in rows)  # the phantom's lesion-prior baseline
+    assert any(r.startswith("| CAM (class activation map) |") for r in rows)
+    assert any(r.startswith("| Random map (baseline) |") for r in rows)
+    assert any(r.startswith("| Mean training mask (baseline) |") for r in rows)  # the phantom's lesion-prior baseline
     assert "pointing game within 4 px" in text  # 15 px at 224 px, scaled to 64 px
     # the cross column of CAM is the student's map on the teacher's score, as stored
-    cam = next(r for r in rows if r.startswith("| cam |")).split(" | ")
+    cam = next(r for r in rows if r.startswith("| CAM (class activation map) |")).split(" | ")
     assert cam[3].split(" ")[0] == f"{study['methods']['cam']['student_on_teacher']['deletion_auc']['mean']:.3f}"
     shutil.copytree(folder, tmp_path / "phantom")
     (tmp_path / "phantom" / "student.pt").write_bytes(b"another checkpoint")

@@ -193,3 +193,11 @@ def test_benchmark_scripts_write_tables_the_readme_can_render():
         "ratio": 0.9, "target": 0.9, "environment": env,
         "config": {"arch": "densenet121", "dataset": "phantom", "size": 128, "batch_size": 32, "threads": 2}})
     assert "| one epoch through the training pipeline | 9.0 |" in train and "= 0.900 (target >= 0.9: met)" in train
+
+
+def test_method_tables_use_readable_names():
+    study = json.loads((Path(results.REPO) / "checkpoints" / "phantom" / "results.json").read_text())["faithfulness"]
+    table = "\n".join(results.faithfulness_lines(study, Path(results.REPO) / "checkpoints" / "phantom"))
+    assert "| Grad-CAM |" in table and "| Random map (baseline) |" in table
+    assert "| grad_cam |" not in table and "| random (baseline) |" not in table
+    assert "| Mean training mask |" in table  # the lesion table names the baselines too

@@ -195,7 +195,10 @@ def pointing_game(m, mask) -> dict[str, float]:
 
     Returns:
         ``{"hit": 1.0 if the map's maximum lies in the mask else 0.0, "energy": sum(map in mask) /
-        sum(map)}`` (energy-based pointing game, Wang et al. 2020); NaN for an empty mask or map.
+        sum(map)}`` (energy-based pointing game, Wang et al. 2020); NaN for an empty mask or map. Where the
+        maximum is a plateau (a coarse map upsampled: a 2 x 2 map is flat over each corner) the hit is the share
+        of the plateau inside the mask, the expected hit of a point drawn from it; taking the first such pixel
+        would always point at the plateau's top-left corner.
     """
     m, mask = np.asarray(m, dtype=float), np.asarray(mask, dtype=bool)
     if m.shape != mask.shape:
@@ -204,7 +207,8 @@ def pointing_game(m, mask) -> dict[str, float]:
         return {"hit": float("nan"), "energy": float("nan")}
     m = np.clip(m, 0, None)
     total = m.sum()
-    return {"hit": float(mask.ravel()[int(np.argmax(m))]),
+    top = m == m.max()  # all False for a map with NaN
+    return {"hit": float(mask[top].mean()) if top.any() else float("nan"),
             "energy": float(m[mask].sum() / total) if total > 0 else float("nan")}
 
 

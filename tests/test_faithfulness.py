@@ -104,6 +104,17 @@ def test_pointing_game_and_mask_iou_hand_cases():
     assert np.isnan(pointing_game(m, np.zeros_like(mask))["energy"])
 
 
+def test_a_flat_maximum_counts_the_share_of_it_inside_the_mask():
+    # a 2 x 2 map upsampled is flat over each quarter: the first maximal pixel is always the top-left corner
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[4:, 4:] = True
+    m = np.zeros((8, 8))
+    m[2:6, 2:6] = 1.0  # the maximum's plateau: 16 pixels, 4 of them in the mask
+    assert pointing_game(m, mask)["hit"] == pytest.approx(4 / 16)
+    m[0, 0] = np.nan
+    assert np.isnan(pointing_game(m, mask)["hit"])
+
+
 def test_localisation_on_phantom_masks():
     from core.data import load_dataset
 

@@ -40,7 +40,7 @@ from core.inference import preprocess  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.recipe import TrainConfig  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
-from explorer import runtime, training  # noqa: E402
+from explorer import runtime, train_worker, training  # noqa: E402
 from explorer.listing import checkpoint_paths  # noqa: E402
 
 TARGET = 1.5  # the other page's time while a worker trains, over its time alone
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "seconds": seconds, "factors": factors,
                "target": TARGET, "config": vars(args), "environment": env,
-               "worker_niceness": training.WORKER_NICENESS}
+               "worker_niceness": train_worker.WORKER_NICENESS}
     out = Path(args.out)
     atomic_write_text(out, json.dumps(payload, indent=1))
     atomic_write_text(out.with_suffix(".md"), markdown(payload))

@@ -4,27 +4,28 @@ Everything is written to a fresh temporary directory that is deleted afterwards:
 checkpoints and the app's cached models are never touched (`core.train` distils from a private
 copy of the teacher it is given).
 
-The page runs it as a `TrainingJob`: in a child process with one torch thread at a lower CPU priority,
-at most ``$KD_APP_TRAINERS`` (default 1) at a time for the whole server, so that one session's training
+The page runs it as a `TrainingJob`: in a child process (`explorer.train_worker`) with one torch thread at a
+lower CPU priority, at most ``$KD_APP_TRAINERS`` (default 1) at a time for the whole server, so that one session's training
 leaves the other sessions' pages responsive (``benchmarks/train_worker.py`` measures by how much).
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import queue
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import asdict
+from pathlib import Path
 from typing import Callable
 
 from torch import nn
 
-from core import checkpoints
 from core.evaluate import evaluate_checkpoints
 from core.models import count_parameters
 from core.recipe import Stage, TrainConfig
@@ -91,25 +92,8 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
     return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started}
 
 
-WORKER_NICENESS = 10  # added to the server's: the pages' own work is scheduled first
 _SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("KD_APP_TRAINERS") or 1)))
-
-
-def _work(cfg: TrainConfig, teacher_path: str | None, classes: list[str] | None, out: "queue.Queue") -> None:
-    """The child process: run `run_all` and send ``(kind, ...)`` messages (stage, epoch, done or error)."""
-    import torch
-
-    os.nice(WORKER_NICENESS)
-    torch.set_num_threads(1)
-    try:
-        teacher = checkpoints.load(teacher_path, expected_classes=classes)[0].eval() if teacher_path else None
-        result = run_all(cfg, teacher, lambda role, record: out.put(("epoch", role, record)),
-                         lambda role: out.put(("stage", role)))
-        result["worker"] = {"pid": os.getpid(), "niceness": os.nice(0), "threads": torch.get_num_threads()}
-        out.put(("done", result))
-    except Exception as err:  # the page shows it; a failed run must not leave the session waiting
-        message = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
-        out.put(("error", message))
+STDERR_LINES = 20  # the worker's last lines of standard error, for the message when it dies
 
 
 class TrainingJob:
@@ -156,41 +140,61 @@ class TrainingJob:
             if self._stop.is_set():
                 self.state = "stopped"
                 return
-            context = multiprocessing.get_context("spawn")  # never fork a server that runs threads
-            messages = context.Queue()
-            process = context.Process(target=_work, args=(self.cfg, self.teacher_path, self.classes, messages),
-                                      name="kd-train-worker", daemon=True)
-            process.start()
-            self.pid, self.state = process.pid, "running"
+            read_fd, write_fd = os.pipe()
+            spec = json.dumps({"recipe": asdict(self.cfg), "teacher_path": self.teacher_path,
+                               "classes": self.classes})
+            root = str(Path(__file__).resolve().parents[1])
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
             try:
-                self._follow(process, messages)
+                process = subprocess.Popen([sys.executable, "-m", "explorer.train_worker", str(write_fd)],
+                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.PIPE, pass_fds=(write_fd,), cwd=root, env=env)
             finally:
-                if process.is_alive():
-                    process.terminate()
-                process.join()
-                messages.close()
-
-    def _follow(self, process, messages) -> None:
-        while True:
+                os.close(write_fd)  # the child holds its own copy: end of file once it exits
+            self.pid, self.state = process.pid, "running"
+            errors: deque[str] = deque(maxlen=STDERR_LINES)
+            drain = threading.Thread(target=lambda: errors.extend(line.decode("utf-8", "replace").rstrip()
+                                                                  for line in process.stderr), daemon=True)
+            drain.start()
             try:
-                kind, *payload = messages.get(timeout=0.2)
-            except queue.Empty:
-                if self._stop.is_set():
-                    self.state = "stopped"
-                    return
-                if not process.is_alive() and messages.empty():
-                    self.error = f"the training process ended unexpectedly (exit code {process.exitcode})"
-                    self.state = "failed"
-                    return
-                continue
+                process.stdin.write(spec.encode("utf-8"))
+                process.stdin.close()
+                with os.fdopen(read_fd, "r", encoding="utf-8") as messages:
+                    self._follow(process, messages, errors)
+            finally:
+                if process.poll() is None:
+                    process.terminate()
+                process.wait()
+                drain.join(5)
+
+    def _follow(self, process, messages, errors) -> None:
+        stopper = threading.Thread(target=self._end_on_stop, args=(process,), daemon=True)
+        stopper.start()
+        for line in messages:  # one JSON object per line, until the worker closes the pipe
+            message = json.loads(line)
+            kind = message["kind"]
             if kind == "stage":
-                self.role = payload[0]
+                self.role = message["role"]
             elif kind == "epoch":
                 with self._lock:
-                    self.histories.setdefault(payload[0], []).append(payload[1])
+                    self.histories.setdefault(message["role"], []).append(message["record"])
             elif kind == "done":
-                self.result, self.state = payload[0], "done"
+                self.result, self.state = {**message["result"], "config": self.cfg}, "done"
                 return
             else:
-                self.error, self.state = payload[0], "failed"
+                self.error, self.state = message["message"], "failed"
+                return
+        if self._stop.is_set():
+            self.state = "stopped"
+            return
+        process.wait()
+        last = next((line for line in reversed(errors) if line.strip()), "")
+        self.error = f"the training process ended unexpectedly (exit code {process.returncode})" + \
+            (f": {last}" if last else "")
+        self.state = "failed"
+
+    def _end_on_stop(self, process) -> None:
+        while process.poll() is None:
+            if self._stop.wait(0.2):
+                process.terminate()
                 return

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from core.recipe import TrainConfig
-from explorer import training
+from explorer import train_worker, training
 from explorer.training import TrainingJob
 
 
@@ -24,7 +24,7 @@ def test_a_job_trains_in_a_child_process_at_a_lower_priority_with_one_thread():
     worker = job.result["worker"]
     assert worker["pid"] == job.pid and worker["pid"] != os.getpid()
     assert worker["threads"] == 1
-    assert worker["niceness"] >= min(19, os.nice(0) + training.WORKER_NICENESS)
+    assert worker["niceness"] >= min(19, os.nice(0) + train_worker.WORKER_NICENESS)
     assert set(job.result["runs"]) == {"teacher", "student"}
     # the live curves the page drew are the ones the finished run reports
     assert job.snapshot() == {role: run["history"] for role, run in job.result["runs"].items()}

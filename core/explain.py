@@ -130,7 +130,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
         relevance, extras = explainer.attribute(x_in, None if target is None else int(target))
         # normalize_map turns a map with any non-finite value into NaN, and its values are in [0, 1]: the sum
         # is NaN exactly then (a cheaper test than an element-wise one)
-        relevance = normalize_map(relevance.detach().float().cpu())
+        relevance = relevance.detach().float().cpu()
+        relevance = relevance if explainer.normalised else normalize_map(relevance)
         if torch.isnan(relevance.sum()):
             raise ExplainError(f"{method} produced a non-finite map: check that the model's outputs are finite")
         seconds = time.perf_counter() - start

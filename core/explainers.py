@@ -106,6 +106,8 @@ class Explainer:
         needs_target: False when the method finds the predicted class in its own forward pass.
         thread_safe: True when concurrent calls on one shared model cannot disturb each other (hooks that
             record only their own thread's forward); Captum's methods are not, and run one at a time.
+        normalised: True when ``attribute`` already returns the map min-max normalised by
+            `core.featuremaps.normalize_map` (NaN where not finite), so `core.explain.explain` need not again.
     """
 
     name: ClassVar[str] = ""
@@ -113,6 +115,7 @@ class Explainer:
     backward_to: ClassVar[str] = "input"
     needs_target: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = False
+    normalised: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int], **params):
         defaults = self.defaults(input_size)
@@ -201,6 +204,7 @@ class FeatureMaps(Explainer):
     backward_to = "none"
     needs_target = False
     thread_safe = True  # core.hooks records only the calling thread's forward
+    normalised = True  # `LayerMaps` normalises each map it upsamples
 
     @classmethod
     def defaults(cls, input_size):

@@ -44,6 +44,10 @@ def capture_activations(model: nn.Module, x: torch.Tensor, layers: Sequence[str]
         LayerError: a listed layer did not run during the forward pass.
     """
     require_eval(model)
+    if layers is None and callable(getattr(model, "forward_intermediates", None)):  # every layer, no hooks
+        with preserve_model_state(model), torch.inference_mode():
+            logits, store = model.forward_intermediates(x, reduce=reduce)
+        return Capture(OrderedDict(store), logits)
     with preserve_model_state(model), record_activations(model, layers, reduce=reduce) as store, \
             torch.inference_mode():
         logits = model(x)

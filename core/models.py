@@ -180,6 +180,19 @@ class StudentCNN(nn.Module):
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
         return self.classifier(self.dropout(x))
 
+    def forward_intermediates(self, x: torch.Tensor, reduce=None) -> tuple[torch.Tensor, dict[str, object]]:
+        """The logits and every `feature_info` layer's output (``reduce(output)`` when given), in one pass.
+
+        The same computation as ``forward``, without hooks: at this model's size the hooks' dispatch is a
+        measurable share of the pass (`core.featuremaps.capture_activations` uses this when it can).
+        """
+        outputs = {}
+        for i in range(1, self.depth + 1):
+            x = getattr(self, f"block{i}")(x)
+            outputs[f"block{i}"] = reduce(x) if reduce is not None else x
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.classifier(self.dropout(x)), outputs
+
 
 TEACHERS = tuple(name for name, cls in MODELS.items() if cls.role == "teacher")
 

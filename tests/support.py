@@ -12,12 +12,20 @@ from torch import nn
 class ForwardCounter:
     """Counts images pushed through a model (a batch of 16 counts 16) and forward calls.
 
-    A forward pre-hook on the root module; ``remove()`` it when done.
+    A forward pre-hook on the root module, and a wrapper around ``forward_intermediates`` where the model has
+    one (the same pass without hooks); ``remove()`` both when done.
     """
 
     def __init__(self, model: nn.Module):
         self.images = self.calls = 0
+        self._model = model
         self._handle = model.register_forward_pre_hook(self._count)
+        own = getattr(type(model), "forward_intermediates", None)
+        if own is not None:
+            def counted(x, *args, **kwargs):
+                self._count(model, (x,))
+                return own(model, x, *args, **kwargs)
+            model.forward_intermediates = counted
 
     def _count(self, module, inputs):
         self.images += inputs[0].shape[0]
@@ -28,6 +36,7 @@ class ForwardCounter:
 
     def remove(self) -> None:
         self._handle.remove()
+        self._model.__dict__.pop("forward_intermediates", None)
 
 
 @contextlib.contextmanager

@@ -293,3 +293,15 @@ def test_cka_matrix_labels_and_self_match(tiny_student):
     assert result.teacher_layers == result.student_layers == ["block1", "block2", "block3"]
     assert np.allclose(np.diag(result.matrix), 1.0)
     assert result.best_teacher_layer() == {"block1": "block1", "block2": "block2", "block3": "block3"}
+
+
+def test_the_students_hook_free_pass_gives_what_the_hooks_record(tiny_student, image64):
+    every = [label for label, _ in model_layers(tiny_student)]
+    hooked = capture_activations(tiny_student, image64, every)  # layers listed: the hooks
+    direct = capture_activations(tiny_student, image64)  # every layer: forward_intermediates
+    assert list(direct.activations) == every == list(hooked.activations)
+    for label in every:
+        assert torch.equal(direct.activations[label], hooked.activations[label])
+    assert torch.equal(direct.logits, hooked.logits)
+    with torch.inference_mode():
+        assert torch.equal(direct.logits, tiny_student(image64))

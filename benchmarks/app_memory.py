@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
+from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from scripts.screenshots import chrome, chromium_paths, errors_shown, free_port  # noqa: E402
 
@@ -329,8 +330,7 @@ def markdown(result: dict) -> str:
         + (f"; the RSS after the cold start sampled after {walk['read_home']:g} s on Home" if walk.get("read_home")
            else "") + "):", "",
         "| measure | measured | target | measured / target |", "| --- | --- | --- | --- |", *rows, "",
-        f"Measured {result['created'][:10]} on {env['cpu']} x{env['cpu_count']} (load average "
-        f"{env['load_average']:.1f}), Python {env['python']}, torch {env['torch']}, streamlit {env['streamlit']}.", ""])
+        measured_on(result["created"], env, "streamlit"), ""])
 
 
 def parse_args(argv: list[str] | None):

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.costs import calibrate, estimate_cost  # noqa: E402
 from core.explain import explain  # noqa: E402
@@ -245,8 +246,7 @@ def markdown(result: dict) -> str:
         f"{result['input_size']} px image, {result['threads']} thread(s)): {met} of {len(result['checks'])} met.", "",
         "| target | measured | limit | met |", "| --- | --- | --- | --- |", *rows, "",
         "The headline ratio in its two factors:", "", "| factor | ratio |", "| --- | --- |", *factors, "",
-        f"Measured {result['created'][:10]} on {env['cpu']} x{env['cpu_count']} (load average "
-        f"{env['load_average']:.1f}), Python {env['python']}, torch {env['torch']}, captum {env['captum']}.", ""])
+        measured_on(result["created"], env, "captum"), ""])
 
 
 if __name__ == "__main__":

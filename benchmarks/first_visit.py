@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 
 TARGET_S = 2.0
@@ -128,9 +129,8 @@ def markdown(result: dict) -> str:
         f"pages in this order, datasets left to right; Home first: {home['seconds']:.2f} s, {reading}in bold: over the "
         f"{result['target_s']:g} s target):", "",
         "| page | " + " | ".join(datasets) + " |", "| --- |" + " --- |" * len(datasets), *rows, "",
-        f"{result['within_target']} of {result['visits']} first visits within {result['target_s']:g} s. Measured "
-        f"{result['created'][:10]} on {env['cpu']} x{env['cpu_count']} (load average {env['load_average']:.1f}), "
-        f"Python {env['python']}, torch {env['torch']}.", ""])
+        f"{result['within_target']} of {result['visits']} first visits within {result['target_s']:g} s. "
+        + measured_on(result["created"], env), ""])
 
 
 if __name__ == "__main__":

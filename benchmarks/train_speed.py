@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.models import build_teacher  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
@@ -100,9 +101,7 @@ def markdown(result: dict) -> str:
         f"| one epoch through the training pipeline | {result['pipeline_images_per_s']:.1f} |",
         f"| the bare model step on random tensors | {result['bare_images_per_s']:.1f} |", "",
         f"Pipeline / bare step = {result['ratio']:.3f} (target >= {result['target']}: "
-        f"{'met' if result['ratio'] >= result['target'] else 'not met'}). Measured {result['created'][:10]} on "
-        f"{env['cpu']} x{env['cpu_count']} (load average {env['load_average']:.1f}), Python {env['python']}, "
-        f"torch {env['torch']}.", ""])
+        f"{'met' if result['ratio'] >= result['target'] else 'not met'}). " + measured_on(result["created"], env), ""])
 
 
 if __name__ == "__main__":

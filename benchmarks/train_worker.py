@@ -37,6 +37,7 @@ from core.data import load_dataset  # noqa: E402
 from core.explain import explain  # noqa: E402
 from core.images import open_image  # noqa: E402
 from core.inference import preprocess  # noqa: E402
+from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.recipe import TrainConfig  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
@@ -178,9 +179,7 @@ def markdown(result: dict) -> str:
         f"| nothing else runs | {med['alone']:.3f} | 1.00x |",
         *[f"| {SCENARIOS[name]} | {med[name]:.3f} | {f[name]:.2f}x |" for name in SCENARIOS], "",
         f"Worker slow-down at most {worst:.2f}x (target <= {result['target']}: "
-        f"{'met' if worst <= result['target'] else 'not met'}). Measured {result['created'][:10]} on "
-        f"{env['cpu']} x{env['cpu_count']} (load average {env['load_average']:.1f}), Python {env['python']}, "
-        f"torch {env['torch']}.", ""])
+        f"{'met' if worst <= result['target'] else 'not met'}). " + measured_on(result["created"], env), ""])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from core import checkpoints
@@ -38,25 +39,28 @@ def latency_ms(model: torch.nn.Module, input_size: int, repeats: int = 20) -> di
 
 def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root: str | None = None,
                          write: bool = False, n_boot: int = 1000, exclude: Callable[[str], bool] | None = None,
-                         teacher_key: str = "teacher", max_per_class: int | None = None) -> dict:
+                         teacher_key: str = "teacher", max_per_class: int | None = None,
+                         also_without: Callable[[str], bool] | None = None) -> dict:
     """Evaluate several checkpoints of one dataset on the same split.
 
     Args:
         paths: name -> checkpoint path; the entry ``teacher_key`` (if present) is paired with every other.
         exclude: optional predicate on a file path; matching test images are left out (e.g. near-duplicates).
+        also_without: optional predicate on a file path: the result gets a second report, ``"without"``, of the
+            same predictions with the matching images left out (each image is predicted once).
         max_per_class: evaluate on at most this many images per class (a quick look, not a published number).
         write: store each report under ``metrics[split]`` in the checkpoint's JSON metadata.
 
     Returns:
-        ``{"models": {name: report}, "pairs": {name: pair report vs the teacher}, "split": split}``.
+        ``{"models": {name: report}, "pairs": {name: pair report vs the teacher}, "split": split}``, and
+        ``"without"`` (``{"models", "pairs"}``) when ``also_without`` is given.
     """
     loaded = {name: checkpoints.load(path) for name, path in paths.items()}
     datasets = {m.dataset for _, m in loaded.values()}
     if len(datasets) != 1:
         raise ValueError(f"checkpoints come from different datasets: {sorted(datasets)}")
-    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list]] = {}
-    probs, labels = {}, None
-    reports: dict[str, dict] = {}
+    cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list, list[str]]] = {}
+    predicted, latency = {}, {}
     for name, (model, meta) in loaded.items():
         key = (meta.input_size, meta.train.get("protocol", "official"), meta.train.get("data_seed", 0))
         if key not in cache:
@@ -65,20 +69,20 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
             files = [str(f) for f in getattr(data, "paths", None) or []]
             if exclude is not None and files:
                 keep = torch.tensor([not exclude(f) for f in files])
-            cache[key] = (data.images[keep], data.targets[keep], data.classes)
-        images, targets, classes = cache[key]
+                files = [f for f, k in zip(files, keep.tolist()) if k]
+            cache[key] = (data.images[keep], data.targets[keep], data.classes, files)
+        images, targets, classes, files = cache[key]
         if list(classes) != list(meta.classes):
             raise ValueError(f"{name}: trained on classes {meta.classes}, split has {classes}")
-        p = predict_tensor(model, batch_for(meta, images))
-        probs[name], labels = p, targets.numpy()
-        report = classification_report(p, labels, list(meta.classes), n_boot=n_boot, seed=0)
-        report["latency"] = latency_ms(model, meta.input_size)
-        reports[name] = report
-    pairs = {}
-    if teacher_key in probs:
-        for name in probs:
-            if name != teacher_key and len(probs[name]) == len(probs[teacher_key]):
-                pairs[name] = pair_report(labels, probs[teacher_key], probs[name])
+        predicted[name] = (predict_tensor(model, batch_for(meta, images)), targets.numpy(), files)
+        latency[name] = latency_ms(model, meta.input_size)
+    reports, pairs = _reports(loaded, predicted, None, n_boot, teacher_key)
+    for name, report in reports.items():
+        report["latency"] = latency[name]
+    result = {"models": reports, "pairs": pairs, "split": split}
+    if also_without is not None:
+        models, paired = _reports(loaded, predicted, also_without, n_boot, teacher_key)
+        result["without"] = {"models": models, "pairs": paired}
     if write:
         for name, (_, meta) in loaded.items():
             entry = dict(reports[name])
@@ -86,7 +90,26 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
                 entry["vs_teacher"] = pairs[name]
             meta.metrics = {**meta.metrics, split: entry}
             checkpoints.atomic_write_text(checkpoints.meta_path(paths[name]), meta.to_json())
-    return {"models": reports, "pairs": pairs, "split": split}
+    return result
+
+
+def _reports(loaded: dict, predicted: dict, drop: Callable[[str], bool] | None, n_boot: int,
+             teacher_key: str) -> tuple[dict, dict]:
+    """Each model's report, and each one's pair report against the teacher, on the images ``drop`` keeps."""
+    reports, probs, labels = {}, {}, None
+    for name, (_, meta) in loaded.items():
+        p, y, files = predicted[name]
+        if drop is not None and files:
+            keep = np.array([not drop(f) for f in files])
+            p, y = p[keep], y[keep]
+        probs[name], labels = p, y
+        reports[name] = classification_report(p, y, list(meta.classes), n_boot=n_boot, seed=0)
+    pairs = {}
+    if teacher_key in probs:
+        for name in probs:
+            if name != teacher_key and len(probs[name]) == len(probs[teacher_key]):
+                pairs[name] = pair_report(labels, probs[teacher_key], probs[name])
+    return reports, pairs
 
 
 def print_summary(result: dict) -> None:

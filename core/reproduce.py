@@ -212,10 +212,9 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         meta.weights_dtype = "float16"
         meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "teacher_logits")}
         shipped[name] = checkpoints.save(model, meta, runs / "shipped" / f"{name}.pt", half=True)
-    result = evaluate_checkpoints(shipped, write=True, root=root)
-    clean = None
-    if (flt := near_duplicate_filter(dataset, root)) is not None:
-        clean = evaluate_checkpoints(shipped, root=root, exclude=flt)
+    # each test image is predicted once; the near-duplicate-free numbers come from the same predictions
+    result = evaluate_checkpoints(shipped, write=True, root=root, also_without=near_duplicate_filter(dataset, root))
+    clean = result.pop("without", None)
 
     def per_seed(prefix: str, key: str) -> list[float]:
         return [result["models"][f"{prefix}_s{seed}"][key] for seed in SEEDS]

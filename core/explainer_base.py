@@ -1,0 +1,140 @@
+"""What every explainer shares: the base class, its registry, the result and cost records, and the errors.
+
+The methods themselves are `core.explainers` (one small class each, registered by name); `core.explain.explain`
+is the one call that runs them.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.registry import Registry
+
+
+class ExplainError(ValueError):
+    """An explanation that cannot be computed as asked (bad method, parameter, input or target)."""
+
+
+@dataclass
+class Explanation:
+    """One explanation of one image.
+
+    Attributes:
+        heatmap: float32 (H, W) array, the input's height and width, in [0, 1].
+        method: registry name. target: explained class.
+        passes: ``{"forward": n, "backward": m}`` images pushed through the model (a batch of 16
+            counts 16), including the prediction pass when no target was given.
+        seconds: measured wall time of the method (calibration excluded).
+        predicted_seconds: the cost model's prediction (None when not asked for).
+        params: the resolved parameters. extras: method-specific (``raw`` signed map; feature_maps:
+            ``layers``, ``shapes``, ``logits``, ``probabilities``).
+    """
+
+    heatmap: np.ndarray
+    method: str
+    target: int
+    passes: dict[str, int]
+    seconds: float
+    predicted_seconds: float | None
+    params: dict[str, Any]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Passes and predicted time of a method at given settings (the pass-count bound)."""
+
+    method: str
+    passes: dict[str, int]
+    batch_size: int
+    predicted_seconds: float
+
+
+EXPLAINERS = Registry("method", ExplainError)
+
+
+def register_explainer(name: str):
+    """Class decorator: add an `Explainer` subclass to `EXPLAINERS` under ``name``."""
+
+    def _register(cls):
+        cls.name = name
+        return EXPLAINERS.register(name)(cls)
+
+    return _register
+
+
+def make_explainer(model: nn.Module, method: str, input_size: int | tuple[int, int], **params) -> "Explainer":
+    """Instantiate a registered explainer with validated parameters (an unknown one raises)."""
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+    return EXPLAINERS[method](model, size, **params)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch and numpy (Captum samples with both) and restore the global generators afterwards."""
+    np_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+class Explainer:
+    """Base class: subclasses set ``defaults`` and implement ``passes`` and ``attribute``.
+
+    Attributes:
+        backward_to: how far the backward pass goes: "input", "layer" (stops at the target layer,
+            costs little) or "none".
+        needs_target: False when the method finds the predicted class in its own forward pass.
+        thread_safe: True when concurrent calls on one shared model cannot disturb each other (hooks that
+            record only their own thread's forward); Captum's methods are not, and run one at a time.
+        normalised: True when ``attribute`` already returns the map min-max normalised by
+            `core.featuremaps.normalize_map` (NaN where not finite), so `core.explain.explain` need not again.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    backward_to: ClassVar[str] = "input"
+    needs_target: ClassVar[bool] = True
+    thread_safe: ClassVar[bool] = False
+    normalised: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, input_size: tuple[int, int], **params):
+        defaults = self.defaults(input_size)
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise ExplainError(f"{self.name} has no parameter(s) {unknown}; known: {sorted(defaults)}")
+        self.model, self.input_size = model, tuple(input_size)
+        self.params = {**defaults, **{k: v for k, v in params.items() if v is not None}}
+        self.validate()
+
+    @classmethod
+    def defaults(cls, input_size: tuple[int, int]) -> dict[str, Any]:
+        return {}
+
+    def validate(self) -> None:
+        for key, value in self.params.items():
+            if key in ("n_steps", "n_samples", "internal_batch_size", "perturbations_per_eval", "grid",
+                       "window", "stride") and (not isinstance(value, int) or value < 1):
+                raise ExplainError(f"{self.name}: {key} must be a positive integer, got {value!r}")
+
+    def passes(self) -> dict[str, int]:
+        """Images through the model at these settings, excluding a prediction pass."""
+        raise NotImplementedError
+
+    def batch_size(self) -> int:
+        """Images per forward call (the batch at which the per-pass cost is calibrated)."""
+        return 1
+
+    def attribute(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict]:
+        """Return a non-negative (H, W) relevance map for ``target`` and method extras."""
+        raise NotImplementedError

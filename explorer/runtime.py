@@ -8,6 +8,7 @@ import ctypes
 import importlib
 import os
 import threading
+import time
 
 
 def configure_torch() -> int:
@@ -72,8 +73,6 @@ preload_seconds: float | None = None  # how long the background import took, onc
 
 def _import_model_code() -> None:
     global preload_seconds
-    import time
-
     start = time.perf_counter()
     for module in PRELOADED:
         importlib.import_module(module)

@@ -5,8 +5,9 @@ checkpoints and the app's cached models are never touched (`core.train` distils 
 copy of the teacher it is given).
 
 The page runs it as a `TrainingJob`: in a child process (`explorer.train_worker`) with one torch thread at a
-lower CPU priority, at most ``$KD_APP_TRAINERS`` (default 1) at a time for the whole server, so that one session's training
-leaves the other sessions' pages responsive (``benchmarks/train_worker.py`` measures by how much).
+lower CPU priority, at most ``$KD_APP_TRAINERS`` (default 1) at a time for the whole server, so that one
+session's training leaves the other sessions' pages responsive (``benchmarks/train_worker.py`` measures by
+how much).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 
 from core.evaluate import evaluate_checkpoints
 from core.models import count_parameters
-from core.recipe import Stage, TrainConfig
+from core.recipe import Stage, TrainConfig, default_stages
 from core.train import run_stages
 
 # Stage names of the recipe's first seed -> the roles the app shows (`explorer.roles.ROLE_LABELS`).
@@ -38,6 +39,11 @@ STAGE_ROLES = {"teacher": "teacher", "student_s0": "student", "label_only_s0": "
 def run_key(cfg: TrainConfig, shipped_version: tuple | None) -> str:
     """Everything a training result depends on (the whole recipe, and the shipped teacher it distils, if any)."""
     return json.dumps({"recipe": asdict(cfg), "shipped_teacher": shipped_version}, sort_keys=True, default=str)
+
+
+def models_trained(cfg: TrainConfig, shipped_teacher: bool) -> int:
+    """How many models `run_all` trains for this recipe (no teacher when the shipped one is distilled)."""
+    return len(default_stages(cfg, teacher=not shipped_teacher))
 
 
 def computed_for(key: str) -> str:
@@ -109,7 +115,6 @@ class TrainingJob:
         self.key, self.cfg, self.teacher_path, self.classes = key, cfg, teacher_path, classes
         self.state, self.role, self.result, self.error, self.pid = "queued", None, None, None, None
         self.histories: dict[str, list[dict]] = {}
-        self.started = time.perf_counter()
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="kd-train-job", daemon=True)
 

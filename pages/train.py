@@ -60,7 +60,7 @@ if (message := train_view.failure(run_key)) is not None:
 last = results.get(run_key)
 if last is None:
     if job is None:
-        models = 2 + int(bool(label_only)) - int(use_shipped)
+        models = training.models_trained(recipe, use_shipped)
         st.caption(f"Press Train: it trains {models} model{'s' if models != 1 else ''}, each stopped at the time cap "
                    f"({cap} s), then tests them on a small subset.")
     st.stop()

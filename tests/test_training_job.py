@@ -61,3 +61,11 @@ def test_a_teacher_that_cannot_be_loaded_fails_the_job_with_its_reason(tmp_path)
     assert job.wait(600)
     assert job.state == "failed" and job.result is None
     assert str(tmp_path / "teacher") in job.error, job.error  # the message names the file at fault
+
+
+@pytest.mark.parametrize("label_only, shipped, expected", [(True, False, 3), (True, True, 2), (False, False, 2),
+                                                           (False, True, 1)])
+def test_the_page_states_how_many_models_a_run_trains(label_only, shipped, expected):
+    # teacher (unless the shipped one is distilled), the distilled student, and the label-only one if asked
+    cfg = TrainConfig(dataset="phantom", label_only=label_only)
+    assert training.models_trained(cfg, shipped) == expected

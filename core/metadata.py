@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # The registered architectures (`core.models.MODELS`) with the keyword arguments their constructors take, known
 # here without importing torch (a test checks that both say the same).
 ARCHITECTURES = {"densenet121": ("num_classes",), "resnet18": ("num_classes",),
-                 "student": ("num_classes", "depth", "widths", "dropout")}
+                 "student": ("num_classes", "depth", "widths", "dropout", "pooled")}
 MAX_META_BYTES = 16 * 1024 * 1024  # the shipped metadata is < 100 KiB; a larger file is refused unread
 MAX_CLASSES = 100_000
 INPUT_SIZES = (8, 4096)  # 8 is `core.images.MIN_SIDE`, the smallest image anything here accepts

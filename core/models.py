@@ -142,31 +142,36 @@ class StudentCNN(nn.Module):
         depth: number of conv blocks, 3 to 8 (the paper's student has five).
         widths: output channels per block; defaults to the first ``depth`` of `STUDENT_WIDTHS`.
         dropout: dropout before the classifier.
+        pooled: how many blocks, from the first, end in 2x2 max pooling (all of them when ``depth`` is smaller).
+            Each one fewer doubles the side of the last feature map (the explanation's resolution) and the cost
+            of the blocks after it.
     """
 
     role = "student"
 
     def __init__(self, num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
-                 dropout: float = 0.2):
+                 dropout: float = 0.2, pooled: int = STUDENT_POOLED_BLOCKS):
         super().__init__()
         if not 3 <= depth <= 8:
             raise ValueError(f"student depth must be between 3 and 8, got {depth}")
+        if pooled < 0:
+            raise ValueError(f"pooled blocks must be 0 or more, got {pooled}")
         widths = tuple(widths) if widths is not None else STUDENT_WIDTHS[:depth]
         if len(widths) != depth:
             raise ValueError(f"widths has {len(widths)} entries but depth is {depth}")
         c_in = 3
         for i, c_out in enumerate(widths, start=1):
-            block = ConvBlock(c_in, c_out, stride=2 if i == 1 else 1, pool=i <= STUDENT_POOLED_BLOCKS)
+            block = ConvBlock(c_in, c_out, stride=2 if i == 1 else 1, pool=i <= pooled)
             self.add_module(f"block{i}", block)
             c_in = c_out
-        self.depth, self.widths = depth, widths
+        self.depth, self.widths, self.pooled = depth, widths, pooled
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(c_in, num_classes)
 
     @property
     def feature_info(self) -> list[FeatureLayer]:
-        # block1 halves the side twice (stride 2, then pooling); blocks up to STUDENT_POOLED_BLOCKS once more each
-        return [FeatureLayer(f"block{i}", f"block{i}", c, 2 * 2 ** min(i, STUDENT_POOLED_BLOCKS))
+        # block1 halves the side by its stride 2; each pooled block (the first ``pooled``) once more
+        return [FeatureLayer(f"block{i}", f"block{i}", c, 2 * 2 ** min(i, self.pooled))
                 for i, c in enumerate(self.widths, start=1)]
 
     @property
@@ -222,9 +227,9 @@ def build_teacher(name: str, num_classes: int, pretrained_weights: str | Path | 
 
 
 def build_student(num_classes: int, depth: int = 5, widths: tuple[int, ...] | None = None,
-                  dropout: float = 0.2) -> nn.Module:
+                  dropout: float = 0.2, pooled: int = STUDENT_POOLED_BLOCKS) -> nn.Module:
     """Build the shallow student (see `StudentCNN`)."""
-    return build_model("student", num_classes, depth=depth, widths=widths, dropout=dropout)
+    return build_model("student", num_classes, depth=depth, widths=widths, dropout=dropout, pooled=pooled)
 
 
 def feature_layers(model: nn.Module) -> list[tuple[str, str]]:

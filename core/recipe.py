@@ -11,7 +11,7 @@ from typing import Any
 
 from core.catalog import DATASETS
 from core.distill import build_loss
-from core.models import TEACHERS
+from core.models import STUDENT_POOLED_BLOCKS, TEACHERS
 
 __all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "stage_settings", "epoch_size"]
 
@@ -41,7 +41,8 @@ class TrainConfig:
     teacher_patience: int | None = None
     teacher_label_smoothing: float = 0.0
     progressive: bool = False  # teacher epochs grow from half the input size to the full one
-    depth: int = 5
+    depth: int = 5  # student conv blocks
+    pooled_blocks: int = STUDENT_POOLED_BLOCKS  # of them, how many end in pooling (fewer: finer maps)
     student_epochs: int = 12
     patience: int = 4  # students' early-stopping patience in epochs
     loss: str = "kd"  # a core.distill.LOSSES name for the distilled student
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"unknown teacher {self.teacher_arch!r}; choose one of {', '.join(TEACHERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.pooled_blocks < 0:
+            raise ValueError(f"pooled_blocks must be 0 or more, got {self.pooled_blocks}")
         if self.views < 1:
             raise ValueError(f"views must be at least 1, got {self.views}")
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -118,7 +121,14 @@ def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
 # write metadata describing a run that never happened.
 RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment", "views",
                "class_balance", "batch_size", "lr", "weight_decay", "schedule", "teacher_arch",
-               "teacher_label_smoothing", "progressive", "depth", "attention_beta")
+               "teacher_label_smoothing", "progressive", "depth", "attention_beta", "pooled_blocks")
+# A setting added after runs were kept: those runs used the value it had before it could be chosen.
+SETTINGS_BEFORE_RECORDED = {"pooled_blocks": STUDENT_POOLED_BLOCKS}
+
+
+def recorded_settings(recorded: dict) -> dict:
+    """Settings as a run recorded them, with those it predates (`SETTINGS_BEFORE_RECORDED`) filled in."""
+    return {**SETTINGS_BEFORE_RECORDED, **recorded}
 
 
 def stage_settings(cfg: TrainConfig, stage: Stage) -> dict:

@@ -30,7 +30,7 @@ from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
 from core.stats import paired_difference
-from core.recipe import RESUME_KEYS, Stage, TrainConfig, default_stages, stage_settings
+from core.recipe import RESUME_KEYS, Stage, TrainConfig, default_stages, recorded_settings, stage_settings
 from core.train import TrainResult, run_stages
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, tea
     if not checkpoints.meta_path(path).is_file() or (weights and not path.is_file()):
         return None
     meta = checkpoints.load_meta(path)
-    train = {**meta.train, "input_size": meta.input_size}
+    train = {**recorded_settings(meta.train), "input_size": meta.input_size}
     wanted = stage_settings(cfg, stage)
     changed = sorted(k for k in [*RESUME_KEYS, "input_size", "epochs", "seed"] if train.get(k) != wanted[k])
     details = [f"{k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed]

@@ -41,8 +41,8 @@ from core.data import data_fingerprint, load_dataset, materialize
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
 from core.inference import resize_batch, to_model_input
-from core.models import TEACHERS, build_student, build_teacher, count_parameters
-from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
+from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, build_student, build_teacher, count_parameters
+from core.recipe import Stage, TrainConfig, default_stages, epoch_size, recorded_settings, stage_settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def set_seed(seed: int) -> None:
 def resumable_state(state_path: Path, settings: dict) -> dict:
     """The saved state of a run, refused (ValueError) when it was made with other settings."""
     state = torch.load(state_path, map_location="cpu", weights_only=True)
-    saved = {"world_size": 1, **(state.get("settings") or {})}  # states written before world_size was recorded
+    saved = recorded_settings({"world_size": 1, **(state.get("settings") or {})})  # world_size: likewise
     changed = sorted(k for k in settings if saved.get(k) != settings[k])
     if changed:
         raise ValueError(f"{state_path}: made with other settings ({', '.join(changed)} differ: "
@@ -166,7 +166,7 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     set_seed(stage.seed)
     if student_mode:
         spec = cfg.loss_spec(stage.loss, stage.loss_args)
-        model = build_student(len(train.classes), depth=cfg.depth)
+        model = build_student(len(train.classes), depth=cfg.depth, pooled=cfg.pooled_blocks)
     else:
         spec = cfg.teacher_loss_spec()
         model = build_teacher(cfg.teacher_arch, len(train.classes), pretrained_weights)
@@ -291,7 +291,7 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     meta = CheckpointMeta(
         arch="student" if student_mode else cfg.teacher_arch, num_classes=len(train.classes),
         classes=list(train.classes), input_size=size, mean=mean, std=std, role=stage.role, dataset=cfg.dataset,
-        arch_args={"depth": cfg.depth} if student_mode else {},
+        arch_args={"depth": cfg.depth, "pooled": cfg.pooled_blocks} if student_mode else {},
         train={**asdict(cfg), **provenance, "stage": stage.name, "seed": stage.seed, "epochs": epochs,
                "patience": patience, "history": history, "best_val_loss": best_val, "stopped": stopped,
                "train_images": n, "val_images": len(val), "skipped_files": len(getattr(train, "skipped", [])),
@@ -379,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", default=None, help="existing teacher checkpoint for --stage student")
     parser.add_argument("--pretrained-weights", default=None, help="local state dict to start the teacher from")
     parser.add_argument("--depth", type=int, default=5, help="student conv blocks, 3 to 8")
+    parser.add_argument("--pooled-blocks", type=int, default=STUDENT_POOLED_BLOCKS,
+                        help="student blocks ending in pooling, from the first (fewer: finer feature maps)")
     parser.add_argument("--epochs", type=int, default=8, help="teacher epochs")
     parser.add_argument("--student-epochs", type=int, default=12, help="student epochs")
     parser.add_argument("--batch-size", type=int, default=64, help="batch size per process (under torchrun)")
@@ -406,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(dataset=args.dataset, root=args.root, protocol=args.protocol, input_size=args.input_size,
                       max_per_class=args.max_per_class, batch_size=args.batch_size, lr=args.lr,
                       teacher_arch=args.teacher_arch, teacher_epochs=args.epochs, depth=args.depth,
+                      pooled_blocks=args.pooled_blocks,
                       student_epochs=args.student_epochs, patience=args.patience,
                       loss_args={"alpha": args.alpha, "temperature": args.temperature},
                       attention_beta=args.attention_beta, label_only=args.baseline, seeds=tuple(args.seeds),

@@ -77,7 +77,8 @@ def test_unknown_names_and_pretrained_weights(tmp_path):
 
 
 @pytest.mark.parametrize("build", [lambda: build_teacher("densenet121", 4), lambda: build_teacher("resnet18", 4),
-                                   lambda: build_student(4, depth=3), lambda: build_student(4, depth=7)])
+                                   lambda: build_student(4, depth=3), lambda: build_student(4, depth=7),
+                                   lambda: build_student(4, pooled=2), lambda: build_student(4, pooled=0)])
 def test_feature_info_states_each_layers_channels_and_resolution(build):
     model = build().eval()
     info = model.feature_info
@@ -92,6 +93,16 @@ def test_feature_info_states_each_layers_channels_and_resolution(build):
     assert [layer.label for layer in info] == list(seen)
     for layer in info:
         assert seen[layer.label].shape[1:] == (layer.channels, 128 // layer.reduction, 128 // layer.reduction)
+
+
+def test_each_pooled_block_fewer_doubles_the_side_of_the_students_last_map():
+    sides = {}
+    for pooled in (4, 3, 2):
+        _, maps = build_student(4, pooled=pooled).eval().forward_intermediates(torch.zeros(1, 3, 128, 128))
+        sides[pooled] = maps["block5"].shape[-1]
+    assert sides == {4: 4, 3: 8, 2: 16}  # 128 px: stride 2, then one halving per pooled block
+    with pytest.raises(ValueError, match="pooled blocks"):
+        build_student(4, pooled=-1)
 
 
 def test_registry_refuses_unknown_architecture_arguments_and_duplicate_names():

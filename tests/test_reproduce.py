@@ -136,6 +136,20 @@ def test_a_kept_teacher_of_another_recipe_is_refused(smoke_run, tmp_path, change
         kept_stage(cfg, Stage("teacher", "teacher"), _kept(runs), _fingerprint(cfg))
 
 
+def test_a_stage_kept_before_a_setting_was_recorded_counts_as_made_with_its_old_value(smoke_run, tmp_path):
+    runs, _, _, _ = smoke_run
+    old = tmp_path / "kept"
+    old.mkdir()
+    meta = json.loads((_kept(runs) / "teacher.json").read_text())
+    del meta["train"]["pooled_blocks"]
+    (old / "teacher.json").write_text(json.dumps(meta))
+    (old / "teacher.pt").write_bytes((_kept(runs) / "teacher.pt").read_bytes())
+    cfg = recipe("phantom", BUDGETS["smoke"], tmp_path)
+    assert kept_stage(cfg, Stage("teacher", "teacher"), old, _fingerprint(cfg)) is not None
+    with pytest.raises(ValueError, match="pooled_blocks"):
+        kept_stage(replace(cfg, pooled_blocks=2), Stage("teacher", "teacher"), old, _fingerprint(cfg))
+
+
 def test_a_kept_stage_of_other_data_role_or_teacher_is_refused(smoke_run, tmp_path):
     runs, out, result, _ = smoke_run
     cfg = recipe("phantom", BUDGETS["smoke"], tmp_path)

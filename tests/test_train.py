@@ -76,8 +76,8 @@ def spy_student_inputs(monkeypatch) -> list:
     """Record every training batch the students built by core.train see."""
     seen = []
 
-    def spying_student(num_classes, depth):
-        model = build_student(num_classes, depth=depth)
+    def spying_student(num_classes, **kwargs):
+        model = build_student(num_classes, **kwargs)
         model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
         return model
 
@@ -188,7 +188,10 @@ def test_interrupted_run_resumes_where_it_stopped_and_refuses_other_settings(tmp
         train_stage(cfg, LABEL_ONLY, tmp_path / "run", on_epoch_end=stop_after_two)
     state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]) == 2  # epochs counted from 0
-    for changed in (dict(lr=1e-3), dict(input_size=48), dict(student_epochs=4)):
+    # a state written before the pooling could be chosen: it was made with the default
+    del state["settings"]["pooled_blocks"]
+    torch.save(state, tmp_path / "run" / "state.pt")
+    for changed in (dict(lr=1e-3), dict(input_size=48), dict(student_epochs=4), dict(pooled_blocks=2)):
         with pytest.raises(ValueError, match="other settings"):
             train_stage(TrainConfig(**{**cfg.__dict__, **changed}), LABEL_ONLY, tmp_path / "run")
     with pytest.raises(ValueError, match="seed"):
@@ -199,6 +202,17 @@ def test_interrupted_run_resumes_where_it_stopped_and_refuses_other_settings(tmp
     assert resumed.history[2]["seconds"] >= state["history"][1]["seconds"]  # time adds up over the stop
     model, meta = checkpoints.load(tmp_path / "run" / "best.pt")
     assert meta.train["history"] == resumed.history and meta.input_size == 32
+
+
+def test_a_student_with_fewer_pooled_blocks_is_trained_saved_and_loaded_as_such(tmp_path):
+    cfg = TrainConfig(depth=3, pooled_blocks=1, student_epochs=1, **SMALL)
+    train_stage(cfg, LABEL_ONLY, tmp_path / "run")
+    model, meta = checkpoints.load(tmp_path / "run" / "best.pt")
+    assert meta.arch_args == {"depth": 3, "pooled": 1}
+    _, maps = model.forward_intermediates(torch.zeros(1, 3, 32, 32))
+    assert maps["block3"].shape[-1] == 8  # 32 px: the stride-2 first block, one pooling
+    with pytest.raises(ValueError, match="pooled_blocks"):
+        TrainConfig(depth=3, pooled_blocks=-1)
 
 
 def test_time_cap_stops_early(tmp_path):

@@ -86,7 +86,9 @@ def test_pooled_gain_is_stated_and_earlier_runs_are_summarised(tmp_path):
 def test_reproduce_command_names_protocol_and_overrides():
     phantom = {**results_file("phantom", "official", 0.9),
                "budget": {"input_size": 64, "teacher_epochs": 15, "grid_epochs": 10, "student_epochs": 15}}
-    assert results.reproduce_command(phantom) == "python -m core.reproduce phantom"
+    assert results.reproduce_command(phantom) == "python -m core.reproduce phantom --budget phantom_v1"
+    sharper = {**phantom, "budget": {"input_size": 128, "teacher_epochs": 15, "grid_epochs": 8, "student_epochs": 15}}
+    assert results.reproduce_command(sharper) == "python -m core.reproduce phantom"
     assert results.reproduce_command(results_file("brain_tumor", "official", 0.9)) == \
         "python -m core.reproduce brain_tumor --budget cpu_v1"  # the budget these fields describe
     current = {**results_file("brain_tumor", "official", 0.9),

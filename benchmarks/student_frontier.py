@@ -1,0 +1,217 @@
+"""Which student to ship: the speed / faithfulness frontier of student variants, measured in one run.
+
+    python benchmarks/student_frontier.py [--dataset phantom] [--pooled 4 3 2] [--threads 2] [--out FILE]
+
+The default student pools at the end of its first four blocks, so its last map is 1/32 of the input (4 x 4 at
+128 px). Each variant here keeps one more block unpooled (`core.models.StudentCNN`'s ``pooled``), doubling the
+side of the map CAM and the average feature maps draw, and the cost of the blocks after it. Every variant is
+distilled from the dataset's shipped teacher with the recipe, KD setting and seed 0 of the shipped student (its
+metadata), then scored by `core.faithfulness_study` on the same test images:
+* test accuracy on those images;
+* for CAM and the average feature maps: deletion AUC on the *teacher's* predicted-class probability (the
+  student's map explaining the teacher; lower is better) beside the random map's, and on the phantom the
+  pointing game (with the study's tolerance) and the share of the map's energy inside the lesion;
+* the time per image of the student's CAM and feature maps and of the teacher's Grad-CAM, measured in the same
+  run (`core.bench.benchmark_methods`), and their ratio against the target (at least `TARGET` times faster).
+The recommended default is the variant with the best localisation (the phantom) or cross-model deletion AUC
+(a real dataset) among those meeting the speed target. Run it alone: it trains. The numbers go to
+``benchmarks/results/student_frontier.json`` with a Markdown table beside it, rendered into the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import fields, replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.report import measured_on  # noqa: E402
+from core import checkpoints  # noqa: E402
+from core.bench import benchmark_methods  # noqa: E402
+from core.evaluate import evaluation_split  # noqa: E402
+from core.faithfulness_study import StudyConfig, run_study  # noqa: E402
+from core.inference import batch_for, predict_tensor  # noqa: E402
+from core.metadata import atomic_write_text  # noqa: E402
+from core.models import STUDENT_POOLED_BLOCKS, count_parameters  # noqa: E402
+from core.recipe import Stage, TrainConfig  # noqa: E402
+from core.stopwatch import environment  # noqa: E402
+from core.train import train_stage  # noqa: E402
+
+TARGET = 8.0  # teacher Grad-CAM time / the student's one-pass map time
+METHODS = ("cam", "feature_maps")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "benchmarks" / "results" / "student_frontier.json"
+# What a run of the recipe records that is not a setting of it (or is this machine's, not the run's).
+NOT_SETTINGS = {"root", "threads", "teacher_logits", "loss", "loss_args", "seeds", "resume", "label_only",
+                "smoothing_control"}
+
+
+def shipped_recipe(student_meta: checkpoints.CheckpointMeta, **overrides) -> TrainConfig:
+    """The recipe the shipped student was trained with (its metadata), one seed, no control arms."""
+    names = {f.name for f in fields(TrainConfig)}
+    recorded = {k: v for k, v in student_meta.train.items() if k in names and k not in NOT_SETTINGS}
+    kd = student_meta.kd
+    # "epochs" is the stage's own count in every metadata version ("student_epochs" came later)
+    recorded["student_epochs"] = int(student_meta.train.get("epochs", recorded.get("student_epochs", 12)))
+    return TrainConfig(**recorded, loss=kd["loss"], loss_args={"alpha": kd["alpha"], "temperature": kd["temperature"]},
+                       seeds=(int(student_meta.seed or 0),), label_only=False, smoothing_control=0.0, resume=True,
+                       **overrides)
+
+
+def last_map_side(model, size: int) -> int:
+    layer = model.feature_info[-1]
+    return max(1, size // layer.reduction)
+
+
+def recommend(rows: list[dict], localised: bool) -> dict | None:
+    """The fastest-enough variant with the most faithful map: its best method's pointing-game hit rate on the
+    phantom, else its lowest cross-model deletion AUC; None when no variant meets the speed target."""
+    def score(row):
+        best = [row["methods"][m] for m in METHODS if row["methods"][m]["speedup"] >= TARGET]
+        if not best:
+            return None
+        return max(b["hit"] for b in best) if localised else -min(b["deletion_on_teacher"] for b in best)
+    scored = [(score(r), r) for r in rows if score(r) is not None]
+    return max(scored, key=lambda sr: sr[0])[1] if scored else None
+
+
+def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs: Path, images: int | None = None,
+        timing_images: int = 12, threads: int = 2, **recipe: object) -> dict:
+    """Train, score and time every variant; ``recipe``: settings that replace the shipped student's (a quick
+    check with fewer epochs or images, say)."""
+    torch.set_num_threads(threads)
+    folder = ckpt_root / dataset
+    teacher, teacher_meta = checkpoints.load(folder / "teacher.pt")
+    _, student_meta = checkpoints.load(folder / "student.pt")
+    cfg = replace(shipped_recipe(student_meta, root=root, threads=threads,
+                                 teacher_logits=str(runs / "teacher_logits.pt")), **recipe)
+    timing_set = evaluation_split(teacher_meta, root=root, max_per_class=max(1, timing_images // 4))
+    rows, baseline = [], None
+    for blocks in pooled:
+        variant = replace(cfg, pooled_blocks=blocks)
+        stage = Stage(f"pooled{blocks}_s{variant.seeds[0]}", "student", variant.seeds[0], variant.loss,
+                      dict(variant.loss_args))
+        result = train_stage(variant, stage, runs / stage.name, teacher.eval(), teacher_path=folder / "teacher.pt")
+        with tempfile.TemporaryDirectory() as tmp:  # the study reads <folder>/<dataset>/{teacher,student}.pt
+            pair = Path(tmp) / dataset
+            pair.mkdir()
+            for suffix in (".pt", ".json"):
+                shutil.copyfile((folder / "teacher").with_suffix(suffix), (pair / "teacher").with_suffix(suffix))
+                shutil.copyfile(result.path.with_suffix(suffix), (pair / "student").with_suffix(suffix))
+            study = run_study(StudyConfig(dataset, checkpoints=tmp, root=root, images=images, methods=METHODS,
+                                          sanity_images=1, threads=threads))
+        model = result.model.eval()
+        x_t, x_s = batch_for(teacher_meta, timing_set.images), batch_for(result.meta, timing_set.images)
+        targets = predict_tensor(teacher, x_t).argmax(1).tolist()
+        times = benchmark_methods({"teacher": teacher}, x_t, ["grad_cam"], targets, repeats=3, threads=threads)
+        times += benchmark_methods({"student": model}, x_s, list(METHODS), targets, repeats=3, threads=threads)
+        median = {(r["model"], r["method"]): r["median_s"] for r in times}
+        teacher_gradcam = median[("teacher", "grad_cam")]
+        predicted, truth = np.asarray(study["predicted"]["student"]), np.asarray(study["true_class"])
+        row = {"pooled": blocks, "default": blocks == STUDENT_POOLED_BLOCKS,
+               "map_side": last_map_side(model, result.meta.input_size), "input_size": result.meta.input_size,
+               "parameters": count_parameters(model), "accuracy": float(np.mean(predicted == truth)),
+               "images": study["images"], "val_acc": max(r["val_acc"] for r in result.history),
+               "forward_ms": 1e3 * median[("student", "forward")], "teacher_grad_cam_ms": 1e3 * teacher_gradcam,
+               "methods": {}}
+        for method in METHODS:
+            scores = study["methods"][method]
+            local = scores.get("localisation", {}).get("student", {})
+            row["methods"][method] = {
+                "deletion_on_teacher": scores["student_on_teacher"]["deletion_auc"]["mean"],
+                "deletion_on_student": scores["student"]["deletion_auc"]["mean"],
+                "hit": local.get("hit", {}).get("mean"), "energy": local.get("energy", {}).get("mean"),
+                "ms": 1e3 * median[("student", method)],
+                "speedup": teacher_gradcam / median[("student", method)]}
+        rows.append(row)
+        if baseline is None:
+            random = study["methods"]["random"]
+            baseline = {"random_deletion_on_teacher": random["teacher"]["deletion_auc"]["mean"],
+                        "random_hit": random.get("localisation", {}).get("teacher", {}).get("hit", {}).get("mean"),
+                        "mask_prior_hit": study["methods"].get("mask_prior", {}).get("localisation", {})
+                        .get("teacher", {}).get("hit", {}).get("mean"),
+                        "tolerance_px": study["tolerance_px"]}
+        print(f"pooled {blocks}: map {row['map_side']} px, accuracy {row['accuracy']:.3f}, " + ", ".join(
+            f"{m} {v['ms']:.1f} ms ({v['speedup']:.1f}x), deletion on teacher {v['deletion_on_teacher']:.3f}"
+            + (f", hit {v['hit']:.2f}" if v["hit"] is not None else "") for m, v in row["methods"].items()))
+    localised = baseline["random_hit"] is not None
+    chosen = recommend(rows, localised)
+    return {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "dataset": dataset,
+            "target": TARGET, "rows": rows, "baseline": baseline,
+            "recommended": chosen["pooled"] if chosen else None, "criterion": "pointing game" if localised
+            else "deletion AUC on the teacher", "teacher_sha256": checkpoints.file_sha256(folder / "teacher.pt"),
+            "recipe": {"epochs": cfg.student_epochs, "loss_args": cfg.loss_args, "seed": cfg.seeds[0],
+                       "input_size": cfg.input_size}, "environment": environment()}
+
+
+def markdown(result: dict) -> str:
+    """The README's snippet: one row per variant and method, the baselines and the recommendation."""
+    base, recipe = result["baseline"], result["recipe"]
+    localised = base["random_hit"] is not None
+    head = "| pooled blocks | last map | parameters | accuracy | method | ms / image | teacher Grad-CAM / it |" \
+           " deletion AUC on the teacher |" + (" pointing game | energy in lesion |" if localised else "")
+    lines = [f"Student variants on {result['dataset']} (`python benchmarks/student_frontier.py`; each distilled "
+             f"from the shipped teacher for {recipe['epochs']} epochs at {recipe['input_size']} px, seed "
+             f"{recipe['seed']}, KD alpha {recipe['loss_args']['alpha']} / T {recipe['loss_args']['temperature']:g}; "
+             f"scored on {result['rows'][0]['images']} test images):", "", head,
+             "|" + " --- |" * (head.count("|") - 1)]
+    for row in result["rows"]:
+        for method, v in row["methods"].items():
+            name = {"cam": "CAM", "feature_maps": "average feature maps"}[method]
+            cells = [f"{row['pooled']}" + (" (default)" if row["default"] else ""),
+                     f"{row['map_side']} x {row['map_side']}", f"{row['parameters'] / 1e6:.2f} M",
+                     f"{row['accuracy']:.3f}", name, f"{v['ms']:.1f}", f"{v['speedup']:.1f}x",
+                     f"{v['deletion_on_teacher']:.3f}"]
+            if localised:
+                cells += [f"{v['hit']:.2f}", f"{v['energy']:.2f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    baseline = f"Baselines: the random map's deletion AUC on the teacher {base['random_deletion_on_teacher']:.3f}"
+    if localised:
+        baseline += (f"; pointing game (tolerance {base['tolerance_px']} px): random map {base['random_hit']:.2f}, "
+                     f"mask prior {base['mask_prior_hit']:.2f}")
+    chosen = result["recommended"]
+    verdict = (f"Recommended (best {result['criterion']} among variants at least {result['target']:g}x faster than "
+               f"the teacher's Grad-CAM): {chosen} pooled blocks." if chosen is not None else
+               f"No variant is {result['target']:g}x faster than the teacher's Grad-CAM.")
+    lines += [baseline + ". " + verdict + " " + measured_on(result["created"], result["environment"]), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="phantom")
+    parser.add_argument("--pooled", type=int, nargs="+", default=[4, 3, 2], help="pooled blocks of each variant")
+    parser.add_argument("--checkpoints", default=str(REPO / "checkpoints"))
+    parser.add_argument("--root", help="data root (default: ../shared/datasets or $KD_DATA_ROOT)")
+    parser.add_argument("--runs", default=str(Path.home() / "kd-runs" / "frontier"),
+                        help="run folders (resumable; outside the repository)")
+    parser.add_argument("--images", type=int, help="study images (default: the study's)")
+    parser.add_argument("--timing-images", type=int, default=12)
+    parser.add_argument("--epochs", type=int, help="student epochs (default: the shipped student's)")
+    parser.add_argument("--max-per-class", type=int, help="training images per class (default: all)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the numbers (Markdown beside it)")
+    args = parser.parse_args(argv)
+    result = run(args.dataset, args.pooled, Path(args.checkpoints), args.root, Path(args.runs) / args.dataset,
+                 args.images, args.timing_images, args.threads,
+                 **({"student_epochs": args.epochs} if args.epochs else {}),
+                 **({"max_per_class": args.max_per_class} if args.max_per_class else {}))
+    out = Path(args.out)
+    atomic_write_text(out, json.dumps(result, indent=1))
+    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The student-variant frontier: each variant trained from the shipped teacher, scored, timed, and the choice."""
+
+import json
+
+from benchmarks import student_frontier
+from core import checkpoints
+from core.models import STUDENT_POOLED_BLOCKS
+from core.recipe import Stage, stage_settings
+
+
+def test_the_shipped_recipe_is_rebuilt_from_the_students_metadata():
+    _, meta = checkpoints.load("checkpoints/phantom/student.pt")
+    cfg = student_frontier.shipped_recipe(meta)
+    recorded = meta.train
+    assert cfg.input_size == meta.input_size and cfg.student_epochs == recorded["epochs"]
+    assert cfg.loss_args == {"alpha": meta.kd["alpha"], "temperature": meta.kd["temperature"]}
+    assert not cfg.label_only and cfg.smoothing_control == 0.0 and cfg.seeds == (meta.seed,)
+    settings = stage_settings(cfg, Stage("s", "student", meta.seed, meta.kd["loss"], cfg.loss_args))
+    for key in ("dataset", "lr", "batch_size", "augment", "views", "schedule", "depth", "weight_decay"):
+        if key in recorded:  # older metadata records fewer settings
+            assert settings[key] == recorded[key], key
+
+
+def row(pooled, hit, deletion, speedup):
+    return {"pooled": pooled, "methods": {m: {"hit": hit, "deletion_on_teacher": deletion, "speedup": speedup}
+                                          for m in student_frontier.METHODS}}
+
+
+def test_the_recommendation_is_the_most_faithful_variant_that_is_fast_enough():
+    fast = student_frontier.TARGET + 1
+    rows = [row(4, 0.2, 0.5, fast), row(3, 0.6, 0.3, fast), row(2, 0.9, 0.1, student_frontier.TARGET - 1)]
+    assert student_frontier.recommend(rows, localised=True)["pooled"] == 3  # 2 localises best but is too slow
+    assert student_frontier.recommend(rows, localised=False)["pooled"] == 3  # lowest deletion among the fast
+    assert student_frontier.recommend([row(2, 0.9, 0.1, 1.0)], localised=True) is None
+
+
+def test_a_quick_run_trains_scores_and_times_each_variant(tmp_path):
+    out = tmp_path / "frontier.json"
+    code = student_frontier.main(["--pooled", str(STUDENT_POOLED_BLOCKS), str(STUDENT_POOLED_BLOCKS - 1),
+                                  "--runs", str(tmp_path / "runs"), "--images", "8", "--timing-images", "4",
+                                  "--epochs", "1", "--max-per-class", "8", "--threads", "1", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    sides = [r["map_side"] for r in result["rows"]]
+    assert sides[1] == 2 * sides[0]  # one pooling stage fewer: twice the side
+    assert [r["default"] for r in result["rows"]] == [True, False]
+    for r in result["rows"]:
+        for v in r["methods"].values():
+            assert v["ms"] > 0 and v["speedup"] > 0 and 0 <= v["deletion_on_teacher"] <= 1
+            assert 0 <= v["hit"] <= 1  # the phantom has lesion masks
+    table = out.with_suffix(".md").read_text()
+    assert table.count("| CAM |") == 2 and "mask prior" in table and "(default)" in table

@@ -44,7 +44,7 @@ class TrainConfig:
     depth: int = 5  # student conv blocks
     pooled_blocks: int = STUDENT_POOLED_BLOCKS  # of them, how many end in pooling (fewer: finer maps)
     student_epochs: int = 12
-    patience: int = 4  # students' early-stopping patience in epochs
+    patience: int = 4  # students' early-stopping patience in epochs (none under the one-cycle schedule)
     loss: str = "kd"  # a core.distill.LOSSES name for the distilled student
     loss_args: dict[str, Any] = field(default_factory=lambda: {"alpha": 0.5, "temperature": 4.0})
     attention_beta: float = 0.0  # > 0 adds attention transfer (needs the teacher on the fly)

@@ -154,6 +154,17 @@ def test_early_stopping_keeps_the_best_validation_weights(tmp_path, monkeypatch)
     assert any(not torch.equal(snapshots[-1][k], v) for k, v in saved.state_dict().items())
 
 
+def test_a_one_cycle_student_runs_its_whole_schedule(tmp_path, monkeypatch):
+    # Under one-cycle the rate peaks mid-run, where validation loss is at its noisiest; stopping there keeps
+    # the first epoch's weights (phantom seeds ended at chance that way). Only the annealed end is worth keeping.
+    scripted = iter([1.0, 2.0, 2.5, 2.4, 0.8])
+    monkeypatch.setattr(core.train, "evaluate_loss", lambda *args: (next(scripted), 0.0))
+    cfg = TrainConfig(student_epochs=5, depth=3, patience=2, schedule="onecycle", **SMALL)
+    result = train_stage(cfg, LABEL_ONLY, tmp_path / "s")
+    assert len(result.history) == 5 and not result.stopped
+    assert result.meta.train["best_val_loss"] == 0.8
+
+
 @pytest.mark.parametrize("beta", [0.0, 100.0])
 def test_hooks_are_registered_only_for_attention_transfer(tmp_path, small_teacher, monkeypatch, beta):
     registered = []

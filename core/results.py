@@ -30,7 +30,9 @@ ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
          "alzheimer": "teacher 0.9938, student 0.9946 (augmented 33,984-image set, random split)"}
 # Teacher test-accuracy targets on the official split: a teacher below them is under-trained for KD.
-TEACHER_TARGET = {"brain_tumor": 0.975, "eye_disease": 0.90, "alzheimer": 0.80}
+TEACHER_TARGET = {"brain_tumor": 0.975, "eye_disease": 0.90, "alzheimer": 0.78}
+# Where classes are skewed, accuracy alone is met by a teacher that ignores the small classes.
+TEACHER_BALANCED_TARGET = {"alzheimer": 0.60}
 
 
 BASELINE_NAMES = {"random": "Random map", "centre": "Centre prior", "mask_prior": "Mean training mask"}
@@ -220,7 +222,13 @@ def summary_lines(found: list[dict]) -> list[str]:
     for res in found:
         name, teacher = res["dataset"], res["test"]["models"]["teacher"]["accuracy"]
         target = TEACHER_TARGET.get(name) if res["protocol"] == "official" else None
-        verdict = f"{target:.3f} ({'met' if teacher >= target else 'not met'})" if target else "–"
+        balanced = TEACHER_BALANCED_TARGET.get(name)
+        verdict = "–"
+        if target:
+            met = teacher >= target and (balanced is None or
+                                         res["test"]["models"]["teacher"].get("balanced_accuracy", 0.0) >= balanced)
+            verdict = f"{target:.3f}" + (f", balanced {balanced:.3f}" if balanced else "") + \
+                f" ({'met' if met else 'not met'})"
         budget = f"{res['budget']['input_size']} px, {res['budget']['teacher_epochs']}"
         split = res["protocol"] + (" (earlier run)" if res.get("earlier") else "")
         lines.append(f"| {name} | {split} | {budget} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "

@@ -57,6 +57,17 @@ def test_summary_states_whether_the_teacher_target_is_met(tmp_path):
     assert "Teacher curve: validation accuracy by epoch 0.50, 0.70; training accuracy at the last epoch 0.800" in text
 
 
+def test_the_alzheimer_target_needs_its_balanced_accuracy_too():
+    # accuracy above 0.78 is not enough when the teacher barely predicts the small classes
+    lopsided = results_file("alzheimer", "official", 0.80)
+    lopsided["test"]["models"]["teacher"]["balanced_accuracy"] = 0.55
+    row = next(line for line in results.summary_lines([lopsided]) if line.startswith("| alzheimer"))
+    assert "0.780, balanced 0.600 (not met)" in row
+    lopsided["test"]["models"]["teacher"]["balanced_accuracy"] = 0.65
+    row = next(line for line in results.summary_lines([lopsided]) if line.startswith("| alzheimer"))
+    assert "0.780, balanced 0.600 (met)" in row
+
+
 def test_summary_says_met_when_it_is(tmp_path):
     text = results.render(_results_tree(tmp_path, 0.98))
     assert "0.975 (met)" in text

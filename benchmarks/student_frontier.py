@@ -80,7 +80,7 @@ def recommend(rows: list[dict], localised: bool) -> dict | None:
         if not best:
             return None
         return max(b["hit"] for b in best) if localised else -min(b["deletion_on_teacher"] for b in best)
-    scored = [(score(r), r) for r in rows if score(r) is not None]
+    scored = [(value, r) for r in rows if (value := score(r)) is not None]
     return max(scored, key=lambda sr: sr[0])[1] if scored else None
 
 

@@ -159,10 +159,11 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     # another world size deals other shards and another total batch: not the same run
     settings = {**stage_settings(cfg, stage), "world_size": world}
     epochs, size = settings["epochs"], settings["input_size"]
-    # One-cycle peaks its rate mid-run, where validation loss is noisiest: a student stopped there keeps an early,
-    # barely trained epoch. Such a run goes to the end of its schedule (the best validation weights are still kept).
-    patience = (cfg.patience if cfg.schedule != "onecycle" else epochs) if student_mode \
-        else (cfg.teacher_patience or epochs)
+    patience = cfg.patience if student_mode else (cfg.teacher_patience or epochs)
+    if student_mode and cfg.schedule == "onecycle":
+        # One-cycle peaks its rate mid-run, where validation loss is noisiest: a student stopped there keeps an
+        # early, barely trained epoch. It goes to the end of its schedule (the best validation weights are kept).
+        patience = epochs
     key = (cfg.dataset, cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.protocol, cfg.max_per_class)
     (train_ds, train), (_, val) = _split(cfg.dataset, "train", *key[1:]), _split(cfg.dataset, "val", *key[1:])
     mean, std = channel_stats(train.images)

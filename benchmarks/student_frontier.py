@@ -108,7 +108,7 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
                 shutil.copyfile((folder / "teacher").with_suffix(suffix), (pair / "teacher").with_suffix(suffix))
                 shutil.copyfile(result.path.with_suffix(suffix), (pair / "student").with_suffix(suffix))
             study = run_study(StudyConfig(dataset, checkpoints=tmp, root=root, images=images, methods=METHODS,
-                                          sanity_images=1, threads=threads))
+                                          sanity_images=1, threads=threads, explained=("student",)))
         model = result.model.eval()
         x_t, x_s = batch_for(teacher_meta, timing_set.images), batch_for(result.meta, timing_set.images)
         targets = predict_tensor(teacher, x_t).argmax(1).tolist()

@@ -64,6 +64,9 @@ class StudyConfig:
     steps: int = 10  # deletion/insertion steps (2 x (steps + 1) forwards per map)
     seed: int = 0
     threads: int | None = None
+    # whose maps are made and scored; both models always score. ("student",) is the student variants' study
+    # (benchmarks/student_frontier.py): the teacher's own maps are the same for every variant.
+    explained: tuple[str, ...] = ROLES
 
 
 def study_images(meta: checkpoints.CheckpointMeta, images: int | None, root: str | None):
@@ -163,6 +166,8 @@ def is_stale(study: dict, digests: dict[str, str | None]) -> bool:
 
 def run_study(cfg: StudyConfig, on_progress=None) -> dict:
     """Run the study; returns the dictionary written under ``"faithfulness"`` (see the module doc)."""
+    if not cfg.explained or set(cfg.explained) - set(ROLES):
+        raise ValueError(f"explained must name some of {ROLES}, got {cfg.explained}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     folder = Path(cfg.checkpoints) / cfg.dataset
@@ -179,7 +184,7 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
 
     maps: dict[str, dict[str, np.ndarray]] = {role: {} for role in ROLES}
     seconds: dict[str, dict[str, list]] = {role: {} for role in ROLES}
-    jobs = [(role, m) for m in cfg.methods for role in ROLES]
+    jobs = [(role, m) for m in cfg.methods for role in ROLES if role in cfg.explained]
     for k, (role, method) in enumerate(jobs):
         model, meta = loaded[role]
         heat, times = [], []
@@ -197,13 +202,16 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
             subsets.setdefault(b, np.arange(n))
 
     scores: dict[str, dict] = {}
-    for name in list(cfg.methods) + baselines:
+    # the longest part: every map's deletion and insertion curves on both models, 2 x (steps + 1) passes an image
+    for name in tqdm(list(cfg.methods) + baselines, desc="deletion and insertion curves", unit="map", leave=False):
         idx = subsets[name]
         entry = {"images": int(len(idx))}
         for explainer in ROLES:
             for scorer in ROLES:
                 if name in BASELINES and explainer != scorer:
                     continue  # a baseline is one map whichever model it is said to explain
+                if name not in BASELINES and explainer not in cfg.explained:
+                    continue
                 model, meta = loaded[scorer]
                 m = _resize(maps[explainer][name], meta.input_size)  # every map set holds exactly the images idx
                 targets = preds[scorer][idx].tolist()
@@ -228,21 +236,22 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
                 rand = scores["random"][key if key in scores["random"] else key.split("_on_")[1]]
                 out[key]["vs_random"] = {metric: compare(value[metric], rand[metric][idx])
                                          for metric in value}
-        if name not in BASELINES:  # a baseline is the same map for both models
+        if name not in BASELINES and len(cfg.explained) == len(ROLES):  # a baseline is one map for both
             pairs = [agreement(t, s) for t, s in zip(maps["teacher"][name], maps["student"][name])]
             out["agreement"] = {k: summary([p[k] for p in pairs]) for k in ("spearman", "iou")}
-        if name in seconds["teacher"]:
-            out["seconds"] = {role: summary(seconds[role][name]) for role in ROLES}
+        made = [role for role in ROLES if name in maps[role]]
+        if name not in BASELINES:
+            out["seconds"] = {role: summary(seconds[role][name]) for role in made}
         if ds.masks is not None:
             out["localisation"] = {role: localisation(maps[role][name], ds, idx, metas[role].input_size)
-                                   for role in ROLES}
+                                   for role in made}
         methods_out[name] = out
 
     sanity = {}
     few = np.arange(min(n, cfg.sanity_images))
     for method in [m for m in cfg.methods if m in CHEAP_METHODS]:
         sanity[method] = {}
-        for role in ROLES:
+        for role in cfg.explained:
             model, _ = loaded[role]
             runs = [sanity_check(model, xs[role][i:i + 1], method, int(preds[role][i]), n_layers=None) for i in few]
             sanity[method][role] = [{"layer": step.layer, "spearman": summary([r.steps[s].spearman for r in runs]),

@@ -111,3 +111,20 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
     assert written["faithfulness"]["methods"]["cam"]["teacher"]["deletion_auc"]["n"] == 4
     assert {k: v for k, v in written.items() if k != "faithfulness"} == \
         {k: v for k, v in before.items() if k != "faithfulness"}
+
+
+def test_a_study_of_the_students_maps_alone_scores_them_on_both_models_as_the_full_study_does(tmp_path):
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
+    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2)
+    full = run_study(StudyConfig("phantom", **settings))
+    alone = run_study(StudyConfig("phantom", explained=("student",), **settings))
+    cam, cam_full = alone["methods"]["cam"], full["methods"]["cam"]
+    assert "teacher" not in cam and "teacher_on_student" not in cam and "agreement" not in cam
+    for key in ("student", "student_on_teacher"):  # the same maps scored by the same models
+        assert cam[key]["deletion_auc"]["values"] == cam_full[key]["deletion_auc"]["values"]
+        assert cam[key]["vs_random"] == cam_full[key]["vs_random"]
+    assert set(cam["localisation"]) == {"student"} and set(alone["sanity"]["cam"]) == {"student"}
+    assert alone["methods"]["random"]["teacher"] == full["methods"]["random"]["teacher"]  # baselines on both
+    with pytest.raises(ValueError, match="explained"):
+        run_study(StudyConfig("phantom", explained=("nobody",), **settings))

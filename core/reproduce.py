@@ -193,12 +193,14 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
                                                 seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=protocol))
     teacher = run_kept(cfg, runs, [Stage("teacher", "teacher")], kept, fingerprint)["teacher"]
 
+    grid_results: list[TrainResult] = []
     grid_rows, chosen = [], dict(kd) if kd else {"alpha": 0.5, "temperature": 4.0}
     if grid and not kd:
         stages = [Stage(f"grid_a{alpha}_t{temp:g}", "student", 0, "kd", {"alpha": alpha, "temperature": temp},
                         epochs=budget.grid_epochs) for alpha in ALPHAS for temp in TEMPERATURES]
-        grid_runs = run_kept(cfg, runs, stages, kept, fingerprint, teacher, weights=False)  # the grid needs curves
-        for stage, result in zip(stages, grid_runs.values()):
+        # the grid needs curves only
+        grid_results = list(run_kept(cfg, runs, stages, kept, fingerprint, teacher, weights=False).values())
+        for stage, result in zip(stages, grid_results):
             grid_rows.append({**stage.loss_args, "val_acc": best_val_acc(result.history),
                               "val_loss": min(r["val_loss"] for r in result.history)})
         best = max(grid_rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
@@ -235,6 +237,10 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
                             protocol=protocol)
 
     target.mkdir(parents=True, exist_ok=True)
+    # A faithfulness study written into the results file earlier survives a re-run; it names the checkpoints it
+    # scored, so one of other checkpoints reads as stale rather than vanishing.
+    previous = target / "results.json"
+    study = json.loads(previous.read_text(encoding="utf-8")).get("faithfulness") if previous.is_file() else None
     for src_name, dst_name in (("teacher", "teacher"), (f"student_s{SEEDS[0]}", "student"),
                                (f"label_only_s{SEEDS[0]}", "student_label_only")):
         for suffix in (".pt", ".json"):
@@ -248,9 +254,14 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         "paired": paired, "test_fingerprint": data_fingerprint(test_set),
         "teacher_sha256": checkpoints.file_sha256(shipped["teacher"]),
         "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("root", "teacher_logits", "threads")},
-        "seconds": time.perf_counter() - started, "versions": checkpoints.library_versions(),
-        "created": checkpoints.now_iso(),
+        "seconds": time.perf_counter() - started,
+        # every stage's own training time, those kept from earlier runs included (`seconds` counts this run only)
+        "training_seconds": sum(r.history[-1]["seconds"] for r in (teacher, *grid_results, *students.values())
+                                if r.history),
+        "versions": checkpoints.library_versions(), "created": checkpoints.now_iso(),
     }
+    if study is not None:
+        results["faithfulness"] = study
     checkpoints.atomic_write_text(target / "results.json", json.dumps(results, indent=1))
     if protocol == "official":  # the app's check of uploads, fitted on the shipped teacher's validation split
         ood.write(*ood.fit(target / "teacher.pt", root), target)

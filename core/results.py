@@ -17,7 +17,7 @@ from core.bench import factor_lines, speed_factors
 from core.explainers import EXPLAINERS
 from core.metadata import file_sha256
 from core.faithfulness_study import is_stale, verdict
-from core.metrics import never_predicted
+from core.metrics import mcnemar_test, never_predicted
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -96,8 +96,11 @@ def dataset_section(results: dict, meta_dir: Path) -> list[str]:
     if results["dataset"] in PAPER:
         lines += ["", f"Paper: {PAPER[results['dataset']]}."]
     v = results["versions"]
-    lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; "
-              f"{results['seconds'] / 60:.0f} min for the whole protocol.", ""]
+    took = f"{results['seconds'] / 60:.0f} min for the whole protocol"
+    if results.get("training_seconds", 0) > results["seconds"]:  # stages kept from earlier runs trained there
+        took = (f"{results['training_seconds'] / 60:.0f} min of training in all stages, those kept from earlier "
+                f"runs included; {results['seconds'] / 60:.0f} min for this run")
+    lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; {took}.", ""]
     return lines
 
 
@@ -309,6 +312,57 @@ def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
     return lines
 
 
+def _pair(scores: dict) -> str:
+    return f"{_versus(scores, 'deletion_auc', 'lower')} / {_versus(scores, 'insertion_auc', 'higher')}"
+
+
+def _hits(study: dict, name: str, role: str) -> list[float]:
+    return study["methods"][name]["localisation"][role]["hit"]["values"]
+
+
+def hit_versus_prior(study: dict, name: str, role: str) -> str:
+    """A map's pointing-game hit rate against the mean training mask's on the same lesion images, with McNemar's
+    exact test on the images where exactly one of the two hits."""
+    pairs = [(a, b) for a, b in zip(_hits(study, name, role), _hits(study, "mask_prior", role))
+             if a is not None and b is not None]
+    hit, prior = ([int(a) for a, _ in pairs], [int(b) for _, b in pairs])
+    test = mcnemar_test([1] * len(pairs), hit, prior)
+    side = "above" if sum(hit) > sum(prior) and test["p_value"] < 0.05 else \
+        ("below" if sum(hit) < sum(prior) and test["p_value"] < 0.05 else "not distinguishable from")
+    return (f"{sum(hit) / max(len(pairs), 1):.2f} against {sum(prior) / max(len(pairs), 1):.2f} "
+            f"(McNemar p = {test['p_value']:.2g}, {test['n_discordant']} discordant of {len(pairs)}: {side} the prior)")
+
+
+def faithfulness_answer_lines(found: list[dict]) -> list[str]:
+    """The study's answer across datasets: the student's cheap maps perturbing the *teacher's* score."""
+    studied = [r for r in found if r.get("faithfulness") and r.get("protocol", "official") == "official"]
+    if not studied:
+        return []
+    lines = ["", "Does the student's explanation explain the teacher? The student's one-pass maps used to delete "
+             "and insert on the teacher's score (`python -m core.faithfulness_study DATASET`), beside the teacher's "
+             "own Grad-CAM and the random map on the same images (deletion AUC lower, insertion AUC higher is "
+             "better; ✓ / ✗: better / worse than the random map, paired 95% t interval over images):", "",
+             "| dataset | images | student's feature maps → teacher | student's CAM → teacher | teacher's Grad-CAM "
+             "| random map |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in studied:
+        methods = r["faithfulness"]["methods"]
+        cells = [_pair(methods[name]["student_on_teacher"]) if name in methods else "–"
+                 for name in ("feature_maps", "cam")]
+        cells += [_pair(methods["grad_cam"]["teacher"]) if "grad_cam" in methods else "–",
+                  _pair(methods["random"]["teacher"])]
+        lines.append(f"| {r['dataset']} | {r['faithfulness']['images']} | " + " | ".join(cells) + " |")
+    for r in studied:
+        study, methods = r["faithfulness"], r["faithfulness"]["methods"]
+        if "mask_prior" not in methods or "localisation" not in methods["mask_prior"]:
+            continue
+        named = [("the teacher's Grad-CAM", "grad_cam", "teacher"), ("the student's CAM", "cam", "student"),
+                 ("the student's average feature maps", "feature_maps", "student")]
+        parts = [f"{label} {hit_versus_prior(study, name, role)}" for label, name, role in named if name in methods]
+        lines += ["", f"On the {r['dataset']}'s lesion images, pointing game within {study['tolerance_px']} px "
+                  f"against the mean training mask: " + "; ".join(parts) + "."]
+    return lines
+
+
 def ood_lines(meta_dir: Path) -> list[str]:
     """The upload check `core.ood` fitted for the shipped teacher: the score chosen, what it flags, its AUROC."""
     path = meta_dir / "ood.json"
@@ -355,7 +409,7 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
                     for p in sorted((ckpt_root / name / "earlier").glob("*.json"))]
     if not found:
         return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"
-    lines += summary_lines(found + earlier) + leakage_lines(found) + sections
+    lines += summary_lines(found + earlier) + leakage_lines(found) + faithfulness_answer_lines(found) + sections
     return "\n".join(lines).rstrip() + "\n"
 
 

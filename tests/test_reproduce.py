@@ -118,6 +118,22 @@ def test_kept_stages_continue_the_run_on_a_fresh_machine(smoke_run, monkeypatch,
     assert {name: report["accuracy"] for name, report in again["test"]["models"].items()} == accuracy
 
 
+def test_training_time_counts_every_stage_kept_or_not_and_a_study_survives_a_rerun(smoke_run, tmp_path):
+    runs, out, result, _ = smoke_run
+    kept = runs / "kept" / "phantom" / "official"
+    stage_seconds = [checkpoints.load_meta(path).train["history"][-1]["seconds"]
+                     for path in sorted(kept.glob("*.json"))]
+    assert len(stage_seconds) == 1 + len(ALPHAS) * len(TEMPERATURES) + 3 * len(SEEDS)
+    assert result["training_seconds"] == pytest.approx(sum(stage_seconds))
+    study = {"checkpoints": {"teacher": "0" * 64}, "images": 3}
+    (tmp_path / "phantom").mkdir()
+    (tmp_path / "phantom" / "results.json").write_text(json.dumps({"faithfulness": study}))
+    again = reproduce("phantom", BUDGETS["smoke"], tmp_path / "fresh_runs", tmp_path, threads=1, timing=False,
+                      kept=runs / "kept")
+    assert again["training_seconds"] == pytest.approx(sum(stage_seconds))  # kept stages trained elsewhere
+    assert json.loads((tmp_path / "phantom" / "results.json").read_text())["faithfulness"] == study
+
+
 def _kept(runs):
     return runs / "kept" / "phantom" / "official"
 

@@ -121,6 +121,16 @@ def test_recall_per_class_and_classes_never_predicted_are_shown(tmp_path):
     assert "- teacher: a 0.80, b 0.80, c 0.80, d 0.80\n" in text  # no flag for a model that predicts every class
 
 
+def test_a_run_of_kept_stages_states_their_training_time_beside_its_own(tmp_path):
+    root = _results_tree(tmp_path, 0.95)
+    assert "; 10 min for the whole protocol." in results.render(root)  # trained in this run: one figure
+    res = json.loads((root / "brain_tumor" / "results.json").read_text())
+    res["seconds"], res["training_seconds"] = 60.0, 7200.0
+    (root / "brain_tumor" / "results.json").write_text(json.dumps(res))
+    text = results.render(root)
+    assert "; 120 min of training in all stages, those kept from earlier runs included; 1 min for this run." in text
+
+
 def test_paired_difference_is_stated_with_its_interval_and_tests(tmp_path):
     root = _results_tree(tmp_path, 0.95)
     res = json.loads((root / "brain_tumor" / "results.json").read_text())
@@ -214,3 +224,41 @@ def test_method_tables_use_readable_names():
     assert "| Grad-CAM |" in table and "| Random map (baseline) |" in table
     assert "| grad_cam |" not in table and "| random (baseline) |" not in table
     assert "| Mean training mask |" in table  # the lesion table names the baselines too
+
+
+def _scores(deletion: float, insertion: float, ci_deletion=None) -> dict:
+    out = {"deletion_auc": {"mean": deletion}, "insertion_auc": {"mean": insertion}}
+    if ci_deletion:
+        out["vs_random"] = {"deletion_auc": {"ci": ci_deletion}, "insertion_auc": {"ci": [-0.01, 0.01]}}
+    return out
+
+
+def _hit_series(hits: list[int | None]) -> dict:
+    return {"hit": {"values": hits}}
+
+
+def test_the_cross_dataset_answer_reads_the_students_maps_on_the_teachers_score():
+    lesion = [1] * 12 + [0] * 8 + [None] * 4  # 20 lesion images, 4 without a lesion
+    prior = [0] * 12 + [0] * 8 + [None] * 4
+    study = {"images": 24, "tolerance_px": 9, "methods": {
+        "feature_maps": {"student_on_teacher": _scores(0.2, 0.8, [-0.1, -0.05]), "teacher": _scores(0.9, 0.1),
+                         "localisation": {"student": _hit_series(prior), "teacher": _hit_series(prior)}},
+        "cam": {"student_on_teacher": _scores(0.6, 0.7, [0.05, 0.1]),
+                "localisation": {"student": _hit_series(lesion), "teacher": _hit_series(prior)}},
+        "grad_cam": {"teacher": _scores(0.3, 0.75),
+                     "localisation": {"teacher": _hit_series(lesion), "student": _hit_series(prior)}},
+        "random": {"teacher": _scores(0.5, 0.5), "baseline": True},
+        "mask_prior": {"teacher": _scores(0.4, 0.6), "baseline": True,
+                       "localisation": {"teacher": _hit_series(prior), "student": _hit_series(prior)}}}}
+    found = [{"dataset": "phantom", "protocol": "official", "faithfulness": study},
+             {"dataset": "brain_tumor", "protocol": "official"}]  # no study: no row
+    text = "\n".join(results.faithfulness_answer_lines(found))
+    # the student's maps as scored on the teacher, not the student's own scores; marks from the paired interval
+    assert "| phantom | 24 | 0.200 ✓ / 0.800 | 0.600 ✗ / 0.700 | 0.300 / 0.750 | 0.500 / 0.500 |" in text
+    assert "brain_tumor" not in text
+    # 12 hits where the prior hits none: McNemar's exact p = 2 / 2^12
+    assert "the student's CAM 0.60 against 0.00 (McNemar p = 0.00049, 12 discordant of 20: above the prior)" in text
+    assert "the student's average feature maps 0.00 against 0.00 (McNemar p = 1, 0 discordant of 20: " \
+           "not distinguishable from the prior)" in text
+    assert "pointing game within 9 px" in text
+    assert results.faithfulness_answer_lines(found[1:]) == []

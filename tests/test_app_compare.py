@@ -134,13 +134,14 @@ def test_gallery_says_so_when_teacher_and_student_never_disagree(tmp_path, monke
         for suffix in (".pt", ".json"):
             (folder / f"{role}{suffix}").symlink_to(SHIPPED / "phantom" / f"teacher{suffix}")
     disagree, wrong = gallery_expectation(tmp_path, 64)
-    assert disagree == [] and wrong > 0  # the other tab still lists the (teacher's) confident mistakes
+    assert disagree == []  # the other tab still counts the (teacher's) confident mistakes, if any
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
     assert gallery_tabs(at) == ["Teacher and student disagree (0)", f"Student confidently wrong ({wrong})"]
     assert gallery_buttons(at, "disagree") == []
     assert len(gallery_buttons(at, "confidently_wrong")) == min(wrong, 18)
-    assert [s.value for s in at.success] == ["None among the images predicted here."]
+    # one empty-tab message per empty tab (a teacher without confident mistakes empties the other tab too)
+    assert [s.value for s in at.success] == ["None among the images predicted here."] * (1 + (wrong == 0))
 
 
 def test_spread_over_seeds_is_shown_when_results_are_shipped(tmp_path, monkeypatch):

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
+from core import checkpoints
 from core.costs import ScoringCost
 from core.explain import explain
 from core.explainers import CostEstimate
 from core.inference import preprocess
 from explorer import explaining, loaders, names
 from explorer.explaining import PredictedCosts
-from tests.apptest_support import assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
+from tests.apptest_support import ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
 from tests.support import ForwardCounter
 
 METHODS = ["feature_maps", "grad_cam", "saliency"]
@@ -219,7 +220,8 @@ def test_a_grad_cam_layer_is_its_own_result_and_is_shown_for_it():
     assert len(results) == 2
     (last, deeper), (student_last, student_again) = ([r["grad_cam"][role]["heatmap"] for r in results]
                                                     for role in ("teacher", "student"))
-    assert last.shape == deeper.shape == (64, 64)
+    size = checkpoints.load_meta(ROOT / "checkpoints" / "phantom" / "teacher.pt").input_size
+    assert last.shape == deeper.shape == (size, size)  # maps at the image size the models read
     assert not np.allclose(last, deeper, atol=1e-3), "another teacher layer, another teacher map"
     assert np.array_equal(student_last, student_again), "the student's layer did not change"
 

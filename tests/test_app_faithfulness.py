@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from core import checkpoints
 from core.faithfulness_study import StudyConfig, is_stale, run_study, verdict, write_study
 from explorer import faithfulness_view as fv
 from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page,  # noqa: F401
@@ -135,7 +136,8 @@ def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study
     assert any(r.startswith("| CAM (class activation map) |") for r in rows)
     assert any(r.startswith("| Random map (baseline) |") for r in rows)
     assert any(r.startswith("| Mean training mask (baseline) |") for r in rows)  # the phantom's lesion-prior baseline
-    assert "pointing game within 4 px" in text  # 15 px at 224 px, scaled to 64 px
+    size = checkpoints.load_meta(folder / "teacher.pt").input_size
+    assert f"pointing game within {round(15 * size / 224)} px" in text  # 15 px at 224 px, scaled to the input
     # the cross column of CAM is the student's map on the teacher's score, as stored
     cam = next(r for r in rows if r.startswith("| CAM (class activation map) |")).split(" | ")
     assert cam[3].split(" ")[0] == f"{study['methods']['cam']['student_on_teacher']['deletion_auc']['mean']:.3f}"

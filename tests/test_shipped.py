@@ -30,14 +30,15 @@ def test_shipped_checkpoint_loads_and_predicts(path):
     assert probs.shape == (2, len(meta.classes)) and np.allclose(probs.sum(1), 1, atol=1e-4)
 
 
-@pytest.mark.parametrize("path", sorted(KEPT.rglob("*.json")), ids=lambda p: str(p.relative_to(KEPT)))
-def test_kept_stages_load(path):
-    meta = checkpoints.load_meta(path)
-    assert meta.dataset == path.parents[1].name and meta.train["protocol"] == path.parent.name
-    assert meta.train["stage"] == path.stem and meta.train["history"]
-    if path.with_suffix(".pt").is_file():  # weights are kept for the stages that later ones use
-        model, meta = checkpoints.load(path.with_suffix(".pt"))
-        assert meta.weights_dtype == "float16" and model.training is False
+def test_kept_stages_load():
+    # stages are kept only while a run spans sessions, so there may be none
+    for path in sorted(KEPT.rglob("*.json")):
+        meta = checkpoints.load_meta(path)
+        assert meta.dataset == path.parents[1].name and meta.train["protocol"] == path.parent.name, path
+        assert meta.train["stage"] == path.stem and meta.train["history"], path
+        if path.with_suffix(".pt").is_file():  # weights are kept for the stages that later ones use
+            model, meta = checkpoints.load(path.with_suffix(".pt"))
+            assert meta.weights_dtype == "float16" and model.training is False, path
 
 
 def test_phantom_student_predicts_phantom_test_images_well():

@@ -119,7 +119,8 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
     predicted = estimate_cost(model, method, x.shape[-2:], target_known=target is not None,
                               **params).predicted_seconds if predict else None
     passes = dict(explainer.passes())
-    x_in = x.detach().clone().requires_grad_(explainer.backward_to == "input")
+    # a method that needs the input's gradient gets its own leaf; the others only read the image
+    x_in = x.detach().clone().requires_grad_() if explainer.backward_to == "input" else x.detach()
     with memory_slot(explainer), model_lock(model).hold(exclusive=not explainer.thread_safe), \
             preserve_model_state(model):
         start = time.perf_counter()

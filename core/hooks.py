@@ -71,6 +71,19 @@ def require_eval(model: nn.Module) -> None:
 _PRESERVING = threading.local()  # ids of the models this thread is already preserving
 
 
+def _all_modules(model: nn.Module) -> list[nn.Module]:
+    """Every module once, in one walk: ``modules()`` and then ``parameters()`` walk the tree twice and build a
+    dotted name per module, which costs about as much as the student's channel means."""
+    found, seen, stack = [], set(), [model]
+    while stack:
+        module = stack.pop()
+        if id(module) not in seen:
+            seen.add(id(module))
+            found.append(module)
+            stack.extend(child for child in module._modules.values() if child is not None)
+    return found
+
+
 @contextmanager
 def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
     """Restore every module's ``training`` flag and every parameter's ``requires_grad`` and ``.grad``.
@@ -84,8 +97,9 @@ def preserve_model_state(model: nn.Module) -> Iterator[nn.Module]:
     if id(model) in active:
         yield model
         return
-    modes = [(m, m.training) for m in model.modules()]
-    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    modules = _all_modules(model)
+    modes = [(m, m.training) for m in modules]
+    params = [(p, p.requires_grad, p.grad) for m in modules for p in m._parameters.values() if p is not None]
     active.add(id(model))
     try:
         yield model

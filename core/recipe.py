@@ -13,7 +13,7 @@ from core.catalog import DATASETS
 from core.distill import build_loss
 from core.models import STUDENT_POOLED_BLOCKS, TEACHERS
 
-__all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "stage_settings", "epoch_size"]
+__all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "STUDENT_ONLY_KEYS", "stage_settings", "epoch_size"]
 
 
 @dataclass
@@ -122,6 +122,9 @@ def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
 RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment", "views",
                "class_balance", "batch_size", "lr", "weight_decay", "schedule", "teacher_arch",
                "teacher_label_smoothing", "progressive", "depth", "attention_beta", "pooled_blocks")
+# Settings of the student alone: a teacher's run does not depend on them, so a teacher kept from one recipe
+# serves a recipe that differs only in its student.
+STUDENT_ONLY_KEYS = ("depth", "attention_beta", "pooled_blocks")
 # A setting added after runs were kept: those runs used the value it had before it could be chosen.
 SETTINGS_BEFORE_RECORDED = {"pooled_blocks": STUDENT_POOLED_BLOCKS}
 
@@ -134,7 +137,8 @@ def recorded_settings(recorded: dict) -> dict:
 def stage_settings(cfg: TrainConfig, stage: Stage) -> dict:
     """What defines one stage's run: resuming it is allowed only with exactly these values."""
     epochs = int(stage.epochs or (cfg.student_epochs if stage.role == "student" else cfg.teacher_epochs))
-    return {**{k: getattr(cfg, k) for k in RESUME_KEYS}, "input_size": cfg.input_size or
+    keys = [k for k in RESUME_KEYS if stage.role == "student" or k not in STUDENT_ONLY_KEYS]
+    return {**{k: getattr(cfg, k) for k in keys}, "input_size": cfg.input_size or
             DATASETS[cfg.dataset].input_size, "epochs": epochs, "seed": stage.seed, "role": stage.role,
             "loss": stage.loss, "loss_args": dict(stage.loss_args)}
 

@@ -30,6 +30,7 @@ from core.catalog import DATASETS, dataset_status, resolve_root
 from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
+from core.models import STUDENT_POOLED_BLOCKS
 from core.stats import paired_difference
 from core.recipe import RESUME_KEYS, Stage, TrainConfig, default_stages, recorded_settings, stage_settings
 from core.train import TrainResult, run_stages
@@ -57,14 +58,18 @@ class Budget:
     schedule: str = "cosine"
     progressive: bool = False
     teacher_label_smoothing: float = 0.0
+    # of the student's blocks, how many end in pooling: fewer keep its last map finer (better localised)
+    student_pooled_blocks: int = STUDENT_POOLED_BLOCKS
 
 
 # The teacher recipe for a 2-core CPU: progressive resizing (cheap small epochs first), a one-cycle schedule and
 # label smoothing; classes are sampled in balance where the training split is skewed (see `SKEW`).
 STRONG = dict(schedule="onecycle", progressive=True, teacher_label_smoothing=0.1)
 BUDGETS = {
-    # 128 px: at 64 px the teacher's last map is 2 x 2 and its class maps cannot point at a lesion.
-    "phantom": Budget(input_size=128, teacher_epochs=15, grid_epochs=8, student_epochs=15, batch_size=32, **STRONG),
+    # 128 px: at 64 px the teacher's last map is 2 x 2 and its class maps cannot point at a lesion. Two pooled
+    # blocks: the student's last map is 16 x 16, where its CAM finds the lesion (the measured student frontier).
+    "phantom": Budget(input_size=128, teacher_epochs=15, grid_epochs=8, student_epochs=15, batch_size=32,
+                      student_pooled_blocks=2, **STRONG),
     "cpu": Budget(input_size=128, teacher_epochs=20, grid_epochs=5, student_epochs=12, batch_size=32, **STRONG),
     "gpu": Budget(input_size=224, teacher_epochs=30, grid_epochs=15, student_epochs=30, batch_size=32, lr=1e-3,
                   **STRONG),
@@ -100,7 +105,7 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        batch_size=budget.batch_size, lr=budget.lr, max_per_class=budget.max_per_class,
                        schedule=budget.schedule, progressive=budget.progressive,
                        teacher_label_smoothing=budget.teacher_label_smoothing,
-                       class_balance=max(counts) / min(counts) > SKEW, teacher_epochs=budget.teacher_epochs,
+                       pooled_blocks=budget.student_pooled_blocks, class_balance=max(counts) / min(counts) > SKEW, teacher_epochs=budget.teacher_epochs,
                        student_epochs=budget.student_epochs, seeds=SEEDS, smoothing_control=SMOOTHING_CONTROL,
                        resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
@@ -119,7 +124,8 @@ def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, tea
     meta = checkpoints.load_meta(path)
     train = {**recorded_settings(meta.train), "input_size": meta.input_size}
     wanted = stage_settings(cfg, stage)
-    changed = sorted(k for k in [*RESUME_KEYS, "input_size", "epochs", "seed"] if train.get(k) != wanted[k])
+    changed = sorted(k for k in [*RESUME_KEYS, "input_size", "epochs", "seed"] if k in wanted
+                     and train.get(k) != wanted[k])
     details = [f"{k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed]
     if meta.role != stage.role:
         changed.append(f"role {meta.role!r}")

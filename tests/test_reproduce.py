@@ -153,17 +153,29 @@ def test_a_kept_teacher_of_another_recipe_is_refused(smoke_run, tmp_path, change
 
 
 def test_a_stage_kept_before_a_setting_was_recorded_counts_as_made_with_its_old_value(smoke_run, tmp_path):
-    runs, _, _, _ = smoke_run
+    runs, _, result, _ = smoke_run
     old = tmp_path / "kept"
     old.mkdir()
-    meta = json.loads((_kept(runs) / "teacher.json").read_text())
+    meta = json.loads((_kept(runs) / "student_s0.json").read_text())
     del meta["train"]["pooled_blocks"]
-    (old / "teacher.json").write_text(json.dumps(meta))
-    (old / "teacher.pt").write_bytes((_kept(runs) / "teacher.pt").read_bytes())
+    (old / "student_s0.json").write_text(json.dumps(meta))
+    (old / "student_s0.pt").write_bytes((_kept(runs) / "student_s0.pt").read_bytes())
     cfg = recipe("phantom", BUDGETS["smoke"], tmp_path)
-    assert kept_stage(cfg, Stage("teacher", "teacher"), old, _fingerprint(cfg)) is not None
+    stage = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
+    assert kept_stage(cfg, stage, old, _fingerprint(cfg)) is not None
     with pytest.raises(ValueError, match="pooled_blocks"):
-        kept_stage(replace(cfg, pooled_blocks=2), Stage("teacher", "teacher"), old, _fingerprint(cfg))
+        kept_stage(replace(cfg, pooled_blocks=2), stage, old, _fingerprint(cfg))
+
+
+def test_a_kept_teacher_serves_a_recipe_that_differs_only_in_its_student(smoke_run, tmp_path):
+    runs, _, result, _ = smoke_run
+    cfg = recipe("phantom", replace(BUDGETS["smoke"], student_pooled_blocks=2), tmp_path)
+    assert cfg.pooled_blocks == 2
+    for other in (cfg, replace(cfg, depth=4), replace(cfg, attention_beta=10.0)):
+        assert kept_stage(other, Stage("teacher", "teacher"), _kept(runs), _fingerprint(cfg)) is not None
+    student = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
+    with pytest.raises(ValueError, match="pooled_blocks"):
+        kept_stage(cfg, student, _kept(runs), _fingerprint(cfg))
 
 
 def test_a_kept_stage_of_other_data_role_or_teacher_is_refused(smoke_run, tmp_path):

@@ -291,7 +291,9 @@ def test_teacher_recipe_progressive_onecycle_smoothing_runs_and_resumes(tmp_path
 
     with pytest.raises(Interrupt):
         train_stage(cfg, Stage("teacher", "teacher"), tmp_path / "t", on_epoch_end=stop_after_one)
-    result = train_stage(cfg, Stage("teacher", "teacher"), tmp_path / "t")
+    # a change to the student alone leaves the teacher's run as it was: it resumes
+    student_only = TrainConfig(**{**cfg.__dict__, "pooled_blocks": 2, "depth": 4})
+    result = train_stage(student_only, Stage("teacher", "teacher"), tmp_path / "t")
     assert [r["input_size"] for r in result.history] == [32, 48, 48]
     lrs = [r["lr"] for r in result.history]
     assert lrs[-1] < 0.01 * cfg.lr and max(lrs) <= cfg.lr  # one cycle ends near zero

@@ -164,6 +164,12 @@ def is_stale(study: dict, digests: dict[str, str | None]) -> bool:
     return any(digests.get(role) != sha for role, sha in study.get("checkpoints", {}).items())
 
 
+# A baseline's curves on one model depend on nothing a student variant changes: a process that studies several
+# students against one teacher (benchmarks/student_frontier.py) scores the teacher's baselines once. Keyed by
+# both checkpoints' sha256, the images' fingerprint, the baseline and the curve settings.
+_BASELINE_CURVES: dict[tuple, dict] = {}
+
+
 def run_study(cfg: StudyConfig, on_progress=None) -> dict:
     """Run the study; returns the dictionary written under ``"faithfulness"`` (see the module doc)."""
     if not cfg.explained or set(cfg.explained) - set(ROLES):
@@ -172,6 +178,7 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
         torch.set_num_threads(cfg.threads)
     folder = Path(cfg.checkpoints) / cfg.dataset
     loaded = {role: checkpoints.load(folder / f"{role}.pt") for role in ROLES}
+    digests = {role: checkpoints.file_sha256(folder / f"{role}.pt") for role in ROLES}
     metas = {role: meta for role, (_, meta) in loaded.items()}
     ds = study_images(metas["teacher"], cfg.images, cfg.root)
     n = len(ds)
@@ -212,13 +219,19 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
                     continue  # a baseline is one map whichever model it is said to explain
                 if name not in BASELINES and explainer not in cfg.explained:
                     continue
+                key = explainer if explainer == scorer else f"{explainer}_on_{scorer}"
+                memo = (digests["teacher"], digests[scorer], ds.fingerprint, name, len(idx), cfg.steps, cfg.seed)
+                if name in BASELINES and memo in _BASELINE_CURVES:
+                    entry[key] = _BASELINE_CURVES[memo]
+                    continue
                 model, meta = loaded[scorer]
                 m = _resize(maps[explainer][name], meta.input_size)  # every map set holds exactly the images idx
                 targets = preds[scorer][idx].tolist()
-                key = explainer if explainer == scorer else f"{explainer}_on_{scorer}"
                 entry[key] = {
                     "deletion_auc": deletion_curve(model, xs[scorer][idx], m, targets, steps=cfg.steps).auc,
                     "insertion_auc": insertion_curve(model, xs[scorer][idx], m, targets, steps=cfg.steps).auc}
+                if name in BASELINES:
+                    _BASELINE_CURVES[memo] = entry[key]
         scores[name] = entry
         log.info("scored %s on %d images", name, len(idx))
     if on_progress:
@@ -265,7 +278,7 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
         "test_index": test_indices(ds, metas["teacher"], cfg.root),
         "true_class": ds.targets.tolist(), "predicted": {role: preds[role].tolist() for role in ROLES},
         "agreement_of_predictions": float(np.mean(preds["teacher"] == preds["student"])),
-        "checkpoints": {role: checkpoints.file_sha256(folder / f"{role}.pt") for role in ROLES},
+        "checkpoints": digests,
         "input_size": {role: metas[role].input_size for role in ROLES},
         "tolerance_px": tolerance(metas["teacher"].input_size) if ds.masks is not None else None,
         "methods": methods_out, "sanity": sanity, "environment": environment(),

@@ -128,3 +128,28 @@ def test_a_study_of_the_students_maps_alone_scores_them_on_both_models_as_the_fu
     assert alone["methods"]["random"]["teacher"] == full["methods"]["random"]["teacher"]  # baselines on both
     with pytest.raises(ValueError, match="explained"):
         run_study(StudyConfig("phantom", explained=("nobody",), **settings))
+
+
+def test_a_second_student_against_the_same_teacher_reuses_the_teachers_baseline_curves(tmp_path, monkeypatch):
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
+    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2,
+                    explained=("student",))
+    first = run_study(StudyConfig("phantom", **settings))
+    for suffix in (".pt", ".json"):  # another student, the same teacher
+        shutil.copyfile(folder / f"student_label_only{suffix}", folder / f"student{suffix}")
+    import core.faithfulness_study as study_module
+    scored = []
+
+    def counting(model, *args, **kwargs):
+        scored.append(model)
+        return deletion_curve(model, *args, **kwargs)
+
+    monkeypatch.setattr(study_module, "deletion_curve", counting)
+    second = run_study(StudyConfig("phantom", **settings))
+    baselines = [b for b in BASELINES if b in second["methods"]]
+    assert len(scored) == 2 + len(baselines)  # the CAM on both models, the baselines on the new student only
+    assert second["checkpoints"]["student"] != first["checkpoints"]["student"]
+    for b in baselines:
+        assert second["methods"][b]["teacher"] == first["methods"][b]["teacher"]
+    assert second["methods"]["random"]["student"] != first["methods"]["random"]["student"]

@@ -95,7 +95,7 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
     cfg = replace(shipped_recipe(student_meta, root=root, threads=threads,
                                  teacher_logits=str(runs / "teacher_logits.pt")), **recipe)
     timing_set = evaluation_split(teacher_meta, root=root, max_per_class=max(1, timing_images // 4))
-    rows, baseline = [], None
+    rows, baseline, study = [], None, None
     for blocks in pooled:
         variant = replace(cfg, pooled_blocks=blocks)
         stage = Stage(f"pooled{blocks}_s{variant.seeds[0]}", "student", variant.seeds[0], variant.loss,
@@ -107,8 +107,9 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
             for suffix in (".pt", ".json"):
                 shutil.copyfile((folder / "teacher").with_suffix(suffix), (pair / "teacher").with_suffix(suffix))
                 shutil.copyfile(result.path.with_suffix(suffix), (pair / "student").with_suffix(suffix))
+            # the previous variant's study: the teacher's baseline scores are taken from it
             study = run_study(StudyConfig(dataset, checkpoints=tmp, root=root, images=images, methods=METHODS,
-                                          sanity_images=1, threads=threads, explained=("student",)))
+                                          sanity_images=1, threads=threads, explained=("student",)), earlier=study)
         model = result.model.eval()
         x_t, x_s = batch_for(teacher_meta, timing_set.images), batch_for(result.meta, timing_set.images)
         targets = predict_tensor(teacher, x_t).argmax(1).tolist()
@@ -167,7 +168,7 @@ def markdown(result: dict) -> str:
     for row in result["rows"]:
         for method, v in row["methods"].items():
             name = {"cam": "CAM", "feature_maps": "average feature maps"}[method]
-            cells = [f"{row['pooled']}" + (" (default)" if row["default"] else ""),
+            cells = [f"{row['pooled']}" + (" (library default)" if row["default"] else ""),
                      f"{row['map_side']} x {row['map_side']}", f"{row['parameters'] / 1e6:.2f} M",
                      f"{row['accuracy']:.3f}", name, f"{v['ms']:.1f}", f"{v['speedup']:.1f}x",
                      f"{v['deletion_on_teacher']:.3f}"]

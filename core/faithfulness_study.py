@@ -164,14 +164,37 @@ def is_stale(study: dict, digests: dict[str, str | None]) -> bool:
     return any(digests.get(role) != sha for role, sha in study.get("checkpoints", {}).items())
 
 
-# A baseline's curves on one model depend on nothing a student variant changes: a process that studies several
-# students against one teacher (benchmarks/student_frontier.py) scores the teacher's baselines once. Keyed by
-# both checkpoints' sha256, the images' fingerprint, the baseline and the curve settings.
-_BASELINE_CURVES: dict[tuple, dict] = {}
+# What must match for an earlier study's scores to be taken over (besides the checkpoints and the images).
+SAME_SETTINGS = ("images", "slow_images", "sanity_images", "steps", "seed")
 
 
-def run_study(cfg: StudyConfig, on_progress=None) -> dict:
-    """Run the study; returns the dictionary written under ``"faithfulness"`` (see the module doc)."""
+def unchanged_roles(earlier: dict | None, cfg: StudyConfig, digests: dict[str, str], fingerprint: str,
+                    slow: np.ndarray) -> set[str]:
+    """The models whose checkpoint ``earlier`` (a study's dictionary) scored, on the same test images with the
+    same settings: their deletion/insertion scores and sanity cascades need not be computed again."""
+    if not earlier or earlier.get("test_fingerprint") != fingerprint or earlier.get("slow_subset") != slow.tolist():
+        return set()
+    if any((earlier.get("config") or {}).get(k) != getattr(cfg, k) for k in SAME_SETTINGS):
+        return set()
+    return {role for role in ROLES if (earlier.get("checkpoints") or {}).get(role) == digests[role]}
+
+
+def _earlier_curves(earlier: dict, name: str, key: str) -> dict | None:
+    """Per-image AUCs of one earlier score (as stored: rounded to 4 decimals, None for non-finite), or None."""
+    stored = (earlier["methods"].get(name) or {}).get(key)
+    if not stored or any("values" not in stored.get(m, {}) for m in ("deletion_auc", "insertion_auc")):
+        return None
+    return {m: np.array([np.nan if v is None else v for v in stored[m]["values"]], dtype=np.float64)
+            for m in ("deletion_auc", "insertion_auc")}
+
+
+def run_study(cfg: StudyConfig, on_progress=None, earlier: dict | None = None) -> dict:
+    """Run the study; returns the dictionary written under ``"faithfulness"`` (see the module doc).
+
+    ``earlier``: a study of the same test images and settings. Scores whose explaining and scoring checkpoints
+    are both unchanged since it (the teacher's own and its baselines', after a retrain of the student alone) are
+    taken from it instead of computed again; the maps are still made, so their times and localisation are new.
+    """
     if not cfg.explained or set(cfg.explained) - set(ROLES):
         raise ValueError(f"explained must name some of {ROLES}, got {cfg.explained}")
     if cfg.threads:
@@ -186,6 +209,7 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
     preds = {role: predict_tensor(loaded[role][0], xs[role]).argmax(1) for role in ROLES}
     slow = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, cfg.slow_images), replace=False))
     subsets = {m: (slow if m in SLOW_METHODS else np.arange(n)) for m in cfg.methods}
+    unchanged = unchanged_roles(earlier, cfg, digests, ds.fingerprint, slow)
     prior = mask_prior(metas["teacher"].input_size) if ds.masks is not None else None
     baselines = [b for b in BASELINES if b != "mask_prior" or prior is not None]
 
@@ -220,9 +244,8 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
                 if name not in BASELINES and explainer not in cfg.explained:
                     continue
                 key = explainer if explainer == scorer else f"{explainer}_on_{scorer}"
-                memo = (digests["teacher"], digests[scorer], ds.fingerprint, name, len(idx), cfg.steps, cfg.seed)
-                if name in BASELINES and memo in _BASELINE_CURVES:
-                    entry[key] = _BASELINE_CURVES[memo]
+                if {explainer, scorer} <= unchanged and (kept := _earlier_curves(earlier, name, key)) is not None:
+                    entry[key] = kept
                     continue
                 model, meta = loaded[scorer]
                 m = _resize(maps[explainer][name], meta.input_size)  # every map set holds exactly the images idx
@@ -230,8 +253,6 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
                 entry[key] = {
                     "deletion_auc": deletion_curve(model, xs[scorer][idx], m, targets, steps=cfg.steps).auc,
                     "insertion_auc": insertion_curve(model, xs[scorer][idx], m, targets, steps=cfg.steps).auc}
-                if name in BASELINES:
-                    _BASELINE_CURVES[memo] = entry[key]
         scores[name] = entry
         log.info("scored %s on %d images", name, len(idx))
     if on_progress:
@@ -265,6 +286,9 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
     for method in [m for m in cfg.methods if m in CHEAP_METHODS]:
         sanity[method] = {}
         for role in cfg.explained:
+            if role in unchanged and role in (earlier.get("sanity") or {}).get(method, {}):
+                sanity[method][role] = earlier["sanity"][method][role]
+                continue
             model, _ = loaded[role]
             runs = [sanity_check(model, xs[role][i:i + 1], method, int(preds[role][i]), n_layers=None) for i in few]
             sanity[method][role] = [{"layer": step.layer, "spearman": summary([r.steps[s].spearman for r in runs]),
@@ -282,6 +306,8 @@ def run_study(cfg: StudyConfig, on_progress=None) -> dict:
         "input_size": {role: metas[role].input_size for role in ROLES},
         "tolerance_px": tolerance(metas["teacher"].input_size) if ds.masks is not None else None,
         "methods": methods_out, "sanity": sanity, "environment": environment(),
+        # scores of these models (own, baselines, and between two of them) taken from an earlier study
+        "scores_from_earlier_study": sorted(unchanged),
         "scoring": "probability of the scoring model's predicted class; maps explain the explaining model's "
                    "predicted class; deletion to the mean colour, insertion from a blurred image",
     }
@@ -334,11 +360,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--fresh", action="store_true",
+                        help="compute every score, even those of checkpoints the study in results.json scored")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
                       tuple(args.methods), args.steps, args.seed, args.threads)
-    study = run_study(cfg)
+    results = Path(args.checkpoints) / args.dataset / "results.json"
+    earlier = None if args.fresh or not results.is_file() else json.loads(results.read_text()).get("faithfulness")
+    study = run_study(cfg, earlier=earlier)
+    if study["scores_from_earlier_study"]:
+        print(f"scores of the unchanged {' and '.join(study['scores_from_earlier_study'])} taken from {results}")
     path = write_study(study, args.checkpoints, args.dataset)
     for name, out in study["methods"].items():
         own = {r: out[r]["deletion_auc"].get("mean", float("nan")) for r in ROLES}

@@ -49,4 +49,4 @@ def test_a_quick_run_trains_scores_and_times_each_variant(tmp_path):
             assert v["ms"] > 0 and v["speedup"] > 0 and 0 <= v["deletion_on_teacher"] <= 1
             assert 0 <= v["hit"] <= 1  # the phantom has lesion masks
     table = out.with_suffix(".md").read_text()
-    assert table.count("| CAM |") == 2 and "mask prior" in table and "(default)" in table
+    assert table.count("| CAM |") == 2 and "mask prior" in table and "(library default)" in table

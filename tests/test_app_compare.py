@@ -117,9 +117,21 @@ def check_gallery(root: Path) -> tuple:
     return at, disagree
 
 
-def test_gallery_lists_disagreements_and_opens_explanations():
-    at, disagree = check_gallery(SHIPPED)
-    assert disagree, "the shipped pair should part ways on some of these images"
+def test_gallery_lists_disagreements_and_opens_explanations(tmp_path, monkeypatch):
+    # the shipped pair may agree on every image here: this student has two of its classes swapped in the head
+    folder = tmp_path / "phantom"
+    folder.mkdir()
+    for suffix in (".pt", ".json"):
+        (folder / f"teacher{suffix}").symlink_to(SHIPPED / "phantom" / f"teacher{suffix}")
+    student, meta = checkpoints.load(SHIPPED / "phantom" / "student.pt")
+    head = [m for m in student.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        head.weight[[1, 2]] = head.weight[[2, 1]].clone()
+        head.bias[[1, 2]] = head.bias[[2, 1]].clone()
+    checkpoints.save(student, meta, folder / "student.pt")
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at, disagree = check_gallery(tmp_path)
+    assert disagree, "a student with two classes swapped parts ways with its teacher on those classes"
     explain = next(b for b in at.button if b.key == f"gallery_disagree_{disagree[0]}")
     explain.click().run()
     assert_ok(at)

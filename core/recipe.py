@@ -13,7 +13,8 @@ from core.catalog import DATASETS
 from core.distill import build_loss
 from core.models import STUDENT_POOLED_BLOCKS, TEACHERS
 
-__all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "STUDENT_ONLY_KEYS", "stage_settings", "epoch_size"]
+__all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "STUDENT_ONLY_KEYS", "stage_settings",
+           "epoch_size"]
 
 
 @dataclass

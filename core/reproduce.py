@@ -32,7 +32,7 @@ from core.evaluate import evaluate_checkpoints
 from core.metrics import mean_and_spread
 from core.models import STUDENT_POOLED_BLOCKS
 from core.stats import paired_difference
-from core.recipe import RESUME_KEYS, Stage, TrainConfig, default_stages, recorded_settings, stage_settings
+from core.recipe import Stage, TrainConfig, default_stages, recorded_settings, stage_settings
 from core.train import TrainResult, run_stages
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,8 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        batch_size=budget.batch_size, lr=budget.lr, max_per_class=budget.max_per_class,
                        schedule=budget.schedule, progressive=budget.progressive,
                        teacher_label_smoothing=budget.teacher_label_smoothing,
-                       pooled_blocks=budget.student_pooled_blocks, class_balance=max(counts) / min(counts) > SKEW, teacher_epochs=budget.teacher_epochs,
+                       pooled_blocks=budget.student_pooled_blocks, class_balance=max(counts) / min(counts) > SKEW,
+                       teacher_epochs=budget.teacher_epochs,
                        student_epochs=budget.student_epochs, seeds=SEEDS, smoothing_control=SMOOTHING_CONTROL,
                        resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
 
@@ -124,8 +125,8 @@ def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, tea
     meta = checkpoints.load_meta(path)
     train = {**recorded_settings(meta.train), "input_size": meta.input_size}
     wanted = stage_settings(cfg, stage)
-    changed = sorted(k for k in [*RESUME_KEYS, "input_size", "epochs", "seed"] if k in wanted
-                     and train.get(k) != wanted[k])
+    # role and loss are compared below, against the metadata's own fields
+    changed = sorted(k for k in wanted if k not in ("role", "loss", "loss_args") and train.get(k) != wanted[k])
     details = [f"{k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed]
     if meta.role != stage.role:
         changed.append(f"role {meta.role!r}")

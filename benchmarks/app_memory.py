@@ -267,7 +267,17 @@ def measure(args, work: Path) -> dict:
             "timeline_mb": sampler.timeline, "chromium": browser, "walk": {
                 "datasets": list(args.datasets), "pages": [p or "home" for p in pages], "methods": list(methods),
                 "upload_page": "dataset" if "dataset" in pages else "explanations",
-                "sessions": 2, "quick": bool(args.quick), "read_home": args.read_home}}
+                "sessions": 2, "quick": bool(args.quick), "read_home": args.read_home, **preload_setting()}}
+
+
+def preload_setting() -> dict:
+    """Whether the server (started with this process's environment) imports the model code in the background on
+    Home, and the torch build that decides it by default (`explorer.runtime.preload_wanted`)."""
+    from explorer import runtime
+
+    torch_dir = runtime.installed_torch_dir()
+    return {"preload": runtime.preload_wanted(torch_dir), "preload_setting": os.environ.get("KD_APP_PRELOAD"),
+            "torch_build": None if torch_dir is None else ("GPU" if runtime.is_gpu_build(torch_dir) else "CPU")}
 
 
 def cpu_model() -> str:
@@ -310,6 +320,16 @@ def with_targets(measured: dict) -> dict:
                   "met": measured[key] <= target, "label": label} for key, (target, label) in TARGETS.items()}
 
 
+def preload_words(walk: dict) -> str:
+    if walk.get("torch_build") is None:
+        return ""
+    setting = walk.get("preload_setting")
+    return (f"; torch's {walk['torch_build']} build, "
+            + (f"`KD_APP_PRELOAD={setting}`, " if setting else "")
+            + ("so Home imports the model code in the background" if walk["preload"] else
+               "Home's background import of the model code off"))
+
+
 def table(checks: dict) -> str:
     lines = [f"{'':<32} {'measured':>10} {'target':>10} {'ratio':>7}"]
     for check in checks.values():
@@ -324,11 +344,11 @@ def markdown(result: dict) -> str:
     rows = [f"| {c['label']} | {c['measured']:.2f} | <= {c['target']:g} | {c['ratio']:.2f} |"
             for c in result["checks"].values()]
     return "\n".join([
-        f"App memory and cold start (`python benchmarks/app_memory.py`{' --quick' if walk['quick'] else ''}; "
+        f"App memory and cold start (`python benchmarks/app_memory.py{' --quick' if walk['quick'] else ''}`; "
         f"two browser sessions, {len(walk['pages'])} page(s) on {', '.join(walk['datasets'])}, an upload on "
         f"{walk['upload_page']} and an Explain run with {len(walk['methods'])} method(s) each"
         + (f"; the RSS after the cold start sampled after {walk['read_home']:g} s on Home" if walk.get("read_home")
-           else "") + "):", "",
+           else "") + preload_words(walk) + "):", "",
         "| measure | measured | target | measured / target |", "| --- | --- | --- | --- |", *rows, "",
         measured_on(result["created"], env, "streamlit"), ""])
 
@@ -345,9 +365,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--timeout", type=float, default=240.0, help="seconds allowed for one page")
     parser.add_argument("--explain-timeout", type=float, default=1200.0, help="seconds allowed for one Explain run")
     parser.add_argument("--cold-timeout", type=float, default=180.0, help="seconds allowed for the cold start")
-    parser.add_argument("--read-home", type=float, default=0.0,
+    parser.add_argument("--read-home", type=float, default=10.0,
                         help="seconds on Home before the RSS after the cold start is sampled and the walk starts "
-                             "(with KD_APP_PRELOAD=1 in the environment, time for Home's background import)")
+                             "(a user reading it; where Home imports the model code in the background, time for "
+                             "that import, so that the RSS after the cold start includes it)")
     args = parser.parse_args(argv)
     if args.quick:
         args.datasets = ["phantom"]

@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": time.perf_counter() - started, "target_s": TARGET_S, "steps": steps,
                "within_target": len(pages) - len(slow), "visits": len(pages), "config": vars(args),
                "background_import_s": runtime.preload_seconds,
+               "torch_build": "GPU" if runtime.is_gpu_build(runtime.installed_torch_dir()) else "CPU",
                "environment": environment()}
     out = Path(args.out)
     atomic_write_text(out, json.dumps(payload, indent=1))
@@ -125,7 +126,7 @@ def markdown(result: dict) -> str:
             if all((p, d) in cell for d in datasets)]
     return "\n".join([
         f"First visit of each page, server time to run it (`python benchmarks/first_visit.py{' --preload' if preload else ''}`"
-        "; one fresh process, "
+        + (f", torch's {result['torch_build']} build" if result.get("torch_build") else "") + "; one fresh process, "
         f"pages in this order, datasets left to right; Home first: {home['seconds']:.2f} s, {reading}in bold: over the "
         f"{result['target_s']:g} s target):", "",
         "| page | " + " | ".join(datasets) + " |", "| --- |" + " --- |" * len(datasets), *rows, "",

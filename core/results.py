@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 # The benchmark scripts, in the order their tables are shown (each writes results/<name>.md).
-BENCHMARKS = ("explainer_speed", "train_speed", "app_memory", "first_visit", "first_visit_preload",
-              "train_worker", "student_frontier")
+BENCHMARKS = ("explainer_speed", "train_speed", "app_memory", "app_memory_cpu_build", "app_memory_gpu_build_preload",
+              "first_visit", "first_visit_preload", "first_visit_cpu_build", "train_worker", "student_frontier")
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Test accuracies reported in the paper, as far as its tables can be read.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import importlib.util
 import os
 import threading
 import time
+from pathlib import Path
 
 
 def configure_torch() -> int:
@@ -79,19 +81,53 @@ def _import_model_code() -> None:
     preload_seconds = time.perf_counter() - start
 
 
+# Libraries that only a GPU build of torch ships (CUDA on Linux and Windows, ROCm): importing such a build maps
+# them, 532 MB resident here against 229 MB for the CPU build.
+GPU_LIBRARIES = ("libtorch_cuda.so", "libtorch_hip.so", "torch_cuda.dll")
+PRELOAD_SETTINGS = ("auto", "1", "0")
+
+
+def installed_torch_dir() -> Path | None:
+    """The installed torch package's folder, found without importing it (None when torch is not installed)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def preload_wanted(torch_dir: Path | None) -> bool:
+    """Whether Home imports the model code in the background: ``$KD_APP_PRELOAD`` ``1`` or ``0``, or by default
+    (unset, empty or ``auto``) when the torch in ``torch_dir`` is a CPU build.
+
+    The background import puts torch's resident memory into the cold start. A CPU build (the share link's, from
+    ``explorer/requirements.txt``; macOS and Windows wheels) keeps that within the cold start's 600 MB of
+    ``benchmarks/app_memory.py``; a GPU build does not, so there the first page that shows a model pays the import.
+    """
+    setting = (os.environ.get("KD_APP_PRELOAD") or "auto").strip().lower()
+    if setting not in PRELOAD_SETTINGS:
+        raise ValueError(f"KD_APP_PRELOAD must be one of {', '.join(PRELOAD_SETTINGS)}, got "
+                         f"{os.environ['KD_APP_PRELOAD']!r}")
+    if setting != "auto":
+        return setting == "1"
+    return torch_dir is not None and not is_gpu_build(torch_dir)
+
+
+def is_gpu_build(torch_dir: Path) -> bool:
+    """Whether the torch in ``torch_dir`` (see `installed_torch_dir`) is a GPU build: it ships a GPU library."""
+    return any((torch_dir / "lib" / name).exists() for name in GPU_LIBRARIES)
+
+
 def preload_model_code() -> threading.Thread | None:
-    """With ``KD_APP_PRELOAD=1``: import the model code in a background thread, once per process; Home calls
-    it after it has drawn.
+    """When `preload_wanted`: import the model code in a background thread, once per process; Home calls it after
+    it has drawn.
 
     Home runs without torch so that the share link's first page comes fast (the cold start). With the preload
     the import then happens while the user reads Home, instead of on the first page that shows a model
     (``benchmarks/first_visit.py`` with and without ``--preload``); a page that needs the code before the import
-    has finished waits for the rest of it (Python's import lock). It is off by default because it adds torch's
-    resident memory to the cold start, which breaks the 600 MB target of ``benchmarks/app_memory.py`` with the
-    CUDA build of torch used here. Returns the thread (None when off).
+    has finished waits for the rest of it (Python's import lock). Returns the thread (None when off).
     """
     global _preload
-    if os.environ.get("KD_APP_PRELOAD", "0") != "1":
+    if not preload_wanted(installed_torch_dir()):
         return None
     with _PRELOAD_GUARD:
         if _preload is None:

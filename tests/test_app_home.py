@@ -26,11 +26,11 @@ def test_home_shows_banner_paper_and_a_card_per_dataset():
 
 def test_home_runs_without_importing_torch():
     # A fresh process: this one imported torch long ago. torch and torchvision are most of the cold start's
-    # time and memory; Home and the sidebar read files and metadata only (its background import is off by default).
+    # time and memory; Home and the sidebar read files and metadata only (its background import turned off here).
     script = ("import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file('explorer/Home.py', "
               "default_timeout=60).run(); assert not at.exception, at.exception; "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'pandas')))")
-    env = {k: v for k, v in os.environ.items() if k != "KD_APP_PRELOAD"}
+    env = {**os.environ, "KD_APP_PRELOAD": "0"}
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          env=env)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -49,6 +49,46 @@ def test_with_preload_home_imports_the_model_code_in_the_background_once_it_has_
                          env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip().splitlines()[-1] == "True 1 True", run.stdout[-300:]
+
+
+def _fake_torch(tmp_path, *libraries):
+    package = tmp_path / "site" / "torch"
+    (package / "lib").mkdir(parents=True)
+    for name in libraries:
+        (package / "lib" / name).write_bytes(b"")
+    return package
+
+
+def test_preload_is_on_by_default_with_a_cpu_build_of_torch_and_off_with_a_gpu_build(tmp_path, monkeypatch):
+    from explorer import runtime
+
+    monkeypatch.delenv("KD_APP_PRELOAD", raising=False)
+    cpu = _fake_torch(tmp_path / "cpu", "libtorch_cpu.so", "libc10.so")
+    assert runtime.preload_wanted(cpu)
+    assert runtime.installed_torch_dir() is not None and (runtime.installed_torch_dir() / "__init__.py").is_file()
+    for gpu_library in ("libtorch_cuda.so", "libtorch_hip.so", "torch_cuda.dll"):
+        gpu = _fake_torch(tmp_path / gpu_library, "libtorch_cpu.so", gpu_library)
+        assert not runtime.preload_wanted(gpu), gpu_library
+        monkeypatch.setenv("KD_APP_PRELOAD", "1")
+        assert runtime.preload_wanted(gpu), "KD_APP_PRELOAD=1 turns it on whatever the build"
+        monkeypatch.delenv("KD_APP_PRELOAD")
+    monkeypatch.setenv("KD_APP_PRELOAD", "0")
+    assert not runtime.preload_wanted(cpu), "KD_APP_PRELOAD=0 turns it off whatever the build"
+    # no torch installed: nothing to import in the background
+    monkeypatch.delenv("KD_APP_PRELOAD")
+    assert not runtime.preload_wanted(None)
+
+
+def test_a_malformed_preload_setting_names_the_values_it_takes(monkeypatch):
+    from explorer import runtime
+
+    monkeypatch.setenv("KD_APP_PRELOAD", "yes please")
+    try:
+        runtime.preload_wanted(None)
+    except ValueError as e:
+        assert "KD_APP_PRELOAD" in str(e) and "'yes please'" in str(e) and "auto" in str(e)
+    else:
+        raise AssertionError("a malformed KD_APP_PRELOAD was taken")
 
 
 def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):

@@ -53,6 +53,8 @@ def test_quick_run_writes_every_number_and_leaves_no_server(tmp_path):
     env = result["environment"]
     assert env["cpu"] and env["cpu_count"] > 0 and all(env[k] for k in ("python", "torch", "streamlit"))
     assert result["walk"]["quick"] and result["walk"]["sessions"] == 2
+    # whether Home imported the model code in the background, and the torch build that decided it
+    assert result["walk"]["torch_build"] in ("CPU", "GPU") and isinstance(result["walk"]["preload"], bool)
     steps = result["steps"]
     assert {s["session"] for s in steps} == {"session 1", "session 2"}
     assert any("upload" in s["step"] for s in steps) and any("explain" in s["step"] for s in steps)
@@ -61,6 +63,7 @@ def test_quick_run_writes_every_number_and_leaves_no_server(tmp_path):
 
     snippet = out.with_suffix(".md").read_text()
     assert "| RSS at peak, MB |" in snippet and env["torch"] in snippet
+    assert f"torch's {result['walk']['torch_build']} build" in snippet
     assert "measured" in proc.stdout and "RSS at peak" in proc.stdout  # the printed table
     assert not Path(f"/proc/{result['server_pid']}").exists(), "the server process is still there"
     assert not group_members(result["server_pid"]), "a child of the server outlived it"

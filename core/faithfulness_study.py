@@ -77,7 +77,7 @@ def study_images(meta: checkpoints.CheckpointMeta, images: int | None, root: str
     if meta.dataset == "phantom":
         counts = np.bincount(np.asarray(load_dataset("phantom", "test", input_size=32).targets))
     else:
-            counts = np.bincount(np.asarray(load_dataset(meta.dataset, "test", root=root, input_size=8,
+        counts = np.bincount(np.asarray(load_dataset(meta.dataset, "test", root=root, input_size=8,
                                                      protocol=(meta.train or {}).get("protocol", "official")).targets))
     cap = next((c for c in range(1, int(counts.max()) + 1) if np.minimum(counts, c).sum() >= images),
                int(counts.max()))

@@ -15,7 +15,8 @@ metadata), then scored by `core.faithfulness_study` on the same test images:
   run (`core.bench.benchmark_methods`), and their ratio against the target (at least `TARGET` times faster).
 The recommended default is the variant with the best localisation (the phantom) or cross-model deletion AUC
 (a real dataset) among those meeting the speed target. Run it alone: it trains. The numbers go to
-``benchmarks/results/student_frontier.json`` with a Markdown table beside it, rendered into the README.
+``benchmarks/results/student_frontier.json`` (``student_frontier_<dataset>.json`` for a real dataset) with a
+Markdown table beside it, rendered into the README.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ from core.train import train_stage  # noqa: E402
 TARGET = 8.0  # teacher Grad-CAM time / the student's one-pass map time
 METHODS = ("cam", "feature_maps")
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "student_frontier.json"
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def default_out(dataset: str) -> Path:
+    """Each dataset's frontier in its own file (the phantom's keeps the plain name)."""
+    return RESULTS / ("student_frontier.json" if dataset == "phantom" else f"student_frontier_{dataset}.json")
 # What a run of the recipe records that is not a setting of it (or is this machine's, not the run's).
 NOT_SETTINGS = {"root", "threads", "teacher_logits", "loss", "loss_args", "seeds", "resume", "label_only",
                 "smoothing_control"}
@@ -160,7 +166,9 @@ def markdown(result: dict) -> str:
     localised = base["random_hit"] is not None
     head = "| pooled blocks | last map | parameters | accuracy | method | ms / image | teacher Grad-CAM / it |" \
            " deletion AUC on the teacher |" + (" pointing game | energy in lesion |" if localised else "")
-    lines = [f"Student variants on {result['dataset']} (`python benchmarks/student_frontier.py`; each distilled "
+    command = "python benchmarks/student_frontier.py" + ("" if result["dataset"] == "phantom" else
+                                                         f" --dataset {result['dataset']}")
+    lines = [f"Student variants on {result['dataset']} (`{command}`; each distilled "
              f"from the shipped teacher for {recipe['epochs']} epochs at {recipe['input_size']} px, seed "
              f"{recipe['seed']}, KD alpha {recipe['loss_args']['alpha']} / T {recipe['loss_args']['temperature']:g}; "
              f"scored on {result['rows'][0]['images']} test images):", "", head,
@@ -201,8 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="student epochs (default: the shipped student's)")
     parser.add_argument("--max-per-class", type=int, help="training images per class (default: all)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON file for the numbers (Markdown beside it)")
+    parser.add_argument("--out", help="JSON file for the numbers (Markdown beside it; default "
+                        "benchmarks/results/student_frontier.json, student_frontier_<dataset>.json for a real one)")
     args = parser.parse_args(argv)
+    args.out = args.out or str(default_out(args.dataset))
     result = run(args.dataset, args.pooled, Path(args.checkpoints), args.root, Path(args.runs) / args.dataset,
                  args.images, args.timing_images, args.threads,
                  **({"student_epochs": args.epochs} if args.epochs else {}),

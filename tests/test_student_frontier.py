@@ -50,3 +50,15 @@ def test_a_quick_run_trains_scores_and_times_each_variant(tmp_path):
             assert 0 <= v["hit"] <= 1  # the phantom has lesion masks
     table = out.with_suffix(".md").read_text()
     assert table.count("| CAM |") == 2 and "mask prior" in table and "(library default)" in table
+
+
+def test_a_real_datasets_frontier_goes_to_its_own_file_and_names_its_command():
+    # a run on brain_tumor must not replace the phantom's table (the README shows both)
+    assert student_frontier.default_out("phantom") != student_frontier.default_out("brain_tumor")
+    assert "brain_tumor" in student_frontier.default_out("brain_tumor").name
+    phantom = json.loads(student_frontier.default_out("phantom").read_text())
+    real = {**phantom, "dataset": "brain_tumor",
+            "baseline": {**phantom["baseline"], "random_hit": None, "mask_prior_hit": None}}
+    table = student_frontier.markdown(real)
+    assert "`python benchmarks/student_frontier.py --dataset brain_tumor`" in table
+    assert "pointing game" not in table.split("\n\n")[1]  # no lesion masks: no localisation columns

@@ -21,9 +21,20 @@ from core.study_report import faithfulness_answer_lines, faithfulness_lines, met
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
-# The benchmark scripts, in the order their tables are shown (each writes results/<name>.md).
-BENCHMARKS = ("explainer_speed", "train_speed", "app_memory", "app_memory_cpu_build", "app_memory_gpu_build_preload",
-              "first_visit", "first_visit_preload", "first_visit_cpu_build", "train_worker", "student_frontier")
+# Each benchmark table (results/<name>.md), in the order they are shown, and the command that writes it.
+BENCHMARKS = {
+    "explainer_speed": "python benchmarks/explainer_speed.py",
+    "train_speed": "python benchmarks/train_speed.py",
+    "app_memory": "python benchmarks/app_memory.py",
+    "app_memory_cpu_build": "python benchmarks/app_memory.py --quick (with torch's CPU build)",
+    "app_memory_gpu_build_preload": "KD_APP_PRELOAD=1 python benchmarks/app_memory.py --quick",
+    "first_visit": "python benchmarks/first_visit.py",
+    "first_visit_preload": "python benchmarks/first_visit.py --preload",
+    "first_visit_cpu_build": "python benchmarks/first_visit.py --preload (with torch's CPU build)",
+    "train_worker": "python benchmarks/train_worker.py",
+    "student_frontier": "python benchmarks/student_frontier.py",
+    "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
+}
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Test accuracies reported in the paper, as far as its tables can be read.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
@@ -307,10 +318,10 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
 def render_benchmarks(folder: Path = REPO / "benchmarks" / "results") -> str:
     """Each benchmark's table as its script wrote it, or the command that writes it when it has not run."""
     parts = []
-    for name in BENCHMARKS:
+    for name, command in BENCHMARKS.items():
         table = folder / f"{name}.md"
         parts.append(table.read_text(encoding="utf-8").strip() if table.is_file() else
-                     f"`python benchmarks/{name}.py` has not written its numbers yet.")
+                     f"`{command}` has not written its numbers yet.")
     return "\n\n".join(parts) + "\n"
 
 

@@ -185,6 +185,12 @@ def test_benchmark_tables_are_rendered_as_written_or_name_their_command(tmp_path
     for name in ("explainer_speed", "app_memory"):
         assert f"`python benchmarks/{name}.py` has not written its numbers yet." in section
     assert section.index("explainer_speed") < section.index("Training throughput") < section.index("app_memory")
+    # a table one script writes under another name names that script and its flags
+    assert "`python benchmarks/student_frontier.py --dataset brain_tumor` has not written" in section
+    assert "`KD_APP_PRELOAD=1 python benchmarks/app_memory.py --quick` has not written" in section
+    for command in results.BENCHMARKS.values():
+        script = next(word for word in command.split() if word.startswith("benchmarks/"))
+        assert (Path(__file__).resolve().parents[1] / script).is_file(), command
     readme = f"a\n{results.BENCH_START}\nold\n{results.BENCH_END}\nb\n"
     new = results.splice(readme, section, results.BENCH_START, results.BENCH_END)
     assert "old" not in new and new.startswith("a\n") and new.endswith("\nb\n") and "12.0 images" in new

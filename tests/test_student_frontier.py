@@ -21,17 +21,29 @@ def test_the_shipped_recipe_is_rebuilt_from_the_students_metadata():
             assert settings[key] == recorded[key], key
 
 
-def row(pooled, hit, deletion, speedup):
-    return {"pooled": pooled, "methods": {m: {"hit": hit, "deletion_on_teacher": deletion, "speedup": speedup}
-                                          for m in student_frontier.METHODS}}
+def row(pooled, hit, deletion, speedup, val_acc=0.99):
+    return {"pooled": pooled, "val_acc": val_acc,
+            "methods": {m: {"hit": hit, "deletion_on_teacher": deletion, "speedup": speedup}
+                        for m in student_frontier.METHODS}}
+
+
+RANDOM = {"random_hit": 0.1, "random_deletion_on_teacher": 0.6}
 
 
 def test_the_recommendation_is_the_most_faithful_variant_that_is_fast_enough():
     fast = student_frontier.TARGET + 1
     rows = [row(4, 0.2, 0.5, fast), row(3, 0.6, 0.3, fast), row(2, 0.9, 0.1, student_frontier.TARGET - 1)]
-    assert student_frontier.recommend(rows, localised=True)["pooled"] == 3  # 2 localises best but is too slow
-    assert student_frontier.recommend(rows, localised=False)["pooled"] == 3  # lowest deletion among the fast
-    assert student_frontier.recommend([row(2, 0.9, 0.1, 1.0)], localised=True) is None
+    assert student_frontier.recommend(rows, localised=True, baseline=RANDOM)["pooled"] == 3  # 2 localises best but is too slow
+    assert student_frontier.recommend(rows, localised=False, baseline=RANDOM)["pooled"] == 3  # lowest deletion among the fast
+    assert student_frontier.recommend([row(2, 0.9, 0.1, 1.0)], localised=True, baseline=RANDOM) is None
+
+
+def test_a_more_faithful_variant_that_decides_worse_on_validation_is_not_recommended():
+    fast, slack = student_frontier.TARGET + 1, student_frontier.ACCURACY_SLACK
+    rows = [row(4, 0.2, 0.5, fast, val_acc=0.99), row(3, 0.6, 0.3, fast, val_acc=0.99 - 2 * slack),
+            row(2, 0.5, 0.4, fast, val_acc=0.99 - slack / 2)]
+    assert student_frontier.recommend(rows, localised=False, baseline=RANDOM)["pooled"] == 2  # 3 is the most faithful, but worse
+    assert student_frontier.recommend(rows, localised=True, baseline=RANDOM)["pooled"] == 2
 
 
 def test_a_quick_run_trains_scores_and_times_each_variant(tmp_path):
@@ -62,3 +74,13 @@ def test_a_real_datasets_frontier_goes_to_its_own_file_and_names_its_command():
     table = student_frontier.markdown(real)
     assert "`python benchmarks/student_frontier.py --dataset brain_tumor`" in table
     assert "pointing game" not in table.split("\n\n")[1]  # no lesion masks: no localisation columns
+
+
+def test_no_variant_is_recommended_when_every_map_explains_the_teacher_worse_than_a_random_map():
+    fast = student_frontier.TARGET + 1
+    rows = [row(4, 0.2, 0.50, fast), row(3, 0.6, 0.43, fast)]  # deletion: lower is better
+    assert student_frontier.recommend(rows, localised=False, baseline={**RANDOM, "random_deletion_on_teacher": 0.40}) \
+        is None
+    assert student_frontier.recommend(rows, localised=False, baseline={**RANDOM, "random_deletion_on_teacher": 0.45}) \
+        ["pooled"] == 3
+    assert student_frontier.recommend(rows, localised=True, baseline={**RANDOM, "random_hit": 0.7}) is None

@@ -82,7 +82,7 @@ def _import_model_code() -> None:
 
 
 # Libraries that only a GPU build of torch ships (CUDA on Linux and Windows, ROCm): importing such a build maps
-# them, 532 MB resident here against 229 MB for the CPU build.
+# them, about twice the CPU build's resident memory (the app-memory tables of both builds in the README).
 GPU_LIBRARIES = ("libtorch_cuda.so", "libtorch_hip.so", "torch_cuda.dll")
 PRELOAD_SETTINGS = ("auto", "1", "0")
 

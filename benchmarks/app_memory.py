@@ -275,9 +275,8 @@ def preload_setting() -> dict:
     Home, and the torch build that decides it by default (`explorer.runtime.preload_wanted`)."""
     from explorer import runtime
 
-    torch_dir = runtime.installed_torch_dir()
-    return {"preload": runtime.preload_wanted(torch_dir), "preload_setting": os.environ.get("KD_APP_PRELOAD"),
-            "torch_build": None if torch_dir is None else ("GPU" if runtime.is_gpu_build(torch_dir) else "CPU")}
+    return {"preload": runtime.preload_wanted(runtime.installed_torch_dir()),
+            "preload_setting": os.environ.get("KD_APP_PRELOAD"), "torch_build": runtime.torch_build()}
 
 
 def cpu_model() -> str:

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": time.perf_counter() - started, "target_s": TARGET_S, "steps": steps,
                "within_target": len(pages) - len(slow), "visits": len(pages), "config": vars(args),
                "background_import_s": runtime.preload_seconds,
-               "torch_build": "GPU" if runtime.is_gpu_build(runtime.installed_torch_dir()) else "CPU",
+               "torch_build": runtime.torch_build(),
                "environment": environment()}
     out = Path(args.out)
     atomic_write_text(out, json.dumps(payload, indent=1))

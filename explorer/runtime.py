@@ -117,6 +117,12 @@ def is_gpu_build(torch_dir: Path) -> bool:
     return any((torch_dir / "lib" / name).exists() for name in GPU_LIBRARIES)
 
 
+def torch_build() -> str | None:
+    """"GPU" or "CPU": the installed torch's build, as the benchmarks record it (None when torch is missing)."""
+    torch_dir = installed_torch_dir()
+    return None if torch_dir is None else ("GPU" if is_gpu_build(torch_dir) else "CPU")
+
+
 def preload_model_code() -> threading.Thread | None:
     """When `preload_wanted`: import the model code in a background thread, once per process; Home calls it after
     it has drawn.

@@ -155,9 +155,25 @@ def _accuracy(results: dict, key: str) -> float:
     return results["summary"][key]["accuracy"]["mean"]
 
 
+def _budget_words(budget: dict) -> str:
+    return f"{budget.get('input_size')} px, {budget.get('teacher_epochs')} teacher epochs"
+
+
+def split_mismatch(official: dict, pooled: dict) -> str | None:
+    """Why the two splits' results cannot be compared as they are (another budget), or None when they can."""
+    a, b = official.get("budget") or {}, pooled.get("budget") or {}
+    if a == b:
+        return None
+    return f"budgets differ (official {_budget_words(a)}; pooled {_budget_words(b)})"
+
+
 def split_gain(official: dict, pooled: dict) -> list[dict]:
     """Teacher and mean-over-seeds student accuracies on the official and the pooled split of one dataset,
-    with the points the pooled (leaky) split adds; one row per model key (teacher, student, label_only)."""
+    with the points the pooled (leaky) split adds; one row per model key (teacher, student, label_only).
+    Raises ValueError where the two ran with different budgets: the gain would mix the split with the recipe."""
+    mismatch = split_mismatch(official, pooled)
+    if mismatch:
+        raise ValueError(f"the official and pooled splits cannot be compared: {mismatch}")
     return [{"model": key, "official": _accuracy(official, key), "pooled": _accuracy(pooled, key),
              "gain_points": 100 * (_accuracy(pooled, key) - _accuracy(official, key))}
             for key in ("teacher", "student", "label_only")]
@@ -170,6 +186,12 @@ def leakage_lines(found: list[dict]) -> list[str]:
     for (name, protocol), pooled in by_key.items():
         official = by_key.get((name, "official"))
         if protocol != "pooled" or official is None:
+            continue
+        mismatch = split_mismatch(official, pooled)
+        if mismatch:
+            lines.append(f"On {name}, the pooled random split is not compared with the official split here: their "
+                         f"{mismatch}; `python -m core.reproduce {name} --protocol pooled` reruns it with the "
+                         "official split's budget.")
             continue
         gain = {row["model"]: row["gain_points"] for row in split_gain(official, pooled)}
 

@@ -15,7 +15,7 @@ from core import predictions
 from core.evaluate import latency_ms
 from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, never_predicted, pair_report
-from core.results import split_gain
+from core.results import split_gain, split_mismatch
 from core.models import count_flops, count_parameters, feature_layers, layer_table
 from explorer import listing, loaders, roles
 from explorer.loaders import LoadedModel
@@ -177,12 +177,17 @@ def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
     return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}
 
 
-def split_comparison(dataset: str) -> list[dict] | None:
+def split_comparison(dataset: str) -> list[dict] | str | None:
     """Test accuracy on the official split beside the paper's pooled random split (same recipe), when
-    ``core.reproduce`` shipped both: `core.results.split_gain` with the app's labels."""
+    ``core.reproduce`` shipped both: `core.results.split_gain` with the app's labels. A sentence instead
+    where the two ran with different budgets (their difference would not be the split's)."""
     official, pooled = loaders.results(dataset), loaders.results(dataset, "pooled")
     if official is None or pooled is None:
         return None
+    mismatch = split_mismatch(official, pooled)
+    if mismatch:
+        return (f"The pooled random split is not compared with the official split: their {mismatch}, so the "
+                "difference would not be the split's alone.")
     try:
         rows = split_gain(official, pooled)
     except (KeyError, TypeError):  # a results.json without the accuracies

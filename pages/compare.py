@@ -60,7 +60,9 @@ if seeds:
     st.dataframe(rows, hide_index=True, key="seeds_table")
 
 leak = analysis.split_comparison(dataset)
-if leak:
+if isinstance(leak, str):
+    st.caption(leak)
+elif leak:
     st.markdown("**Official split vs the paper's pooled random split** (train and test pooled and re-split at "
                 "random, same recipe; students averaged over seeds). Near-identical slices of one subject then "
                 "sit on both sides, so the pooled number measures memory as much as skill.")

@@ -188,6 +188,23 @@ def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path,
     assert "pooled random split" in texts(at)
 
 
+def test_splits_run_with_different_budgets_are_not_compared(tmp_path, monkeypatch):
+    spread = {"mean": 0.9, "std": 0.01, "min": 0.89, "max": 0.91, "n": 3}
+    folder = link_shipped(tmp_path)
+    for sub, size in ((folder, 128), (folder / "pooled", 96)):
+        sub.mkdir(exist_ok=True)
+        summary = {k: {"accuracy": spread} for k in ("student", "label_only")}
+        results = {"seeds": [0, 1, 2], "chosen": {"alpha": 0.5, "temperature": 4.0}, "summary": summary,
+                   "budget": {"input_size": size, "teacher_epochs": 8},
+                   "test": {"models": {"teacher": {"accuracy": 0.6}}}}
+        (sub / "results.json").write_text(json.dumps(results))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    assert not any("pooled split" in d.value.columns for d in at.dataframe)
+    assert "budgets differ (official 128 px, 8 teacher epochs; pooled 96 px, 8 teacher epochs)" in texts(at)
+
+
 def test_no_split_comparison_without_the_pooled_results(tmp_path, monkeypatch):
     link_shipped(tmp_path)
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))

@@ -4,6 +4,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 from core import results
 
 SEEDS = [0, 1, 2]
@@ -153,6 +155,18 @@ def test_pooled_gain_states_the_seed_spread_and_whether_the_kd_setting_was_share
     pooled["chosen"] = {"alpha": 0.3, "temperature": 2.0}
     (root / "brain_tumor" / "pooled" / "results.json").write_text(json.dumps(pooled))
     assert "KD settings chosen separately: alpha 0.7 / T 4 vs 0.3 / 2" in results.render(root)
+
+
+def test_no_pooled_gain_is_stated_when_the_two_splits_ran_with_different_budgets(tmp_path):
+    root = _results_tree(tmp_path, 0.95)
+    official = json.loads((root / "brain_tumor" / "results.json").read_text())
+    official["budget"] |= {"input_size": 128, "teacher_epochs": 20}
+    (root / "brain_tumor" / "results.json").write_text(json.dumps(official))
+    text = results.render(root)
+    assert "adds" not in text.split("### brain_tumor")[0]
+    assert "budgets differ (official 128 px, 20 teacher epochs; pooled 96 px, 8 teacher epochs)" in text
+    with pytest.raises(ValueError, match="budgets differ"):
+        results.split_gain(official, json.loads((root / "brain_tumor" / "pooled" / "results.json").read_text()))
 
 
 def test_upload_check_is_stated_and_flagged_stale_for_another_teacher(tmp_path):

@@ -117,4 +117,4 @@ def faithfulness_answer_lines(found: list[dict]) -> list[str]:
         parts = [f"{label} {hit_versus_prior(study, name, role)}" for label, name, role in named if name in methods]
         lines += ["", f"On the {r['dataset']}'s lesion images, pointing game within {study['tolerance_px']} px "
                   f"against the mean training mask: " + "; ".join(parts) + "."]
-    return lines
+    return lines + [""]  # the dataset sections' headings follow

@@ -13,8 +13,19 @@ import time
 from pathlib import Path
 
 
+def app_threads() -> int:
+    """The torch CPU threads the app runs on: ``$KD_APP_THREADS``, default 1 (see `configure_torch`).
+
+    Raises ValueError naming the setting when it is not a whole number of at least 1.
+    """
+    setting = (os.environ.get("KD_APP_THREADS") or "1").strip()
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(f"KD_APP_THREADS must be a whole number of at least 1, got {setting!r}")
+    return int(setting)
+
+
 def configure_torch() -> int:
-    """Use ``$KD_APP_THREADS`` (default 1) torch CPU threads; returns the number set.
+    """Use `app_threads` torch CPU threads; returns the number set.
 
     A Streamlit server runs every session in its own thread and often shares a small machine. Two
     OpenMP threads competing with any other busy process on two cores made one DenseNet121 forward
@@ -22,7 +33,7 @@ def configure_torch() -> int:
     """
     import torch  # here, not at the top: Home runs without torch
 
-    threads = max(1, int(os.environ.get("KD_APP_THREADS") or 1))
+    threads = app_threads()
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads

@@ -91,6 +91,21 @@ def test_a_malformed_preload_setting_names_the_values_it_takes(monkeypatch):
         raise AssertionError("a malformed KD_APP_PRELOAD was taken")
 
 
+def test_the_apps_torch_threads_default_to_one_and_a_malformed_setting_is_named(monkeypatch):
+    import pytest
+
+    from explorer import runtime
+
+    monkeypatch.delenv("KD_APP_THREADS", raising=False)
+    assert runtime.app_threads() == 1
+    monkeypatch.setenv("KD_APP_THREADS", "3")
+    assert runtime.app_threads() == 3
+    for bad in ("two", "0", "-1"):
+        monkeypatch.setenv("KD_APP_THREADS", bad)
+        with pytest.raises(ValueError, match=f"KD_APP_THREADS must be a whole number of at least 1, got '{bad}'"):
+            runtime.app_threads()
+
+
 def test_explore_button_switches_the_shared_dataset(tmp_path, monkeypatch):
     # Neither real data nor real-dataset checkpoints: their buttons are disabled.
     (tmp_path / "data").mkdir()

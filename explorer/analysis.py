@@ -168,13 +168,40 @@ def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
     summary = (results or {}).get("summary")
     if not isinstance(summary, dict):
         return None
-    columns = (("accuracy", "accuracy"), ("macro_f1", "macro F1"), ("ece", "ECE"),
-               ("agreement", "agreement with teacher"))
+    columns = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
+               ("ece", "ECE"), ("agreement", "agreement with teacher"))
     rows = [{"model": roles.results_label(key),
              **{name: f"{summary[key][k]['mean']:.4f} ± {summary[key][k]['std']:.4f}"
                 for k, name in columns if k in summary[key]}}
-            for key in ("student", "label_only") if key in summary]
+            for key in ("student", "label_only", "smoothing") if key in summary]
     return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}
+
+
+PAIRED_COMPARISONS = {"student_minus_label_only": "Distilled minus labels only",
+                      "student_minus_smoothing": "Distilled minus label smoothing"}
+
+
+def paired_differences(dataset: str) -> tuple[list[dict], str] | None:
+    """Test accuracy of the distilled student minus each control, paired by seed (``results.json``'s ``paired``,
+    `core.stats.paired_difference`), in points with the 95% interval and both p-values; and the test's name.
+    None when not shipped."""
+    paired = (loaders.results(dataset) or {}).get("paired")
+    if not isinstance(paired, dict):
+        return None
+    rows, test = [], ""
+    for key, label in PAIRED_COMPARISONS.items():
+        d = (paired.get(key) or {}).get("accuracy")
+        if not isinstance(d, dict):
+            continue
+        try:
+            low, high = (100 * float(v) for v in d["ci"])
+            rows.append({"comparison": label, "seeds": int(d["n"]), "difference (points)": 100 * float(d["mean"]),
+                         "95% CI (points)": f"{low:+.2f} to {high:+.2f}", "p (paired t-test)": float(d["p_value"]),
+                         "p (sign flip)": float(d["p_sign_flip"])})
+        except (KeyError, TypeError, ValueError):  # a malformed entry: left out, the others still shown
+            continue
+        test = str(d.get("test", test))
+    return (rows, test) if rows else None
 
 
 def split_comparison(dataset: str) -> list[dict] | str | None:

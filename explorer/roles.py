@@ -6,6 +6,10 @@ ROLES = tuple(ROLE_LABELS)  # checkpoint roles: <checkpoint root>/<dataset>/<rol
 RESULTS_ROLES = {"teacher": "teacher", "student": "student", "label_only": "student_label_only"}
 
 
+# Controls trained and scored over seeds but not shipped as checkpoints.
+CONTROL_LABELS = {"smoothing": "Student (label smoothing)"}
+
+
 def results_label(key: str) -> str:
-    """Display label of a model named by its results.json key (teacher, student, label_only)."""
-    return ROLE_LABELS[RESULTS_ROLES[key]]
+    """Display label of a model named by its results.json key (teacher, student, label_only, smoothing)."""
+    return CONTROL_LABELS[key] if key in CONTROL_LABELS else ROLE_LABELS[RESULTS_ROLES[key]]

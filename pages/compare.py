@@ -58,6 +58,16 @@ if seeds:
     st.markdown(f"**Over {len(info['seeds'])} seeds** (KD setting chosen on validation: alpha = "
                 f"{chosen.get('alpha')}, T = {chosen.get('temperature')}); the models above are the first seed.")
     st.dataframe(rows, hide_index=True, key="seeds_table")
+paired = analysis.paired_differences(dataset)
+if paired:
+    rows, test = paired
+    st.markdown("**Is the gain from the teacher?** Test accuracy of the distilled student minus each control "
+                "trained from the same initialisation on the same augmented images in the same order, paired by "
+                f"seed: the 95% interval and p from a {test}, and the exact sign-flip test over seeds.")
+    st.dataframe(rows, hide_index=True, key="paired_table",
+                 column_config={"difference (points)": st.column_config.NumberColumn(format="%+.2f"),
+                                "p (paired t-test)": st.column_config.NumberColumn(format="%.3g"),
+                                "p (sign flip)": st.column_config.NumberColumn(format="%.3g")})
 
 leak = analysis.split_comparison(dataset)
 if isinstance(leak, str):

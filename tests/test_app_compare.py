@@ -170,6 +170,37 @@ def test_spread_over_seeds_is_shown_when_results_are_shipped(tmp_path, monkeypat
     assert table["accuracy"][0] == "0.9000 ± 0.0100"
 
 
+def test_the_label_smoothing_control_balanced_accuracy_and_paired_differences_are_shown(tmp_path, monkeypatch):
+    def spread(mean):
+        return {"mean": mean, "std": 0.01, "min": mean - 0.01, "max": mean + 0.01, "n": 5}
+
+    summary = {k: {m: spread(0.9 if k == "student" else 0.85) for m in ("accuracy", "balanced_accuracy")}
+               for k in ("student", "label_only", "smoothing")}
+
+    def paired(mean, low, high, p):
+        return {"accuracy": {"mean": mean, "ci": [low, high], "p_value": p, "p_sign_flip": 0.0625, "n": 5,
+                             "test": "paired t-test over seeds, df = 4", "differences": [mean] * 5, "std": 0.01}}
+
+    results = {"seeds": [0, 1, 2, 3, 4], "chosen": {"alpha": 0.5, "temperature": 2.0}, "summary": summary,
+               "paired": {"student_minus_label_only": paired(0.05, 0.03, 0.07, 0.001),
+                          "student_minus_smoothing": paired(-0.004, -0.02, 0.012, 0.5)}}
+    (link_shipped(tmp_path) / "results.json").write_text(json.dumps(results))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    seeds = next(d.value for d in at.dataframe if "accuracy" in d.value.columns and "model" in d.value.columns
+                 and "balanced accuracy" in d.value.columns)
+    assert list(seeds["model"]) == ["Student (distilled)", "Student (labels only)", "Student (label smoothing)"]
+    assert seeds["balanced accuracy"][2] == "0.8500 ± 0.0100"
+    table = next(d.value for d in at.dataframe if "difference (points)" in d.value.columns)
+    assert list(table["comparison"]) == ["Distilled minus labels only", "Distilled minus label smoothing"]
+    rows = table.to_dict("records")
+    assert abs(rows[0]["difference (points)"] - 5.0) < 1e-9 and rows[0]["95% CI (points)"] == "+3.00 to +7.00"
+    assert rows[1]["95% CI (points)"] == "-2.00 to +1.20" and rows[1]["p (paired t-test)"] == 0.5
+    assert rows[0]["p (sign flip)"] == 0.0625
+    assert "paired t-test over seeds, df = 4" in texts(at)
+
+
 def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path, monkeypatch):
     spread = {"mean": 0.9, "std": 0.01, "min": 0.89, "max": 0.91, "n": 3}
     folder = link_shipped(tmp_path)

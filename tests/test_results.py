@@ -73,6 +73,20 @@ def test_the_alzheimer_target_needs_its_balanced_accuracy_too():
     assert "0.780 (not met), balanced 0.600 (met)" in row
 
 
+def test_summary_states_the_teacher_student_gap_against_its_target():
+    # the teacher must be at least as accurate as the mean distilled student, and that student within 2 points
+    cases = {(0.95, 0.94): "+1.0 (met)", (0.95, 0.90): "+5.0 (not met)", (0.90, 0.93): "-3.0 (not met)",
+             # a tie (651 of 740 right, and a mean over 5 seeds of 3255 of 3700) that floats put 1e-16 apart
+             (0.8797297297297297, 0.8797297297297298): "+0.0 (met)"}
+    for (teacher, student), cell in cases.items():
+        row = next(line for line in results.summary_lines([results_file("brain_tumor", "official", teacher, student)])
+                   if line.startswith("| brain_tumor"))
+        assert f"| {cell} |" in row, row
+    pooled = next(line for line in results.summary_lines([results_file("brain_tumor", "pooled", 0.95, 0.90)])
+                  if line.startswith("| brain_tumor"))
+    assert "| +5.0 |" in pooled  # the targets are the official split's
+
+
 def test_summary_says_met_when_it_is(tmp_path):
     text = results.render(_results_tree(tmp_path, 0.98))
     assert "0.975 (met)" in text

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
 from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
-from scripts.screenshots import chrome, chromium_paths, errors_shown, free_port  # noqa: E402
+from scripts.screenshots import chrome, chromium_paths, click_button, errors_shown, free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "app_memory.json"
 QUICK_OUT = ROOT / "runs" / "app_memory_quick.json"  # git-ignored: a smoke run never replaces the README's numbers
@@ -115,17 +115,6 @@ def wait_rendered(driver, title: str, what: str, timeout: float, text: str | Non
     """Wait until the page shows ``title`` (and ``text``) and its script has finished running."""
     return wait_until(driver, lambda body, titles, running: title in titles and not running
                       and (text is None or text in body), what, timeout, settle=1.0)
-
-
-def click_button(driver, label: str) -> None:
-    """Press the button whose text is ``label`` (a Material icon's name may come first)."""
-    from selenium.webdriver.common.by import By
-
-    buttons = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip().splitlines()[-1:] == [label]]
-    if not buttons:
-        raise LookupError(f"no button labelled {label!r} at {driver.current_url}")
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", buttons[0])
-    buttons[0].click()
 
 
 def write_png(path: Path, side: int = 300) -> Path:

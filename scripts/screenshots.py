@@ -119,22 +119,26 @@ def wait_for_text(driver, text: str, timeout: float = 180.0) -> None:
     time.sleep(1.0)  # let Plotly finish drawing
 
 
-def click_button(driver, label: str) -> None:
-    """Click the (first) button whose text is ``label`` (a Material icon's name may come first)."""
+def click_button(driver, label: str, attempts: int = 15) -> None:
+    """Click the (first) button whose text is ``label`` (a Material icon's name may come first).
+
+    Looks again once a second, ``attempts`` times in all: the page may re-render between finding the button and
+    clicking it, and on a loaded machine a page's button can show a few seconds after its text has settled.
+    """
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
-    for attempt in range(5):  # the page may re-render between finding the button and clicking it
+    for attempt in range(attempts):
         try:
             buttons = [b for b in driver.find_elements(By.TAG_NAME, "button")
                        if b.text.strip().splitlines()[-1:] == [label]]
             if not buttons:
-                raise LookupError(f"no button labelled {label!r}")
+                raise LookupError(f"no button labelled {label!r} at {driver.current_url}")
             driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", buttons[0])
             buttons[0].click()
             return
         except (WebDriverException, LookupError):
-            if attempt == 4:
+            if attempt == attempts - 1:
                 raise
             time.sleep(1.0)
 

@@ -171,13 +171,23 @@ def split_mismatch(official: dict, pooled: dict) -> str | None:
 
 def split_gain(official: dict, pooled: dict) -> list[dict]:
     """Teacher and mean-over-seeds student accuracies on the official and the pooled split of one dataset,
-    with the points the pooled (leaky) split adds; one row per model key (teacher, student, label_only).
-    Raises ValueError where the two ran with different budgets: the gain would mix the split with the recipe."""
+    with the points the pooled (leaky) split adds and, for the students, the spread over seeds on each split
+    (``std_points``: official, pooled; None for the teacher, one run); one row per model key (teacher, student,
+    label_only). Raises ValueError where the two ran with different budgets: the gain would mix the split with the
+    recipe."""
     mismatch = split_mismatch(official, pooled)
     if mismatch:
         raise ValueError(f"the official and pooled splits cannot be compared: {mismatch}")
+
+    def std_points(key: str) -> tuple[float, float] | None:
+        try:  # the spread is told where both files have it; a file without it keeps its accuracies
+            return None if key == "teacher" else tuple(100 * float(r["summary"][key]["accuracy"]["std"])
+                                                       for r in (official, pooled))
+        except (KeyError, TypeError, ValueError):
+            return None
+
     return [{"model": key, "official": _accuracy(official, key), "pooled": _accuracy(pooled, key),
-             "gain_points": 100 * (_accuracy(pooled, key) - _accuracy(official, key))}
+             "gain_points": 100 * (_accuracy(pooled, key) - _accuracy(official, key)), "std_points": std_points(key)}
             for key in ("teacher", "student", "label_only")]
 
 
@@ -195,11 +205,12 @@ def leakage_lines(found: list[dict]) -> list[str]:
                          f"{mismatch}; `python -m core.reproduce {name} --protocol pooled` reruns it with the "
                          "official split's budget.")
             continue
-        gain = {row["model"]: row["gain_points"] for row in split_gain(official, pooled)}
+        rows = {row["model"]: row for row in split_gain(official, pooled)}
+        gain = {key: row["gain_points"] for key, row in rows.items()}
 
         def spread(key: str) -> str:
-            sd = [100 * r["summary"][key]["accuracy"]["std"] for r in (official, pooled)]
-            return f" (seed std {sd[0]:.1f} and {sd[1]:.1f} points)"
+            sd = rows[key]["std_points"]
+            return "" if sd is None else " (seed std {:.1f} and {:.1f} points)".format(*sd)
 
         same_kd = official.get("chosen") == pooled.get("chosen")
         kd = "the same KD setting" if same_kd else (

@@ -220,4 +220,6 @@ def split_comparison(dataset: str) -> list[dict] | str | None:
     except (KeyError, TypeError):  # a results.json without the accuracies
         return None
     return [{"model": roles.results_label(r["model"]), "official split": r["official"], "pooled split": r["pooled"],
-             "gain from leakage (points)": r["gain_points"]} for r in rows]
+             "gain from leakage (points)": r["gain_points"],
+             "seed std, official / pooled (points)": "–" if r["std_points"] is None
+             else "{:.1f} / {:.1f}".format(*r["std_points"])} for r in rows]

@@ -206,7 +206,8 @@ def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path,
     folder = link_shipped(tmp_path)
     for sub, shift in ((folder, 0.0), (folder / "pooled", 0.08)):
         sub.mkdir(exist_ok=True)
-        summary = {k: {"accuracy": {**spread, "mean": 0.7 + shift}} for k in ("student", "label_only")}
+        summary = {k: {"accuracy": {**spread, "mean": 0.7 + shift, "std": 0.01 + shift / 4}}
+                   for k in ("student", "label_only")}
         results = {"seeds": [0, 1, 2], "chosen": {"alpha": 0.5, "temperature": 4.0}, "summary": summary,
                    "test": {"models": {"teacher": {"accuracy": 0.6 + shift}}}}
         (sub / "results.json").write_text(json.dumps(results))
@@ -216,6 +217,8 @@ def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path,
     table = next(d.value for d in at.dataframe if "pooled split" in d.value.columns)
     assert list(table["model"]) == ["Teacher", "Student (distilled)", "Student (labels only)"]
     assert abs(table["gain from leakage (points)"][0] - 8.0) < 1e-9
+    # each student gain beside its spread over seeds on both splits (the teacher is one run)
+    assert list(table["seed std, official / pooled (points)"]) == ["–", "1.0 / 3.0", "1.0 / 3.0"]
     assert "pooled random split" in texts(at)
 
 

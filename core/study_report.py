@@ -90,6 +90,13 @@ def hit_versus_prior(study: dict, name: str, role: str) -> str:
             f"(McNemar p = {test['p_value']:.2g}, {test['n_discordant']} discordant of {len(pairs)}: {side} the prior)")
 
 
+def _cascade_end(sanity: dict, name: str, role: str) -> str:
+    """The median rank correlation at a sanity cascade's last step (every layer re-initialised), with its n."""
+    steps = sanity.get(name, {}).get(role) or []
+    last = steps[-1].get("spearman", {}) if steps else {}
+    return "–" if last.get("median") is None else f"{last['median']:.2f} ({last['n']})"
+
+
 def faithfulness_answer_lines(found: list[dict]) -> list[str]:
     """The study's answer across datasets: the student's cheap maps perturbing the *teacher's* score."""
     studied = [r for r in found if r.get("faithfulness") and r.get("protocol", "official") == "official"]
@@ -108,6 +115,18 @@ def faithfulness_answer_lines(found: list[dict]) -> list[str]:
         cells += [_pair(methods["grad_cam"]["teacher"]) if "grad_cam" in methods else "–",
                   _pair(methods["random"]["teacher"])]
         lines.append(f"| {r['dataset']} | {r['faithfulness']['images']} | " + " | ".join(cells) + " |")
+    lines += ["", "Does the map depend on what the model learnt? The model-randomisation cascade (every layer "
+              "re-initialised, top layer first; the Faithfulness page shows each step): the median rank correlation "
+              "of the map with the trained model's map at the last step, over the images where it is finite (their "
+              "number in brackets; a map that turns constant, as Grad-CAM often does on a random DenseNet, has none, "
+              "and – means no image kept a non-constant map). Near 1, the map looks the same without the learnt "
+              "weights: it shows the image more than the model's evidence.", "",
+              "| dataset | student's feature maps | student's CAM | teacher's feature maps | teacher's Grad-CAM |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in studied:
+        cells = [_cascade_end(r["faithfulness"].get("sanity", {}), name, role) for name, role in
+                 (("feature_maps", "student"), ("cam", "student"), ("feature_maps", "teacher"), ("grad_cam", "teacher"))]
+        lines.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
     for r in studied:
         study, methods = r["faithfulness"], r["faithfulness"]["methods"]
         if "mask_prior" not in methods or "localisation" not in methods["mask_prior"]:

@@ -299,3 +299,25 @@ def test_the_cross_dataset_answer_reads_the_students_maps_on_the_teachers_score(
            "not distinguishable from the prior)" in text
     assert "pointing game within 9 px" in text
     assert results.faithfulness_answer_lines(found[1:]) == []
+
+
+def _cascade(medians: list[float | None], n: int = 8) -> list[dict]:
+    """A sanity cascade's steps, top layer first; None: no image gave a finite correlation at that step."""
+    return [{"layer": f"layer{i}", "spearman": {"n": 0, "values": []} if m is None else {"median": m, "n": n}}
+            for i, m in enumerate(medians)]
+
+
+def test_the_cross_dataset_answer_tells_how_far_each_map_moves_once_every_layer_is_randomised():
+    sanity = {"feature_maps": {"student": _cascade([1.0, 0.95, 0.91]), "teacher": _cascade([1.0, 0.3])},
+              "cam": {"student": _cascade([0.2, -0.05]), "teacher": _cascade([0.1, None])},
+              "grad_cam": {"teacher": _cascade([0.4, 0.12], n=3)}}
+    study = {"images": 24, "sanity": sanity, "methods": {
+        "feature_maps": {"student_on_teacher": _scores(0.2, 0.8), "teacher": _scores(0.9, 0.1)},
+        "random": {"teacher": _scores(0.5, 0.5), "baseline": True}}}
+    found = [{"dataset": "alzheimer", "protocol": "official", "faithfulness": study},
+             {"dataset": "eye_disease", "protocol": "official", "faithfulness": {**study, "sanity": {}}}]
+    text = "\n".join(results.faithfulness_answer_lines(found))
+    # the last step of each cascade (every layer re-initialised): median rank correlation with the trained map
+    # columns: the student's feature maps and CAM, the teacher's feature maps and Grad-CAM; (n images)
+    assert "| alzheimer | 0.91 (8) | -0.05 (8) | 0.30 (8) | 0.12 (3) |" in text
+    assert "| eye_disease | – | – | – | – |" in text  # a study without the cascade

@@ -103,8 +103,9 @@ def comparison_rows(study: dict, metric: str, scoring: str = "own") -> list[dict
 
 
 def cascades(study: dict, method: str) -> dict[str, tuple[list[str], list[float]]]:
-    """``{role: (layers randomised so far, mean rank correlation per step)}`` for one method."""
-    return {role: ([s["layer"] for s in steps], [s["spearman"].get("mean", math.nan) for s in steps])
+    """``{role: (layers randomised so far, median rank correlation per step)}`` for one method (the statistic the
+    README's cascade table gives for the last step)."""
+    return {role: ([s["layer"] for s in steps], [s["spearman"].get("median", math.nan) for s in steps])
             for role, steps in study.get("sanity", {}).get(method, {}).items()}
 
 

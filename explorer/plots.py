@@ -195,13 +195,13 @@ def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitl
 
 
 def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figure:
-    """Mean rank correlation of the trained and the randomised map as the cascade randomises layer after layer
+    """Median rank correlation of the trained and the randomised map as the cascade randomises layer after layer
     (``cascades``: role -> (layers, values))."""
     fig = go.Figure()
     for role, (layers, values) in cascades.items():
         fig.add_trace(go.Scatter(x=[f"{i + 1}. {name}" for i, name in enumerate(layers)], y=values,
                                  name=label(role), mode="lines+markers", marker_color=COLORS.get(role)))
     fig.add_hline(y=0, line=dict(color=BASELINE_COLOR, dash="dot"))
-    fig.update_layout(yaxis=dict(title="rank correlation with the trained map", range=[-1, 1]),
+    fig.update_layout(yaxis=dict(title="rank correlation with the trained map (median)", range=[-1, 1]),
                       xaxis_title="layers randomised so far (head first)")
     return _compact(fig, 340)

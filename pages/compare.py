@@ -74,8 +74,9 @@ if isinstance(leak, str):
     st.caption(leak)
 elif leak:
     st.markdown("**Official split vs the paper's pooled random split** (train and test pooled and re-split at "
-                "random, same recipe; students: the mean over seeds, their spread beside the gain). Near-identical slices of one subject then "
-                "sit on both sides, so the pooled number measures memory as much as skill.")
+                "random, same recipe; students: the mean over seeds, their spread beside the gain). Near-identical "
+                "slices of one subject then sit on both sides, so the pooled number measures memory as much as "
+                "skill.")
     accuracy = st.column_config.NumberColumn(format="%.4f")
     st.dataframe(leak, hide_index=True, key="leak_table",
                  column_config={"official split": accuracy, "pooled split": accuracy,

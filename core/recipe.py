@@ -12,6 +12,7 @@ from typing import Any
 from core.catalog import DATASETS
 from core.distill import build_loss
 from core.models import STUDENT_POOLED_BLOCKS, TEACHERS
+from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
 
 __all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "STUDENT_ONLY_KEYS", "stage_settings",
            "epoch_size"]
@@ -107,13 +108,13 @@ class Stage:
 def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
     """Teacher, then per seed the distilled student (``student_s<seed>``), the label-only one
     (``label_only_s<seed>``) and, if asked, the label-smoothing control (``smoothing_s<seed>``)."""
-    stages = [Stage("teacher", "teacher")] if teacher else []
+    stages = [Stage(TEACHER.stage(), TEACHER.kind)] if teacher else []
     for seed in cfg.seeds:
-        stages.append(Stage(f"student_s{seed}", "student", seed, cfg.loss, dict(cfg.loss_args)))
+        stages.append(Stage(DISTILLED.stage(seed), DISTILLED.kind, seed, cfg.loss, dict(cfg.loss_args)))
         if cfg.label_only:
-            stages.append(Stage(f"label_only_s{seed}", "student", seed, "label_only"))
+            stages.append(Stage(LABEL_ONLY.stage(seed), LABEL_ONLY.kind, seed, "label_only"))
         if cfg.smoothing_control:
-            stages.append(Stage(f"smoothing_s{seed}", "student", seed, "label_smoothing",
+            stages.append(Stage(SMOOTHING.stage(seed), SMOOTHING.kind, seed, "label_smoothing",
                                 {"smoothing": cfg.smoothing_control}))
     return stages
 

@@ -1,0 +1,70 @@
+"""Where things live on disk: the one module that knows the layout of shipped checkpoints and of run folders.
+
+Shipped, per dataset (``<checkpoint root>/<dataset>/``, another split's in ``<dataset>/<protocol>/``)::
+
+    teacher.pt, student.pt, student_label_only.pt   each with its metadata <name>.json beside it
+    results.json      every number of `core.reproduce`, and the faithfulness study
+    predictions.npz   the test split's probabilities (`core.predictions`)
+    ood.json, ood.npz the upload check (`core.ood`)
+    timing/bench.json the explainer timing table (`core.bench`)
+
+A run (``runs/<dataset>/`` by default)::
+
+    <stage>/best.pt, <stage>/state.pt    one folder per stage: ``teacher``, ``student_s0``, ``label_only_s0`` ...
+    teacher_logits.pt                    the teacher's logits on the training views, shared by the students
+    shipped/<stage>.pt                   the float16 copies `core.reproduce` evaluates and ships
+
+The checkpoint root is ``$KD_CHECKPOINTS`` if set (tests point it at a temporary folder), else the repository's
+``checkpoints/``; it is read on every call so that a test can redirect it. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from core.roles import SHIPPED, Role
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.npz"
+TIMING_FILE = Path("timing") / "bench.json"
+BEST_FILE, STATE_FILE = "best.pt", "state.pt"
+TEACHER_LOGITS_FILE = "teacher_logits.pt"
+
+
+def checkpoint_root() -> Path:
+    """Folder holding ``<dataset>/<shipped role>.pt``."""
+    return Path(os.environ.get("KD_CHECKPOINTS") or REPO_ROOT / "checkpoints")
+
+
+def dataset_folder(dataset: str, protocol: str = "official", root: str | Path | None = None) -> Path:
+    """Folder of one dataset's shipped files: ``<root>/<dataset>``, another split's in ``<dataset>/<protocol>``."""
+    folder = Path(root if root is not None else checkpoint_root()) / dataset
+    return folder if protocol == "official" else folder / protocol
+
+
+def checkpoint_file(folder: str | Path, role: Role) -> Path:
+    """A shipped role's checkpoint in a dataset folder."""
+    if role.shipped is None:
+        raise ValueError(f"the {role.noun} is not shipped as a checkpoint")
+    return Path(folder) / f"{role.shipped}.pt"
+
+
+def shipped_checkpoints(folder: str | Path) -> dict[Role, Path]:
+    """The shipped checkpoints that exist in a dataset folder, by role, in the table's order."""
+    paths = {r: checkpoint_file(folder, r) for r in SHIPPED}
+    return {r: p for r, p in paths.items() if p.is_file()}
+
+
+def results_file(folder: str | Path) -> Path:
+    return Path(folder) / RESULTS_FILE
+
+
+def timing_file(folder: str | Path) -> Path:
+    return Path(folder) / TIMING_FILE
+
+
+def stage_folder(runs: str | Path, stage: str) -> Path:
+    """One stage's run folder (its ``best.pt`` and resumable ``state.pt``)."""
+    return Path(runs) / stage

@@ -5,8 +5,12 @@ each seed the distilled and the label-only student), each in its own run folder.
 `core.reproduce` and the app's Train page all call `run_stages`; they differ only in the settings
 and callbacks they pass. One loop (`train_stage`) serves every stage: AdamW, cosine learning-rate
 decay, early stopping on validation loss with the best weights kept, seeds set, and the full state
-written atomically after every epoch so that ``resume=True`` continues an interrupted run. The test
-split is never read here.
+written atomically after every epoch (`core.train_state`) so that ``resume=True`` continues an interrupted run.
+The test split is never read here.
+
+`train_stage` reads top to bottom: `_setup` builds what the epochs use (`StageSetup`), `_resume` gives the loop
+state to start from, `train_epoch` runs one epoch and returns its record, and `_finish` keeps the best weights
+and writes them with their metadata (`_stage_meta`).
 
 Under ``torchrun`` (`core.distributed`) the same loop trains with DistributedDataParallel: each process
 takes its shard of every epoch's sample order, validation sums are all-reduced so that every rank makes
@@ -15,6 +19,7 @@ the same early-stopping decision, and rank 0 alone writes the teacher-logit cach
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import logging
@@ -22,7 +27,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -32,17 +37,18 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from core import checkpoints, distributed
-from core.checkpoints import CheckpointMeta
+from core import checkpoints, distributed, train_state
 from core.augment import (augment_batch, augmented_views, cached_teacher_logits, channel_stats, describe_augmentation,
                           state_fingerprint)
 from core.catalog import DATASETS
-from core.data import data_fingerprint, load_dataset, materialize
+from core.checkpoints import CheckpointMeta
+from core.data import InMemoryDataset, data_fingerprint, load_dataset, materialize
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
 from core.inference import resize_batch, to_model_input
-from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, build_student, build_teacher, count_parameters
-from core.recipe import Stage, TrainConfig, default_stages, epoch_size, recorded_settings, stage_settings
+from core.models import TEACHERS, build_student, build_teacher, count_parameters
+from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
+from core.train_state import LoopState
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +68,54 @@ class TrainResult:
     path: Path | None = None  # the best.pt written
     stage: Stage | None = None
 
+    @classmethod
+    def loaded(cls, model: nn.Module | None, meta: CheckpointMeta, path: Path, stage: Stage) -> TrainResult:
+        """The result of a stage finished earlier, from its checkpoint (model None when its weights are not read)."""
+        return cls(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), path, stage)
+
+
+@dataclass(frozen=True)
+class StageSetup:
+    """What a stage's epochs use, built once before the first: data, models, loss, optimiser and schedule."""
+
+    stage: Stage
+    settings: dict  # what a resumed run must share with this one (`stage_settings` and the world size)
+    patience: int  # epochs without validation gain before stopping
+    train_ds: object  # the training split as loaded (its data fingerprint goes into the metadata)
+    train: InMemoryDataset  # its decoded uint8 copy
+    val: InMemoryDataset
+    mean: list[float]
+    std: list[float]
+    spec: dict  # the loss, as `build_loss` takes it
+    loss_fn: Callable
+    model: nn.Module  # what is evaluated and saved
+    net: nn.Module  # what batches go through: `model`, wrapped for DistributedDataParallel under torchrun
+    teacher: nn.Module | None  # a private frozen copy, when the loss reads the teacher
+    n_views: int
+    views: torch.Tensor | None  # a student's fixed augmented views of every training image
+    logits_table: torch.Tensor | None  # the teacher's logits of every view, when the loss reads them from a table
+    attention_paths: tuple[list[str], list[str]]  # student and teacher layers attention transfer compares
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+
+    @property
+    def student(self) -> bool:
+        return self.stage.role == "student"
+
+    @property
+    def epochs(self) -> int:
+        return self.settings["epochs"]
+
+    @property
+    def size(self) -> int:
+        return self.settings["input_size"]
+
 
 def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resumable_state(state_path: Path, settings: dict) -> dict:
-    """The saved state of a run, refused (ValueError) when it was made with other settings."""
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    saved = recorded_settings({"world_size": 1, **(state.get("settings") or {})})  # world_size: likewise
-    changed = sorted(k for k in settings if saved.get(k) != settings[k])
-    if changed:
-        raise ValueError(f"{state_path}: made with other settings ({', '.join(changed)} differ: "
-                         f"{', '.join(f'{k} {saved.get(k)!r} now {settings[k]!r}' for k in changed)}); "
-                         "use a new run folder or the same settings")
-    return state
 
 
 def _private_teacher(teacher: nn.Module) -> nn.Module:
@@ -148,165 +185,216 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     Raises:
         ValueError: a student loss that needs a teacher and none given, or ``resume`` with other settings.
     """
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    out = _run_folder(out)
+    setup = _setup(cfg, stage, teacher, pretrained_weights)
+    loop = _resume(cfg, setup, out / "state.pt")
+    clock = time.perf_counter() - loop.elapsed_s  # a resumed stage's seconds count those before the interruption
+    while loop.next_epoch < setup.epochs and not loop.stopped:
+        record = train_epoch(cfg, setup, loop.next_epoch, clock)
+        loop.score(record["val_loss"], setup.model)
+        if reason := _stop_reason(cfg, setup, loop, record):
+            record["stop"] = reason
+        loop.close_epoch(record)
+        if distributed.is_main():
+            train_state.save(out / "state.pt", loop, setup.settings, setup.model, setup.optimizer, setup.scheduler)
+        log.info("%s epoch %d: %s", stage.name, record["epoch"],
+                 {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        if on_epoch_end:
+            on_epoch_end(record)
+    return _finish(cfg, setup, loop, out, teacher_path)
+
+
+def _run_folder(out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    main_process, world, device = distributed.is_main(), distributed.world_size(), distributed.device()
-    if main_process:  # a kill during an earlier state write leaves its temporary file behind: nothing else would
+    # a kill during an earlier state write leaves its temporary file behind: nothing else would remove it
+    if distributed.is_main():
         checkpoints.remove_stale_temporaries(out, min_age_s=60.0)
-    student_mode = stage.role == "student"
+    return out
+
+
+def _setup(cfg: TrainConfig, stage: Stage, teacher: nn.Module | None, pretrained_weights: str | None) -> StageSetup:
+    """Data, model, loss, the teacher's copy and logits, optimiser and schedule of one stage, on this process's device.
+
+    Raises:
+        ValueError: a loss that needs a teacher and none given.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    student = stage.role == "student"
     # another world size deals other shards and another total batch: not the same run
-    settings = {**stage_settings(cfg, stage), "world_size": world}
-    epochs, size = settings["epochs"], settings["input_size"]
-    patience = cfg.patience if student_mode else (cfg.teacher_patience or epochs)
-    if student_mode and cfg.schedule == "onecycle":
-        # One-cycle peaks its rate mid-run, where validation loss is noisiest: a student stopped there keeps an
-        # early, barely trained epoch. It goes to the end of its schedule (the best validation weights are kept).
-        patience = epochs
-    key = (cfg.dataset, cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.protocol, cfg.max_per_class)
-    (train_ds, train), (_, val) = _split(cfg.dataset, "train", *key[1:]), _split(cfg.dataset, "val", *key[1:])
+    settings = {**stage_settings(cfg, stage), "world_size": distributed.world_size()}
+    size = settings["input_size"]
+    key = (cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.protocol, cfg.max_per_class)
+    (train_ds, train), (_, val) = _split(cfg.dataset, "train", *key), _split(cfg.dataset, "val", *key)
     mean, std = channel_stats(train.images)
     set_seed(stage.seed)
-    if student_mode:
+    if student:
         spec = cfg.loss_spec(stage.loss, stage.loss_args)
         model = build_student(len(train.classes), depth=cfg.depth, pooled=cfg.pooled_blocks)
     else:
         spec = cfg.teacher_loss_spec()
         model = build_teacher(cfg.teacher_arch, len(train.classes), pretrained_weights)
     loss_fn = build_loss(spec)
-    if loss_fn.uses_teacher:
-        if teacher is None:
-            raise ValueError(f"stage {stage.name}: the {stage.loss} loss needs a teacher")
-        teacher = _private_teacher(teacher)
+    if loss_fn.uses_teacher and teacher is None:
+        raise ValueError(f"stage {stage.name}: the {stage.loss} loss needs a teacher")
+    teacher = _private_teacher(teacher) if loss_fn.uses_teacher else None
     n_views = cfg.views if cfg.augment else 1
-    views = _views(train.fingerprint, n_views, cfg.data_seed, train.images) if student_mode else None
-    on_the_fly = loss_fn.uses_features  # feature terms need the teacher's activations of the same batch
-    s_paths, t_paths = attention_pairs(model, teacher, size) if on_the_fly else ([], [])  # (probes on the CPU)
-    model = model.to(device)
-    teacher = teacher.to(device) if teacher is not None and loss_fn.uses_teacher else teacher
+    views = _views(train.fingerprint, n_views, cfg.data_seed, train.images) if student else None
+    # feature terms need the teacher's activations of the same batch (the layers are probed on the CPU)
+    attention_paths = attention_pairs(model, teacher, size) if loss_fn.uses_features else ([], [])
+    device = distributed.device()
+    model, teacher = model.to(device), teacher.to(device) if teacher is not None else None
     logits_table = None
-    if loss_fn.uses_teacher and not on_the_fly:
+    if loss_fn.uses_teacher and not loss_fn.uses_features:
         cache_key = {"data": train.fingerprint, "views": n_views, "view_seed": cfg.data_seed, "input_size": size,
                      "teacher": state_fingerprint(teacher)}
         logits_table = _shared_teacher_logits(cfg.teacher_logits, teacher, views, mean, std, cache_key)
-    net = distributed.wrap(model)  # what batches go through; `model` is what is evaluated and saved
+    net = distributed.wrap(model)
+    optimizer, scheduler = _optimiser(cfg, model, settings["epochs"], len(train))
+    return StageSetup(stage, settings, _patience(cfg, stage, settings["epochs"]), train_ds, train, val, mean, std,
+                      spec, loss_fn, model, net, teacher, n_views, views, logits_table, attention_paths, optimizer,
+                      scheduler, device)
 
-    n = len(train)
-    steps = math.ceil(math.ceil(n / world) / cfg.batch_size)  # per process: each takes its shard of n
+
+def _patience(cfg: TrainConfig, stage: Stage, epochs: int) -> int:
+    if stage.role != "student":
+        return cfg.teacher_patience or epochs
+    # One-cycle peaks its rate mid-run, where validation loss is noisiest: a student stopped there keeps an
+    # early, barely trained epoch. It goes to the end of its schedule (the best validation weights are kept).
+    return epochs if cfg.schedule == "onecycle" else cfg.patience
+
+
+def _optimiser(cfg: TrainConfig, model: nn.Module, epochs: int, n: int):
+    """AdamW and its learning-rate schedule: one-cycle stepped per batch, or cosine decay stepped per epoch."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=epochs * steps + 1,
-                                                    pct_start=0.25) if cfg.schedule == "onecycle" else \
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    state_path = out / "state.pt"
-    history, best_val, bad_epochs, start_epoch, best_state = [], math.inf, 0, 0, None
-    if cfg.resume and state_path.is_file():
-        state = resumable_state(state_path, settings)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_state, history = state["best_model"], state["history"]
-        best_val, bad_epochs, start_epoch = state["best_val"], state["bad_epochs"], state["epoch"] + 1
-        torch.set_rng_state(state["rng"])
-        finished = start_epoch >= epochs or bool(history and history[-1].get("stop"))
-        log.info("%s: %s", out, "already finished" if finished else f"resumed at epoch {start_epoch + 1}/{epochs}")
-    if start_epoch == 0:
-        set_seed(stage.seed)  # the same batch order for every arm of a seed, whatever building the model drew
+    if cfg.schedule == "onecycle":
+        steps = math.ceil(math.ceil(n / distributed.world_size()) / cfg.batch_size)  # per process: its shard of n
+        return optimizer, torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr,
+                                                              total_steps=epochs * steps + 1, pct_start=0.25)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
 
-    started = time.perf_counter()
-    earlier_s = history[-1]["seconds"] if history else 0.0  # time spent before an interruption
-    stopped = history[-1].get("stop", "") if history else ""
-    for epoch in range(start_epoch, epochs):
-        if stopped:
-            break
-        net.train()
-        side = size if student_mode else epoch_size(size, epoch, epochs, cfg.progressive)
-        order = distributed.epoch_order(train.targets, cfg.class_balance, stage.seed, epoch)
-        distributed.seed_epoch_draws(stage.seed, epoch)
-        total_loss, correct, seen, train_s = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"{stage.name} epoch {epoch + 1}/{epochs} ({side} px)",
-                   leave=False, disable=not main_process)
-        for i in bar:
-            idx = order[i:i + cfg.batch_size]
-            if student_mode:  # both arms draw the same view of the same image at the same step
-                view = torch.randint(n_views, (len(idx),))
-                images = views[idx, view]
-            else:
-                flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
-                images = resize_batch(augment_batch(train.images[idx], flips, affine=cfg.augment), side)
-            x, y = to_model_input(images, mean, std).to(device), train.targets[idx].to(device)
-            if on_the_fly:
-                with record_activations(model, s_paths, keep_graph=True) as s_store:
-                    logits = net(x)
-                with torch.no_grad(), record_activations(teacher, t_paths) as t_store:
-                    t_logits = teacher(x)
-                batch = LossInputs(logits, y, t_logits, list(s_store.values()), list(t_store.values()))
-            else:
-                logits = net(x)
-                batch = LossInputs(logits, y, logits_table[idx, view].to(device) if logits_table is not None else None)
-            loss = loss_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if cfg.schedule == "onecycle":
-                scheduler.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        train_s = time.perf_counter() - train_s
-        if cfg.schedule == "cosine":
-            scheduler.step()
-        distributed.broadcast_buffers(model)
-        total_loss, correct, seen = distributed.all_sum([total_loss, correct, seen])
-        val_loss, val_acc = _validate(model, val, mean, std)
-        # the slowest rank's times: every rank then takes the same time-cap decision
-        train_s, seconds = distributed.all_max([train_s, earlier_s + time.perf_counter() - started])
-        record = {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / seen, "train_acc": correct / seen,
-                  "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"],
-                  "train_seconds": train_s, "seconds": seconds}
-        if val_loss < best_val - 1e-4:
-            best_val, bad_epochs = val_loss, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if bad_epochs >= patience and epoch + 1 < epochs:
-            record["stop"] = stopped = f"early stop: no val-loss gain in {patience} epochs"
-        if cfg.time_cap_s and seconds > cfg.time_cap_s and epoch + 1 < epochs:
-            record["stop"] = stopped = f"time cap of {cfg.time_cap_s:.0f} s reached"
-        history.append(record)
-        if main_process:
-            checkpoints.atomic_write_bytes(state_path, lambda h: torch.save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "best_model": best_state, "history": history, "best_val": best_val, "bad_epochs": bad_epochs,
-                 "epoch": epoch, "rng": torch.get_rng_state(), "settings": settings}, h),
-                resume_hint="run the same command again: the stage continues from its last completed epoch")
-        log.info("%s epoch %d: %s", stage.name, epoch + 1,
-                 {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-        if on_epoch_end:
-            on_epoch_end(record)
 
-    model.load_state_dict(best_state if best_state is not None else model.state_dict())
+def _resume(cfg: TrainConfig, setup: StageSetup, state_path: Path) -> LoopState:
+    """The loop state to start from: an interrupted run's saved one (``cfg.resume``), else a fresh one."""
+    if not (cfg.resume and state_path.is_file()):
+        set_seed(setup.stage.seed)  # the same batch order for every arm of a seed, whatever building the model drew
+        return LoopState()
+    loop = train_state.restore(state_path, setup.settings, setup.model, setup.optimizer, setup.scheduler)
+    done = loop.next_epoch >= setup.epochs or loop.stopped
+    log.info("%s: %s", state_path.parent,
+             "already finished" if done else f"resumed at epoch {loop.next_epoch + 1}/{setup.epochs}")
+    return loop
+
+
+def train_epoch(cfg: TrainConfig, setup: StageSetup, epoch: int, clock: float) -> dict:
+    """One pass over this process's shard of the training split, then validation; the epoch's record.
+
+    ``clock`` is the `time.perf_counter` reading the stage's ``seconds`` count from.
+    """
+    setup.net.train()
+    side = setup.size if setup.student else epoch_size(setup.size, epoch, setup.epochs, cfg.progressive)
+    order = distributed.epoch_order(setup.train.targets, cfg.class_balance, setup.stage.seed, epoch)
+    distributed.seed_epoch_draws(setup.stage.seed, epoch)
+    total_loss, correct, seen, train_s = 0.0, 0, 0, time.perf_counter()
+    bar = tqdm(range(0, len(order), cfg.batch_size), leave=False, disable=not distributed.is_main(),
+               desc=f"{setup.stage.name} epoch {epoch + 1}/{setup.epochs} ({side} px)")
+    for i in bar:
+        idx = order[i:i + cfg.batch_size]
+        loss, hits = _train_step(cfg, setup, idx, side)
+        total_loss, correct, seen = total_loss + loss * len(idx), correct + hits, seen + len(idx)
+        bar.set_postfix(loss=f"{loss:.3f}")
+    train_s = time.perf_counter() - train_s
+    if cfg.schedule == "cosine":
+        setup.scheduler.step()
+    distributed.broadcast_buffers(setup.model)
+    total_loss, correct, seen = distributed.all_sum([total_loss, correct, seen])
+    val_loss, val_acc = _validate(setup.model, setup.val, setup.mean, setup.std)
+    # the slowest rank's times: every rank then takes the same time-cap decision
+    train_s, seconds = distributed.all_max([train_s, time.perf_counter() - clock])
+    return {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / seen, "train_acc": correct / seen,
+            "val_loss": val_loss, "val_acc": val_acc, "lr": setup.optimizer.param_groups[0]["lr"],
+            "train_seconds": train_s, "seconds": seconds}
+
+
+def _train_step(cfg: TrainConfig, setup: StageSetup, idx: torch.Tensor, side: int) -> tuple[float, int]:
+    """One optimiser step on the training images ``idx``; its loss and number of correct predictions."""
+    images, table_logits = _batch(cfg, setup, idx, side)
+    x, y = to_model_input(images, setup.mean, setup.std).to(setup.device), setup.train.targets[idx].to(setup.device)
+    if setup.loss_fn.uses_features:
+        s_paths, t_paths = setup.attention_paths
+        with record_activations(setup.model, s_paths, keep_graph=True) as s_store:
+            logits = setup.net(x)
+        with torch.no_grad(), record_activations(setup.teacher, t_paths) as t_store:
+            t_logits = setup.teacher(x)
+        batch = LossInputs(logits, y, t_logits, list(s_store.values()), list(t_store.values()))
+    else:
+        logits = setup.net(x)
+        batch = LossInputs(logits, y, table_logits.to(setup.device) if table_logits is not None else None)
+    loss = setup.loss_fn(batch)
+    setup.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    setup.optimizer.step()
+    if cfg.schedule == "onecycle":
+        setup.scheduler.step()
+    return loss.item(), (logits.argmax(1) == y).sum().item()
+
+
+def _batch(cfg: TrainConfig, setup: StageSetup, idx: torch.Tensor,
+           side: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The uint8 images of one step and, when the loss reads a table, the teacher's logits of those same views."""
+    if not setup.student:  # the teacher: augmented on the fly, at this epoch's side
+        flips = torch.rand(len(idx)) < 0.5 if cfg.augment else torch.zeros(len(idx), dtype=torch.bool)
+        return resize_batch(augment_batch(setup.train.images[idx], flips, affine=cfg.augment), side), None
+    view = torch.randint(setup.n_views, (len(idx),))  # both arms draw the same view of the same image at each step
+    table = setup.logits_table[idx, view] if setup.logits_table is not None else None
+    return setup.views[idx, view], table
+
+
+def _stop_reason(cfg: TrainConfig, setup: StageSetup, loop: LoopState, record: dict) -> str:
+    """Why training stops after this epoch ("" to go on; never after the last epoch): no validation gain in
+    ``patience`` epochs, or the time cap (which wins when both hold)."""
+    if record["epoch"] >= setup.epochs:
+        return ""
+    if cfg.time_cap_s and record["seconds"] > cfg.time_cap_s:
+        return f"time cap of {cfg.time_cap_s:.0f} s reached"
+    if loop.bad_epochs >= setup.patience:
+        return f"early stop: no val-loss gain in {setup.patience} epochs"
+    return ""
+
+
+def _finish(cfg: TrainConfig, setup: StageSetup, loop: LoopState, out: Path,
+            teacher_path: str | Path | None) -> TrainResult:
+    """Keep the best validation weights and write them (rank 0) as ``best.pt`` with their metadata."""
+    model = setup.model
+    model.load_state_dict(loop.best_model if loop.best_model is not None else model.state_dict())
     model = model.cpu().eval()  # callers get a CPU model, as from `checkpoints.load`
-    provenance = {"augmentation": describe_augmentation(not student_mode, n_views) if cfg.augment else "none",
-                  "loss": spec}
-    if student_mode and teacher_path is not None:
-        provenance["teacher_sha256"] = checkpoints.file_sha256(teacher_path)
-    meta = CheckpointMeta(
-        arch="student" if student_mode else cfg.teacher_arch, num_classes=len(train.classes),
-        classes=list(train.classes), input_size=size, mean=mean, std=std, role=stage.role, dataset=cfg.dataset,
-        arch_args={"depth": cfg.depth, "pooled": cfg.pooled_blocks} if student_mode else {},
-        train={**asdict(cfg), **provenance, "stage": stage.name, "seed": stage.seed, "epochs": epochs,
-               "patience": patience, "history": history, "best_val_loss": best_val, "stopped": stopped,
-               "train_images": n, "val_images": len(val), "skipped_files": len(getattr(train, "skipped", [])),
-               "world_size": world},
-        kd={"loss": stage.loss, **dict(stage.loss_args), "attention_beta": cfg.attention_beta} if student_mode else None,
-        seed=stage.seed, data_fingerprint=data_fingerprint(train_ds),
-        notes=f"{count_parameters(model):,} parameters")
-    path = checkpoints.save(model, meta, out / "best.pt") if main_process else out / "best.pt"
+    meta = _stage_meta(cfg, setup, loop, teacher_path)
+    path = checkpoints.save(model, meta, out / "best.pt") if distributed.is_main() else out / "best.pt"
     _write_rank_digest(out, model)
     distributed.barrier()  # the next stage reads this best.pt (its sha256, a resume check) on every rank
-    return TrainResult(model, meta, history, stopped, path, stage)
+    return TrainResult(model, meta, loop.history, loop.stopped, path, setup.stage)
+
+
+def _stage_meta(cfg: TrainConfig, setup: StageSetup, loop: LoopState,
+                teacher_path: str | Path | None) -> CheckpointMeta:
+    """The metadata of a stage's best weights: the recipe, the loss, its data and its whole history."""
+    stage, student, train = setup.stage, setup.student, setup.train
+    provenance = {"augmentation": describe_augmentation(not student, setup.n_views) if cfg.augment else "none",
+                  "loss": setup.spec}
+    if student and teacher_path is not None:
+        provenance["teacher_sha256"] = checkpoints.file_sha256(teacher_path)
+    return CheckpointMeta(
+        arch="student" if student else cfg.teacher_arch, num_classes=len(train.classes), classes=list(train.classes),
+        input_size=setup.size, mean=setup.mean, std=setup.std, role=stage.role, dataset=cfg.dataset,
+        arch_args={"depth": cfg.depth, "pooled": cfg.pooled_blocks} if student else {},
+        train={**asdict(cfg), **provenance, "stage": stage.name, "seed": stage.seed, "epochs": setup.epochs,
+               "patience": setup.patience, "history": loop.history, "best_val_loss": loop.best_val,
+               "stopped": loop.stopped, "train_images": len(train), "val_images": len(setup.val),
+               "skipped_files": len(getattr(train, "skipped", [])), "world_size": setup.settings["world_size"]},
+        kd={"loss": stage.loss, **dict(stage.loss_args), "attention_beta": cfg.attention_beta} if student else None,
+        seed=stage.seed, data_fingerprint=data_fingerprint(setup.train_ds),
+        notes=f"{count_parameters(setup.model):,} parameters")
 
 
 @torch.no_grad()
@@ -330,8 +418,8 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
                on_epoch_end: EpochCallback | None = None) -> dict[str, TrainResult]:
     """Run the recipe's stages (default `default_stages`) in ``runs/<stage name>/``.
 
-    A teacher stage trains the teacher the students then learn from; without one, ``teacher`` (a
-    loaded model, never modified, from ``teacher_path`` if known) is used. With ``cfg.resume`` a stage whose ``best.pt`` exists is
+    A teacher stage trains the teacher the students then learn from; without one, ``teacher`` (a loaded model,
+    never modified, from ``teacher_path`` if known) is used. With ``cfg.resume`` a finished stage's ``best.pt`` is
     loaded instead of trained again, and an interrupted one continues from its ``state.pt``.
 
     Returns:
@@ -345,9 +433,8 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
             on_stage(stage)
         best, state_path = runs / stage.name / "best.pt", runs / stage.name / "state.pt"
         if cfg.resume and best.is_file() and state_path.is_file() and \
-                _finished(resumable_state(state_path, stage_settings(cfg, stage))):
-            model, meta = checkpoints.load(best)
-            result = TrainResult(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), best, stage)
+                train_state.finished(train_state.resumable_state(state_path, stage_settings(cfg, stage))):
+            result = TrainResult.loaded(*checkpoints.load(best), best, stage)
         else:
             callback = (lambda record, name=stage.name: on_epoch_end(name, record)) if on_epoch_end else None
             result = train_stage(cfg, stage, runs / stage.name, teacher, callback,
@@ -358,15 +445,22 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
     return results
 
 
-def _finished(state: dict) -> bool:
-    """A stage is finished when its last epoch ran or it stopped early."""
-    history = state.get("history") or []
-    return bool(history) and (bool(history[-1].get("stop")) or len(history) >= state["settings"]["epochs"])
+# Where the command line departs from the recipe's defaults, as the README tells its users: the label-only student
+# comes with --baseline, and a run folder is continued only with --resume (without it, a stage trains afresh in its
+# folder: the README's student with other loss settings lands in the folder of the default run).
+COMMAND_LINE_DEFAULTS = {"label_only": False, "resume": False}
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+def _command_line_defaults() -> dict:
+    """`TrainConfig`'s field defaults, read from the dataclass so that the two cannot drift, with its loss's
+    ``alpha`` and ``temperature`` and the `COMMAND_LINE_DEFAULTS` on top."""
+    recipe = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(TrainConfig)}
+    return {**recipe, **recipe["loss_args"], **COMMAND_LINE_DEFAULTS}
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; an option that sets a `TrainConfig` field stores under the field's name."""
+    d = _command_line_defaults()
     parser = argparse.ArgumentParser(
         prog="python -m core.train",
         description="Train a teacher, distil a student (and a label-only baseline), evaluate them on test.",
@@ -374,60 +468,78 @@ def main(argv: list[str] | None = None) -> None:
                "core.train ...` (DistributedDataParallel, nccl on GPUs, gloo on CPUs). --batch-size is per process "
                "(a step averages world size x --batch-size images), --lr is used as given (not scaled); rank 0 "
                "writes the checkpoints; --resume needs the same number of processes.")
-    parser.add_argument("--stage", choices=["teacher", "student", "both"], default="both",
-                        help="what to train (default: both, teacher first)")
-    parser.add_argument("--dataset", default="phantom", choices=sorted(DATASETS), help="dataset name")
-    parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets, ./data)")
-    parser.add_argument("--out", default=None, help="run folder (default: runs/<dataset>)")
-    parser.add_argument("--teacher-arch", default="densenet121", choices=list(TEACHERS), help="teacher architecture")
-    parser.add_argument("--teacher", default=None, help="existing teacher checkpoint for --stage student")
-    parser.add_argument("--pretrained-weights", default=None, help="local state dict to start the teacher from")
-    parser.add_argument("--depth", type=int, default=5, help="student conv blocks, 3 to 8")
-    parser.add_argument("--pooled-blocks", type=int, default=STUDENT_POOLED_BLOCKS,
-                        help="student blocks ending in pooling, from the first (fewer: finer feature maps)")
-    parser.add_argument("--epochs", type=int, default=8, help="teacher epochs")
-    parser.add_argument("--student-epochs", type=int, default=12, help="student epochs")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size per process (under torchrun)")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, cosine decay)")
-    parser.add_argument("--input-size", type=int, default=None, help="square input size (default: dataset's)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the hard loss (1 = label-only)")
-    parser.add_argument("--temperature", type=float, default=4.0, help="KD temperature T")
-    parser.add_argument("--attention-beta", type=float, default=0.0, help="> 0 adds attention transfer")
-    parser.add_argument("--baseline", action="store_true", help="also train the label-only student (alpha=1)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds (one run per seed and arm)")
-    parser.add_argument("--protocol", choices=["official", "pooled"], default="official",
-                        help="official split, or the paper's pooled random split (leaky)")
-    parser.add_argument("--patience", type=int, default=4, help="students' early-stopping patience in epochs")
-    parser.add_argument("--max-per-class", type=int, default=None, help="cap training images per class")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--resume", action="store_true", help="continue interrupted runs, reuse finished ones")
-    parser.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    add = parser.add_argument
+    add("--stage", choices=["teacher", "student", "both"], default="both",
+        help="what to train (default: both, teacher first)")
+    add("--dataset", default=d["dataset"], choices=sorted(DATASETS), help="dataset name (default: %(default)s)")
+    add("--root", default=d["root"], help="data root (default: $KD_DATA_ROOT, ../shared/datasets, ./data)")
+    add("--out", default=None, help="run folder (default: runs/<dataset>)")
+    add("--teacher-arch", default=d["teacher_arch"], choices=list(TEACHERS),
+        help="teacher architecture (default: %(default)s)")
+    add("--teacher", default=None, help="existing teacher checkpoint for --stage student")
+    add("--pretrained-weights", default=None, help="local state dict to start the teacher from")
+    add("--depth", type=int, default=d["depth"], help="student conv blocks, 3 to 8 (default: %(default)s)")
+    add("--pooled-blocks", type=int, default=d["pooled_blocks"],
+        help="student blocks ending in pooling, from the first (fewer: finer feature maps; default: %(default)s)")
+    add("--epochs", dest="teacher_epochs", metavar="EPOCHS", type=int, default=d["teacher_epochs"],
+        help="teacher epochs (default: %(default)s)")
+    add("--student-epochs", type=int, default=d["student_epochs"], help="student epochs (default: %(default)s)")
+    add("--batch-size", type=int, default=d["batch_size"],
+        help="batch size per process under torchrun (default: %(default)s)")
+    add("--lr", type=float, default=d["lr"], help="peak learning rate, AdamW, cosine decay (default: %(default)s)")
+    add("--input-size", type=int, default=d["input_size"], help="square input size (default: the dataset's)")
+    add("--alpha", type=float, default=d["alpha"],
+        help="weight of the hard loss, 1 = label-only (default: %(default)s)")
+    add("--temperature", type=float, default=d["temperature"], help="KD temperature T (default: %(default)s)")
+    add("--attention-beta", type=float, default=d["attention_beta"],
+        help="> 0 adds attention transfer (default: %(default)s)")
+    add("--baseline", dest="label_only", action=argparse.BooleanOptionalAction, default=d["label_only"],
+        help="also train the label-only student, alpha=1 (default: %(default)s)")
+    add("--seeds", type=int, nargs="+", default=d["seeds"],
+        help=f"student seeds, one run per seed and arm (default: {' '.join(map(str, d['seeds']))})")
+    add("--protocol", choices=["official", "pooled"], default=d["protocol"],
+        help="official split, or the paper's pooled random split, leaky (default: %(default)s)")
+    add("--patience", type=int, default=d["patience"],
+        help="students' early-stopping patience in epochs (default: %(default)s)")
+    add("--max-per-class", type=int, default=d["max_per_class"], help="cap training images per class (default: none)")
+    add("--threads", type=int, default=d["threads"], help="torch CPU threads (default: torch's)")
+    add("--resume", action=argparse.BooleanOptionalAction, default=d["resume"],
+        help="continue interrupted runs and reuse finished ones; off: a stage trains afresh (default: %(default)s)")
+    add("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The recipe the parsed command line asks for: every option stored under a field's name sets that field."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
+                       loss_args={"alpha": args.alpha, "temperature": args.temperature})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.stage == "student" and not args.teacher:
         parser.error("--stage student needs --teacher CKPT")
+    cfg = config_from_args(args)
     distributed.init()
     main_process = distributed.is_main()
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
-
-    cfg = TrainConfig(dataset=args.dataset, root=args.root, protocol=args.protocol, input_size=args.input_size,
-                      max_per_class=args.max_per_class, batch_size=args.batch_size, lr=args.lr,
-                      teacher_arch=args.teacher_arch, teacher_epochs=args.epochs, depth=args.depth,
-                      pooled_blocks=args.pooled_blocks,
-                      student_epochs=args.student_epochs, patience=args.patience,
-                      loss_args={"alpha": args.alpha, "temperature": args.temperature},
-                      attention_beta=args.attention_beta, label_only=args.baseline, seeds=tuple(args.seeds),
-                      resume=args.resume, threads=args.threads)
-    out = Path(args.out or f"runs/{args.dataset}")
     stages = default_stages(cfg, teacher=args.stage != "student")
     if args.stage == "teacher":
         stages = stages[:1]
     teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
     try:
-        results = run_stages(cfg, out, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
+        results = run_stages(cfg, Path(args.out or f"runs/{args.dataset}"), stages, teacher=teacher,
+                             pretrained_weights=args.pretrained_weights)
     finally:
         distributed.shutdown()
-    if not main_process:  # rank 0 reports and evaluates (writing the metrics into the metadata)
-        return
+    if main_process:  # rank 0 reports and evaluates (writing the metrics into the metadata)
+        _report(args, results)
+
+
+def _report(args: argparse.Namespace, results: dict[str, TrainResult]) -> None:
+    """The checkpoints written (--no-eval), else their test-set evaluation, written into their metadata."""
     paths = ({"teacher": Path(args.teacher)} if args.teacher else {}) | {n: r.path for n, r in results.items()}
     if args.no_eval:
         for name, path in paths.items():

@@ -1,5 +1,6 @@
 """The one training recipe: the loop, resume, early stopping, teacher logits, hooks, the CLI."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -262,6 +263,55 @@ def test_unknown_or_misspelt_loss_settings_fail_before_training():
 def test_cli_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "usage" in out.stdout.lower() and "--" in out.stdout
+
+
+# Options that set a TrainConfig field, by the field's name.
+RECIPE_OPTIONS = {"dataset", "root", "protocol", "input_size", "max_per_class", "batch_size", "lr", "teacher_arch",
+                  "teacher_epochs", "depth", "pooled_blocks", "student_epochs", "patience", "attention_beta",
+                  "label_only", "seeds", "resume", "threads"}
+
+
+def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
+    args = core.train.build_parser().parse_args([])
+    parsed, recipe = vars(args), TrainConfig()
+    assert {name for name in parsed if hasattr(recipe, name)} == RECIPE_OPTIONS
+    # the README has the label-only student added with --baseline and a run folder continued with --resume
+    assert parsed["label_only"] is False and parsed["resume"] is False
+    assert recipe.label_only is True and recipe.resume is True
+    same = RECIPE_OPTIONS - {"label_only", "resume"}
+    assert {name: parsed[name] for name in same} == {name: getattr(recipe, name) for name in same}
+    assert {"alpha": parsed["alpha"], "temperature": parsed["temperature"]} == recipe.loss_args
+    assert core.train.config_from_args(args) == TrainConfig(label_only=False, resume=False)
+
+
+def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatch):
+    # a default typed into the parser would keep its old value here
+    other = {"dataset": "brain_tumor", "root": "elsewhere", "protocol": "pooled", "input_size": 48, "max_per_class": 7,
+             "batch_size": 5, "lr": 0.25, "teacher_arch": "resnet18", "teacher_epochs": 3, "depth": 7,
+             "pooled_blocks": 2, "student_epochs": 9, "patience": 11, "attention_beta": 2.5, "seeds": (3, 4),
+             "threads": 3, "loss_args": {"alpha": 0.25, "temperature": 2.0}}
+    assert set(other) == RECIPE_OPTIONS - {"label_only", "resume"} | {"loss_args"}
+    assert all(getattr(TrainConfig(), name) != value for name, value in other.items())
+    shifted = dataclasses.make_dataclass(
+        "ShiftedConfig", [(name, object, dataclasses.field(default_factory=lambda v=value: v))
+                          for name, value in other.items()], bases=(TrainConfig,))
+    monkeypatch.setattr(core.train, "TrainConfig", shifted)
+    cfg = core.train.config_from_args(core.train.build_parser().parse_args([]))
+    assert {name: getattr(cfg, name) for name in other} == other
+
+
+def test_the_command_lines_flag_pairs_set_the_recipe():
+    parser = core.train.build_parser()
+    on = core.train.config_from_args(parser.parse_args(["--baseline", "--resume", "--epochs", "3", "--seeds", "1", "2",
+                                                        "--alpha", "0.3", "--temperature", "8"]))
+    assert on.label_only and on.resume and on.teacher_epochs == 3 and on.seeds == (1, 2)
+    assert on.loss_args == {"alpha": 0.3, "temperature": 8.0}
+    off = core.train.config_from_args(parser.parse_args(["--no-baseline", "--no-resume"]))
+    assert not off.label_only and not off.resume
+    assert [s.name for s in default_stages(on)] == ["teacher", "student_s1", "label_only_s1", "student_s2",
+                                                    "label_only_s2"]
+    assert [s.name for s in default_stages(off)] == ["teacher", "student_s0"]
+    assert "--no-baseline" in parser.format_help() and "--no-resume" in parser.format_help()
 
 
 def test_cli_trains_and_evaluates_the_recipe(tmp_path):

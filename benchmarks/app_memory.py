@@ -40,10 +40,11 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
 from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
+from explorer import page_list  # noqa: E402
 from scripts.screenshots import chrome, chromium_paths, click_button, errors_shown, free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "app_memory.json"
-QUICK_OUT = ROOT / "runs" / "app_memory_quick.json"  # git-ignored: a smoke run never replaces the README's numbers
+QUICK_OUT = ROOT / "runs" / "app_memory_quick.json"  # git-ignored: a smoke run never replaces the numbers in docs/
 DATASETS = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Measured value: (target, what it is). The peak bounds the RSS after the walk too.
 TARGETS = {"cold_start_s": (5.0, "cold start, s"),
@@ -51,17 +52,17 @@ TARGETS = {"cold_start_s": (5.0, "cold start, s"),
            "rss_after_walk_mb": (1500.0, "RSS after the walk, MB"),
            "rss_peak_mb": (1500.0, "RSS at peak, MB")}
 HOME_TITLE = "Knowledge distillation explorer"
-# url path -> the page's title ({dataset} filled in): seen once the page has rendered.
-PAGES = {"": HOME_TITLE, "dataset": "Dataset: {dataset}", "compare": "Teacher vs student",
-         "feature_maps": "Feature maps, layer by layer", "explanations": "Explanations side by side",
-         "faithfulness": "Faithfulness over the test set", "timing": "Timing the explainers",
-         "train": "Train and distil", "glossary": "Glossary"}
+# Page -> the title it draws ({dataset} filled in): seen once the page has rendered.
+HEADINGS = {"home": HOME_TITLE, "dataset": "Dataset: {dataset}", "compare": "Teacher vs student",
+            "feature_maps": "Feature maps, layer by layer", "explanations": "Explanations side by side",
+            "faithfulness": "Faithfulness over the test set", "timing": "Timing the explainers",
+            "train": "Train and distil", "glossary": "Glossary"}
+# url path -> title, every page in the app's order (a page added to `explorer.page_list` needs its title above).
+PAGES = {p.url_path: HEADINGS[p.name] for p in page_list.PAGES}
 # The quick walk visits Glossary, then uploads on the Explanations page and explains the upload there: two pages,
 # one page load each (the Dataset page's grid and charts take Chromium 10-40 s on a busy 2-core machine).
 QUICK_PAGES = ("glossary",)
-ALL_METHODS = ("feature_maps", "cam", "grad_cam", "saliency", "integrated_gradients", "occlusion", "gradient_shap",
-               "kernel_shap", "lime")
-QUICK_METHODS = ("feature_maps",)
+QUICK_METHODS = ("feature_maps",)  # the full walk explains with every registered method
 # Pages with an image chooser -> text shown once an upload has been used (the Dataset page's note under its
 # predictions; the Explanations page goes on to its Explain button).
 UPLOAD_DONE = {"dataset": "An uploaded image is resized", "explanations": "Press Explain"}
@@ -224,7 +225,11 @@ def measure(args, work: Path) -> dict:
     port, log_path = free_port(), work / "streamlit.log"
     png = write_png(work / "upload.png")
     pages = QUICK_PAGES if args.quick else tuple(PAGES)
-    methods = QUICK_METHODS if args.quick else ALL_METHODS
+    if args.quick:
+        methods = QUICK_METHODS
+    else:  # here: the quick smoke run never imports the model code into this process
+        from core.explainers import registered_methods
+        methods = tuple(registered_methods())
     with chrome(height=1400) as first:
         first.set_page_load_timeout(args.timeout)
         started = time.perf_counter()
@@ -327,7 +332,7 @@ def table(checks: dict) -> str:
 
 
 def markdown(result: dict) -> str:
-    """The README's snippet: one table and the conditions it was measured under."""
+    """The docs/benchmarks.md snippet: one table and the conditions it was measured under."""
     env, walk = result["environment"], result["walk"]
     rows = [f"| {c['label']} | {c['measured']:.2f} | <= {c['target']:g} | {c['ratio']:.2f} |"
             for c in result["checks"].values()]

@@ -19,7 +19,7 @@ and the default student. Targets:
 The headline ratio of target 4 is split into its two factors, measured in the same run: distillation (teacher
 Grad-CAM -> student Grad-CAM: the smaller model) and method (student Grad-CAM -> student feature maps: one
 forward pass instead of a forward and a backward). Every number goes to ``benchmarks/results/explainer_speed.json``
-with a Markdown table beside it (``.md``), which ``python -m core.results`` renders into the README.
+with a Markdown table beside it (``.md``), which ``python -m core.results`` renders into docs/benchmarks.md.
 
 Slow teacher methods run once or twice (no warm-up beyond the calibration's) and with reduced
 settings for target 3, to keep the whole run near three minutes on 2 cores. The machine's load is
@@ -245,7 +245,7 @@ def main() -> int:
 
 
 def markdown(result: dict) -> str:
-    """The README's snippet: every target with its measured ratio, the two factors, and the conditions."""
+    """The docs/benchmarks.md snippet: every target with its measured ratio, the two factors, and the conditions."""
     env = result["environment"]
     rows = [f"| {r['target'][3:]} | {r['measured']:.2f} | {r['op']} {r['limit']:g} | {'yes' if r['pass'] else 'no'} |"
             for r in result["checks"]]

@@ -27,7 +27,8 @@ from torch import nn
 
 from core import checkpoints
 from core.costs import estimate_cost
-from core.explain import EXPLAINERS, explain
+from core.explain import explain
+from core.explainers import registered_methods
 from core.inference import to_model_input
 from core.models import TEACHERS, build_student, build_teacher
 from core.stopwatch import TimingResult, environment, time_callable
@@ -202,7 +203,7 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     Args:
         dataset, split, images: which images (spread evenly over the split).
         teacher, student: checkpoint paths; default ``checkpoints/<dataset>/{teacher,student}.pt``.
-        methods: registry names (default: all of `core.explainers.EXPLAINERS`).
+        methods: registry names (default: every registered method, `core.explainers.registered_methods`).
         repeats, warmup, budget_s, threads: see `benchmark_methods`.
         random_weights: build ``teacher_arch`` and a default student of ``student_depth`` blocks with
             seeded random weights at ``input_size`` (timings do not depend on weight values).
@@ -212,10 +213,11 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     Returns:
         Rows as in `benchmark_methods`, each with ``dataset`` added.
     """
-    methods = list(methods or EXPLAINERS)
-    unknown = [m for m in methods if m not in EXPLAINERS]
+    known = registered_methods()
+    methods = list(methods or known)
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise BenchError(f"unknown methods {unknown}; choose from {', '.join(EXPLAINERS)}")
+        raise BenchError(f"unknown methods {unknown}; choose from {', '.join(known)}")
     models, prep = _load_models(dataset, teacher, student, random_weights, teacher_arch, student_depth,
                                 input_size, seed)
     batches, targets = _load_images(dataset, split, images, prep, seed)
@@ -258,20 +260,22 @@ def speed_factors(rows: list[dict]) -> dict | None:
     """The headline speed-up split into its two factors (median times of one bench run).
 
     ``distillation``: teacher Grad-CAM / student Grad-CAM (the same method on the smaller model);
-    ``method``: student Grad-CAM / the student's one-pass maps (``feature_maps``, ``cam``); ``headline``:
+    ``method``: student Grad-CAM / the student's one-pass maps (the ``single_pass`` explainers: ``feature_maps``,
+    ``cam``); ``headline``:
     teacher Grad-CAM / each one-pass map, the product of the two. None without both models' Grad-CAM.
     """
     median = {(r["model"], r["method"]): r["median_s"] for r in rows}
     teacher, student = median.get(("teacher", "grad_cam")), median.get(("student", "grad_cam"))
     if not teacher or not student:
         return None
-    cheap = {m: median[("student", m)] for m in ("feature_maps", "cam") if median.get(("student", m))}
+    one_pass = registered_methods(single_pass=True)
+    cheap = {m: median[("student", m)] for m in one_pass if median.get(("student", m))}
     return {"distillation": teacher / student, "method": {m: student / t for m, t in cheap.items()},
             "headline": {m: teacher / t for m, t in cheap.items()}}
 
 
 def factor_lines(factors: dict | None) -> list[str]:
-    """The two factors as sentences (README, Timing page, the bench's printout)."""
+    """The two factors as sentences (docs/results.md, Timing page, the bench's printout)."""
     if not factors:
         return []
     lines = [f"distillation: teacher Grad-CAM / student Grad-CAM = {factors['distillation']:.1f}x"]
@@ -318,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "default checkpoints/<dataset>/teacher.pt")
     parser.add_argument("--student", help="student checkpoint; default checkpoints/<dataset>/student.pt")
     parser.add_argument("--images", type=int, default=8, help="number of images (spread evenly over the split)")
-    parser.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), help="methods to time (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=registered_methods(), help="methods to time (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per image and method")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per model and method")
     parser.add_argument("--budget", type=float, default=60.0,

@@ -1,6 +1,6 @@
 """The one call shape for every explainer: ``explain(model, x, method, target=None, **params)``.
 
-Methods are the classes registered in `core.explainers.EXPLAINERS` (the app lists them from there).
+Methods are the classes registered in `core.explainers.EXPLAINERS` (listed by `registered_methods`).
 Before a run, `core.costs.estimate_cost` predicts its time from the method's pass count and a
 one-time calibration of this model on this host; after it, the measured time sits beside the
 prediction. Every ``heatmap`` is non-negative evidence for the target, min-max normalised to

@@ -5,8 +5,9 @@ feeds the model and how far its backward goes. The Captum baselines are called t
 (``LayerGradCam(model, layer).attribute(x, target=c)`` etc.) so that timings compare like with like.
 KernelShap and Lime fit their linear surrogate with `least_squares_model` (weighted least squares in
 closed form, in torch): Captum's default surrogates need scikit-learn, which is not a dependency. The base
-class, the registry and the records live in `core.explainer_base`; importing this module fills the registry, so
-its names are imported from here.
+class, the registry, `registered_methods` and the records live in `core.explainer`; importing this module fills
+the registry, so their names are imported from here. The registration order below is the order every menu and
+table shows.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from core.featuremaps import layer_maps
 from core.hooks import LayerError, default_target_layer, resolve_layer
 
 __all__ = ["EXPLAINERS", "CostEstimate", "Explainer", "ExplainError", "Explanation", "make_explainer",
-           "register_explainer", "least_squares_model"]
-from core.explainer_base import (EXPLAINERS, CostEstimate, Explainer, ExplainError, Explanation,
-                                 make_explainer, register_explainer, seeded)
+           "register_explainer", "registered_methods", "least_squares_model"]
+from core.explainer import (EXPLAINERS, CostEstimate, Explainer, ExplainError, Explanation, make_explainer,
+                            register_explainer, registered_methods, seeded)
 
 
 def _positive(attr: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -79,6 +80,9 @@ class FeatureMaps(Explainer):
     """
 
     title = "Average feature maps (all layers)"
+    short_title = "Feature maps"
+    single_pass = True
+    preselected = True
     backward_to = "none"
     needs_target = False
     thread_safe = True  # core.hooks records only the calling thread's forward
@@ -105,6 +109,8 @@ class ClassActivationMap(Explainer):
     """
 
     title = "CAM (class activation map)"
+    short_title = "CAM"
+    single_pass = True
     backward_to = "none"
     needs_target = False
     thread_safe = True  # core.hooks records only the calling thread's forward
@@ -128,6 +134,7 @@ class GradCam(Explainer):
     """
 
     title = "Grad-CAM"
+    preselected = True
     backward_to = "layer"
 
     @classmethod
@@ -162,6 +169,8 @@ class SaliencyMap(Explainer):
     """Vanilla gradient (Simonyan et al. 2014): max over channels of |d y_t / d x|."""
 
     title = "Saliency (gradient)"
+    short_title = "Saliency"
+    preselected = True
 
     def passes(self):
         return {"forward": 1, "backward": 1}
@@ -176,6 +185,8 @@ class IntegratedGradientsMap(Explainer):
     """Integrated gradients (Sundararajan et al. 2017) from a zero (mean-colour) baseline."""
 
     title = "Integrated gradients"
+    slow = True
+    app_batch = 4
 
     @classmethod
     def defaults(cls, input_size):
@@ -208,6 +219,8 @@ class OcclusionMap(Explainer):
     """
 
     title = "Occlusion"
+    slow = True
+    in_timing_table = False
     backward_to = "none"
 
     @classmethod
@@ -251,6 +264,8 @@ class GradientShapMap(Explainer):
     """
 
     title = "GradientSHAP"
+    slow = True
+    app_batch = 4
 
     @classmethod
     def defaults(cls, input_size):
@@ -281,6 +296,7 @@ class GradientShapMap(Explainer):
 class _SurrogateExplainer(Explainer):
     """Shared settings of KernelShap and Lime: ``grid x grid`` patches, batched perturbations."""
 
+    slow = True
     backward_to = "none"
 
     @classmethod
@@ -320,6 +336,7 @@ class LimeMap(_SurrogateExplainer):
     """LIME (Ribeiro et al. 2016) over a grid of patches, ridge surrogate (alpha 1, as the lime package)."""
 
     title = "LIME"
+    in_timing_table = False
 
     @classmethod
     def defaults(cls, input_size):

@@ -10,8 +10,9 @@ import json
 import streamlit as st
 
 from core.bench import factor_lines, planned_seconds, run_bench, speed_factors
-from explorer import figures, listing, loaders, ui
-from explorer.explaining import PredictedCosts
+from core.layout import dataset_folder, timing_file
+from explorer import cached_plots, loaders, ui
+from explorer.explanations_view import PredictedCosts
 from explorer.loaders import LoadedModel
 from explorer.names import label
 
@@ -37,7 +38,7 @@ def run_live(dataset: str, teacher: LoadedModel, student: LoadedModel, methods: 
 
 def shipped_results(dataset: str) -> dict | None:
     """The shipped ``<checkpoint root>/<dataset>/timing/bench.json`` (written by `core.reproduce`), if any."""
-    path = listing.checkpoint_root() / dataset / "timing" / "bench.json"
+    path = timing_file(dataset_folder(dataset))
     if not path.is_file():
         return None
     try:
@@ -80,7 +81,7 @@ def table(rows: list[dict]) -> list[dict]:
 
 def show(rows: list[dict], key: str, environment: dict | None = None) -> None:
     """Bars (median, IQR) per method and model, the table, and a CSV download."""
-    ui.plot(figures.timing_bars(rows), f"timing_chart_{key}")
+    ui.plot(cached_plots.timing_bars(rows), f"timing_chart_{key}")
     st.dataframe(table(rows), hide_index=True, key=f"timing_table_{key}")
     if environment:
         st.caption(f"Measured on {environment.get('cpu')} ({environment.get('threads')} threads, "

@@ -6,38 +6,45 @@ legend, axis, table and menu goes through `label`, so no raw key reaches the scr
 
 from __future__ import annotations
 
-from explorer.roles import RESULTS_ROLES, ROLE_LABELS
+from core.roles import Role, role
 
-# Short forms for tight places (legends, table columns); the menus use the explainers' full titles.
-SHORT_METHOD = {"forward": "Forward pass (prediction only)", "feature_maps": "Feature maps", "cam": "CAM",
-                "grad_cam": "Grad-CAM", "saliency": "Saliency", "integrated_gradients": "Integrated gradients", "occlusion": "Occlusion",
-                "gradient_shap": "GradientSHAP", "kernel_shap": "KernelSHAP", "lime": "LIME"}
+# The timing benchmark's row of plain forward passes beside the methods (`core.bench`); not an explainer.
+FORWARD_ROW = "Forward pass (prediction only)"
 
 
 def method_label(method: str, short: bool = False) -> str:
-    """The name of an explainer (its title, or the short form in legends and columns)."""
-    if short and method in SHORT_METHOD:
-        return SHORT_METHOD[method]
+    """The name of an explainer: its class's ``title`` in menus and headings, its ``short_title`` in legends and
+    table columns (``short``); an unknown key as it is."""
+    if short and method == "forward":
+        return FORWARD_ROW
     from core.explainers import EXPLAINERS  # here: the page header's glossary (and so Home) runs without torch
 
-    return EXPLAINERS[method].title if method in EXPLAINERS else method
+    if method not in EXPLAINERS:
+        return method
+    explainer = EXPLAINERS[method]
+    return (explainer.short_title or explainer.title) if short else explainer.title
 
 
-# Short forms for table columns, where a header starts with the model (``Student deletion AUC``).
-SHORT_ROLE = {"teacher": "Teacher", "student": "Student", "student_label_only": "Label-only student"}
+def _role(key: str) -> Role | None:
+    try:
+        return role(key)
+    except KeyError:
+        return None
 
 
 def role_label(key: str, short: bool = False) -> str:
-    """The name of a model by its checkpoint role or its results.json key (``label_only``); ``short`` for columns."""
-    role = key if key in ROLE_LABELS else RESULTS_ROLES.get(key, "")
-    if short and role in SHORT_ROLE:
-        return SHORT_ROLE[role]
-    return ROLE_LABELS.get(role, key)
+    """The name of a model by its shipped file stem (``student_label_only``) or its results.json key (``label_only``):
+    `core.roles.Role.label`, or ``short`` for table columns, where a header starts with the model (``Student
+    deletion AUC``); an unknown key as it is."""
+    found = _role(key)
+    if found is None:
+        return key
+    return found.short if short else found.label
 
 
 def label(key: str) -> str:
     """The name of any key a chart or table may carry: a model role, then a method; unknown keys as they are."""
-    if key in ROLE_LABELS or key in RESULTS_ROLES:
+    if _role(key) is not None:
         return role_label(key)
     return method_label(key, short=True)
 

@@ -1,7 +1,7 @@
 """A case report of one explained image: one self-contained HTML file, and the maps as PNG files.
 
 Built from plain data (checkpoint metadata, class probabilities, the result of
-`explorer.explaining.explain_pair`) with no Streamlit calls, so it is tested without the app. Every
+`explorer.explanations_view.explain_pair`) with no Streamlit calls, so it is tested without the app. Every
 text that reaches the HTML goes through `html.escape`: an upload's file name, class names and notes
 are data, never markup. The file needs nothing from outside: maps are PNG data URIs, the colour bar
 is a CSS gradient and the style sheet is inline.
@@ -22,7 +22,7 @@ from PIL import Image
 from plotly.colors import convert_colors_to_same_type, get_colorscale
 
 from core.checkpoints import CheckpointMeta, library_versions, now_iso
-from explorer import explaining
+from explorer import explanations_view
 from explorer.chrome import DISCLAIMER
 from explorer.names import method_label, role_label
 from explorer.plots import HEAT
@@ -47,7 +47,7 @@ class Case:
     ident: str  # the image's key, "test:12" or "upload:<sha1>"
     image: str  # what the image is, in words (an upload's file name: untrusted)
     target: int  # index of the explained class
-    result: dict  # `explaining.explain_pair`'s result: method -> role -> scores and "heatmap"
+    result: dict  # `explanations_view.explain_pair`'s result: method -> role -> scores and "heatmap"
     opacity: float  # of the map over the image, as on the page
     models: dict[str, ModelCase]  # by role
 
@@ -180,10 +180,10 @@ def prediction_rows(case: Case) -> list[list]:
 
 
 def score_table_rows(per_model: dict, roles: list[str]) -> list[list]:
-    """A method's passes and `explaining.score_rows`, one row per score."""
+    """A method's passes and `explanations_view.score_rows`, one row per score."""
     rows = [["passes (forward/backward)"] + [f"{per_model[r]['passes']['forward']}/{per_model[r]['passes']['backward']}"
                                              for r in roles]]
-    rows += [[row["score"]] + [row.get(r, "n/a") for r in roles] for row in explaining.score_rows(per_model)]
+    rows += [[row["score"]] + [row.get(r, "n/a") for r in roles] for row in explanations_view.score_rows(per_model)]
     if any(per_model[r].get("sanity_layers") for r in roles):
         rows.append(["sanity: layers re-initialised"] + [", ".join(per_model[r].get("sanity_layers") or [])
                                                          for r in roles])

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.explain import EXPLAINERS, ExplainError
-from explorer import analysis, chrome, explaining, figures, loaders, names, report, state, ui
+from core.explainers import ExplainError, registered_methods
+from explorer import cached_plots, chrome, explanations_view, image_prediction, loaders, names, report, state, ui
 
 dataset = chrome.current_dataset()
 chrome.page_header("Explanations side by side",
@@ -18,8 +18,8 @@ teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 models = {"teacher": teacher, "student": student}
 xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
 
-methods_all = list(EXPLAINERS)
-state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
+methods_all = registered_methods()
+state.bind("method", registered_methods(preselected=True), options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
 methods = st.multiselect("Methods", methods_all, key="method", format_func=names.method_label,
                          help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds "
@@ -28,7 +28,7 @@ state.publish("method", fmt=",".join)
 gradcam_layers = {}  # role -> Grad-CAM's target layer; chosen only when Grad-CAM runs
 if "grad_cam" in methods:
     for col, (role, loaded) in zip(st.columns(2), models.items()):
-        choices = explaining.gradcam_layer_choices(loaded)
+        choices = explanations_view.gradcam_layer_choices(loaded)
         key, param = f"exp_gradcam_{role}", f"gradcam_{role}"
         state.bind(key, list(choices)[-1], param=param, options=list(choices))
         gradcam_layers[role] = col.selectbox(
@@ -46,7 +46,7 @@ target_name = c1.selectbox("Explain the class", class_options, key="exp_target",
                            help="Both models explain the same class, so their maps can be compared.")
 state.publish("exp_target", param="class")
 faithful = c2.checkbox("Deletion / insertion", value=True, key="exp_faithfulness",
-                       help=f"{2 * (explaining.FAITHFULNESS_STEPS + 1)} extra forward passes per map")
+                       help=f"{2 * (explanations_view.FAITHFULNESS_STEPS + 1)} extra forward passes per map")
 sanity = c3.checkbox("Sanity check", value=True, key="exp_sanity",
                      help="Explains again with the head and last layer re-initialised (Adebayo et al. 2018)")
 if not methods:
@@ -56,8 +56,8 @@ if not methods:
 st.markdown("**Predicted cost** (pass count x this machine's calibrated time per pass; scoring: the "
             "deletion/insertion curves and the sanity check ticked above)")
 try:
-    costs = explaining.predicted_costs(models, methods, faithfulness=faithful, sanity=sanity,
-                                       gradcam_layers=gradcam_layers)
+    costs = explanations_view.predicted_costs(models, methods, faithfulness=faithful, sanity=sanity,
+                                              gradcam_layers=gradcam_layers)
 except ExplainError as err:
     st.error(str(err))
     st.stop()
@@ -68,17 +68,17 @@ if total > 30:
 
 results = state.results("explanations")
 if target_name == "teacher's prediction":
-    target = int(analysis.probabilities(teacher, teacher.path, chosen.ident, xs["teacher"]).argmax())
+    target = int(image_prediction.probabilities(teacher, teacher.version, chosen.ident, xs["teacher"]).argmax())
 else:
     target = classes.index(target_name)
-run_key = explaining.run_key(dataset, models, chosen.ident, methods, target, faithful, sanity, gradcam_layers)
+run_key = explanations_view.run_key(dataset, models, chosen.ident, methods, target, faithful, sanity, gradcam_layers)
 if st.button("Explain", key="exp_run", type="primary"):
     bar = st.progress(0.0, text="explaining ...")
     try:
         masks = {role: chosen.mask_at(m.meta.input_size) for role, m in models.items()}
-        results[run_key] = explaining.explain_pair(models, xs, methods, target, faithfulness=faithful, sanity=sanity,
-                                                   masks=masks, gradcam_layers=gradcam_layers,
-                                                   on_progress=lambda f, text: bar.progress(f, text))
+        results[run_key] = explanations_view.explain_pair(models, xs, methods, target, faithfulness=faithful,
+                                                          sanity=sanity, masks=masks, gradcam_layers=gradcam_layers,
+                                                          on_progress=lambda f, text: bar.progress(f, text))
     except ExplainError as err:
         st.error(f"Cannot explain: {err}")
     bar.empty()
@@ -87,15 +87,16 @@ if result is None:
     st.caption("Press Explain to run the methods above.")
     st.stop()
 
-st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explaining.computed_for(run_key)}."
+st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explanations_view.computed_for(run_key)}."
            + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else "")
            + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, "
              "not across maps.")
-explaining.show_summaries(result)
+explanations_view.show_summaries(result)
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
-probabilities = {role: analysis.probabilities(m, m.path, chosen.ident, xs[role]) for role, m in models.items()}
+probabilities = {role: image_prediction.probabilities(m, m.version, chosen.ident, xs[role])
+                 for role, m in models.items()}
 for col, role in zip(st.columns(2), models):  # once per model, above the maps of every method
-    top = explaining.top_classes(probabilities[role], classes)
+    top = explanations_view.top_classes(probabilities[role], classes)
     col.caption(f"**{names.role_label(role)}** top 3: "
                 + ", ".join(f"{ui.escape_markdown(name)} {p:.1%}" for name, p in top))
 for method in methods:
@@ -103,11 +104,11 @@ for method in methods:
     for col, role in zip(st.columns(2), ("teacher", "student")):
         r, size = result[method][role], models[role].meta.input_size
         mask = chosen.mask_at(size)
-        peak = explaining.peak(r["heatmap"]) if mask is not None else None
+        peak = explanations_view.peak(r["heatmap"]) if mask is not None else None
         at = f" at {r['layer']}" if r.get("layer") else ""
-        fig = figures.image_with_map(chosen.pixels(size), r["heatmap"], opacity, mask=mask, point=peak,
-                                     title=f"{names.role_label(role)}{at}: {r['seconds'] * 1000:.0f} ms measured",
-                                     height=300)
+        fig = cached_plots.image_with_map(chosen.pixels(size), r["heatmap"], opacity, mask=mask, point=peak,
+                                          title=f"{names.role_label(role)}{at}: {r['seconds'] * 1000:.0f} ms measured",
+                                          height=300)
         ui.plot(fig, f"exp_map_{method}_{role}", col)
 
 st.subheader("Case report")

@@ -4,8 +4,8 @@ import streamlit as st
 import torch
 
 from core.bench import BenchError
-from core.explain import EXPLAINERS
-from explorer import benchmark_view, chrome, explaining, loaders, names, state, ui
+from core.explainers import registered_methods
+from explorer import benchmark_view, chrome, explanations_view, loaders, names, state, ui
 
 dataset = chrome.current_dataset()
 chrome.page_header("Timing the explainers",
@@ -26,8 +26,8 @@ if not loaders.images_available(dataset):
 teacher, student = pair
 
 st.subheader("Run it here")
-methods_all = list(EXPLAINERS)
-state.bind("method", explaining.DEFAULT_METHODS, options=methods_all,
+methods_all = registered_methods()
+state.bind("method", registered_methods(preselected=True), options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
 methods = st.multiselect("Methods", methods_all, key="method", format_func=names.method_label)
 state.publish("method", fmt=",".join)
@@ -39,7 +39,7 @@ budget = c3.slider("Budget per model and method (s)", 5, 120, 30, key="timing_bu
 if not methods:
     st.info("Choose at least one method.")
     st.stop()
-costs = explaining.predicted_costs({"teacher": teacher, "student": student}, methods)
+costs = explanations_view.predicted_costs({"teacher": teacher, "student": student}, methods)
 predicted = benchmark_view.planned_total(costs, int(n_images), int(repeats), float(budget))
 st.caption(f"Predicted run time: about {predicted:.0f} s (pass-count bound with the warm-up, capped by the "
            f"budget). The app runs torch on {torch.get_num_threads()} CPU thread(s) (set KD_APP_THREADS to change).")

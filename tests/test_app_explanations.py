@@ -10,10 +10,10 @@ import torch
 from core import checkpoints
 from core.costs import ScoringCost
 from core.explain import explain
-from core.explainers import CostEstimate
+from core.explainers import EXPLAINERS, CostEstimate
 from core.inference import preprocess
-from explorer import explaining, loaders, names
-from explorer.explaining import PredictedCosts
+from explorer import explanations_view, loaders, names
+from explorer.explanations_view import PredictedCosts
 from tests.apptest_support import ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
 from tests.support import ForwardCounter
 
@@ -174,7 +174,7 @@ def test_summary_rows_are_one_row_per_method_and_model_and_lesion_rows_only_with
                                                                                        "iou": None}},
               "saliency": {"teacher": scores(0.3), "student": scores(0.4), "agreement": {"spearman": 0.7,
                                                                                        "iou": 0.2}}}
-    rows = explaining.summary_rows(result)
+    rows = explanations_view.summary_rows(result)
     assert [(r["Method"], r["Model"]) for r in rows] == [("Grad-CAM", "Teacher"), ("Grad-CAM", "Student"),
                                                         ("Saliency", "Teacher"), ("Saliency", "Student")]
     assert [r["s"] for r in rows] == [0.1, 0.2, 0.3, 0.4]
@@ -182,17 +182,17 @@ def test_summary_rows_are_one_row_per_method_and_model_and_lesion_rows_only_with
     assert [r["Agreement ρ"] for r in rows] == [0.5, 0.5, 0.7, 0.7] and rows[0]["Agreement IoU"] is None
     assert not [h for h in rows[0] if "insertion" in h or "lesion" in h or "pointing" in h], \
         "no column for a score that no method has"
-    columns = explaining.summary_columns(rows)
+    columns = explanations_view.summary_columns(rows)
     assert [c.header for c in columns] == list(rows[0])[2:] and all(c.help and c.width for c in columns)
-    assert explaining.summary_rows(result, lesion=True) == [], "no lesion table without a lesion"
+    assert explanations_view.summary_rows(result, lesion=True) == [], "no lesion table without a lesion"
     result["grad_cam"]["student"]["energy"] = 0.4
-    lesion = explaining.summary_rows(result, lesion=True)
+    lesion = explanations_view.summary_rows(result, lesion=True)
     assert [list(r) for r in lesion[:1]] == [["Method", "Model", "lesion energy ↑"]]
     assert [r["lesion energy ↑"] for r in lesion] == [None, 0.4, None, None]
 
 
 def test_top_classes_are_the_k_most_probable_in_order():
-    assert explaining.top_classes(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], k=3) == [
+    assert explanations_view.top_classes(np.array([0.1, 0.6, 0.05, 0.25]), ["a", "b", "c", "d"], k=3) == [
         ("b", 0.6), ("d", 0.25), ("a", 0.1)]
 
 
@@ -241,15 +241,16 @@ def test_the_grad_cam_layer_choice_is_offered_only_with_grad_cam():
 
 
 def test_batched_backward_methods_run_in_small_batches_in_the_app(tiny_student, image32):
-    """The app's integrated gradients and GradientSHAP push at most `BACKWARD_BATCH` images per pass (their
-    memory peak grows with the batch), yet their passes are the method's own."""
+    """The app's integrated gradients and GradientSHAP push at most their class's ``app_batch`` images per pass
+    (their memory peak grows with the batch), yet their passes are the method's own."""
     sizes = []
     handle = tiny_student.register_forward_pre_hook(lambda m, inputs: sizes.append(inputs[0].shape[0]))
     try:
-        for method in explaining.BACKWARD_BATCH:
+        for method in ("integrated_gradients", "gradient_shap"):
             sizes.clear()
-            exp = explain(tiny_student, image32, method, 0, predict=False, **explaining.method_params(method, None))
-            assert max(sizes) <= explaining.BACKWARD_BATCH[method] < 16, (method, sizes)
+            params = explanations_view.method_params(method, None)
+            exp = explain(tiny_student, image32, method, 0, predict=False, **params)
+            assert max(sizes) <= params["internal_batch_size"] == EXPLAINERS[method].app_batch < 16, (method, sizes)
             assert sum(sizes) >= exp.passes["forward"], (method, sizes, exp.passes)
     finally:
         handle.remove()

@@ -8,7 +8,7 @@ import pytest
 
 from core.explainers import CostEstimate
 from explorer import benchmark_view
-from explorer.explaining import PredictedCosts
+from explorer.explanations_view import PredictedCosts
 from tests.apptest_support import (assert_ok, fresh_streamlit_caches, has_chart, link_shipped, open_page,  # noqa: F401
                                    texts)
 

@@ -33,3 +33,11 @@ def test_glossary_has_the_words_the_pages_use_and_refuses_unknown_ones():
     assert [t for t, _ in names.glossary_entries(["CKA", "ECE"])] == ["CKA", "ECE"]
     with pytest.raises(KeyError, match="Nonsense"):
         names.glossary_entries(["Nonsense"])
+
+
+def test_a_model_is_named_from_its_row_of_the_roles_table_by_any_of_its_keys():
+    assert names.role_label("student_label_only") == names.role_label("label_only") == "Student (labels only)"
+    assert [names.role_label(k, short=True) for k in ("teacher", "student", "label_only")] == [
+        "Teacher", "Student", "Label-only student"]
+    assert names.role_label("smoothing") == "Student (label smoothing)"  # a control, trained but not shipped
+    assert names.role_label("no_such_model") == "no_such_model"

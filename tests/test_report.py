@@ -25,7 +25,7 @@ from core import checkpoints
 from core.data import load_dataset
 from core.images import open_image, to_rgb
 from core.inference import preprocess, predict_tensor
-from explorer import explaining, listing, loaders, report
+from explorer import explanations_view, listing, loaders, report
 from explorer.loaders import LoadedModel
 from explorer.ui import ChosenImage
 from tests import apptest_support
@@ -177,8 +177,8 @@ def explained():
     chosen = ChosenImage(rgb, "test:1", "test #1", int(label), ds.mask(1), dataset="phantom", test_index=1)
     xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
     with single_thread():
-        result = explaining.explain_pair(models, xs, METHODS, int(label), faithfulness=True, sanity=True,
-                                         masks={r: chosen.mask_at(m.meta.input_size) for r, m in models.items()})
+        result = explanations_view.explain_pair(models, xs, METHODS, int(label), faithfulness=True, sanity=True,
+                                                masks={r: chosen.mask_at(m.meta.input_size) for r, m in models.items()})
         seen = {r: chosen.pixels(m.meta.input_size) for r, m in models.items()}
         case = report.Case("phantom", chosen.ident, HOSTILE, int(label), result, 0.55, {
             r: report.ModelCase(m.meta, Path(m.path).name, sha256(m.path), predict_tensor(m.model, xs[r])[0], seen[r])
@@ -199,8 +199,8 @@ def test_report_holds_predictions_maps_scores_checkpoints_and_versions(explained
 def test_a_chosen_grad_cam_layer_is_used_and_named_in_the_report(explained):
     models, xs, case = explained["models"], explained["xs"], explained["case"]
     with single_thread():
-        result = explaining.explain_pair(models, xs, ["grad_cam"], case.target, faithfulness=False, sanity=False,
-                                         gradcam_layers={"teacher": "denseblock2"})
+        result = explanations_view.explain_pair(models, xs, ["grad_cam"], case.target, faithfulness=False,
+                                                sanity=False, gradcam_layers={"teacher": "denseblock2"})
     assert result["grad_cam"]["teacher"]["layer"] == "denseblock2", "as chosen"
     assert result["grad_cam"]["student"]["layer"] == "block5", "no choice: the last layer"
     text = report.case_report_html(report.Case(case.dataset, case.ident, case.image, case.target, result, 0.55,

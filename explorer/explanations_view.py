@@ -15,13 +15,12 @@ import torch
 
 from core.costs import ScoringCost, estimate_cost, estimate_scoring_cost
 from core.explain import explain
-from core.explainers import CostEstimate
+from core.explainers import EXPLAINERS, CostEstimate
 from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
 from core.hooks import model_layers
 from explorer.loaders import LoadedModel, describe_versions, model_versions
 from explorer.names import method_label, role_label
 
-DEFAULT_METHODS = ["feature_maps", "grad_cam", "saliency"]
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
 SANITY_LAYERS = 2  # the page's sanity check randomises the head and the last feature layer
 
@@ -54,18 +53,13 @@ class PredictedCosts:
         return maps + sum(c.predicted_seconds for per_role in self.scoring.values() for c in per_role.values())
 
 
-# Images per backward pass of the methods that back-propagate a batch to the input. The app's memory peak grows
-# with it (integrated gradients at 16 images added about 600 MB on the DenseNet teacher at 128 px in the app's
-# memory benchmark); on a CPU a smaller batch costs little time, the same passes in more calls.
-BACKWARD_BATCH = {"integrated_gradients": 4, "gradient_shap": 4}
-
-
 def method_params(method: str, gradcam_layer: str | None) -> dict:
     """The explainer parameters the page sets: Grad-CAM's target layer (None: the model's last conv layer) and
-    the batch of the batched-backward methods (`BACKWARD_BATCH`). CAM takes none: its weights are the
-    classifier's, so it is tied to the layer pooled before it."""
-    if method in BACKWARD_BATCH:
-        return {"internal_batch_size": BACKWARD_BATCH[method]}
+    the batch of the batched-backward methods (their class's ``app_batch``, which bounds the app's memory peak).
+    CAM takes none: its weights are the classifier's, so it is tied to the layer pooled before it."""
+    app_batch = EXPLAINERS[method].app_batch
+    if app_batch is not None:
+        return {"internal_batch_size": app_batch}
     return {"layer": gradcam_layer} if method == "grad_cam" and gradcam_layer else {}
 
 

@@ -1,7 +1,9 @@
 """What every explainer shares: the base class, its registry, the result and cost records, and the errors.
 
 The methods themselves are `core.explainers` (one small class each, registered by name); `core.explain.explain`
-is the one call that runs them.
+is the one call that runs them. What the app and the studies need to know about a method (its names, whether it
+is slow, its batch in the app) is a class attribute of its class, and `registered_methods` is the one way to list
+them.
 """
 
 from __future__ import annotations
@@ -69,6 +71,16 @@ def register_explainer(name: str):
     return _register
 
 
+def registered_methods(**where: Any) -> list[str]:
+    """Registered method names in registration order (the order every menu, table and study shows them),
+    keeping only the classes whose class attributes equal ``where`` (``registered_methods(slow=False)``); a
+    name that `Explainer` does not declare as a class attribute raises."""
+    unknown = sorted(key for key in where if key not in Explainer.__annotations__)
+    if unknown:
+        raise ExplainError(f"explainers have no attribute(s) {unknown}")
+    return [name for name, cls in EXPLAINERS.items() if all(getattr(cls, k) == v for k, v in where.items())]
+
+
 def make_explainer(model: nn.Module, method: str, input_size: int | tuple[int, int], **params) -> "Explainer":
     """Instantiate a registered explainer with validated parameters (an unknown one raises)."""
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)
@@ -91,7 +103,24 @@ def seeded(seed: int) -> Iterator[None]:
 class Explainer:
     """Base class: subclasses set ``defaults`` and implement ``passes`` and ``attribute``.
 
+    A new method is one subclass: its class attributes below are all that the app, the benchmarks and the
+    faithfulness study read about it, and registering it (`register_explainer`) puts it in their lists.
+
     Attributes:
+        name: the registry name (set by `register_explainer`), used in code, URLs and files.
+        title: the method's name in menus and headings.
+        short_title: its name in legends and table columns; empty: the ``title``.
+        slow: hundreds of passes at the defaults, or tens with a backward each: the faithfulness study scores it
+            on a seeded subset of its images.
+        single_pass: one forward pass and no backward whatever the settings: the maps the distilled student
+            makes almost for free, which the timing's speed factors compare Grad-CAM with.
+        preselected: chosen when the Explanations and Timing pages open without a method in the link.
+        app_batch: images per batched backward in the app (its ``internal_batch_size``); None: the method's
+            default. The app's memory peak grows with it (integrated gradients at 16 images added about 600 MB
+            on the DenseNet teacher at 128 px in the app's memory benchmark); on a CPU a smaller batch costs
+            little time, the same passes in more calls.
+        in_timing_table: timed for the shipped timing table (`core.reproduce`): the paper's comparison of the
+            student's maps with the teacher's usual explainers.
         backward_to: how far the backward pass goes: "input", "layer" (stops at the target layer,
             costs little) or "none".
         needs_target: False when the method finds the predicted class in its own forward pass.
@@ -103,6 +132,12 @@ class Explainer:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    short_title: ClassVar[str] = ""
+    slow: ClassVar[bool] = False
+    single_pass: ClassVar[bool] = False
+    preselected: ClassVar[bool] = False
+    app_batch: ClassVar[int | None] = None
+    in_timing_table: ClassVar[bool] = True
     backward_to: ClassVar[str] = "input"
     needs_target: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = False

@@ -16,7 +16,7 @@ metadata), then scored by `core.faithfulness_study` on the same test images:
 The recommended default is the variant with the best localisation (the phantom) or cross-model deletion AUC
 (a real dataset) among those meeting the speed target. Run it alone: it trains. The numbers go to
 ``benchmarks/results/student_frontier.json`` (``student_frontier_<dataset>.json`` for a real dataset) with a
-Markdown table beside it, rendered into the README.
+Markdown table beside it, rendered into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,10 +41,13 @@ from core.bench import benchmark_methods  # noqa: E402
 from core.evaluate import evaluation_split  # noqa: E402
 from core.faithfulness_study import StudyConfig, run_study  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
+from core.layout import checkpoint_file, dataset_folder  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.models import STUDENT_POOLED_BLOCKS, count_parameters  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402
+from core.roles import DISTILLED, TEACHER  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
+from core.study_record import FaithfulnessStudy  # noqa: E402
 from core.train import train_stage  # noqa: E402
 
 TARGET = 8.0  # teacher Grad-CAM time / the student's one-pass map time
@@ -106,9 +109,10 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
     """Train, score and time every variant; ``recipe``: settings that replace the shipped student's (a quick
     check with fewer epochs or images, say)."""
     torch.set_num_threads(threads)
-    folder = ckpt_root / dataset
-    teacher, teacher_meta = checkpoints.load(folder / "teacher.pt")
-    _, student_meta = checkpoints.load(folder / "student.pt")
+    folder = dataset_folder(dataset, root=ckpt_root)
+    teacher_path = checkpoint_file(folder, TEACHER)
+    teacher, teacher_meta = checkpoints.load(teacher_path)
+    _, student_meta = checkpoints.load(checkpoint_file(folder, DISTILLED))
     cfg = replace(shipped_recipe(student_meta, root=root, threads=threads,
                                  teacher_logits=str(runs / "teacher_logits.pt")), **recipe)
     timing_set = evaluation_split(teacher_meta, root=root, max_per_class=max(1, timing_images // 4))
@@ -117,13 +121,13 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
         variant = replace(cfg, pooled_blocks=blocks)
         stage = Stage(f"pooled{blocks}_s{variant.seeds[0]}", "student", variant.seeds[0], variant.loss,
                       dict(variant.loss_args))
-        result = train_stage(variant, stage, runs / stage.name, teacher.eval(), teacher_path=folder / "teacher.pt")
-        with tempfile.TemporaryDirectory() as tmp:  # the study reads <folder>/<dataset>/{teacher,student}.pt
-            pair = Path(tmp) / dataset
+        result = train_stage(variant, stage, runs / stage.name, teacher.eval(), teacher_path=teacher_path)
+        with tempfile.TemporaryDirectory() as tmp:  # the study reads the shipped teacher and student of a folder
+            pair = dataset_folder(dataset, root=tmp)
             pair.mkdir()
-            for suffix in (".pt", ".json"):
-                shutil.copyfile((folder / "teacher").with_suffix(suffix), (pair / "teacher").with_suffix(suffix))
-                shutil.copyfile(result.path.with_suffix(suffix), (pair / "student").with_suffix(suffix))
+            for suffix in (".pt", ".json"):  # each checkpoint with its metadata beside it
+                shutil.copyfile(teacher_path.with_suffix(suffix), checkpoint_file(pair, TEACHER).with_suffix(suffix))
+                shutil.copyfile(result.path.with_suffix(suffix), checkpoint_file(pair, DISTILLED).with_suffix(suffix))
             # the previous variant's study: the teacher's baseline scores are taken from it
             study = run_study(StudyConfig(dataset, checkpoints=tmp, root=root, images=images, methods=METHODS,
                                           sanity_images=1, threads=threads, explained=("student",)), earlier=study)
@@ -134,30 +138,26 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
         times += benchmark_methods({"student": model}, x_s, list(METHODS), targets, repeats=3, threads=threads)
         median = {(r["model"], r["method"]): r["median_s"] for r in times}
         teacher_gradcam = median[("teacher", "grad_cam")]
-        predicted, truth = np.asarray(study["predicted"]["student"]), np.asarray(study["true_class"])
+        predicted, truth = np.asarray(study.predicted[DISTILLED]), np.asarray(study.true_class)
         row = {"pooled": blocks, "default": blocks == STUDENT_POOLED_BLOCKS,
                "map_side": last_map_side(model, result.meta.input_size), "input_size": result.meta.input_size,
                "parameters": count_parameters(model), "accuracy": float(np.mean(predicted == truth)),
-               "images": study["images"], "val_acc": max(r["val_acc"] for r in result.history),
+               "images": study.images, "val_acc": max(r["val_acc"] for r in result.history),
                "forward_ms": 1e3 * median[("student", "forward")], "teacher_grad_cam_ms": 1e3 * teacher_gradcam,
                "methods": {}}
         for method in METHODS:
-            scores = study["methods"][method]
-            local = scores.get("localisation", {}).get("student", {})
+            local = (study.methods[method].localisation or {}).get(DISTILLED)
             row["methods"][method] = {
-                "deletion_on_teacher": scores["student_on_teacher"]["deletion_auc"]["mean"],
-                "deletion_on_student": scores["student"]["deletion_auc"]["mean"],
-                "hit": local.get("hit", {}).get("mean"), "energy": local.get("energy", {}).get("mean"),
+                "deletion_on_teacher": study.score(method, DISTILLED, TEACHER).deletion_auc.mean,
+                "deletion_on_student": study.score(method, DISTILLED, DISTILLED).deletion_auc.mean,
+                "hit": local.hit.mean if local else None, "energy": local.energy.mean if local else None,
                 "ms": 1e3 * median[("student", method)],
                 "speedup": teacher_gradcam / median[("student", method)]}
         rows.append(row)
         if baseline is None:
-            random = study["methods"]["random"]
-            baseline = {"random_deletion_on_teacher": random["teacher"]["deletion_auc"]["mean"],
-                        "random_hit": random.get("localisation", {}).get("teacher", {}).get("hit", {}).get("mean"),
-                        "mask_prior_hit": study["methods"].get("mask_prior", {}).get("localisation", {})
-                        .get("teacher", {}).get("hit", {}).get("mean"),
-                        "tolerance_px": study["tolerance_px"]}
+            baseline = {"random_deletion_on_teacher": study.score("random", TEACHER, TEACHER).deletion_auc.mean,
+                        "random_hit": _teacher_hit(study, "random"),
+                        "mask_prior_hit": _teacher_hit(study, "mask_prior"), "tolerance_px": study.tolerance_px}
         print(f"pooled {blocks}: map {row['map_side']} px, accuracy {row['accuracy']:.3f}, " + ", ".join(
             f"{m} {v['ms']:.1f} ms ({v['speedup']:.1f}x), deletion on teacher {v['deletion_on_teacher']:.3f}"
             + (f", hit {v['hit']:.2f}" if v["hit"] is not None else "") for m, v in row["methods"].items()))
@@ -166,13 +166,20 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
     return {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "dataset": dataset,
             "target": TARGET, "accuracy_slack": ACCURACY_SLACK, "rows": rows, "baseline": baseline,
             "recommended": chosen["pooled"] if chosen else None, "criterion": "pointing game" if localised
-            else "deletion AUC on the teacher", "teacher_sha256": checkpoints.file_sha256(folder / "teacher.pt"),
+            else "deletion AUC on the teacher", "teacher_sha256": checkpoints.file_sha256(teacher_path),
             "recipe": {"epochs": cfg.student_epochs, "loss_args": cfg.loss_args, "seed": cfg.seeds[0],
                        "input_size": cfg.input_size}, "environment": environment()}
 
 
+def _teacher_hit(study: FaithfulnessStudy, baseline: str) -> float | None:
+    """A baseline map's pointing-game hit rate (None where there are no lesion masks or no such baseline)."""
+    found = study.methods.get(baseline)
+    local = (found.localisation or {}).get(TEACHER) if found else None
+    return local.hit.mean if local else None
+
+
 def markdown(result: dict) -> str:
-    """The README's snippet: one row per variant and method, the baselines and the recommendation."""
+    """The docs/benchmarks.md snippet: one row per variant and method, the baselines and the recommendation."""
     base, recipe = result["baseline"], result["recipe"]
     localised = base["random_hit"] is not None
     head = "| pooled blocks | last map | parameters | validation accuracy | test accuracy | method | ms / image |" \

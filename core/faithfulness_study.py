@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,26 +33,31 @@ from core import checkpoints
 from core.data import load_dataset, materialize
 from core.evaluate import evaluation_split
 from core.explain import explain
+from core.explainers import registered_methods
 from core.faithfulness import (agreement, deletion_curve, insertion_curve, mask_iou, pointing_game,
                                sanity_check)
 from core.inference import batch_for, predict_tensor
+from core.layout import checkpoint_file, dataset_folder, results_file
+from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.stats import paired_difference
 from core.stopwatch import environment
+from core.study_record import (CURVE_METRICS, PAIRS, Agreement, CascadeStep, Comparison, CurveScores, Distribution,
+                                FaithfulnessStudy, Localisation, MethodScores, Pair, StudyFormatError, StudySettings,
+                                pair)
 
 log = logging.getLogger(__name__)
 
-CHEAP_METHODS = ("feature_maps", "cam", "grad_cam", "saliency")
-SLOW_METHODS = ("integrated_gradients", "occlusion", "gradient_shap", "kernel_shap", "lime")
+CHEAP_METHODS = tuple(registered_methods(slow=False))  # every image
+SLOW_METHODS = tuple(registered_methods(slow=True))  # a seeded subset of the images
 BASELINES = ("random", "centre", "mask_prior")
-ROLES = ("teacher", "student")
-# The pointing game's tolerance (Zhang et al.'s 15 px at 224 px), scaled to the input side.
+# The pointing game's tolerance: 15 px at 224 px, scaled to the input side.
 TOLERANCE_AT_224 = 15
 DEFAULT_IMAGES = 200
 
 
 @dataclass
 class StudyConfig:
-    """Settings of one study (every field is written beside its results)."""
+    """Settings of one study (all but the paths and threads are written beside its results: `StudySettings`)."""
 
     dataset: str
     checkpoints: str = "checkpoints"
@@ -64,9 +69,17 @@ class StudyConfig:
     steps: int = 10  # deletion/insertion steps (2 x (steps + 1) forwards per map)
     seed: int = 0
     threads: int | None = None
-    # whose maps are made and scored; both models always score. ("student",) is the student variants' study
-    # (benchmarks/student_frontier.py): the teacher's own maps are the same for every variant.
-    explained: tuple[str, ...] = ROLES
+    # whose maps are made and scored (role keys); both models always score. ("student",) is the student variants'
+    # study (benchmarks/student_frontier.py): the teacher's own maps are the same for every variant.
+    explained: tuple[str, ...] = tuple(r.key for r in STUDIED)
+
+    def settings(self) -> StudySettings:
+        """What the study records of these settings."""
+        explained = tuple(r for key in self.explained for r in STUDIED if r.key == key)
+        if not self.explained or len(explained) != len(self.explained):
+            raise ValueError(f"explained must name some of {tuple(r.key for r in STUDIED)}, got {self.explained}")
+        return StudySettings(self.dataset, self.images, self.slow_images, self.sanity_images, tuple(self.methods),
+                             self.steps, self.seed, explained)
 
 
 def study_images(meta: checkpoints.CheckpointMeta, images: int | None, root: str | None):
@@ -119,19 +132,6 @@ def tolerant_hit(m: np.ndarray, mask: np.ndarray, tolerance: int) -> float:
     return float(grown[0, 0].numpy().ravel()[int(np.argmax(m))] > 0)
 
 
-def summary(values) -> dict:
-    """Distribution of a per-image score: mean, quartiles and n over the finite values, and every value in
-    image order (None where not finite, e.g. a constant map's rank correlation)."""
-    all_values = np.asarray(values, dtype=np.float64)
-    v = all_values[np.isfinite(all_values)]
-    listed = [round(float(x), 4) if np.isfinite(x) else None for x in all_values]
-    if v.size == 0:
-        return {"n": 0, "values": listed}
-    q25, median, q75 = np.percentile(v, [25, 50, 75])
-    return {"mean": float(v.mean()), "median": float(median), "q25": float(q25), "q75": float(q75),
-            "n": int(v.size), "values": listed}
-
-
 def test_indices(ds, meta: checkpoints.CheckpointMeta, root: str | None) -> list[int]:
     """Each study image's index in the test split as the app numbers it (for links to the Explanations page)."""
     if meta.dataset == "phantom":
@@ -142,182 +142,202 @@ def test_indices(ds, meta: checkpoints.CheckpointMeta, root: str | None) -> list
     return [position[path] for path in ds.paths]
 
 
-def compare(a, b) -> dict:
+def compare(a, b) -> Comparison:
     """Paired comparison of a method's per-image scores with a baseline's on the same images."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     ok = np.isfinite(a) & np.isfinite(b)
     out = paired_difference(a[ok], b[ok], unit="images")
-    out.pop("differences")
-    return out
+    return Comparison(out["mean"], out["n"], out["test"], out["std"], tuple(out["ci"]), out["p_value"],
+                      out["p_sign_flip"])
 
 
-def verdict(comparison: dict, better: str) -> str:
-    """"yes" / "no: worse" / "not shown": whether a paired 95% interval against the random map excludes 0 on the
-    side that is better (``better`` is "lower" or "higher"); an undefined (NaN) interval shows nothing."""
-    lo, hi = comparison["ci"]
-    good, bad = (hi < 0, lo > 0) if better == "lower" else (lo > 0, hi < 0)
-    return "yes" if good else ("no: worse" if bad else "not shown")
-
-
-def is_stale(study: dict, digests: dict[str, str | None]) -> bool:
-    """True when the checkpoints now shipped (``role -> sha256``, None if missing) are not those the study scored."""
-    return any(digests.get(role) != sha for role, sha in study.get("checkpoints", {}).items())
-
-
-# What must match for an earlier study's scores to be taken over (besides the checkpoints and the images).
-SAME_SETTINGS = ("images", "slow_images", "sanity_images", "steps", "seed")
-
-
-def unchanged_roles(earlier: dict | None, cfg: StudyConfig, digests: dict[str, str], fingerprint: str,
-                    slow: np.ndarray) -> set[str]:
-    """The models whose checkpoint ``earlier`` (a study's dictionary) scored, on the same test images with the
-    same settings: their deletion/insertion scores and sanity cascades need not be computed again."""
-    if not earlier or earlier.get("test_fingerprint") != fingerprint or earlier.get("slow_subset") != slow.tolist():
+def unchanged_roles(earlier: FaithfulnessStudy | None, cfg: StudyConfig, digests: dict[Role, str],
+                    fingerprint: str, slow: np.ndarray) -> set[Role]:
+    """The models whose checkpoint ``earlier`` scored, on the same test images with the same settings: their
+    deletion/insertion scores and sanity cascades need not be computed again."""
+    if earlier is None or earlier.test_fingerprint != fingerprint or list(earlier.slow_subset) != slow.tolist():
         return set()
-    if any((earlier.get("config") or {}).get(k) != getattr(cfg, k) for k in SAME_SETTINGS):
+    if _scoring_settings(earlier.config) != _scoring_settings(cfg):
         return set()
-    return {role for role in ROLES if (earlier.get("checkpoints") or {}).get(role) == digests[role]}
+    return {r for r in STUDIED if earlier.checkpoints.get(r) == digests[r]}
 
 
-def _earlier_curves(earlier: dict, name: str, key: str) -> dict | None:
-    """Per-image AUCs of one earlier score (as stored: rounded to 4 decimals, None for non-finite), or None."""
-    stored = (earlier["methods"].get(name) or {}).get(key)
-    if not stored or any("values" not in stored.get(m, {}) for m in ("deletion_auc", "insertion_auc")):
+def _scoring_settings(settings: StudyConfig | StudySettings) -> tuple:
+    # what must match for an earlier study's scores to be taken over (besides the checkpoints and the images)
+    return settings.images, settings.slow_images, settings.sanity_images, settings.steps, settings.seed
+
+
+def _earlier_curves(earlier: FaithfulnessStudy, name: str, scored: Pair) -> dict[str, np.ndarray] | None:
+    """Per-image AUCs of one earlier score (as stored: rounded to 4 decimals, NaN where not finite), or None."""
+    method = earlier.methods.get(name)
+    stored = method.curves.get(scored) if method else None
+    if stored is None:
         return None
-    return {m: np.array([np.nan if v is None else v for v in stored[m]["values"]], dtype=np.float64)
-            for m in ("deletion_auc", "insertion_auc")}
+    return {m: np.array([np.nan if v is None else v for v in getattr(stored, m).values], dtype=np.float64)
+            for m in CURVE_METRICS}
 
 
-def run_study(cfg: StudyConfig, on_progress=None, earlier: dict | None = None) -> dict:
-    """Run the study; returns the dictionary written under ``"faithfulness"`` (see the module doc).
+@dataclass(frozen=True)
+class StudiedModels:
+    """The two models a study explains, its test images and what each model predicts on them."""
+
+    models: dict[Role, torch.nn.Module]
+    metas: dict[Role, checkpoints.CheckpointMeta]
+    digests: dict[Role, str]
+    ds: object  # the study images (`core.evaluate.evaluation_split`)
+    xs: dict[Role, torch.Tensor]
+    preds: dict[Role, torch.Tensor]
+
+
+def load_subject(cfg: StudyConfig) -> StudiedModels:
+    folder = dataset_folder(cfg.dataset, root=cfg.checkpoints)
+    loaded = {r: checkpoints.load(checkpoint_file(folder, r)) for r in STUDIED}
+    digests = {r: checkpoints.file_sha256(checkpoint_file(folder, r)) for r in STUDIED}
+    metas = {r: meta for r, (_, meta) in loaded.items()}
+    ds = study_images(metas[TEACHER], cfg.images, cfg.root)
+    xs = {r: batch_for(meta, ds.images) for r, meta in metas.items()}
+    preds = {r: predict_tensor(model, xs[r]).argmax(1) for r, (model, _) in loaded.items()}
+    return StudiedModels({r: model for r, (model, _) in loaded.items()}, metas, digests, ds, xs, preds)
+
+
+def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | None = None) -> FaithfulnessStudy:
+    """Run the study; returns the record written under ``"faithfulness"`` (see the module doc).
 
     ``earlier``: a study of the same test images and settings. Scores whose explaining and scoring checkpoints
     are both unchanged since it (the teacher's own and its baselines', after a retrain of the student alone) are
     taken from it instead of computed again; the maps are still made, so their times and localisation are new.
     """
-    if not cfg.explained or set(cfg.explained) - set(ROLES):
-        raise ValueError(f"explained must name some of {ROLES}, got {cfg.explained}")
+    settings = cfg.settings()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    folder = Path(cfg.checkpoints) / cfg.dataset
-    loaded = {role: checkpoints.load(folder / f"{role}.pt") for role in ROLES}
-    digests = {role: checkpoints.file_sha256(folder / f"{role}.pt") for role in ROLES}
-    metas = {role: meta for role, (_, meta) in loaded.items()}
-    ds = study_images(metas["teacher"], cfg.images, cfg.root)
-    n = len(ds)
-    xs = {role: batch_for(meta, ds.images) for role, meta in metas.items()}
-    preds = {role: predict_tensor(loaded[role][0], xs[role]).argmax(1) for role in ROLES}
+    subject = load_subject(cfg)
+    ds, n = subject.ds, len(subject.ds)
     slow = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, cfg.slow_images), replace=False))
     subsets = {m: (slow if m in SLOW_METHODS else np.arange(n)) for m in cfg.methods}
-    unchanged = unchanged_roles(earlier, cfg, digests, ds.fingerprint, slow)
-    prior = mask_prior(metas["teacher"].input_size) if ds.masks is not None else None
+    unchanged = unchanged_roles(earlier, cfg, subject.digests, ds.fingerprint, slow)
+    prior = mask_prior(subject.metas[TEACHER].input_size) if ds.masks is not None else None
     baselines = [b for b in BASELINES if b != "mask_prior" or prior is not None]
 
-    maps: dict[str, dict[str, np.ndarray]] = {role: {} for role in ROLES}
-    seconds: dict[str, dict[str, list]] = {role: {} for role in ROLES}
-    jobs = [(role, m) for m in cfg.methods for role in ROLES if role in cfg.explained]
-    for k, (role, method) in enumerate(jobs):
-        model, meta = loaded[role]
-        heat, times = [], []
-        for i in tqdm(subsets[method], desc=f"{method} on the {role}", unit="img", leave=False):
-            e = explain(model, xs[role][i:i + 1], method, int(preds[role][i]), predict=False)
-            heat.append(e.heatmap)
-            times.append(e.seconds)
-        maps[role][method], seconds[role][method] = np.stack(heat), times
-        log.info("%s on the %s: %d maps, median %.4f s", method, role, len(times), float(np.median(times)))
-        if on_progress:
-            on_progress((k + 1) / (len(jobs) + 2), f"{method} on the {role}")
-    for role, meta in metas.items():
+    maps, seconds = make_maps(cfg, settings.explained, subject, subsets, on_progress)
+    for role, meta in subject.metas.items():
         for b in baselines:
             maps[role][b] = baseline_map(b, n, meta.input_size, cfg.seed, prior)
             subsets.setdefault(b, np.arange(n))
-
-    scores: dict[str, dict] = {}
-    # the longest part: every map's deletion and insertion curves on both models, 2 x (steps + 1) passes an image
-    for name in tqdm(list(cfg.methods) + baselines, desc="deletion and insertion curves", unit="map", leave=False):
-        idx = subsets[name]
-        entry = {"images": int(len(idx))}
-        for explainer in ROLES:
-            for scorer in ROLES:
-                if name in BASELINES and explainer != scorer:
-                    continue  # a baseline is one map whichever model it is said to explain
-                if name not in BASELINES and explainer not in cfg.explained:
-                    continue
-                key = explainer if explainer == scorer else f"{explainer}_on_{scorer}"
-                if {explainer, scorer} <= unchanged and (kept := _earlier_curves(earlier, name, key)) is not None:
-                    entry[key] = kept
-                    continue
-                model, meta = loaded[scorer]
-                m = _resize(maps[explainer][name], meta.input_size)  # every map set holds exactly the images idx
-                targets = preds[scorer][idx].tolist()
-                entry[key] = {
-                    "deletion_auc": deletion_curve(model, xs[scorer][idx], m, targets, steps=cfg.steps).auc,
-                    "insertion_auc": insertion_curve(model, xs[scorer][idx], m, targets, steps=cfg.steps).auc}
-        scores[name] = entry
-        log.info("scored %s on %d images", name, len(idx))
-    if on_progress:
-        on_progress((len(jobs) + 1) / (len(jobs) + 2), "agreement, localisation and sanity")
-
-    methods_out = {}
-    for name, entry in scores.items():
-        idx = subsets[name]
-        out = {"images": entry["images"], "baseline": name in BASELINES}
-        for key, value in entry.items():
-            if key == "images":
-                continue
-            out[key] = {metric: summary(v) for metric, v in value.items()}
-            if name != "random":
-                rand = scores["random"][key if key in scores["random"] else key.split("_on_")[1]]
-                out[key]["vs_random"] = {metric: compare(value[metric], rand[metric][idx])
-                                         for metric in value}
-        if name not in BASELINES and len(cfg.explained) == len(ROLES):  # a baseline is one map for both
-            pairs = [agreement(t, s) for t, s in zip(maps["teacher"][name], maps["student"][name])]
-            out["agreement"] = {k: summary([p[k] for p in pairs]) for k in ("spearman", "iou")}
-        made = [role for role in ROLES if name in maps[role]]
-        if name not in BASELINES:
-            out["seconds"] = {role: summary(seconds[role][name]) for role in made}
-        if ds.masks is not None:
-            out["localisation"] = {role: localisation(maps[role][name], ds, idx, metas[role].input_size)
-                                   for role in made}
-        methods_out[name] = out
-
-    sanity = {}
-    few = np.arange(min(n, cfg.sanity_images))
-    for method in [m for m in cfg.methods if m in CHEAP_METHODS]:
-        sanity[method] = {}
-        for role in cfg.explained:
-            if role in unchanged and role in (earlier.get("sanity") or {}).get(method, {}):
-                sanity[method][role] = earlier["sanity"][method][role]
-                continue
-            model, _ = loaded[role]
-            runs = [sanity_check(model, xs[role][i:i + 1], method, int(preds[role][i]), n_layers=None) for i in few]
-            sanity[method][role] = [{"layer": step.layer, "spearman": summary([r.steps[s].spearman for r in runs]),
-                                     "iou": summary([r.steps[s].iou for r in runs])}
-                                    for s, step in enumerate(runs[0].steps)]
+    curves = score_curves(cfg, settings.explained, subject, maps, subsets, baselines, unchanged, earlier)
+    if on_progress:  # the maps are the first len(jobs) of len(jobs) + 2 parts
+        jobs = len(cfg.methods) * len(settings.explained)
+        on_progress((jobs + 1) / (jobs + 2), "agreement, localisation and sanity")
+    methods = {name: method_scores(name, curves, subsets[name], maps, seconds, subject, settings.explained)
+               for name in curves}
+    sanity = sanity_cascades(cfg, settings.explained, subject, unchanged, earlier)
     if on_progress:
         on_progress(1.0, "done")
-    return {
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("checkpoints", "root", "threads")},
-        "images": n, "slow_subset": slow.tolist(), "test_fingerprint": ds.fingerprint,
-        "test_index": test_indices(ds, metas["teacher"], cfg.root),
-        "true_class": ds.targets.tolist(), "predicted": {role: preds[role].tolist() for role in ROLES},
-        "agreement_of_predictions": float(np.mean(preds["teacher"] == preds["student"])),
-        "checkpoints": digests,
-        "input_size": {role: metas[role].input_size for role in ROLES},
-        "tolerance_px": tolerance(metas["teacher"].input_size) if ds.masks is not None else None,
-        "methods": methods_out, "sanity": sanity, "environment": environment(),
-        # scores of these models (own, baselines, and between two of them) taken from an earlier study
-        "scores_from_earlier_study": sorted(unchanged),
-        "scoring": "probability of the scoring model's predicted class; maps explain the explaining model's "
-                   "predicted class; deletion to the mean colour, insertion from a blurred image",
-    }
+    preds = subject.preds
+    return FaithfulnessStudy(
+        settings, n, tuple(slow.tolist()), ds.fingerprint, tuple(test_indices(ds, subject.metas[TEACHER], cfg.root)),
+        tuple(ds.targets.tolist()), {r: tuple(preds[r].tolist()) for r in STUDIED},
+        float(np.mean(preds[TEACHER] == preds[DISTILLED])), subject.digests,
+        {r: subject.metas[r].input_size for r in STUDIED},
+        tolerance(subject.metas[TEACHER].input_size) if ds.masks is not None else None, methods, sanity,
+        environment(), tuple(sorted(unchanged, key=lambda r: r.key)))
+
+
+def make_maps(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, subsets: dict[str, np.ndarray],
+              on_progress=None) -> tuple[dict[Role, dict[str, np.ndarray]], dict[Role, dict[str, list]]]:
+    """Every method's maps of the explained models on its images, and the time each took."""
+    maps: dict[Role, dict[str, np.ndarray]] = {r: {} for r in STUDIED}
+    seconds: dict[Role, dict[str, list]] = {r: {} for r in STUDIED}
+    jobs = [(r, m) for m in cfg.methods for r in STUDIED if r in explained]
+    for k, (role, method) in enumerate(jobs):
+        heat, times = [], []
+        for i in tqdm(subsets[method], desc=f"{method} on the {role.key}", unit="img", leave=False):
+            e = explain(subject.models[role], subject.xs[role][i:i + 1], method, int(subject.preds[role][i]),
+                        predict=False)
+            heat.append(e.heatmap)
+            times.append(e.seconds)
+        maps[role][method], seconds[role][method] = np.stack(heat), times
+        log.info("%s on the %s: %d maps, median %.4f s", method, role.key, len(times), float(np.median(times)))
+        if on_progress:
+            on_progress((k + 1) / (len(jobs) + 2), f"{method} on the {role.key}")
+    return maps, seconds
+
+
+def score_curves(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, maps: dict, subsets: dict,
+                 baselines: list[str], unchanged: set[Role], earlier: FaithfulnessStudy | None) -> dict:
+    """``{map name: {pair: {metric: per-image AUCs}}}``: each map's deletion and insertion AUCs on each model's
+    probability (a baseline on its own model only), taken from ``earlier`` where both models are unchanged."""
+    curves: dict[str, dict[Pair, dict[str, np.ndarray]]] = {}
+    # the longest part: every map's deletion and insertion curves on both models, 2 x (steps + 1) passes an image
+    for name in tqdm(list(cfg.methods) + baselines, desc="deletion and insertion curves", unit="map", leave=False):
+        idx, curves[name] = subsets[name], {}
+        for scored in PAIRS:
+            if name in BASELINES and scored.cross:
+                continue  # a baseline is one map whichever model it is said to explain
+            if name not in BASELINES and scored.explainer not in explained:
+                continue
+            if {scored.explainer, scored.scorer} <= unchanged and \
+                    (kept := _earlier_curves(earlier, name, scored)) is not None:
+                curves[name][scored] = kept
+                continue
+            model, meta = subject.models[scored.scorer], subject.metas[scored.scorer]
+            m = _resize(maps[scored.explainer][name], meta.input_size)  # every map set holds exactly the images idx
+            x, targets = subject.xs[scored.scorer][idx], subject.preds[scored.scorer][idx].tolist()
+            curves[name][scored] = {"deletion_auc": deletion_curve(model, x, m, targets, steps=cfg.steps).auc,
+                                    "insertion_auc": insertion_curve(model, x, m, targets, steps=cfg.steps).auc}
+        log.info("scored %s on %d images", name, len(idx))
+    return curves
+
+
+def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds: dict, subject: StudiedModels,
+                  explained: tuple[Role, ...]) -> MethodScores:
+    """One map's record: its curves' distributions against the random map's, agreement, times, localisation."""
+    baseline = name in BASELINES
+    scored = {}
+    for p, value in curves[name].items():
+        # the random map is one map whichever model: its score on the scorer is the one to compare with
+        rand = curves["random"][pair(p.scorer, p.scorer)]
+        versus = {} if name == "random" else {m: compare(value[m], rand[m][idx]) for m in CURVE_METRICS}
+        scored[p] = CurveScores(Distribution.of(value["deletion_auc"]), Distribution.of(value["insertion_auc"]),
+                                versus)
+    together = None
+    if not baseline and len(explained) == len(STUDIED):  # a baseline is one map for both
+        pairs = [agreement(t, s) for t, s in zip(maps[TEACHER][name], maps[DISTILLED][name])]
+        together = Agreement(*(Distribution.of([p[k] for p in pairs]) for k in ("spearman", "iou")))
+    made = [r for r in STUDIED if name in maps[r]]
+    ds = subject.ds
+    return MethodScores(
+        int(len(idx)), baseline, scored, together,
+        None if baseline else {r: Distribution.of(seconds[r][name]) for r in made},
+        None if ds.masks is None else {r: localisation(maps[r][name], ds, idx, subject.metas[r].input_size)
+                                       for r in made})
+
+
+def sanity_cascades(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, unchanged: set[Role],
+                    earlier: FaithfulnessStudy | None) -> dict[str, dict[Role, tuple[CascadeStep, ...]]]:
+    """The model-randomisation cascade of each cheap method on the first few images, by explained model (an
+    unchanged model's taken from ``earlier``)."""
+    few = np.arange(min(len(subject.ds), cfg.sanity_images))
+    out: dict[str, dict[Role, tuple[CascadeStep, ...]]] = {}
+    for method in [m for m in cfg.methods if m in CHEAP_METHODS]:
+        out[method] = {}
+        for role in explained:
+            kept = earlier.cascade(method, role) if earlier is not None and role in unchanged else ()
+            if kept:
+                out[method][role] = kept
+                continue
+            model, xs, preds = subject.models[role], subject.xs[role], subject.preds[role]
+            runs = [sanity_check(model, xs[i:i + 1], method, int(preds[i]), n_layers=None) for i in few]
+            out[method][role] = tuple(
+                CascadeStep(step.layer, Distribution.of([r.steps[s].spearman for r in runs]),
+                            Distribution.of([r.steps[s].iou for r in runs])) for s, step in enumerate(runs[0].steps))
+    return out
 
 
 def tolerance(size: int) -> int:
     return max(1, round(TOLERANCE_AT_224 * size / 224))
 
 
-def localisation(maps: np.ndarray, ds, idx: np.ndarray, size: int) -> dict:
+def localisation(maps: np.ndarray, ds, idx: np.ndarray, size: int) -> Localisation:
     """Pointing game (with `tolerance`), energy in the lesion and top-5 % IoU of the maps of images ``idx``, in
     image order (NaN where the image has no lesion)."""
     masks = ds.masks.numpy()[idx]
@@ -327,24 +347,23 @@ def localisation(maps: np.ndarray, ds, idx: np.ndarray, size: int) -> dict:
     rows = [(tolerant_hit(m, k, tolerance(size)), pointing_game(m, k)["energy"], mask_iou(m, k, 5.0))
             if k.any() else (nan, nan, nan) for m, k in zip(maps, masks)]
     hit, energy, iou = zip(*rows) if rows else ((), (), ())
-    return {"hit": summary(hit), "energy": summary(energy), "iou": summary(iou)}
+    return Localisation(Distribution.of(hit), Distribution.of(energy), Distribution.of(iou))
 
 
-def write_study(study: dict, checkpoints_dir: str | Path, dataset: str) -> Path:
+def read_study(checkpoints_dir: str | Path, dataset: str) -> FaithfulnessStudy | None:
+    """The study stored in a dataset's results.json, or None if there is none (a malformed one is refused)."""
+    path = results_file(dataset_folder(dataset, root=checkpoints_dir))
+    block = json.loads(path.read_text()).get("faithfulness") if path.is_file() else None
+    return None if block is None else FaithfulnessStudy.from_json(block, str(path))
+
+
+def write_study(study: FaithfulnessStudy, checkpoints_dir: str | Path, dataset: str) -> Path:
     """Store the study under ``"faithfulness"`` in the dataset's results.json (atomically, other keys kept)."""
-    path = Path(checkpoints_dir) / dataset / "results.json"
+    path = results_file(dataset_folder(dataset, root=checkpoints_dir))
     results = json.loads(path.read_text()) if path.is_file() else {"dataset": dataset}
-    results["faithfulness"] = study
-    checkpoints.atomic_write_text(path, json.dumps(results, indent=1, default=_plain) + "\n")
+    results["faithfulness"] = study.to_json()
+    checkpoints.atomic_write_text(path, json.dumps(results, indent=1) + "\n")
     return path
-
-
-def _plain(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -366,18 +385,25 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
                       tuple(args.methods), args.steps, args.seed, args.threads)
-    results = Path(args.checkpoints) / args.dataset / "results.json"
-    earlier = None if args.fresh or not results.is_file() else json.loads(results.read_text()).get("faithfulness")
+    try:
+        earlier = None if args.fresh else read_study(args.checkpoints, args.dataset)
+    except StudyFormatError as e:
+        parser.error(f"{e}\n(--fresh computes every score without reading it)")
     study = run_study(cfg, earlier=earlier)
-    if study["scores_from_earlier_study"]:
-        print(f"scores of the unchanged {' and '.join(study['scores_from_earlier_study'])} taken from {results}")
+    if study.scores_from_earlier_study:
+        print(f"scores of the unchanged {' and '.join(r.key for r in study.scores_from_earlier_study)} taken "
+              f"from {results_file(dataset_folder(args.dataset, root=args.checkpoints))}")
     path = write_study(study, args.checkpoints, args.dataset)
-    for name, out in study["methods"].items():
-        own = {r: out[r]["deletion_auc"].get("mean", float("nan")) for r in ROLES}
-        cross = out.get("student_on_teacher", out["teacher"])["deletion_auc"].get("mean", float("nan"))
-        print(f"{name:22s} deletion AUC teacher {own['teacher']:.3f} student {own['student']:.3f} "
-              f"student map on the teacher {cross:.3f}")
+    for name, out in study.methods.items():
+        own = {r: out.score(r, r).deletion_auc.mean for r in STUDIED}
+        cross = out.score(DISTILLED, TEACHER).deletion_auc.mean
+        print(f"{name:22s} deletion AUC teacher {_or_nan(own[TEACHER]):.3f} student {_or_nan(own[DISTILLED]):.3f} "
+              f"student map on the teacher {_or_nan(cross):.3f}")
     print(f"wrote {path}")
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The README's text of the faithfulness study (`core.faithfulness_study`): each dataset's tables and the answer
+"""The faithfulness study (`core.faithfulness_study`) as docs/results.md gives it: each dataset's tables and the answer
 across datasets to "does the student's explanation explain the teacher?". Rendered by `core.results`."""
 
 from __future__ import annotations
@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.explainers import EXPLAINERS
-from core.faithfulness_study import is_stale, verdict
+from core.layout import checkpoint_file, results_file
 from core.metadata import file_sha256
 from core.metrics import mcnemar_test
+from core.roles import DISTILLED, STUDIED, TEACHER, Role
+from core.study_record import CurveScores, FaithfulnessStudy
 
 BASELINE_NAMES = {"random": "Random map", "centre": "Centre prior", "mask_prior": "Mean training mask"}
 
@@ -20,62 +22,66 @@ def method_name(key: str) -> str:
     return {"forward": "Forward pass (prediction only)", **BASELINE_NAMES}.get(key, key)
 
 
-def _mean(scores: dict, key: str) -> str:
-    value = scores.get(key, {}).get("mean")
+def _mean(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _versus(scores: dict, key: str, better: str) -> str:
+def _versus(scores: CurveScores | None, metric: str, better: str) -> str:
     """``mean`` plus a mark when its paired 95% interval against the random map excludes 0 the right way."""
-    c = scores.get("vs_random", {}).get(key)
-    mark = {"yes": " ✓", "no: worse": " ✗"}.get(verdict(c, better), "") if c else ""
-    return _mean(scores, key) + mark
+    if scores is None:
+        return "–"
+    c = scores.vs_random.get(metric)
+    mark = {"yes": " ✓", "no: worse": " ✗"}.get(c.verdict(better), "") if c else ""
+    return _mean(getattr(scores, metric).mean) + mark
 
 
 def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
-    """The faithfulness study of this dataset's checkpoints (`core.faithfulness_study`), if shipped."""
+    """The faithfulness study of this dataset's checkpoints (`core.faithfulness_study`), if shipped (``study``: the
+    ``"faithfulness"`` block of the results.json in ``meta_dir``)."""
     if not study:
         return []
-    stale = is_stale(study, {role: file_sha256(meta_dir / f"{role}.pt") if (meta_dir / f"{role}.pt").is_file()
-                             else None for role in study["checkpoints"]})
-    cfg = study["config"]
-    lines = ["", f"Faithfulness (`python -m core.faithfulness_study {cfg['dataset']}`; {study['images']} test "
-             f"images, {len(study['slow_subset'])} for the slow methods, {cfg['steps']} steps, seed {cfg['seed']}"
+    study = FaithfulnessStudy.from_json(study, str(results_file(meta_dir)))
+    shipped = {r: checkpoint_file(meta_dir, r) for r in study.checkpoints}
+    stale = study.is_stale({r: file_sha256(path) if path.is_file() else None for r, path in shipped.items()})
+    cfg = study.config
+    lines = ["", f"Faithfulness (`python -m core.faithfulness_study {cfg.dataset}`; {study.images} test "
+             f"images, {len(study.slow_subset)} for the slow methods, {cfg.steps} steps, seed {cfg.seed}"
              + ("; **computed for earlier checkpoints**" if stale else "") + "). Deletion AUC (lower is better) "
              "and insertion AUC (higher is better) of the predicted class's probability; 'student → teacher': "
              "the student's map perturbing the teacher's score. ✓ / ✗: better / worse than the random map on the "
              "same images (paired 95% t interval over images excludes 0).", "",
              "| map | deletion: teacher | student | student → teacher | insertion: teacher | student "
              "| student → teacher | agreement (Spearman, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, out in study["methods"].items():
-        cross = out.get("student_on_teacher", out["teacher"])
-        agree = out.get("agreement", {}).get("spearman", {}).get("median")
-        series = (out["teacher"], out["student"], cross)
+    for name, out in study.methods.items():
+        agree = out.agreement.spearman.median if out.agreement else None
+        series = (out.score(TEACHER, TEACHER), out.score(DISTILLED, DISTILLED), out.score(DISTILLED, TEACHER))
         cells = [_versus(scores, metric, better) for metric, better in (("deletion_auc", "lower"),
                                                                          ("insertion_auc", "higher"))
                  for scores in series]
-        label = f"{method_name(name)} (baseline)" if out.get("baseline") else method_name(name)
+        label = f"{method_name(name)} (baseline)" if out.baseline else method_name(name)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {'–' if agree is None else f'{agree:.2f}'} |")
-    loc = [(name, out["localisation"]) for name, out in study["methods"].items() if "localisation" in out]
+    loc = [(name, out.localisation) for name, out in study.methods.items() if out.localisation is not None]
     if loc:
-        lines += ["", f"Lesion masks (pointing game within {study['tolerance_px']} px, energy in the lesion, top-5% "
+        lines += ["", f"Lesion masks (pointing game within {study.tolerance_px} px, energy in the lesion, top-5% "
                   "IoU; means over lesion images):", "", "| map | teacher hit | energy | IoU | student hit | energy "
                   "| IoU |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, by_role in loc:
-            cells = [_mean(by_role[role], key) for role in ("teacher", "student") for key in ("hit", "energy", "iou")]
+            cells = [_mean(getattr(by_role[role], key).mean) for role in STUDIED for key in ("hit", "energy", "iou")]
             lines.append(f"| {method_name(name)} | " + " | ".join(cells) + " |")
     return lines
 
 
-def _pair(scores: dict) -> str:
+def _pair(scores: CurveScores | None) -> str:
+    if scores is None:
+        return "–"
     return f"{_versus(scores, 'deletion_auc', 'lower')} / {_versus(scores, 'insertion_auc', 'higher')}"
 
 
-def _hits(study: dict, name: str, role: str) -> list[float]:
-    return study["methods"][name]["localisation"][role]["hit"]["values"]
+def _hits(study: FaithfulnessStudy, name: str, role: Role) -> tuple[float | None, ...]:
+    return study.methods[name].localisation[role].hit.values
 
 
-def hit_versus_prior(study: dict, name: str, role: str) -> str:
+def hit_versus_prior(study: FaithfulnessStudy, name: str, role: Role) -> str:
     """A map's pointing-game hit rate against the mean training mask's on the same lesion images, with McNemar's
     exact test on the images where exactly one of the two hits."""
     pairs = [(a, b) for a, b in zip(_hits(study, name, role), _hits(study, "mask_prior", role))
@@ -90,16 +96,19 @@ def hit_versus_prior(study: dict, name: str, role: str) -> str:
             f"(McNemar p = {test['p_value']:.2g}, {test['n_discordant']} discordant of {len(pairs)}: {side} the prior)")
 
 
-def _cascade_end(sanity: dict, name: str, role: str) -> str:
-    """The median rank correlation at a sanity cascade's last step (every layer re-initialised), with its n."""
-    steps = sanity.get(name, {}).get(role) or []
-    last = steps[-1].get("spearman", {}) if steps else {}
-    return "–" if last.get("median") is None else f"{last['median']:.2f} ({last['n']})"
+def _cascade_end(study: FaithfulnessStudy, name: str, role: Role) -> str:
+    """The cascade's statistic at its last step (every layer re-initialised), with its n."""
+    end = study.cascade_end(name, role)
+    if end is None or end.median_correlation is None:
+        return "–"
+    return f"{end.median_correlation:.2f} ({end.spearman.n})"
 
 
 def faithfulness_answer_lines(found: list[dict]) -> list[str]:
-    """The study's answer across datasets: the student's cheap maps perturbing the *teacher's* score."""
-    studied = [r for r in found if r.get("faithfulness") and r.get("protocol", "official") == "official"]
+    """The study's answer across datasets: the student's cheap maps perturbing the *teacher's* score (``found``:
+    each dataset's results.json)."""
+    studied = [(r["dataset"], FaithfulnessStudy.from_json(r["faithfulness"], f"{r['dataset']}'s results.json"))
+               for r in found if r.get("faithfulness") and r.get("protocol", "official") == "official"]
     if not studied:
         return []
     lines = ["", "Does the student's explanation explain the teacher? The student's one-pass maps used to delete "
@@ -108,13 +117,10 @@ def faithfulness_answer_lines(found: list[dict]) -> list[str]:
              "better; ✓ / ✗: better / worse than the random map, paired 95% t interval over images):", "",
              "| dataset | images | student's feature maps → teacher | student's CAM → teacher | teacher's Grad-CAM "
              "| random map |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in studied:
-        methods = r["faithfulness"]["methods"]
-        cells = [_pair(methods[name]["student_on_teacher"]) if name in methods else "–"
-                 for name in ("feature_maps", "cam")]
-        cells += [_pair(methods["grad_cam"]["teacher"]) if "grad_cam" in methods else "–",
-                  _pair(methods["random"]["teacher"])]
-        lines.append(f"| {r['dataset']} | {r['faithfulness']['images']} | " + " | ".join(cells) + " |")
+    for dataset, study in studied:
+        cells = [_pair(study.score(name, explainer, TEACHER)) for name, explainer in
+                 (("feature_maps", DISTILLED), ("cam", DISTILLED), ("grad_cam", TEACHER), ("random", TEACHER))]
+        lines.append(f"| {dataset} | {study.images} | " + " | ".join(cells) + " |")
     lines += ["", "Does the map depend on what the model learnt? The model-randomisation cascade (every layer "
               "re-initialised, top layer first; the Faithfulness page shows each step): the median rank correlation "
               "of the map with the trained model's map at the last step, over the images where it is finite (their "
@@ -123,17 +129,18 @@ def faithfulness_answer_lines(found: list[dict]) -> list[str]:
               "weights: it shows the image more than the model's evidence.", "",
               "| dataset | student's feature maps | student's CAM | teacher's feature maps | teacher's Grad-CAM |",
               "| --- | --- | --- | --- | --- |"]
-    for r in studied:
-        cells = [_cascade_end(r["faithfulness"].get("sanity", {}), name, role) for name, role in
-                 (("feature_maps", "student"), ("cam", "student"), ("feature_maps", "teacher"), ("grad_cam", "teacher"))]
-        lines.append(f"| {r['dataset']} | " + " | ".join(cells) + " |")
-    for r in studied:
-        study, methods = r["faithfulness"], r["faithfulness"]["methods"]
-        if "mask_prior" not in methods or "localisation" not in methods["mask_prior"]:
+    for dataset, study in studied:
+        cells = [_cascade_end(study, name, role) for name, role in
+                 (("feature_maps", DISTILLED), ("cam", DISTILLED), ("feature_maps", TEACHER), ("grad_cam", TEACHER))]
+        lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
+    for dataset, study in studied:
+        prior = study.methods.get("mask_prior")
+        if prior is None or prior.localisation is None:
             continue
-        named = [("the teacher's Grad-CAM", "grad_cam", "teacher"), ("the student's CAM", "cam", "student"),
-                 ("the student's average feature maps", "feature_maps", "student")]
-        parts = [f"{label} {hit_versus_prior(study, name, role)}" for label, name, role in named if name in methods]
-        lines += ["", f"On the {r['dataset']}'s lesion images, pointing game within {study['tolerance_px']} px "
+        named = [("the teacher's Grad-CAM", "grad_cam", TEACHER), ("the student's CAM", "cam", DISTILLED),
+                 ("the student's average feature maps", "feature_maps", DISTILLED)]
+        parts = [f"{label} {hit_versus_prior(study, name, role)}" for label, name, role in named
+                 if name in study.methods]
+        lines += ["", f"On the {dataset}'s lesion images, pointing game within {study.tolerance_px} px "
                   f"against the mean training mask: " + "; ".join(parts) + "."]
     return lines + [""]  # the dataset sections' headings follow

@@ -9,15 +9,12 @@ import math
 from dataclasses import dataclass
 
 from core.explainers import EXPLAINERS
-from core.faithfulness_study import verdict
-from explorer.roles import ROLE_LABELS
+from core.roles import DISTILLED, STUDIED, TEACHER, Role
+from core.study_record import (Distribution, FaithfulnessStudy, MethodScores, Pair, StudyFormatError,
+                               pair)
 
 BASELINE_LABELS = {"random": "Random map (baseline)", "centre": "Centre prior (baseline)",
                    "mask_prior": "Mask prior (baseline)"}
-# Which models a score is about: the map's model, then the model whose score is perturbed.
-SCORERS = {"own": {"teacher": "Teacher's map, teacher's score", "student": "Student's map, student's score"},
-           "cross": {"student_on_teacher": "Student's map, teacher's score",
-                     "teacher_on_student": "Teacher's map, student's score"}}
 
 
 @dataclass(frozen=True)
@@ -25,7 +22,7 @@ class Metric:
     label: str
     better: str  # "lower" or "higher"
     group: str  # "curve" (per scorer), "agreement" (teacher vs student), "localisation" (per model)
-    key: str
+    key: str  # its field in the study's record (`CurveScores`, `Agreement` or `Localisation`)
 
 
 METRICS = {
@@ -46,92 +43,122 @@ def method_label(name: str) -> str:
     return EXPLAINERS[name].title if name in EXPLAINERS else name
 
 
-def series_label(key: str) -> str:
-    if key == "agreement":
-        return "Teacher vs student"
-    for group in SCORERS.values():
-        if key in group:
-            return group[key]
-    return ROLE_LABELS.get(key, key)
+@dataclass(frozen=True)
+class Series:
+    """One set of per-image values a metric has for each method: a pair's curve scores (``pair``), one model's
+    localisation (``role``), or, with neither, the two models' agreement."""
 
+    label: str
+    pair: Pair | None = None
+    role: Role | None = None
 
-def available_metrics(study: dict) -> list[str]:
-    """Metrics the study has (localisation only where the dataset has lesion masks)."""
-    methods = study.get("methods", {}).values()
-    return [k for k, m in METRICS.items()
-            if m.group != "localisation" or any("localisation" in out for out in methods)]
-
-
-def distributions(study: dict, metric: str, scoring: str = "own") -> dict[str, dict[str, list]]:
-    """``{series label: {method: per-image values}}`` for a box plot (baselines included, NaN-free)."""
-    m = METRICS[metric]
-    out: dict[str, dict[str, list]] = {}
-    for name, result in study["methods"].items():
-        if m.group == "curve":
+    def distribution(self, result: MethodScores, metric: Metric) -> Distribution | None:
+        """This series' values of ``metric`` for one method (None where the method has none)."""
+        if self.pair is not None:
             # a baseline has one map for both models: its cross series is its own score on the scoring model
-            for key in SCORERS[scoring]:
-                source = key if key in result else key.split("_on_")[-1]
-                if source in result:
-                    out.setdefault(series_label(key), {})[name] = result[source][m.key]["values"]
-        elif m.group == "agreement" and "agreement" in result:
-            out.setdefault("Teacher vs student", {})[name] = result["agreement"][m.key]["values"]
-        elif m.group == "localisation" and "localisation" in result:
-            for role, scores in result["localisation"].items():
-                out.setdefault(series_label(role), {})[name] = scores[m.key]["values"]
-    return {series: {name: [v for v in values if v is not None] for name, values in by_method.items()}
-            for series, by_method in out.items()}
+            scores = result.score(self.pair.explainer, self.pair.scorer)
+            return getattr(scores, metric.key) if scores else None
+        if self.role is not None:
+            found = (result.localisation or {}).get(self.role)
+            return getattr(found, metric.key) if found else None
+        return getattr(result.agreement, metric.key) if result.agreement else None
 
 
-def comparison_rows(study: dict, metric: str, scoring: str = "own") -> list[dict]:
+# Which models a score is about: the map's model, then the model whose score is perturbed.
+SCORERS = {"own": (Series("Teacher's map, teacher's score", pair(TEACHER, TEACHER)),
+                   Series("Student's map, student's score", pair(DISTILLED, DISTILLED))),
+           "cross": (Series("Student's map, teacher's score", pair(DISTILLED, TEACHER)),
+                     Series("Teacher's map, student's score", pair(TEACHER, DISTILLED)))}
+AGREEMENT = Series("Teacher vs student")
+LOCALISED = tuple(Series(r.label, role=r) for r in STUDIED)
+
+
+def curve_series(explainer: Role, scorer: Role) -> Series:
+    """The series of ``explainer``'s maps scored on ``scorer``'s probability."""
+    return next(s for group in SCORERS.values() for s in group if s.pair == pair(explainer, scorer))
+
+
+def shipped_study(results: dict | None, source: str) -> tuple[FaithfulnessStudy | None, str | None]:
+    """The study in a results.json (``source`` names it), or None with the reason it cannot be read (None when
+    there is no study)."""
+    block = (results or {}).get("faithfulness")
+    if not block:
+        return None, None
+    try:
+        return FaithfulnessStudy.from_json(block, source), None
+    except StudyFormatError as e:
+        return None, str(e)
+
+
+def scored_other_checkpoints(study: FaithfulnessStudy, shipped_digests: dict[str, str | None]) -> bool:
+    """Whether the study scored other checkpoints than the shipped ones (``shipped_digests``: sha256 by shipped
+    file stem, as `explorer.loaders.checkpoint_digests` gives them)."""
+    return study.is_stale({r: shipped_digests.get(r.shipped) for r in study.checkpoints})
+
+
+def available_metrics(study: FaithfulnessStudy) -> list[str]:
+    """Metrics the study has (localisation only where the dataset has lesion masks)."""
+    localised = any(out.localisation is not None for out in study.methods.values())
+    return [k for k, m in METRICS.items() if m.group != "localisation" or localised]
+
+
+def series_of(metric: str, scoring: str = "own") -> tuple[Series, ...]:
+    """The series a metric is drawn in (``scoring`` picks the curve scores' own or cross-model pairs)."""
+    group = METRICS[metric].group
+    return SCORERS[scoring] if group == "curve" else ((AGREEMENT,) if group == "agreement" else LOCALISED)
+
+
+def distributions(study: FaithfulnessStudy, metric: str, scoring: str = "own") -> dict[str, dict[str, list]]:
+    """``{series label: {method: per-image values}}`` for a box plot (baselines included, NaN-free)."""
+    out: dict[str, dict[str, list]] = {}
+    for name, result in study.methods.items():
+        for series in series_of(metric, scoring):
+            found = series.distribution(result, METRICS[metric])
+            if found is not None:
+                out.setdefault(series.label, {})[name] = found.finite()
+    return out
+
+
+def comparison_rows(study: FaithfulnessStudy, metric: str, scoring: str = "own") -> list[dict]:
     """Each method against the random map on the same images: mean difference, 95% interval, p-value."""
     m = METRICS[metric]
     if m.group != "curve":
         return []
     rows = []
-    for name, result in study["methods"].items():
-        for key in SCORERS[scoring]:
-            if key not in result or "vs_random" not in result[key]:
+    for name, result in study.methods.items():
+        for series in SCORERS[scoring]:
+            scores = result.curves.get(series.pair)  # as stored: a baseline has no other model to cross to
+            c = scores.vs_random.get(m.key) if scores else None
+            if c is None:
                 continue
-            c = result[key]["vs_random"][m.key]
-            mean = result[key][m.key].get("mean", math.nan)
-            rows.append({"method": method_label(name), "scored": series_label(key), "images": c["n"],
-                         "mean": round(mean, 3), "minus random": round(c["mean"], 3),
-                         "95% interval": f"[{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]",
-                         "p (paired t)": f"{c['p_value']:.2g}", "p (sign flips)": f"{c['p_sign_flip']:.2g}",
-                         "better than random": verdict(c, m.better)})
+            mean = getattr(scores, m.key).mean
+            rows.append({"method": method_label(name), "scored": series.label, "images": c.n,
+                         "mean": round(math.nan if mean is None else mean, 3), "minus random": round(c.mean, 3),
+                         "95% interval": f"[{c.ci[0]:.3f}, {c.ci[1]:.3f}]",
+                         "p (paired t)": f"{c.p_value:.2g}", "p (sign flips)": f"{c.p_sign_flip:.2g}",
+                         "better than random": c.verdict(m.better)})
     return rows
 
 
-def cascades(study: dict, method: str) -> dict[str, tuple[list[str], list[float]]]:
-    """``{role: (layers randomised so far, median rank correlation per step)}`` for one method (the statistic the
-    README's cascade table gives for the last step)."""
-    return {role: ([s["layer"] for s in steps], [s["spearman"].get("median", math.nan) for s in steps])
-            for role, steps in study.get("sanity", {}).get(method, {}).items()}
+def cascades(study: FaithfulnessStudy, method: str) -> dict[str, tuple[list[str], list[float]]]:
+    """``{model's shipped name: (layers randomised so far, the cascade's statistic per step)}`` for one method (the
+    statistic docs/results.md gives at the last step: `CascadeStep.median_correlation`)."""
+    return {role.shipped: ([s.layer for s in steps],
+                           [math.nan if s.median_correlation is None else s.median_correlation for s in steps])
+            for role, steps in study.sanity.get(method, {}).items()}
 
 
-def extreme_series(study: dict, metric: str, scoring: str = "own") -> list[str]:
+def extreme_series(study: FaithfulnessStudy, metric: str, scoring: str = "own") -> list[Series]:
     """The series a best/worst list can be drawn from for this metric."""
-    group = METRICS[metric].group
-    if group == "curve":
-        return list(SCORERS[scoring])
-    return ["agreement"] if group == "agreement" else ["teacher", "student"]
+    return list(series_of(metric, scoring))
 
 
-def extremes(study: dict, method: str, metric: str, series: str, k: int = 3) -> dict[str, list[dict]]:
-    """The ``k`` best and worst images of one method and scorer: test index, value, true class position."""
+def extremes(study: FaithfulnessStudy, method: str, metric: str, series: Series, k: int = 3) -> dict[str, list[dict]]:
+    """The ``k`` best and worst images of one method and series: test index, value, true class position."""
     m = METRICS[metric]
-    result = study["methods"][method]
-    if m.group == "curve":
-        values = result[series][m.key]["values"]
-    elif m.group == "agreement":
-        values = result["agreement"][m.key]["values"]
-    else:
-        values = result["localisation"][series][m.key]["values"]
-    positions = list(range(study["images"]))
-    if len(values) != len(positions):  # a slow method: its seeded subset of the images
-        positions = study["slow_subset"]
-    scored = [(v, p) for v, p in zip(values, positions) if v is not None]
+    values = series.distribution(study.methods[method], m).values
+    scored = [(v, p) for v, p in zip(values, study.positions(values)) if v is not None]
     scored.sort(key=lambda t: t[0], reverse=m.better == "higher")
-    pick = lambda rows: [{"index": study["test_index"][p], "value": v, "true": study["true_class"][p]}
+    pick = lambda rows: [{"index": study.test_index[p], "value": v, "true": study.true_class[p]}  # noqa: E731
                          for v, p in rows]
     return {"best": pick(scored[:k]), "worst": pick(scored[::-1][:k])}

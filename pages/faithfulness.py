@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from core.faithfulness_study import is_stale
-from explorer import chrome, figures, loaders, state, ui
+from explorer import cached_plots, chrome, loaders, page_list, state, ui
 from explorer import faithfulness_view as fv
 
 dataset = chrome.current_dataset()
@@ -14,19 +13,21 @@ chrome.page_header("Faithfulness over the test set",
                    "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.",
                    terms=("Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game", "Spearman correlation",
                           "IoU"))
-results = loaders.results(dataset)
-study = (results or {}).get("faithfulness")
-if not study:
+study, unreadable = fv.shipped_study(loaders.results(dataset), f"{dataset}/results.json")
+if unreadable:
+    st.warning(f"The faithfulness study shipped for {dataset} cannot be read ({unreadable}). Rerun "
+               f"`python -m core.faithfulness_study {dataset} --fresh`.", icon=":material/error:")
+    st.stop()
+if study is None:
     st.info(f"No faithfulness study has been shipped for {dataset}. It is written by "
             f"`python -m core.faithfulness_study {dataset}`.", icon=":material/science:")
     st.stop()
-if is_stale(study, loaders.checkpoint_digests(dataset)):
+if fv.scored_other_checkpoints(study, loaders.checkpoint_digests(dataset)):
     st.warning("This study scored other checkpoints than the ones shipped now; rerun "
                f"`python -m core.faithfulness_study {dataset}`.", icon=":material/history:")
-cfg = study["config"]
-st.caption(f"{study['images']} test images ({len(study['slow_subset'])} for the slow methods), {cfg['steps']} "
-           f"deletion/insertion steps, seed {cfg['seed']}; the teacher and the student predict the same class on "
-           f"{study['agreement_of_predictions']:.0%} of them. Scores: {study['scoring']}.")
+st.caption(f"{study.images} test images ({len(study.slow_subset)} for the slow methods), {study.config.steps} "
+           f"deletion/insertion steps, seed {study.config.seed}; the teacher and the student predict the same class "
+           f"on {study.agreement_of_predictions:.0%} of them. Scores: {study.scoring}.")
 
 metrics = fv.available_metrics(study)
 state.bind("faith_metric", metrics[0], param="metric", options=metrics)
@@ -41,29 +42,29 @@ if spec.group == "curve":
     state.publish("faith_scoring", param="scoring")
 
 dists = fv.distributions(study, metric, scoring)
-labels = {name: fv.method_label(name) for name in study["methods"]}
-ui.plot(figures.score_boxes(dists, labels, spec.label, spec.better), "faith_boxes")
+labels = {name: fv.method_label(name) for name in study.methods}
+ui.plot(cached_plots.score_boxes(dists, labels, spec.label, spec.better), "faith_boxes")
 rows = fv.comparison_rows(study, metric, scoring)
 if rows:
     st.markdown("**Against the random map on the same images** (paired over images)")
     st.dataframe(rows, hide_index=True, key="faith_vs_random")
 
 st.subheader("Sanity check: randomise the model from the top down")
-cascade_methods = list(study.get("sanity", {}))
+cascade_methods = list(study.sanity)
 if cascade_methods:
     state.bind("faith_cascade", cascade_methods[0], param="cascade", options=cascade_methods)
     shown = st.selectbox("Method", cascade_methods, key="faith_cascade", format_func=fv.method_label)
     state.publish("faith_cascade", param="cascade")
-    ui.plot(figures.cascade_lines(fv.cascades(study, shown)), "faith_cascade_chart")
+    ui.plot(cached_plots.cascade_lines(fv.cascades(study, shown)), "faith_cascade_chart")
     st.caption("A map that explains what the model learnt moves away from its trained version (correlation "
                "towards 0) as more layers are re-initialised; one that stays near 1 ignores the weights.")
 
 st.subheader("Best and worst images")
-methods = [m for m in study["methods"] if m not in fv.BASELINE_LABELS]
+methods = [name for name, m in study.methods.items() if not m.baseline]
 series_keys = fv.extreme_series(study, metric, scoring)
 c1, c2 = st.columns(2)
 method = c1.selectbox("Method", methods, key="faith_extreme_method", format_func=fv.method_label)
-series = c2.selectbox("Series", series_keys, key="faith_extreme_series", format_func=fv.series_label)
+series = c2.selectbox("Series", series_keys, key="faith_extreme_series", format_func=lambda s: s.label)
 found = fv.extremes(study, method, metric, series)
 for kind, cases in found.items():
     st.markdown(f"**{kind.capitalize()}** ({spec.better} is better)")
@@ -76,4 +77,4 @@ for kind, cases in found.items():
             st.caption(f"test #{case['index']}: {spec.label.lower()} {case['value']:.3f}")
             if st.button("Explain", key=f"faith_open_{kind}_{case['index']}"):
                 ui.open_explanation(case["index"], method)
-                st.switch_page("../pages/explanations.py")
+                st.switch_page(page_list.page("explanations").link)

@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from core import checkpoints
-from core.faithfulness_study import StudyConfig, is_stale, run_study, verdict, write_study
+from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
+from core.roles import DISTILLED, TEACHER
 from explorer import faithfulness_view as fv
 from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page,  # noqa: F401
                                    texts)
@@ -29,7 +30,7 @@ def study_root(tmp_path_factory):
 
 @pytest.fixture
 def study(study_root):
-    return json.loads((study_root / "phantom" / "results.json").read_text())["faithfulness"]
+    return read_study(study_root, "phantom")
 
 
 def test_distributions_hold_every_method_and_baseline_for_each_scorer(study):
@@ -54,27 +55,33 @@ def test_comparison_rows_state_the_interval_and_a_verdict(study):
     assert {r["method"] for r in rows} == {"Average feature maps (all layers)", "CAM (class activation map)",
                                            "Occlusion"}
     assert all(r["better than random"] in {"yes", "no: worse", "not shown"} for r in rows)
-    assert verdict({"ci": [-0.2, -0.1]}, "lower") == "yes"
-    assert verdict({"ci": [-0.2, -0.1]}, "higher") == "no: worse"
-    assert verdict({"ci": [-0.2, 0.1]}, "higher") == "not shown"
+    versus = study.score("cam", DISTILLED, TEACHER).vs_random["deletion_auc"]
+    cam = next(r for r in rows if r["method"] == "CAM (class activation map)"
+               and r["scored"] == "Student's map, teacher's score")
+    assert cam["95% interval"] == f"[{versus.ci[0]:.3f}, {versus.ci[1]:.3f}]" and cam["images"] == 8
     assert fv.comparison_rows(study, "agreement_iou") == []
 
 
 def test_extremes_are_ordered_and_name_test_images(study):
-    found = fv.extremes(study, "cam", "deletion_auc", "teacher", k=2)
+    found = fv.extremes(study, "cam", "deletion_auc", fv.curve_series(TEACHER, TEACHER), k=2)
     best, worst = [c["value"] for c in found["best"]], [c["value"] for c in found["worst"]]
     assert best == sorted(best) and worst == sorted(worst, reverse=True) and best[0] <= worst[0]
-    assert all(c["index"] in study["test_index"] for c in found["best"] + found["worst"])
-    slow = fv.extremes(study, "occlusion", "insertion_auc", "student", k=4)
-    picked = {study["test_index"].index(c["index"]) for c in slow["best"]}
-    assert picked <= set(study["slow_subset"])  # only images the slow method was run on
+    assert all(c["index"] in study.test_index for c in found["best"] + found["worst"])
+    slow = fv.extremes(study, "occlusion", "insertion_auc", fv.curve_series(DISTILLED, DISTILLED), k=4)
+    picked = {study.test_index.index(c["index"]) for c in slow["best"]}
+    assert picked <= set(study.slow_subset)  # only images the slow method was run on
+    hits = fv.extremes(study, "cam", "pointing", fv.LOCALISED[0], k=8)  # the teacher's maps, lesion images only
+    assert len(hits["best"]) == sum(c != 0 for c in study.true_class)
 
 
 def test_stale_when_a_checkpoint_changed(study):
-    same = dict(study["checkpoints"])
-    assert not is_stale(study, same)
-    assert is_stale(study, {**same, "student": "0" * 64})
-    assert is_stale(study, {**same, "teacher": None})
+    same = dict(study.checkpoints)
+    assert not study.is_stale(same)
+    assert study.is_stale({**same, DISTILLED: "0" * 64})
+    assert study.is_stale({**same, TEACHER: None})
+    shipped = {"teacher": same[TEACHER], "student": same[DISTILLED], "student_label_only": "0" * 64}
+    assert not fv.scored_other_checkpoints(study, shipped)  # the label-only student is not studied
+    assert fv.scored_other_checkpoints(study, {**shipped, "teacher": None})
 
 
 def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, monkeypatch, study):
@@ -91,7 +98,7 @@ def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, mon
     at.radio(key="faith_scoring").set_value("cross").run()
     assert_ok(at)
     assert at.dataframe[0].value["scored"].str.contains("teacher's score").any()
-    worst = fv.extremes(study, "feature_maps", "deletion_auc", "student_on_teacher")["worst"][0]["index"]
+    worst = fv.extremes(study, "feature_maps", "deletion_auc", fv.curve_series(DISTILLED, TEACHER))["worst"][0]["index"]
     at.button(key=f"faith_open_worst_{worst}").click().run()
     assert_ok(at)
     assert at.session_state["image"] == worst and at.session_state["method"] == ["feature_maps"]
@@ -124,12 +131,20 @@ def test_page_without_a_study_says_how_to_make_one(tmp_path, monkeypatch):
     assert any("core.faithfulness_study phantom" in i.value for i in at.info)
 
 
+def test_page_says_plainly_when_a_study_cannot_be_read(study_root, tmp_path, monkeypatch):
+    at = open_with_results(study_root / "phantom", tmp_path, monkeypatch,
+                           lambda r: r["faithfulness"].update(version=2))
+    notice = " ".join(w.value for w in at.warning)
+    assert "cannot be read" in notice and "phantom/results.json: faithfulness: version 2" in notice
+    assert not at.exception and not has_chart(at, "faith_boxes")
+
+
 def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study_root, tmp_path):
     from core.results import faithfulness_lines
 
     folder = study_root / "phantom"
-    study = json.loads((folder / "results.json").read_text())["faithfulness"]
-    lines = faithfulness_lines(study, folder)
+    block = json.loads((folder / "results.json").read_text())["faithfulness"]
+    lines = faithfulness_lines(block, folder)
     text = "\n".join(lines)
     assert "8 test images, 4 for the slow methods" in text and "earlier checkpoints" not in text
     rows = [line for line in lines if line.startswith("| ")]
@@ -140,7 +155,7 @@ def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study
     assert f"pointing game within {round(15 * size / 224)} px" in text  # 15 px at 224 px, scaled to the input
     # the cross column of CAM is the student's map on the teacher's score, as stored
     cam = next(r for r in rows if r.startswith("| CAM (class activation map) |")).split(" | ")
-    assert cam[3].split(" ")[0] == f"{study['methods']['cam']['student_on_teacher']['deletion_auc']['mean']:.3f}"
+    assert cam[3].split(" ")[0] == f"{block['methods']['cam']['student_on_teacher']['deletion_auc']['mean']:.3f}"
     shutil.copytree(folder, tmp_path / "phantom")
     (tmp_path / "phantom" / "student.pt").write_bytes(b"another checkpoint")
-    assert "computed for earlier checkpoints" in "\n".join(faithfulness_lines(study, tmp_path / "phantom"))
+    assert "computed for earlier checkpoints" in "\n".join(faithfulness_lines(block, tmp_path / "phantom"))

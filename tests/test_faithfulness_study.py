@@ -13,8 +13,10 @@ from torch import nn
 
 from core import checkpoints
 from core.faithfulness import deletion_curve, mask_iou, pointing_game
-from core.faithfulness_study import (BASELINES, StudyConfig, baseline_map, run_study, tolerant_hit,
+from core.faithfulness_study import (BASELINES, StudyConfig, baseline_map, read_study, run_study, tolerant_hit,
                                      write_study)
+from core.roles import DISTILLED, TEACHER
+from core.study_record import PAIRS, pair
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -84,33 +86,40 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
     cfg = StudyConfig("phantom", checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1,
                       methods=("cam", "occlusion"), steps=2)
     study = run_study(cfg)
-    assert study["images"] == 4 and len(study["slow_subset"]) == 2
-    assert len(study["test_index"]) == 4 and len(set(study["test_index"])) == 4
+    assert study.images == 4 and len(study.slow_subset) == 2
+    assert len(study.test_index) == 4 and len(set(study.test_index)) == 4
     # the indices name the images the app shows: their labels are the study's true classes
     from core.data import load_dataset
     full = load_dataset("phantom", "test")
-    assert [full.targets[i] for i in study["test_index"]] == study["true_class"]
-    assert study["checkpoints"]["teacher"] == checkpoints.file_sha256(folder / "teacher.pt")
-    cam = study["methods"]["cam"]
-    for key in ("teacher", "student", "teacher_on_student", "student_on_teacher"):
-        assert cam[key]["deletion_auc"]["n"] == 4 and "vs_random" in cam[key]
-    assert cam["agreement"]["spearman"]["n"] == 4
-    assert set(cam["localisation"]["teacher"]) == {"hit", "energy", "iou"}
-    hits = cam["localisation"]["teacher"]["hit"]["values"]
-    assert len(hits) == 4 and [v is None for v in hits] == [c == 0 for c in study["true_class"]]  # 0: no lesion
-    assert study["methods"]["occlusion"]["images"] == 2
-    assert study["methods"]["occlusion"]["teacher"]["deletion_auc"]["n"] == 2
+    assert tuple(full.targets[i] for i in study.test_index) == study.true_class
+    assert study.checkpoints[TEACHER] == checkpoints.file_sha256(folder / "teacher.pt")
+    cam = study.methods["cam"]
+    assert list(cam.curves) == list(PAIRS)  # every pair: each model's map on its own and on the other's score
+    for scores in cam.curves.values():
+        assert scores.deletion_auc.n == 4 and set(scores.vs_random) == {"deletion_auc", "insertion_auc"}
+    assert cam.agreement.spearman.n == 4
+    hits = cam.localisation[TEACHER].hit.values
+    assert len(hits) == 4 and [v is None for v in hits] == [c == 0 for c in study.true_class]  # 0: no lesion
+    assert study.methods["occlusion"].images == 2
+    assert study.score("occlusion", TEACHER, TEACHER).deletion_auc.n == 2
     for b in BASELINES:  # one map whichever model: no cross scores, no agreement
-        assert study["methods"][b]["baseline"] and "student_on_teacher" not in study["methods"][b]
-        assert "agreement" not in study["methods"][b]
-    cascade = study["sanity"]["cam"]["student"]
-    assert cascade[0]["layer"] == "classifier" and len(cascade) == 6  # head + five blocks
-    assert "occlusion" not in study["sanity"]
+        assert study.methods[b].baseline and not any(p.cross for p in study.methods[b].curves)
+        assert study.methods[b].agreement is None
+        # said to explain the student, it is scored on the teacher as the teacher's own map is
+        assert study.score(b, DISTILLED, TEACHER) == study.score(b, TEACHER, TEACHER)
+    cascade = study.cascade("cam", DISTILLED)
+    assert cascade[0].layer == "classifier" and len(cascade) == 6  # head + five blocks
+    assert study.cascade_end("cam", DISTILLED) == cascade[-1]
+    assert "occlusion" not in study.sanity and study.cascade_end("occlusion", TEACHER) is None
     path = write_study(study, tmp_path, "phantom")
     written = json.loads(path.read_text())
+    assert written["faithfulness"]["version"] == 1
     assert written["faithfulness"]["methods"]["cam"]["teacher"]["deletion_auc"]["n"] == 4
+    assert written["faithfulness"]["methods"]["cam"]["student_on_teacher"]["deletion_auc"]["values"] == \
+        list(study.score("cam", DISTILLED, TEACHER).deletion_auc.values)
     assert {k: v for k, v in written.items() if k != "faithfulness"} == \
         {k: v for k, v in before.items() if k != "faithfulness"}
+    assert read_study(tmp_path, "phantom") == study  # what is written reads back as the same record
 
 
 def test_a_study_of_the_students_maps_alone_scores_them_on_both_models_as_the_full_study_does(tmp_path):
@@ -119,13 +128,13 @@ def test_a_study_of_the_students_maps_alone_scores_them_on_both_models_as_the_fu
     settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2)
     full = run_study(StudyConfig("phantom", **settings))
     alone = run_study(StudyConfig("phantom", explained=("student",), **settings))
-    cam, cam_full = alone["methods"]["cam"], full["methods"]["cam"]
-    assert "teacher" not in cam and "teacher_on_student" not in cam and "agreement" not in cam
-    for key in ("student", "student_on_teacher"):  # the same maps scored by the same models
-        assert cam[key]["deletion_auc"]["values"] == cam_full[key]["deletion_auc"]["values"]
-        assert cam[key]["vs_random"] == cam_full[key]["vs_random"]
-    assert set(cam["localisation"]) == {"student"} and set(alone["sanity"]["cam"]) == {"student"}
-    assert alone["methods"]["random"]["teacher"] == full["methods"]["random"]["teacher"]  # baselines on both
+    cam, cam_full = alone.methods["cam"], full.methods["cam"]
+    assert set(cam.curves) == {pair(DISTILLED, DISTILLED), pair(DISTILLED, TEACHER)} and cam.agreement is None
+    for scored in cam.curves:  # the same maps scored by the same models
+        assert cam.curves[scored].deletion_auc.values == cam_full.curves[scored].deletion_auc.values
+        assert cam.curves[scored].vs_random == cam_full.curves[scored].vs_random
+    assert set(cam.localisation) == {DISTILLED} and set(alone.sanity["cam"]) == {DISTILLED}
+    assert alone.score("random", TEACHER, TEACHER) == full.score("random", TEACHER, TEACHER)  # baselines on both
     with pytest.raises(ValueError, match="explained"):
         run_study(StudyConfig("phantom", explained=("nobody",), **settings))
 
@@ -148,17 +157,30 @@ def test_a_study_after_a_student_retrain_takes_the_unchanged_teachers_scores_fro
 
     monkeypatch.setattr(study_module, "deletion_curve", counting)
     second = run_study(StudyConfig("phantom", **settings), earlier=first)
-    assert second["scores_from_earlier_study"] == ["teacher"]
-    baselines = [b for b in BASELINES if b in second["methods"]]
+    assert second.scores_from_earlier_study == (TEACHER,)
+    baselines = [b for b in BASELINES if b in second.methods]
     # the CAM: the student's on both models and the teacher's on the new student; the baselines on the student
     assert len(scored) == 3 + len(baselines)
     for name in ["cam", *baselines]:
-        for key, entry in second["methods"][name].items():
-            if not isinstance(entry, dict) or "deletion_auc" not in entry:
-                continue
-            for metric in ("deletion_auc", "insertion_auc"):  # taken over rounded to 4 decimals, else recomputed
-                assert entry[metric]["values"] == pytest.approx(fresh["methods"][name][key][metric]["values"],
-                                                                abs=1e-4), (name, key)
-    assert second["sanity"]["cam"]["teacher"] == first["sanity"]["cam"]["teacher"]
+        for which, entry in second.methods[name].curves.items():
+            again = fresh.methods[name].curves[which]
+            # taken over rounded to 4 decimals, else recomputed
+            assert entry.deletion_auc.values == pytest.approx(again.deletion_auc.values, abs=1e-4), (name, which.key)
+            assert entry.insertion_auc.values == pytest.approx(again.insertion_auc.values, abs=1e-4), (name, which.key)
+    assert second.cascade("cam", TEACHER) == first.cascade("cam", TEACHER)
     other = run_study(StudyConfig("phantom", **{**settings, "steps": 3}), earlier=first)
-    assert other["scores_from_earlier_study"] == []  # other settings: nothing taken over
+    assert other.scores_from_earlier_study == ()  # other settings: nothing taken over
+
+
+def test_the_command_refuses_to_build_on_a_study_it_cannot_read(tmp_path, capsys):
+    from core.faithfulness_study import main
+
+    (tmp_path / "phantom").mkdir()
+    block = {**json.loads((ROOT / "checkpoints" / "phantom" / "results.json").read_text())["faithfulness"],
+             "version": 2}
+    (tmp_path / "phantom" / "results.json").write_text(json.dumps({"faithfulness": block}))
+    with pytest.raises(SystemExit) as refused:  # before any model is loaded
+        main(["phantom", "--checkpoints", str(tmp_path)])
+    assert refused.value.code == 2
+    message = capsys.readouterr().err
+    assert "results.json: faithfulness: version 2" in message and "--fresh" in message

@@ -65,7 +65,7 @@ def test_a_quick_run_trains_scores_and_times_each_variant(tmp_path):
 
 
 def test_a_real_datasets_frontier_goes_to_its_own_file_and_names_its_command():
-    # a run on brain_tumor must not replace the phantom's table (the README shows both)
+    # a run on brain_tumor must not replace the phantom's table (docs/benchmarks.md shows both)
     assert student_frontier.default_out("phantom") != student_frontier.default_out("brain_tumor")
     assert "brain_tumor" in student_frontier.default_out("brain_tumor").name
     phantom = json.loads(student_frontier.default_out("phantom").read_text())

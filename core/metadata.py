@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.roles import KINDS
+
 log = logging.getLogger(__name__)
 
 # The registered architectures (`core.models.MODELS`) with the keyword arguments their constructors take, known
@@ -30,7 +32,6 @@ MAX_CLASSES = 100_000
 INPUT_SIZES = (8, 4096)  # 8 is `core.images.MIN_SIDE`, the smallest image anything here accepts
 MIN_STD = 1e-6  # a smaller std overflows float32 normalisation (and 1e-50 is 0.0 in float32)
 SEED_RANGE = (0, 2**64 - 1)  # what torch.manual_seed and numpy accept
-ROLES = ("teacher", "student")
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -163,7 +164,7 @@ def validate_fields(data: dict) -> None:
     The rules: ``arch`` a registered architecture whose constructor takes every key of ``arch_args``;
     ``num_classes`` an integer (not a boolean) from 1 to `MAX_CLASSES`; ``classes`` exactly
     ``num_classes`` distinct non-empty strings; ``input_size`` an integer in `INPUT_SIZES`; ``mean`` and
-    ``std`` 3 finite numbers each, ``std`` at least `MIN_STD`; ``role`` one of `ROLES`;
+    ``std`` 3 finite numbers each, ``std`` at least `MIN_STD`; ``role`` one of `core.roles.KINDS`;
     ``weights_dtype`` one of `WEIGHT_DTYPES`; ``seed`` an integer in `SEED_RANGE`; ``dataset``,
     ``data_fingerprint``, ``created``, ``notes`` strings; ``arch_args``, ``train``, ``metrics`` objects,
     ``versions`` an object of strings, ``kd`` an object or null.
@@ -198,7 +199,7 @@ def validate_fields(data: dict) -> None:
         if name in data:
             _check_str(data, name)
     if "role" in data:
-        _check_str(data, "role", ROLES)
+        _check_str(data, "role", KINDS)
     if "weights_dtype" in data:
         _check_str(data, "weights_dtype", WEIGHT_DTYPES)
     if "seed" in data:

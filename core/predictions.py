@@ -3,8 +3,9 @@
 The app's Teacher vs student page shows metrics, a confusion matrix and a gallery over many test images; running
 three models over them at page load costs seconds on a first visit. ``python -m core.predictions DATASET``
 (also run by `core.reproduce` after shipping) writes ``checkpoints/<dataset>/predictions.npz``: the test labels
-and, per role, the probabilities of every test image, with the sha256 of the checkpoint they came from. The app
-uses a role's rows only while that checkpoint is unchanged, and predicts itself otherwise.
+and, per shipped role (named by its file's stem, `core.roles.Role.shipped`), the probabilities of every test image,
+with the sha256 of the checkpoint they came from. The app uses a role's rows only while that checkpoint is
+unchanged, and predicts itself otherwise.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from core.catalog import DATASETS
 from core.data import data_fingerprint
 from core.evaluate import evaluation_split
 from core.inference import batch_for, predict_tensor
-
-FILE = "predictions.npz"
-ROLES = ("teacher", "student", "student_label_only")
+from core.layout import PREDICTIONS_FILE, checkpoint_file, dataset_folder
+from core.roles import SHIPPED
 
 
 class PredictionsError(ValueError):
@@ -34,8 +34,8 @@ def write(folder: str | Path, root: str | None = None) -> Path:
     folder = Path(folder)
     arrays: dict[str, np.ndarray] = {}
     splits = {}  # the students share the teacher's input size: the split is decoded once
-    for role in ROLES:
-        path = folder / f"{role}.pt"
+    for role in SHIPPED:
+        path = checkpoint_file(folder, role)
         if not path.is_file():
             continue
         model, meta = checkpoints.load(path)
@@ -48,19 +48,20 @@ def write(folder: str | Path, root: str | None = None) -> Path:
                                    or str(arrays["test_fingerprint"]) != fingerprint):
             raise PredictionsError(f"{path}: its test split differs from the teacher's; predict each apart")
         arrays.update(labels=labels, test_fingerprint=np.array(fingerprint))
-        arrays[f"probs_{role}"] = predict_tensor(model, batch_for(meta, data.images)).astype(np.float32)
-        arrays[f"sha256_{role}"] = np.array(checkpoints.file_sha256(path))
+        arrays[f"probs_{role.shipped}"] = predict_tensor(model, batch_for(meta, data.images)).astype(np.float32)
+        arrays[f"sha256_{role.shipped}"] = np.array(checkpoints.file_sha256(path))
     if not arrays:
         raise PredictionsError(f"{folder}: no checkpoint to predict with")
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    checkpoints.atomic_write_bytes(folder / FILE, lambda h: h.write(buffer.getvalue()))
-    return folder / FILE
+    checkpoints.atomic_write_bytes(folder / PREDICTIONS_FILE, lambda h: h.write(buffer.getvalue()))
+    return folder / PREDICTIONS_FILE
 
 
 def load(folder: str | Path, shas: dict[str, str], labels: np.ndarray, n_classes: int) -> dict | None:
     """``{"labels": (N,), "probs": {role: (N, C) float32}}`` for the roles whose checkpoint sha256 in ``shas``
-    matches the file; None when there is no file or no role matches.
+    matches the file; None when there is no file or no role matches. Roles are named by their shipped file's
+    stem (``teacher``, ``student``, ``student_label_only``), in ``shas`` as in the result.
 
     Args:
         labels: the test split's labels in split order, as the app reads them (the file must hold the same).
@@ -68,7 +69,7 @@ def load(folder: str | Path, shas: dict[str, str], labels: np.ndarray, n_classes
     Raises:
         PredictionsError: an unreadable file, another test split's labels, or probabilities of another shape.
     """
-    path = Path(folder) / FILE
+    path = Path(folder) / PREDICTIONS_FILE
     if not path.is_file():
         return None
     try:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoints", default="checkpoints", help="folder holding <dataset>/<role>.pt")
     parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
     args = parser.parse_args(argv)
-    print(f"wrote {write(Path(args.checkpoints) / args.dataset, args.root)}")
+    print(f"wrote {write(dataset_folder(args.dataset, root=args.checkpoints), args.root)}")
 
 
 if __name__ == "__main__":

@@ -22,15 +22,19 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import checkpoints, ood, predictions
+from core.budgets import BUDGETS, Budget, default_budget
 from core.catalog import DATASETS, dataset_status, resolve_root
 from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
+from core.layout import TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, results_file, timing_file
 from core.metrics import mean_and_spread
-from core.models import STUDENT_POOLED_BLOCKS
+from core.results_record import (PAIRED_METRICS, SUMMARY_METRICS, ArmSummary, Evaluation, GridRow, KdSetting,
+                                 PairedDifference, ShippedResults, Spread)
+from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, SHIPPED, STUDENTS, TEACHER, Role
 from core.stats import paired_difference
 from core.recipe import Stage, TrainConfig, default_stages, recorded_settings, stage_settings
 from core.train import TrainResult, run_stages
@@ -40,44 +44,6 @@ log = logging.getLogger(__name__)
 ALPHAS = (0.3, 0.5, 0.7)
 TEMPERATURES = (2.0, 4.0, 8.0)
 SEEDS = (0, 1, 2, 3, 4)
-# The paper's comparison: the student's feature maps against the teacher's usual explainers.
-TIMED_METHODS = ("feature_maps", "cam", "grad_cam", "saliency", "integrated_gradients", "gradient_shap", "kernel_shap")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much training each stage gets; ``cpu`` fits a 2-core machine, ``gpu`` is the paper's 224 px."""
-
-    input_size: int
-    teacher_epochs: int
-    grid_epochs: int
-    student_epochs: int
-    batch_size: int = 64
-    lr: float = 2e-3
-    max_per_class: int | None = None  # training and validation images per class (None: all)
-    schedule: str = "cosine"
-    progressive: bool = False
-    teacher_label_smoothing: float = 0.0
-    # of the student's blocks, how many end in pooling: fewer keep its last map finer (better localised)
-    student_pooled_blocks: int = STUDENT_POOLED_BLOCKS
-
-
-# The teacher recipe for a 2-core CPU: progressive resizing (cheap small epochs first), a one-cycle schedule and
-# label smoothing; classes are sampled in balance where the training split is skewed (see `SKEW`).
-STRONG = dict(schedule="onecycle", progressive=True, teacher_label_smoothing=0.1)
-BUDGETS = {
-    # 128 px: at 64 px the teacher's last map is 2 x 2 and its class maps cannot point at a lesion. Two pooled
-    # blocks: the student's last map is 16 x 16, where its CAM finds the lesion (the measured student frontier).
-    "phantom": Budget(input_size=128, teacher_epochs=15, grid_epochs=8, student_epochs=15, batch_size=32,
-                      student_pooled_blocks=2, **STRONG),
-    "cpu": Budget(input_size=128, teacher_epochs=20, grid_epochs=5, student_epochs=12, batch_size=32, **STRONG),
-    "gpu": Budget(input_size=224, teacher_epochs=30, grid_epochs=15, student_epochs=30, batch_size=32, lr=1e-3,
-                  **STRONG),
-    "smoke": Budget(input_size=32, teacher_epochs=1, grid_epochs=1, student_epochs=1, max_per_class=24),
-    # The budget of the checkpoints shipped before the recipe above (kept to name their results).
-    "cpu_v1": Budget(input_size=96, teacher_epochs=8, grid_epochs=5, student_epochs=10),
-    "phantom_v1": Budget(input_size=64, teacher_epochs=15, grid_epochs=10, student_epochs=15),
-}
 SKEW = 3.0  # largest / smallest class count above which training samples classes in balance
 SMOOTHING_CONTROL = 0.1
 
@@ -108,7 +74,7 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        pooled_blocks=budget.student_pooled_blocks, class_balance=max(counts) / min(counts) > SKEW,
                        teacher_epochs=budget.teacher_epochs,
                        student_epochs=budget.student_epochs, seeds=SEEDS, smoothing_control=SMOOTHING_CONTROL,
-                       resume=True, threads=threads, teacher_logits=str(runs / "teacher_logits.pt"))
+                       resume=True, threads=threads, teacher_logits=str(runs / TEACHER_LOGITS_FILE))
 
 
 def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, teacher_sha: str | None = None,
@@ -142,7 +108,7 @@ def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, tea
                          + "".join(f"; {d}" for d in details) + "); remove it to train the stage here")
     log.info("%s: the %s stage, kept from an earlier run of this recipe", path, stage.name)
     model = checkpoints.load(path)[0] if weights else None
-    return TrainResult(model, meta, meta.train.get("history", []), meta.train.get("stopped", ""), path, stage)
+    return TrainResult.loaded(model, meta, path, stage)
 
 
 def run_kept(cfg: TrainConfig, runs: Path, stages: list[Stage], kept: Path | None, fingerprint: str,
@@ -175,16 +141,16 @@ def run_kept(cfg: TrainConfig, runs: Path, stages: list[Stage], kept: Path | Non
 def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | None:
     """The KD setting a run must use instead of its grid: the one given, or for the pooled protocol the
     setting the official split chose (its shipped results.json), so the two splits differ only in the split."""
-    official = out / dataset / "results.json"
+    official = results_file(dataset_folder(dataset, root=out))
     if kd is None and protocol == "pooled" and official.is_file():
-        return json.loads(official.read_text(encoding="utf-8"))["chosen"]
+        return ShippedResults.read(official).chosen.loss_args()
     return kd
 
 
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
               protocol: str = "official", grid: bool = True, threads: int | None = None,
-              timing: bool = True, kd: dict | None = None, kept: Path | None = None) -> dict:
-    """Run the whole protocol for one dataset; returns the results dictionary also written to disk.
+              timing: bool = True, kd: dict | None = None, kept: Path | None = None) -> ShippedResults:
+    """Run the whole protocol for one dataset; returns the results also written to disk (``results.json``).
 
     ``kd``: a fixed ``{"alpha", "temperature"}`` instead of the grid. The pooled protocol takes the setting
     the official split chose (from its shipped results.json, when there), so the two splits differ only in
@@ -198,97 +164,122 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     cfg = recipe(dataset, budget, kept or runs, root, protocol, threads)  # teacher logits beside the kept stages
     fingerprint = data_fingerprint(load_dataset(dataset, "train", root=root, input_size=budget.input_size,
                                                 seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=protocol))
-    teacher = run_kept(cfg, runs, [Stage("teacher", "teacher")], kept, fingerprint)["teacher"]
-
-    grid_results: list[TrainResult] = []
-    grid_rows, chosen = [], dict(kd) if kd else {"alpha": 0.5, "temperature": 4.0}
+    teacher = run_kept(cfg, runs, [Stage(TEACHER.stage(), TEACHER.kind)], kept, fingerprint)[TEACHER.stage()]
+    grid_results, grid_rows, chosen = [], (), KdSetting(**(kd or DEFAULT_KD))
     if grid and not kd:
-        stages = [Stage(f"grid_a{alpha}_t{temp:g}", "student", 0, "kd", {"alpha": alpha, "temperature": temp},
-                        epochs=budget.grid_epochs) for alpha in ALPHAS for temp in TEMPERATURES]
-        # the grid needs curves only
-        grid_results = list(run_kept(cfg, runs, stages, kept, fingerprint, teacher, weights=False).values())
-        for stage, result in zip(stages, grid_results):
-            grid_rows.append({**stage.loss_args, "val_acc": best_val_acc(result.history),
-                              "val_loss": min(r["val_loss"] for r in result.history)})
-        best = max(grid_rows, key=lambda r: (r["val_acc"], -r["val_loss"]))
-        chosen = {"alpha": best["alpha"], "temperature": best["temperature"]}
-
-    cfg = replace(cfg, loss_args=chosen)
+        grid_results, grid_rows, chosen = choose_kd(cfg, runs, kept, fingerprint, teacher, budget.grid_epochs)
+    cfg = replace(cfg, loss_args=chosen.loss_args())
     students = run_kept(cfg, runs, default_stages(cfg, teacher=False), kept, fingerprint, teacher)
-    paths = {"teacher": teacher.path} | {name: result.path for name, result in students.items()}
-    # Evaluate the weights exactly as shipped (float16), so the published numbers are of those files.
-    target = out / dataset if protocol == "official" else out / dataset / protocol
-    shipped = {}
-    for name, src in paths.items():
-        model, meta = checkpoints.load(src)
-        meta.weights_dtype = "float16"
-        meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "teacher_logits")}
-        shipped[name] = checkpoints.save(model, meta, runs / "shipped" / f"{name}.pt", half=True)
+    shipped = float16_copies({TEACHER.stage(): teacher.path} | {name: r.path for name, r in students.items()}, runs)
     # each test image is predicted once; the near-duplicate-free numbers come from the same predictions
-    result = evaluate_checkpoints(shipped, write=True, root=root, also_without=near_duplicate_filter(dataset, root))
-    clean = result.pop("without", None)
-
-    def per_seed(prefix: str, key: str) -> list[float]:
-        return [result["models"][f"{prefix}_s{seed}"][key] for seed in SEEDS]
-
-    def summary(prefix: str) -> dict:
-        pick = {k: per_seed(prefix, k) for k in ("accuracy", "macro_f1", "ece", "balanced_accuracy")}
-        pick["agreement"] = [result["pairs"][f"{prefix}_s{seed}"]["agreement"] for seed in SEEDS]
-        return {k: mean_and_spread(v) for k, v in pick.items()}
-
-    # Distilled minus control, paired by seed (same initialisation and data order for every arm of a seed).
-    arms = ["label_only", "smoothing"]
-    paired = {f"student_minus_{arm}": {key: paired_difference(per_seed("student", key), per_seed(arm, key))
-                                       for key in ("accuracy", "balanced_accuracy")} for arm in arms}
-    test_set = load_dataset(dataset, "test", root=root, input_size=cfg.input_size, seed=cfg.data_seed,
-                            protocol=protocol)
-
-    target.mkdir(parents=True, exist_ok=True)
-    # A faithfulness study written into the results file earlier survives a re-run; it names the checkpoints it
-    # scored, so one of other checkpoints reads as stale rather than vanishing.
-    previous = target / "results.json"
-    study = json.loads(previous.read_text(encoding="utf-8")).get("faithfulness") if previous.is_file() else None
-    for src_name, dst_name in (("teacher", "teacher"), (f"student_s{SEEDS[0]}", "student"),
-                               (f"label_only_s{SEEDS[0]}", "student_label_only")):
-        for suffix in (".pt", ".json"):
-            shutil.copyfile(shipped[src_name].with_suffix(suffix), (target / dst_name).with_suffix(suffix))
-    results = {
-        "dataset": dataset, "protocol": protocol, "budget": asdict(budget), "chosen": chosen, "grid": grid_rows,
-        "seeds": list(SEEDS), "test": result,
-        "test_without_near_duplicates": clean,
-        "summary": {"student": summary("student"), "label_only": summary("label_only"),
-                    "smoothing": summary("smoothing")},
-        "paired": paired, "test_fingerprint": data_fingerprint(test_set),
-        "teacher_sha256": checkpoints.file_sha256(shipped["teacher"]),
-        "recipe": {k: v for k, v in asdict(cfg).items() if k not in ("root", "teacher_logits", "threads")},
-        "seconds": time.perf_counter() - started,
+    evaluated = evaluate_checkpoints(shipped, write=True, root=root, also_without=near_duplicate_filter(dataset, root))
+    clean = evaluated.pop("without", None)
+    test, test_set = Evaluation(**evaluated), load_dataset(dataset, "test", root=root, input_size=cfg.input_size,
+                                                          seed=cfg.data_seed, protocol=protocol)
+    target = dataset_folder(dataset, protocol, out)
+    study = earlier_study(target)
+    ship(shipped, target)
+    results = ShippedResults(
+        dataset=dataset, protocol=protocol, budget=budget, chosen=chosen, grid=grid_rows, seeds=SEEDS, test=test,
+        test_without_near_duplicates=Evaluation(**clean) if clean else None,
+        summary={role.key: arm_summary(test, role) for role in STUDENTS},
+        paired={control.key: paired_by_seed(test, control) for control in CONTROLS},
+        test_fingerprint=data_fingerprint(test_set),
+        teacher_sha256=checkpoints.file_sha256(shipped[TEACHER.stage()]),
+        recipe={k: v for k, v in asdict(cfg).items() if k not in ("root", "teacher_logits", "threads")},
+        seconds=time.perf_counter() - started,
         # every stage's own training time, those kept from earlier runs included (`seconds` counts this run only)
-        "training_seconds": sum(r.history[-1]["seconds"] for r in (teacher, *grid_results, *students.values())
-                                if r.history),
-        "versions": checkpoints.library_versions(), "created": checkpoints.now_iso(),
-    }
-    if study is not None:
-        results["faithfulness"] = study
-    checkpoints.atomic_write_text(target / "results.json", json.dumps(results, indent=1))
+        training_seconds=sum(r.history[-1]["seconds"] for r in (teacher, *grid_results, *students.values())
+                             if r.history),
+        versions=checkpoints.library_versions(), created=checkpoints.now_iso(), faithfulness=study)
+    checkpoints.atomic_write_text(results_file(target), results.json_text())
     if protocol == "official":  # the app's check of uploads, fitted on the shipped teacher's validation split
-        ood.write(*ood.fit(target / "teacher.pt", root), target)
+        ood.write(*ood.fit(checkpoint_file(target, TEACHER), root), target)
         predictions.write(target, root)  # what the app shows of the test split, without running the models
     if timing and protocol == "official":  # same architectures on either split: their explainer times are the same
         timing_table(dataset, target, root=root, threads=threads)
     return results
 
 
+# The KD setting of a run without the grid (``--no-grid``).
+DEFAULT_KD = {"alpha": 0.5, "temperature": 4.0}
+
+
+def choose_kd(cfg: TrainConfig, runs: Path, kept: Path | None, fingerprint: str, teacher: TrainResult,
+              epochs: int) -> tuple[list[TrainResult], tuple[GridRow, ...], KdSetting]:
+    """Train one seed of every KD setting of the grid (curves only) and choose the best on validation:
+    highest validation accuracy, then lowest validation loss. Returns the runs, their rows and the choice."""
+    stages = [Stage(f"grid_a{alpha}_t{temp:g}", DISTILLED.kind, 0, "kd", {"alpha": alpha, "temperature": temp},
+                    epochs=epochs) for alpha in ALPHAS for temp in TEMPERATURES]
+    results = list(run_kept(cfg, runs, stages, kept, fingerprint, teacher, weights=False).values())
+    rows = tuple(GridRow(**stage.loss_args, val_acc=best_val_acc(result.history),
+                         val_loss=min(r["val_loss"] for r in result.history))
+                 for stage, result in zip(stages, results))
+    best = max(rows, key=lambda r: (r.val_acc, -r.val_loss))
+    return results, rows, KdSetting(best.alpha, best.temperature)
+
+
+def float16_copies(paths: dict[str, Path], runs: Path) -> dict[str, Path]:
+    """Every stage's weights as they ship (float16, without machine-local paths), in ``runs/shipped/``: the
+    published numbers are evaluated on exactly these files."""
+    shipped = {}
+    for name, src in paths.items():
+        model, meta = checkpoints.load(src)
+        meta.weights_dtype = "float16"
+        meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "teacher_logits")}
+        shipped[name] = checkpoints.save(model, meta, runs / "shipped" / f"{name}.pt", half=True)
+    return shipped
+
+
+def ship(shipped: dict[str, Path], target: Path) -> None:
+    """Copy the teacher and seed 0 of each shipped student into the dataset folder, each with its metadata."""
+    target.mkdir(parents=True, exist_ok=True)
+    for role in SHIPPED:
+        src, dst = shipped[role.stage(SEEDS[0])], checkpoint_file(target, role)
+        for suffix in (".pt", ".json"):
+            shutil.copyfile(src.with_suffix(suffix), dst.with_suffix(suffix))
+
+
+def earlier_study(target: Path) -> dict | None:
+    """A faithfulness study written into the results file earlier, which survives a re-run: it names the
+    checkpoints it scored, so a study of other checkpoints reads as stale rather than vanishing. Read from the
+    raw JSON: the study may have been written before any results (`core.faithfulness_study.write_study`)."""
+    path = results_file(target)
+    return json.loads(path.read_text(encoding="utf-8")).get("faithfulness") if path.is_file() else None
+
+
+def arm_summary(test: Evaluation, role: Role) -> ArmSummary:
+    """A student's test metrics over the seeds, and its agreement with the teacher."""
+    def over_seeds(values: list[float]) -> Spread:
+        return Spread(**mean_and_spread(values))
+
+    return ArmSummary(**{m: over_seeds([test.report(role, seed)[m] for seed in SEEDS]) for m in SUMMARY_METRICS},
+                      agreement=over_seeds([test.agreement(role, seed) for seed in SEEDS]))
+
+
+def paired_by_seed(test: Evaluation, control: Role) -> dict[str, PairedDifference]:
+    """Distilled minus a control, paired by seed (same initialisation and data order for every arm of a seed)."""
+    out = {}
+    for metric in PAIRED_METRICS:
+        d = paired_difference([test.report(DISTILLED, s)[metric] for s in SEEDS],
+                              [test.report(control, s)[metric] for s in SEEDS])
+        out[metric] = PairedDifference(**{**d, "ci": tuple(d["ci"]), "differences": tuple(d["differences"])})
+    return out
+
+
 def timing_table(dataset: str, target: Path, images: int = 20, root: str | None = None,
                  threads: int | None = None) -> Path:
     """Time the explainers on the shipped teacher and student (20 test images); writes ``timing/``."""
     from core.bench import run_bench
+    from core.explainers import registered_methods
 
     if root:  # core.bench reads the data root from the environment like every loader
         import os
         os.environ.setdefault("KD_DATA_ROOT", str(root))
-    run_bench(dataset, target / "teacher.pt", target / "student.pt", images=images, methods=list(TIMED_METHODS),
-              repeats=3, warmup=1, budget_s=120.0, threads=threads, out=target / "timing")
-    return target / "timing" / "bench.json"
+    run_bench(dataset, checkpoint_file(target, TEACHER), checkpoint_file(target, DISTILLED), images=images,
+              methods=registered_methods(in_timing_table=True),
+              repeats=3, warmup=1, budget_s=120.0, threads=threads, out=timing_file(target).parent)
+    return timing_file(target)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -315,22 +306,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="only (re)write the timing table of the shipped checkpoints")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    budget = BUDGETS[args.budget or ("phantom" if args.dataset == "phantom" else "cpu")]
+    budget = BUDGETS[args.budget or default_budget(args.dataset)]
     if args.teacher_epochs:
         budget = replace(budget, teacher_epochs=args.teacher_epochs)
     if args.only_timing:
-        target = Path(args.out) / args.dataset  # explainer times are taken once per dataset, on the official split
+        # explainer times are taken once per dataset, on the official split
+        target = dataset_folder(args.dataset, root=args.out)
         print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads)}")
         return
     res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
                     grid=not args.no_grid, threads=args.threads, timing=not args.no_timing,
                     kd={"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None,
                     kept=Path(args.kept) if args.kept else None)
-    s = res["summary"]
-    print(f"{args.dataset} ({args.protocol}): chosen {res['chosen']}; teacher acc "
-          f"{res['test']['models']['teacher']['accuracy']:.4f}; student acc {s['student']['accuracy']['mean']:.4f} "
-          f"± {s['student']['accuracy']['std']:.4f}; label-only {s['label_only']['accuracy']['mean']:.4f} "
-          f"± {s['label_only']['accuracy']['std']:.4f}; {res['seconds'] / 60:.1f} min")
+    student, label_only = (res.arm_summary(role).accuracy for role in (DISTILLED, LABEL_ONLY))
+    print(f"{args.dataset} ({args.protocol}): chosen {res.chosen.loss_args()}; teacher acc "
+          f"{res.accuracy(TEACHER):.4f}; student acc {student.mean:.4f} ± {student.std:.4f}; label-only "
+          f"{label_only.mean:.4f} ± {label_only.std:.4f}; {res.seconds / 60:.1f} min")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ ROLES: tuple[Role, ...] = (TEACHER, DISTILLED, LABEL_ONLY, SMOOTHING)
 SHIPPED: tuple[Role, ...] = tuple(r for r in ROLES if r.shipped)
 # The students trained beside the distilled one to show what distillation adds.
 CONTROLS: tuple[Role, ...] = (LABEL_ONLY, SMOOTHING)
+# Every student a recipe trains over seeds (the distilled one, then the controls): each summarised in results.json.
+STUDENTS: tuple[Role, ...] = (DISTILLED, *CONTROLS)
 # The two models the faithfulness study explains and scores against each other.
 STUDIED: tuple[Role, ...] = (TEACHER, DISTILLED)
 # Architecture families, the values of a checkpoint's metadata ``role``.

@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-import explorer.analysis
+import explorer.compare_view
 from core import checkpoints, predictions
 from core.data import load_dataset
+from core.layout import PREDICTIONS_FILE
 from tests.apptest_support import ROOT, fresh_streamlit_caches, link_shipped  # noqa: F401
 from tests.test_app_compare import check_gallery
 
 SHIPPED = ROOT / "checkpoints" / "phantom"
-ROLES = ("teacher", "student", "student_label_only")
+ROLES = ("teacher", "student", "student_label_only")  # the shipped files' stems, which key the predictions
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_rows_of_another_checkpoint_or_another_split_are_not_used(written, tmp_p
         predictions.load(folder, shas, labels[::-1].copy(), 4)
     with pytest.raises(predictions.PredictionsError, match="do not fit"):
         predictions.load(folder, shas, labels, 5)
-    (tmp_path / predictions.FILE).write_bytes(b"not an npz file")
+    (tmp_path / PREDICTIONS_FILE).write_bytes(b"not an npz file")
     with pytest.raises(predictions.PredictionsError, match="cannot be read"):
         predictions.load(tmp_path, shas, labels, 4)
 
@@ -56,12 +57,12 @@ def test_compare_page_takes_the_gallery_from_the_predictions_without_running_a_m
     def refuse(*args, **kwargs):
         raise AssertionError("a model ran although its predictions were shipped")
 
-    monkeypatch.setattr(explorer.analysis, "predict_tensor", refuse)
+    monkeypatch.setattr(explorer.compare_view, "predict_tensor", refuse)
     check_gallery(root)
 
 
 def test_a_broken_predictions_file_falls_back_to_running_the_models(tmp_path, monkeypatch):
     folder = link_shipped(tmp_path)
-    (folder / predictions.FILE).write_bytes(b"broken")
+    (folder / PREDICTIONS_FILE).write_bytes(b"broken")
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     check_gallery(tmp_path)

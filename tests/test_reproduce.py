@@ -12,6 +12,7 @@ import core.reproduce
 from core.data import data_fingerprint, load_dataset
 from core.recipe import Stage
 from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, fixed_kd, kept_stage, recipe, reproduce
+from core.results_record import ShippedResults
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -46,7 +47,10 @@ def test_writes_checkpoints_metadata_and_results(smoke_run):
         assert "test" in meta.metrics and 0 <= meta.metrics["test"]["accuracy"] <= 1
         assert "root" not in meta.train and "teacher_logits" not in meta.train
     written = json.loads((folder / "results.json").read_text())
-    assert written["chosen"] == result["chosen"]
+    assert written["version"] == 1 and written["chosen"] == {"alpha": result.chosen.alpha,
+                                                             "temperature": result.chosen.temperature}
+    as_json = json.loads(json.dumps(result.to_json()))  # what the returned record writes
+    assert json.loads(json.dumps(ShippedResults.read(folder / "results.json").to_json())) == as_json == written
     assert set(written["test"]["models"]) == {"teacher"} | {f"{arm}_s{s}" for arm in ("student", "label_only",
                                                                                       "smoothing") for s in SEEDS}
     for arm in ("label_only", "smoothing"):
@@ -69,15 +73,15 @@ def test_writes_checkpoints_metadata_and_results(smoke_run):
 def test_kd_setting_is_chosen_on_validation_only(smoke_run):
     runs, out, result, splits = smoke_run
     assert set(splits) == {"train", "val"}  # the training stages never read test
-    for row in result["grid"]:  # each grid row is its run's validation accuracy at its best-val-loss epoch
-        meta = checkpoints.load_meta(runs / "phantom" / "official" / f"grid_a{row['alpha']}_t{row['temperature']:g}"
+    for row in result.grid:  # each grid row is its run's validation accuracy at its best-val-loss epoch
+        meta = checkpoints.load_meta(runs / "phantom" / "official" / f"grid_a{row.alpha}_t{row.temperature:g}"
                                      / "best.pt")
         best = min(meta.train["history"], key=lambda r: r["val_loss"])
-        assert row["val_acc"] == best["val_acc"]
-    best_row = max(result["grid"], key=lambda r: (r["val_acc"], -r["val_loss"]))
-    assert result["chosen"] == {"alpha": best_row["alpha"], "temperature": best_row["temperature"]}
+        assert row.val_acc == best["val_acc"]
+    best_row = max(result.grid, key=lambda r: (r.val_acc, -r.val_loss))
+    assert (result.chosen.alpha, result.chosen.temperature) == (best_row.alpha, best_row.temperature)
     student = checkpoints.load_meta(out / "phantom" / "student.pt")
-    assert {k: student.kd[k] for k in ("alpha", "temperature")} == result["chosen"]
+    assert {k: student.kd[k] for k in ("alpha", "temperature")} == result.chosen.loss_args()
 
 
 def test_a_second_run_resumes_without_retraining(smoke_run, monkeypatch, tmp_path):
@@ -86,17 +90,17 @@ def test_a_second_run_resumes_without_retraining(smoke_run, monkeypatch, tmp_pat
     monkeypatch.setattr(core.train, "train_stage", lambda *a, **k: trained.append(a[1].name))
     again = reproduce("phantom", BUDGETS["smoke"], runs, tmp_path, threads=1, timing=False, kept=runs / "kept")
     assert trained == []
-    accuracy = {name: report["accuracy"] for name, report in result["test"]["models"].items()}
-    assert again["chosen"] == result["chosen"]
-    assert {name: report["accuracy"] for name, report in again["test"]["models"].items()} == accuracy
+    accuracy = {name: report["accuracy"] for name, report in result.test.models.items()}
+    assert again.chosen == result.chosen
+    assert {name: report["accuracy"] for name, report in again.test.models.items()} == accuracy
 
 
 def test_a_fixed_kd_setting_skips_the_grid_and_pooled_takes_the_official_one(smoke_run, tmp_path):
     runs, out, result, _ = smoke_run
     fixed = reproduce("phantom", BUDGETS["smoke"], tmp_path / "runs", tmp_path, threads=1, timing=False,
                       kd={"alpha": 0.3, "temperature": 8.0})
-    assert fixed["chosen"] == {"alpha": 0.3, "temperature": 8.0} and fixed["grid"] == []
-    assert fixed_kd(out, "phantom", "pooled", None) == result["chosen"]  # the official split's choice
+    assert (fixed.chosen.alpha, fixed.chosen.temperature) == (0.3, 8.0) and fixed.grid == ()
+    assert fixed_kd(out, "phantom", "pooled", None) == result.chosen.loss_args()  # the official split's choice
     assert fixed_kd(out, "phantom", "official", None) is None  # the official split runs its grid
     assert fixed_kd(tmp_path / "empty", "phantom", "pooled", None) is None
 
@@ -113,9 +117,9 @@ def test_kept_stages_continue_the_run_on_a_fresh_machine(smoke_run, monkeypatch,
     again = reproduce("phantom", BUDGETS["smoke"], tmp_path / "fresh_runs", tmp_path, threads=1, timing=False,
                       kept=runs / "kept")
     assert trained == [], "a kept stage was trained again"
-    assert again["chosen"] == result["chosen"]
-    accuracy = {name: report["accuracy"] for name, report in result["test"]["models"].items()}
-    assert {name: report["accuracy"] for name, report in again["test"]["models"].items()} == accuracy
+    assert again.chosen == result.chosen
+    accuracy = {name: report["accuracy"] for name, report in result.test.models.items()}
+    assert {name: report["accuracy"] for name, report in again.test.models.items()} == accuracy
 
 
 def test_training_time_counts_every_stage_kept_or_not_and_a_study_survives_a_rerun(smoke_run, tmp_path):
@@ -124,13 +128,13 @@ def test_training_time_counts_every_stage_kept_or_not_and_a_study_survives_a_rer
     stage_seconds = [checkpoints.load_meta(path).train["history"][-1]["seconds"]
                      for path in sorted(kept.glob("*.json"))]
     assert len(stage_seconds) == 1 + len(ALPHAS) * len(TEMPERATURES) + 3 * len(SEEDS)
-    assert result["training_seconds"] == pytest.approx(sum(stage_seconds))
+    assert result.training_seconds == pytest.approx(sum(stage_seconds))
     study = {"checkpoints": {"teacher": "0" * 64}, "images": 3}
     (tmp_path / "phantom").mkdir()
     (tmp_path / "phantom" / "results.json").write_text(json.dumps({"faithfulness": study}))
     again = reproduce("phantom", BUDGETS["smoke"], tmp_path / "fresh_runs", tmp_path, threads=1, timing=False,
                       kept=runs / "kept")
-    assert again["training_seconds"] == pytest.approx(sum(stage_seconds))  # kept stages trained elsewhere
+    assert again.training_seconds == pytest.approx(sum(stage_seconds))  # kept stages trained elsewhere
     assert json.loads((tmp_path / "phantom" / "results.json").read_text())["faithfulness"] == study
 
 
@@ -161,7 +165,7 @@ def test_a_stage_kept_before_a_setting_was_recorded_counts_as_made_with_its_old_
     (old / "student_s0.json").write_text(json.dumps(meta))
     (old / "student_s0.pt").write_bytes((_kept(runs) / "student_s0.pt").read_bytes())
     cfg = recipe("phantom", BUDGETS["smoke"], tmp_path)
-    stage = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
+    stage = Stage("student_s0", "student", 0, "kd", result.chosen.loss_args())
     assert kept_stage(cfg, stage, old, _fingerprint(cfg)) is not None
     with pytest.raises(ValueError, match="pooled_blocks"):
         kept_stage(replace(cfg, pooled_blocks=2), stage, old, _fingerprint(cfg))
@@ -173,7 +177,7 @@ def test_a_kept_teacher_serves_a_recipe_that_differs_only_in_its_student(smoke_r
     assert cfg.pooled_blocks == 2
     for other in (cfg, replace(cfg, depth=4), replace(cfg, attention_beta=10.0)):
         assert kept_stage(other, Stage("teacher", "teacher"), _kept(runs), _fingerprint(cfg)) is not None
-    student = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
+    student = Stage("student_s0", "student", 0, "kd", result.chosen.loss_args())
     with pytest.raises(ValueError, match="pooled_blocks"):
         kept_stage(cfg, student, _kept(runs), _fingerprint(cfg))
 
@@ -190,7 +194,7 @@ def test_a_kept_stage_of_other_data_role_or_teacher_is_refused(smoke_run, tmp_pa
     with pytest.raises(ValueError, match="role"):
         kept_stage(cfg, Stage("teacher", "teacher"), fake, _fingerprint(cfg))
     other = checkpoints.file_sha256(out / "phantom" / "student.pt")  # any file but the teacher
-    stage = Stage("student_s0", "student", 0, "kd", dict(result["chosen"]))
+    stage = Stage("student_s0", "student", 0, "kd", result.chosen.loss_args())
     assert kept_stage(cfg, stage, _kept(runs), _fingerprint(cfg)).model is not None
     with pytest.raises(ValueError, match=r"the teacher \(sha256\)"):
         kept_stage(cfg, stage, _kept(runs), _fingerprint(cfg), other)

@@ -1,15 +1,16 @@
-"""The shipped checkpoints load, predict, and agree with the README's results table."""
+"""The shipped checkpoints load, predict, and agree with the results tables of the README and docs/results.md."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import checkpoints, results
+from core import checkpoints, results, roles
 from core.data import load_dataset
 from core.inference import predict
+from core.layout import PREDICTIONS_FILE, checkpoint_file, shipped_checkpoints
 from core.models import count_parameters
+from core.results_record import ShippedResults
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
 KEPT = CKPT / "stages"  # stages of a run in progress, kept across machines (`core.reproduce --kept`)
@@ -55,11 +56,11 @@ def test_phantom_student_predicts_phantom_test_images_well():
 
 def test_metadata_matches_results_file_and_readme():
     for res_path in CKPT.rglob("results.json"):
-        res = json.loads(res_path.read_text())
-        for shipped, run in (("teacher", "teacher"), ("student", "student_s0"), ("student_label_only", "label_only_s0")):
-            meta = checkpoints.load_meta(res_path.parent / f"{shipped}.pt")
-            assert meta.metrics["test"]["accuracy"] == pytest.approx(res["test"]["models"][run]["accuracy"])
-    assert results.main(["--check"]) == 0, "README results section is stale: run python -m core.results"
+        res = ShippedResults.read(res_path)
+        for role in roles.SHIPPED:  # each shipped file is seed 0 of its role's runs
+            meta = checkpoints.load_meta(checkpoint_file(res_path.parent, role))
+            assert meta.metrics["test"]["accuracy"] == pytest.approx(res.test.report(role, 0)["accuracy"])
+    assert results.main(["--check"]) == 0, "README.md or docs/ is stale: run python -m core.results"
 
 
 @pytest.mark.parametrize("folder", sorted(p.parent for p in CKPT.glob("*/predictions.npz")),
@@ -67,12 +68,12 @@ def test_metadata_matches_results_file_and_readme():
 def test_shipped_predictions_are_of_the_shipped_checkpoints(folder):
     from core import predictions
 
-    roles = [r for r in predictions.ROLES if (folder / f"{r}.pt").is_file()]
-    shas = {r: checkpoints.file_sha256(folder / f"{r}.pt") for r in roles}
-    meta = checkpoints.load_meta(folder / "teacher.pt")
-    z = np.load(folder / predictions.FILE)
+    shipped = shipped_checkpoints(folder)
+    shas = {role.shipped: checkpoints.file_sha256(path) for role, path in shipped.items()}
+    meta = checkpoints.load_meta(checkpoint_file(folder, roles.TEACHER))
+    z = np.load(folder / PREDICTIONS_FILE)
     loaded = predictions.load(folder, shas, z["labels"], len(meta.classes))
-    assert loaded is not None and set(loaded["probs"]) == set(roles), "run python -m core.predictions again"
-    for role in roles:  # as evaluated when the checkpoints were shipped
-        accuracy = float((loaded["probs"][role].argmax(1) == loaded["labels"]).mean())
-        assert accuracy == pytest.approx(checkpoints.load_meta(folder / f"{role}.pt").metrics["test"]["accuracy"])
+    assert loaded is not None and set(loaded["probs"]) == set(shas), "run python -m core.predictions again"
+    for role, path in shipped.items():  # as evaluated when the checkpoints were shipped
+        accuracy = float((loaded["probs"][role.shipped].argmax(1) == loaded["labels"]).mean())
+        assert accuracy == pytest.approx(checkpoints.load_meta(path).metrics["test"]["accuracy"])

@@ -12,7 +12,7 @@ Chromium adds seconds to the Dataset page's grid, see ``benchmarks/app_memory.py
 (`explorer.runtime.preload_model_code`), and a page that needs it sooner waits for the rest of that import. The
 step that imports torch is named. Target: every page at most 2 s. Results go to
 ``benchmarks/results/first_visit.json`` with a Markdown table beside it (``.md``), which ``python -m
-core.results`` renders into the README. Run it alone on the machine.
+core.results`` renders into docs/benchmarks.md. Run it alone on the machine.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
+from explorer import page_list  # noqa: E402
 
 TARGET_S = 2.0
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "first_visit.json"
 PRELOAD_OUT = ROOT / "benchmarks" / "results" / "first_visit_preload.json"
 DATASETS = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
-PAGES = {"dataset": "Dataset", "compare": "Teacher vs student", "feature_maps": "Feature maps",
-         "explanations": "Explanations", "faithfulness": "Faithfulness", "timing": "Timing",
-         "train": "Train and distil", "glossary": "Glossary"}
+# Every page but Home (visited first): file stem -> sidebar title, the row names of the table below.
+PAGES = {p.name: p.title for p in page_list.PAGES if not p.default}
 
 
 def walk(datasets: list[str], read_home: float = 0.0, timeout: float = 600.0) -> list[dict]:
@@ -64,7 +64,7 @@ def walk(datasets: list[str], read_home: float = 0.0, timeout: float = 600.0) ->
         for page in PAGES:
             at.query_params.clear()
             at.query_params["dataset"] = dataset
-            timed(page, dataset, lambda page=page: at.switch_page(f"../pages/{page}.py").run())
+            timed(page, dataset, lambda page=page: at.switch_page(page_list.page(page).link).run())
     return steps
 
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(result: dict) -> str:
-    """The README's snippet: one row per page, one column per dataset, the torch import marked."""
+    """The docs/benchmarks.md snippet: one row per page, one column per dataset, the torch import marked."""
     steps, env = result["steps"], result["environment"]
     datasets = list(dict.fromkeys(s["dataset"] for s in steps if s["page"] != "home"))
     cell = {(s["page"], s["dataset"]): s for s in steps}

@@ -7,7 +7,7 @@ normalisation, loss, optimiser; the time of its training batches only, validatio
 step: the same architecture, batch size and optimiser on random tensors already in memory. Target:
 the pipeline within 10% of the bare step (images per second). Run it alone: another busy process on a
 2-core machine distorts both numbers. The numbers go to ``benchmarks/results/train_speed.json`` with a Markdown
-table beside it (``.md``), which ``python -m core.results`` renders into the README.
+table beside it (``.md``), which ``python -m core.results`` renders into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(result: dict) -> str:
-    """The README's snippet: both throughputs, their ratio against the target, and the conditions."""
+    """The docs/benchmarks.md snippet: both throughputs, their ratio against the target, and the conditions."""
     cfg, env = result["config"], result["environment"]
     return "\n".join([
         f"Training throughput (`python benchmarks/train_speed.py`; {cfg['arch']} on {cfg['dataset']} at "

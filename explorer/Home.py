@@ -2,7 +2,7 @@
 
 A router only: it puts the repository root on ``sys.path`` (Streamlit adds just ``explorer/``),
 draws what every page shares (banner, dataset picker) and runs the page chosen with
-``st.navigation``. The pages live in the top-level ``pages/`` folder.
+``st.navigation``. The pages live in the top-level ``pages/`` folder, listed in `explorer.page_list`.
 """
 
 import sys
@@ -14,29 +14,13 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from explorer import chrome, runtime  # noqa: E402
-
-PAGES = ROOT / "pages"
+from explorer import chrome, page_list, runtime  # noqa: E402
 
 st.set_page_config(page_title="KD explorer", page_icon=":material/neurology:", layout="wide")
-home = st.Page(PAGES / "home.py", title="Home", icon=":material/home:", default=True)
-page = st.navigation({
-    "Explorer": [
-        home,
-        st.Page(PAGES / "dataset.py", title="Dataset", icon=":material/photo_library:"),
-        st.Page(PAGES / "compare.py", title="Teacher vs student", icon=":material/compare:"),
-        st.Page(PAGES / "feature_maps.py", title="Feature maps", icon=":material/layers:"),
-        st.Page(PAGES / "explanations.py", title="Explanations", icon=":material/visibility:"),
-        st.Page(PAGES / "faithfulness.py", title="Faithfulness", icon=":material/fact_check:"),
-    ],
-    "Experiments": [
-        st.Page(PAGES / "timing.py", title="Timing", icon=":material/timer:"),
-        st.Page(PAGES / "train.py", title="Train and distil", icon=":material/model_training:"),
-    ],
-    "Help": [
-        st.Page(PAGES / "glossary.py", title="Glossary", icon=":material/menu_book:"),
-    ],
-})
+routes = {entry: st.Page(entry.file, title=entry.title, icon=entry.icon, default=entry.default)
+          for entry in page_list.PAGES}
+home = next(route for entry, route in routes.items() if entry.default)
+page = st.navigation({group: [routes[entry] for entry in entries] for group, entries in page_list.groups().items()})
 chrome.dataset_picker()
 chrome.banner()
 if page is not home:  # Home draws no chart and loads no model: pandas and torch stay out of the cold start

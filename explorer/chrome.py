@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.catalog import DATASETS
-from explorer import listing, names, state
+from explorer import listing, names, page_list, state
 
 DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
               "Models here are small and trained on public data; their outputs are not clinical advice.")
@@ -57,4 +57,4 @@ def glossary(*terms: str) -> None:
     with st.expander("Words on this page"):
         for term, definition in names.glossary_entries(list(terms)):
             st.markdown(f"**{term}**: {definition}")
-        st.page_link("../pages/glossary.py", label="The whole glossary", icon=":material/menu_book:")
+        st.page_link(page_list.page("glossary").link, label="The whole glossary", icon=":material/menu_book:")

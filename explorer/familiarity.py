@@ -11,7 +11,9 @@ import torch
 
 from core import ood
 from core.cam import cam_head
-from explorer.loaders import LoadedModel, checkpoint_digests, checkpoint_root
+from core.layout import dataset_folder
+from core.roles import TEACHER
+from explorer.loaders import LoadedModel, checkpoint_digests
 from explorer.names import GLOSSARY
 
 SCORE_NAMES = {"energy": "energy score", "mahalanobis": "Mahalanobis distance of the features"}
@@ -25,9 +27,9 @@ def _detector(folder: str, sha256: str, channels: int, mtime: float):
 
 def detector(dataset: str, teacher: LoadedModel):
     """The teacher's detector, or None without one; `core.ood.OodError` for a broken or stale file."""
-    sha = checkpoint_digests(dataset)["teacher"]
+    sha = checkpoint_digests(dataset)[TEACHER.shipped]
     channels = cam_head(teacher.model).classifier.in_features
-    folder = checkpoint_root() / dataset
+    folder = dataset_folder(dataset)
     file = folder / ood.FILE
     return _detector(str(folder), sha, channels, file.stat().st_mtime if file.is_file() else 0.0)
 

@@ -9,8 +9,9 @@ Each cache matches how long its contents live and whether callers may change the
 * arrays, images and reports (``results.json``) are `st.cache_data` (copied per call, so callers may
   modify them); files are keyed by path and modification time, so a rewritten file is read again.
 
-Where checkpoints are and what their metadata says is `explorer.listing` (no torch); its names are
-importable from here too.
+Models are keyed as the app keys them everywhere (URLs, session state, charts): by their shipped file stem
+(`core.roles.Role.shipped`: teacher, student, student_label_only). Where the files are is `core.layout`; what
+their metadata says, without loading weights, is `explorer.listing` (no torch).
 """
 
 from __future__ import annotations
@@ -30,17 +31,16 @@ from core.checkpoints import CheckpointMeta, file_sha256
 from core.catalog import DATASETS, DatasetError
 from core.data import load_dataset
 from core.images import open_image, to_rgb
-from explorer import runtime
-from explorer.listing import checkpoint_paths, checkpoint_root, read_meta
-from explorer.roles import ROLES
+from core.layout import checkpoint_file, dataset_folder, results_file
+from core.roles import DISTILLED, SHIPPED, TEACHER
+from explorer import listing, runtime
 
 runtime.configure_torch()  # the first page that can load a model sets torch's threads, before any model runs
 
 
 def model_versions(models: dict[str, "LoadedModel"]) -> tuple:
     """``((role, path, mtime), ...)`` of loaded models: part of the key of every result computed with them."""
-    return tuple((role, m.path, Path(m.path).stat().st_mtime if Path(m.path).is_file() else None)
-                 for role, m in sorted(models.items()))
+    return tuple(m.version for _, m in sorted(models.items()))
 
 
 def describe_versions(versions: tuple) -> str:
@@ -50,11 +50,11 @@ def describe_versions(versions: tuple) -> str:
 
 def checkpoint_digests(dataset: str) -> dict[str, str | None]:
     """sha256 of each shipped checkpoint of a dataset by role (None where the file is missing)."""
-    folder = checkpoint_root() / dataset
+    folder = dataset_folder(dataset)
     out = {}
-    for role in ROLES:
-        path = folder / f"{role}.pt"
-        out[role] = file_digest(str(path), path.stat().st_mtime) if path.is_file() else None
+    for role in SHIPPED:
+        path = checkpoint_file(folder, role)
+        out[role.shipped] = file_digest(str(path), path.stat().st_mtime) if path.is_file() else None
     return out
 
 
@@ -67,6 +67,13 @@ class LoadedModel:
     path: str
     role: str
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def version(self) -> tuple:
+        """``(role, path, mtime)``: the key under which a result computed with this model is cached, so that a
+        rewritten checkpoint is computed with again."""
+        path = Path(self.path)
+        return self.role, self.path, path.stat().st_mtime if path.is_file() else None
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading model ...")
@@ -83,7 +90,7 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
         CheckpointError: the file exists but cannot be loaded, or its classes are not the dataset's
             (`core.catalog.DATASETS`), in the same order (the page shows the message).
     """
-    path = checkpoint_paths(dataset).get(role)
+    path = listing.checkpoint_paths(dataset).get(role)
     if path is None:
         return None
     return _load_checkpoint(str(path), role, path.stat().st_mtime, tuple(DATASETS[dataset].classes))
@@ -91,7 +98,13 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
 
 def load_pair(dataset: str) -> tuple[LoadedModel | None, LoadedModel | None]:
     """(teacher, distilled student) of a dataset; either may be None."""
-    return load_model(dataset, "teacher"), load_model(dataset, "student")
+    return load_model(dataset, TEACHER.shipped), load_model(dataset, DISTILLED.shipped)
+
+
+def load_models(dataset: str) -> dict[str, LoadedModel]:
+    """Every shipped model of a dataset that exists, by role, in the roles table's order; raises as `load_model`."""
+    loaded = {r.shipped: load_model(dataset, r.shipped) for r in SHIPPED}
+    return {role: m for role, m in loaded.items() if m is not None}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -113,8 +126,7 @@ def results(dataset: str, protocol: str = "official") -> dict | None:
     protocol's in its own folder (``<root>/<dataset>/pooled/results.json``). A missing, unreadable or
     malformed file gives None.
     """
-    folder = checkpoint_root() / dataset
-    path = folder / "results.json" if protocol == "official" else folder / protocol / "results.json"
+    path = results_file(dataset_folder(dataset, protocol))
     try:
         data = _read_json(str(path), path.stat().st_mtime)
     except (OSError, ValueError):
@@ -123,10 +135,9 @@ def results(dataset: str, protocol: str = "official") -> dict | None:
 
 
 def dataset_input_size(name: str) -> int:
-    """Side at which samples are shown: the teacher's input size if shipped, else the registry's."""
-    teacher = checkpoint_paths(name).get("teacher")
-    meta = read_meta(teacher) if teacher else None
-    return int(meta.input_size) if meta else DATASETS[name].input_size
+    """Side at which samples are shown: the teacher's input size if shipped, else the registry's (as
+    `explorer.listing.status` read it from the metadata for the sidebar, not read again)."""
+    return listing.status(name)["input_size"]
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -195,6 +206,13 @@ def first_per_class(name: str, per_class: int, split_name: str = "test") -> dict
         if len(picked.setdefault(int(t), [])) < per_class:
             picked[int(t)].append(i)
     return picked
+
+
+def spread_over_classes(name: str, n: int, split_name: str = "test") -> list[int]:
+    """About ``n`` item indices spread evenly over the classes: the first ``n // classes`` (at least one) of each,
+    class after class."""
+    per_class = max(1, n // len(split(name, split_name).classes))
+    return [i for picked in first_per_class(name, per_class, split_name).values() for i in picked]
 
 
 def images_available(name: str) -> bool:

@@ -1,6 +1,6 @@
 """Plotly figure builders: pure functions from numbers to `go.Figure`, with no Streamlit calls.
 
-Pages draw the cached versions in `explorer.figures`. Traces keyed by a checkpoint role (teacher,
+Pages draw the cached versions in `explorer.cached_plots`. Traces keyed by a checkpoint role (teacher,
 student, student_label_only; benchmark rows use the same keys) get that role's colour; every key is shown by its
 friendly name (`explorer.names.label`).
 """
@@ -13,10 +13,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core.roles import SHIPPED
 from explorer.names import label
-from explorer.roles import ROLES
 
-COLORS = dict(zip(ROLES, ("#4C72B0", "#DD8452", "#55A868")))  # one per role, in `explorer.roles.ROLES` order
+# One colour per shipped model, keyed as the app keys models (by shipped file stem), in the roles table's order.
+COLORS = {r.shipped: colour for r, colour in zip(SHIPPED, ("#4C72B0", "#DD8452", "#55A868"))}
 # One perceptually uniform colormap for every map, so that equal steps in value look like equal steps in colour.
 HEAT = "Viridis"
 MAP_SCALE = dict(title=dict(text="relevance<br>(0-1 per map)", side="right"), thickness=12, len=0.9)

@@ -93,7 +93,7 @@ def _import_model_code() -> None:
 
 
 # Libraries that only a GPU build of torch ships (CUDA on Linux and Windows, ROCm): importing such a build maps
-# them, about twice the CPU build's resident memory (the app-memory tables of both builds in the README).
+# them, about twice the CPU build's resident memory (the app-memory tables of both builds in docs/benchmarks.md).
 GPU_LIBRARIES = ("libtorch_cuda.so", "libtorch_hip.so", "torch_cuda.dll")
 PRELOAD_SETTINGS = ("auto", "1", "0")
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.recipe import TrainConfig
-from explorer import figures, roles, state, ui
+from core.roles import TEACHER
+from explorer import cached_plots, state, ui
+from explorer.names import role_label
 from explorer.training import TrainingJob, computed_for
 
 JOB = "_train_job"  # this session's job, running or finished and not yet collected
@@ -44,8 +46,8 @@ def describe(job: TrainingJob) -> str:
     if job.role is None:
         return "Starting the training process ..."
     done = len(job.snapshot().get(job.role, []))
-    epochs = job.cfg.teacher_epochs if job.role == "teacher" else job.cfg.student_epochs
-    return f"Training {roles.ROLE_LABELS[job.role]}: epoch {done} of {epochs} done ..."
+    epochs = job.cfg.teacher_epochs if job.role == TEACHER.shipped else job.cfg.student_epochs
+    return f"Training {role_label(job.role)}: epoch {done} of {epochs} done ..."
 
 
 @st.fragment(run_every=1.0)
@@ -58,6 +60,6 @@ def progress(job: TrainingJob) -> None:
                    "stays responsive for everyone.")
         curves = job.snapshot()
         if curves:
-            ui.plot(figures.curves(curves), "train_live")
+            ui.plot(cached_plots.curves(curves), "train_live")
         if st.button("Stop training", key="train_stop"):
             job.stop()

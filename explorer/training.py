@@ -6,7 +6,7 @@ copy of the teacher it is given).
 
 The page runs it as a `TrainingJob`: in a child process (`explorer.train_worker`) with one torch thread at a
 lower CPU priority, at most ``$KD_APP_TRAINERS`` (default 1) at a time for the whole server, so that one
-session's training leaves the other sessions' pages responsive (``benchmarks/train_worker.py`` measures by
+session's training leaves the other sessions' pages responsive (``benchmarks/training_slowdown.py`` measures by
 how much).
 """
 
@@ -30,10 +30,14 @@ from torch import nn
 from core.evaluate import evaluate_checkpoints
 from core.models import count_parameters
 from core.recipe import Stage, TrainConfig, default_stages
+from core.roles import role
 from core.train import run_stages
 
-# Stage names of the recipe's first seed -> the roles the app shows (`explorer.roles.ROLE_LABELS`).
-STAGE_ROLES = {"teacher": "teacher", "student_s0": "student", "label_only_s0": "student_label_only"}
+
+def shown_role(stage: str) -> str:
+    """The key the app shows a stage's model under, its role's shipped file stem: ``label_only_s0`` ->
+    ``student_label_only``."""
+    return role(stage).shipped
 
 
 def run_key(cfg: TrainConfig, shipped_version: tuple | None) -> str:
@@ -78,21 +82,21 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
     def starting(stage: Stage) -> None:
         stage_started[stage.name] = time.perf_counter()
         if on_stage:
-            on_stage(STAGE_ROLES[stage.name])
+            on_stage(shown_role(stage.name))
 
     try:
         results = run_stages(cfg, out, teacher=shipped_teacher, on_stage=starting,
-                             on_epoch_end=(lambda name, record: on_epoch_end(STAGE_ROLES[name], record))
+                             on_epoch_end=(lambda name, record: on_epoch_end(shown_role(name), record))
                              if on_epoch_end else None)
         ended = {name: r.history[-1]["seconds"] if r.history else 0.0 for name, r in results.items()}
         test_cap = max(8, int(cfg.max_per_class or 16) // 2)
-        report = evaluate_checkpoints({STAGE_ROLES[n]: r.path for n, r in results.items()}, n_boot=200,
+        report = evaluate_checkpoints({shown_role(n): r.path for n, r in results.items()}, n_boot=200,
                                       max_per_class=test_cap)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    runs = {STAGE_ROLES[name]: {"history": r.history, "stopped": r.stopped,
-                                "test_accuracy": report["models"][STAGE_ROLES[name]]["accuracy"],
-                                "parameters": count_parameters(r.model), "seconds": ended[name]}
+    runs = {shown_role(name): {"history": r.history, "stopped": r.stopped,
+                               "test_accuracy": report["models"][shown_role(name)]["accuracy"],
+                               "parameters": count_parameters(r.model), "seconds": ended[name]}
             for name, r in results.items()}
     test_images = int(report["models"][next(iter(runs))]["n"])
     return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started}

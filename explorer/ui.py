@@ -20,6 +20,8 @@ from core.checkpoints import CheckpointError
 from core.catalog import DatasetError
 from core.images import ImageError, open_image, to_rgb
 from core.inference import preprocess, resize_transform
+from core.layout import dataset_folder
+from core.roles import SHIPPED
 from explorer import familiarity, listing, loaders, state
 
 DISPLAY_MAX = 768  # longest side of an image drawn in the page (a 40 Mpx upload is shown downscaled)
@@ -28,11 +30,11 @@ DISPLAY_MIN = 256  # a smaller one (a 64 px phantom) is enlarged by a whole fact
 
 def no_checkpoints_help(dataset: str) -> None:
     st.info(
-        f"No shipped checkpoints for **{dataset}** in `{listing.checkpoint_root() / dataset}`. Where its images are, "
+        f"No shipped checkpoints for **{dataset}** in `{dataset_folder(dataset)}`. Where its images are, "
         f"make them with `python -m core.reproduce {dataset}` (teacher, distilled and label-only students, with "
         f"metrics), or train one pair with `python -m core.train --dataset {dataset} --out runs/{dataset} --baseline` "
         f"and copy `runs/{dataset}/<role>/best.pt` and `best.json` to `checkpoints/{dataset}/<role>.pt` and "
-        "`<role>.json` (roles: teacher, student, student_label_only).", icon=":material/model_training:")
+        f"`<role>.json` (roles: {', '.join(r.shipped for r in SHIPPED)}).", icon=":material/model_training:")
 
 
 def no_images_help(dataset: str, reason: str | None) -> None:

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from explorer import analysis, chrome, figures, loaders, roles, ui
+from core.roles import DISTILLED, TEACHER
+from explorer import cached_plots, chrome, compare_view, loaders, page_list, ui
+from explorer.names import role_label
 
 dataset = chrome.current_dataset()
 chrome.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where "
@@ -11,33 +13,34 @@ chrome.page_header("Teacher vs student", "How much does the shallow student lose
                           "ECE", "Agreement", "McNemar's test"))
 if not ui.models_or_help(dataset):
     st.stop()
-models = {r: m for r in roles.ROLES if (m := loaders.load_model(dataset, r)) is not None}
+models = loaders.load_models(dataset)  # loaded once here and passed down
 
 st.subheader("Architecture")
-arch = {r: analysis.architecture(m, m.path) for r, m in models.items()}
-st.dataframe([{"model": roles.ROLE_LABELS[r], "architecture": a["arch"], "layers shown": a["layers"],
+arch = {r: compare_view.architecture(m, m.version) for r, m in models.items()}
+st.dataframe([{"model": role_label(r), "architecture": a["arch"], "layers shown": a["layers"],
                "parameters": f"{a['parameters']:,}", "GFLOPs / image": round(a["gflops"], 3),
                "latency ms / image": round(a["latency_ms"], 1), "latency": a["latency_source"],
                "input": f"{a['input_size']} px"} for r, a in arch.items()], hide_index=True, key="arch_table")
 with st.expander("Layers of each model: output shape, channels, parameters, and the layer each map comes from"):
     st.caption("Measured by one forward pass at the model's input size. A layer's parameters are those added since "
                "the row above; the rows add up to the model's total.")
-    for tab, (r, a) in zip(st.tabs([roles.ROLE_LABELS[r] for r in arch]), arch.items()):
+    for tab, (r, a) in zip(st.tabs([role_label(r) for r in arch]), arch.items()):
         tab.dataframe(a["layer_rows"], hide_index=True, key=f"arch_layers_{r}")
-speedup = arch["teacher"]["latency_ms"] / max(arch["student"]["latency_ms"], 1e-9)
-st.caption(f"The student has {arch['teacher']['parameters'] / arch['student']['parameters']:.0f}x fewer parameters "
-           f"and its median latency on one image is {speedup:.1f}x lower ({arch['student']['latency_source']}).")
+t_arch, s_arch = arch[TEACHER.shipped], arch[DISTILLED.shipped]
+speedup = t_arch["latency_ms"] / max(s_arch["latency_ms"], 1e-9)
+st.caption(f"The student has {t_arch['parameters'] / s_arch['parameters']:.0f}x fewer parameters "
+           f"and its median latency on one image is {speedup:.1f}x lower ({s_arch['latency_source']}).")
 
 preds = None
 if loaders.images_available(dataset):
-    choice = analysis.prediction_limit(len(loaders.split(dataset, "test")))
+    choice = compare_view.prediction_limit(len(loaders.split(dataset, "test")))
     limit = st.slider("Test images predicted here (for the gallery, and for metrics when none are shipped)",
                       key="cmp_limit", **choice) if "min_value" in choice else choice["value"]
-    preds = analysis.test_predictions(dataset, tuple(m.path for m in models.values()), int(limit))
+    preds = compare_view.test_predictions(dataset, models, loaders.model_versions(models), int(limit))
     if preds["skipped"]:
         st.warning(f"{len(preds['skipped'])} test image(s) cannot be read and are left out: "
                    f"#{', #'.join(map(str, preds['skipped']))}.", icon=":material/broken_image:")
-reports, pairs, source = analysis.reports(dataset, preds)
+reports, pairs, source = compare_view.reports(dataset, models, preds)
 if not reports:
     st.info("No metrics are shipped with these checkpoints and the test images are not here to compute them. "
             "Run `python -m core.evaluate --teacher ... --student ... --write` where the data is.")
@@ -46,19 +49,20 @@ if not reports:
 st.subheader("Metrics")
 st.caption(f"Metrics {source}.")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
-    ui.metric_with_ci(f"{roles.ROLE_LABELS[role]}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
-st.dataframe(analysis.metrics_table(reports, roles.ROLE_LABELS), hide_index=True, key="metrics_table")
-for note in analysis.never_predicted_notes(reports, roles.ROLE_LABELS):
+    ui.metric_with_ci(f"{role_label(role)}: accuracy", rep["accuracy"], rep.get("accuracy_ci"), where=col)
+labels = {role: role_label(role) for role in reports}
+st.dataframe(compare_view.metrics_table(reports, labels), hide_index=True, key="metrics_table")
+for note in compare_view.never_predicted_notes(reports, labels):
     st.warning(note, icon=":material/visibility_off:")
 
-seeds = analysis.seed_summary(dataset)
+seeds = compare_view.seed_summary(dataset)
 if seeds:
     rows, info = seeds
     chosen = info["chosen"]
     st.markdown(f"**Over {len(info['seeds'])} seeds** (KD setting chosen on validation: alpha = "
                 f"{chosen.get('alpha')}, T = {chosen.get('temperature')}); the models above are the first seed.")
     st.dataframe(rows, hide_index=True, key="seeds_table")
-paired = analysis.paired_differences(dataset)
+paired = compare_view.paired_differences(dataset)
 if paired:
     rows, test = paired
     st.markdown("**Is the gain from the teacher?** Test accuracy of the distilled student minus each control "
@@ -69,7 +73,7 @@ if paired:
                                 "p (paired t-test)": st.column_config.NumberColumn(format="%.3g"),
                                 "p (sign flip)": st.column_config.NumberColumn(format="%.3g")})
 
-leak = analysis.split_comparison(dataset)
+leak = compare_view.split_comparison(dataset)
 if isinstance(leak, str):
     st.caption(leak)
 elif leak:
@@ -85,21 +89,21 @@ elif leak:
 classes = next(iter(reports.values()))["classes"]
 st.subheader("Confusion matrices")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):
-    ui.plot(figures.confusion(rep["confusion_matrix"], classes, roles.ROLE_LABELS[role]), f"cm_{role}", col)
+    ui.plot(cached_plots.confusion(rep["confusion_matrix"], classes, role_label(role)), f"cm_{role}", col)
 left, right = st.columns(2)
 with left:
     st.subheader("Per-class F1")
     f1 = {r: rep["per_class"]["f1"] for r, rep in reports.items()}
-    ui.plot(figures.per_class_bars(f1, classes, "F1"), "f1_chart")
+    ui.plot(cached_plots.per_class_bars(f1, classes, "F1"), "f1_chart")
 with right:
     st.subheader("Reliability and ECE")
-    ui.plot(figures.reliability(reports), key="reliability_chart")
+    ui.plot(cached_plots.reliability(reports), key="reliability_chart")
 
 st.subheader("Agreement and flips")
 for role, pair in pairs.items():
     flips = pair["flip_table"]
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric(f"Agreement with the teacher ({roles.ROLE_LABELS[role].lower()})", f"{pair['agreement']:.1%}")
+    c1.metric(f"Agreement with the teacher ({role_label(role).lower()})", f"{pair['agreement']:.1%}")
     c2.metric("McNemar p", f"{pair['mcnemar']['p_value']:.3g}", help="Exact test that both have the same error rate")
     c3.metric("KL(teacher || student)", f"{pair['kl_divergence']:.3f} nats")
     c4.dataframe([{"": "teacher right", "student right": flips["both_right"],
@@ -112,7 +116,7 @@ if preds is None:
     st.info("The gallery needs the test images, which are not on this machine.")
     st.stop()
 confident = st.slider("'Confident' means a student probability of at least", 0.5, 0.99, 0.8, key="cmp_confident")
-found = analysis.disagreements(preds, confident)
+found = compare_view.disagreements(preds, confident)
 tabs = st.tabs([f"Teacher and student disagree ({len(found['disagree'])})",
                 f"Student confidently wrong ({len(found['confidently_wrong'])})"])
 for tab, (kind, positions) in zip(tabs, found.items()):
@@ -121,11 +125,12 @@ for tab, (kind, positions) in zip(tabs, found.items()):
             st.success("None among the images predicted here.")
         cols = st.columns(6)
         for k, pos in enumerate(positions[:18]):
-            index, t, s = preds["indices"][pos], preds["probs"]["teacher"][pos], preds["probs"]["student"][pos]
+            index = preds["indices"][pos]
+            t, s = preds["probs"][TEACHER.shipped][pos], preds["probs"][DISTILLED.shipped][pos]
             with cols[k % 6]:
                 st.image(loaders.thumbnail(dataset, index),
                          caption=f"#{index} true {classes[preds['labels'][pos]]} | T {classes[t.argmax()]} "
                                  f"{t.max():.0%} | S {classes[s.argmax()]} {s.max():.0%}")
                 if st.button("Explain", key=f"gallery_{kind}_{index}"):
                     ui.open_test_image(index)
-                    st.switch_page("../pages/explanations.py")
+                    st.switch_page(page_list.page("explanations").link)

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from explorer import analysis, chrome, familiarity, figures, listing, loaders, roles, ui
+from core.roles import TEACHER
+from explorer import cached_plots, chrome, familiarity, image_prediction, listing, loaders, ui
+from explorer.names import role_label
 
 dataset = chrome.current_dataset()
 status = listing.status(dataset)
@@ -10,7 +12,7 @@ chrome.page_header(f"Dataset: {dataset}", f"{status['modality']}. Source: {statu
 
 if status["available"]:
     st.subheader("Class balance")
-    ui.plot(figures.class_balance(status["counts"]), key="balance_chart")
+    ui.plot(cached_plots.class_balance(status["counts"]), key="balance_chart")
     st.subheader("Samples per class (test split)")
     per_class = st.slider("Images per class", 2, 10, 6, key="grid_per_class")
     picked = loaders.first_per_class(dataset, per_class)
@@ -38,18 +40,19 @@ with left:
     full = chosen.full_size_image()
     ui.show_image(full, f"{chosen.caption}; {full.size[0]}x{full.size[1]} px")
 with right:
-    models = [m for m in (loaders.load_model(dataset, r) for r in roles.ROLES) if m is not None]
+    models = loaders.load_models(dataset)
     if not models:
         ui.no_checkpoints_help(dataset)
         st.stop()
     st.markdown("**What the models predict**")
-    probs = {m.role: analysis.probabilities(m, m.path, chosen.ident, chosen.model_input(m.meta)) for m in models}
-    for loaded in models:
-        p = probs[loaded.role]
-        st.metric(roles.ROLE_LABELS[loaded.role], loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
+    probs = {name: image_prediction.probabilities(m, m.version, chosen.ident, chosen.model_input(m.meta))
+             for name, m in models.items()}
+    for name, loaded in models.items():
+        p = probs[name]
+        st.metric(role_label(name), loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
                   delta_color="off")
-    ui.plot(figures.prediction_bars(probs, models[0].meta.classes), "prediction_chart")
-    teacher = next((m for m in models if m.role == "teacher"), None)
+    ui.plot(cached_plots.prediction_bars(probs, next(iter(models.values())).meta.classes), "prediction_chart")
+    teacher = models.get(TEACHER.shipped)
     if teacher is not None:
         familiarity.show(dataset, teacher, chosen.ident, chosen.model_input(teacher.meta), chosen.uploaded)
     if chosen.uploaded:

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from explorer import chrome, figures, layers, loaders, roles, state, ui
+from core.roles import DISTILLED, TEACHER
+from explorer import cached_plots, chrome, feature_maps_view, loaders, state, ui
+from explorer.names import role_label
 
 dataset = chrome.current_dataset()
 chrome.page_header("Feature maps, layer by layer",
@@ -14,9 +16,10 @@ chrome.page_header("Feature maps, layer by layer",
 teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 
 t_x, s_x = chosen.model_input(teacher.meta), chosen.model_input(student.meta)
-t_maps = layers.all_layer_maps(teacher, teacher.path, chosen.ident, t_x)
-s_maps = layers.all_layer_maps(student, student.path, chosen.ident, s_x)
-cka = layers.layer_correspondence(dataset, teacher.path, student.path) if loaders.images_available(dataset) else None
+t_maps = feature_maps_view.all_layer_maps(teacher, teacher.version, chosen.ident, t_x)
+s_maps = feature_maps_view.all_layer_maps(student, student.version, chosen.ident, s_x)
+cka = (feature_maps_view.layer_correspondence(dataset, teacher, student, (teacher.version, student.version))
+       if loaders.images_available(dataset) else None)
 
 pairings = ["same relative depth"] + (["best CKA match"] if cka else [])
 state.bind("fm_pairing", pairings[0], param="pairing", options=pairings)
@@ -36,8 +39,9 @@ next_col.button("Next", key="layer_next", icon=":material/chevron_right:", on_cl
                 args=("layer", 1, 1, n_steps), disabled=st.session_state["layer"] == n_steps)
 state.publish("layer")
 step = int(st.session_state["layer"]) - 1
-t_i, s_i = layers.lockstep(len(t_maps["labels"]), len(s_maps["labels"]), step, cka["best_teacher"] if by_cka else None)
-shown = {"teacher": (teacher, t_maps, t_i), "student": (student, s_maps, s_i)}
+t_i, s_i = feature_maps_view.lockstep(len(t_maps["labels"]), len(s_maps["labels"]), step,
+                                      cka["best_teacher"] if by_cka else None)
+shown = {TEACHER.shipped: (teacher, t_maps, t_i), DISTILLED.shipped: (student, s_maps, s_i)}
 st.markdown(f"#### Step {step + 1} of {n_steps}: teacher **{t_maps['labels'][t_i]}** and student "
             f"**{s_maps['labels'][s_i]}**", help="The current pair of layers")
 
@@ -51,24 +55,25 @@ state.publish("fm_opacity", param="opacity")
 outline = c3.checkbox("Lesion outline", value=True, key="fm_outline",
                       disabled=chosen.mask is None or not chosen.mask.any())
 cols = st.columns(2)
-for col, (role, (loaded, maps, i)) in zip(cols, shown.items()):
+for col, (name, (loaded, maps, i)) in zip(cols, shown.items()):
     size = loaded.meta.input_size
     c, h, w = maps["shapes"][i]
     probs = maps["probabilities"]
     mask = chosen.mask_at(size) if outline else None
-    fig = figures.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity, mask=mask,
-                                title=f"{role}: {maps['labels'][i]} ({c} channels, {h}x{w})", height=380)
-    ui.plot(fig, f"fm_map_{role}", col)
-    col.caption(f"{roles.ROLE_LABELS[role]} predicts **{loaded.meta.classes[maps['predicted']]}** "
+    fig = cached_plots.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity,
+                                      mask=mask, title=f"{name}: {maps['labels'][i]} ({c} channels, {h}x{w})",
+                                      height=380)
+    ui.plot(fig, f"fm_map_{name}", col)
+    col.caption(f"{role_label(name)} predicts **{loaded.meta.classes[maps['predicted']]}** "
                 f"({probs.max():.0%}). {chosen.caption}.")
 
 st.subheader("Channels that drive the decision")
 st.caption("Channels of the shown layer ranked by activation x gradient of the predicted class's logit. The check: "
            "zero the top k and compare the logit drop with zeroing k random channels (8 draws). This runs the model.")
-roles = list(shown)
-state.bind("model", "student", options=roles)
+models = list(shown)
+state.bind("model", DISTILLED.shipped, options=models)
 r1, r2, r3 = st.columns([2, 2, 2], vertical_alignment="bottom")
-role = r1.radio("Model", roles, key="model", horizontal=True)
+chosen_model = r1.radio("Model", models, key="model", horizontal=True)
 state.publish("model")
 state.bind("fm_k", 8, param="k", parse=int, lo=1, hi=16)
 k = r2.slider("Top k", 1, 16, key="fm_k")
@@ -77,9 +82,9 @@ state.bind("fm_rank", False, param="rank", parse=lambda v: v == "True", options=
 r3.toggle("Rank and ablate", key="fm_rank")
 state.publish("fm_rank", param="rank")
 if st.session_state["fm_rank"]:
-    loaded, maps, i = shown[role]
-    x = t_x if role == "teacher" else s_x
-    ranked = layers.ranked_channels(loaded, loaded.path, chosen.ident, x, maps["labels"][i], int(k))
+    loaded, maps, i = shown[chosen_model]
+    x = t_x if chosen_model == TEACHER.shipped else s_x
+    ranked = feature_maps_view.ranked_channels(loaded, loaded.version, chosen.ident, x, maps["labels"][i], int(k))
     target = loaded.meta.classes[ranked["target"]]
     m1, m2, m3 = st.columns(3)
     m1.metric(f"Logit drop, top {len(ranked['channels'])} zeroed", f"{ranked['drop']:.3f}")
@@ -89,16 +94,17 @@ if st.session_state["fm_rank"]:
     st.caption(f"The ablation {verdict} the ranking (random drops: "
                f"{', '.join(f'{d:.2f}' for d in ranked['random_drops'])}; layer has {ranked['n_channels']} channels).")
     titles = [f"ch {c} ({s:+.2f})" for c, s in zip(ranked["channels"], ranked["scores"])]
-    ui.plot(figures.channel_grid(ranked["maps"], titles), "fm_channels")
+    ui.plot(cached_plots.channel_grid(ranked["maps"], titles), "fm_channels")
     state.bind("channel", ranked["channels"][0], parse=int, options=ranked["channels"])
     channel = st.selectbox("Channel to enlarge", ranked["channels"], key="channel")
     state.publish("channel")
     pos = ranked["channels"].index(channel)
-    ui.plot(figures.image_with_map(chosen.pixels(loaded.meta.input_size), ranked["maps"][pos], opacity,
-                                  title=f"{role} {maps['labels'][i]} channel {channel}", height=360), "fm_channel_big")
+    ui.plot(cached_plots.image_with_map(chosen.pixels(loaded.meta.input_size), ranked["maps"][pos], opacity,
+                                       title=f"{chosen_model} {maps['labels'][i]} channel {channel}", height=360),
+            "fm_channel_big")
 
 if cka:
     st.subheader("Which teacher layer does each student layer resemble?")
     st.caption(f"Linear CKA (Kornblith et al. 2019) over {cka['n_images']} test images; 1 = same representation up "
                "to rotation and scale. The outlined cell is the pair shown above.")
-    ui.plot(figures.cka_heatmap(cka["matrix"], cka["teacher_layers"], cka["student_layers"], (t_i, s_i)), "fm_cka")
+    ui.plot(cached_plots.cka_heatmap(cka["matrix"], cka["teacher_layers"], cka["student_layers"], (t_i, s_i)), "fm_cka")

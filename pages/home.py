@@ -3,7 +3,8 @@
 import streamlit as st
 
 from core.catalog import DATASETS
-from explorer import chrome, listing, roles, state
+from explorer import chrome, listing, page_list, state
+from explorer.names import role_label
 
 chrome.page_header("Knowledge distillation explorer",
                    "Why does a medical image classifier decide what it decides, and does a small student "
@@ -37,26 +38,21 @@ for col, name in zip(cols, [listing.DEFAULT_DATASET] + [n for n in DATASETS if n
         models = s["checkpoints"]
         if models:
             acc = s["test_accuracy"]
-            shown = ", ".join(roles.ROLE_LABELS[r].lower() + (f" {acc[r]:.0%}" if acc.get(r) is not None else "")
+            shown = ", ".join(role_label(r).lower() + (f" {acc[r]:.0%}" if acc.get(r) is not None else "")
                               for r in models)
             st.markdown(f":green[models: {shown}]")
         else:
             st.markdown(":orange[models: none shipped]")
         for role, message in s["checkpoint_errors"].items():
-            st.error(f"{roles.ROLE_LABELS[role]} checkpoint cannot be used: {message}", icon=":material/error:")
+            st.error(f"{role_label(role)} checkpoint cannot be used: {message}", icon=":material/error:")
         st.caption(f"Classes: {', '.join(s['classes'])}")
         if st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
                      on_click=state.set_value, args=("dataset", name)):
-            st.switch_page("../pages/dataset.py")
+            st.switch_page(page_list.page("dataset").link)
 
 st.subheader("Go to")
 link_cols = st.columns(3)
-for i, (path, label) in enumerate([("dataset.py", "Browse the dataset"), ("compare.py", "Teacher vs student"),
-                                   ("feature_maps.py", "Step through feature maps"),
-                                   ("explanations.py", "Compare explanations"),
-                                   ("faithfulness.py", "Faithfulness over the test set"),
-                                   ("timing.py", "Time the explainers"),
-                                   ("train.py", "Train and distil")]):
-    link_cols[i % 3].page_link(f"../pages/{path}", label=label, icon=":material/arrow_forward:")
+for i, entry in enumerate(p for p in page_list.PAGES if p.blurb):
+    link_cols[i % 3].page_link(entry.link, label=entry.blurb, icon=":material/arrow_forward:")
 st.caption("Source, tests and the command-line tools: see the repository README. "
            "Datasets: Kaggle brain tumour MRI, eye disease fundus photographs, Alzheimer MRI (not redistributed).")

@@ -5,7 +5,9 @@ import streamlit as st
 from core.models import TEACHERS
 from core.recipe import TrainConfig
 from core.catalog import DATASETS
-from explorer import chrome, figures, listing, loaders, roles, state, train_view, training, ui
+from core.roles import DISTILLED, LABEL_ONLY, TEACHER
+from explorer import cached_plots, chrome, listing, loaders, state, train_view, training, ui
+from explorer.names import role_label
 
 dataset = chrome.current_dataset()
 chrome.page_header("Train and distil",
@@ -19,7 +21,7 @@ if not loaders.images_available(dataset):
 if dataset != "phantom":
     st.caption(f"{dataset}: a capped, class-balanced subset of the training images is used.")
 
-shipped = loaders.load_model(dataset, "teacher")
+shipped = loaders.load_model(dataset, TEACHER.shipped)
 sources = ["train a new teacher"] + (["distil the shipped teacher"] if shipped else [])
 c1, c2, c3 = st.columns(3)
 source = c1.radio("Teacher", sources, key="train_source")
@@ -46,7 +48,7 @@ recipe = TrainConfig(dataset=dataset, teacher_arch=arch, teacher_epochs=int(epoc
                      loss_args={"alpha": float(alpha), "temperature": float(temperature)},
                      label_only=bool(label_only))
 results = state.results("train")
-run_key = training.run_key(recipe, loaders.model_versions({"teacher": shipped}) if use_shipped else None)
+run_key = training.run_key(recipe, loaders.model_versions({TEACHER.shipped: shipped}) if use_shipped else None)
 job = train_view.running()
 if st.button("Train", key="train_run", type="primary", disabled=job is not None,
              help="one run at a time per session; it stops at the time cap of each model"):
@@ -66,15 +68,16 @@ if last is None:
     st.stop()
 st.caption(training.computed_for(run_key))
 st.subheader("Curves")
-ui.plot(figures.curves({name: r["history"] for name, r in last["runs"].items()}), "train_curves")
+ui.plot(cached_plots.curves({name: r["history"] for name, r in last["runs"].items()}), "train_curves")
 st.subheader(f"Results on {last['test_images']} test images")
 cols = st.columns(len(last["runs"]))
 for col, (name, run) in zip(cols, last["runs"].items()):
     with col:
-        st.metric(f"{roles.ROLE_LABELS[name]} test accuracy", f"{run['test_accuracy']:.1%}")
+        st.metric(f"{role_label(name)} test accuracy", f"{run['test_accuracy']:.1%}")
         st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} epoch{'s' if len(run['history']) != 1 else ''} in {run['seconds']:.0f} s"
                    + (f"; {run['stopped']}" if run["stopped"] else ""))
-if "student" in last["runs"] and "student_label_only" in last["runs"]:
-    gain = last["runs"]["student"]["test_accuracy"] - last["runs"]["student_label_only"]["test_accuracy"]
+distilled, label_only = last["runs"].get(DISTILLED.shipped), last["runs"].get(LABEL_ONLY.shipped)
+if distilled is not None and label_only is not None:
+    gain = distilled["test_accuracy"] - label_only["test_accuracy"]
     st.caption(f"Distillation changed the student's test accuracy by {gain:+.1%} against labels alone "
                "(one seed on a small subset: expect noise of several points).")

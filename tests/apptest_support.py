@@ -18,6 +18,7 @@ import streamlit as st
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from explorer import page_list
 from tests.support import single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def open_page(page: str, query: dict | None = None) -> AppTest:
     assert not at.exception, at.exception
     if query:
         at.query_params.update(query)
-    return at.switch_page(f"../pages/{page}.py").run()
+    return at.switch_page(page_list.page(page).link).run()
 
 
 def finish_training(at: AppTest, timeout: float = 600) -> AppTest:

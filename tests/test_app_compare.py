@@ -8,7 +8,7 @@ import torch
 
 from core import checkpoints
 from core.data import load_dataset
-from explorer.roles import ROLE_LABELS
+from core import roles
 from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, link_shipped,  # noqa: F401
                                    open_page, texts)
 
@@ -91,7 +91,7 @@ def gallery_tabs(at) -> list[str]:
     """The gallery's tabs once 64 images are predicted (the architecture view's tabs, one per model, left out)."""
     at.slider(key="cmp_limit").set_value(64).run()
     assert_ok(at)
-    return [t.label for t in at.tabs if t.label not in ROLE_LABELS.values()]
+    return [t.label for t in at.tabs if t.label not in {r.label for r in roles.SHIPPED}]
 
 
 def gallery_buttons(at, kind: str) -> list[int]:
@@ -248,7 +248,7 @@ def test_no_split_comparison_without_the_pooled_results(tmp_path, monkeypatch):
 
 
 def test_recall_per_class_is_shown_and_a_class_never_predicted_is_flagged():
-    from explorer import analysis
+    from explorer import compare_view
 
     at = open_page("compare")
     assert_ok(at)
@@ -256,16 +256,33 @@ def test_recall_per_class_is_shown_and_a_class_never_predicted_is_flagged():
     assert {f"Recall: {c}" for c in ("no_lesion", "infiltrative", "extra_axial", "midline")} <= set(table["metric"])
     blind = {"classes": ["a", "b"], "confusion_matrix": [[5, 0], [3, 0]]}
     sighted = {"classes": ["a", "b"], "confusion_matrix": [[5, 0], [1, 2]]}
-    notes = analysis.never_predicted_notes({"student": blind, "teacher": sighted},
+    notes = compare_view.never_predicted_notes({"student": blind, "teacher": sighted},
                                            {"student": "Student (distilled)", "teacher": "Teacher"})
     assert notes == ["Student (distilled) never predicts b: its accuracy hides that; see its balanced accuracy "
                      "and the recall rows."]
 
 
 def test_the_image_count_choice_needs_room_for_a_slider():
-    from explorer.analysis import prediction_limit
+    from explorer.compare_view import prediction_limit
 
     assert prediction_limit(20) == {"value": 20} and prediction_limit(32) == {"value": 32}
     assert prediction_limit(35) == {"value": 35}  # 32 to 35 leaves no room for one step of 4
     assert prediction_limit(40) == {"min_value": 32, "max_value": 40, "value": 40, "step": 4}
     assert prediction_limit(384)["value"] == 128
+
+
+def test_the_reports_come_from_the_models_the_page_passes_down(monkeypatch):
+    from explorer import compare_view, loaders
+
+    models = loaders.load_models("phantom")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded again by its dataset's name")
+
+    monkeypatch.setattr(loaders, "load_model", refuse)
+    reports, pairs, source = compare_view.reports("phantom", models, None)
+    assert list(reports) == ["teacher", "student", "student_label_only"]
+    assert set(pairs) == {"student", "student_label_only"}
+    assert source == "shipped with the checkpoints (full test split)"
+    preds = compare_view.test_predictions("phantom", models, loaders.model_versions(models), 8)
+    assert list(preds["probs"]) == ["teacher", "student", "student_label_only"] and len(preds["labels"]) == 8

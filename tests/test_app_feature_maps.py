@@ -1,6 +1,11 @@
 """Feature maps page on phantom: lock-step stepping without new forward passes, ranking, CKA, deep links."""
 
-from explorer import loaders
+import os
+
+import torch
+
+from explorer import feature_maps_view, loaders
+from explorer.loaders import LoadedModel
 from tests.apptest_support import (assert_ok, bad_uploads, fresh_streamlit_caches, has_chart,  # noqa: F401
                                    odd_uploads, open_page)
 from tests.support import ForwardCounter
@@ -86,3 +91,40 @@ def test_feature_maps_of_an_upload_and_a_bad_upload():
     at.file_uploader(key="image_upload").set_value(odd_uploads()["16-bit grey"]).run()
     assert_ok(at)
     assert has_chart(at, "fm_map_teacher") and has_chart(at, "fm_map_student")
+
+
+def test_layer_correspondence_uses_the_models_it_is_given_and_their_versions(monkeypatch):
+    teacher, student = loaders.load_pair("phantom")
+    versions = (teacher.version, student.version)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded again by its dataset's name")
+
+    monkeypatch.setattr(loaders, "load_model", refuse)
+    counters = [ForwardCounter(teacher.model), ForwardCounter(student.model)]
+    try:
+        first = feature_maps_view.layer_correspondence("phantom", teacher, student, versions, n_images=8)
+        ran = [c.calls for c in counters]
+        feature_maps_view.layer_correspondence("phantom", teacher, student, versions, n_images=8)
+        cached = [c.calls for c in counters]
+        rewritten = (versions[0], (*versions[1][:2], versions[1][2] + 1.0))  # the student file's mtime moved
+        again = feature_maps_view.layer_correspondence("phantom", teacher, student, rewritten, n_images=8)
+        rerun = [c.calls for c in counters]
+    finally:
+        for c in counters:
+            c.remove()
+    assert min(ran) > 0 and cached == ran, "the same versions computed again"
+    assert all(r > c for r, c in zip(rerun, cached)), "a rewritten checkpoint was not noticed"
+    assert first["n_images"] == again["n_images"] == 8 and len(first["best_teacher"]) == 5
+
+
+def test_a_models_version_follows_its_file(tmp_path):
+    file = tmp_path / "teacher.pt"
+    file.write_bytes(b"weights")
+    os.utime(file, (1000.0, 1000.0))
+    loaded = LoadedModel(torch.nn.Identity(), None, str(file), "teacher")
+    assert loaded.version == ("teacher", str(file), 1000.0)
+    os.utime(file, (2000.0, 2000.0))
+    assert loaded.version == ("teacher", str(file), 2000.0)
+    file.unlink()
+    assert loaded.version == ("teacher", str(file), None)

@@ -4,7 +4,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from core.catalog import DATASETS
+from explorer import page_list
 from tests.apptest_support import ROOT
 from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
 
@@ -137,10 +140,10 @@ def test_missing_images_and_checkpoints_explain_what_to_do(tmp_path, monkeypatch
     page = texts(at)
     assert "are not here" in page and "KD_DATA_ROOT" in page and "python -m core.fetch brain_tumor" in page
     for page_name in ("compare", "feature_maps", "explanations", "timing"):
-        at.switch_page(f"../pages/{page_name}.py").run()
+        at.switch_page(page_list.page(page_name).link).run()
         assert_ok(at)
         assert "python -m core.train --dataset brain_tumor" in texts(at), page_name
-    at.switch_page("../pages/train.py").run()
+    at.switch_page(page_list.page("train").link).run()
     assert_ok(at)
     assert "are not here" in texts(at)
 
@@ -173,3 +176,21 @@ def test_a_broken_checkpoint_is_reported_on_its_card_and_other_datasets_keep_wor
     assert len(errors) == 1 and "Teacher checkpoint cannot be used" in errors[0] and "'std'" in errors[0]
     at = open_page("compare")  # phantom still works
     assert_ok(at)
+
+
+def test_home_links_every_page_but_itself_and_the_glossary():
+    links = {link.proto.page: link.proto.label for link in open_app().get("page_link")}
+    assert links == {"dataset": "Browse the dataset", "compare": "Teacher vs student",
+                     "feature_maps": "Step through feature maps", "explanations": "Compare explanations",
+                     "faithfulness": "Faithfulness over the test set", "timing": "Time the explainers",
+                     "train": "Train and distil"}
+
+
+def test_the_page_list_names_every_page_file_once_and_refuses_others():
+    names = [p.name for p in page_list.PAGES]
+    assert sorted(names) == sorted(p.stem for p in (ROOT / "pages").glob("*.py")) and len(set(names)) == len(names)
+    assert [(p.name, p.url_path) for p in page_list.PAGES if p.default] == [("home", "")]
+    assert list(page_list.groups()) == ["Explorer", "Experiments", "Help"]
+    assert page_list.page("feature_maps").link == "../pages/feature_maps.py"
+    with pytest.raises(KeyError, match="no page 'featuremaps'"):
+        page_list.page("featuremaps")

@@ -3,6 +3,7 @@ moving between pages, deep links that restore the view (each case first reproduc
 
 from __future__ import annotations
 
+from explorer import page_list
 from tests.apptest_support import (assert_ok, finish_training, fresh_streamlit_caches, has_chart,  # noqa: F401
                                    open_page, texts)
 
@@ -27,11 +28,11 @@ def test_explanations_of_one_dataset_are_never_drawn_over_anothers_image():
 def test_method_selection_survives_moving_between_explanations_and_timing():
     at = open_page("explanations", {"method": "grad_cam,saliency"})
     assert at.multiselect(key="method").value == ["grad_cam", "saliency"]
-    at.switch_page("../pages/timing.py").run()
+    at.switch_page(page_list.page("timing").link).run()
     assert_ok(at)
     assert at.multiselect(key="method").value == ["grad_cam", "saliency"]
     assert at.query_params["method"] == "grad_cam,saliency"
-    at.switch_page("../pages/explanations.py").run()
+    at.switch_page(page_list.page("explanations").link).run()
     assert_ok(at)
     assert at.multiselect(key="method").value == ["grad_cam", "saliency"]
     assert "Choose at least one method" not in texts(at)

@@ -4,13 +4,14 @@ import hashlib
 
 import torch
 
-from explorer import listing, loaders
+from core.layout import checkpoint_root
+from explorer import loaders
 from tests.apptest_support import (assert_ok, finish_training, fresh_streamlit_caches, has_chart,  # noqa: F401
                                    open_page, texts)
 
 
 def digest_checkpoints() -> dict[str, str]:
-    folder = listing.checkpoint_root()
+    folder = checkpoint_root()
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
 

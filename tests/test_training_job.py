@@ -69,3 +69,8 @@ def test_the_page_states_how_many_models_a_run_trains(label_only, shipped, expec
     # teacher (unless the shipped one is distilled), the distilled student, and the label-only one if asked
     cfg = TrainConfig(dataset="phantom", label_only=label_only)
     assert training.models_trained(cfg, shipped) == expected
+
+
+def test_each_stage_is_shown_under_its_shipped_models_key():
+    assert [training.shown_role(s) for s in ("teacher", "student_s0", "label_only_s0")] == [
+        "teacher", "student", "student_label_only"]

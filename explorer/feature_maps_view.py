@@ -1,8 +1,12 @@
-"""Feature-map page helpers: one cached forward per (model, image), lock-step pairing, ranking, CKA.
+"""What the Feature maps page computes: one cached forward per (model, image), lock-step pairing, ranking, CKA.
 
 Stepping through layers must never run a model again: `all_layer_maps` captures every layer's
-average map in one forward pass and caches it per checkpoint and image id; the page only indexes
+average map in one forward pass and caches it per checkpoint version and image id; the page only indexes
 into it. Channel ranking and ablation do run the model and are cached per layer.
+
+The page loads its teacher and student once and passes them down: each function takes the loaded models as
+unhashed ``_`` arguments, and their `LoadedModel.version` (role, path, modification time) keys the cache, so a
+rewritten checkpoint is computed with again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from explorer.loaders import LoadedModel
 
 
 @st.cache_data(max_entries=32, show_spinner="One forward pass through the model ...")
-def all_layer_maps(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor) -> dict:
+def all_layer_maps(_loaded: LoadedModel, version: tuple, ident: str, _x: torch.Tensor) -> dict:
     """`core.featuremaps.layer_maps` for one image: every layer's average map from ONE forward."""
     with _loaded.lock:  # hooks are attached while this runs
         result = layer_maps(_loaded.model, _x)
@@ -41,7 +45,7 @@ def lockstep(n_teacher: int, n_student: int, step: int, pairs: list[int] | None 
 
 
 @st.cache_data(max_entries=64, show_spinner="Ranking channels and ablating them ...")
-def ranked_channels(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor, layer: str, k: int) -> dict:
+def ranked_channels(_loaded: LoadedModel, version: tuple, ident: str, _x: torch.Tensor, layer: str, k: int) -> dict:
     """Top-k channels of ``layer`` for the predicted class, and the logit drop when they are zeroed."""
     with _loaded.lock:
         ranking = rank_channels(_loaded.model, _x, layer, target=None, k=k)
@@ -54,16 +58,14 @@ def ranked_channels(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tenso
 
 
 @st.cache_data(max_entries=8, show_spinner="Comparing all teacher and student layers (linear CKA) ...")
-def layer_correspondence(dataset: str, t_path: str, s_path: str, n_images: int = 32) -> dict:
-    """Linear CKA between every teacher and student layer over ``n_images`` test images (spread over classes)."""
-    teacher, student = loaders.load_model(dataset, "teacher"), loaders.load_model(dataset, "student")
-    ds = loaders.split(dataset, "test")
-    picks = [i for idx in loaders.first_per_class(dataset, max(1, n_images // len(ds.classes))).values() for i in idx]
-    raw, picks, _ = loaders.readable_items(dataset, picks)
-
-    with teacher.lock, student.lock:
-        result = cka_matrix(teacher.model, student.model, batch_for(teacher.meta, raw),
-                            student_images=batch_for(student.meta, raw))
+def layer_correspondence(dataset: str, _teacher: LoadedModel, _student: LoadedModel, versions: tuple,
+                         n_images: int = 32) -> dict:
+    """Linear CKA between every teacher and student layer over ``n_images`` test images of ``dataset`` (spread
+    over classes); ``versions`` holds the two models' `LoadedModel.version`."""
+    raw, picks, _ = loaders.readable_items(dataset, loaders.spread_over_classes(dataset, n_images))
+    with _teacher.lock, _student.lock:
+        result = cka_matrix(_teacher.model, _student.model, batch_for(_teacher.meta, raw),
+                            student_images=batch_for(_student.meta, raw))
     best = result.best_teacher_indices()
     return {"matrix": result.matrix, "teacher_layers": result.teacher_layers,
             "student_layers": result.student_layers, "best_teacher": best, "n_images": len(picks)}

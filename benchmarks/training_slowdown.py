@@ -1,7 +1,7 @@
 """How much one session's training slows another session's page, with training in the page's thread or in
 the Train page's worker process, measured in one run.
 
-    python benchmarks/train_worker.py [--dataset brain_tumor] [--repeats 20] [--out FILE]
+    python benchmarks/training_slowdown.py [--dataset brain_tumor] [--repeats 20] [--out FILE]
 
 The other session's page: Grad-CAM of the shipped teacher and the average feature maps of the shipped
 student on one test image, on the app's one torch thread (`explorer.runtime.configure_torch`), timed
@@ -11,8 +11,8 @@ app's one torch thread); and while the same recipe trains in an `explorer.traini
 process, one torch thread, a lower CPU priority, one at a time for the server); each with one and with two
 sessions training. The slow-down factors are the medians over the median alone. Target: the worker's factors
 at most 1.5. Run it alone on the machine. The numbers go to
-``benchmarks/results/train_worker.json`` with a Markdown table beside it (``.md``), which
-``python -m core.results`` renders into the README.
+``benchmarks/results/training_slowdown.json`` with a Markdown table beside it (``.md``), which
+``python -m core.results`` renders into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ from benchmarks.report import measured_on  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.recipe import TrainConfig  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
+from core.layout import checkpoint_file, dataset_folder  # noqa: E402
+from core.roles import DISTILLED, TEACHER  # noqa: E402
 from explorer import runtime, train_worker, training  # noqa: E402
-from explorer.listing import checkpoint_paths  # noqa: E402
 
 TARGET = 1.5  # the other page's time while a worker trains, over its time alone
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "train_worker.json"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "training_slowdown.json"
 
 
 class Stopped(Exception):
@@ -54,11 +55,11 @@ class Stopped(Exception):
 
 def page_work(dataset: str):
     """The other session's page as a function: teacher Grad-CAM and student feature maps on test image 0."""
-    paths = checkpoint_paths(dataset)
+    teacher_file, student_file = (checkpoint_file(dataset_folder(dataset), r) for r in (TEACHER, DISTILLED))
     classes = list(DATASETS[dataset].classes)
-    teacher = checkpoints.load(paths["teacher"], expected_classes=classes)[0].eval()
-    student = checkpoints.load(paths["student"], expected_classes=classes)[0].eval()
-    meta = checkpoints.load_meta(paths["teacher"])
+    teacher = checkpoints.load(teacher_file, expected_classes=classes)[0].eval()
+    student = checkpoints.load(student_file, expected_classes=classes)[0].eval()
+    meta = checkpoints.load_meta(teacher_file)
     x = preprocess(meta, open_image(load_dataset(dataset, "test").path(0)))
 
     def run():
@@ -167,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(result: dict) -> str:
-    """The README's snippet: the other page's time in each case, the factors, and the conditions."""
+    """The docs/benchmarks.md snippet: the other page's time in each case, the factors, and the conditions."""
     cfg, env, f = result["config"], result["environment"], result["factors"]
     med = {k: statistics.median(v) for k, v in result["seconds"].items()}
     worst = max(f["worker_1"], f["worker_2"])
     return "\n".join([
-        f"Training beside another session (`python benchmarks/train_worker.py`; the other page: teacher Grad-CAM "
+        f"Training beside another session (`python benchmarks/training_slowdown.py`; the other page: teacher Grad-CAM "
         f"and student feature maps on one {cfg['dataset']} image, median of {cfg['repeats']}; the training: the "
         "Train page's defaults on the phantom; the app's one torch thread):", "",
         "| while | other page (s) | slow-down |", "| --- | --- | --- |",

@@ -1,15 +1,16 @@
-"""Cached calls into ``core`` that several pages share (predictions, reports, architecture summaries).
+"""What the Teacher vs student page computes: architecture summaries, test-set predictions and reports, and the
+tables it reads from the shipped ``results.json`` (seeds, paired differences, official vs pooled split).
 
-Each function takes the shared model as an unhashed ``_loaded`` argument and identifies the
-computation by hashable keys (checkpoint path, image id), so Streamlit's cache can reuse results
-across reruns and users without hashing tensors.
+The page loads the dataset's models once and passes them down. A cached function takes them as unhashed ``_``
+arguments and is keyed by their versions (`explorer.loaders.LoadedModel.version`: role, path, modification
+time), so Streamlit's cache reuses results across reruns and users without hashing tensors, and a rewritten
+checkpoint is computed with again.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-import torch
 
 from core import predictions
 from core.evaluate import latency_ms
@@ -17,19 +18,14 @@ from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, never_predicted, pair_report
 from core.results import split_gain, split_mismatch
 from core.models import count_flops, count_parameters, feature_layers, layer_table
-from explorer import listing, loaders, roles
+from core.layout import dataset_folder
+from core.roles import CONTROLS, DISTILLED, TEACHER, role
+from explorer import loaders
 from explorer.loaders import LoadedModel
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def probabilities(_loaded: LoadedModel, path: str, ident: str, _x: torch.Tensor) -> np.ndarray:
-    """Class probabilities (C,) of one preprocessed image (cached per checkpoint and image id)."""
-    with _loaded.lock:  # another session may have explainer hooks on this model right now
-        return predict_tensor(_loaded.model, _x)[0]
-
-
 @st.cache_data(max_entries=16, show_spinner="Measuring the architecture ...")
-def architecture(_loaded: LoadedModel, path: str) -> dict:
+def architecture(_loaded: LoadedModel, version: tuple) -> dict:
     """Layers, parameters, FLOPs and single-image latency of a model at its input size."""
     meta, model = _loaded.meta, _loaded.model
     size = meta.input_size
@@ -50,32 +46,29 @@ def architecture(_loaded: LoadedModel, path: str) -> dict:
 
 
 @st.cache_data(max_entries=8, show_spinner="Predicting the test images ...")
-def test_predictions(dataset: str, paths: tuple[str, ...], limit: int) -> dict:
+def test_predictions(dataset: str, _models: dict[str, LoadedModel], versions: tuple, limit: int) -> dict:
     """Probabilities of each model (by role) and labels of about ``limit`` test images: the first
     ``limit // classes`` (at least one) of every class, in test-split order.
 
-    ``paths`` only keys the cache (a retrained checkpoint has another mtime in its loader key).
+    ``versions`` (`loaders.model_versions` of ``_models``) keys the cache: a retrained checkpoint predicts again.
     """
     ds = loaders.split(dataset, "test")
-    per_class = max(1, limit // len(ds.classes))
-    indices = sorted(i for idx in loaders.first_per_class(dataset, per_class).values() for i in idx)
-    models = {role: m for role in roles.ROLES if (m := loaders.load_model(dataset, role)) is not None}
-    shas = {role: sha for role, sha in loaders.checkpoint_digests(dataset).items() if sha and role in models}
+    indices = sorted(loaders.spread_over_classes(dataset, limit))
+    shas = {name: sha for name, sha in loaders.checkpoint_digests(dataset).items() if sha and name in _models}
     try:  # made with the checkpoints: rows of the same files, no model run at page load
-        shipped = predictions.load(listing.checkpoint_root() / dataset, shas, np.asarray(ds.targets),
-                                   len(ds.classes)) or {}
+        shipped = predictions.load(dataset_folder(dataset), shas, np.asarray(ds.targets), len(ds.classes)) or {}
     except predictions.PredictionsError:
         shipped = {}  # the models below predict instead; the file's problem does not stop the page
     rows, skipped = shipped.get("probs", {}), []
-    if set(rows) != set(models):  # some model predicts here: only the images that can be read
+    if set(rows) != set(_models):  # some model predicts here: only the images that can be read
         images, indices, skipped = loaders.readable_items(dataset, indices)
-    probs = {role: p[indices] for role, p in rows.items()}
-    for role, loaded in models.items():
-        if role not in probs:
+    probs = {name: p[indices] for name, p in rows.items()}
+    for name, loaded in _models.items():
+        if name not in probs:
             with loaded.lock:
-                probs[role] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
+                probs[name] = predict_tensor(loaded.model, batch_for(loaded.meta, images))
     return {"indices": indices, "labels": np.array([int(ds.targets[i]) for i in indices]),
-            "probs": {role: probs[role] for role in models}, "skipped": skipped}
+            "probs": {name: probs[name] for name in _models}, "skipped": skipped}
 
 
 def prediction_limit(n_test: int) -> dict:
@@ -87,28 +80,29 @@ def prediction_limit(n_test: int) -> dict:
     return {"min_value": low, "max_value": n_test, "value": min(128, n_test), "step": step}
 
 
-def reports(dataset: str, preds: dict | None) -> tuple[dict, dict, str]:
-    """Per-model reports and pair reports: shipped with the checkpoints, else computed from ``preds``.
+def reports(dataset: str, models: dict[str, LoadedModel], preds: dict | None) -> tuple[dict, dict, str]:
+    """Per-model reports and pair reports: shipped with the checkpoints (their metadata), else computed from
+    ``preds``.
 
     Returns:
         ``(reports by role, pair reports by student role, source description)``.
     """
     shipped, pairs = {}, {}
-    for role in roles.ROLES:
-        loaded = loaders.load_model(dataset, role)
-        test = (loaded.meta.metrics.get("test") if loaded else None) or {}
+    for name, loaded in models.items():
+        test = loaded.meta.metrics.get("test") or {}
         if "accuracy" in test:
-            shipped[role] = test
+            shipped[name] = test
             if "vs_teacher" in test:
-                pairs[role] = test["vs_teacher"]
-    if "teacher" in shipped and "student" in shipped and "student" in pairs:
+                pairs[name] = test["vs_teacher"]
+    teacher, student = TEACHER.shipped, DISTILLED.shipped
+    if teacher in shipped and student in shipped and student in pairs:
         return shipped, pairs, "shipped with the checkpoints (full test split)"
     if not preds:
         return {}, {}, ""
     classes = loaders.split(dataset, "test").classes
-    computed = {role: _report(p, preds["labels"], tuple(classes)) for role, p in preds["probs"].items()}
-    pairs = {role: pair_report(preds["labels"], preds["probs"]["teacher"], p, classes)
-             for role, p in preds["probs"].items() if role != "teacher" and "teacher" in preds["probs"]}
+    computed = {name: _report(p, preds["labels"], tuple(classes)) for name, p in preds["probs"].items()}
+    pairs = {name: pair_report(preds["labels"], preds["probs"][teacher], p, classes)
+             for name, p in preds["probs"].items() if name != teacher and teacher in preds["probs"]}
     return computed, pairs, f"computed here on {len(preds['labels'])} test images"
 
 
@@ -118,7 +112,7 @@ def _report(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> 
 
 def disagreements(preds: dict, confident: float = 0.8) -> dict[str, list[int]]:
     """Test positions where teacher and student disagree, and where the student is confidently wrong."""
-    t, s = preds["probs"]["teacher"], preds["probs"]["student"]
+    t, s = preds["probs"][TEACHER.shipped], preds["probs"][DISTILLED.shipped]
     y = preds["labels"]
     s_pred, s_conf = s.argmax(1), s.max(1)
     disagree = np.flatnonzero(t.argmax(1) != s_pred)
@@ -150,10 +144,10 @@ def metrics_table(reports: dict[str, dict], labels: dict[str, str]) -> list[dict
 def never_predicted_notes(reports: dict[str, dict], labels: dict[str, str]) -> list[str]:
     """One warning per model that never predicts a class present in the test split."""
     notes = []
-    for role, rep in reports.items():
+    for name, rep in reports.items():
         missing = never_predicted(rep["confusion_matrix"], rep["classes"])
         if missing:
-            notes.append(f"{labels[role]} never predicts {', '.join(missing)}: its accuracy hides that; "
+            notes.append(f"{labels[name]} never predicts {', '.join(missing)}: its accuracy hides that; "
                          f"see its balanced accuracy and the recall rows.")
     return notes
 
@@ -170,10 +164,10 @@ def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
         return None
     columns = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
                ("ece", "ECE"), ("agreement", "agreement with teacher"))
-    rows = [{"model": roles.results_label(key),
-             **{name: f"{summary[key][k]['mean']:.4f} ± {summary[key][k]['std']:.4f}"
-                for k, name in columns if k in summary[key]}}
-            for key in ("student", "label_only", "smoothing") if key in summary]
+    rows = [{"model": r.label,
+             **{name: f"{summary[r.key][k]['mean']:.4f} ± {summary[r.key][k]['std']:.4f}"
+                for k, name in columns if k in summary[r.key]}}
+            for r in (DISTILLED, *CONTROLS) if r.key in summary]
     return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}
 
 
@@ -219,7 +213,7 @@ def split_comparison(dataset: str) -> list[dict] | str | None:
         rows = split_gain(official, pooled)
     except (KeyError, TypeError):  # a results.json without the accuracies
         return None
-    return [{"model": roles.results_label(r["model"]), "official split": r["official"], "pooled split": r["pooled"],
+    return [{"model": role(r["model"]).label, "official split": r["official"], "pooled split": r["pooled"],
              "gain from leakage (points)": r["gain_points"],
              "seed std, official / pooled (points)": "–" if r["std_points"] is None
              else "{:.1f} / {:.1f}".format(*r["std_points"])} for r in rows]

@@ -1,4 +1,5 @@
-"""The `explorer.plots` figure builders, cached with ``st.cache_data``: what the pages draw.
+"""The `explorer.plots` figure builders, cached with ``st.cache_data``: what the pages draw (`explorer.plots` builds,
+pure and untied to Streamlit; this module only caches).
 
 A rerun with the same numbers (stepping back to a layer, moving an unrelated slider) reuses the
 built figure instead of rebuilding it. Arguments are hashed by value, so figures of different

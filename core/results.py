@@ -1,9 +1,9 @@
-"""Render the README's results section from the shipped ``checkpoints/*/results.json`` files, and its benchmark
-section from the Markdown tables the scripts in ``benchmarks/`` write into ``benchmarks/results/``.
+"""Render the generated blocks of the README and docs/: the README's headline rows and docs/results.md from the
+shipped ``checkpoints/*/results.json`` files, docs/benchmarks.md from the Markdown tables the scripts in
+``benchmarks/`` write into ``benchmarks/results/``.
 
-``python -m core.results`` rewrites the parts of README.md between the ``results:start``/``results:end`` and the
-``benchmarks:start``/``benchmarks:end`` markers; ``--check`` fails if the README differs from what the files say
-(run by the tests).
+``python -m core.results`` rewrites each block between its ``<name>:start``/``<name>:end`` markers (`BLOCKS` says
+which file holds which); ``--check`` fails if a file differs from what the shipped files say (run by the tests).
 """
 
 from __future__ import annotations
@@ -12,15 +12,23 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+from core import checkpoints
 from core.bench import factor_lines, speed_factors
+from core.budgets import BUDGETS, default_budget
+from core.layout import checkpoint_file, dataset_folder, results_file, timing_file
 from core.metadata import file_sha256
 from core.metrics import never_predicted
+from core.ood import FILE as OOD_FILE
+from core.results_record import ShippedResults, Spread
+from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, TEACHER, Role
 from core.study_report import faithfulness_answer_lines, faithfulness_lines, method_name
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 # Each benchmark table (results/<name>.md), in the order they are shown, and the command that writes it.
 BENCHMARKS = {
     "explainer_speed": "python benchmarks/explainer_speed.py",
@@ -31,7 +39,7 @@ BENCHMARKS = {
     "first_visit": "python benchmarks/first_visit.py",
     "first_visit_preload": "python benchmarks/first_visit.py --preload",
     "first_visit_cpu_build": "python benchmarks/first_visit.py --preload (with torch's CPU build)",
-    "train_worker": "python benchmarks/train_worker.py",
+    "training_slowdown": "python benchmarks/training_slowdown.py",
     "student_frontier": "python benchmarks/student_frontier.py",
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
 }
@@ -52,149 +60,158 @@ def _ci(report: dict, key: str) -> str:
     return f"{report[key]:.4f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _spread(summary: dict, key: str) -> str:
-    s = summary[key]
-    return f"{s['mean']:.4f} ± {s['std']:.4f}"
+def _spread(spread: Spread | None) -> str:
+    return "–" if spread is None else f"{spread.mean:.4f} ± {spread.std:.4f}"
 
 
-def dataset_section(results: dict, meta_dir: Path) -> list[str]:
+def dataset_section(results: ShippedResults, meta_dir: Path) -> list[str]:
     """Markdown lines for one dataset's results file."""
-    test, summary = results["test"], results["summary"]
-    models = test["models"]
-    budget = results["budget"]
-    lines = [f"### {results['dataset']} ({results['protocol']} split)", "",
-             f"Reproduce: `{reproduce_command(results)}`. Input {budget['input_size']} px; teacher {budget['teacher_epochs']} epochs, students "
-             f"{budget['student_epochs']} epochs; KD setting chosen on validation: alpha = "
-             f"{results['chosen']['alpha']}, T = {results['chosen']['temperature']:g}; seeds "
-             f"{', '.join(map(str, results['seeds']))}; {models['teacher']['n']} test images.", "",
+    test, budget = results.test, results.budget
+    lines = [f"### {results.dataset} ({results.protocol} split)", "",
+             f"Reproduce: `{reproduce_command(results)}`. Input {budget.input_size} px; teacher {budget.teacher_epochs} epochs, students "
+             f"{budget.student_epochs} epochs; KD setting chosen on validation: alpha = "
+             f"{results.chosen.alpha}, T = {results.chosen.temperature:g}; seeds "
+             f"{', '.join(map(str, results.seeds))}; {test.report(TEACHER)['n']} test images.", "",
              "| model | accuracy [95% CI] | balanced accuracy | macro F1 [95% CI] | ECE | agreement with teacher "
              "| ms / image |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
-    t = models["teacher"]
+    t = test.report(TEACHER)
     lines.append(f"| teacher (DenseNet121) | {_ci(t, 'accuracy')} | {t['balanced_accuracy']:.4f} | {_ci(t, 'macro_f1')} "
                  f"| {t['ece']:.3f} | – | {t['latency']['median_ms']:.1f} |")
-    arms = [a for a in ARMS if a[2] in summary]
-    for label, prefix, key in arms:
-        m0 = models[f"{prefix}_s0"]
-        s = summary[key]
-        lines.append(f"| {label}, seed 0 | {_ci(m0, 'accuracy')} | {m0['balanced_accuracy']:.4f} | {_ci(m0, 'macro_f1')} "
-                     f"| {m0['ece']:.3f} | {test['pairs'][f'{prefix}_s0']['agreement']:.4f} | "
+    first = results.seeds[0]
+    for role in results.arms:
+        m0, s = test.report(role, first), results.arm_summary(role)
+        lines.append(f"| {role.noun}, seed 0 | {_ci(m0, 'accuracy')} | {m0['balanced_accuracy']:.4f} | {_ci(m0, 'macro_f1')} "
+                     f"| {m0['ece']:.3f} | {test.agreement(role, first):.4f} | "
                      f"{m0['latency']['median_ms']:.1f} |")
-        balanced = _spread(s, "balanced_accuracy") if "balanced_accuracy" in s else "–"
-        lines.append(f"| {label}, mean ± std over seeds | {_spread(s, 'accuracy')} | {balanced} | "
-                     f"{_spread(s, 'macro_f1')} | {_spread(s, 'ece')} | {_spread(s, 'agreement')} | |")
-    lines += recall_lines(models, [("teacher", "teacher")] + [(label, f"{prefix}_s0") for label, prefix, _ in arms])
+        lines.append(f"| {role.noun}, mean ± std over seeds | {_spread(s.accuracy)} | {_spread(s.balanced_accuracy)} | "
+                     f"{_spread(s.macro_f1)} | {_spread(s.ece)} | {_spread(s.agreement)} | |")
+    lines += recall_lines([(TEACHER.key, test.report(TEACHER))]
+                          + [(role.noun, test.report(role, first)) for role in results.arms])
     lines += paired_lines(results)
-    clean = results.get("test_without_near_duplicates")
+    clean = results.test_without_near_duplicates
     if clean:
-        cm = clean["models"]
-        lines += ["", f"Without the test images that have a near-duplicate in train ({cm['teacher']['n']} left): "
-                  f"teacher {cm['teacher']['accuracy']:.4f}, distilled student (seed 0) "
-                  f"{cm['student_s0']['accuracy']:.4f}, label-only student (seed 0) {cm['label_only_s0']['accuracy']:.4f}."]
-    lines += size_lines(meta_dir) + curve_lines(meta_dir / "teacher.json")
-    lines += timing_lines(meta_dir / "timing" / "bench.json")
-    lines += faithfulness_lines(results.get("faithfulness"), meta_dir)
+        ct = clean.report(TEACHER)
+        lines += ["", f"Without the test images that have a near-duplicate in train ({ct['n']} left): "
+                  f"teacher {ct['accuracy']:.4f}, {DISTILLED.noun} (seed 0) "
+                  f"{clean.report(DISTILLED, first)['accuracy']:.4f}, {LABEL_ONLY.noun} (seed 0) "
+                  f"{clean.report(LABEL_ONLY, first)['accuracy']:.4f}."]
+    lines += size_lines(meta_dir) + curve_lines(checkpoints.meta_path(checkpoint_file(meta_dir, TEACHER)))
+    lines += timing_lines(timing_file(meta_dir))
+    lines += faithfulness_lines(results.faithfulness, meta_dir)
     lines += ood_lines(meta_dir)
-    if results["dataset"] in PAPER:
-        lines += ["", f"Paper: {PAPER[results['dataset']]}."]
-    v = results["versions"]
-    took = f"{results['seconds'] / 60:.0f} min for the whole protocol"
-    if results.get("training_seconds", 0) > results["seconds"]:  # stages kept from earlier runs trained there
-        took = (f"{results['training_seconds'] / 60:.0f} min of training in all stages, those kept from earlier "
-                f"runs included; {results['seconds'] / 60:.0f} min for this run")
-    lines += ["", f"Measured {results['created'][:10]} on {v['machine']}, torch {v['torch']}; {took}.", ""]
+    if results.dataset in PAPER:
+        lines += ["", f"Paper: {PAPER[results.dataset]}."]
+    v = results.versions
+    took = f"{results.seconds / 60:.0f} min for the whole protocol"
+    if (results.training_seconds or 0) > results.seconds:  # stages kept from earlier runs trained there
+        took = (f"{results.training_seconds / 60:.0f} min of training in all stages, those kept from earlier "
+                f"runs included; {results.seconds / 60:.0f} min for this run")
+    lines += ["", f"Measured {results.created[:10]} on {v['machine']}, torch {v['torch']}; {took}.", ""]
     return lines
 
 
-ARMS = (("distilled student", "student", "student"), ("label-only student", "label_only", "label_only"),
-        ("label-smoothing student", "smoothing", "smoothing"))
-
-
-def recall_lines(models: dict, named: list[tuple[str, str]]) -> list[str]:
-    """Per-class recall of each listed model, and the classes a model never predicts (flagged)."""
+def recall_lines(named: list[tuple[str, dict]]) -> list[str]:
+    """Per-class recall of each listed model's report, and the classes a model never predicts (flagged)."""
     lines = ["", "Per-class recall:"]
-    for label, key in named:
-        report = models[key]
+    for label, report in named:
         recall = ", ".join(f"{c} {r:.2f}" for c, r in zip(report["classes"], report["per_class"]["recall"]))
         never = never_predicted(report["confusion_matrix"], report["classes"])
         lines.append(f"- {label}: {recall}" + (f"; **never predicts {', '.join(never)}**" if never else ""))
     return lines
 
 
-def paired_lines(results: dict) -> list[str]:
+def paired_lines(results: ShippedResults) -> list[str]:
     """Distilled minus each control over seeds, paired by seed, with its interval and tests."""
     lines = []
-    for name, label in (("student_minus_label_only", "label-only"), ("student_minus_smoothing", "label-smoothing")):
-        d = (results.get("paired") or {}).get(name, {}).get("accuracy")
+    for control in CONTROLS:
+        d = results.paired_difference(control, "accuracy")
         if d:
-            lines.append(f"Distilled minus {label} student, test accuracy paired by seed: {100 * d['mean']:+.2f} "
-                         f"points, 95% CI [{100 * d['ci'][0]:+.2f}, {100 * d['ci'][1]:+.2f}] ({d['test']}: "
-                         f"p = {d['p_value']:.3g}; exact sign-flip test over {d['n']} seeds: p = {d['p_sign_flip']:.3g}).")
+            label = control.noun.removesuffix(" student")
+            lines.append(f"Distilled minus {label} student, test accuracy paired by seed: {100 * d.mean:+.2f} "
+                         f"points, 95% CI [{100 * d.ci[0]:+.2f}, {100 * d.ci[1]:+.2f}] ({d.test}: "
+                         f"p = {d.p_value:.3g}; exact sign-flip test over {d.n} seeds: p = {d.p_sign_flip:.3g}).")
     return [""] + lines if lines else []
 
 
-def reproduce_command(results: dict) -> str:
+def reproduce_command(results: ShippedResults) -> str:
     """The `core.reproduce` command line that wrote ``results`` (budget by name, teacher epochs if overridden)."""
-    from core.reproduce import BUDGETS
-
-    budget, name = results["budget"], results["dataset"]
-    named = next((k for k, b in BUDGETS.items() if b.input_size == budget["input_size"]
-                  and b.student_epochs == budget["student_epochs"] and b.grid_epochs == budget["grid_epochs"]), None)
+    budget, name = results.budget, results.dataset
+    named = next((k for k, b in BUDGETS.items() if b.input_size == budget.input_size
+                  and b.student_epochs == budget.student_epochs and b.grid_epochs == budget.grid_epochs), None)
     parts = ["python -m core.reproduce", name]
-    if named and named != ("phantom" if name == "phantom" else "cpu"):
+    if named and named != default_budget(name):
         parts.append(f"--budget {named}")
-    if results["protocol"] != "official":
-        parts.append(f"--protocol {results['protocol']}")
-    if named and BUDGETS[named].teacher_epochs != budget["teacher_epochs"]:
-        parts.append(f"--teacher-epochs {budget['teacher_epochs']}")
+    if results.protocol != "official":
+        parts.append(f"--protocol {results.protocol}")
+    if named and BUDGETS[named].teacher_epochs != budget.teacher_epochs:
+        parts.append(f"--teacher-epochs {budget.teacher_epochs}")
     return " ".join(parts)
 
 
-def _accuracy(results: dict, key: str) -> float:
-    """Test accuracy of the teacher, or the mean over seeds of the ``student`` / ``label_only`` runs."""
-    if key == "teacher":
-        return results["test"]["models"]["teacher"]["accuracy"]
-    return results["summary"][key]["accuracy"]["mean"]
+def _budget_words(budget) -> str:
+    return f"{getattr(budget, 'input_size', None)} px, {getattr(budget, 'teacher_epochs', None)} teacher epochs"
 
 
-def _budget_words(budget: dict) -> str:
-    return f"{budget.get('input_size')} px, {budget.get('teacher_epochs')} teacher epochs"
-
-
-def split_mismatch(official: dict, pooled: dict) -> str | None:
+def split_mismatch(official: ShippedResults, pooled: ShippedResults) -> str | None:
     """Why the two splits' results cannot be compared as they are (another budget), or None when they can."""
-    a, b = official.get("budget") or {}, pooled.get("budget") or {}
+    official, pooled = _readable(official), _readable(pooled)
+    a, b = official.budget, pooled.budget
     if a == b:
         return None
     return f"budgets differ (official {_budget_words(a)}; pooled {_budget_words(b)})"
 
 
-def split_gain(official: dict, pooled: dict) -> list[dict]:
+def split_gain(official: ShippedResults, pooled: ShippedResults) -> list[dict]:
     """Teacher and mean-over-seeds student accuracies on the official and the pooled split of one dataset,
     with the points the pooled (leaky) split adds and, for the students, the spread over seeds on each split
-    (``std_points``: official, pooled; None for the teacher, one run); one row per model key (teacher, student,
-    label_only). Raises ValueError where the two ran with different budgets: the gain would mix the split with the
-    recipe."""
+    (``std_points``: official, pooled; None for the teacher, one run); one row per model (``model``: its role's
+    key: teacher, student, label_only). Raises ValueError where the two ran with different budgets: the gain would
+    mix the split with the recipe."""
     mismatch = split_mismatch(official, pooled)
     if mismatch:
         raise ValueError(f"the official and pooled splits cannot be compared: {mismatch}")
+    official, pooled = _readable(official), _readable(pooled)
 
-    def std_points(key: str) -> tuple[float, float] | None:
+    def std_points(role: Role) -> tuple[float, float] | None:
         try:  # the spread is told where both files have it; a file without it keeps its accuracies
-            return None if key == "teacher" else tuple(100 * float(r["summary"][key]["accuracy"]["std"])
-                                                       for r in (official, pooled))
-        except (KeyError, TypeError, ValueError):
+            return None if role == TEACHER else tuple(100 * float(r.arm_summary(role).accuracy.std)
+                                                      for r in (official, pooled))
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
-    return [{"model": key, "official": _accuracy(official, key), "pooled": _accuracy(pooled, key),
-             "gain_points": 100 * (_accuracy(pooled, key) - _accuracy(official, key)), "std_points": std_points(key)}
-            for key in ("teacher", "student", "label_only")]
+    return [{"model": role.key, "official": official.accuracy(role), "pooled": pooled.accuracy(role),
+             "gain_points": 100 * (pooled.accuracy(role) - official.accuracy(role)), "std_points": std_points(role)}
+            for role in (TEACHER, DISTILLED, LABEL_ONLY)]
 
 
-def leakage_lines(found: list[dict]) -> list[str]:
+def _readable(results: ShippedResults | dict):
+    """The record itself; a plain dict (the app still passes results.json as `explorer.loaders.results` read it,
+    possibly without the fields it does not show) is read through `_AppResults`. The dict path goes once the app
+    reads the record."""
+    return results if isinstance(results, ShippedResults) else _AppResults(results)
+
+
+class _AppResults:
+    """The few accessors `split_gain` and `split_mismatch` use, over a results.json the app read as a dict."""
+
+    def __init__(self, data: dict):
+        self.data, self.budget = data, SimpleNamespace(**(data.get("budget") or {}))
+
+    def arm_summary(self, role: Role):
+        spread = self.data["summary"][role.key]["accuracy"]
+        return SimpleNamespace(accuracy=SimpleNamespace(mean=spread["mean"], std=spread.get("std")))
+
+    def accuracy(self, role: Role) -> float:
+        if role == TEACHER:
+            return self.data["test"]["models"][TEACHER.stage()]["accuracy"]
+        return self.arm_summary(role).accuracy.mean
+
+
+def leakage_lines(found: list[ShippedResults]) -> list[str]:
     """For datasets shipped on both splits: how many points the pooled (leaky) split adds, same recipe."""
     lines = []
-    by_key = {(r["dataset"], r["protocol"]): r for r in found}
+    by_key = {(r.dataset, r.protocol): r for r in found}
     for (name, protocol), pooled in by_key.items():
         official = by_key.get((name, "official"))
         if protocol != "pooled" or official is None:
@@ -208,33 +225,31 @@ def leakage_lines(found: list[dict]) -> list[str]:
         rows = {row["model"]: row for row in split_gain(official, pooled)}
         gain = {key: row["gain_points"] for key, row in rows.items()}
 
-        def spread(key: str) -> str:
-            sd = rows[key]["std_points"]
+        def spread(role: Role) -> str:
+            sd = rows[role.key]["std_points"]
             return "" if sd is None else " (seed std {:.1f} and {:.1f} points)".format(*sd)
 
-        same_kd = official.get("chosen") == pooled.get("chosen")
-        kd = "the same KD setting" if same_kd else (
-            f"KD settings chosen separately: alpha {official['chosen']['alpha']} / T {official['chosen']['temperature']:g}"
-            f" vs {pooled['chosen']['alpha']} / {pooled['chosen']['temperature']:g}")
+        a, b = official.chosen, pooled.chosen
+        kd = "the same KD setting" if a == b else (
+            f"KD settings chosen separately: alpha {a.alpha} / T {a.temperature:g} vs {b.alpha} / {b.temperature:g}")
         lines.append(f"On {name}, the paper's pooled random split (train and test pooled and re-split at random, "
-                     f"same recipe and budget, {kd}) adds {gain['teacher']:+.1f} points of test accuracy to the "
-                     f"teacher, {gain['student']:+.1f} to the distilled student{spread('student')} and "
-                     f"{gain['label_only']:+.1f} to the label-only student{spread('label_only')} over the "
+                     f"same recipe and budget, {kd}) adds {gain[TEACHER.key]:+.1f} points of test accuracy to the "
+                     f"teacher, {gain[DISTILLED.key]:+.1f} to the {DISTILLED.noun}{spread(DISTILLED)} and "
+                     f"{gain[LABEL_ONLY.key]:+.1f} to the {LABEL_ONLY.noun}{spread(LABEL_ONLY)} over the "
                      "official split.")
     return lines + [""] if lines else []
 
 
 def size_lines(meta_dir: Path) -> list[str]:
     """Parameters and FLOPs of the shipped teacher and student (counted from the files themselves)."""
-    from core.checkpoints import load
     from core.models import count_flops, count_parameters
 
     cells = []
-    for role in ("teacher", "student"):
-        path = meta_dir / f"{role}.pt"
+    for role in (TEACHER, DISTILLED):
+        path = checkpoint_file(meta_dir, role)
         if path.is_file():
-            model, meta = load(path)
-            cells.append(f"{role} {count_parameters(model) / 1e6:.2f} M parameters, "
+            model, meta = checkpoints.load(path)
+            cells.append(f"{role.shipped} {count_parameters(model) / 1e6:.2f} M parameters, "
                          f"{count_flops(model, meta.input_size) / 1e9:.3f} GFLOPs per image")
     return ["", "Size: " + "; ".join(cells) + "."] if cells else []
 
@@ -252,15 +267,16 @@ def curve_lines(teacher_json: Path) -> list[str]:
             f"{last['train_acc']:.3f} (training loss {last['train_loss']:.3f})."]
 
 
-def summary_lines(found: list[dict]) -> list[str]:
-    """One row per dataset and protocol: teacher, students over seeds, target, paper."""
+def summary_lines(found: list[ShippedResults], earlier: list[ShippedResults] = ()) -> list[str]:
+    """One row per dataset and protocol: teacher, students over seeds, target, paper; then the ``earlier`` runs
+    (superseded, kept for the record), marked so."""
     lines = ["| dataset | split | input, teacher epochs | teacher | distilled student (mean ± std over seeds) | "
              "label-only student (mean ± std) | seeds | teacher target | teacher − distilled, points (target 0 to "
              f"{MAX_STUDENT_GAP_POINTS:g}) | paper |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for res in found:
-        name, teacher = res["dataset"], res["test"]["models"]["teacher"]["accuracy"]
-        target = TEACHER_TARGET.get(name) if res["protocol"] == "official" else None
+    for res, was_earlier in [(r, False) for r in found] + [(r, True) for r in earlier]:
+        name, teacher = res.dataset, res.accuracy(TEACHER)
+        target = TEACHER_TARGET.get(name) if res.protocol == "official" else None
         balanced = TEACHER_BALANCED_TARGET.get(name)
         verdict = "–"
         if target:
@@ -269,16 +285,16 @@ def summary_lines(found: list[dict]) -> list[str]:
 
             verdict = f"{target:.3f} ({held(teacher >= target)})"
             if balanced:
-                reached = res["test"]["models"]["teacher"].get("balanced_accuracy", 0.0)
+                reached = res.test.report(TEACHER).get("balanced_accuracy", 0.0)
                 verdict += f", balanced {balanced:.3f} ({held(reached >= balanced)})"
         # rounded: a tie reads 1e-16 apart after the mean over seeds (and + 0.0 turns -0.0 into 0.0)
-        gap = round(100 * (teacher - res["summary"]["student"]["accuracy"]["mean"]), 9) + 0.0
+        gap = round(100 * (teacher - res.accuracy(DISTILLED)), 9) + 0.0
         gap_cell = f"{gap:+.1f}" + (f" ({'met' if 0 <= gap <= MAX_STUDENT_GAP_POINTS else 'not met'})"
                                     if target else "")  # targets of the real datasets' official split
-        budget = f"{res['budget']['input_size']} px, {res['budget']['teacher_epochs']}"
-        split = res["protocol"] + (" (earlier run)" if res.get("earlier") else "")
-        lines.append(f"| {name} | {split} | {budget} | {teacher:.4f} | {_spread(res['summary']['student'], 'accuracy')} "
-                     f"| {_spread(res['summary']['label_only'], 'accuracy')} | {len(res['seeds'])} | {verdict} "
+        budget = f"{res.budget.input_size} px, {res.budget.teacher_epochs}"
+        split = res.protocol + (" (earlier run)" if was_earlier else "")
+        lines.append(f"| {name} | {split} | {budget} | {teacher:.4f} | {_spread(res.arm_summary(DISTILLED).accuracy)} "
+                     f"| {_spread(res.arm_summary(LABEL_ONLY).accuracy)} | {len(res.seeds)} | {verdict} "
                      f"| {gap_cell} | {PAPER.get(name, '–')} |")
     return lines + [""]
 
@@ -310,11 +326,11 @@ def timing_lines(path: Path) -> list[str]:
 
 def ood_lines(meta_dir: Path) -> list[str]:
     """The upload check `core.ood` fitted for the shipped teacher: the score chosen, what it flags, its AUROC."""
-    path = meta_dir / "ood.json"
+    path = meta_dir / OOD_FILE
     if not path.is_file():
         return []
     ood = json.loads(path.read_text())
-    stale = ood.get("model_sha256") != file_sha256(meta_dir / "teacher.pt")
+    stale = ood.get("model_sha256") != file_sha256(checkpoint_file(meta_dir, TEACHER))
     chosen = ", ".join(f"{k} {v:.3f}" for k, v in sorted((ood.get("selection_auroc") or {}).items()))
     tested = ", ".join(f"{k} {v:.3f}" for k, v in sorted((ood.get("test_auroc") or {}).items()))
     return ["", f"Upload check (`python -m core.ood {meta_dir.name}`"
@@ -345,16 +361,19 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
              "`checkpoints/<dataset>/results.json` and rendered here by `python -m core.results`. Test accuracy:", ""]
     found, earlier, sections = [], [], []
     for name in ORDER:
-        for path in (ckpt_root / name / "results.json", ckpt_root / name / "pooled" / "results.json"):
+        for protocol in ("official", "pooled"):
+            path = results_file(dataset_folder(name, protocol, ckpt_root))
             if path.is_file():
-                found.append(json.loads(path.read_text()))
+                found.append(ShippedResults.read(path))
                 sections += dataset_section(found[-1], path.parent)
         # Superseded runs kept for the record (e.g. a shorter teacher budget): summary rows only.
-        earlier += [{**json.loads(p.read_text()), "earlier": True}
-                    for p in sorted((ckpt_root / name / "earlier").glob("*.json"))]
+        earlier += [ShippedResults.read(p) for p in sorted((dataset_folder(name, root=ckpt_root) / "earlier")
+                                                            .glob("*.json"))]
     if not found:
         return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"
-    lines += summary_lines(found + earlier) + leakage_lines(found) + faithfulness_answer_lines(found) + sections
+    # the study's reader takes the files' JSON (the study's record parses its part)
+    lines += (summary_lines(found, earlier) + leakage_lines(found)
+              + faithfulness_answer_lines([r.to_json() for r in found]) + sections)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -368,27 +387,75 @@ def render_benchmarks(folder: Path = REPO / "benchmarks" / "results") -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def speed_up_cell(bench_json: Path) -> str:
+    """Teacher Grad-CAM over the student's average feature maps, from one dataset's `core.bench` run, or –."""
+    if not bench_json.is_file():
+        return "–"
+    factors = speed_factors(json.loads(bench_json.read_text())["rows"]) or {}
+    ratio = factors.get("headline", {}).get("feature_maps")
+    return f"{ratio:.1f}x" if ratio else "–"
+
+
+def render_headline(ckpt_root: Path = REPO / "checkpoints") -> str:
+    """The README's headline: one row per dataset (its official split), in the figures docs/results.md gives."""
+    lines = ["| dataset | test images | teacher (DenseNet121) | distilled student (mean ± std over seeds) | "
+             "label-only student (mean ± std) | teacher Grad-CAM / student's average feature maps, time |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name in ORDER:
+        path = results_file(dataset_folder(name, root=ckpt_root))
+        if not path.is_file():
+            continue
+        res = ShippedResults.read(path)
+        teacher = res.test.report(TEACHER)
+        lines.append(f"| {name} | {teacher['n']} | {teacher['accuracy']:.4f} | "
+                     f"{_spread(res.arm_summary(DISTILLED).accuracy)} | "
+                     f"{_spread(res.arm_summary(LABEL_ONLY).accuracy)} | "
+                     f"{speed_up_cell(timing_file(path.parent))} |")
+    if len(lines) == 2:
+        return "No results yet: run `python -m core.reproduce phantom`.\n"
+    return "\n".join(lines) + "\n"
+
+
 def splice(readme: str, section: str, start: str = START, end: str = END) -> str:
     head, rest = readme.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{section}{end}{tail}"
 
 
+# Each generated block: the file it lives in (from the repository root), its markers, and its renderer given that
+# root. A block moves with its section by changing its file here; what it renders stays the same.
+BLOCKS = (("README.md", HEADLINE_START, HEADLINE_END, lambda root: render_headline(root / "checkpoints")),
+          ("docs/results.md", START, END, lambda root: render(root / "checkpoints")),
+          ("docs/benchmarks.md", BENCH_START, BENCH_END,
+           lambda root: render_benchmarks(root / "benchmarks" / "results")))
+
+
+def rendered_files(root: Path) -> dict[str, tuple[str, str]]:
+    """Each file that holds a generated block: (its text now, its text with every block rendered afresh)."""
+    files: dict[str, tuple[str, str]] = {}
+    for name, start, end, renderer in BLOCKS:
+        old, text = files.get(name) or ((root / name).read_text(encoding="utf-8"),) * 2
+        if start not in text or end not in text:
+            raise SystemExit(f"{name} has lost its {start} ... {end} markers: put them back where the block goes")
+        files[name] = (old, splice(text, renderer(root), start, end))
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core.results", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
-    parser.add_argument("--readme", default=str(REPO / "README.md"), help="README to update")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a generated block is out of date")
+    parser.add_argument("--root", default=str(REPO), help="repository whose README.md and docs/ to update")
     args = parser.parse_args(argv)
-    readme = Path(args.readme)
-    text = readme.read_text(encoding="utf-8")
-    new = splice(splice(text, render()), render_benchmarks(), BENCH_START, BENCH_END)
+    root = Path(args.root)
+    stale = {name: new for name, (old, new) in rendered_files(root).items() if new != old}
     if args.check:
-        if new != text:
-            print("README results or benchmark section differs from checkpoints/*/results.json or "
+        if stale:
+            print(f"{', '.join(stale)}: a generated block differs from checkpoints/*/results.json or "
                   "benchmarks/results/*.md; run python -m core.results")
             return 1
         return 0
-    readme.write_text(new, encoding="utf-8")
+    for name, new in stale.items():
+        (root / name).write_text(new, encoding="utf-8")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshots: run the app, open each page in headless Chromium, save PNGs.
+"""Regenerate the screenshots (README, docs/app.md): run the app, open each page in headless Chromium, save PNGs.
 
     python scripts/screenshots.py [--out docs/screenshots] [--pages home feature_maps ...]
 

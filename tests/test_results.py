@@ -1,12 +1,19 @@
-"""The README results renderer: summary rows, target verdicts, the pooled split beside the official one."""
+"""The results renderer (docs/results.md): summary rows, target verdicts, the pooled split beside the official one."""
 
 import hashlib
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from core import results
+from core.budgets import Budget
+from core.results_record import ArmSummary, Evaluation, KdSetting, PairedDifference, ShippedResults, Spread
+from core.roles import DISTILLED, LABEL_ONLY, TEACHER
+from core.study_record import (PAIRS, CascadeStep, Comparison, CurveScores, Distribution, FaithfulnessStudy,
+                               Localisation, MethodScores, StudySettings)
 
 SEEDS = [0, 1, 2]
 
@@ -25,17 +32,29 @@ def report(accuracy: float, confusion=None) -> dict:
 
 
 def results_file(dataset: str, protocol: str, teacher_acc: float, student_acc: float = 0.9,
-                 teacher_epochs: int = 8) -> dict:
-    """A results.json as `core.reproduce` writes it (cpu budget), with chosen accuracies."""
-    spread = {"mean": student_acc, "std": 0.01, "min": student_acc - 0.01, "max": student_acc + 0.01, "n": 3}
+                 teacher_epochs: int = 8) -> ShippedResults:
+    """The results `core.reproduce` writes (cpu_v1 budget, no label-smoothing control), with chosen accuracies."""
+    spread = Spread(mean=student_acc, std=0.01, min=student_acc - 0.01, max=student_acc + 0.01, n=3)
     models = {"teacher": report(teacher_acc)}
     models |= {f"{arm}_s{s}": report(student_acc) for arm in ("student", "label_only") for s in SEEDS}
-    return {"dataset": dataset, "protocol": protocol, "seeds": SEEDS, "chosen": {"alpha": 0.7, "temperature": 4.0},
-            "budget": {"input_size": 96, "teacher_epochs": teacher_epochs, "grid_epochs": 5, "student_epochs": 10},
-            "test": {"models": models, "pairs": {n: {"agreement": 0.95} for n in models if n != "teacher"}},
-            "summary": {k: {m: spread for m in ("accuracy", "macro_f1", "ece", "agreement")}
-                        for k in ("student", "label_only")},
-            "versions": {"machine": "x86_64", "torch": "2.x"}, "created": "2026-01-01T00:00:00", "seconds": 600.0}
+    return ShippedResults(
+        dataset=dataset, protocol=protocol, seeds=tuple(SEEDS), chosen=KdSetting(alpha=0.7, temperature=4.0),
+        budget=Budget(input_size=96, teacher_epochs=teacher_epochs, grid_epochs=5, student_epochs=10), grid=(),
+        test=Evaluation(models, {n: {"agreement": 0.95} for n in models if n != "teacher"}, "test"),
+        summary={k: ArmSummary(accuracy=spread, macro_f1=spread, ece=spread, agreement=spread)
+                 for k in ("student", "label_only")},
+        versions={"machine": "x86_64", "torch": "2.x"}, created="2026-01-01T00:00:00", seconds=600.0)
+
+
+def write(path: Path, res: ShippedResults) -> None:
+    path.write_text(res.json_text())
+
+
+def edit(path: Path, **changes) -> ShippedResults:
+    """Rewrite a results file with some of its fields changed; returns the new record."""
+    res = replace(ShippedResults.read(path), **changes)
+    write(path, res)
+    return res
 
 
 def _results_tree(tmp_path: Path, teacher_acc: float) -> Path:
@@ -43,8 +62,8 @@ def _results_tree(tmp_path: Path, teacher_acc: float) -> Path:
                                           {"epoch": 2, "val_acc": 0.7, "train_acc": 0.8, "train_loss": 0.5}]}}
     for protocol, folder in (("official", tmp_path / "brain_tumor"), ("pooled", tmp_path / "brain_tumor" / "pooled")):
         folder.mkdir(parents=True)
-        res = results_file("brain_tumor", protocol, teacher_acc if protocol == "official" else 0.999)
-        (folder / "results.json").write_text(json.dumps(res))
+        write(folder / "results.json", results_file("brain_tumor", protocol,
+                                                    teacher_acc if protocol == "official" else 0.999))
         (folder / "teacher.json").write_text(json.dumps(teacher_json))
     return tmp_path
 
@@ -62,13 +81,13 @@ def test_summary_states_whether_the_teacher_target_is_met(tmp_path):
 def test_the_alzheimer_target_needs_its_balanced_accuracy_too():
     # accuracy above 0.78 is not enough when the teacher barely predicts the small classes
     lopsided = results_file("alzheimer", "official", 0.80)
-    lopsided["test"]["models"]["teacher"]["balanced_accuracy"] = 0.55
+    lopsided.test.report(TEACHER)["balanced_accuracy"] = 0.55
     row = next(line for line in results.summary_lines([lopsided]) if line.startswith("| alzheimer"))
     assert "0.780 (met), balanced 0.600 (not met)" in row
-    lopsided["test"]["models"]["teacher"]["balanced_accuracy"] = 0.65
+    lopsided.test.report(TEACHER)["balanced_accuracy"] = 0.65
     row = next(line for line in results.summary_lines([lopsided]) if line.startswith("| alzheimer"))
     assert "0.780 (met), balanced 0.600 (met)" in row
-    lopsided["test"]["models"]["teacher"]["accuracy"] = 0.72  # each target says whether it holds
+    lopsided.test.report(TEACHER)["accuracy"] = 0.72  # each target says whether it holds
     row = next(line for line in results.summary_lines([lopsided]) if line.startswith("| alzheimer"))
     assert "0.780 (not met), balanced 0.600 (met)" in row
 
@@ -104,9 +123,9 @@ def test_splice_replaces_only_between_markers():
 def test_pooled_gain_is_stated_and_earlier_runs_are_summarised(tmp_path):
     root = _results_tree(tmp_path, 0.95)
     (root / "brain_tumor" / "earlier").mkdir()
-    old = json.loads((root / "brain_tumor" / "results.json").read_text())
-    old["budget"]["teacher_epochs"] = 4
-    (root / "brain_tumor" / "earlier" / "teacher_8_epochs.json").write_text(json.dumps(old))
+    old = ShippedResults.read(root / "brain_tumor" / "results.json")
+    write(root / "brain_tumor" / "earlier" / "teacher_8_epochs.json",
+          replace(old, budget=replace(old.budget, teacher_epochs=4)))
     text = results.render(root)
     assert "adds +4.9 points of test accuracy to the teacher" in text  # 0.999 pooled vs 0.95 official
     assert "| brain_tumor | official (earlier run) | 96 px, 4 |" in text
@@ -114,27 +133,27 @@ def test_pooled_gain_is_stated_and_earlier_runs_are_summarised(tmp_path):
 
 
 def test_reproduce_command_names_protocol_and_overrides():
-    phantom = {**results_file("phantom", "official", 0.9),
-               "budget": {"input_size": 64, "teacher_epochs": 15, "grid_epochs": 10, "student_epochs": 15}}
+    phantom = replace(results_file("phantom", "official", 0.9),
+                      budget=Budget(input_size=64, teacher_epochs=15, grid_epochs=10, student_epochs=15))
     assert results.reproduce_command(phantom) == "python -m core.reproduce phantom --budget phantom_v1"
-    sharper = {**phantom, "budget": {"input_size": 128, "teacher_epochs": 15, "grid_epochs": 8, "student_epochs": 15}}
+    sharper = replace(phantom, budget=Budget(input_size=128, teacher_epochs=15, grid_epochs=8, student_epochs=15))
     assert results.reproduce_command(sharper) == "python -m core.reproduce phantom"
     assert results.reproduce_command(results_file("brain_tumor", "official", 0.9)) == \
         "python -m core.reproduce brain_tumor --budget cpu_v1"  # the budget these fields describe
-    current = {**results_file("brain_tumor", "official", 0.9),
-               "budget": {"input_size": 128, "teacher_epochs": 20, "grid_epochs": 5, "student_epochs": 12}}
+    current = replace(results_file("brain_tumor", "official", 0.9),
+                      budget=Budget(input_size=128, teacher_epochs=20, grid_epochs=5, student_epochs=12))
     assert results.reproduce_command(current) == "python -m core.reproduce brain_tumor"
-    real = {**results_file("alzheimer", "pooled", 0.9, teacher_epochs=16)}
+    real = results_file("alzheimer", "pooled", 0.9, teacher_epochs=16)
     assert results.reproduce_command(real) == \
         "python -m core.reproduce alzheimer --budget cpu_v1 --protocol pooled --teacher-epochs 16"
 
 
 def test_recall_per_class_and_classes_never_predicted_are_shown(tmp_path):
     root = _results_tree(tmp_path, 0.95)
-    res = json.loads((root / "brain_tumor" / "results.json").read_text())
+    res = ShippedResults.read(root / "brain_tumor" / "results.json")
     blind = [[50, 0, 0, 0], [10, 40, 0, 0], [5, 5, 40, 0], [20, 10, 20, 0]]  # column d is empty
-    res["test"]["models"]["student_s0"] = report(0.65, blind)
-    (root / "brain_tumor" / "results.json").write_text(json.dumps(res))
+    write(root / "brain_tumor" / "results.json",
+          replace(res, test=replace(res.test, models={**res.test.models, "student_s0": report(0.65, blind)})))
     text = results.render(root)
     assert "- distilled student: a 1.00, b 0.80, c 0.80, d 0.00; **never predicts d**" in text
     assert "- teacher: a 0.80, b 0.80, c 0.80, d 0.80\n" in text  # no flag for a model that predicts every class
@@ -143,20 +162,17 @@ def test_recall_per_class_and_classes_never_predicted_are_shown(tmp_path):
 def test_a_run_of_kept_stages_states_their_training_time_beside_its_own(tmp_path):
     root = _results_tree(tmp_path, 0.95)
     assert "; 10 min for the whole protocol." in results.render(root)  # trained in this run: one figure
-    res = json.loads((root / "brain_tumor" / "results.json").read_text())
-    res["seconds"], res["training_seconds"] = 60.0, 7200.0
-    (root / "brain_tumor" / "results.json").write_text(json.dumps(res))
+    edit(root / "brain_tumor" / "results.json", seconds=60.0, training_seconds=7200.0)
     text = results.render(root)
     assert "; 120 min of training in all stages, those kept from earlier runs included; 1 min for this run." in text
 
 
 def test_paired_difference_is_stated_with_its_interval_and_tests(tmp_path):
     root = _results_tree(tmp_path, 0.95)
-    res = json.loads((root / "brain_tumor" / "results.json").read_text())
-    res["paired"] = {"student_minus_label_only": {"accuracy": {
-        "mean": 0.012, "ci": [0.002, 0.022], "p_value": 0.031, "p_sign_flip": 0.0625, "n": 5,
-        "test": "paired t-test over seeds, df = 4"}}}
-    (root / "brain_tumor" / "results.json").write_text(json.dumps(res))
+    difference = PairedDifference(mean=0.012, std=0.008, ci=(0.002, 0.022), p_value=0.031, p_sign_flip=0.0625, n=5,
+                                  test="paired t-test over seeds, df = 4",
+                                  differences=(0.01, 0.02, 0.0, 0.015, 0.015))
+    edit(root / "brain_tumor" / "results.json", paired={LABEL_ONLY.key: {"accuracy": difference}})
     text = results.render(root)
     assert ("Distilled minus label-only student, test accuracy paired by seed: +1.20 points, 95% CI [+0.20, +2.20] "
             "(paired t-test over seeds, df = 4: p = 0.031; exact sign-flip test over 5 seeds: p = 0.0625).") in text
@@ -168,22 +184,20 @@ def test_pooled_gain_states_the_seed_spread_and_whether_the_kd_setting_was_share
     text = results.render(root)
     assert "same recipe and budget, the same KD setting) adds +4.9 points" in text
     assert "(seed std 1.0 and 1.0 points)" in text
-    pooled = json.loads((root / "brain_tumor" / "pooled" / "results.json").read_text())
-    pooled["chosen"] = {"alpha": 0.3, "temperature": 2.0}
-    (root / "brain_tumor" / "pooled" / "results.json").write_text(json.dumps(pooled))
+    edit(root / "brain_tumor" / "pooled" / "results.json", chosen=KdSetting(alpha=0.3, temperature=2.0))
     assert "KD settings chosen separately: alpha 0.7 / T 4 vs 0.3 / 2" in results.render(root)
 
 
 def test_no_pooled_gain_is_stated_when_the_two_splits_ran_with_different_budgets(tmp_path):
     root = _results_tree(tmp_path, 0.95)
-    official = json.loads((root / "brain_tumor" / "results.json").read_text())
-    official["budget"] |= {"input_size": 128, "teacher_epochs": 20}
-    (root / "brain_tumor" / "results.json").write_text(json.dumps(official))
+    official = ShippedResults.read(root / "brain_tumor" / "results.json")
+    official = edit(root / "brain_tumor" / "results.json",
+                    budget=replace(official.budget, input_size=128, teacher_epochs=20))
     text = results.render(root)
     assert "adds" not in text.split("### brain_tumor")[0]
     assert "budgets differ (official 128 px, 20 teacher epochs; pooled 96 px, 8 teacher epochs)" in text
     with pytest.raises(ValueError, match="budgets differ"):
-        results.split_gain(official, json.loads((root / "brain_tumor" / "pooled" / "results.json").read_text()))
+        results.split_gain(official, ShippedResults.read(root / "brain_tumor" / "pooled" / "results.json"))
 
 
 def test_upload_check_is_stated_and_flagged_stale_for_another_teacher(tmp_path):
@@ -263,30 +277,45 @@ def test_method_tables_use_readable_names():
     assert "| Mean training mask |" in table  # the lesion table names the baselines too
 
 
-def _scores(deletion: float, insertion: float, ci_deletion=None) -> dict:
-    out = {"deletion_auc": {"mean": deletion}, "insertion_auc": {"mean": insertion}}
-    if ci_deletion:
-        out["vs_random"] = {"deletion_auc": {"ci": ci_deletion}, "insertion_auc": {"ci": [-0.01, 0.01]}}
-    return out
+def _scores(deletion: float, insertion: float, ci_deletion=None) -> CurveScores:
+    def against_random(ci):
+        return Comparison(sum(ci) / 2, 24, "paired t-test over images, df = 23", 0.1, tuple(ci), 0.01, 0.01)
+    versus = {"deletion_auc": against_random(ci_deletion), "insertion_auc": against_random([-0.01, 0.01])} \
+        if ci_deletion else {}
+    return CurveScores(Distribution.of([deletion]), Distribution.of([insertion]), versus)
 
 
-def _hit_series(hits: list[int | None]) -> dict:
-    return {"hit": {"values": hits}}
+def _hit_series(hits: list[int | None]) -> Localisation:
+    hit = Distribution.of([math.nan if h is None else h for h in hits])
+    return Localisation(hit, hit, hit)
+
+
+def _method(baseline: bool = False, localisation=None, **scores: CurveScores) -> MethodScores:
+    """A method's scores by pair name (``student_on_teacher``) and its localisation by model (``student``)."""
+    return MethodScores(24, baseline, {next(p for p in PAIRS if p.key == key): s for key, s in scores.items()},
+                        localisation={TEACHER: localisation[0], DISTILLED: localisation[1]} if localisation else None)
+
+
+def _study(methods: dict[str, MethodScores], sanity=None, tolerance_px: int | None = None) -> dict:
+    """A study of 24 images as `core.faithfulness_study` writes it into results.json."""
+    settings = StudySettings("phantom", None, 4, 8, tuple(methods), 10, 0)
+    return FaithfulnessStudy(settings, 24, (0, 1, 2, 3), "f" * 64, tuple(range(24)), (0,) * 24,
+                             {TEACHER: (0,) * 24, DISTILLED: (0,) * 24}, 1.0, {TEACHER: "0" * 64, DISTILLED: "1" * 64},
+                             {TEACHER: 128, DISTILLED: 128}, tolerance_px, methods, sanity or {}, {}).to_json()
 
 
 def test_the_cross_dataset_answer_reads_the_students_maps_on_the_teachers_score():
     lesion = [1] * 12 + [0] * 8 + [None] * 4  # 20 lesion images, 4 without a lesion
     prior = [0] * 12 + [0] * 8 + [None] * 4
-    study = {"images": 24, "tolerance_px": 9, "methods": {
-        "feature_maps": {"student_on_teacher": _scores(0.2, 0.8, [-0.1, -0.05]), "teacher": _scores(0.9, 0.1),
-                         "localisation": {"student": _hit_series(prior), "teacher": _hit_series(prior)}},
-        "cam": {"student_on_teacher": _scores(0.6, 0.7, [0.05, 0.1]),
-                "localisation": {"student": _hit_series(lesion), "teacher": _hit_series(prior)}},
-        "grad_cam": {"teacher": _scores(0.3, 0.75),
-                     "localisation": {"teacher": _hit_series(lesion), "student": _hit_series(prior)}},
-        "random": {"teacher": _scores(0.5, 0.5), "baseline": True},
-        "mask_prior": {"teacher": _scores(0.4, 0.6), "baseline": True,
-                       "localisation": {"teacher": _hit_series(prior), "student": _hit_series(prior)}}}}
+    study = _study({
+        "feature_maps": _method(student_on_teacher=_scores(0.2, 0.8, [-0.1, -0.05]), teacher=_scores(0.9, 0.1),
+                                localisation=(_hit_series(prior), _hit_series(prior))),
+        "cam": _method(student_on_teacher=_scores(0.6, 0.7, [0.05, 0.1]),
+                       localisation=(_hit_series(prior), _hit_series(lesion))),
+        "grad_cam": _method(teacher=_scores(0.3, 0.75), localisation=(_hit_series(lesion), _hit_series(prior))),
+        "random": _method(True, teacher=_scores(0.5, 0.5)),
+        "mask_prior": _method(True, teacher=_scores(0.4, 0.6), localisation=(_hit_series(prior), _hit_series(prior)))},
+        tolerance_px=9)
     found = [{"dataset": "phantom", "protocol": "official", "faithfulness": study},
              {"dataset": "brain_tumor", "protocol": "official"}]  # no study: no row
     text = "\n".join(results.faithfulness_answer_lines(found))
@@ -301,19 +330,18 @@ def test_the_cross_dataset_answer_reads_the_students_maps_on_the_teachers_score(
     assert results.faithfulness_answer_lines(found[1:]) == []
 
 
-def _cascade(medians: list[float | None], n: int = 8) -> list[dict]:
+def _cascade(medians: list[float | None], n: int = 8) -> tuple[CascadeStep, ...]:
     """A sanity cascade's steps, top layer first; None: no image gave a finite correlation at that step."""
-    return [{"layer": f"layer{i}", "spearman": {"n": 0, "values": []} if m is None else {"median": m, "n": n}}
-            for i, m in enumerate(medians)]
+    return tuple(CascadeStep(f"layer{i}", Distribution.of([math.nan if m is None else m] * n), Distribution.of([]))
+                 for i, m in enumerate(medians))
 
 
 def test_the_cross_dataset_answer_tells_how_far_each_map_moves_once_every_layer_is_randomised():
-    sanity = {"feature_maps": {"student": _cascade([1.0, 0.95, 0.91]), "teacher": _cascade([1.0, 0.3])},
-              "cam": {"student": _cascade([0.2, -0.05]), "teacher": _cascade([0.1, None])},
-              "grad_cam": {"teacher": _cascade([0.4, 0.12], n=3)}}
-    study = {"images": 24, "sanity": sanity, "methods": {
-        "feature_maps": {"student_on_teacher": _scores(0.2, 0.8), "teacher": _scores(0.9, 0.1)},
-        "random": {"teacher": _scores(0.5, 0.5), "baseline": True}}}
+    sanity = {"feature_maps": {DISTILLED: _cascade([1.0, 0.95, 0.91]), TEACHER: _cascade([1.0, 0.3])},
+              "cam": {DISTILLED: _cascade([0.2, -0.05]), TEACHER: _cascade([0.1, None])},
+              "grad_cam": {TEACHER: _cascade([0.4, 0.12], n=3)}}
+    study = _study({"feature_maps": _method(student_on_teacher=_scores(0.2, 0.8), teacher=_scores(0.9, 0.1)),
+                    "random": _method(True, teacher=_scores(0.5, 0.5))}, sanity)
     found = [{"dataset": "alzheimer", "protocol": "official", "faithfulness": study},
              {"dataset": "eye_disease", "protocol": "official", "faithfulness": {**study, "sanity": {}}}]
     text = "\n".join(results.faithfulness_answer_lines(found))

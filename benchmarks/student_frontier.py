@@ -41,7 +41,7 @@ from core.bench import benchmark_methods  # noqa: E402
 from core.evaluate import evaluation_split  # noqa: E402
 from core.faithfulness_study import StudyConfig, run_study  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
-from core.layout import checkpoint_file, dataset_folder  # noqa: E402
+from core.layout import TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, stage_folder  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.models import STUDENT_POOLED_BLOCKS, count_parameters  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402
@@ -114,14 +114,14 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
     teacher, teacher_meta = checkpoints.load(teacher_path)
     _, student_meta = checkpoints.load(checkpoint_file(folder, DISTILLED))
     cfg = replace(shipped_recipe(student_meta, root=root, threads=threads,
-                                 teacher_logits=str(runs / "teacher_logits.pt")), **recipe)
+                                 teacher_logits=str(runs / TEACHER_LOGITS_FILE)), **recipe)
     timing_set = evaluation_split(teacher_meta, root=root, max_per_class=max(1, timing_images // 4))
     rows, baseline, study = [], None, None
     for blocks in pooled:
         variant = replace(cfg, pooled_blocks=blocks)
         stage = Stage(f"pooled{blocks}_s{variant.seeds[0]}", "student", variant.seeds[0], variant.loss,
                       dict(variant.loss_args))
-        result = train_stage(variant, stage, runs / stage.name, teacher.eval(), teacher_path=teacher_path)
+        result = train_stage(variant, stage, stage_folder(runs, stage.name), teacher.eval(), teacher_path=teacher_path)
         with tempfile.TemporaryDirectory() as tmp:  # the study reads the shipped teacher and student of a folder
             pair = dataset_folder(dataset, root=tmp)
             pair.mkdir()

@@ -30,6 +30,7 @@ from core.metadata import atomic_write_text  # noqa: E402
 from core.models import build_teacher  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402
+from core.roles import TEACHER  # noqa: E402
 from core.train import train_stage  # noqa: E402
 
 TARGET = 0.9  # pipeline images/s over bare-step images/s
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(dataset=args.dataset, input_size=args.size, batch_size=args.batch_size,
                       max_per_class=args.max_per_class, teacher_arch=args.arch, teacher_epochs=1, resume=False)
     with tempfile.TemporaryDirectory() as out:
-        result = train_stage(cfg, Stage("teacher", "teacher"), out)
+        result = train_stage(cfg, Stage.of(TEACHER), out)
     record = result.history[0]
     pipeline = result.meta.train["train_images"] / record["train_seconds"]
     steps = -(-result.meta.train["train_images"] // args.batch_size)

@@ -1,6 +1,6 @@
 """How much training `core.reproduce` gives each stage: the `Budget` record and the named budgets.
 
-A results file records its budget, so the README names the command that wrote it (`core.results`) and two splits
+A results file records its budget, so the rendered results name the command that wrote it (`core.results`) and two splits
 run with different budgets are not compared. Kept apart from `core.reproduce` so that reading a results file does
 not import the training code.
 """

@@ -31,6 +31,7 @@ PREDICTIONS_FILE = "predictions.npz"
 TIMING_FILE = Path("timing") / "bench.json"
 BEST_FILE, STATE_FILE = "best.pt", "state.pt"
 TEACHER_LOGITS_FILE = "teacher_logits.pt"
+SHIPPED_RUN_FOLDER = "shipped"
 
 
 def checkpoint_root() -> Path:

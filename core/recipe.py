@@ -12,7 +12,7 @@ from typing import Any
 from core.catalog import DATASETS
 from core.distill import build_loss
 from core.models import STUDENT_POOLED_BLOCKS, TEACHERS
-from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
+from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER, Role
 
 __all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "STUDENT_ONLY_KEYS", "stage_settings",
            "epoch_size"]
@@ -103,19 +103,25 @@ class Stage:
     loss: str = "label_only"
     loss_args: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None  # None: the config's epochs for the role
+    model: str = ""  # the `core.roles` key of the model it trains ("" for a stage outside the table, a KD-grid run)
+
+    @classmethod
+    def of(cls, model: Role, seed: int = 0, loss: str = "label_only", loss_args: dict[str, Any] | None = None,
+           epochs: int | None = None) -> Stage:
+        """The stage that trains one role's model: named, and of the architecture family, the table gives."""
+        return cls(model.stage(seed), model.kind, seed, loss, dict(loss_args or {}), epochs, model.key)
 
 
 def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
     """Teacher, then per seed the distilled student (``student_s<seed>``), the label-only one
     (``label_only_s<seed>``) and, if asked, the label-smoothing control (``smoothing_s<seed>``)."""
-    stages = [Stage(TEACHER.stage(), TEACHER.kind)] if teacher else []
+    stages = [Stage.of(TEACHER)] if teacher else []
     for seed in cfg.seeds:
-        stages.append(Stage(DISTILLED.stage(seed), DISTILLED.kind, seed, cfg.loss, dict(cfg.loss_args)))
+        stages.append(Stage.of(DISTILLED, seed, cfg.loss, cfg.loss_args))
         if cfg.label_only:
-            stages.append(Stage(LABEL_ONLY.stage(seed), LABEL_ONLY.kind, seed, "label_only"))
+            stages.append(Stage.of(LABEL_ONLY, seed))
         if cfg.smoothing_control:
-            stages.append(Stage(SMOOTHING.stage(seed), SMOOTHING.kind, seed, "label_smoothing",
-                                {"smoothing": cfg.smoothing_control}))
+            stages.append(Stage.of(SMOOTHING, seed, "label_smoothing", {"smoothing": cfg.smoothing_control}))
     return stages
 
 

@@ -30,7 +30,7 @@ from core.budgets import BUDGETS, Budget, default_budget
 from core.catalog import DATASETS, dataset_status, resolve_root
 from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
-from core.layout import TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, results_file, timing_file
+from core.layout import SHIPPED_RUN_FOLDER, TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, results_file, timing_file
 from core.metrics import mean_and_spread
 from core.results_record import (PAIRED_METRICS, SUMMARY_METRICS, ArmSummary, Evaluation, GridRow, KdSetting,
                                  PairedDifference, ShippedResults, Spread)
@@ -164,7 +164,7 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     cfg = recipe(dataset, budget, kept or runs, root, protocol, threads)  # teacher logits beside the kept stages
     fingerprint = data_fingerprint(load_dataset(dataset, "train", root=root, input_size=budget.input_size,
                                                 seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=protocol))
-    teacher = run_kept(cfg, runs, [Stage(TEACHER.stage(), TEACHER.kind)], kept, fingerprint)[TEACHER.stage()]
+    teacher = run_kept(cfg, runs, [Stage.of(TEACHER)], kept, fingerprint)[TEACHER.stage()]
     grid_results, grid_rows, chosen = [], (), KdSetting(**(kd or DEFAULT_KD))
     if grid and not kd:
         grid_results, grid_rows, chosen = choose_kd(cfg, runs, kept, fingerprint, teacher, budget.grid_epochs)
@@ -227,7 +227,7 @@ def float16_copies(paths: dict[str, Path], runs: Path) -> dict[str, Path]:
         model, meta = checkpoints.load(src)
         meta.weights_dtype = "float16"
         meta.train = {k: v for k, v in meta.train.items() if k not in ("root", "teacher_logits")}
-        shipped[name] = checkpoints.save(model, meta, runs / "shipped" / f"{name}.pt", half=True)
+        shipped[name] = checkpoints.save(model, meta, runs / SHIPPED_RUN_FOLDER / f"{name}.pt", half=True)
     return shipped
 
 

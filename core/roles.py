@@ -22,7 +22,7 @@ class Role:
         shipped: the stem of its shipped checkpoint (``checkpoints/<dataset>/<shipped>.pt``), and its key in the
             app's URLs and charts; None for a control trained and scored over seeds but not shipped.
         label: what the pages and charts call it. short: the same in a table column.
-        noun: how the README's prose and tables name it.
+        noun: how the results' prose and tables (`core.results`) name it.
     """
 
     key: str
@@ -59,13 +59,8 @@ KINDS: tuple[str, ...] = ("teacher", "student")
 
 
 def role(name: str) -> Role:
-    """The role any of its names refers to: results key, shipped file stem or stage name (``label_only_s3``)."""
+    """The role a results key or a shipped file stem names (a stage knows its role's key: `Stage.model`)."""
     for r in ROLES:
-        if name in (r.key, r.shipped) or (r.kind == "student" and _seed_of(name, r) is not None):
+        if name in (r.key, r.shipped):
             return r
     raise KeyError(f"no model role is called {name!r}; roles: {', '.join(r.key for r in ROLES)}")
-
-
-def _seed_of(stage: str, r: Role) -> int | None:
-    head, sep, seed = stage.rpartition("_s")
-    return int(seed) if sep and head == r.stage_prefix and seed.isdigit() else None

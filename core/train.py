@@ -46,6 +46,7 @@ from core.data import InMemoryDataset, data_fingerprint, load_dataset, materiali
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
 from core.inference import resize_batch, to_model_input
+from core.layout import BEST_FILE, STATE_FILE, stage_folder
 from core.models import TEACHERS, build_student, build_teacher, count_parameters
 from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
 from core.train_state import LoopState
@@ -187,7 +188,7 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
     """
     out = _run_folder(out)
     setup = _setup(cfg, stage, teacher, pretrained_weights)
-    loop = _resume(cfg, setup, out / "state.pt")
+    loop = _resume(cfg, setup, out / STATE_FILE)
     clock = time.perf_counter() - loop.elapsed_s  # a resumed stage's seconds count those before the interruption
     while loop.next_epoch < setup.epochs and not loop.stopped:
         record = train_epoch(cfg, setup, loop.next_epoch, clock)
@@ -196,7 +197,7 @@ def train_stage(cfg: TrainConfig, stage: Stage, out: str | Path, teacher: nn.Mod
             record["stop"] = reason
         loop.close_epoch(record)
         if distributed.is_main():
-            train_state.save(out / "state.pt", loop, setup.settings, setup.model, setup.optimizer, setup.scheduler)
+            train_state.save(out / STATE_FILE, loop, setup.settings, setup.model, setup.optimizer, setup.scheduler)
         log.info("%s epoch %d: %s", stage.name, record["epoch"],
                  {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
         if on_epoch_end:
@@ -370,7 +371,7 @@ def _finish(cfg: TrainConfig, setup: StageSetup, loop: LoopState, out: Path,
     model.load_state_dict(loop.best_model if loop.best_model is not None else model.state_dict())
     model = model.cpu().eval()  # callers get a CPU model, as from `checkpoints.load`
     meta = _stage_meta(cfg, setup, loop, teacher_path)
-    path = checkpoints.save(model, meta, out / "best.pt") if distributed.is_main() else out / "best.pt"
+    path = checkpoints.save(model, meta, out / BEST_FILE) if distributed.is_main() else out / BEST_FILE
     _write_rank_digest(out, model)
     distributed.barrier()  # the next stage reads this best.pt (its sha256, a resume check) on every rank
     return TrainResult(model, meta, loop.history, loop.stopped, path, setup.stage)
@@ -431,13 +432,14 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
     for stage in stages:
         if on_stage:
             on_stage(stage)
-        best, state_path = runs / stage.name / "best.pt", runs / stage.name / "state.pt"
+        folder = stage_folder(runs, stage.name)
+        best, state_path = folder / BEST_FILE, folder / STATE_FILE
         if cfg.resume and best.is_file() and state_path.is_file() and \
                 train_state.finished(train_state.resumable_state(state_path, stage_settings(cfg, stage))):
             result = TrainResult.loaded(*checkpoints.load(best), best, stage)
         else:
             callback = (lambda record, name=stage.name: on_epoch_end(name, record)) if on_epoch_end else None
-            result = train_stage(cfg, stage, runs / stage.name, teacher, callback,
+            result = train_stage(cfg, stage, folder, teacher, callback,
                                  pretrained_weights if stage.role == "teacher" else None, teacher_path)
         results[stage.name] = result
         if stage.role == "teacher":

@@ -34,10 +34,10 @@ from core.roles import role
 from core.train import run_stages
 
 
-def shown_role(stage: str) -> str:
-    """The key the app shows a stage's model under, its role's shipped file stem: ``label_only_s0`` ->
+def shown_role(stage: Stage) -> str:
+    """The key the app shows a stage's model under, its role's shipped file stem: the stage ``label_only_s0`` ->
     ``student_label_only``."""
-    return role(stage).shipped
+    return role(stage.model).shipped
 
 
 def run_key(cfg: TrainConfig, shipped_version: tuple | None) -> str:
@@ -79,24 +79,27 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
     started = time.perf_counter()
     stage_started: dict[str, float] = {}
 
+    stages = default_stages(cfg, teacher=shipped_teacher is None)
+    shown = {stage.name: shown_role(stage) for stage in stages}
+
     def starting(stage: Stage) -> None:
         stage_started[stage.name] = time.perf_counter()
         if on_stage:
-            on_stage(shown_role(stage.name))
+            on_stage(shown[stage.name])
 
     try:
-        results = run_stages(cfg, out, teacher=shipped_teacher, on_stage=starting,
-                             on_epoch_end=(lambda name, record: on_epoch_end(shown_role(name), record))
+        results = run_stages(cfg, out, stages, teacher=shipped_teacher, on_stage=starting,
+                             on_epoch_end=(lambda name, record: on_epoch_end(shown[name], record))
                              if on_epoch_end else None)
         ended = {name: r.history[-1]["seconds"] if r.history else 0.0 for name, r in results.items()}
         test_cap = max(8, int(cfg.max_per_class or 16) // 2)
-        report = evaluate_checkpoints({shown_role(n): r.path for n, r in results.items()}, n_boot=200,
+        report = evaluate_checkpoints({shown[n]: r.path for n, r in results.items()}, n_boot=200,
                                       max_per_class=test_cap)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    runs = {shown_role(name): {"history": r.history, "stopped": r.stopped,
-                               "test_accuracy": report["models"][shown_role(name)]["accuracy"],
-                               "parameters": count_parameters(r.model), "seconds": ended[name]}
+    runs = {shown[name]: {"history": r.history, "stopped": r.stopped,
+                          "test_accuracy": report["models"][shown[name]]["accuracy"],
+                          "parameters": count_parameters(r.model), "seconds": ended[name]}
             for name, r in results.items()}
     test_images = int(report["models"][next(iter(runs))]["n"])
     return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started}

@@ -33,8 +33,9 @@ def no_checkpoints_help(dataset: str) -> None:
         f"No shipped checkpoints for **{dataset}** in `{dataset_folder(dataset)}`. Where its images are, "
         f"make them with `python -m core.reproduce {dataset}` (teacher, distilled and label-only students, with "
         f"metrics), or train one pair with `python -m core.train --dataset {dataset} --out runs/{dataset} --baseline` "
-        f"and copy `runs/{dataset}/<role>/best.pt` and `best.json` to `checkpoints/{dataset}/<role>.pt` and "
-        f"`<role>.json` (roles: {', '.join(r.shipped for r in SHIPPED)}).", icon=":material/model_training:")
+        f"and copy each stage's `best.pt` and `best.json` from `runs/{dataset}/<stage>/` to "
+        f"`checkpoints/{dataset}/<file>.pt` and `<file>.json` ("
+        + ", ".join(f"`{r.stage(0)}` to `{r.shipped}`" for r in SHIPPED) + ").", icon=":material/model_training:")
 
 
 def no_images_help(dataset: str, reason: str | None) -> None:

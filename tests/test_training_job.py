@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from core.recipe import TrainConfig
+from core.recipe import TrainConfig, default_stages
 from explorer import train_worker, training
 from explorer.training import TrainingJob
 
@@ -72,5 +72,5 @@ def test_the_page_states_how_many_models_a_run_trains(label_only, shipped, expec
 
 
 def test_each_stage_is_shown_under_its_shipped_models_key():
-    assert [training.shown_role(s) for s in ("teacher", "student_s0", "label_only_s0")] == [
-        "teacher", "student", "student_label_only"]
+    cfg = TrainConfig(dataset="phantom", seeds=(0,))
+    assert [training.shown_role(s) for s in default_stages(cfg)] == ["teacher", "student", "student_label_only"]

@@ -1,7 +1,7 @@
 """Explanations page helpers: predicted costs, explanations of both models, and their scores.
 
-Every call into ``core.explain`` holds the shared model's lock (Captum attaches hooks). Results
-are plain dicts kept in the user's session state, so redrawing the page runs no model.
+Every call into ``core.explain`` holds the shared model's lock (Captum attaches hooks). A result is the record
+`explorer.explanation_record.PairExplanation`, kept in the user's session state, so redrawing the page runs no model.
 """
 
 from __future__ import annotations
@@ -18,11 +18,15 @@ from core.explain import explain
 from core.explainers import EXPLAINERS, CostEstimate
 from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
 from core.hooks import model_layers
+from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPair, ModelExplanation, PairExplanation,
+                                         Passes, Sanity)
 from explorer.loaders import LoadedModel, describe_versions, model_versions
 from explorer.names import method_label, role_label
 
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
 SANITY_LAYERS = 2  # the page's sanity check randomises the head and the last feature layer
+# The app's keys of the two models the page compares: a summary row each, and the agreement of their maps.
+COMPARED = ("teacher", "student")
 
 
 @dataclass(frozen=True)
@@ -98,31 +102,30 @@ def _finite(value: float) -> float | None:
 
 
 def explain_one(loaded: LoadedModel, x: torch.Tensor, method: str, target: int, *, faithfulness: bool,
-                sanity: bool, mask: np.ndarray | None, gradcam_layer: str | None = None) -> dict:
-    """One model's explanation of one image with its cost and scores (plain numbers and arrays); its ``layer``
-    is the label of the layer a CAM method used, None for the other methods."""
+                sanity: bool, mask: np.ndarray | None, gradcam_layer: str | None = None) -> ModelExplanation:
+    """One model's explanation of one image with its cost and the scores asked for (and, with a lesion mask of
+    the map's size, the lesion checks)."""
     params = method_params(method, gradcam_layer)
+    curves = check = lesion = None
     with loaded.lock:
         exp = explain(loaded.model, x, method, target, **params)
-        out = {"heatmap": exp.heatmap, "seconds": exp.seconds, "predicted_seconds": exp.predicted_seconds,
-               "passes": exp.passes, "target": exp.target, "layer": exp.extras.get("layer")}
         if faithfulness:
-            for name, curve in (("deletion_auc", deletion_curve), ("insertion_auc", insertion_curve)):
-                out[name] = float(curve(loaded.model, x, exp.heatmap, [target], steps=FAITHFULNESS_STEPS).auc[0])
+            curves = Curves(*(float(curve(loaded.model, x, exp.heatmap, [target], steps=FAITHFULNESS_STEPS).auc[0])
+                              for curve in (deletion_curve, insertion_curve)))
         if sanity:
             check = sanity_check(loaded.model, x, method, target, n_layers=SANITY_LAYERS, **params)
-            out["sanity_spearman"] = _finite(check.spearman)
-            out["sanity_layers"] = check.randomized
     if mask is not None and mask.shape == exp.heatmap.shape and mask.any():
         hit = pointing_game(exp.heatmap, mask)
-        out.update(pointing_hit=_finite(hit["hit"]), energy=_finite(hit["energy"]),
-                   mask_iou=_finite(mask_iou(exp.heatmap, mask)))
-    return out
+        lesion = Lesion(_finite(hit["hit"]), _finite(hit["energy"]), _finite(mask_iou(exp.heatmap, mask)))
+    return ModelExplanation(exp.heatmap, exp.seconds, exp.predicted_seconds,
+                            Passes(exp.passes["forward"], exp.passes["backward"]), exp.extras.get("layer"), curves,
+                            None if check is None else Sanity(_finite(check.spearman), tuple(check.randomized)),
+                            lesion)
 
 
 def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], methods: list[str], target: int, *,
                  faithfulness: bool = True, sanity: bool = True, masks: dict[str, np.ndarray | None] | None = None,
-                 gradcam_layers: dict[str, str] | None = None, on_progress=None) -> dict:
+                 gradcam_layers: dict[str, str] | None = None, on_progress=None) -> PairExplanation:
     """Explain ``target`` on both models with each method; adds the teacher-student agreement per method.
 
     ``masks``: the lesion mask at each model's input size (phantom), for the pointing game.
@@ -138,11 +141,12 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
             done += 1
             if on_progress:
                 on_progress(done / total, f"{method_label(method)} on the {role_label(role).lower()}")
-        if "teacher" in per_model and "student" in per_model:
-            maps = per_model["teacher"]["heatmap"], per_model["student"]["heatmap"]
-            per_model["agreement"] = {k: _finite(v) for k, v in agreement(*maps).items()}
-        results[method] = per_model
-    return results
+        pair_agreement = None
+        if all(role in per_model for role in COMPARED):
+            alike = agreement(*(per_model[role].heatmap for role in COMPARED))
+            pair_agreement = MapAgreement(_finite(alike["spearman"]), _finite(alike["iou"]))
+        results[method] = MethodPair(per_model, pair_agreement)
+    return PairExplanation(int(target), results)
 
 
 def run_key(dataset: str, models: dict[str, LoadedModel], image_ident: str, methods: list[str], target: int,
@@ -177,49 +181,61 @@ def top_classes(probabilities: np.ndarray, classes: list[str], k: int = 3) -> li
 
 @dataclass(frozen=True)
 class Score:
-    """One score of a map: its key in `explain_one`'s result (or in its ``agreement``) and how it is shown.
+    """One score of a map and how it is shown.
 
-    ``label``: the case report's row name; ``header``: the summary column's, after the model's name, ending in
-    the better direction; ``report_fmt`` (Python) and ``column_fmt`` (Streamlit's NumberColumn) format its value.
+    ``attribute``: its name in a `ModelExplanation` (or a `MapAgreement`), inside the measured group ``group``
+    (``curves``, ``sanity``, ``lesion``; None: the record's own). ``label``: the case report's row name;
+    ``header``: the summary column's, after the model's name, ending in the better direction; ``report_fmt``
+    (Python) and ``column_fmt`` (Streamlit's NumberColumn) format its value.
     """
 
-    key: str
+    group: str | None
+    attribute: str
     label: str
     header: str
     help: str
     report_fmt: str
     column_fmt: str
 
+    def measured(self, scores: ModelExplanation | MapAgreement | None) -> bool:
+        """Whether ``scores`` (None: the model or the agreement is missing) has this score, even if undefined."""
+        return scores is not None and (self.group is None or getattr(scores, self.group) is not None)
+
+    def value(self, scores: ModelExplanation | MapAgreement | None) -> float | None:
+        """This score of ``scores``; None where not measured or undefined."""
+        if not self.measured(scores):
+            return None
+        return getattr(scores if self.group is None else getattr(scores, self.group), self.attribute)
+
 
 SCORES = (
-    Score("seconds", "measured s", "s", "Seconds the method took, measured (the prediction is in the cost table "
-          "above).", "{:.3f}", "%.3f"),
-    Score("predicted_seconds", "predicted s", "predicted s", "Seconds the cost model predicted.", "{:.3f}", "%.3f"),
-    Score("deletion_auc", "deletion AUC (lower better)", "deletion AUC ↓", "Deletion AUC: remove the pixels the "
-          "map ranks highest first and follow the class probability; the area under that curve. Lower is better.",
-          "{:.3f}", "%.3f"),
-    Score("insertion_auc", "insertion AUC (higher better)", "insertion AUC ↑", "Insertion AUC: restore the "
-          "top-ranked pixels of a blurred image first; the area under the probability curve. Higher is better.",
-          "{:.3f}", "%.3f"),
-    Score("sanity_spearman", "sanity: rank corr. after randomising (lower better)", "sanity ρ ↓", "Sanity check: "
-          "rank correlation (Spearman ρ) of the map with the map after re-initialising the head and the last "
-          "layer. Lower is better: a map that explains the model must change.", "{:.2f}", "%.2f"),
-    Score("pointing_hit", "pointing game hit", "pointing hit ↑", "Pointing game: 1 when the map's maximum (x on "
-          "the map) falls on the true lesion, 0 when not. Higher is better.", "{:.0f}", "%.0f"),
-    Score("energy", "energy in lesion", "lesion energy ↑", "Share of the map's relevance inside the true lesion. "
-          "Higher is better.", "{:.0%}", "percent"),
-    Score("mask_iou", "top-5% IoU with lesion", "lesion IoU ↑", "Intersection over union of the map's top 5% "
-          "pixels with the true lesion. Higher is better.", "{:.2f}", "%.2f"),
+    Score(None, "seconds", "measured s", "s", "Seconds the method took, measured (the prediction is in the cost "
+          "table above).", "{:.3f}", "%.3f"),
+    Score(None, "predicted_seconds", "predicted s", "predicted s", "Seconds the cost model predicted.", "{:.3f}",
+          "%.3f"),
+    Score("curves", "deletion_auc", "deletion AUC (lower better)", "deletion AUC ↓", "Deletion AUC: remove the "
+          "pixels the map ranks highest first and follow the class probability; the area under that curve. Lower "
+          "is better.", "{:.3f}", "%.3f"),
+    Score("curves", "insertion_auc", "insertion AUC (higher better)", "insertion AUC ↑", "Insertion AUC: restore "
+          "the top-ranked pixels of a blurred image first; the area under the probability curve. Higher is "
+          "better.", "{:.3f}", "%.3f"),
+    Score("sanity", "spearman", "sanity: rank corr. after randomising (lower better)", "sanity ρ ↓", "Sanity "
+          "check: rank correlation (Spearman ρ) of the map with the map after re-initialising the head and the "
+          "last layer. Lower is better: a map that explains the model must change.", "{:.2f}", "%.2f"),
+    Score("lesion", "pointing_hit", "pointing game hit", "pointing hit ↑", "Pointing game: 1 when the map's maximum "
+          "(x on the map) falls on the true lesion, 0 when not. Higher is better.", "{:.0f}", "%.0f"),
+    Score("lesion", "energy", "energy in lesion", "lesion energy ↑", "Share of the map's relevance inside the true "
+          "lesion. Higher is better.", "{:.0%}", "percent"),
+    Score("lesion", "mask_iou", "top-5% IoU with lesion", "lesion IoU ↑", "Intersection over union of the map's "
+          "top 5% pixels with the true lesion. Higher is better.", "{:.2f}", "%.2f"),
 )
 AGREEMENT = (
-    Score("spearman", "agreement: Spearman", "Agreement ρ", "Teacher-student agreement: rank correlation "
+    Score(None, "spearman", "agreement: Spearman", "Agreement ρ", "Teacher-student agreement: rank correlation "
           "(Spearman ρ) of the two models' maps over pixels; 1 when they order the places the same way.",
           "{:.2f}", "%.2f"),
-    Score("iou", "agreement: top-10% IoU", "Agreement IoU", "Teacher-student agreement: intersection over union "
-          "of the two maps' top 10% pixels; 1 when they coincide.", "{:.2f}", "%.2f"),
+    Score(None, "iou", "agreement: top-10% IoU", "Agreement IoU", "Teacher-student agreement: intersection over "
+          "union of the two maps' top 10% pixels; 1 when they coincide.", "{:.2f}", "%.2f"),
 )
-LESION_KEYS = ("pointing_hit", "energy", "mask_iou")
-SUMMARY_ROLES = ("teacher", "student")
 HEADER_PX, CELL_PAD_PX = 7, 16  # a header's width per character (14 px font) and padding: no header is cut
 VALUE_CHARS = 6  # the widest number a score column shows ("0.123", "100%")
 
@@ -244,33 +260,35 @@ class SummaryColumn:
     def width(self) -> int:
         return HEADER_PX * max(len(self.header), VALUE_CHARS) + CELL_PAD_PX
 
-    def value(self, per_model: dict, role: str):
-        return ((per_model.get("agreement") if self.pair else per_model.get(role)) or {}).get(self.score.key)
+    def _scores(self, pair: MethodPair, role: str) -> ModelExplanation | MapAgreement | None:
+        return pair.agreement if self.pair else pair.models.get(role)
 
-    def present(self, per_model: dict) -> bool:
-        return any(self.score.key in ((per_model.get("agreement") if self.pair else per_model.get(role)) or {})
-                   for role in SUMMARY_ROLES)
+    def value(self, pair: MethodPair, role: str) -> float | None:
+        return self.score.value(self._scores(pair, role))
+
+    def present(self, pair: MethodPair) -> bool:
+        return any(self.score.measured(self._scores(pair, role)) for role in COMPARED)
 
 
 def _summary_layout(lesion: bool) -> list[SummaryColumn]:
     """Every possible column of one table, in order: the cost and the scores and the agreement, or (``lesion``)
     the checks against the true lesion. Two tables, so that neither is wider than the page at 1400 px."""
-    scores = [s for s in SCORES if s.key != "predicted_seconds"]  # the cost table above predicts
+    scores = [s for s in SCORES if s.attribute != "predicted_seconds"]  # the cost table above predicts
     if lesion:
-        return [SummaryColumn(s) for s in scores if s.key in LESION_KEYS]
-    return [SummaryColumn(s) for s in scores if s.key not in LESION_KEYS] + [SummaryColumn(s, True) for s in AGREEMENT]
+        return [SummaryColumn(s) for s in scores if s.group == "lesion"]
+    return [SummaryColumn(s) for s in scores if s.group != "lesion"] + [SummaryColumn(s, True) for s in AGREEMENT]
 
 
-def summary_rows(result: dict, lesion: bool = False) -> list[dict]:
+def summary_rows(result: PairExplanation, lesion: bool = False) -> list[dict]:
     """A summary table of `explain_pair`'s result: one row per method and model ("Method", "Model", then one
     number or None per column); a column only for a score that some method has, and no rows at all when no
     column is left (the lesion table without a lesion mask)."""
-    columns = [c for c in _summary_layout(lesion) if any(c.present(per_model) for per_model in result.values())]
+    columns = [c for c in _summary_layout(lesion) if any(c.present(pair) for pair in result.methods.values())]
     if not columns:
         return []
     return [{"Method": method_label(method, short=True), "Model": role_label(role, short=True),
-             **{c.header: c.value(per_model, role) for c in columns}}
-            for method, per_model in result.items() for role in SUMMARY_ROLES if role in per_model]
+             **{c.header: c.value(pair, role) for c in columns}}
+            for method, pair in result.methods.items() for role in COMPARED if role in pair.models]
 
 
 def summary_columns(rows: list[dict], lesion: bool = False) -> list[SummaryColumn]:
@@ -284,7 +302,7 @@ def label_width(texts) -> int:
     return HEADER_PX * max(len(t) for t in texts) + CELL_PAD_PX
 
 
-def show_summaries(result: dict) -> None:
+def show_summaries(result: PairExplanation) -> None:
     """Draw the summary table of a result and, when there is a true lesion, the table of lesion checks."""
     for lesion in (False, True):
         rows = summary_rows(result, lesion=lesion)
@@ -301,11 +319,11 @@ def show_summaries(result: dict) -> None:
         st.dataframe(rows, hide_index=True, key="exp_lesion" if lesion else "exp_summary", column_config=config)
 
 
-def score_rows(result: dict) -> list[dict]:
+def score_rows(pair: MethodPair) -> list[dict]:
     """One method's scores per model, one row per score, formatted for the case report."""
     rows = []
     for score in SCORES:
-        values = {role: result[role].get(score.key) for role in ("teacher", "student") if role in result}
+        values = {role: score.value(pair.models[role]) for role in COMPARED if role in pair.models}
         if any(v is not None for v in values.values()):
             rows.append({"score": score.label, **{r: ("n/a" if v is None else score.report_fmt.format(v))
                                                    for r, v in values.items()}})

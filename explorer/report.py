@@ -1,7 +1,7 @@
 """A case report of one explained image: one self-contained HTML file, and the maps as PNG files.
 
-Built from plain data (checkpoint metadata, class probabilities, the result of
-`explorer.explanations_view.explain_pair`) with no Streamlit calls, so it is tested without the app. Every
+Built from plain data (checkpoint metadata, class probabilities, the `PairExplanation` that
+`explorer.explanations_view.explain_pair` builds) with no Streamlit calls, so it is tested without the app. Every
 text that reaches the HTML goes through `html.escape`: an upload's file name, class names and notes
 are data, never markup. The file needs nothing from outside: maps are PNG data URIs, the colour bar
 is a CSS gradient and the style sheet is inline.
@@ -24,6 +24,7 @@ from plotly.colors import convert_colors_to_same_type, get_colorscale
 from core.checkpoints import CheckpointMeta, library_versions, now_iso
 from explorer import explanations_view
 from explorer.chrome import DISCLAIMER
+from explorer.explanation_record import MethodPair, ModelExplanation, PairExplanation
 from explorer.names import method_label, role_label
 from explorer.plots import HEAT
 
@@ -47,7 +48,7 @@ class Case:
     ident: str  # the image's key, "test:12" or "upload:<sha1>"
     image: str  # what the image is, in words (an upload's file name: untrusted)
     target: int  # index of the explained class
-    result: dict  # `explanations_view.explain_pair`'s result: method -> role -> scores and "heatmap"
+    result: PairExplanation  # every method's map and scores on each model
     opacity: float  # of the map over the image, as on the page
     models: dict[str, ModelCase]  # by role
 
@@ -84,8 +85,8 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 def map_pngs(case: Case) -> dict[str, bytes]:
     """One PNG per method and model, named ``<method>_<role>.png``: the map over the image."""
-    return {f"{method}_{role}.png": png_bytes(overlay(m.pixels, per_model[role]["heatmap"], case.opacity))
-            for method, per_model in case.result.items() for role, m in case.models.items() if role in per_model}
+    return {f"{method}_{role}.png": png_bytes(overlay(m.pixels, pair.models[role].heatmap, case.opacity))
+            for method, pair in case.result.methods.items() for role, m in case.models.items() if role in pair.models}
 
 
 def maps_zip(case: Case) -> bytes:
@@ -179,22 +180,22 @@ def prediction_rows(case: Case) -> list[list]:
     return rows + [["predicted class"] + [case.classes[int(np.argmax(m.probabilities))] for m in ms]]
 
 
-def score_table_rows(per_model: dict, roles: list[str]) -> list[list]:
+def score_table_rows(pair: MethodPair, roles: list[str]) -> list[list]:
     """A method's passes and `explanations_view.score_rows`, one row per score."""
-    rows = [["passes (forward/backward)"] + [f"{per_model[r]['passes']['forward']}/{per_model[r]['passes']['backward']}"
-                                             for r in roles]]
-    rows += [[row["score"]] + [row.get(r, "n/a") for r in roles] for row in explanations_view.score_rows(per_model)]
-    if any(per_model[r].get("sanity_layers") for r in roles):
-        rows.append(["sanity: layers re-initialised"] + [", ".join(per_model[r].get("sanity_layers") or [])
-                                                         for r in roles])
+    models = [pair.models[r] for r in roles]
+    rows = [["passes (forward/backward)"] + [f"{m.passes.forward}/{m.passes.backward}" for m in models]]
+    rows += [[row["score"]] + [row.get(r, "n/a") for r in roles] for row in explanations_view.score_rows(pair)]
+    layers = [m.sanity.layers if m.sanity else () for m in models]
+    if any(layers):
+        rows.append(["sanity: layers re-initialised"] + [", ".join(names) for names in layers])
     return rows
 
 
-def agreement_text(per_model: dict) -> str:
-    agree = per_model.get("agreement")
-    if not agree:
+def agreement_text(pair: MethodPair) -> str:
+    agree = pair.agreement
+    if agree is None:
         return ""
-    spearman, iou = (("n/a" if agree.get(k) is None else f"{agree[k]:.2f}") for k in ("spearman", "iou"))
+    spearman, iou = (("n/a" if v is None else f"{v:.2f}") for v in (agree.spearman, agree.iou))
     return f"Teacher-student agreement (rank correlation of the two maps): Spearman {spearman}, top-10% IoU {iou}."
 
 
@@ -234,22 +235,22 @@ def _gradient() -> str:
                     zip(stops, COLOURS[np.rint(stops * 255).astype(int)]))
 
 
-def _figure(method: str, role: str, png: bytes, r: dict) -> str:
+def _figure(method: str, role: str, png: bytes, r: ModelExplanation) -> str:
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-    at = f" at {r['layer']}" if r.get("layer") else ""  # the layer a CAM method used
-    label = f"{role_label(role)}: {method_label(method)}{at}, {r['seconds'] * 1000:.0f} ms measured"
+    at = f" at {r.layer}" if r.layer else ""  # the layer a CAM method used
+    label = f"{role_label(role)}: {method_label(method)}{at}, {r.seconds * 1000:.0f} ms measured"
     return (f'<figure><img src="{uri}" alt="{_e(label)}" data-method="{_e(method)}" data-role="{_e(role)}">'
             f"<figcaption>{_e(label)}</figcaption></figure>")
 
 
 def method_section(case: Case, method: str, pngs: dict[str, bytes]) -> str:
     """A method's maps on both models, its scores and the models' agreement."""
-    per_model = case.result[method]
-    roles = [r for r in case.models if r in per_model]
-    figures = "".join(_figure(method, r, pngs[f"{method}_{r}.png"], per_model[r]) for r in roles)
-    scores = table(["score"] + [role_label(r) for r in roles], score_table_rows(per_model, roles), f"scores-{method}")
+    pair = case.result.methods[method]
+    roles = [r for r in case.models if r in pair.models]
+    figures = "".join(_figure(method, r, pngs[f"{method}_{r}.png"], pair.models[r]) for r in roles)
+    scores = table(["score"] + [role_label(r) for r in roles], score_table_rows(pair, roles), f"scores-{method}")
     return (f'<h3>{_e(method_label(method))}</h3><div class="maps">{figures}</div>{scores}'
-            f"<p>{_e(agreement_text(per_model))}</p>")
+            f"<p>{_e(agreement_text(pair))}</p>")
 
 
 def case_report_html(case: Case) -> str:
@@ -264,7 +265,7 @@ def case_report_html(case: Case) -> str:
              table(["", "value"], facts, "case"),
              "<h2>Predictions</h2>", table(["class", *columns], prediction_rows(case), "predictions"),
              "<h2>Explanations</h2>", colour_bar(),
-             *(method_section(case, method, pngs) for method in case.result),
+             *(method_section(case, method, pngs) for method in case.result.methods),
              "<h2>Checkpoints</h2>", table(["", *columns], checkpoint_rows(case), "checkpoints"),
              "<h2>Library versions</h2>", table(["library", "version"], list(versions().items()), "versions"),
              f'<p class="notice">{_e(DISCLAIMER)}</p>']

@@ -102,12 +102,12 @@ for col, role in zip(st.columns(2), models):  # once per model, above the maps o
 for method in methods:
     st.subheader(names.method_label(method))
     for col, role in zip(st.columns(2), ("teacher", "student")):
-        r, size = result[method][role], models[role].meta.input_size
+        r, size = result.methods[method].models[role], models[role].meta.input_size
         mask = chosen.mask_at(size)
-        peak = explanations_view.peak(r["heatmap"]) if mask is not None else None
-        at = f" at {r['layer']}" if r.get("layer") else ""
-        fig = cached_plots.image_with_map(chosen.pixels(size), r["heatmap"], opacity, mask=mask, point=peak,
-                                          title=f"{names.role_label(role)}{at}: {r['seconds'] * 1000:.0f} ms measured",
+        peak = explanations_view.peak(r.heatmap) if mask is not None else None
+        at = f" at {r.layer}" if r.layer else ""
+        fig = cached_plots.image_with_map(chosen.pixels(size), r.heatmap, opacity, mask=mask, point=peak,
+                                          title=f"{names.role_label(role)}{at}: {r.seconds * 1000:.0f} ms measured",
                                           height=300)
         ui.plot(fig, f"exp_map_{method}_{role}", col)
 

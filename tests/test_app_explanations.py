@@ -2,6 +2,8 @@
 
 import json
 import re
+from dataclasses import replace
+from operator import attrgetter
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from core.explain import explain
 from core.explainers import EXPLAINERS, CostEstimate
 from core.inference import preprocess
 from explorer import explanations_view, loaders, names
+from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPair, ModelExplanation, PairExplanation,
+                                         Passes, Sanity)
 from explorer.explanations_view import PredictedCosts
 from tests.apptest_support import ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page, texts  # noqa: F401
 from tests.support import ForwardCounter
@@ -91,18 +95,19 @@ def test_explain_shows_maps_costs_scores_and_lesion_checks():
     assert "Green outline: the true lesion" in texts(at)
 
 
-# The summary's headers: the score and its better direction (result key beside).
-ROLE_HEADERS = {"s": "seconds", "deletion AUC ↓": "deletion_auc", "insertion AUC ↑": "insertion_auc",
-                "sanity ρ ↓": "sanity_spearman"}
-LESION_HEADERS = {"pointing hit ↑": "pointing_hit", "lesion energy ↑": "energy", "lesion IoU ↑": "mask_iou"}
-AGREEMENT_HEADERS = {"Agreement ρ": "spearman", "Agreement IoU": "iou"}
+# The summary's headers: the score and its better direction (where the record holds it beside).
+ROLE_HEADERS = {"s": attrgetter("seconds"), "deletion AUC ↓": attrgetter("curves.deletion_auc"),
+                "insertion AUC ↑": attrgetter("curves.insertion_auc"), "sanity ρ ↓": attrgetter("sanity.spearman")}
+LESION_HEADERS = {"pointing hit ↑": attrgetter("lesion.pointing_hit"),
+                  "lesion energy ↑": attrgetter("lesion.energy"), "lesion IoU ↑": attrgetter("lesion.mask_iou")}
+AGREEMENT_HEADERS = {"Agreement ρ": attrgetter("spearman"), "Agreement IoU": attrgetter("iou")}
 HEADER_PX = 6.5  # width of a header character in Chromium at 1400 px (measured on a screenshot)
 # Width of the page's main column in Chromium at 1400 px with the sidebar open (measured on a screenshot: 940).
 MAIN_COLUMN_PX = 920
 
 
-def only_result(at) -> dict:
-    """The one explanation the session holds (method -> role -> scores)."""
+def only_result(at) -> PairExplanation:
+    """The one explanation the session holds."""
     results = at.session_state["_results_explanations"]
     assert len(results) == 1, list(results)
     return next(iter(results.values()))
@@ -128,9 +133,10 @@ def check_summary(at, methods: list[str], lesion: bool) -> None:
         assert list(summary["Model"]) == [names.role_label(r, short=True) for _, r in rows]
         assert list(summary.columns) == ["Method", "Model", *expected]
         for i, (method, role) in enumerate(rows):
-            for header, key in expected.items():
-                scores = result[method]["agreement" if header in AGREEMENT_HEADERS else role]
-                assert same(summary[header][i], scores[key]), (method, role, header)
+            for header, read in expected.items():
+                pair = result.methods[method]
+                scores = pair.agreement if header in AGREEMENT_HEADERS else pair.models[role]
+                assert same(summary[header][i], read(scores)), (method, role, header)
         columns = json.loads(table.proto.columns)
         assert columns["Method"]["pinned"], "the method stays in view when the table scrolls sideways"
         assert all(c.get("hidden") for h, c in columns.items() if h not in summary.columns)
@@ -167,28 +173,34 @@ def check_top_classes(at, image: int) -> None:
 
 def test_summary_rows_are_one_row_per_method_and_model_and_lesion_rows_only_with_a_lesion():
     def scores(seconds):
-        return {"heatmap": np.zeros((2, 2)), "seconds": seconds, "predicted_seconds": 0.5, "deletion_auc": 0.25,
-                "sanity_spearman": None}
+        return ModelExplanation(np.zeros((2, 2), np.float32), seconds, 0.5, Passes(1, 1), sanity=Sanity(None, ("fc",)))
 
-    result = {"grad_cam": {"teacher": scores(0.1), "student": scores(0.2), "agreement": {"spearman": 0.5,
-                                                                                       "iou": None}},
-              "saliency": {"teacher": scores(0.3), "student": scores(0.4), "agreement": {"spearman": 0.7,
-                                                                                       "iou": 0.2}}}
+    def pair(seconds, spearman, iou, **teacher_scores):
+        return MethodPair({"teacher": replace(scores(seconds[0]), **teacher_scores), "student": scores(seconds[1])},
+                          MapAgreement(spearman, iou))
+
+    result = PairExplanation(1, {"grad_cam": pair((0.1, 0.2), 0.5, None), "saliency": pair((0.3, 0.4), 0.7, 0.2)})
     rows = explanations_view.summary_rows(result)
     assert [(r["Method"], r["Model"]) for r in rows] == [("Grad-CAM", "Teacher"), ("Grad-CAM", "Student"),
                                                         ("Saliency", "Teacher"), ("Saliency", "Student")]
     assert [r["s"] for r in rows] == [0.1, 0.2, 0.3, 0.4]
-    assert rows[0]["deletion AUC ↓"] == 0.25 and rows[0]["sanity ρ ↓"] is None
+    assert rows[0]["sanity ρ ↓"] is None, "measured, but a constant map has no rank: an empty cell"
     assert [r["Agreement ρ"] for r in rows] == [0.5, 0.5, 0.7, 0.7] and rows[0]["Agreement IoU"] is None
-    assert not [h for h in rows[0] if "insertion" in h or "lesion" in h or "pointing" in h], \
+    assert not [h for h in rows[0] if "deletion" in h or "insertion" in h or "lesion" in h or "pointing" in h], \
         "no column for a score that no method has"
     columns = explanations_view.summary_columns(rows)
     assert [c.header for c in columns] == list(rows[0])[2:] and all(c.help and c.width for c in columns)
     assert explanations_view.summary_rows(result, lesion=True) == [], "no lesion table without a lesion"
-    result["grad_cam"]["student"]["energy"] = 0.4
+
+    result = PairExplanation(1, {"grad_cam": pair((0.1, 0.2), 0.5, None, curves=Curves(0.25, 0.75),
+                                                  lesion=Lesion(None, 0.4, None)),
+                                 "saliency": pair((0.3, 0.4), 0.7, 0.2)})
+    rows = explanations_view.summary_rows(result)
+    assert [(r["deletion AUC ↓"], r["insertion AUC ↑"]) for r in rows] == [(0.25, 0.75)] + [(None, None)] * 3
     lesion = explanations_view.summary_rows(result, lesion=True)
-    assert [list(r) for r in lesion[:1]] == [["Method", "Model", "lesion energy ↑"]]
-    assert [r["lesion energy ↑"] for r in lesion] == [None, 0.4, None, None]
+    assert [list(r) for r in lesion[:1]] == [["Method", "Model", "pointing hit ↑", "lesion energy ↑", "lesion IoU ↑"]]
+    assert [r["lesion energy ↑"] for r in lesion] == [0.4, None, None, None]
+    assert [r["pointing hit ↑"] for r in lesion] == [None] * 4, "measured, undefined"
 
 
 def test_top_classes_are_the_k_most_probable_in_order():
@@ -218,8 +230,8 @@ def test_a_grad_cam_layer_is_its_own_result_and_is_shown_for_it():
     assert has_chart(at, "exp_map_grad_cam_teacher") and "denseblock3" in texts(at)
     results = list(at.session_state["_results_explanations"].values())
     assert len(results) == 2
-    (last, deeper), (student_last, student_again) = ([r["grad_cam"][role]["heatmap"] for r in results]
-                                                    for role in ("teacher", "student"))
+    (last, deeper), (student_last, student_again) = (
+        [r.methods["grad_cam"].models[role].heatmap for r in results] for role in ("teacher", "student"))
     size = checkpoints.load_meta(ROOT / "checkpoints" / "phantom" / "teacher.pt").input_size
     assert last.shape == deeper.shape == (size, size)  # maps at the image size the models read
     assert not np.allclose(last, deeper, atol=1e-3), "another teacher layer, another teacher map"

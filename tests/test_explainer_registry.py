@@ -10,6 +10,7 @@ import torch
 
 from core.explainers import EXPLAINERS, Explainer, ExplainError, make_explainer, register_explainer, registered_methods
 from explorer import explanations_view, names
+from explorer.explanation_record import MethodPair, ModelExplanation, PairExplanation, Passes
 from tests.apptest_support import ROOT, assert_ok, fresh_streamlit_caches, open_page  # noqa: F401
 
 METHODS = ["feature_maps", "cam", "grad_cam", "saliency", "integrated_gradients", "occlusion", "gradient_shap",
@@ -98,7 +99,9 @@ def test_a_new_method_class_appears_in_every_list_the_app_uses(new_method, tiny_
                      **explanations_view.method_params(new_method, None))
     assert result.params == {"internal_batch_size": 3} and result.heatmap.shape == (32, 32)
     assert torch.isfinite(torch.from_numpy(result.heatmap)).all()
-    rows = explanations_view.summary_rows({new_method: {"teacher": {"seconds": 0.1}, "student": {"seconds": 0.2}}})
+    maps = {role: ModelExplanation(result.heatmap, seconds, 0.0, Passes(1, 0))
+            for role, seconds in (("teacher", 0.1), ("student", 0.2))}
+    rows = explanations_view.summary_rows(PairExplanation(1, {new_method: MethodPair(maps)}))
     assert [(r["Method"], r["Model"]) for r in rows] == [("New", "Teacher"), ("New", "Student")]
 
 

@@ -26,6 +26,7 @@ from core.data import load_dataset
 from core.images import open_image, to_rgb
 from core.inference import preprocess, predict_tensor
 from explorer import explanations_view, listing, loaders, report
+from explorer.explanation_record import PairExplanation
 from explorer.loaders import LoadedModel
 from explorer.ui import ChosenImage
 from tests import apptest_support
@@ -111,7 +112,7 @@ def check_predictions(parsed: ReportParser, models: dict, xs: dict) -> None:
         assert rows["predicted class"][column] == classes[int(probs.argmax())], role
 
 
-def check_maps(parsed: ReportParser, models: dict, result: dict, pixels: dict, opacity: float) -> None:
+def check_maps(parsed: ReportParser, models: dict, result: PairExplanation, pixels: dict, opacity: float) -> None:
     """One PNG per method and model, at the model's size, coloured with Viridis where the map is 0 and 1."""
     assert sorted((i["data-method"], i["data-role"]) for i in parsed.images) == sorted(
         (m, r) for m in METHODS for r in ROLES)
@@ -120,28 +121,31 @@ def check_maps(parsed: ReportParser, models: dict, result: dict, pixels: dict, o
         size = models[role].meta.input_size
         image = numpy.asarray(decode_png(attrs["src"]), dtype=float)
         assert image.shape == (size, size, 3)
-        heat = result[method][role]["heatmap"]
+        heat = result.methods[method].models[role].heatmap
         for where, colour in zip((heat.argmin(), heat.argmax()), VIRIDIS_ENDS):
             row, col = divmod(int(where), size)
             expected = (1 - opacity) * pixels[role][row, col] + opacity * numpy.array(colour)
             assert numpy.abs(image[row, col] - expected).max() <= 1, (method, role)
 
 
-def check_scores(parsed: ReportParser, result: dict) -> None:
+def check_scores(parsed: ReportParser, result: PairExplanation) -> None:
     for method in METHODS:
         rows = parsed.rows(f"scores-{method}")
         for column, role in enumerate(ROLES):
-            r = result[method][role]
-            assert rows["passes (forward/backward)"][column] == f"{r['passes']['forward']}/{r['passes']['backward']}"
-            assert float(rows["measured s"][column]) == pytest.approx(r["seconds"], abs=6e-4)
-            for key, label in (("deletion_auc", "deletion AUC"), ("insertion_auc", "insertion AUC"),
-                               ("sanity_spearman", "sanity")):
-                if r.get(key) is not None:
+            r = result.methods[method].models[role]
+            assert rows["passes (forward/backward)"][column] == f"{r.passes.forward}/{r.passes.backward}"
+            assert float(rows["measured s"][column]) == pytest.approx(r.seconds, abs=6e-4)
+            curves, sanity = r.curves, r.sanity
+            for value, label in ((curves and curves.deletion_auc, "deletion AUC"),
+                                 (curves and curves.insertion_auc, "insertion AUC"),
+                                 (sanity and sanity.spearman, "sanity")):
+                if value is not None:
                     cells = next(c for name, c in rows.items() if name.startswith(label))
-                    assert float(cells[column]) == pytest.approx(r[key], abs=6e-3), (method, role, key)
+                    assert float(cells[column]) == pytest.approx(value, abs=6e-3), (method, role, label)
 
 
-def check_report(text: str, models: dict, xs: dict, result: dict, pixels: dict, opacity: float, image: str) -> None:
+def check_report(text: str, models: dict, xs: dict, result: PairExplanation, pixels: dict, opacity: float,
+                 image: str) -> None:
     """Everything the issue asks the report to hold, compared with values obtained here."""
     parsed = ReportParser(text)
     assert text.startswith("<!doctype html>") and "style" in parsed.tags
@@ -201,8 +205,8 @@ def test_a_chosen_grad_cam_layer_is_used_and_named_in_the_report(explained):
     with single_thread():
         result = explanations_view.explain_pair(models, xs, ["grad_cam"], case.target, faithfulness=False,
                                                 sanity=False, gradcam_layers={"teacher": "denseblock2"})
-    assert result["grad_cam"]["teacher"]["layer"] == "denseblock2", "as chosen"
-    assert result["grad_cam"]["student"]["layer"] == "block5", "no choice: the last layer"
+    assert result.methods["grad_cam"].models["teacher"].layer == "denseblock2", "as chosen"
+    assert result.methods["grad_cam"].models["student"].layer == "block5", "no choice: the last layer"
     text = report.case_report_html(report.Case(case.dataset, case.ident, case.image, case.target, result, 0.55,
                                                case.models))
     assert any("at denseblock2" in img["alt"] for img in ReportParser(text).images)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 from core import checkpoints
 from core.bench import factor_lines, speed_factors
-from core.budgets import BUDGETS, default_budget
+from core.budgets import BUDGETS, Budget, default_budget
 from core.layout import checkpoint_file, dataset_folder, results_file, timing_file
 from core.metadata import file_sha256
 from core.metrics import never_predicted
@@ -98,7 +98,7 @@ def dataset_section(results: ShippedResults, meta_dir: Path) -> list[str]:
                   f"{clean.report(LABEL_ONLY, first)['accuracy']:.4f}."]
     lines += size_lines(meta_dir) + curve_lines(checkpoints.meta_path(checkpoint_file(meta_dir, TEACHER)))
     lines += timing_lines(timing_file(meta_dir))
-    lines += faithfulness_lines(results.faithfulness, meta_dir)
+    lines += faithfulness_lines(results.study(), meta_dir)
     lines += ood_lines(meta_dir)
     if results.dataset in PAPER:
         lines += ["", f"Paper: {PAPER[results.dataset]}."]
@@ -149,63 +149,46 @@ def reproduce_command(results: ShippedResults) -> str:
     return " ".join(parts)
 
 
-def _budget_words(budget) -> str:
-    return f"{getattr(budget, 'input_size', None)} px, {getattr(budget, 'teacher_epochs', None)} teacher epochs"
+def _budget_words(budget: Budget) -> str:
+    return f"{budget.input_size} px, {budget.teacher_epochs} teacher epochs"
 
 
 def split_mismatch(official: ShippedResults, pooled: ShippedResults) -> str | None:
     """Why the two splits' results cannot be compared as they are (another budget), or None when they can."""
-    official, pooled = _readable(official), _readable(pooled)
     a, b = official.budget, pooled.budget
     if a == b:
         return None
     return f"budgets differ (official {_budget_words(a)}; pooled {_budget_words(b)})"
 
 
-def split_gain(official: ShippedResults, pooled: ShippedResults) -> list[dict]:
-    """Teacher and mean-over-seeds student accuracies on the official and the pooled split of one dataset,
-    with the points the pooled (leaky) split adds and, for the students, the spread over seeds on each split
-    (``std_points``: official, pooled; None for the teacher, one run); one row per model (``model``: its role's
-    key: teacher, student, label_only). Raises ValueError where the two ran with different budgets: the gain would
-    mix the split with the recipe."""
+@dataclass(frozen=True)
+class SplitGain:
+    """One model's test accuracy on the official and the pooled split of a dataset (a student's: its mean over
+    seeds), the points the pooled (leaky) split adds, and a student's spread over seeds on each split
+    (``std_points``: official, pooled; None for the teacher, one run)."""
+
+    role: Role
+    official: float
+    pooled: float
+    std_points: tuple[float, float] | None
+
+    @property
+    def gain_points(self) -> float:
+        return 100 * (self.pooled - self.official)
+
+
+def split_gain(official: ShippedResults, pooled: ShippedResults) -> list[SplitGain]:
+    """The teacher's, the distilled student's and the label-only student's `SplitGain`, in that order. Raises
+    ValueError where the two ran with different budgets: the gain would mix the split with the recipe."""
     mismatch = split_mismatch(official, pooled)
     if mismatch:
         raise ValueError(f"the official and pooled splits cannot be compared: {mismatch}")
-    official, pooled = _readable(official), _readable(pooled)
 
     def std_points(role: Role) -> tuple[float, float] | None:
-        try:  # the spread is told where both files have it; a file without it keeps its accuracies
-            return None if role == TEACHER else tuple(100 * float(r.arm_summary(role).accuracy.std)
-                                                      for r in (official, pooled))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return None
+        return None if role == TEACHER else tuple(100 * r.arm_summary(role).accuracy.std for r in (official, pooled))
 
-    return [{"model": role.key, "official": official.accuracy(role), "pooled": pooled.accuracy(role),
-             "gain_points": 100 * (pooled.accuracy(role) - official.accuracy(role)), "std_points": std_points(role)}
+    return [SplitGain(role, official.accuracy(role), pooled.accuracy(role), std_points(role))
             for role in (TEACHER, DISTILLED, LABEL_ONLY)]
-
-
-def _readable(results: ShippedResults | dict):
-    """The record itself; a plain dict (the app still passes results.json as `explorer.loaders.results` read it,
-    possibly without the fields it does not show) is read through `_AppResults`. The dict path goes once the app
-    reads the record."""
-    return results if isinstance(results, ShippedResults) else _AppResults(results)
-
-
-class _AppResults:
-    """The few accessors `split_gain` and `split_mismatch` use, over a results.json the app read as a dict."""
-
-    def __init__(self, data: dict):
-        self.data, self.budget = data, SimpleNamespace(**(data.get("budget") or {}))
-
-    def arm_summary(self, role: Role):
-        spread = self.data["summary"][role.key]["accuracy"]
-        return SimpleNamespace(accuracy=SimpleNamespace(mean=spread["mean"], std=spread.get("std")))
-
-    def accuracy(self, role: Role) -> float:
-        if role == TEACHER:
-            return self.data["test"]["models"][TEACHER.stage()]["accuracy"]
-        return self.arm_summary(role).accuracy.mean
 
 
 def leakage_lines(found: list[ShippedResults]) -> list[str]:
@@ -222,20 +205,19 @@ def leakage_lines(found: list[ShippedResults]) -> list[str]:
                          f"{mismatch}; `python -m core.reproduce {name} --protocol pooled` reruns it with the "
                          "official split's budget.")
             continue
-        rows = {row["model"]: row for row in split_gain(official, pooled)}
-        gain = {key: row["gain_points"] for key, row in rows.items()}
+        rows = {row.role: row for row in split_gain(official, pooled)}
 
         def spread(role: Role) -> str:
-            sd = rows[role.key]["std_points"]
+            sd = rows[role].std_points
             return "" if sd is None else " (seed std {:.1f} and {:.1f} points)".format(*sd)
 
         a, b = official.chosen, pooled.chosen
         kd = "the same KD setting" if a == b else (
             f"KD settings chosen separately: alpha {a.alpha} / T {a.temperature:g} vs {b.alpha} / {b.temperature:g}")
         lines.append(f"On {name}, the paper's pooled random split (train and test pooled and re-split at random, "
-                     f"same recipe and budget, {kd}) adds {gain[TEACHER.key]:+.1f} points of test accuracy to the "
-                     f"teacher, {gain[DISTILLED.key]:+.1f} to the {DISTILLED.noun}{spread(DISTILLED)} and "
-                     f"{gain[LABEL_ONLY.key]:+.1f} to the {LABEL_ONLY.noun}{spread(LABEL_ONLY)} over the "
+                     f"same recipe and budget, {kd}) adds {rows[TEACHER].gain_points:+.1f} points of test accuracy "
+                     f"to the teacher, {rows[DISTILLED].gain_points:+.1f} to the {DISTILLED.noun}{spread(DISTILLED)} "
+                     f"and {rows[LABEL_ONLY].gain_points:+.1f} to the {LABEL_ONLY.noun}{spread(LABEL_ONLY)} over the "
                      "official split.")
     return lines + [""] if lines else []
 
@@ -371,9 +353,7 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
                                                             .glob("*.json"))]
     if not found:
         return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"
-    # the study's reader takes the files' JSON (the study's record parses its part)
-    lines += (summary_lines(found, earlier) + leakage_lines(found)
-              + faithfulness_answer_lines([r.to_json() for r in found]) + sections)
+    lines += summary_lines(found, earlier) + leakage_lines(found) + faithfulness_answer_lines(found) + sections
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -8,19 +8,21 @@ the shape it had before the record, plus ``"version"``: a file without one is ve
 and the field.
 
 The per-model reports of the test evaluation stay the evaluation's own output (`core.evaluate`), reached through
-`Evaluation.report` by role and seed. The faithfulness study is kept as its raw JSON, which the study's own
-record parses. Nothing here imports the training code.
+`Evaluation.report` by role and seed. The faithfulness study is kept as its raw JSON and read with `study()`, which
+the study's own record parses (a file may hold the study alone: `core.faithfulness_study` writes one where no
+reproduce ran, and reads it back itself). Nothing here imports the training code.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from core.budgets import Budget
 from core.roles import CONTROLS, DISTILLED, STUDENTS, TEACHER, Role
+from core.study_record import FaithfulnessStudy
 
 VERSION = 1
 # The metrics summarised over seeds for each student (agreement with the teacher comes from the pair reports).
@@ -122,7 +124,10 @@ class ShippedResults:
             `paired_difference`.
         recipe: the training config every stage used (``TrainConfig`` without machine-local paths).
         seconds: this run's wall time; ``training_seconds``: every stage's own, kept stages included.
-        faithfulness: the study `core.faithfulness_study` stored in the same file, as its raw JSON.
+        faithfulness: the study `core.faithfulness_study` stored in the same file, as its raw JSON; read with
+            `study`.
+        source: the file it was read from, named when its study cannot be read (not part of the file, nor of
+            the record's equality).
     """
 
     dataset: str
@@ -143,6 +148,12 @@ class ShippedResults:
     recipe: dict | None = None
     training_seconds: float | None = None
     faithfulness: dict | None = None
+    source: str = field(default="results.json", compare=False, repr=False)
+
+    def study(self) -> FaithfulnessStudy | None:
+        """The faithfulness study stored in this file, or None if there is none (`StudyFormatError`, naming the
+        file, for one that cannot be read). An empty block is no study, as the pages have always read it."""
+        return FaithfulnessStudy.from_json(self.faithfulness, self.source) if self.faithfulness else None
 
     def arm_summary(self, role: Role) -> ArmSummary | None:
         """A student's metrics over seeds; None for a control this file did not train."""
@@ -209,7 +220,7 @@ class ShippedResults:
             paired=read.paired(), test_fingerprint=read.optional("test_fingerprint", str),
             teacher_sha256=read.optional("teacher_sha256", str), recipe=read.optional("recipe", dict),
             training_seconds=read.optional("training_seconds", (int, float)),
-            faithfulness=read.optional("faithfulness", dict))
+            faithfulness=read.optional("faithfulness", dict), source=str(source))
 
     @classmethod
     def read(cls, path: str | Path) -> ShippedResults:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.explainers import EXPLAINERS
-from core.layout import checkpoint_file, results_file
+from core.layout import checkpoint_file
 from core.metadata import file_sha256
 from core.metrics import mcnemar_test
+from core.results_record import ShippedResults
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.study_record import CurveScores, FaithfulnessStudy
 
@@ -35,12 +36,12 @@ def _versus(scores: CurveScores | None, metric: str, better: str) -> str:
     return _mean(getattr(scores, metric).mean) + mark
 
 
-def faithfulness_lines(study: dict | None, meta_dir: Path) -> list[str]:
+def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[str]:
     """The faithfulness study of this dataset's checkpoints (`core.faithfulness_study`), if shipped (``study``: the
-    ``"faithfulness"`` block of the results.json in ``meta_dir``)."""
-    if not study:
+    one stored in the results.json in ``meta_dir``, `ShippedResults.study`); flagged when those checkpoints have
+    changed since."""
+    if study is None:
         return []
-    study = FaithfulnessStudy.from_json(study, str(results_file(meta_dir)))
     shipped = {r: checkpoint_file(meta_dir, r) for r in study.checkpoints}
     stale = study.is_stale({r: file_sha256(path) if path.is_file() else None for r, path in shipped.items()})
     cfg = study.config
@@ -104,11 +105,10 @@ def _cascade_end(study: FaithfulnessStudy, name: str, role: Role) -> str:
     return f"{end.median_correlation:.2f} ({end.spearman.n})"
 
 
-def faithfulness_answer_lines(found: list[dict]) -> list[str]:
+def faithfulness_answer_lines(found: list[ShippedResults]) -> list[str]:
     """The study's answer across datasets: the student's cheap maps perturbing the *teacher's* score (``found``:
-    each dataset's results.json)."""
-    studied = [(r["dataset"], FaithfulnessStudy.from_json(r["faithfulness"], f"{r['dataset']}'s results.json"))
-               for r in found if r.get("faithfulness") and r.get("protocol", "official") == "official"]
+    each dataset's results; a row for each official split that holds a study)."""
+    studied = [(r.dataset, study) for r in found if r.protocol == "official" and (study := r.study()) is not None]
     if not studied:
         return []
     lines = ["", "Does the student's explanation explain the teacher? The student's one-pass maps used to delete "

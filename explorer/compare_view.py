@@ -1,5 +1,5 @@
 """What the Teacher vs student page computes: architecture summaries, test-set predictions and reports, and the
-tables it reads from the shipped ``results.json`` (seeds, paired differences, official vs pooled split).
+tables it reads from the shipped ``results.json``'s record (seeds, paired differences, official vs pooled split).
 
 The page loads the dataset's models once and passes them down. A cached function takes them as unhashed ``_``
 arguments and is keyed by their versions (`explorer.loaders.LoadedModel.version`: role, path, modification
@@ -17,9 +17,10 @@ from core.evaluate import latency_ms
 from core.inference import batch_for, predict_tensor
 from core.metrics import classification_report, never_predicted, pair_report
 from core.results import split_gain, split_mismatch
+from core.results_record import ResultsFileError, ShippedResults
 from core.models import count_flops, count_parameters, feature_layers, layer_table
 from core.layout import dataset_folder
-from core.roles import CONTROLS, DISTILLED, TEACHER, role
+from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
 from explorer import loaders
 from explorer.loaders import LoadedModel
 
@@ -152,57 +153,56 @@ def never_predicted_notes(reports: dict[str, dict], labels: dict[str, str]) -> l
     return notes
 
 
-def seed_summary(dataset: str) -> tuple[list[dict], dict] | None:
-    """Mean ± std over seeds of the shipped students, from ``results.json`` (`core.reproduce`), if shipped.
+def shipped_results(dataset: str, protocol: str = "official") -> tuple[ShippedResults | None, str | None]:
+    """The results `core.reproduce` shipped for one split (`explorer.loaders.results`), or None with the reason its
+    file cannot be read (None when none is shipped)."""
+    try:
+        return loaders.results(dataset, protocol), None
+    except ResultsFileError as e:
+        return None, str(e)
 
-    Returns:
-        ``(table rows, {"seeds": [...], "chosen": {"alpha", "temperature"}})`` or None.
-    """
-    results = loaders.results(dataset)
-    summary = (results or {}).get("summary")
-    if not isinstance(summary, dict):
+
+SEED_COLUMNS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1",
+                "ece": "ECE", "agreement": "agreement with teacher"}
+
+
+def seed_summary(results: ShippedResults | None) -> list[dict] | None:
+    """Mean ± std over seeds of each student the results summarise (a metric a file lacks left out); None
+    without results."""
+    if results is None or not results.arms:
         return None
-    columns = (("accuracy", "accuracy"), ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
-               ("ece", "ECE"), ("agreement", "agreement with teacher"))
-    rows = [{"model": r.label,
-             **{name: f"{summary[r.key][k]['mean']:.4f} ± {summary[r.key][k]['std']:.4f}"
-                for k, name in columns if k in summary[r.key]}}
-            for r in (DISTILLED, *CONTROLS) if r.key in summary]
-    return rows, {"seeds": results.get("seeds", []), "chosen": results.get("chosen", {})}
+    rows = []
+    for r in results.arms:
+        spreads = {name: getattr(results.arm_summary(r), key) for key, name in SEED_COLUMNS.items()}
+        rows.append({"model": r.label, **{name: f"{s.mean:.4f} ± {s.std:.4f}"
+                                          for name, s in spreads.items() if s is not None}})
+    return rows
 
 
-PAIRED_COMPARISONS = {"student_minus_label_only": "Distilled minus labels only",
-                      "student_minus_smoothing": "Distilled minus label smoothing"}
+# How the table names each control's paired comparison with the distilled student.
+PAIRED_COMPARISONS = {LABEL_ONLY: "Distilled minus labels only", SMOOTHING: "Distilled minus label smoothing"}
 
 
-def paired_differences(dataset: str) -> tuple[list[dict], str] | None:
-    """Test accuracy of the distilled student minus each control, paired by seed (``results.json``'s ``paired``,
-    `core.stats.paired_difference`), in points with the 95% interval and both p-values; and the test's name.
-    None when not shipped."""
-    paired = (loaders.results(dataset) or {}).get("paired")
-    if not isinstance(paired, dict):
+def paired_differences(results: ShippedResults | None) -> tuple[list[dict], str] | None:
+    """Test accuracy of the distilled student minus each control, paired by seed
+    (`ShippedResults.paired_difference`, `core.stats.paired_difference`), in points with the 95% interval and
+    both p-values; and the test's name. None when not shipped."""
+    if results is None:
         return None
-    rows, test = [], ""
-    for key, label in PAIRED_COMPARISONS.items():
-        d = (paired.get(key) or {}).get("accuracy")
-        if not isinstance(d, dict):
-            continue
-        try:
-            low, high = (100 * float(v) for v in d["ci"])
-            rows.append({"comparison": label, "seeds": int(d["n"]), "difference (points)": 100 * float(d["mean"]),
-                         "95% CI (points)": f"{low:+.2f} to {high:+.2f}", "p (paired t-test)": float(d["p_value"]),
-                         "p (sign flip)": float(d["p_sign_flip"])})
-        except (KeyError, TypeError, ValueError):  # a malformed entry: left out, the others still shown
-            continue
-        test = str(d.get("test", test))
-    return (rows, test) if rows else None
+    found = {label: results.paired_difference(control, "accuracy") for control, label in PAIRED_COMPARISONS.items()}
+    found = {label: d for label, d in found.items() if d is not None}
+    if not found:
+        return None
+    rows = [{"comparison": label, "seeds": d.n, "difference (points)": 100 * d.mean,
+             "95% CI (points)": f"{100 * d.ci[0]:+.2f} to {100 * d.ci[1]:+.2f}", "p (paired t-test)": d.p_value,
+             "p (sign flip)": d.p_sign_flip} for label, d in found.items()]
+    return rows, list(found.values())[-1].test
 
 
-def split_comparison(dataset: str) -> list[dict] | str | None:
+def split_comparison(official: ShippedResults | None, pooled: ShippedResults | None) -> list[dict] | str | None:
     """Test accuracy on the official split beside the paper's pooled random split (same recipe), when
     ``core.reproduce`` shipped both: `core.results.split_gain` with the app's labels. A sentence instead
     where the two ran with different budgets (their difference would not be the split's)."""
-    official, pooled = loaders.results(dataset), loaders.results(dataset, "pooled")
     if official is None or pooled is None:
         return None
     mismatch = split_mismatch(official, pooled)
@@ -211,9 +211,9 @@ def split_comparison(dataset: str) -> list[dict] | str | None:
                 "difference would not be the split's alone.")
     try:
         rows = split_gain(official, pooled)
-    except (KeyError, TypeError):  # a results.json without the accuracies
+    except KeyError:  # a file without one of the three models' accuracies
         return None
-    return [{"model": role(r["model"]).label, "official split": r["official"], "pooled split": r["pooled"],
-             "gain from leakage (points)": r["gain_points"],
-             "seed std, official / pooled (points)": "–" if r["std_points"] is None
-             else "{:.1f} / {:.1f}".format(*r["std_points"])} for r in rows]
+    return [{"model": r.role.label, "official split": r.official, "pooled split": r.pooled,
+             "gain from leakage (points)": r.gain_points,
+             "seed std, official / pooled (points)": "–" if r.std_points is None
+             else "{:.1f} / {:.1f}".format(*r.std_points)} for r in rows]

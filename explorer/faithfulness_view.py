@@ -80,7 +80,8 @@ def curve_series(explainer: Role, scorer: Role) -> Series:
 
 def shipped_study(results: dict | None, source: str) -> tuple[FaithfulnessStudy | None, str | None]:
     """The study in a results.json (``source`` names it), or None with the reason it cannot be read (None when
-    there is no study)."""
+    there is no study). ``results`` is the file's raw JSON (`explorer.loaders.results_json`), not its record: a
+    file may hold the study alone, where `core.faithfulness_study` ran before any reproduce."""
     block = (results or {}).get("faithfulness")
     if not block:
         return None, None

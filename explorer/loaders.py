@@ -7,7 +7,9 @@ Each cache matches how long its contents live and whether callers may change the
   maps, explainers) holds ``loaded.lock`` while it does.
 * datasets are `st.cache_resource` too (lazy readers, never mutated);
 * arrays, images and reports (``results.json``) are `st.cache_data` (copied per call, so callers may
-  modify them); files are keyed by path and modification time, so a rewritten file is read again.
+  modify them); files are keyed by path and modification time, so a rewritten file is read again. The pages
+  read ``results.json`` through its record (`core.results_record.ShippedResults`); only the faithfulness study
+  is taken from its raw JSON, since a file may hold the study alone.
 
 Models are keyed as the app keys them everywhere (URLs, session state, charts): by their shipped file stem
 (`core.roles.Role.shipped`: teacher, student, student_label_only). Where the files are is `core.layout`; what
@@ -32,6 +34,7 @@ from core.catalog import DATASETS, DatasetError
 from core.data import load_dataset
 from core.images import open_image, to_rgb
 from core.layout import checkpoint_file, dataset_folder, results_file
+from core.results_record import ShippedResults
 from core.roles import DISTILLED, SHIPPED, TEACHER
 from explorer import listing, runtime
 
@@ -119,12 +122,13 @@ def _read_json(path: str, mtime: float) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def results(dataset: str, protocol: str = "official") -> dict | None:
-    """The ``results.json`` that `core.reproduce` shipped for ``dataset`` on ``protocol``, or None.
+def results_json(dataset: str, protocol: str = "official") -> dict | None:
+    """The parsed JSON of a dataset's ``results.json`` on ``protocol``, or None (no file, or one that is not a
+    JSON object). The official split's file sits beside the checkpoints (``<root>/<dataset>/results.json``),
+    another protocol's in its own folder (``<root>/<dataset>/pooled/results.json``).
 
-    The official split's file sits beside the checkpoints (``<root>/<dataset>/results.json``), another
-    protocol's in its own folder (``<root>/<dataset>/pooled/results.json``). A missing, unreadable or
-    malformed file gives None.
+    Only the faithfulness study is read from it (`explorer.faithfulness_view.shipped_study`): everything else
+    through `results`.
     """
     path = results_file(dataset_folder(dataset, protocol))
     try:
@@ -132,6 +136,27 @@ def results(dataset: str, protocol: str = "official") -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+# What `core.faithfulness_study.write_study` leaves where no reproduce ran: a results.json of the study alone.
+STUDY_ONLY = frozenset({"dataset", "faithfulness"})
+
+
+def results(dataset: str, protocol: str = "official") -> ShippedResults | None:
+    """The record of the ``results.json`` that `core.reproduce` shipped for ``dataset`` on ``protocol``, or None
+    when it shipped none (no file, or a file of the faithfulness study alone).
+
+    Raises:
+        ResultsFileError: the file holds results this code cannot read: not JSON, a newer version, a field
+            missing or of the wrong kind (the page shows the message).
+    """
+    path = results_file(dataset_folder(dataset, protocol))
+    if not path.is_file():
+        return None
+    data = results_json(dataset, protocol)  # None here: not a JSON object, which the record refuses by name
+    if data is not None and set(data) <= STUDY_ONLY:
+        return None
+    return ShippedResults.from_json(data, path)
 
 
 def dataset_input_size(name: str) -> int:

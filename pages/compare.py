@@ -55,14 +55,17 @@ st.dataframe(compare_view.metrics_table(reports, labels), hide_index=True, key="
 for note in compare_view.never_predicted_notes(reports, labels):
     st.warning(note, icon=":material/visibility_off:")
 
-seeds = compare_view.seed_summary(dataset)
+official, unreadable = compare_view.shipped_results(dataset)  # read once here and passed down
+pooled, pooled_unreadable = compare_view.shipped_results(dataset, "pooled")
+for reason in filter(None, (unreadable, pooled_unreadable)):
+    st.warning(f"The results shipped for {dataset} cannot be read ({reason}); their tables are left out. "
+               f"`python -m core.reproduce {dataset}` writes them anew.", icon=":material/error:")
+seeds = compare_view.seed_summary(official)
 if seeds:
-    rows, info = seeds
-    chosen = info["chosen"]
-    st.markdown(f"**Over {len(info['seeds'])} seeds** (KD setting chosen on validation: alpha = "
-                f"{chosen.get('alpha')}, T = {chosen.get('temperature')}); the models above are the first seed.")
-    st.dataframe(rows, hide_index=True, key="seeds_table")
-paired = compare_view.paired_differences(dataset)
+    st.markdown(f"**Over {len(official.seeds)} seeds** (KD setting chosen on validation: alpha = "
+                f"{official.chosen.alpha}, T = {official.chosen.temperature}); the models above are the first seed.")
+    st.dataframe(seeds, hide_index=True, key="seeds_table")
+paired = compare_view.paired_differences(official)
 if paired:
     rows, test = paired
     st.markdown("**Is the gain from the teacher?** Test accuracy of the distilled student minus each control "
@@ -73,7 +76,7 @@ if paired:
                                 "p (paired t-test)": st.column_config.NumberColumn(format="%.3g"),
                                 "p (sign flip)": st.column_config.NumberColumn(format="%.3g")})
 
-leak = compare_view.split_comparison(dataset)
+leak = compare_view.split_comparison(official, pooled)
 if isinstance(leak, str):
     st.caption(leak)
 elif leak:

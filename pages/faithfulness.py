@@ -13,7 +13,7 @@ chrome.page_header("Faithfulness over the test set",
                    "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.",
                    terms=("Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game", "Spearman correlation",
                           "IoU"))
-study, unreadable = fv.shipped_study(loaders.results(dataset), f"{dataset}/results.json")
+study, unreadable = fv.shipped_study(loaders.results_json(dataset), f"{dataset}/results.json")
 if unreadable:
     st.warning(f"The faithfulness study shipped for {dataset} cannot be read ({unreadable}). Rerun "
                f"`python -m core.faithfulness_study {dataset} --fresh`.", icon=":material/error:")

@@ -2,6 +2,7 @@
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -9,8 +10,11 @@ import torch
 from core import checkpoints
 from core.data import load_dataset
 from core import roles
+from core.results_record import ArmSummary, KdSetting, PairedDifference, ShippedResults, Spread
+from core.roles import LABEL_ONLY, SMOOTHING
 from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, link_shipped,  # noqa: F401
                                    open_page, texts)
+from tests.test_results import results_file
 
 SHIPPED = ROOT / "checkpoints"
 
@@ -156,11 +160,16 @@ def test_gallery_says_so_when_teacher_and_student_never_disagree(tmp_path, monke
     assert [s.value for s in at.success] == ["None among the images predicted here."] * (1 + (wrong == 0))
 
 
+def with_accuracy_spread(res: ShippedResults, mean: float, std: float) -> ShippedResults:
+    """``res`` with every student's accuracy over seeds set to ``mean`` and ``std``."""
+    return replace(res, summary={k: replace(arm, accuracy=replace(arm.accuracy, mean=mean, std=std))
+                                 for k, arm in res.summary.items()})
+
+
 def test_spread_over_seeds_is_shown_when_results_are_shipped(tmp_path, monkeypatch):
-    spread = {"mean": 0.9, "std": 0.01, "min": 0.89, "max": 0.91, "n": 3}
-    summary = {k: {m: spread for m in ("accuracy", "macro_f1", "ece", "agreement")} for k in ("student", "label_only")}
-    results = {"seeds": [0, 1, 2], "chosen": {"alpha": 0.3, "temperature": 8.0}, "summary": summary}
-    (link_shipped(tmp_path) / "results.json").write_text(json.dumps(results))
+    results = replace(results_file("phantom", "official", 0.95, student_acc=0.9),
+                      chosen=KdSetting(alpha=0.3, temperature=8.0))
+    (link_shipped(tmp_path) / "results.json").write_text(results.json_text())
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
     assert_ok(at)
@@ -168,23 +177,26 @@ def test_spread_over_seeds_is_shown_when_results_are_shipped(tmp_path, monkeypat
     table = next(d.value for d in at.dataframe if "agreement with teacher" in d.value.columns)
     assert list(table["model"]) == ["Student (distilled)", "Student (labels only)"]
     assert table["accuracy"][0] == "0.9000 ± 0.0100"
+    assert not any("cannot be read" in w.value for w in at.warning)  # a file that reads: no notice
 
 
 def test_the_label_smoothing_control_balanced_accuracy_and_paired_differences_are_shown(tmp_path, monkeypatch):
     def spread(mean):
-        return {"mean": mean, "std": 0.01, "min": mean - 0.01, "max": mean + 0.01, "n": 5}
+        return Spread(mean=mean, std=0.01, min=mean - 0.01, max=mean + 0.01, n=5)
 
-    summary = {k: {m: spread(0.9 if k == "student" else 0.85) for m in ("accuracy", "balanced_accuracy")}
+    summary = {k: ArmSummary(*[spread(0.9 if k == "student" else 0.85)] * 4,
+                             balanced_accuracy=spread(0.9 if k == "student" else 0.85))
                for k in ("student", "label_only", "smoothing")}
 
     def paired(mean, low, high, p):
-        return {"accuracy": {"mean": mean, "ci": [low, high], "p_value": p, "p_sign_flip": 0.0625, "n": 5,
-                             "test": "paired t-test over seeds, df = 4", "differences": [mean] * 5, "std": 0.01}}
+        return {"accuracy": PairedDifference(mean=mean, std=0.01, ci=(low, high), p_value=p, p_sign_flip=0.0625, n=5,
+                                             test="paired t-test over seeds, df = 4", differences=(mean,) * 5)}
 
-    results = {"seeds": [0, 1, 2, 3, 4], "chosen": {"alpha": 0.5, "temperature": 2.0}, "summary": summary,
-               "paired": {"student_minus_label_only": paired(0.05, 0.03, 0.07, 0.001),
-                          "student_minus_smoothing": paired(-0.004, -0.02, 0.012, 0.5)}}
-    (link_shipped(tmp_path) / "results.json").write_text(json.dumps(results))
+    results = replace(results_file("phantom", "official", 0.95), seeds=(0, 1, 2, 3, 4), summary=summary,
+                      chosen=KdSetting(alpha=0.5, temperature=2.0),
+                      paired={LABEL_ONLY.key: paired(0.05, 0.03, 0.07, 0.001),
+                              SMOOTHING.key: paired(-0.004, -0.02, 0.012, 0.5)})
+    (link_shipped(tmp_path) / "results.json").write_text(results.json_text())
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
     assert_ok(at)
@@ -202,15 +214,11 @@ def test_the_label_smoothing_control_balanced_accuracy_and_paired_differences_ar
 
 
 def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path, monkeypatch):
-    spread = {"mean": 0.9, "std": 0.01, "min": 0.89, "max": 0.91, "n": 3}
     folder = link_shipped(tmp_path)
-    for sub, shift in ((folder, 0.0), (folder / "pooled", 0.08)):
+    for sub, protocol, shift in ((folder, "official", 0.0), (folder / "pooled", "pooled", 0.08)):
         sub.mkdir(exist_ok=True)
-        summary = {k: {"accuracy": {**spread, "mean": 0.7 + shift, "std": 0.01 + shift / 4}}
-                   for k in ("student", "label_only")}
-        results = {"seeds": [0, 1, 2], "chosen": {"alpha": 0.5, "temperature": 4.0}, "summary": summary,
-                   "test": {"models": {"teacher": {"accuracy": 0.6 + shift}}}}
-        (sub / "results.json").write_text(json.dumps(results))
+        results = with_accuracy_spread(results_file("phantom", protocol, 0.6 + shift), 0.7 + shift, 0.01 + shift / 4)
+        (sub / "results.json").write_text(results.json_text())
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
     assert_ok(at)
@@ -223,20 +231,42 @@ def test_official_and_pooled_splits_are_compared_when_both_are_shipped(tmp_path,
 
 
 def test_splits_run_with_different_budgets_are_not_compared(tmp_path, monkeypatch):
-    spread = {"mean": 0.9, "std": 0.01, "min": 0.89, "max": 0.91, "n": 3}
     folder = link_shipped(tmp_path)
-    for sub, size in ((folder, 128), (folder / "pooled", 96)):
+    for sub, protocol, size in ((folder, "official", 128), (folder / "pooled", "pooled", 96)):
         sub.mkdir(exist_ok=True)
-        summary = {k: {"accuracy": spread} for k in ("student", "label_only")}
-        results = {"seeds": [0, 1, 2], "chosen": {"alpha": 0.5, "temperature": 4.0}, "summary": summary,
-                   "budget": {"input_size": size, "teacher_epochs": 8},
-                   "test": {"models": {"teacher": {"accuracy": 0.6}}}}
-        (sub / "results.json").write_text(json.dumps(results))
+        results = results_file("phantom", protocol, 0.6, teacher_epochs=8)
+        results = replace(results, budget=replace(results.budget, input_size=size))
+        (sub / "results.json").write_text(results.json_text())
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
     assert_ok(at)
     assert not any("pooled split" in d.value.columns for d in at.dataframe)
     assert "budgets differ (official 128 px, 8 teacher epochs; pooled 96 px, 8 teacher epochs)" in texts(at)
+
+
+def test_a_results_file_that_cannot_be_read_is_named_and_the_page_goes_on(tmp_path, monkeypatch):
+    data = results_file("phantom", "official", 0.95).to_json()
+    data["summary"]["student"]["accuracy"].pop("std")
+    (link_shipped(tmp_path) / "results.json").write_text(json.dumps(data))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    notice = " ".join(w.value for w in at.warning)
+    assert "The results shipped for phantom cannot be read" in notice
+    assert "results.json: field 'summary.student.accuracy' does not fit Spread" in notice
+    assert not any("agreement with teacher" in d.value.columns for d in at.dataframe)
+    assert any("metric" in d.value.columns for d in at.dataframe)  # the checkpoints' own metrics still shown
+
+
+def test_a_results_file_of_the_faithfulness_study_alone_is_no_results(tmp_path, monkeypatch):
+    # what core.faithfulness_study writes where no reproduce ran: the page has no seeds to show, and no notice
+    study = json.loads((SHIPPED / "phantom" / "results.json").read_text())["faithfulness"]
+    (link_shipped(tmp_path) / "results.json").write_text(json.dumps({"dataset": "phantom", "faithfulness": study}))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    assert not any("cannot be read" in w.value for w in at.warning)
+    assert not any("agreement with teacher" in d.value.columns for d in at.dataframe)
 
 
 def test_no_split_comparison_without_the_pooled_results(tmp_path, monkeypatch):

@@ -139,12 +139,23 @@ def test_page_says_plainly_when_a_study_cannot_be_read(study_root, tmp_path, mon
     assert not at.exception and not has_chart(at, "faith_boxes")
 
 
+def test_page_draws_a_study_written_where_no_reproduce_ran(study_root, tmp_path, monkeypatch):
+    # core.faithfulness_study writes a results.json of the study alone then: the page reads it all the same
+    at = open_with_results(study_root / "phantom", tmp_path, monkeypatch,
+                           lambda r: [r.pop(k) for k in list(r) if k not in ("dataset", "faithfulness")])
+    assert set(json.loads((tmp_path / "phantom" / "results.json").read_text())) == {"dataset", "faithfulness"}
+    assert has_chart(at, "faith_boxes") and "8 test images (4 for the slow methods)" in texts(at)
+    assert not any("cannot be read" in w.value or "other checkpoints" in w.value for w in at.warning)
+
+
 def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study_root, tmp_path):
     from core.results import faithfulness_lines
+    from core.results_record import ShippedResults
 
     folder = study_root / "phantom"
     block = json.loads((folder / "results.json").read_text())["faithfulness"]
-    lines = faithfulness_lines(block, folder)
+    study = ShippedResults.read(folder / "results.json").study()
+    lines = faithfulness_lines(study, folder)
     text = "\n".join(lines)
     assert "8 test images, 4 for the slow methods" in text and "earlier checkpoints" not in text
     rows = [line for line in lines if line.startswith("| ")]
@@ -158,4 +169,4 @@ def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study
     assert cam[3].split(" ")[0] == f"{block['methods']['cam']['student_on_teacher']['deletion_auc']['mean']:.3f}"
     shutil.copytree(folder, tmp_path / "phantom")
     (tmp_path / "phantom" / "student.pt").write_bytes(b"another checkpoint")
-    assert "computed for earlier checkpoints" in "\n".join(faithfulness_lines(block, tmp_path / "phantom"))
+    assert "computed for earlier checkpoints" in "\n".join(faithfulness_lines(study, tmp_path / "phantom"))

@@ -270,7 +270,7 @@ def test_benchmark_scripts_write_tables_the_readme_can_render():
 
 
 def test_method_tables_use_readable_names():
-    study = json.loads((Path(results.REPO) / "checkpoints" / "phantom" / "results.json").read_text())["faithfulness"]
+    study = ShippedResults.read(Path(results.REPO) / "checkpoints" / "phantom" / "results.json").study()
     table = "\n".join(results.faithfulness_lines(study, Path(results.REPO) / "checkpoints" / "phantom"))
     assert "| Grad-CAM |" in table and "| Random map (baseline) |" in table
     assert "| grad_cam |" not in table and "| random (baseline) |" not in table
@@ -297,7 +297,7 @@ def _method(baseline: bool = False, localisation=None, **scores: CurveScores) ->
 
 
 def _study(methods: dict[str, MethodScores], sanity=None, tolerance_px: int | None = None) -> dict:
-    """A study of 24 images as `core.faithfulness_study` writes it into results.json."""
+    """A study of 24 images as `core.faithfulness_study` writes it into results.json (the record's raw block)."""
     settings = StudySettings("phantom", None, 4, 8, tuple(methods), 10, 0)
     return FaithfulnessStudy(settings, 24, (0, 1, 2, 3), "f" * 64, tuple(range(24)), (0,) * 24,
                              {TEACHER: (0,) * 24, DISTILLED: (0,) * 24}, 1.0, {TEACHER: "0" * 64, DISTILLED: "1" * 64},
@@ -316,12 +316,13 @@ def test_the_cross_dataset_answer_reads_the_students_maps_on_the_teachers_score(
         "random": _method(True, teacher=_scores(0.5, 0.5)),
         "mask_prior": _method(True, teacher=_scores(0.4, 0.6), localisation=(_hit_series(prior), _hit_series(prior)))},
         tolerance_px=9)
-    found = [{"dataset": "phantom", "protocol": "official", "faithfulness": study},
-             {"dataset": "brain_tumor", "protocol": "official"}]  # no study: no row
+    found = [replace(results_file("phantom", "official", 0.9), faithfulness=study),
+             results_file("brain_tumor", "official", 0.9),  # no study: no row
+             replace(results_file("eye_disease", "pooled", 0.9), faithfulness=study)]  # the official split's only
     text = "\n".join(results.faithfulness_answer_lines(found))
     # the student's maps as scored on the teacher, not the student's own scores; marks from the paired interval
     assert "| phantom | 24 | 0.200 ✓ / 0.800 | 0.600 ✗ / 0.700 | 0.300 / 0.750 | 0.500 / 0.500 |" in text
-    assert "brain_tumor" not in text
+    assert "brain_tumor" not in text and "eye_disease" not in text
     # 12 hits where the prior hits none: McNemar's exact p = 2 / 2^12
     assert "the student's CAM 0.60 against 0.00 (McNemar p = 0.00049, 12 discordant of 20: above the prior)" in text
     assert "the student's average feature maps 0.00 against 0.00 (McNemar p = 1, 0 discordant of 20: " \
@@ -342,8 +343,8 @@ def test_the_cross_dataset_answer_tells_how_far_each_map_moves_once_every_layer_
               "grad_cam": {TEACHER: _cascade([0.4, 0.12], n=3)}}
     study = _study({"feature_maps": _method(student_on_teacher=_scores(0.2, 0.8), teacher=_scores(0.9, 0.1)),
                     "random": _method(True, teacher=_scores(0.5, 0.5))}, sanity)
-    found = [{"dataset": "alzheimer", "protocol": "official", "faithfulness": study},
-             {"dataset": "eye_disease", "protocol": "official", "faithfulness": {**study, "sanity": {}}}]
+    found = [replace(results_file("alzheimer", "official", 0.9), faithfulness=study),
+             replace(results_file("eye_disease", "official", 0.9), faithfulness={**study, "sanity": {}})]
     text = "\n".join(results.faithfulness_answer_lines(found))
     # the last step of each cascade (every layer re-initialised): median rank correlation with the trained map
     # columns: the student's feature maps and CAM, the teacher's feature maps and Grad-CAM; (n images)

@@ -10,6 +10,7 @@ from core.budgets import Budget
 from core.results_record import (ArmSummary, Evaluation, KdSetting, PairedDifference, ResultsFileError,
                                  ShippedResults, Spread)
 from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
+from core.study_record import StudyFormatError
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
 # every results file the README and docs are rendered from: official and pooled splits, and the earlier runs
@@ -70,6 +71,24 @@ def test_accessors_reach_each_model_by_role_and_seed():
     assert record.paired_difference(LABEL_ONLY).p_value == 0.04
     assert record.paired_difference(SMOOTHING) is None
     assert record.paired_difference(LABEL_ONLY, "balanced_accuracy") is None
+
+
+def test_the_study_is_read_from_its_block_and_a_broken_one_is_refused_naming_the_file(tmp_path):
+    shipped = CKPT / "phantom" / "results.json"
+    block = json.loads(shipped.read_text())["faithfulness"]
+    study = ShippedResults.read(shipped).study()
+    assert study.config.dataset == "phantom" and study.images == block["images"]
+    assert study.score("cam", DISTILLED, TEACHER).deletion_auc.mean == \
+        block["methods"]["cam"]["student_on_teacher"]["deletion_auc"]["mean"]
+    assert replace(_record(), faithfulness=None).study() is None
+    path = tmp_path / "phantom" / "results.json"
+    path.parent.mkdir()
+    path.write_text(_record().json_text())  # a block of {"images": 3}: no study's fields
+    record = ShippedResults.read(path)
+    assert record.faithfulness == {"images": 3}  # the rest of the file is read as it is
+    with pytest.raises(StudyFormatError) as refused:
+        record.study()
+    assert str(refused.value).startswith(f"{path}: faithfulness: no ")
 
 
 def test_a_newer_version_is_refused_naming_the_file(tmp_path):

@@ -366,21 +366,31 @@ def write_study(study: FaithfulnessStudy, checkpoints_dir: str | Path, dataset: 
     return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; every default is `StudyConfig`'s own, so the two cannot drift apart."""
+    default = StudyConfig("")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
-    parser.add_argument("--checkpoints", default="checkpoints", help="folder with <dataset>/{teacher,student}.pt")
-    parser.add_argument("--root", help="data root (default: ../shared/datasets or $KD_DATA_ROOT)")
-    parser.add_argument("--images", type=int, help="stratified test images (default 200; the phantom: all)")
-    parser.add_argument("--slow-images", type=int, default=40, help=f"images for {', '.join(SLOW_METHODS)}")
-    parser.add_argument("--sanity-images", type=int, default=8)
-    parser.add_argument("--methods", nargs="+", default=list(CHEAP_METHODS + SLOW_METHODS))
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--checkpoints", default=default.checkpoints,
+                        help="folder with <dataset>/{teacher,student}.pt")
+    parser.add_argument("--root", default=default.root, help="data root (default: ../shared/datasets or $KD_DATA_ROOT)")
+    parser.add_argument("--images", type=int, default=default.images,
+                        help=f"stratified test images (default {DEFAULT_IMAGES}; the phantom: all)")
+    parser.add_argument("--slow-images", type=int, default=default.slow_images,
+                        help=f"images for {', '.join(SLOW_METHODS)} (default %(default)s)")
+    parser.add_argument("--sanity-images", type=int, default=default.sanity_images, help="default %(default)s")
+    parser.add_argument("--methods", nargs="+", default=list(default.methods))
+    parser.add_argument("--steps", type=int, default=default.steps, help="deletion/insertion steps (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=default.seed, help="default %(default)s")
+    parser.add_argument("--threads", type=int, default=default.threads)
     parser.add_argument("--fresh", action="store_true",
                         help="compute every score, even those of checkpoints the study in results.json scored")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,

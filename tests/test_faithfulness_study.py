@@ -184,3 +184,31 @@ def test_the_command_refuses_to_build_on_a_study_it_cannot_read(tmp_path, capsys
     assert refused.value.code == 2
     message = capsys.readouterr().err
     assert "results.json: faithfulness: version 2" in message and "--fresh" in message
+
+
+def test_the_command_line_takes_every_default_from_the_study_config():
+    import dataclasses
+
+    from core.faithfulness_study import StudyConfig, build_parser
+
+    # a config with other defaults than the shipped one: the parser must follow it, not literals of its own
+    @dataclasses.dataclass
+    class Other(StudyConfig):
+        slow_images: int = 7
+        sanity_images: int = 3
+        steps: int = 5
+        seed: int = 11
+
+    monkeypatch_target = "core.faithfulness_study.StudyConfig"
+    import unittest.mock
+
+    with unittest.mock.patch(monkeypatch_target, Other):
+        args = vars(build_parser().parse_args(["phantom"]))
+    compared = 0
+    for field in dataclasses.fields(Other):
+        if field.name in args and field.name != "dataset":
+            want = getattr(Other("phantom"), field.name)
+            assert args[field.name] == (list(want) if isinstance(want, tuple) else want), field.name
+            compared += 1
+    assert compared >= 8
+    assert (args["slow_images"], args["sanity_images"], args["steps"], args["seed"]) == (7, 3, 5, 11)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.recipe import TrainConfig
 from core.roles import TEACHER
@@ -14,11 +18,45 @@ JOB = "_train_job"  # this session's job, running or finished and not yet collec
 FAILED = "_train_failed"  # (run key, message) of this session's last failed run
 
 
+def session_connected(session: str) -> bool:
+    """Whether the server has the browser tab of ``session`` connected (asked from the job's thread). Outside a
+    server (a script run by hand, a test's page) there is no runtime, and the caller is the session itself."""
+    return not Runtime.exists() or bool(Runtime.instance().is_active_session(session))
+
+
+def reconnect_window_s() -> float:
+    """How long the server keeps a disconnected session for its tab to reconnect (a network blip, a laptop lid)."""
+    return float(st.get_option("server.disconnectedSessionTTL"))
+
+
+class SessionWatch:
+    """Whether a session is still there, for its job to ask while it waits and runs: connected, or disconnected for
+    less than the server keeps it. Past that its tab is gone for good, and no one can see the run's result."""
+
+    def __init__(self, session: str):
+        self.session, self.absent_since = session, None
+
+    def __call__(self) -> bool:
+        if session_connected(self.session):
+            self.absent_since = None
+            return True
+        now = time.monotonic()
+        if self.absent_since is None:
+            self.absent_since = now
+        return now - self.absent_since < reconnect_window_s()
+
+
+def this_session() -> SessionWatch | None:
+    ctx = get_script_run_ctx()
+    return SessionWatch(ctx.session_id) if ctx is not None else None
+
+
 def start(key: str, cfg: TrainConfig, teacher_path: str | None, classes: list[str]) -> None:
-    """Start this session's job, unless one runs already (a click on a stale page draws none)."""
+    """Start this session's job, unless one runs already (a click on a stale page draws none). A job whose tab is
+    closed never starts, or stops (`explorer.training.TrainingJob`)."""
     if st.session_state.get(JOB) is None:
         st.session_state.pop(FAILED, None)
-        st.session_state[JOB] = TrainingJob(key, cfg, teacher_path, classes).start()
+        st.session_state[JOB] = TrainingJob(key, cfg, teacher_path, classes, alive=this_session()).start()
 
 
 def running() -> TrainingJob | None:

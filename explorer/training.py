@@ -1,8 +1,8 @@
 """Train-and-distil page helper: the recipe of `core.train` run in a temporary folder, then a quick test.
 
-Everything is written to a fresh temporary directory that is deleted afterwards: the shipped
-checkpoints and the app's cached models are never touched (`core.train` distils from a private
-copy of the teacher it is given).
+Everything is written to a fresh temporary directory that is deleted afterwards, however the run ends (done,
+failed, stopped, its worker killed; a killed server's, by the next run): the shipped checkpoints and the app's cached
+models are never touched (`core.train` distils from a private copy of the teacher it is given).
 
 The page runs it as a `TrainingJob`: in a child process (`explorer.train_worker`) with one torch thread at a
 lower CPU priority, at most ``$KD_APP_TRAINERS`` (default 1) at a time for the whole server, so that one
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,7 +63,7 @@ def computed_for(key: str) -> str:
 
 def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
             on_epoch_end: Callable[[str, dict], None] | None = None,
-            on_stage: Callable[[str], None] | None = None) -> dict:
+            on_stage: Callable[[str], None] | None = None, out: str | None = None) -> dict:
     """Run the recipe (teacher unless ``shipped_teacher`` is given, distilled and label-only students)
     and evaluate each model on a capped, class-balanced test subset.
 
@@ -70,12 +72,15 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
         shipped_teacher: a loaded teacher to distil from instead of training one (never modified).
         on_epoch_end: ``(role, epoch record)`` after every epoch, for live curves.
         on_stage: called with the role when a model starts training.
+        out: the run folder, made and removed by the caller (`TrainingJob`'s process, which outlives a killed
+            worker); without it, a temporary folder of its own, removed at the end.
 
     Returns:
         ``{"runs": {role: {"history", "stopped", "test_accuracy", "parameters", "seconds"}}, "test_images",
         "seconds", "config"}``.
     """
-    out = tempfile.mkdtemp(prefix="kd-explorer-train-")
+    own_folder = out is None
+    out = new_run_folder() if own_folder else out
     started = time.perf_counter()
     stage_started: dict[str, float] = {}
 
@@ -96,7 +101,8 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
         report = evaluate_checkpoints({shown[n]: r.path for n, r in results.items()}, n_boot=200,
                                       max_per_class=test_cap)
     finally:
-        shutil.rmtree(out, ignore_errors=True)
+        if own_folder:
+            shutil.rmtree(out, ignore_errors=True)
     runs = {shown[name]: {"history": r.history, "stopped": r.stopped,
                           "test_accuracy": report["models"][shown[name]]["accuracy"],
                           "parameters": count_parameters(r.model), "seconds": ended[name]}
@@ -105,23 +111,116 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
     return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started}
 
 
+# ---------------------------------------------------------------------------------------------- run folders
+# A run folder is ``<temporary folder>/kd-explorer-train-<pid>-<random>``, <pid> the process that made it and
+# removes it (the server; a killed worker cannot clean up after itself). A server that dies (kill -9, a crash)
+# leaves its folders behind: the next run started on the machine removes them.
+
+RUN_PREFIX = "kd-explorer-train-"
+_OWNED = re.compile(re.escape(RUN_PREFIX) + r"(?P<pid>\d+)-[^/]+$")
+_EARLIER = re.compile(re.escape(RUN_PREFIX) + r"[a-z0-9_]{8}$")  # an earlier version's folders: no owner named
+EARLIER_STALE_S = 86400.0  # a page run takes minutes; such a folder untouched for a day is no live run's
+
+
+def new_run_folder() -> str:
+    """A fresh run folder owned by this process."""
+    return tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's process
+        return True
+    except (ProcessLookupError, OverflowError):  # none, or a number no process can have
+        return False
+    return True
+
+
+def _last_touched(folder: Path) -> float:
+    return max((p.stat().st_mtime for p in [folder, *folder.rglob("*")]), default=0.0)
+
+
+def remove_dead_runs(where: str | None = None) -> list[str]:
+    """Remove the run folders whose owner process is gone (and an earlier version's, once stale); their names."""
+    removed = []
+    for folder in sorted(Path(where or tempfile.gettempdir()).glob(f"{RUN_PREFIX}*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            owned = _OWNED.match(folder.name)
+            if owned:
+                dead = not _process_alive(int(owned["pid"]))
+            else:
+                dead = bool(_EARLIER.match(folder.name)) and time.time() - _last_touched(folder) > EARLIER_STALE_S
+        except OSError:  # it went away meanwhile, or cannot be read: not ours to judge
+            continue
+        if dead:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+def write_failure_message(where: str, reason: str) -> str:
+    """The page's message for a run whose files could not be written in the temporary folder ``where`` (a full
+    disk, a quota): its run folder is gone, so it cannot be resumed, only run again once there is room."""
+    return (f"could not write the run's files in {where}: {reason}. Nothing was kept (the run's "
+            "temporary folder is removed); free space there, or start the app with TMPDIR set to a folder on a disk "
+            "with room, and press Train again")
+
+
+# ---------------------------------------------------------------------------------------------- the job
+
 _SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("KD_APP_TRAINERS") or 1)))
+WORKER = [sys.executable, "-m", "explorer.train_worker"]  # + the message pipe's descriptor
+POLL_S = 0.2  # how often a job looks at its stop button and its session
 STDERR_LINES = 20  # the worker's last lines of standard error, for the message when it dies
+STDERR_LINE_CHARS = 2000  # of each (a progress bar redrawn in place is one very long line)
+ERROR_CHARS = 300  # of the line the page shows
+# A progress bar's redraw: "decoding phantom train:  40%|####      | 4/10 [00:01<00:01, 3.9img/s]" or "5it [00:01, ...]"
+_PROGRESS_BAR = re.compile(r"\d%\||\[(\d+:)?\d+:\d\d[<,\]]")
+
+
+def last_error_line(lines) -> str:
+    """The worker's last line of standard error that says something: not blank, not a progress bar."""
+    for line in reversed(list(lines)):
+        for part in reversed(line.split("\r")):
+            part = part.strip()
+            if part and not _PROGRESS_BAR.search(part):
+                return part if len(part) <= ERROR_CHARS else part[:ERROR_CHARS - 3] + "..."
+    return ""
+
+
+def exit_message(returncode: int, errors) -> str:
+    """Why a worker that sent no result ended: its exit, and its last error line."""
+    if returncode < 0:
+        try:
+            how = f"was killed (signal {signal.Signals(-returncode).name})"
+        except ValueError:
+            how = f"was killed (signal {-returncode})"
+    else:
+        how = f"ended unexpectedly (exit code {returncode})"
+    last = last_error_line(errors)
+    return f"the training process {how}" + (f": {last}" if last else "")
 
 
 class TrainingJob:
     """One Train-page run, in a child process, that the page polls.
 
     Its state is ``queued`` (another run holds the server's training slot), ``running``, then ``done``
-    (``result`` is `run_all`'s), ``failed`` (``error`` says why) or ``stopped``. ``histories`` grows by one
-    record per epoch, for live curves; ``role`` is the model being trained, ``pid`` the child process's.
+    (``result`` is `run_all`'s), ``failed`` (``error`` says why) or ``stopped``: by `stop`, or because its session
+    is gone for good (``alive``, asked while it waits and while it runs, said no), so that a closed tab's run
+    neither starts nor keeps the slot. ``histories`` grows by one record per epoch, for live curves;
+    ``role`` is the model being trained, ``pid`` the child process's. The run folder is removed however the run
+    ends; the state is set last, once the process has ended and its folder is gone.
     """
 
     def __init__(self, key: str, cfg: TrainConfig, teacher_path: str | None = None,
-                 classes: list[str] | None = None):
+                 classes: list[str] | None = None, alive: Callable[[], bool] | None = None):
         self.key, self.cfg, self.teacher_path, self.classes = key, cfg, teacher_path, classes
         self.state, self.role, self.result, self.error, self.pid = "queued", None, None, None, None
         self.histories: dict[str, list[dict]] = {}
+        self._alive = alive
         self._lock, self._stop = threading.Lock(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="kd-train-job", daemon=True)
 
@@ -147,66 +246,108 @@ class TrainingJob:
         with self._lock:
             return {role: list(records) for role, records in self.histories.items()}
 
+    def _ended(self) -> bool:
+        """Whether the run is to end: stopped, or its session gone (then it is stopped)."""
+        if not self._stop.is_set() and self._alive is not None:
+            try:
+                gone = not self._alive()
+            except Exception:  # a question about the session that fails is no reason to end a run
+                gone = False
+            if gone:
+                self._stop.set()
+        return self._stop.is_set()
+
     def _run(self) -> None:
-        with _SLOTS:
-            if self._stop.is_set():
+        while not _SLOTS.acquire(timeout=POLL_S):
+            if self._ended():
                 self.state = "stopped"
                 return
-            read_fd, write_fd = os.pipe()
-            spec = json.dumps({"recipe": asdict(self.cfg), "teacher_path": self.teacher_path,
-                               "classes": self.classes})
-            root = str(Path(__file__).resolve().parents[1])
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-            try:
-                process = subprocess.Popen([sys.executable, "-m", "explorer.train_worker", str(write_fd)],
-                                           stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.PIPE, pass_fds=(write_fd,), cwd=root, env=env)
-            finally:
-                os.close(write_fd)  # the child holds its own copy: end of file once it exits
-            self.pid, self.state = process.pid, "running"
-            errors: deque[str] = deque(maxlen=STDERR_LINES)
-            drain = threading.Thread(target=lambda: errors.extend(line.decode("utf-8", "replace").rstrip()
-                                                                  for line in process.stderr), daemon=True)
-            drain.start()
+        try:
+            if self._ended():
+                state = "stopped"
+            else:
+                state, self.result, self.error = self._in_run_folder()
+        except Exception as err:  # a failed run must not leave the page waiting
+            state, self.error = "failed", f"{type(err).__name__}: {err}"
+        finally:
+            _SLOTS.release()
+        self.state = state
+
+    def _in_run_folder(self) -> tuple[str, dict | None, str | None]:
+        remove_dead_runs()
+        try:
+            folder = new_run_folder()
+        except OSError as err:
+            return "failed", None, write_failure_message(tempfile.gettempdir(), err.strerror or str(err))
+        try:
+            return self._in_process(folder)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _in_process(self, folder: str) -> tuple[str, dict | None, str | None]:
+        read_fd, write_fd = os.pipe()
+        spec = json.dumps({"recipe": asdict(self.cfg), "teacher_path": self.teacher_path,
+                           "classes": self.classes, "out": folder})
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        try:
+            process = subprocess.Popen([*WORKER, str(write_fd)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, pass_fds=(write_fd,), cwd=root, env=env)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)  # the child holds its own copy: end of file once it exits
+        self.pid, self.state = process.pid, "running"
+        errors: deque[str] = deque(maxlen=STDERR_LINES)
+        drain = threading.Thread(target=lambda: errors.extend(line[-STDERR_LINE_CHARS:].decode("utf-8", "replace")
+                                                              for line in process.stderr), daemon=True)
+        drain.start()
+        stopper = threading.Thread(target=self._end_on_stop, args=(process,), daemon=True)
+        stopper.start()
+        try:
             try:
                 process.stdin.write(spec.encode("utf-8"))
                 process.stdin.close()
-                with os.fdopen(read_fd, "r", encoding="utf-8") as messages:
-                    self._follow(process, messages, errors)
-            finally:
-                if process.poll() is None:
-                    process.terminate()
-                process.wait()
-                drain.join(5)
+            except OSError:  # it died before reading its recipe: its exit and error output say why
+                pass
+            with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as messages:
+                outcome = self._follow(messages, folder)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            process.wait()
+            drain.join(5)
+        if outcome is not None:
+            return outcome
+        if self._stop.is_set():
+            return "stopped", None, None
+        return "failed", None, exit_message(process.returncode, errors)
 
-    def _follow(self, process, messages, errors) -> None:
-        stopper = threading.Thread(target=self._end_on_stop, args=(process,), daemon=True)
-        stopper.start()
+    def _follow(self, messages, folder: str) -> tuple[str, dict | None, str | None] | None:
+        """Read the worker's messages until its result, its error or the end of the pipe (None)."""
         for line in messages:  # one JSON object per line, until the worker closes the pipe
-            message = json.loads(line)
-            kind = message["kind"]
+            try:
+                message = json.loads(line)
+                kind = message["kind"]
+            except (ValueError, TypeError, KeyError):  # cut short by its death: its exit says why
+                return None
             if kind == "stage":
                 self.role = message["role"]
             elif kind == "epoch":
                 with self._lock:
                     self.histories.setdefault(message["role"], []).append(message["record"])
             elif kind == "done":
-                self.result, self.state = {**message["result"], "config": self.cfg}, "done"
-                return
+                return "done", {**message["result"], "config": self.cfg}, None
+            elif message.get("write_failure"):
+                return "failed", None, write_failure_message(str(Path(folder).parent), message["write_failure"])
             else:
-                self.error, self.state = message["message"], "failed"
-                return
-        if self._stop.is_set():
-            self.state = "stopped"
-            return
-        process.wait()
-        last = next((line for line in reversed(errors) if line.strip()), "")
-        self.error = f"the training process ended unexpectedly (exit code {process.returncode})" + \
-            (f": {last}" if last else "")
-        self.state = "failed"
+                return "failed", None, message["message"]
+        return None
 
     def _end_on_stop(self, process) -> None:
         while process.poll() is None:
-            if self._stop.wait(0.2):
+            if self._ended():
                 process.terminate()
                 return
+            time.sleep(POLL_S)

@@ -4,6 +4,11 @@ for the server, that can be stopped and that reports a failure instead of leavin
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 
@@ -74,3 +79,158 @@ def test_the_page_states_how_many_models_a_run_trains(label_only, shipped, expec
 def test_each_stage_is_shown_under_its_shipped_models_key():
     cfg = TrainConfig(dataset="phantom", seeds=(0,))
     assert [training.shown_role(s) for s in default_stages(cfg)] == ["teacher", "student", "student_label_only"]
+
+
+# --------------------------------------------------------------------------- hostile workers (no real training)
+# A fake worker speaks the real worker's protocol (spec on standard input, JSON lines on the file descriptor it is
+# given): it writes a file into the run folder the page made for it, then (once any error output is written) says
+# it trains the teacher, and ends as the case says. Each case is one line: how it ends, and what the job must report.
+
+FAKE_START = """
+import json, os, signal, sys, time
+out = os.fdopen(int(sys.argv[1]), "w", buffering=1)
+spec = json.loads(sys.stdin.read())
+with open(os.path.join(spec["out"], "partial.bin"), "wb") as handle:
+    handle.write(bytes(1 << 20))
+"""
+STAGE = "out.write(json.dumps({'kind': 'stage', 'role': 'teacher'}) + '\\n')\n"
+BAR = "\\rdecoding phantom train: {i}0%|#{i}| {i}/9 [00:0{i}<00:09,  1.00img/s]"
+SLEEPS = STAGE + "time.sleep(600)\n"
+BAR_THEN_SLEEP = f"for i in range(10):\n    sys.stderr.write(f'{BAR}')\nsys.stderr.flush()\n{SLEEPS}"
+ERROR_BAR_KILLED = ("sys.stderr.write('Traceback (most recent call last):\\nRuntimeError: the real reason\\n')\n"
+                    f"for i in range(10):\n    sys.stderr.write(f'{BAR}')\nsys.stderr.flush()\n"
+                    "os.kill(os.getpid(), signal.SIGKILL)\n")
+HALF_MESSAGE = "out.write('{\"kind\": \"epo'); out.flush(); os._exit(3)\n"
+
+
+@pytest.fixture
+def run_folders(tmp_path, monkeypatch):
+    """The system's temporary folder, for these tests ``tmp_path``: where the page makes its run folders."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def fake_worker(monkeypatch, body: str) -> None:
+    monkeypatch.setattr(training, "WORKER", [sys.executable, "-c", FAKE_START + body])
+
+
+def left(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(training.RUN_PREFIX))
+
+
+def training_started(job: TrainingJob, limit_s: float = 120) -> None:
+    """Wait until the fake worker has written into its run folder and said so."""
+    deadline = time.monotonic() + limit_s
+    while job.role is None and not job.finished and time.monotonic() < deadline:
+        job.wait(0.1)
+    assert job.state == "running" and job.role == "teacher", (job.state, job.error)
+
+
+def kill(job: TrainingJob) -> None:
+    os.kill(job.pid, signal.SIGKILL)
+
+
+# how the run is ended from outside (None: the worker ends by itself), and what the job then says
+ENDINGS = [
+    ("stop", SLEEPS, TrainingJob.stop, "stopped", None),
+    ("kill -9 after a progress bar", BAR_THEN_SLEEP, kill, "failed",
+     "the training process was killed (signal SIGKILL)"),
+    ("error line, progress bar, killed", ERROR_BAR_KILLED, None, "failed",
+     "the training process was killed (signal SIGKILL): RuntimeError: the real reason"),
+    ("half a message, then exit", STAGE + HALF_MESSAGE, None, "failed", "the training process ended unexpectedly (exit code 3)"),
+]
+
+
+@pytest.mark.parametrize("body, end, state, error", [e[1:] for e in ENDINGS], ids=[e[0] for e in ENDINGS])
+def test_a_run_that_is_stopped_or_dies_leaves_no_folder_and_says_why(run_folders, monkeypatch, body, end, state,
+                                                                      error):
+    fake_worker(monkeypatch, body)
+    job = TrainingJob("k", tiny()).start()
+    try:
+        if end is not None:
+            training_started(job)
+            assert [p.parent.name for p in run_folders.glob("*/partial.bin")] == left(run_folders) != []
+            end(job)
+        assert job.wait(60), job.state
+    finally:
+        job.stop()
+    assert (job.state, job.error) == (state, error)
+    assert left(run_folders) == [], "the run folder was left behind"
+    with pytest.raises(ProcessLookupError):
+        os.kill(job.pid, 0)
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def aged(folder, days: float):
+    then = time.time() - days * 86400
+    for path in [folder, *folder.rglob("*")]:
+        os.utime(path, (then, then))
+    return folder
+
+
+def test_the_next_start_removes_what_dead_servers_left_and_nothing_else(run_folders, monkeypatch):
+    def made(name: str, days: float = 0.0):
+        folder = run_folders / name
+        (folder / "teacher").mkdir(parents=True)
+        (folder / "teacher" / "state.pt").write_bytes(bytes(1024))
+        return aged(folder, days)
+
+    made(f"{training.RUN_PREFIX}{dead_pid()}-k2j4x8_q")  # its server was killed (kill -9, a crash)
+    made(f"{training.RUN_PREFIX}abcd1234", days=2)  # left by an earlier version of the app, untouched for two days
+    kept = [made(f"{training.RUN_PREFIX}1-a1b2c3d4", days=2).name,  # a live process's run (pid 1 is alive)
+            made(f"{training.RUN_PREFIX}efgh5678").name,  # an earlier version's run, written to just now
+            made("kd-explorer-other").name]
+    (run_folders / f"{training.RUN_PREFIX}99999999-file").write_text("not a folder: not ours")
+    kept.append(f"{training.RUN_PREFIX}99999999-file")
+    fake_worker(monkeypatch, STAGE)
+    job = TrainingJob("k", tiny()).start()
+    assert job.wait(60) and job.state == "failed", job.state
+    assert sorted(p.name for p in run_folders.iterdir()) == sorted(kept)
+
+
+class Session:
+    """A browser tab's session as the job sees it: there until gone for good."""
+
+    def __init__(self):
+        self.connected = True
+
+    def __call__(self) -> bool:
+        return self.connected
+
+
+def test_a_queued_run_whose_session_is_gone_never_starts(run_folders, monkeypatch):
+    fake_worker(monkeypatch, SLEEPS)
+    session = Session()
+    training._SLOTS.acquire()  # another session's run holds the only slot
+    try:
+        job = TrainingJob("k", tiny(), alive=session).start()
+        assert not job.wait(1.5) and job.state == "queued", "a queued run of a live session was dropped"
+        session.connected = False  # the tab is closed
+        assert job.wait(30), job.state
+    finally:
+        training._SLOTS.release()
+    assert job.state == "stopped" and job.pid is None, "a run of a closed session started"
+    assert left(run_folders) == []
+    assert training._SLOTS.acquire(timeout=5), "the job kept the server's training slot"
+    training._SLOTS.release()
+
+
+def test_a_running_job_whose_session_is_gone_ends_its_process_and_folder(run_folders, monkeypatch):
+    fake_worker(monkeypatch, SLEEPS)
+    session = Session()
+    job = TrainingJob("k", tiny(), alive=session).start()
+    try:
+        training_started(job)
+        session.connected = False
+        assert job.wait(60), job.state
+    finally:
+        job.stop()
+    assert job.state == "stopped"
+    assert left(run_folders) == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(job.pid, 0)

@@ -31,7 +31,7 @@ MAX_META_BYTES = 16 * 1024 * 1024  # the shipped metadata is < 100 KiB; a larger
 MAX_CLASSES = 100_000
 INPUT_SIZES = (8, 4096)  # 8 is `core.images.MIN_SIDE`, the smallest image anything here accepts
 MIN_STD = 1e-6  # a smaller std overflows float32 normalisation (and 1e-50 is 0.0 in float32)
-SEED_RANGE = (0, 2**64 - 1)  # what torch.manual_seed and numpy accept
+SEED_RANGE = (0, 2**32 - 1)  # what every seeding call accepts (numpy's takes 32 bits; torch's, 64)
 WEIGHT_DTYPES = ("float32", "float16", "bfloat16")
 
 

@@ -6,16 +6,36 @@ run must share with the run it continues (`stage_settings`) and the teacher's in
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from core.catalog import DATASETS
-from core.distill import build_loss
-from core.models import STUDENT_POOLED_BLOCKS, TEACHERS
+from core.distill import LOSSES, build_loss
+from core.metadata import SEED_RANGE
+from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, build_model
 from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER, Role
 
-__all__ = ["TrainConfig", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS", "STUDENT_ONLY_KEYS", "stage_settings",
-           "epoch_size"]
+__all__ = ["TrainConfig", "SettingError", "INPUT_SIZE_RANGE", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS",
+           "STUDENT_ONLY_KEYS", "stage_settings", "epoch_size"]
+
+# The input sides a run may use. Below 16 px the models' pooling leaves nothing to classify; above 1024 px the
+# decoded copy of a split and a student's fixed views (3 MiB per image and view at 1024 px) outgrow a machine's
+# memory before the first epoch, and so does one batch of the teacher's activations.
+INPUT_SIZE_RANGE = (16, 1024)
+
+
+class SettingError(ValueError):
+    """A setting no run can use: ``setting`` names it (a `TrainConfig` field, or a loss argument such as
+    ``alpha``), ``reason`` says what is wrong, so that a front end can name the setting its own way."""
+
+    def __init__(self, setting: str, reason: str):
+        super().__init__(f"{setting}: {reason}")
+        self.setting, self.reason = setting, reason
 
 
 @dataclass
@@ -60,19 +80,66 @@ class TrainConfig:
     teacher_logits: str | None = None  # cache file: computed once, reused by every student run
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        if self.teacher_arch not in TEACHERS:
-            raise ValueError(f"unknown teacher {self.teacher_arch!r}; choose one of {', '.join(TEACHERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.pooled_blocks < 0:
-            raise ValueError(f"pooled_blocks must be 0 or more, got {self.pooled_blocks}")
-        if self.views < 1:
-            raise ValueError(f"views must be at least 1, got {self.views}")
         self.seeds = tuple(int(s) for s in self.seeds)
-        self.teacher_loss_spec()
-        self.loss_spec()  # an unknown loss or hyperparameter fails here, before any training
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse, with a `SettingError` naming it, a setting no run can use: found here, before anything is
+        trained or written, not after the teacher has trained for an hour."""
+        for name, what, known in (("dataset", "dataset", DATASETS), ("teacher_arch", "teacher", TEACHERS),
+                                  ("schedule", "schedule", SCHEDULES), ("loss", "loss", LOSSES)):
+            if getattr(self, name) not in known:
+                raise SettingError(name, f"unknown {what} {getattr(self, name)!r}; choose one of {', '.join(known)}")
+        for name in ("batch_size", "teacher_epochs", "student_epochs", "patience", "views"):
+            _whole(name, getattr(self, name), 1)
+        for name in ("max_per_class", "teacher_patience", "threads"):  # None: no cap, no early stop, torch's threads
+            if getattr(self, name) is not None:
+                _whole(name, getattr(self, name), 1)
+        _whole("pooled_blocks", self.pooled_blocks, 0)
+        _whole("data_seed", self.data_seed, *SEED_RANGE)
+        for seed in self.seeds:  # numpy's seeding takes no more than 32 bits: a larger seed failed its stage
+            _whole("seeds", seed, *SEED_RANGE)
+        if len(set(self.seeds)) < len(self.seeds):
+            raise SettingError("seeds", f"must differ (one run folder per seed), got {list(self.seeds)}")
+        _real("lr", self.lr, 0, open_low=True)
+        _real("weight_decay", self.weight_decay, 0)
+        _real("val_fraction", self.val_fraction, 0, 1, open_low=True, open_high=True)
+        _real("attention_beta", self.attention_beta, 0)
+        _real("smoothing_control", self.smoothing_control, 0, 1, open_high=True)
+        if self.time_cap_s is not None:
+            _real("time_cap_s", self.time_cap_s, 0, open_low=True)
+        self._check_losses()
+        self._check_models()
+
+    def _check_losses(self) -> None:
+        """Every loss a stage builds, built now: an unknown loss or argument, or one out of its range, fails here."""
+        for name, value in self.loss_args.items():
+            if isinstance(value, numbers.Real) and not math.isfinite(value):
+                raise SettingError(name, f"must be a finite number, got {value}")
+        try:
+            self.teacher_loss_spec()
+        except ValueError as err:
+            raise SettingError("teacher_label_smoothing", str(err)) from None
+        try:
+            self.loss_spec()
+        except ValueError as err:  # the loss's own checks name the argument first ("alpha must be in [0, 1]")
+            named = next((name for name in self.loss_args if str(err).startswith(f"{name} ")), None)
+            raise SettingError(named or "loss_args", str(err)[len(named or ""):].lstrip()) from None
+
+    def _check_models(self) -> None:
+        """The input size in `INPUT_SIZE_RANGE`, and both models able to classify images of that size."""
+        size = self.input_size if self.input_size is not None else DATASETS[self.dataset].input_size
+        _whole("input_size", size, *INPUT_SIZE_RANGE)
+        try:
+            _reaches_head("student", size, self.depth, self.pooled_blocks)
+        except ValueError as err:  # the student's constructor refuses a depth it has no widths for
+            raise SettingError("depth", str(err)) from None
+        for arch, depth, pooled, model in ((self.teacher_arch, 0, 0, f"the {self.teacher_arch} teacher"),
+                                           ("student", self.depth, self.pooled_blocks, "the student")):
+            if not _reaches_head(arch, size, depth, pooled):
+                smallest = _smallest_side(arch, size, depth, pooled)
+                raise SettingError("input_size", f"{size} px is too small for {model} (its pooling leaves no pixel "
+                                                 f"to classify); use at least {smallest}")
 
     def loss_spec(self, loss: str | None = None, loss_args: dict | None = None) -> dict[str, dict]:
         """The `core.distill.build_loss` spec of a student (attention transfer added when beta > 0)."""
@@ -91,6 +158,53 @@ class TrainConfig:
 
 
 SCHEDULES = ("cosine", "onecycle")
+
+
+def _whole(name: str, value, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SettingError(name, f"must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise SettingError(name, f"must be {f'at least {low}' if high is None else f'between {low} and {high}'}, "
+                                 f"got {value}")
+
+
+def _real(name: str, value, low: float, high: float | None = None, open_low: bool = False,
+          open_high: bool = False) -> None:
+    """A finite number from ``low`` to ``high``, either end left out when open (nan and inf are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or \
+            value < low or (open_low and value == low) or \
+            (high is not None and (value > high or (open_high and value == high))):
+        above = f"above {low:g}" if open_low else f"at least {low:g}"
+        below = "" if high is None else f" and {'below' if open_high else 'at most'} {high:g}"
+        raise SettingError(name, f"must be a finite number {above}{below}, got {value!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _reaches_head(arch: str, size: int, depth: int, pooled: int) -> bool:
+    """Whether ``arch`` classifies images of ``size`` px: each pooling halves the side, and a side pooled to
+    nothing fails (a DenseNet-121 below 29 px, a student that pools 5 blocks below 63). Tried on the meta device,
+    which allocates no memory and computes nothing.
+
+    Raises:
+        ValueError: a student the constructor refuses (its depth).
+    """
+    args = {"depth": depth, "pooled": pooled} if arch == "student" else {}
+    with torch.device("meta"), torch.no_grad():
+        model = build_model(arch, 2, **args).eval()
+        try:
+            model(torch.zeros(1, 3, size, size))
+        except RuntimeError:
+            return False
+    return True
+
+
+def _smallest_side(arch: str, size: int, depth: int, pooled: int) -> int:
+    """The smallest side above ``size`` that ``arch`` classifies (larger sides only keep more pixels)."""
+    low, high = size, INPUT_SIZE_RANGE[1]
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _reaches_head(arch, middle, depth, pooled) else (middle, high)
+    return high
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,15 +41,15 @@ from tqdm.auto import tqdm
 from core import checkpoints, distributed, train_state
 from core.augment import (augment_batch, augmented_views, cached_teacher_logits, channel_stats, describe_augmentation,
                           state_fingerprint)
-from core.catalog import DATASETS
-from core.checkpoints import CheckpointMeta
+from core.catalog import DATASETS, DatasetError
+from core.checkpoints import CheckpointError, CheckpointMeta
 from core.data import InMemoryDataset, data_fingerprint, load_dataset, materialize
 from core.distill import LossInputs, attention_pairs, build_loss
 from core.hooks import record_activations
 from core.inference import resize_batch, to_model_input
 from core.layout import BEST_FILE, STATE_FILE, stage_folder
 from core.models import TEACHERS, build_student, build_teacher, count_parameters
-from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
+from core.recipe import SettingError, Stage, TrainConfig, default_stages, epoch_size, stage_settings
 from core.train_state import LoopState
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ EpochCallback = Callable[[str, dict], None]
 # Set (to anything but "" or "0"), every process writes ``rank<r>.sha256`` (`state_fingerprint` of its final
 # model) into the run folder: how a test sees that all ranks ended with the same weights.
 RANK_DIGESTS_ENV = "KD_RANK_DIGESTS"
+
+
+class NonFiniteLoss(ValueError):
+    """A loss that is no longer a finite number: the weights have diverged, and the stage stops without a best.pt."""
 
 
 @dataclass
@@ -292,6 +297,9 @@ def train_epoch(cfg: TrainConfig, setup: StageSetup, epoch: int, clock: float) -
     """One pass over this process's shard of the training split, then validation; the epoch's record.
 
     ``clock`` is the `time.perf_counter` reading the stage's ``seconds`` count from.
+
+    Raises:
+        NonFiniteLoss: the epoch's training or validation loss is nan or inf (`_check_finite`).
     """
     setup.net.train()
     side = setup.size if setup.student else epoch_size(setup.size, epoch, setup.epochs, cfg.progressive)
@@ -311,11 +319,23 @@ def train_epoch(cfg: TrainConfig, setup: StageSetup, epoch: int, clock: float) -
     distributed.broadcast_buffers(setup.model)
     total_loss, correct, seen = distributed.all_sum([total_loss, correct, seen])
     val_loss, val_acc = _validate(setup.model, setup.val, setup.mean, setup.std)
+    _check_finite(cfg, setup, epoch, total_loss / seen, val_loss)
     # the slowest rank's times: every rank then takes the same time-cap decision
     train_s, seconds = distributed.all_max([train_s, time.perf_counter() - clock])
     return {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / seen, "train_acc": correct / seen,
             "val_loss": val_loss, "val_acc": val_acc, "lr": setup.optimizer.param_groups[0]["lr"],
             "train_seconds": train_s, "seconds": seconds}
+
+
+def _check_finite(cfg: TrainConfig, setup: StageSetup, epoch: int, train_loss: float, val_loss: float) -> None:
+    """Stop the stage (`NonFiniteLoss`) once a loss is nan or inf: weights that diverged never recover, and the
+    best validation weights would then be the last, broken ones. Checked on the epoch's summed losses, which every
+    process shares, so that all processes stop together; the state of the last finite epoch is kept."""
+    for which, loss in (("training", train_loss), ("validation", val_loss)):
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"{setup.stage.name}: the {which} loss became {loss} in epoch {epoch + 1}: the "
+                                f"weights diverged, so the run stops and writes no best.pt; train again with a "
+                                f"lower learning rate (it was {cfg.lr:g})")
 
 
 def _train_step(cfg: TrainConfig, setup: StageSetup, idx: torch.Tensor, side: int) -> tuple[float, int]:
@@ -518,26 +538,65 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        loss_args={"alpha": args.alpha, "temperature": args.temperature})
 
 
+# What stops a run the command line reports in one line (exit 1) rather than a traceback: data it cannot read, a
+# teacher checkpoint it cannot load, a file it cannot write (a full disk, a folder without permission, a looping
+# link), a loss that diverged.
+RUN_FAILURES = (DatasetError, CheckpointError, NonFiniteLoss, OSError)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.stage == "student" and not args.teacher:
         parser.error("--stage student needs --teacher CKPT")
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except SettingError as err:  # refused before anything is trained or written
+        parser.error(f"argument {_option(parser, err.setting)}: {err.reason}")
+    runs = Path(args.out or f"runs/{args.dataset}")
+    if reason := _unwritable(runs):
+        parser.error(f"argument --out: cannot write the run folder {runs} ({reason})")
     distributed.init()
     main_process = distributed.is_main()
     logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
     stages = default_stages(cfg, teacher=args.stage != "student")
     if args.stage == "teacher":
         stages = stages[:1]
-    teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
     try:
-        results = run_stages(cfg, Path(args.out or f"runs/{args.dataset}"), stages, teacher=teacher,
-                             pretrained_weights=args.pretrained_weights)
+        teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
+        results = run_stages(cfg, runs, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
+    except RUN_FAILURES as err:
+        parser.exit(1, f"{parser.prog}: error: {_failure_line(err)}\n")
     finally:
         distributed.shutdown()
     if main_process:  # rank 0 reports and evaluates (writing the metrics into the metadata)
         _report(args, results)
+
+
+def _option(parser: argparse.ArgumentParser, setting: str) -> str:
+    """The option that sets a `TrainConfig` field (or a loss argument), as the user typed it."""
+    for action in parser._actions:
+        if action.dest == setting and action.option_strings:
+            return max(action.option_strings, key=len)
+    return setting
+
+
+def _unwritable(folder: Path) -> str:
+    """Why the run folder cannot be written ("" when it can), found before anything trains."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return ""
+
+
+def _failure_line(err: Exception) -> str:
+    """A run failure as one line: the message, with the file an operating-system error names."""
+    if isinstance(err, OSError) and not isinstance(err, checkpoints.StateWriteError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split())
 
 
 def _report(args: argparse.Namespace, results: dict[str, TrainResult]) -> None:

@@ -20,9 +20,11 @@ from core.recipe import recorded_settings
 
 __all__ = ["LoopState", "resumable_state", "restore", "save", "finished"]
 
-# What a failed state write tells the user to do (the command line resumes only when asked to).
-RESUME_HINT = ("run the same command again with resume on (--resume on the command line): the stage continues from "
-               "its last completed epoch")
+# What a failed state write tells the user of a command line to do: python -m core.train continues a run folder
+# only when asked to (the same command again would train the stage afresh); python -m core.reproduce always does.
+# (The app's Train page writes in a temporary folder, which is gone after a failure: it says so itself.)
+RESUME_HINT = ("free some space, then run python -m core.train again with --resume added (python -m core.reproduce: "
+               "the same command); the stage continues from its last completed epoch")
 
 
 @dataclass

@@ -227,6 +227,28 @@ def test_a_student_with_fewer_pooled_blocks_is_trained_saved_and_loaded_as_such(
         TrainConfig(depth=3, pooled_blocks=-1)
 
 
+@pytest.mark.parametrize("batch_size", [16, 512], ids=["training_loss", "validation_loss"])
+def test_a_diverging_stage_stops_without_a_best_checkpoint(tmp_path, batch_size):
+    # batches of 512: one step per epoch, so the training loss is that of the weights before the step that broke
+    # them, and only the validation loss shows it
+    cfg = TrainConfig(depth=3, student_epochs=3, lr=1e30, **{**SMALL, "batch_size": batch_size})
+    with pytest.raises(core.train.NonFiniteLoss, match="loss became (nan|inf) in epoch 1") as err:
+        train_stage(cfg, LABEL_ONLY, tmp_path / "run")
+    assert "learning rate" in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []
+
+
+def test_a_stage_that_diverges_later_keeps_the_state_of_its_last_finite_epoch(tmp_path, monkeypatch):
+    scripted = iter([1.0, float("nan")])
+    monkeypatch.setattr(core.train, "evaluate_loss", lambda *args: (next(scripted), 0.5))
+    cfg = TrainConfig(depth=3, student_epochs=3, **SMALL)
+    with pytest.raises(core.train.NonFiniteLoss, match="validation loss became nan in epoch 2"):
+        train_stage(cfg, LABEL_ONLY, tmp_path / "run")
+    assert not (tmp_path / "run" / "best.pt").exists()
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert [r["val_loss"] for r in state["history"]] == [1.0]
+
+
 def test_time_cap_stops_early(tmp_path):
     cfg = TrainConfig(depth=3, student_epochs=5, time_cap_s=1e-9, **SMALL)
     result = train_stage(cfg, LABEL_ONLY, tmp_path / "cap")

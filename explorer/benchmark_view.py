@@ -15,6 +15,7 @@ from explorer import cached_plots, loaders, ui
 from explorer.explanations_view import PredictedCosts
 from explorer.loaders import LoadedModel
 from explorer.names import label
+from explorer.text import plain
 
 WARMUP = 1  # untimed runs on the first image of each method, as `run_live` asks the benchmark for
 
@@ -44,7 +45,7 @@ def shipped_results(dataset: str) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
-        st.warning(f"{path} is unreadable ({err}); skipping the shipped timings.")
+        st.warning(f"{plain(path)} is unreadable ({plain(err)}); skipping the shipped timings.")
         return None
     return data if isinstance(data, dict) and data.get("rows") else None
 
@@ -84,8 +85,9 @@ def show(rows: list[dict], key: str, environment: dict | None = None) -> None:
     ui.plot(cached_plots.timing_bars(rows), f"timing_chart_{key}")
     st.dataframe(table(rows), hide_index=True, key=f"timing_table_{key}")
     if environment:
-        st.caption(f"Measured on {environment.get('cpu')} ({environment.get('threads')} threads, "
-                   f"{environment.get('device')}), torch {environment.get('torch')}.")
+        shown = {key: plain(environment.get(key), limit=200) for key in ("cpu", "threads", "device", "torch")}
+        st.caption(f"Measured on {shown['cpu']} ({shown['threads']} threads, {shown['device']}), "
+                   f"torch {shown['torch']}.")
     factors = factor_lines(speed_factors(rows))
     if factors:
         st.markdown("**The speed-up in two factors.** " + "; ".join(factors) + ".")

@@ -23,6 +23,7 @@ from core.layout import dataset_folder
 from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
 from explorer import loaders
 from explorer.loaders import LoadedModel
+from explorer.text import plain
 
 
 @st.cache_data(max_entries=16, show_spinner="Measuring the architecture ...")
@@ -143,12 +144,13 @@ def metrics_table(reports: dict[str, dict], labels: dict[str, str]) -> list[dict
 
 
 def never_predicted_notes(reports: dict[str, dict], labels: dict[str, str]) -> list[str]:
-    """One warning per model that never predicts a class present in the test split."""
+    """One warning per model that never predicts a class present in the test split (Markdown: class names, which
+    shipped metrics carry, are escaped)."""
     notes = []
     for name, rep in reports.items():
         missing = never_predicted(rep["confusion_matrix"], rep["classes"])
         if missing:
-            notes.append(f"{labels[name]} never predicts {', '.join(missing)}: its accuracy hides that; "
+            notes.append(f"{labels[name]} never predicts {plain(', '.join(missing))}: its accuracy hides that; "
                          f"see its balanced accuracy and the recall rows.")
     return notes
 

@@ -15,6 +15,7 @@ from core.layout import dataset_folder
 from core.roles import TEACHER
 from explorer.loaders import LoadedModel, checkpoint_digests
 from explorer.names import GLOSSARY
+from explorer.text import plain
 
 SCORE_NAMES = {"energy": "energy score", "mahalanobis": "Mahalanobis distance of the features"}
 
@@ -46,7 +47,7 @@ def assess(dataset: str, teacher: LoadedModel, image_ident: str, x: torch.Tensor
     try:
         found = detector(dataset, teacher)
     except ood.OodError as err:
-        return f"The out-of-distribution check is unavailable: {err}"
+        return f"The out-of-distribution check is unavailable: {plain(err)}"
     if found is None:
         return None
     sha = found[0].model_sha256
@@ -64,7 +65,7 @@ def show(dataset: str, teacher: LoadedModel, image_ident: str, x: torch.Tensor, 
     if isinstance(verdict, str):
         st.caption(verdict)
         return
-    name = SCORE_NAMES.get(verdict["score"], verdict["score"])
+    name = SCORE_NAMES.get(verdict["score"]) or plain(verdict["score"])  # the detector file names its score
     numbers = f"{name} {verdict['value']:.3g}, threshold {verdict['threshold']:.3g}"
     if verdict["unusual"]:
         st.warning(f"This image is unlike the {dataset} training images ({numbers}; 95% of validation images "

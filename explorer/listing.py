@@ -23,6 +23,16 @@ def checkpoint_paths(dataset: str) -> dict[str, Path]:
     return {role.shipped: path for role, path in shipped_checkpoints(dataset_folder(dataset)).items()}
 
 
+def _test_accuracy(metrics: dict) -> float | None:
+    """The test accuracy a checkpoint's metrics block records, or None where it has none that is a fraction (the
+    metadata check takes any JSON object here; a card shows only a number it can read)."""
+    test = metrics.get("test")
+    value = test.get("accuracy") if isinstance(test, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:  # NaN fails 0 <= v
+        return None
+    return float(value)
+
+
 @st.cache_data(ttl=60, max_entries=16, show_spinner=False)
 def status(name: str) -> dict:
     """`core.catalog.dataset_status` plus the checkpoints found for the dataset, their test accuracy, and the side
@@ -36,7 +46,7 @@ def status(name: str) -> dict:
             metas[role] = load_meta(path)
         except CheckpointError as err:  # shown on this dataset's card; the other datasets keep working
             info["checkpoint_errors"][role] = str(err)
-    info["test_accuracy"] = {role: (m.metrics.get("test") or {}).get("accuracy") for role, m in metas.items()}
+    info["test_accuracy"] = {role: _test_accuracy(m.metrics) for role, m in metas.items()}
     teacher = metas.get(TEACHER.shipped)
     info["input_size"] = int(teacher.input_size) if teacher else DATASETS[name].input_size
     return info

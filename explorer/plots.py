@@ -2,7 +2,9 @@
 
 Pages draw the cached versions in `explorer.cached_plots`. Traces keyed by a checkpoint role (teacher,
 student, student_label_only; benchmark rows use the same keys) get that role's colour; every key is shown by its
-friendly name (`explorer.names.label`).
+friendly name (`explorer.names.label`). Every name and title reaches Plotly through `explorer.text.plot_text`:
+class names, layer names and method keys can come from checkpoints and shipped files, and Plotly would draw a
+link or markup written in them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from core.roles import SHIPPED
 from explorer.names import label
+from explorer.text import plot_text
 
 # One colour per shipped model, keyed as the app keys models (by shipped file stem), in the roles table's order.
 COLORS = {r.shipped: colour for r, colour in zip(SHIPPED, ("#4C72B0", "#DD8452", "#55A868"))}
@@ -23,16 +26,26 @@ HEAT = "Viridis"
 MAP_SCALE = dict(title=dict(text="relevance<br>(0-1 per map)", side="right"), thickness=12, len=0.9)
 
 
+def _names(keys: Sequence[str]) -> list[str]:
+    """Names as a chart shows them: as text (`explorer.text.plot_text`)."""
+    return [plot_text(k) for k in keys]
+
+
+def _label(key: str) -> str:
+    """A model or method key by its friendly name, as a chart shows it."""
+    return plot_text(label(key))
+
+
 def _compact(fig: go.Figure, height: int, title: str | None = None, top: int | None = None) -> go.Figure:
     """Tight margins; ``top`` leaves room for subplot titles."""
     top = top if top is not None else (40 if title else 10)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=top, b=10), title=title)
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=top, b=10), title=plot_text(title) if title else None)
     return fig
 
 
 def class_balance(counts: dict[str, dict[str, int]]) -> go.Figure:
     """Grouped bars: images per class for each split (``{split: {class: n}}``)."""
-    fig = go.Figure([go.Bar(name=split, x=list(c), y=list(c.values()), text=list(c.values()))
+    fig = go.Figure([go.Bar(name=split, x=_names(c), y=list(c.values()), text=list(c.values()))
                      for split, c in counts.items()])
     fig.update_layout(barmode="group", yaxis_title="images", legend_title="split")
     return _compact(fig, 300)
@@ -40,7 +53,7 @@ def class_balance(counts: dict[str, dict[str, int]]) -> go.Figure:
 
 def prediction_bars(probs: dict[str, Sequence[float]], classes: Sequence[str]) -> go.Figure:
     """Class probabilities of one image for several models (``{model: [p per class]}``)."""
-    fig = go.Figure([go.Bar(name=label(name), x=list(classes), y=list(p), marker_color=COLORS.get(name))
+    fig = go.Figure([go.Bar(name=_label(name), x=_names(classes), y=list(p), marker_color=COLORS.get(name))
                      for name, p in probs.items()])
     fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, 1]))
     return _compact(fig, 280)
@@ -49,7 +62,7 @@ def prediction_bars(probs: dict[str, Sequence[float]], classes: Sequence[str]) -
 def confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -> go.Figure:
     """Confusion matrix, rows = true class, columns = predicted, counts printed in the cells."""
     z = np.asarray(cm)
-    fig = go.Figure(go.Heatmap(z=z, x=list(classes), y=list(classes), colorscale="Blues", showscale=False,
+    fig = go.Figure(go.Heatmap(z=z, x=_names(classes), y=_names(classes), colorscale="Blues", showscale=False,
                                text=z, texttemplate="%{text}", hovertemplate="true %{y}<br>pred %{x}<br>%{z}"))
     fig.update_yaxes(autorange="reversed", title="true", automargin=True)
     fig.update_xaxes(title="predicted", automargin=True, tickangle=-30)
@@ -58,7 +71,7 @@ def confusion(cm: Sequence[Sequence[int]], classes: Sequence[str], title: str) -
 
 def per_class_bars(values: dict[str, Sequence[float]], classes: Sequence[str], ytitle: str) -> go.Figure:
     """Grouped bars of a per-class metric for several models (``{model: [value per class]}``)."""
-    fig = go.Figure([go.Bar(name=label(name), x=list(classes), y=list(v), marker_color=COLORS.get(name))
+    fig = go.Figure([go.Bar(name=_label(name), x=_names(classes), y=list(v), marker_color=COLORS.get(name))
                      for name, v in values.items()])
     fig.update_layout(barmode="group", yaxis=dict(title=ytitle, range=[0, 1.05]))
     return _compact(fig, 300)
@@ -73,7 +86,7 @@ def reliability(reports: dict[str, dict]) -> go.Figure:
         pts = [(c, a, n) for c, a, n in zip(rel["mean_confidence"], rel["accuracy"], rel["count"]) if c is not None]
         if pts:
             conf, acc, count = zip(*pts)
-            fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name=f"{label(name)} (ECE {rep['ece']:.3f})",
+            fig.add_trace(go.Scatter(x=conf, y=acc, mode="lines+markers", name=f"{_label(name)} (ECE {rep['ece']:.3f})",
                                      marker=dict(size=[4 + 10 * np.sqrt(c / max(count)) for c in count]),
                                      line=dict(color=COLORS.get(name)), customdata=count,
                                      hovertemplate="confidence %{x:.2f}<br>accuracy %{y:.2f}<br>%{customdata} images"))
@@ -109,7 +122,7 @@ def image_with_map(pixels: np.ndarray, heat: np.ndarray | None = None, opacity: 
 def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_per_row: int = 150) -> go.Figure:
     """Small multiples of single-channel maps (k, H, W) in [0, 1]."""
     rows = int(np.ceil(len(maps) / cols))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), horizontal_spacing=0.02,
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=_names(titles), horizontal_spacing=0.02,
                         vertical_spacing=0.08)
     for i, m in enumerate(maps):
         fig.add_trace(go.Heatmap(z=m, colorscale=HEAT, zmin=0, zmax=1, showscale=i == 0, colorbar=MAP_SCALE),
@@ -123,7 +136,7 @@ def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_
 def cka_heatmap(matrix: np.ndarray, teacher_layers: Sequence[str], student_layers: Sequence[str],
                 marked: tuple[int, int] | None = None) -> go.Figure:
     """Linear CKA between teacher layers (rows) and student layers (columns), the shown pair outlined."""
-    fig = go.Figure(go.Heatmap(z=matrix, x=list(student_layers), y=list(teacher_layers), zmin=0, zmax=1,
+    fig = go.Figure(go.Heatmap(z=matrix, x=_names(student_layers), y=_names(teacher_layers), zmin=0, zmax=1,
                                colorscale=HEAT, text=np.round(matrix, 2), texttemplate="%{text}",
                                showscale=True, colorbar=dict(title="CKA")))
     if marked is not None:
@@ -143,7 +156,7 @@ def curves(histories: dict[str, list[dict]]) -> go.Figure:
         for col, metric in ((1, "loss"), (2, "acc")):
             for part, dash in (("train", "dash"), ("val", "solid")):
                 fig.add_trace(go.Scatter(x=ep, y=[r[f"{part}_{metric}"] for r in hist], mode="lines+markers",
-                                         name=f"{label(name)} {part}", line=dict(dash=dash, color=color),
+                                         name=f"{_label(name)} {part}", line=dict(dash=dash, color=color),
                                          legendgroup=name, showlegend=col == 1), 1, col)
     fig.update_xaxes(title="epoch")
     return _compact(fig, 340, top=30)
@@ -159,7 +172,7 @@ def timing_bars(rows: list[dict]) -> go.Figure:
         sel = [r for r in rows if r["model"] == model]
         med = np.array([r["median_s"] for r in sel]) * 1000
         fig.add_trace(go.Bar(
-            name=label(model), x=[label(r["method"]) for r in sel], y=med, marker_color=COLORS.get(model),
+            name=_label(model), x=[_label(r["method"]) for r in sel], y=med, marker_color=COLORS.get(model),
             error_y=dict(type="data", symmetric=False, array=np.array([r["q75_s"] for r in sel]) * 1000 - med,
                          arrayminus=med - np.array([r["q25_s"] for r in sel]) * 1000)))
     fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log", dtick=1))
@@ -180,9 +193,9 @@ def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitl
     for series, by_method in dists.items():
         xs, ys = [], []
         for method, values in by_method.items():
-            xs += [labels.get(method, method)] * len(values)
+            xs += [plot_text(labels.get(method, method))] * len(values)
             ys += list(values)
-        fig.add_trace(go.Box(x=xs, y=ys, name=series, marker_color=series_colors[series], boxmean=True,
+        fig.add_trace(go.Box(x=xs, y=ys, name=plot_text(series), marker_color=series_colors[series], boxmean=True,
                              boxpoints=False))
     baseline_names = [n for n in dict.fromkeys(x for t in fig.data for x in t.x) if n.endswith("(baseline)")]
     first = next(iter(dists.values()), {})
@@ -200,8 +213,8 @@ def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figu
     (``cascades``: role -> (layers, values))."""
     fig = go.Figure()
     for role, (layers, values) in cascades.items():
-        fig.add_trace(go.Scatter(x=[f"{i + 1}. {name}" for i, name in enumerate(layers)], y=values,
-                                 name=label(role), mode="lines+markers", marker_color=COLORS.get(role)))
+        fig.add_trace(go.Scatter(x=[f"{i + 1}. {plot_text(name)}" for i, name in enumerate(layers)], y=values,
+                                 name=_label(role), mode="lines+markers", marker_color=COLORS.get(role)))
     fig.add_hline(y=0, line=dict(color=BASELINE_COLOR, dash="dot"))
     fig.update_layout(yaxis=dict(title="rank correlation with the trained map (median)", range=[-1, 1]),
                       xaxis_title="layers randomised so far (head first)")

@@ -16,9 +16,12 @@ Works on Streamlit 1.44+ (newer versions have ``bind="query-params"``; we do not
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import streamlit as st
+
+from explorer.text import plain
 
 _SEEN = "_qp_seen"  # query values as we last wrote or read them
 
@@ -28,6 +31,8 @@ def _shadow(key: str) -> str:
 
 
 def _valid(value: Any, options: Sequence | None, lo: int | None, hi: int | None) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):  # ?opacity=nan parses, but no widget can show it
+        return False
     if options is not None and isinstance(value, list):
         return all(v in options for v in value)
     if options is not None and value not in options:
@@ -49,8 +54,8 @@ def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[s
     """Prepare ``st.session_state[key]`` for a widget bound to the query parameter ``param``.
 
     Call before drawing the widget (with ``key=key`` and no ``value``/``index``). An invalid URL
-    value (unknown option, out of range, unparsable) is ignored with a warning that names it, so a stale
-    link never crashes and never falls back silently.
+    value (unknown option, out of range, not a finite number, unparsable) is ignored with a warning that quotes it
+    as text, so a stale or crafted link never crashes and never falls back silently.
 
     Returns:
         The value the widget will show.
@@ -68,8 +73,9 @@ def bind(key: str, default: Any, *, param: str | None = None, parse: Callable[[s
         if value is not None and _valid(value, options, lo, hi):
             st.session_state[key] = value
         elif raw != "":
-            st.warning(f"This link's {param}={raw} is not valid here (expected {_describe(options, lo, hi)}); "
-                       "showing the default instead.", icon=":material/link_off:")
+            st.warning(f"This link's {param}={plain(raw, limit=100)} is not valid here (expected "
+                       f"{plain(_describe(options, lo, hi))}); showing the default instead.",
+                       icon=":material/link_off:")
     if key not in st.session_state:
         kept = st.session_state.get(_shadow(key), default)
         st.session_state[key] = kept if _valid(kept, options, lo, hi) else default

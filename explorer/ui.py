@@ -3,7 +3,8 @@ banner, dataset picker and page header are `explorer.chrome`).
 
 Every widget has a key; view state that belongs in a shared link is bound to the URL with
 `explorer.state`. Errors from ``core`` are caught here, at the page boundary, and shown with
-``st.error``; the page keeps running.
+``st.error``; the page keeps running. What users and files supply (file names, class names, messages that
+quote them) is shown through `explorer.text.plain`: as text, never as Markdown, and cut to a readable length.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from core.inference import preprocess, resize_transform
 from core.layout import dataset_folder
 from core.roles import SHIPPED
 from explorer import familiarity, listing, loaders, state
+from explorer.text import plain
 
 DISPLAY_MAX = 768  # longest side of an image drawn in the page (a 40 Mpx upload is shown downscaled)
 DISPLAY_MIN = 256  # a smaller one (a 64 px phantom) is enlarged by a whole factor, its pixels kept square
@@ -39,8 +41,12 @@ def no_checkpoints_help(dataset: str) -> None:
 
 
 def no_images_help(dataset: str, reason: str | None) -> None:
-    st.info(f"The images of **{dataset}** are not here: {reason or 'unknown reason'}. "
+    st.info(f"The images of **{dataset}** are not here: {plain(reason or 'unknown reason')}. "
             f"With shipped checkpoints you can still upload your own image.", icon=":material/folder_off:")
+
+
+def _cannot_load(dataset: str, err: CheckpointError) -> None:
+    st.error(f"A checkpoint of {dataset} cannot be loaded: {plain(err)}", icon=":material/error:")
 
 
 def models_or_help(dataset: str):
@@ -48,12 +54,22 @@ def models_or_help(dataset: str):
     try:
         teacher, student = loaders.load_pair(dataset)
     except CheckpointError as err:
-        st.error(f"A checkpoint of {dataset} cannot be loaded: {err}")
+        _cannot_load(dataset, err)
         return None
     if teacher is None or student is None:
         no_checkpoints_help(dataset)
         return None
     return teacher, student
+
+
+def shipped_models_or_error(dataset: str) -> dict | None:
+    """Every shipped model of the dataset by role (`loaders.load_models`; empty when none is shipped), or None after
+    saying which checkpoint cannot be loaded."""
+    try:
+        return loaders.load_models(dataset)
+    except CheckpointError as err:
+        _cannot_load(dataset, err)
+        return None
 
 
 def pair_and_image_or_stop(dataset: str) -> tuple:
@@ -76,12 +92,12 @@ class ChosenImage:
 
     image: Image.Image  # RGB: a test sample at the dataset's input size, an upload as decoded
     ident: str  # stable cache key: "test:12" or "upload:<sha1>"
-    caption: str
+    caption: str  # Markdown, ready to show: an upload's name in it is already escaped
     label: int | None = None
     mask: np.ndarray | None = None  # phantom lesion mask at the dataset's size
     dataset: str | None = None  # the dataset a test sample comes from
     test_index: int | None = None  # position in the dataset's test split
-    name: str = ""  # an upload's file name as given: untrusted, escape it wherever it is shown
+    name: str = ""  # an upload's file name as given: untrusted, shown only through `explorer.text.plain`
 
     @property
     def uploaded(self) -> bool:
@@ -124,14 +140,6 @@ def decode_upload(data: bytes, name: str) -> tuple[Image.Image, str]:
     return rgb, note
 
 
-_MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
-
-
-def escape_markdown(text: str) -> str:
-    """``text`` shown literally where Streamlit renders Markdown (a file name is the user's, not markup)."""
-    return "".join("\\" + ch if ch in _MARKDOWN_SPECIAL else ch for ch in str(text)).replace("\n", " ")
-
-
 def display_copy(img: Image.Image) -> Image.Image:
     """The image as drawn: downscaled if huge, enlarged by a whole factor (nearest pixel) if small, else itself."""
     if max(img.size) > DISPLAY_MAX:
@@ -159,10 +167,10 @@ def _upload_choice(key: str) -> ChosenImage | None:
     try:
         rgb, note = decode_upload(data, up.name)
     except ImageError as err:
-        st.error(f"Cannot use this upload: {err}", icon=":material/broken_image:")
+        st.error(f"Cannot use this upload: {plain(err)}", icon=":material/broken_image:")
         return None
     digest = hashlib.sha1(data).hexdigest()[:12]
-    return ChosenImage(rgb, f"upload:{digest}", f"{escape_markdown(up.name)} ({note})", name=up.name)
+    return ChosenImage(rgb, f"upload:{digest}", f"{plain(up.name, limit=200)} ({note})", name=up.name)
 
 
 def open_test_image(index: int, key: str = "image") -> None:
@@ -202,7 +210,8 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
     try:
         image = loaders.sample_image(dataset, int(index))
     except DatasetError as err:
-        st.warning(f"Test image #{index} cannot be read ({err}); choose another one.", icon=":material/broken_image:")
+        st.warning(f"Test image #{index} cannot be read ({plain(err)}); choose another one.",
+                   icon=":material/broken_image:")
         return None
     return ChosenImage(image, f"test:{index}", f"test #{index}, true class: {ds.classes[label]}", label,
                        loaders.sample_mask(dataset, int(index)), dataset=dataset, test_index=int(index))

@@ -5,6 +5,7 @@ import streamlit as st
 from core.roles import DISTILLED, TEACHER
 from explorer import cached_plots, chrome, compare_view, loaders, page_list, ui
 from explorer.names import role_label
+from explorer.text import plain
 
 dataset = chrome.current_dataset()
 chrome.page_header("Teacher vs student", "How much does the shallow student lose, where, and does it fail where "
@@ -13,7 +14,9 @@ chrome.page_header("Teacher vs student", "How much does the shallow student lose
                           "ECE", "Agreement", "McNemar's test"))
 if not ui.models_or_help(dataset):
     st.stop()
-models = loaders.load_models(dataset)  # loaded once here and passed down
+models = ui.shipped_models_or_error(dataset)  # loaded once here and passed down
+if not models:
+    st.stop()
 
 st.subheader("Architecture")
 arch = {r: compare_view.architecture(m, m.version) for r, m in models.items()}
@@ -58,7 +61,7 @@ for note in compare_view.never_predicted_notes(reports, labels):
 official, unreadable = compare_view.shipped_results(dataset)  # read once here and passed down
 pooled, pooled_unreadable = compare_view.shipped_results(dataset, "pooled")
 for reason in filter(None, (unreadable, pooled_unreadable)):
-    st.warning(f"The results shipped for {dataset} cannot be read ({reason}); their tables are left out. "
+    st.warning(f"The results shipped for {dataset} cannot be read ({plain(reason)}); their tables are left out. "
                f"`python -m core.reproduce {dataset}` writes them anew.", icon=":material/error:")
 seeds = compare_view.seed_summary(official)
 if seeds:
@@ -132,8 +135,9 @@ for tab, (kind, positions) in zip(tabs, found.items()):
             t, s = preds["probs"][TEACHER.shipped][pos], preds["probs"][DISTILLED.shipped][pos]
             with cols[k % 6]:
                 st.image(loaders.thumbnail(dataset, index),
-                         caption=f"#{index} true {classes[preds['labels'][pos]]} | T {classes[t.argmax()]} "
-                                 f"{t.max():.0%} | S {classes[s.argmax()]} {s.max():.0%}")
+                         caption=f"#{index} true {plain(classes[preds['labels'][pos]])} | "
+                                 f"T {plain(classes[t.argmax()])} {t.max():.0%} | "
+                                 f"S {plain(classes[s.argmax()])} {s.max():.0%}")
                 if st.button("Explain", key=f"gallery_{kind}_{index}"):
                     ui.open_test_image(index)
                     st.switch_page(page_list.page("explanations").link)

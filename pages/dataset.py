@@ -40,7 +40,9 @@ with left:
     full = chosen.full_size_image()
     ui.show_image(full, f"{chosen.caption}; {full.size[0]}x{full.size[1]} px")
 with right:
-    models = loaders.load_models(dataset)
+    models = ui.shipped_models_or_error(dataset)
+    if models is None:
+        st.stop()
     if not models:
         ui.no_checkpoints_help(dataset)
         st.stop()

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.explainers import ExplainError, registered_methods
 from explorer import cached_plots, chrome, explanations_view, image_prediction, loaders, names, report, state, ui
+from explorer.text import plain
 
 dataset = chrome.current_dataset()
 chrome.page_header("Explanations side by side",
@@ -59,7 +60,7 @@ try:
     costs = explanations_view.predicted_costs(models, methods, faithfulness=faithful, sanity=sanity,
                                               gradcam_layers=gradcam_layers)
 except ExplainError as err:
-    st.error(str(err))
+    st.error(plain(err))
     st.stop()
 st.dataframe(costs.table(), hide_index=True, key="exp_costs")
 total = costs.total_seconds()
@@ -80,14 +81,15 @@ if st.button("Explain", key="exp_run", type="primary"):
                                                           sanity=sanity, masks=masks, gradcam_layers=gradcam_layers,
                                                           on_progress=lambda f, text: bar.progress(f, text))
     except ExplainError as err:
-        st.error(f"Cannot explain: {err}")
+        st.error(f"Cannot explain: {plain(err)}")
     bar.empty()
 result = results.get(run_key)
 if result is None:
     st.caption("Press Explain to run the methods above.")
     st.stop()
 
-st.caption(f"Explaining class **{classes[target]}**. {chosen.caption}; {explanations_view.computed_for(run_key)}."
+st.caption(f"Explaining class **{plain(classes[target])}**. {chosen.caption}; "
+           f"{explanations_view.computed_for(run_key)}."
            + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else "")
            + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, "
              "not across maps.")
@@ -98,7 +100,7 @@ probabilities = {role: image_prediction.probabilities(m, m.version, chosen.ident
 for col, role in zip(st.columns(2), models):  # once per model, above the maps of every method
     top = explanations_view.top_classes(probabilities[role], classes)
     col.caption(f"**{names.role_label(role)}** top 3: "
-                + ", ".join(f"{ui.escape_markdown(name)} {p:.1%}" for name, p in top))
+                + ", ".join(f"{plain(name)} {p:.1%}" for name, p in top))
 for method in methods:
     st.subheader(names.method_label(method))
     for col, role in zip(st.columns(2), ("teacher", "student")):

@@ -4,6 +4,7 @@ import streamlit as st
 
 from explorer import cached_plots, chrome, loaders, page_list, state, ui
 from explorer import faithfulness_view as fv
+from explorer.text import plain
 
 dataset = chrome.current_dataset()
 chrome.page_header("Faithfulness over the test set",
@@ -15,7 +16,7 @@ chrome.page_header("Faithfulness over the test set",
                           "IoU"))
 study, unreadable = fv.shipped_study(loaders.results_json(dataset), f"{dataset}/results.json")
 if unreadable:
-    st.warning(f"The faithfulness study shipped for {dataset} cannot be read ({unreadable}). Rerun "
+    st.warning(f"The faithfulness study shipped for {dataset} cannot be read ({plain(unreadable)}). Rerun "
                f"`python -m core.faithfulness_study {dataset} --fresh`.", icon=":material/error:")
     st.stop()
 if study is None:
@@ -27,7 +28,7 @@ if fv.scored_other_checkpoints(study, loaders.checkpoint_digests(dataset)):
                f"`python -m core.faithfulness_study {dataset}`.", icon=":material/history:")
 st.caption(f"{study.images} test images ({len(study.slow_subset)} for the slow methods), {study.config.steps} "
            f"deletion/insertion steps, seed {study.config.seed}; the teacher and the student predict the same class "
-           f"on {study.agreement_of_predictions:.0%} of them. Scores: {study.scoring}.")
+           f"on {study.agreement_of_predictions:.0%} of them. Scores: {plain(study.scoring)}.")
 
 metrics = fv.available_metrics(study)
 state.bind("faith_metric", metrics[0], param="metric", options=metrics)

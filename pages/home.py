@@ -5,6 +5,7 @@ import streamlit as st
 from core.catalog import DATASETS
 from explorer import chrome, listing, page_list, state
 from explorer.names import role_label
+from explorer.text import plain
 
 chrome.page_header("Knowledge distillation explorer",
                    "Why does a medical image classifier decide what it decides, and does a small student "
@@ -34,7 +35,7 @@ for col, name in zip(cols, [listing.DEFAULT_DATASET] + [n for n in DATASETS if n
         if s["available"]:
             st.markdown(f":green[images: {s['totals'].get('train', 0)} train, {s['totals'].get('test', 0)} test]")
         else:
-            st.markdown(":orange[images: not found]", help=s["reason"])
+            st.markdown(":orange[images: not found]", help=plain(s["reason"]))
         models = s["checkpoints"]
         if models:
             acc = s["test_accuracy"]
@@ -44,7 +45,7 @@ for col, name in zip(cols, [listing.DEFAULT_DATASET] + [n for n in DATASETS if n
         else:
             st.markdown(":orange[models: none shipped]")
         for role, message in s["checkpoint_errors"].items():
-            st.error(f"{role_label(role)} checkpoint cannot be used: {message}", icon=":material/error:")
+            st.error(f"{role_label(role)} checkpoint cannot be used: {plain(message)}", icon=":material/error:")
         st.caption(f"Classes: {', '.join(s['classes'])}")
         if st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
                      on_click=state.set_value, args=("dataset", name)):

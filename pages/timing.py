@@ -6,6 +6,7 @@ import torch
 from core.bench import BenchError
 from core.explainers import registered_methods
 from explorer import benchmark_view, chrome, explanations_view, loaders, names, state, ui
+from explorer.text import plain
 
 dataset = chrome.current_dataset()
 chrome.page_header("Timing the explainers",
@@ -53,7 +54,7 @@ if st.button("Run benchmark", key="timing_run", type="primary"):
             dataset, teacher, student, methods, n_images, repeats, budget,
             on_progress=lambda done, total, label: bar.progress(done / total, text=label))
     except (BenchError, ValueError) as err:
-        st.error(f"The benchmark could not run: {err}")
+        st.error(f"The benchmark could not run: {plain(err)}")
     bar.empty()
 if results.get(run_key):
     st.subheader("Measured here")

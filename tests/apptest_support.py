@@ -10,6 +10,7 @@ them counts the forward passes the pages run.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,12 @@ def texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
     parts += [h.value for h in at.title] + [h.value for h in at.header] + [h.value for h in at.subheader]
     return "\n".join(parts)
+
+
+def as_read(markdown: str) -> str:
+    """Markdown as a reader sees it, for text the app shows through `explorer.text.plain`: a backslash before
+    punctuation shows the punctuation itself."""
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown)
 
 
 def link_shipped(dest: Path, dataset: str = "phantom") -> Path:

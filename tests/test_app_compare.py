@@ -12,8 +12,8 @@ from core.data import load_dataset
 from core import roles
 from core.results_record import ArmSummary, KdSetting, PairedDifference, ShippedResults, Spread
 from core.roles import LABEL_ONLY, SMOOTHING
-from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, link_shipped,  # noqa: F401
-                                   open_page, texts)
+from tests.apptest_support import (ROOT, as_read, assert_ok, fresh_streamlit_caches, has_chart,  # noqa: F401
+                                   link_shipped, open_page, texts)
 from tests.test_results import results_file
 
 SHIPPED = ROOT / "checkpoints"
@@ -251,7 +251,7 @@ def test_a_results_file_that_cannot_be_read_is_named_and_the_page_goes_on(tmp_pa
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
     assert_ok(at)
-    notice = " ".join(w.value for w in at.warning)
+    notice = as_read(" ".join(w.value for w in at.warning))  # the reason quotes the file, shown as text
     assert "The results shipped for phantom cannot be read" in notice
     assert "results.json: field 'summary.student.accuracy' does not fit Spread" in notice
     assert not any("agreement with teacher" in d.value.columns for d in at.dataframe)

@@ -57,10 +57,10 @@ def test_odd_uploads_are_converted_and_predicted(kind):
 
 
 def test_upload_names_are_escaped_before_markdown_renders_them():
-    from explorer.ui import escape_markdown
+    from explorer.text import plain
 
     hostile = "**bold** [link](http://x) `code` $x$ :red[text]\nline"
-    escaped = escape_markdown(hostile)
+    escaped = plain(hostile)
     assert "\n" not in escaped and "\\*\\*bold\\*\\*" in escaped and "\\[link\\]\\(http" in escaped
     assert "\\`code\\`" in escaped and "\\$x\\$" in escaped and "\\:red\\[text\\]" in escaped
-    assert escape_markdown("scan_01.png") == "scan\\_01\\.png"
+    assert plain("scan_01.png") == "scan\\_01\\.png"

@@ -11,8 +11,8 @@ from core import checkpoints
 from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
 from core.roles import DISTILLED, TEACHER
 from explorer import faithfulness_view as fv
-from tests.apptest_support import (ROOT, assert_ok, fresh_streamlit_caches, has_chart, open_page,  # noqa: F401
-                                   texts)
+from tests.apptest_support import (ROOT, as_read, assert_ok, fresh_streamlit_caches, has_chart,  # noqa: F401
+                                   open_page, texts)
 from tests.support import single_thread
 
 
@@ -134,7 +134,7 @@ def test_page_without_a_study_says_how_to_make_one(tmp_path, monkeypatch):
 def test_page_says_plainly_when_a_study_cannot_be_read(study_root, tmp_path, monkeypatch):
     at = open_with_results(study_root / "phantom", tmp_path, monkeypatch,
                            lambda r: r["faithfulness"].update(version=2))
-    notice = " ".join(w.value for w in at.warning)
+    notice = as_read(" ".join(w.value for w in at.warning))  # the reason quotes the file, shown as text
     assert "cannot be read" in notice and "phantom/results.json: faithfulness: version 2" in notice
     assert not at.exception and not has_chart(at, "faith_boxes")
 

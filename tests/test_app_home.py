@@ -9,7 +9,7 @@ import pytest
 from core.catalog import DATASETS
 from explorer import page_list
 from tests.apptest_support import ROOT
-from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
+from tests.apptest_support import as_read, assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
 
 
 def test_home_shows_banner_paper_and_a_card_per_dataset():
@@ -137,7 +137,7 @@ def test_missing_images_and_checkpoints_explain_what_to_do(tmp_path, monkeypatch
     at = open_page("dataset", {"dataset": "brain_tumor"})
     assert_ok(at)
     assert at.sidebar.selectbox(key="dataset").value == "brain_tumor"
-    page = texts(at)
+    page = as_read(texts(at))  # the reason quotes the data root, shown as text
     assert "are not here" in page and "KD_DATA_ROOT" in page and "python -m core.fetch brain_tumor" in page
     for page_name in ("compare", "feature_maps", "explanations", "timing"):
         at.switch_page(page_list.page(page_name).link).run()

@@ -1,13 +1,16 @@
 """Train-and-distil page on phantom: tiny runs finish fast, show curves and results, touch no shipped model."""
 
 import hashlib
+import sys
+import tempfile
 
+import pytest
 import torch
 
 from core.layout import checkpoint_root
-from explorer import loaders
-from tests.apptest_support import (assert_ok, finish_training, fresh_streamlit_caches, has_chart,  # noqa: F401
-                                   open_page, texts)
+from explorer import loaders, train_view, training
+from tests.apptest_support import (as_read, assert_ok, finish_training, fresh_streamlit_caches,  # noqa: F401
+                                   has_chart, open_page, texts)
 
 
 def digest_checkpoints() -> dict[str, str]:
@@ -67,15 +70,107 @@ def test_distilling_the_shipped_teacher_leaves_the_cached_model_unchanged():
     assert all(torch.equal(v, state[k]) for k, v in teacher.model.state_dict().items())
 
 
-def test_stopping_a_run_from_the_page_ends_it_without_results():
+def test_stopping_a_run_from_the_page_ends_it_without_results(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the page makes its run folder
     at = open_page("train")
     at.slider(key="train_epochs").set_value(20)
     at.slider(key="train_cap").set_value(300)
     at.button(key="train_run").click().run()
     job = at.session_state["_train_job"]
+    while job.pid is None and not job.finished:  # the process starts in a run folder made for it
+        job.wait(0.1)
+    assert len(list(tmp_path.iterdir())) == 1, job.state
     at.button(key="train_stop").click().run()
     assert job.wait(60) and job.state == "stopped"
     at.run()
     assert_ok(at)
     assert not at.metric and not at.button(key="train_run").disabled
     assert "Press Train" in texts(at)
+    assert list(tmp_path.iterdir()) == [], "the stopped run's folder was left behind"
+
+
+# --------------------------------------------------------------------------- hostile runs (a fake worker, no training)
+
+# The real worker with `run_all` replaced by a run whose first state write finds the disk full, the way
+# `core.train_state` writes it (with the command line's resume hint).
+DISK_FULL_WORKER = """
+import errno, sys
+from pathlib import Path
+from core import checkpoints, train_state
+from explorer import train_worker, training
+
+def disk_full(cfg, shipped_teacher=None, on_epoch_end=None, on_stage=None, out=None):
+    def write(handle):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    checkpoints.atomic_write_bytes(Path(out) / "teacher" / "state.pt", write, resume_hint=train_state.RESUME_HINT)
+
+training.run_all = disk_full
+sys.exit(train_worker.main())
+"""
+
+
+def run_folders_in(folder, monkeypatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+
+
+def test_a_full_disk_says_what_to_do_on_the_page_and_leaves_no_folder(tmp_path, monkeypatch):
+    run_folders_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(training, "WORKER", [sys.executable, "-c", DISK_FULL_WORKER])
+    at = open_page("train")
+    small_settings(at)
+    at.button(key="train_run").click().run()
+    finish_training(at)
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = [as_read(e.value) for e in at.error]
+    assert "No space left on device" in error and str(tmp_path) in error and "press Train again" in error, error
+    # the run folder is gone: nothing to resume, no command line on this page
+    assert "same command" not in error and "--resume" not in error and "intact" not in error, error
+    assert list(tmp_path.iterdir()) == []
+    assert not at.button(key="train_run").disabled
+
+
+@pytest.mark.parametrize("connected", [True, False], ids=["open tab", "closed tab"])
+def test_a_queued_run_starts_only_while_its_session_is_there(tmp_path, monkeypatch, connected):
+    run_folders_in(tmp_path, monkeypatch)
+    monkeypatch.setattr(training, "WORKER", [sys.executable, "-c", "import time; time.sleep(600)"])
+    monkeypatch.setattr(train_view, "reconnect_window_s", lambda: 0.0)
+    seen = []
+    monkeypatch.setattr(train_view, "session_connected", lambda session: seen.append(session) or connected)
+    at = open_page("train")
+    training._SLOTS.acquire()  # another session's run holds the only slot
+    try:
+        at.button(key="train_run").click().run()
+        job = at.session_state["_train_job"]
+        job.wait(1.5)
+        assert seen and all(session for session in seen), "the job does not ask about its own session"
+        assert job.state == ("queued" if connected else "stopped"), job.state
+    finally:
+        training._SLOTS.release()
+    try:
+        if connected:
+            while job.pid is None and not job.finished:  # it takes the freed slot
+                job.wait(0.1)
+            assert job.state == "running" and job.pid is not None
+    finally:
+        job.stop()
+    assert job.wait(60) and job.state == "stopped"
+    assert (job.pid is None) != connected, "a run of a closed tab started its process"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_disconnected_session_is_there_until_the_server_gives_up_its_reconnect(monkeypatch):
+    connected, window = [True], [3600.0]
+    monkeypatch.setattr(train_view, "session_connected", lambda session: connected[0])
+    monkeypatch.setattr(train_view, "reconnect_window_s", lambda: window[0])
+    session = train_view.SessionWatch("a session")
+    assert session()
+    connected[0] = False  # a network blip: the server keeps the session for a reconnect
+    assert session()
+    window[0] = 0.0  # the server no longer keeps it: the tab is gone for good
+    assert not session()
+    connected[0] = True
+    assert session()
+
+
+def test_outside_a_server_the_caller_is_the_session():
+    assert train_view.session_connected("no such session")

@@ -24,6 +24,7 @@ from core.costs import estimate_cost
 from core.explainers import EXPLAINERS, ExplainError, Explanation, make_explainer
 from core.featuremaps import normalize_map
 from core.hooks import preserve_model_state, require_eval
+from core.inference import check_input
 
 __all__ = ["explain", "ExplainError", "Explanation", "EXPLAINERS"]
 
@@ -105,12 +106,11 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
         **params: method parameters (each class's ``defaults``; an unknown one raises).
 
     Raises:
-        ExplainError: unknown method or parameter, bad input shape, target out of range, or a map that
-            is not finite (a model producing NaN).
+        ExplainError: unknown method or parameter (or one past its limit, see `core.explainer`), an input the
+            model cannot take (`core.inference.check_input`: shape, channels, dtype, NaN/inf), target out of
+            range, or a map that is not finite (a model producing NaN).
     """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[0] != 1 or not x.is_floating_point():
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ExplainError(f"explain needs one float image shaped (1, C, H, W), got {shape}")
+    check_input(model, x, "explain", single=True, error=ExplainError)  # the checks predict makes, before any pass
     require_eval(model)
     explainer = make_explainer(model, method, x.shape[-2:], **params)
     n_classes = _num_classes(model) if target is not None else None  # a walk over every module: only when needed

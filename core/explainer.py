@@ -4,10 +4,18 @@ The methods themselves are `core.explainers` (one small class each, registered b
 is the one call that runs them. What the app and the studies need to know about a method (its names, whether it
 is slow, its batch in the app) is a class attribute of its class, and `registered_methods` is the one way to list
 them.
+
+Limits, checked when an explainer is built (so by `core.costs.estimate_cost` and before `core.explain.explain`
+runs a pass), so that no setting runs unbounded: at most `MAX_PASSES` images through the model for one
+explanation (``n_steps``, ``n_samples``, occlusion's windows), `MAX_BATCH` images per model call
+(``internal_batch_size``, ``perturbations_per_eval``) and `MAX_GRID` patches per side for KernelSHAP and LIME;
+baselines, ``stdevs`` and ``alpha`` finite (the last two not negative), seeds from 0 to 2**32 - 1.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
@@ -17,6 +25,18 @@ import torch
 from torch import nn
 
 from core.registry import Registry
+
+
+# Occlusion at stride 1 on the app's 128 px images is 127 x 127 windows and one unoccluded pass, within
+# MAX_PASSES; KernelSHAP with n_samples=10**8 or LIME with grid=4096 (a least-squares fit over 16.8 million
+# patches) would run for days or exhaust memory.
+MAX_PASSES = 16_384
+MAX_BATCH = 256
+MAX_GRID = 64
+MAX_SEED = 2**32 - 1  # numpy's seeding takes 32 bits
+COUNTS = ("n_steps", "n_samples", "internal_batch_size", "perturbations_per_eval", "grid", "window", "stride")
+BATCHES = ("internal_batch_size", "perturbations_per_eval")
+PASS_SETTINGS = ("n_steps", "n_samples", "window", "stride")  # what sets a method's pass count
 
 
 class ExplainError(ValueError):
@@ -151,16 +171,50 @@ class Explainer:
         self.model, self.input_size = model, tuple(input_size)
         self.params = {**defaults, **{k: v for k, v in params.items() if v is not None}}
         self.validate()
+        self.check_passes()
 
     @classmethod
     def defaults(cls, input_size: tuple[int, int]) -> dict[str, Any]:
         return {}
 
     def validate(self) -> None:
+        """Refuse a parameter that is not a number of its kind or is past its limit (the module's ``MAX_*``)."""
         for key, value in self.params.items():
-            if key in ("n_steps", "n_samples", "internal_batch_size", "perturbations_per_eval", "grid",
-                       "window", "stride") and (not isinstance(value, int) or value < 1):
-                raise ExplainError(f"{self.name}: {key} must be a positive integer, got {value!r}")
+            if key in COUNTS:
+                self._whole(key, value, 1)
+            if key in BATCHES and value > MAX_BATCH:
+                raise ExplainError(f"{self.name}: {key} must be at most {MAX_BATCH} images per call, got {value}")
+            if key == "grid" and value > min(MAX_GRID, *self.input_size):
+                raise ExplainError(f"{self.name}: grid must be at most {MAX_GRID} patches per side and no more than "
+                                   f"the image's {min(self.input_size)} px, got {value}")
+            if key in ("baseline", "stdevs", "alpha"):
+                self._finite(key, value, non_negative=key != "baseline")
+            if key == "black" and value is not None:
+                for v in (value if isinstance(value, (list, tuple)) else [value]):
+                    self._finite(key, v)
+            if key == "seed":
+                self._whole(key, value, 0, MAX_SEED)
+
+    def check_passes(self) -> None:
+        """Refuse settings that push more than `MAX_PASSES` images through the model (after `validate`)."""
+        total = self.passes()["forward"]
+        if total > MAX_PASSES:
+            settings = ", ".join(f"{key}={value:,}" for key, value in self.params.items() if key in PASS_SETTINGS)
+            raise ExplainError(f"{self.name}: {settings} need {total:,} passes of the model; at most {MAX_PASSES:,} "
+                               "are allowed (fewer samples or steps, a larger stride)")
+
+    def _whole(self, key: str, value, low: int, high: int | None = None) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ExplainError(f"{self.name}: {key} must be a whole number, got {value!r}")
+        if value < low or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ExplainError(f"{self.name}: {key} must be {bounds}, got {value}")
+
+    def _finite(self, key: str, value, non_negative: bool = False) -> None:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or \
+                (non_negative and value < 0):
+            kind = "a finite number of at least 0" if non_negative else "a finite number"
+            raise ExplainError(f"{self.name}: {key} must be {kind}, got {value!r}")
 
     def passes(self) -> dict[str, int]:
         """Images through the model at these settings, excluding a prediction pass."""

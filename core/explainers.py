@@ -280,6 +280,9 @@ class GradientShapMap(Explainer):
 
     def attribute(self, x, target):
         p = self.params
+        if p["black"] is not None and torch.as_tensor(p["black"]).numel() not in (1, x.shape[1]):
+            raise ExplainError(f"gradient_shap: black needs one value or one per channel ({x.shape[1]}), "
+                               f"got {p['black']!r}")
         black = torch.as_tensor(p["black"], dtype=x.dtype).view(1, -1, 1, 1).expand_as(x) if p["black"] is not None \
             else x.detach().amin(dim=(2, 3), keepdim=True).expand_as(x)
         with seeded(p["seed"]):

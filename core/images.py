@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import struct
 from pathlib import Path
 from typing import BinaryIO
 
@@ -71,7 +70,9 @@ def _orient(image: Image.Image) -> None:
     """Apply the EXIF orientation tag in place; a malformed EXIF block is ignored (the pixels are fine)."""
     try:
         ImageOps.exif_transpose(image, in_place=True)
-    except (ValueError, TypeError, KeyError, IndexError, SyntaxError, OSError, struct.error):
+    except MemoryError:
+        raise
+    except Exception:  # whatever Pillow's EXIF parser raises on a malformed block, as for the decoders below
         pass
 
 
@@ -89,8 +90,9 @@ def open_image(src: str | os.PathLike | bytes | BinaryIO, name: str | None = Non
         never held at full size.
 
     Raises:
-        ImageError: empty, too large (file, pixels or decoded bytes), not an image, truncated, corrupt,
-            or a side shorter than `MIN_SIDE`.
+        ImageError: empty, too large (file, pixels or decoded bytes), not an image, truncated, corrupt (any
+            exception a Pillow plugin raises while opening or decoding, except MemoryError), or a side shorter
+            than `MIN_SIDE`.
     """
     label = name or (str(src) if isinstance(src, (str, os.PathLike)) else "upload")
     try:
@@ -129,14 +131,17 @@ def open_image(src: str | os.PathLike | bytes | BinaryIO, name: str | None = Non
             _orient(probe)
             factor = math.ceil(max(probe.size) / MAX_SIDE)
             image = _shrink(probe, factor) if factor > 1 else probe.copy()
-    except ImageError:
+    except (ImageError, MemoryError):
         raise
     except Image.DecompressionBombError as err:
         raise ImageError(f"{label}: refused as a possible decompression bomb ({err})") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{label}: not an image file Pillow can read") from err
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{label}: the image is truncated or corrupt ({err})") from err
+    except Exception as err:
+        # Pillow's plugins fail on a corrupt file in their own ways besides OSError: AVIF's decoder raises
+        # RuntimeError, DDS NotImplementedError, TIFF and IM TypeError, SPIDER AttributeError. Any of them means
+        # the file cannot be read; out of memory and interrupts are not file faults and pass through.
+        raise ImageError(f"{label}: the image is truncated or corrupt ({err or type(err).__name__})") from err
     check_size(image, label)
     image.info["original_size"] = (width, height)  # as stored, before any reduction or rotation
     return image
@@ -164,9 +169,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         lo, hi = float(arr[finite].min()), float(arr[finite].max())
         scaled = np.zeros_like(arr) if hi <= lo else (np.where(finite, arr, lo) - lo) / (hi - lo) * 255.0
         return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
-    if mode == "P":
-        image = image.convert("RGBA")
-        mode = "RGBA"
+    if mode in ("P", "La"):  # Pillow converts premultiplied La only to LA
+        image = image.convert("RGBA" if mode == "P" else "LA")
+        mode = image.mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))

@@ -18,6 +18,48 @@ class PredictionError(ValueError):
     """A prediction that cannot be trusted (non-finite model output or input), with the reason."""
 
 
+def _expected_input(model: nn.Module) -> tuple[int | None, torch.dtype | None]:
+    """The channels of the model's first convolution and the dtype of its weights (None where it has none)."""
+    channels = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    weight = next(model.parameters(), None)
+    return channels, None if weight is None else weight.dtype
+
+
+def check_input(model: nn.Module, x, caller: str = "predict", single: bool = False,
+                error: type[ValueError] = PredictionError) -> None:
+    """Refuse, before any pass, a tensor the model cannot take: `predict_logits` and every explainer share this.
+
+    Args:
+        model: the model the tensor is for (its first convolution's channels and its weights' dtype).
+        x: what should be a normalised (B, C, H, W) float tensor (`preprocess`).
+        caller: named in the message about the shape ("predict", "explain").
+        single: exactly one image (B = 1), as an explanation takes.
+        error: the error raised: `PredictionError`, or an explainer's `core.explainer.ExplainError`.
+
+    Raises:
+        ``error``: not a tensor; not 4-D, an empty batch, or more than one image when ``single``; channels or
+            dtype other than the model's; NaN or inf values. (How small an image a model can classify depends
+            on its pooling; its own forward pass says.)
+    """
+    shape = "one image shaped (1, C, H, W)" if single else "a (B, C, H, W) batch"
+    if not isinstance(x, torch.Tensor):
+        raise error(f"{caller} needs {shape} as a torch tensor, got {type(x).__name__}")
+    if x.ndim != 4 or (single and x.shape[0] != 1):
+        raise error(f"{caller} needs {shape}, got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise error(f"{caller} got an empty batch")
+    channels, dtype = _expected_input(model)
+    if channels is not None and x.shape[1] != channels:
+        raise error(f"the input has {x.shape[1]} channel(s); the model takes {channels} "
+                    "(core.inference.preprocess turns any image into RGB)")
+    if not x.is_floating_point() or (dtype is not None and x.dtype != dtype):
+        wanted = str(dtype or torch.float32).removeprefix("torch.")
+        raise error(f"the input is {str(x.dtype).removeprefix('torch.')}; the model takes {wanted} "
+                    "(core.inference.preprocess normalises images)")
+    if not bool(torch.isfinite(x).all()):
+        raise error("the input holds NaN or inf values")
+
+
 def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """Normalise a (B, 3, H, W) batch in [0, 1] (float) or 0..255 (uint8) with per-channel mean/std."""
     if images.dtype == torch.uint8:
@@ -72,17 +114,12 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> t
     """Logits (float32) for an already normalised batch, in chunks (the model must be in eval mode).
 
     Raises:
-        PredictionError: the batch is not (B, C, H, W) with B >= 1, holds NaN/inf, or the model's outputs
-            are not finite (broken weights would otherwise show NaN probabilities as a class).
+        PredictionError: a batch the model cannot take (`check_input`), or the model's outputs are not finite
+            (broken weights would otherwise show NaN probabilities as a class).
     """
     if model.training:
         raise ValueError("predict needs the model in eval mode (call model.eval())")
-    if x.ndim != 4:
-        raise PredictionError(f"predict needs a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-    if len(x) == 0:
-        raise PredictionError("predict got an empty batch")
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise PredictionError("the input batch holds NaN or inf values")
+    check_input(model, x)
     out = []
     for i in range(0, len(x), batch_size):
         logits = model(x[i:i + batch_size]).float()

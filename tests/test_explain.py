@@ -194,7 +194,7 @@ def test_default_occlusion_window_scales_with_input_size():
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "shap"}, "unknown method"),
     ({"method": "integrated_gradients", "n_step": 3}, "no parameter"),
-    ({"method": "integrated_gradients", "n_steps": 0}, "positive integer"),
+    ({"method": "integrated_gradients", "n_steps": 0}, "n_steps must be at least 1"),
     ({"method": "occlusion", "window": 64}, "window"),
     ({"method": "saliency", "target": 7}, "out of range"),
 ])

@@ -6,7 +6,11 @@ Each group is a parametrised test over a list of cases, so a new hostile input i
 * ``BAD_META_FILES``: metadata files that are not a JSON object;
 * ``BAD_ARCH_ARGS`` / ``BAD_WEIGHTS``: checkpoints whose metadata reads but whose model cannot be built;
 * ``BROKEN_MODELS``: models whose outputs are not finite;
-* ``WRITE_FAILURES``, ``TEMPORARIES``: atomic writes.
+* ``MALFORMED_INPUTS`` / ``BAD_PARAMETERS``: tensors and settings that predict and every explainer refuse before
+  any pass;
+* ``WRITE_FAILURES``, ``TEMPORARIES``: atomic writes;
+* ``IMPOSSIBLE_SETTINGS`` / ``RUN_FAILURES``: the training command line (refused up front with exit 2, or stopped
+  with one line and exit 1).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -28,8 +33,12 @@ from core import checkpoints
 from core.checkpoints import CheckpointError, CheckpointMeta
 from core.catalog import DATASETS
 from core import inference, metadata
+from core.costs import estimate_cost
+from core.explain import explain
+from core.explainer import MAX_BATCH, MAX_GRID, MAX_PASSES, ExplainError, make_explainer, registered_methods
 from core.inference import predict, predict_tensor
 from core.models import build_student
+from core.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 # the shipped checkpoints; the stages a run keeps (`core.reproduce --kept`) hold a teacher-logit cache too, and
@@ -93,7 +102,7 @@ OUT_OF_RANGE = {
     "mean": [[NAN, 0.5, 0.5], [INF, 0.5, 0.5], [0.5, -INF, 0.5], [0.5, 0.5], [0.5] * 4, [], [10**400, 0.5, 0.5]],
     "std": [[0, 1, 1], [-0.1, 1, 1], [NAN, 1, 1], [INF, 1, 1], [1e-50, 1, 1], [1, 1], [1] * 4],
     "role": ["", "Teacher", "assistant"],
-    "seed": [-1, 2**64],
+    "seed": [-1, 2**32, 2**64],  # numpy's seeding takes 32 bits
     "weights_dtype": ["int8", "float64", ""],
     "arch_args": [{"bogus": 1}, {"depth": 3, "width": 8}],
 }
@@ -287,6 +296,124 @@ def test_bad_batches_are_refused(tiny_student, x, match):
         predict_tensor(tiny_student, x)
 
 
+# --------------------------------------------------------------------------- explainers' inputs and parameters
+
+def _one_bad_pixel(value: float) -> torch.Tensor:
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x[0, 1, 5, 7] = value
+    return x
+
+
+# Inputs no model here can take: (id, input, words of the one refusal predict and every explainer give).
+MALFORMED_INPUTS = [
+    ("nan", lambda: _one_bad_pixel(NAN), "NaN or inf"),
+    ("all_nan", lambda: torch.full((1, 3, 32, 32), NAN), "NaN or inf"),
+    ("inf", lambda: _one_bad_pixel(INF), "NaN or inf"),
+    ("minus_inf", lambda: _one_bad_pixel(-INF), "NaN or inf"),
+    ("one_channel", lambda: torch.zeros(1, 1, 32, 32), "1 channel.*takes 3"),
+    ("four_channels", lambda: torch.zeros(1, 4, 32, 32), "4 channel.*takes 3"),
+    ("float64", lambda: torch.zeros(1, 3, 32, 32, dtype=torch.float64), "float64.*float32"),
+    ("float16", lambda: torch.zeros(1, 3, 32, 32, dtype=torch.float16), "float16.*float32"),
+    ("uint8", lambda: torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "uint8.*float32"),
+    ("3d", lambda: torch.zeros(3, 32, 32), r"C, H, W\).*\(3, 32, 32\)"),
+    ("5d", lambda: torch.zeros(1, 1, 3, 32, 32), r"C, H, W\)"),
+    ("numpy", lambda: np.zeros((1, 3, 32, 32), np.float32), "tensor.*ndarray"),
+]
+MALFORMED_IDS = [case[0] for case in MALFORMED_INPUTS]
+
+
+@pytest.mark.parametrize("name, build, match", MALFORMED_INPUTS, ids=MALFORMED_IDS)
+def test_predict_refuses_malformed_input(tiny_student, count_forwards, name, build, match):
+    counter = count_forwards(tiny_student)
+    with pytest.raises(inference.PredictionError, match=match):
+        predict_tensor(tiny_student, build())
+    assert counter.images == 0
+
+
+@pytest.mark.parametrize("target", [None, 1])
+@pytest.mark.parametrize("method", registered_methods())
+@pytest.mark.parametrize("name, build, match", MALFORMED_INPUTS, ids=MALFORMED_IDS)
+def test_every_explainer_refuses_malformed_input_before_any_pass(tiny_student, count_forwards, name, build, match,
+                                                                 method, target):
+    counter = count_forwards(tiny_student)
+    with pytest.raises(ExplainError, match=match):
+        explain(tiny_student, build(), method, target, predict=False)
+    assert counter.images == 0
+
+
+@pytest.mark.parametrize("method", registered_methods())
+def test_every_explainer_explains_one_image_at_a_time(tiny_student, method):
+    with pytest.raises(ExplainError, match=r"one image shaped \(1, C, H, W\), got shape \(2, 3, 32, 32\)"):
+        explain(tiny_student, torch.zeros(2, 3, 32, 32), method, 0, predict=False)
+
+
+# Settings that would run unbounded, or that are no setting at all: (method, parameters, words of the refusal),
+# refused when the explainer is built (`make_explainer`, the cost estimate), before any pass. Built for a 128 px
+# image, the app's size.
+BAD_PARAMETERS = [
+    ("kernel_shap", {"n_samples": 10**8}, "n_samples.*at most"),
+    ("lime", {"n_samples": 10**6}, "n_samples.*at most"),
+    ("gradient_shap", {"n_samples": 10**6}, "n_samples.*at most"),
+    ("integrated_gradients", {"n_steps": 10**6}, "n_steps.*at most"),
+    ("occlusion", {"window": 1, "stride": 1}, "16,385 passes.*at most"),  # 128 x 128 windows and one more
+    ("lime", {"grid": 4096}, "grid.*at most"),
+    ("kernel_shap", {"grid": 100}, "grid.*at most"),
+    ("integrated_gradients", {"internal_batch_size": 10**5}, "internal_batch_size.*at most"),
+    ("kernel_shap", {"perturbations_per_eval": 10**5}, "perturbations_per_eval.*at most"),
+    ("occlusion", {"perturbations_per_eval": 10**5}, "perturbations_per_eval.*at most"),
+    ("kernel_shap", {"n_samples": 1e8}, "n_samples.*whole number"),
+    ("lime", {"grid": True}, "grid.*whole number"),
+    ("integrated_gradients", {"n_steps": 0}, "n_steps.*at least 1"),
+    ("integrated_gradients", {"baseline": NAN}, "baseline.*finite"),
+    ("occlusion", {"baseline": INF}, "baseline.*finite"),
+    ("kernel_shap", {"baseline": "black"}, "baseline.*finite"),
+    ("gradient_shap", {"stdevs": NAN}, "stdevs.*finite"),
+    ("gradient_shap", {"stdevs": -0.1}, "stdevs.*finite"),
+    ("gradient_shap", {"black": [NAN, 0.0, 0.0]}, "black.*finite"),
+    ("gradient_shap", {"black": "dark"}, "black.*finite"),
+    ("lime", {"alpha": INF}, "alpha.*finite"),
+    ("lime", {"alpha": -1.0}, "alpha.*finite"),
+    ("gradient_shap", {"seed": -1}, "seed.*between"),
+    ("lime", {"seed": 2**32}, "seed.*between"),
+    ("kernel_shap", {"seed": 0.5}, "seed.*whole number"),
+]
+
+
+@pytest.mark.parametrize("method, params, match", BAD_PARAMETERS, ids=lambda v: str(v) if isinstance(v, dict) else None)
+def test_unbounded_or_malformed_parameters_are_refused_when_the_explainer_is_built(tiny_student, count_forwards,
+                                                                                   method, params, match):
+    counter = count_forwards(tiny_student)
+    with pytest.raises(ExplainError, match=match):
+        make_explainer(tiny_student, method, 128, **params)
+    with pytest.raises(ExplainError, match=match):
+        estimate_cost(tiny_student, method, 128, **params)
+    with pytest.raises(ExplainError, match=match):
+        explain(tiny_student, torch.zeros(1, 3, 128, 128), method, 0, **params)
+    assert counter.images == 0
+
+
+# The largest settings, accepted (built, not run): the limits are the documented ones, not one less.
+LARGEST_PARAMETERS = [
+    ("kernel_shap", {"n_samples": MAX_PASSES, "grid": MAX_GRID, "perturbations_per_eval": MAX_BATCH}),
+    ("lime", {"n_samples": MAX_PASSES, "seed": 2**32 - 1}),
+    ("gradient_shap", {"n_samples": MAX_PASSES, "internal_batch_size": MAX_BATCH, "black": [-1.0, 0.0, 1.0]}),
+    ("integrated_gradients", {"n_steps": MAX_PASSES, "internal_batch_size": MAX_BATCH}),
+    ("occlusion", {"window": 2, "stride": 1}),  # 127 x 127 windows and the unoccluded pass at 128 px
+]
+
+
+@pytest.mark.parametrize("method, params", LARGEST_PARAMETERS, ids=[m for m, _ in LARGEST_PARAMETERS])
+def test_the_largest_parameters_are_accepted(tiny_student, method, params):
+    explainer = make_explainer(tiny_student, method, 128, **params)
+    assert sum(explainer.passes().values()) <= 2 * MAX_PASSES
+
+
+@pytest.mark.parametrize("black", [[0.0, 0.0], [0.0] * 4], ids=["two", "four"])
+def test_gradient_shap_black_needs_one_value_or_one_per_channel(tiny_student, black):
+    with pytest.raises(ExplainError, match="black needs one value or one per channel"):
+        explain(tiny_student, torch.zeros(1, 3, 32, 32), "gradient_shap", 0, predict=False, black=black)
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 def _enospc(handle):
@@ -393,3 +520,168 @@ def test_remove_stale_temporaries_spares_fresh_files(tmp_path):
     os.utime(old, (time.time() - 3600, time.time() - 3600))
     assert checkpoints.remove_stale_temporaries(tmp_path, min_age_s=60) == 1
     assert not old.exists() and fresh.exists()
+
+
+# --------------------------------------------------------------------------- the training command line
+
+# Settings no run can use: refused before anything is trained or written, not after the teacher has trained.
+IMPOSSIBLE_SETTINGS = [
+    ("--batch-size", "0"), ("--batch-size", "-3"),
+    ("--seeds", "-1"), ("--seeds", str(2**32)), ("--seeds", "0 0"),
+    ("--input-size", "100000"), ("--input-size", "8"), ("--input-size", "0"),
+    ("--input-size", "24"),  # the default DenseNet-121 teacher pools 24 px to nothing
+    ("--lr", "inf"), ("--lr", "nan"), ("--lr", "0"), ("--lr", "-0.1"),
+    ("--epochs", "0"), ("--student-epochs", "0"), ("--student-epochs", "-2"),
+    ("--threads", "0"), ("--threads", "-1"),
+    ("--alpha", "1.5"), ("--alpha", "-0.5"), ("--alpha", "nan"),
+    ("--temperature", "0"), ("--temperature", "-4"), ("--temperature", "inf"), ("--temperature", "nan"),
+    ("--max-per-class", "0"), ("--patience", "0"), ("--depth", "99"), ("--depth", "2"), ("--pooled-blocks", "-1"),
+    ("--attention-beta", "inf"), ("--attention-beta", "-1"),
+]
+
+
+# The same refusals for the recipe itself, which the app's Train page and core.reproduce build too: (setting, value).
+IMPOSSIBLE_RECIPES = [
+    ("batch_size", 0), ("batch_size", 2.5), ("batch_size", True), ("teacher_epochs", 0), ("student_epochs", -1),
+    ("patience", 0), ("teacher_patience", 0), ("views", 0), ("max_per_class", 0), ("threads", 0),
+    ("pooled_blocks", -1), ("data_seed", -1), ("data_seed", 2**32), ("seeds", (0, 2**32)), ("seeds", (1, 1)),
+    ("input_size", 15), ("input_size", 1025), ("input_size", 24), ("depth", 9),
+    ("lr", NAN), ("lr", INF), ("lr", 0.0), ("lr", -1e-3), ("weight_decay", -1e-4), ("weight_decay", NAN),
+    ("val_fraction", 0.0), ("val_fraction", 1.0), ("val_fraction", NAN), ("attention_beta", INF),
+    ("smoothing_control", 1.0), ("smoothing_control", NAN), ("teacher_label_smoothing", 1.0),
+    ("time_cap_s", 0.0), ("time_cap_s", NAN), ("alpha", 1.01), ("alpha", NAN), ("temperature", 0.0),
+    ("temperature", INF), ("temperature", NAN), ("loss", "kdd"), ("schedule", "linear"), ("teacher_arch", "vgg"),
+]
+
+
+@pytest.mark.parametrize("setting, value", IMPOSSIBLE_RECIPES, ids=[f"{s}={v!r}" for s, v in IMPOSSIBLE_RECIPES])
+def test_the_recipe_refuses_impossible_settings(setting, value):
+    from core.recipe import SettingError, TrainConfig
+
+    loss_args = {"alpha": 0.5, "temperature": 4.0}
+    kwargs = {"loss_args": {**loss_args, setting: value}} if setting in loss_args else {setting: value}
+    with pytest.raises(SettingError) as err:
+        TrainConfig(**kwargs)
+    assert err.value.setting == setting and str(err.value).startswith(f"{setting}: "), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def _run_train_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """``python -m core.train ARGV`` in this process: its exit code and standard error."""
+    with pytest.raises(SystemExit) as stop:
+        train_main(argv)
+    return stop.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", IMPOSSIBLE_SETTINGS, ids=[f"{o} {v}" for o, v in IMPOSSIBLE_SETTINGS])
+def test_training_command_line_refuses_impossible_settings(tmp_path, monkeypatch, capsys, option, value):
+    monkeypatch.chdir(tmp_path)  # where the default run folder, runs/phantom, would go
+    code, err = _run_train_cli([option, *value.split()], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith("usage:") and err.count("error:") == 1, err
+    assert err.strip().splitlines()[-1].startswith(f"python -m core.train: error: argument {option}: "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _diverging_rate(tmp_path: Path, monkeypatch) -> list[str]:
+    return ["--lr", "1e30"]
+
+
+def _out_is_a_file(tmp_path: Path, monkeypatch) -> list[str]:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    return ["--out", str(tmp_path / "taken")]
+
+
+def _out_inside_a_file(tmp_path: Path, monkeypatch) -> list[str]:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    return ["--out", str(tmp_path / "taken" / "run")]
+
+
+def _looping_link_in_the_data(tmp_path: Path, monkeypatch) -> list[str]:
+    for split in ("train", "test"):
+        for name in DATASETS["brain_tumor"].classes:
+            folder = tmp_path / "data" / "brain_tumor" / split / name
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (24, 24), 40 * i).save(folder / f"{i}.png")
+    looping = tmp_path / "data" / "brain_tumor" / "train" / "glioma" / "x.png"
+    looping.symlink_to(looping)
+    return ["--dataset", "brain_tumor", "--root", str(tmp_path / "data")]
+
+
+def _full_disk(tmp_path: Path, monkeypatch) -> list[str]:
+    def no_space(obj, handle, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)  # the first file a teacher stage writes is its state.pt
+    return []
+
+
+def _missing_teacher(tmp_path: Path, monkeypatch) -> list[str]:
+    return ["--stage", "student", "--teacher", str(tmp_path / "no_such_teacher.pt")]
+
+
+# Runs that cannot go on: (setup returning extra options, exit code, what the error line says).
+RUN_FAILURES = [
+    (_diverging_rate, 1, "loss became"),
+    (_out_is_a_file, 2, "argument --out: cannot write the run folder"),
+    (_out_inside_a_file, 2, "argument --out: cannot write the run folder"),
+    (_looping_link_in_the_data, 1, "x.png: Too many levels of symbolic links"),
+    (_full_disk, 1, "No space left on device"),
+    (_missing_teacher, 1, "checkpoint file not found"),
+]
+
+
+@pytest.mark.parametrize("setup, code, says", RUN_FAILURES, ids=[f.__name__.strip("_") for f, _, _ in RUN_FAILURES])
+def test_a_training_run_that_cannot_go_on_stops_with_one_line(tmp_path, monkeypatch, capsys, single_thread, setup,
+                                                                code, says):
+    small = ["--teacher-arch", "resnet18", "--input-size", "32", "--max-per-class", "8", "--batch-size", "16",
+             "--epochs", "1", "--depth", "3", "--stage", "teacher", "--no-eval", "--out", str(tmp_path / "run")]
+    got, err = _run_train_cli(small + setup(tmp_path, monkeypatch), capsys)
+    last = err.strip().splitlines()[-1]
+    assert got == code and "Traceback" not in err, err
+    assert last.startswith("python -m core.train: error: ") and says in last, err
+    assert list(tmp_path.rglob("best.pt")) == [] and list(tmp_path.rglob("*.tmp")) == []
+
+
+def test_a_full_disk_says_how_to_resume(tmp_path, monkeypatch, capsys, single_thread):
+    # python -m core.train without --resume trains a stage afresh: "the same command again" would start over
+    argv = ["--teacher-arch", "resnet18", "--input-size", "32", "--max-per-class", "8", "--epochs", "1",
+            "--stage", "teacher", "--no-eval", "--out", str(tmp_path / "run")]
+    _, err = _run_train_cli(argv + _full_disk(tmp_path, monkeypatch), capsys)
+    assert "state.pt" in err and "--resume" in err, err
+
+
+
+# --------------------------------------------------------------------------- the shipping commands' numbers
+
+# Counts the reproduction, the faithfulness study and the timing table cannot use (``--images 0`` once meant "all",
+# ``--steps 0`` divided by zero): refused by the parser, before any model is loaded or any file written.
+SHIPPING_COMMAND_SETTINGS = [
+    ("core.reproduce", ["phantom"], "--teacher-epochs", "0"), ("core.reproduce", ["phantom"], "--teacher-epochs", "-2"),
+    ("core.reproduce", ["phantom"], "--threads", "0"),
+    ("core.faithfulness_study", ["phantom"], "--images", "0"), ("core.faithfulness_study", ["phantom"], "--images", "-5"),
+    ("core.faithfulness_study", ["phantom"], "--steps", "0"), ("core.faithfulness_study", ["phantom"], "--steps", "-1"),
+    ("core.faithfulness_study", ["phantom"], "--slow-images", "0"),
+    ("core.faithfulness_study", ["phantom"], "--sanity-images", "0"),
+    ("core.faithfulness_study", ["phantom"], "--threads", "0"), ("core.faithfulness_study", ["phantom"], "--seed", "-1"),
+    ("core.bench", [], "--images", "0"), ("core.bench", [], "--repeats", "0"), ("core.bench", [], "--warmup", "-1"),
+    ("core.bench", [], "--budget", "-1"), ("core.bench", [], "--budget", "nan"), ("core.bench", [], "--threads", "0"),
+    ("core.bench", [], "--input-size", "0"), ("core.bench", [], "--student-depth", "0"),
+    ("core.bench", [], "--images", "two"),
+]
+
+
+@pytest.mark.parametrize("module, head, option, value", SHIPPING_COMMAND_SETTINGS,
+                         ids=[f"{m.split('.')[1]} {o} {v}" for m, _, o, v in SHIPPING_COMMAND_SETTINGS])
+def test_shipping_commands_refuse_impossible_counts(tmp_path, monkeypatch, capsys, module, head, option, value):
+    import importlib
+
+    monkeypatch.chdir(tmp_path)  # where their default folders (checkpoints/, runs/) would be written
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module).main([*head, option, value])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and err.count("error:") == 1, err
+    assert f"error: argument {option}: " in err.strip().splitlines()[-1], err
+    assert list(tmp_path.iterdir()) == []

@@ -2,10 +2,13 @@
 
 Every call into ``core.explain`` holds the shared model's lock (Captum attaches hooks). A result is the record
 `explorer.explanation_record.PairExplanation`, kept in the user's session state, so redrawing the page runs no model.
+A run with a slow method (``slow`` on its class) holds one of the server's ``$KD_APP_EXPLAINERS`` slots
+(`SLOW_RUNS`): the others wait their turn and see their place in the line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -22,11 +25,36 @@ from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPai
                                          Passes, Sanity)
 from explorer.loaders import LoadedModel, describe_versions, model_versions
 from explorer.names import method_label, role_label
+from explorer.runtime import ServerSlots, count_setting
 
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
 SANITY_LAYERS = 2  # the page's sanity check randomises the head and the last feature layer
 # The app's keys of the two models the page compares: a summary row each, and the agreement of their maps.
 COMPARED = ("teacher", "student")
+# Runs with a slow method at a time, for the whole server. One by default: six sessions explaining integrated
+# gradients and GradientSHAP at once took the server to 1.88 GB at peak (every run's batches resident together)
+# and another user's Dataset page from 1.3 s to 3.4-4.8 s on two cores; one at a time holds one run's batches and
+# leaves the other core to the light pages (``benchmarks/app_load.py`` measures both, with and without the queue).
+SLOW_RUNS = ServerSlots(count_setting("KD_APP_EXPLAINERS", 1))
+
+
+def slow_run(methods: list[str]) -> bool:
+    """Whether explaining with ``methods`` takes one of the server's slots (`SLOW_RUNS`): a method is slow."""
+    return any(EXPLAINERS[m].slow for m in methods)
+
+
+def run_slot(methods: list[str], on_wait):
+    """What a run with ``methods`` holds while it explains: one of `SLOW_RUNS` when a method is slow (waiting its
+    turn first, ``on_wait(runs ahead)`` meanwhile), else nothing."""
+    return SLOW_RUNS.held(on_wait) if slow_run(methods) else contextlib.nullcontext()
+
+
+def waiting_text(ahead: int) -> str:
+    """The progress text of a run waiting for the server's slot."""
+    runs = "1 run" if ahead == 1 else f"{ahead} runs"
+    at_once = "one run" if SLOW_RUNS.size == 1 else f"{SLOW_RUNS.size} runs"
+    return (f"Waiting for {runs} ahead of yours: the server explains with the slow methods {at_once} at a time, "
+            "so that its pages stay fast for everyone ...")
 
 
 @dataclass(frozen=True)

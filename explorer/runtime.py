@@ -1,9 +1,11 @@
 """The server process's own care: torch threads, freed memory back to the system, imports that must be complete
-before a page draws. Nothing here imports torch at module level: the Home page starts without it.
+before a page draws, slots that sessions share. Nothing here imports torch at module level: the Home page starts
+without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import importlib.util
@@ -11,6 +13,18 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Iterator
+
+
+def count_setting(name: str, default: int) -> int:
+    """The environment setting ``name``, a whole number of at least 1 (``default`` when unset or empty).
+
+    Raises ValueError naming the setting when it is anything else.
+    """
+    setting = (os.environ.get(name) or str(default)).strip()
+    if not setting.isdigit() or int(setting) < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {setting!r}")
+    return int(setting)
 
 
 def app_threads() -> int:
@@ -18,10 +32,7 @@ def app_threads() -> int:
 
     Raises ValueError naming the setting when it is not a whole number of at least 1.
     """
-    setting = (os.environ.get("KD_APP_THREADS") or "1").strip()
-    if not setting.isdigit() or int(setting) < 1:
-        raise ValueError(f"KD_APP_THREADS must be a whole number of at least 1, got {setting!r}")
-    return int(setting)
+    return count_setting("KD_APP_THREADS", 1)
 
 
 def configure_torch() -> int:
@@ -151,3 +162,55 @@ def preload_model_code() -> threading.Thread | None:
             _preload = threading.Thread(target=_import_model_code, name="kd-preload", daemon=True)
             _preload.start()
         return _preload
+
+
+class ServerSlots:
+    """At most ``size`` runs at a time for the whole server, started in the order they asked (first come, first
+    served); a waiting run knows how many runs are ahead of it (running, or waiting before it), for its page to
+    show. Streamlit runs each session in its own thread, so one object shared by the sessions is the queue.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._changed = threading.Condition()
+        self._running = 0
+        self._waiting: list[object] = []  # tickets, in the order they asked
+
+    def ahead(self) -> int:
+        """How many runs a run asking now would wait for: those running and those waiting."""
+        with self._changed:
+            return self._running + len(self._waiting)
+
+    def _take_or_count(self, ticket: object) -> int:
+        """Take a slot for ``ticket`` when it is first in line and one is free (0), else the runs ahead of it."""
+        with self._changed:
+            if self._waiting[0] is ticket and self._running < self.size:
+                self._waiting.pop(0)
+                self._running += 1
+                self._changed.notify_all()
+                return 0
+            return self._running + self._waiting.index(ticket)
+
+    @contextlib.contextmanager
+    def held(self, on_wait: Callable[[int], None] | None = None, poll_s: float = 1.0) -> Iterator[None]:
+        """Hold a slot for the block. While it waits, ``on_wait(runs ahead)`` is called at least every ``poll_s``
+        seconds (never when a slot is free at once: a run alone looks as it did without the queue). Whatever
+        ``on_wait`` or the block raises (a page's run stopped or rerun) leaves the line or frees the slot."""
+        ticket, running = object(), False
+        with self._changed:
+            self._waiting.append(ticket)
+        try:
+            while (ahead := self._take_or_count(ticket)) > 0:
+                if on_wait is not None:
+                    on_wait(ahead)
+                with self._changed:
+                    self._changed.wait(poll_s)
+            running = True
+            yield
+        finally:
+            with self._changed:
+                if running:
+                    self._running -= 1
+                else:
+                    self._waiting.remove(ticket)
+                self._changed.notify_all()

@@ -77,9 +77,11 @@ if st.button("Explain", key="exp_run", type="primary"):
     bar = st.progress(0.0, text="explaining ...")
     try:
         masks = {role: chosen.mask_at(m.meta.input_size) for role, m in models.items()}
-        results[run_key] = explanations_view.explain_pair(models, xs, methods, target, faithfulness=faithful,
-                                                          sanity=sanity, masks=masks, gradcam_layers=gradcam_layers,
-                                                          on_progress=lambda f, text: bar.progress(f, text))
+        waiting = lambda ahead: bar.progress(0.0, explanations_view.waiting_text(ahead))  # noqa: E731
+        with explanations_view.run_slot(methods, waiting):
+            results[run_key] = explanations_view.explain_pair(
+                models, xs, methods, target, faithfulness=faithful, sanity=sanity, masks=masks,
+                gradcam_layers=gradcam_layers, on_progress=lambda f, text: bar.progress(f, text))
     except ExplainError as err:
         st.error(f"Cannot explain: {plain(err)}")
     bar.empty()

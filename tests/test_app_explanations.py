@@ -2,6 +2,8 @@
 
 import json
 import re
+import threading
+import time
 from dataclasses import replace
 from operator import attrgetter
 
@@ -14,7 +16,7 @@ from core.costs import ScoringCost
 from core.explain import explain
 from core.explainers import EXPLAINERS, CostEstimate
 from core.inference import preprocess
-from explorer import explanations_view, loaders, names
+from explorer import explanations_view, loaders, names, runtime
 from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPair, ModelExplanation, PairExplanation,
                                          Passes, Sanity)
 from explorer.explanations_view import PredictedCosts
@@ -266,3 +268,116 @@ def test_batched_backward_methods_run_in_small_batches_in_the_app(tiny_student, 
             assert sum(sizes) >= exp.passes["forward"], (method, sizes, exp.passes)
     finally:
         handle.remove()
+
+
+# --- the server's slot for slow methods: six sessions explaining at once wait their turn, and see their place ---
+
+def test_server_slots_serve_runs_in_order_and_count_those_ahead():
+    slots = runtime.ServerSlots(1)
+    order, seen, first_in = [], {}, threading.Event()
+    release_first = threading.Event()
+
+    def run(name, hold=None):
+        with slots.held(lambda ahead: seen.setdefault(name, []).append(ahead), poll_s=0.02):
+            order.append(name)
+            if hold is not None:
+                first_in.set()
+                hold.wait(10)
+
+    first = threading.Thread(target=run, args=("first", release_first))
+    first.start()
+    assert first_in.wait(10)
+    waiting = []
+    for name in ("second", "third"):  # asked in this order, while the first holds the slot
+        waiting.append(threading.Thread(target=run, args=(name,)))
+        waiting[-1].start()
+        while slots.ahead() < len(waiting) + 1:
+            time.sleep(0.01)
+    release_first.set()
+    for thread in [first, *waiting]:
+        thread.join(10)
+    assert order == ["first", "second", "third"]
+    assert "first" not in seen, "a run that finds a slot free never waits"
+    assert seen["second"][0] == 1 and seen["third"][0] == 2, seen
+    assert slots.ahead() == 0, "every slot is free again"
+
+
+def test_a_run_stopped_while_it_waits_leaves_the_line():
+    slots = runtime.ServerSlots(1)
+
+    class Stopped(Exception):
+        pass
+
+    def stop(ahead):
+        raise Stopped  # what Streamlit raises in a page's run when its session reruns or goes
+
+    with slots.held():
+        with pytest.raises(Stopped):
+            with slots.held(stop):
+                pass
+        assert slots.ahead() == 1, "the stopped run is no longer waiting"
+    with pytest.raises(Stopped):
+        with slots.held():
+            raise Stopped
+    assert slots.ahead() == 0, "a run that failed freed its slot"
+
+
+@pytest.mark.parametrize("setting", ["0", "-1", "two", "1.5"])
+def test_a_wrong_number_of_explaining_slots_names_the_setting(monkeypatch, setting):
+    monkeypatch.setenv("KD_APP_EXPLAINERS", setting)
+    with pytest.raises(ValueError, match="KD_APP_EXPLAINERS must be a whole number"):
+        runtime.count_setting("KD_APP_EXPLAINERS", 1)
+
+
+def test_only_runs_with_a_slow_method_take_the_slot():
+    assert explanations_view.slow_run(["feature_maps", "integrated_gradients"])
+    assert explanations_view.slow_run(["gradient_shap"])
+    assert not explanations_view.slow_run(["feature_maps", "grad_cam", "saliency", "cam"])
+    assert explanations_view.SLOW_RUNS.size == 1, "one slow run at a time by default"
+
+
+def click_explain_while_another_run_explains(at, monkeypatch) -> list[str]:
+    """Press Explain while another session's run holds the server's slot, which it frees once this run waits (or
+    after 60 s); returns the waiting texts the page showed."""
+    shown, holding, waited = [], threading.Event(), threading.Event()
+    texts_of = explanations_view.waiting_text
+
+    def waiting_text(ahead):
+        shown.append(texts_of(ahead))
+        waited.set()
+        return shown[-1]
+
+    def other_session():
+        with explanations_view.SLOW_RUNS.held():
+            holding.set()
+            waited.wait(60)
+
+    monkeypatch.setattr(explanations_view, "waiting_text", waiting_text)
+    other = threading.Thread(target=other_session)
+    other.start()
+    assert holding.wait(10)
+    try:
+        at.button(key="exp_run").click().run(timeout=300)
+    finally:
+        waited.set()
+        other.join(10)
+    return shown
+
+
+def test_a_slow_run_waits_for_the_one_ahead_and_says_so(monkeypatch):
+    at = open_page("explanations", {"image": "1", "method": "integrated_gradients"})
+    at.checkbox(key="exp_faithfulness").uncheck().run()
+    at.checkbox(key="exp_sanity").uncheck().run()
+    shown = click_explain_while_another_run_explains(at, monkeypatch)
+    assert_ok(at)
+    assert shown and "Waiting for 1 run ahead of yours" in shown[0], shown
+    assert has_chart(at, "exp_map_integrated_gradients_teacher"), "explained once its turn came"
+    assert explanations_view.SLOW_RUNS.ahead() == 0
+
+
+def test_a_fast_run_never_waits_for_the_slot(monkeypatch):
+    at = open_page("explanations", {"image": "1", "method": "grad_cam,saliency"})
+    shown = click_explain_while_another_run_explains(at, monkeypatch)
+    assert_ok(at)
+    assert shown == [], "fast methods look as they did without the queue"
+    assert has_chart(at, "exp_map_grad_cam_teacher")

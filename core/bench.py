@@ -25,11 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import checkpoints
+from core import checkpoints, shipping
+from core.arguments import integer, number
 from core.costs import estimate_cost
 from core.explain import explain
 from core.explainers import registered_methods
 from core.inference import to_model_input
+from core.layout import in_checkpoint_root
 from core.models import TEACHERS, build_student, build_teacher
 from core.stopwatch import TimingResult, environment, time_callable
 
@@ -197,7 +199,8 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
               warmup: int = 1, budget_s: float | None = 60.0, threads: int | None = None,
               random_weights: bool = False, teacher_arch: str = "densenet121", student_depth: int = 5,
               input_size: int | None = None, seed: int = 0, params: dict | None = None,
-              out: str | Path | None = None, on_progress: ProgressCallback | None = None) -> list[dict]:
+              out: str | Path | None = None, on_progress: ProgressCallback | None = None,
+              force: bool = False) -> list[dict]:
     """Time every method on teacher and student over the same images and targets (their labels).
 
     Args:
@@ -209,6 +212,8 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
             seeded random weights at ``input_size`` (timings do not depend on weight values).
         params: method -> parameters. out: folder for bench.csv and bench.json (None: write nothing).
         on_progress: ``on_progress(done, total, label)`` after each (model, method).
+        force: replace a shipped table (``out`` in the checkpoint root) even with fewer images, repeats, methods
+            or a shorter time budget; otherwise such a run is refused before it starts (`core.shipping`).
 
     Returns:
         Rows as in `benchmark_methods`, each with ``dataset`` added.
@@ -218,6 +223,13 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise BenchError(f"unknown methods {unknown}; choose from {', '.join(known)}")
+    config = {"dataset": dataset, "split": split, "images": images, "methods": methods, "repeats": repeats,
+              "warmup": warmup, "budget_s": budget_s, "threads": threads, "random_weights": random_weights,
+              "teacher": str(teacher) if teacher else None, "student": str(student) if student else None,
+              "teacher_arch": teacher_arch if random_weights else None, "input_size": input_size,
+              "seed": seed, "params": params or {}}
+    if out is not None:
+        refuse_lesser_table(config, Path(out), force)
     models, prep = _load_models(dataset, teacher, student, random_weights, teacher_arch, student_depth,
                                 input_size, seed)
     batches, targets = _load_images(dataset, split, images, prep, seed)
@@ -233,20 +245,31 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     for row in rows:
         row["dataset"] = dataset
     if out is not None:
-        config = {"dataset": dataset, "split": split, "images": images, "methods": methods, "repeats": repeats,
-                  "warmup": warmup, "budget_s": budget_s, "threads": threads, "random_weights": random_weights,
-                  "teacher": str(teacher) if teacher else None, "student": str(student) if student else None,
-                  "teacher_arch": teacher_arch if random_weights else None, "input_size": input_size,
-                  "seed": seed, "params": params or {}}
         write_results(rows, out, config, env)
     return rows
 
 
+def refuse_lesser_table(config: dict, out: Path, force: bool) -> None:
+    """Refuse (`core.shipping.ShippingRefused`) a run that would replace a shipped table made with more."""
+    shipped = out / "bench.json"
+    if force or not in_checkpoint_root(out) or not shipped.is_file():
+        return
+    try:
+        made = json.loads(shipped.read_text(encoding="utf-8"))["config"]
+        less = shipping.timing_shortfalls(config, made)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        less = [f"its configuration cannot be read ({type(err).__name__}: {err})"]
+    shipping.refuse_lesser("a timing table", shipped, less, force)
+
+
 def write_results(rows: list[dict], out: str | Path, config: dict, env: dict | None = None) -> tuple[Path, Path]:
-    """Write ``bench.csv`` and ``bench.json`` (environment, configuration, rows) into ``out``."""
+    """Write ``bench.csv`` and ``bench.json`` (environment, configuration, rows) into ``out``; in the checkpoint
+    root the table replaced is kept under ``earlier/replaced-<time>/`` beside ``out`` (`core.shipping`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "bench.csv", out / "bench.json"
+    if in_checkpoint_root(out):
+        shipping.keep_replaced(out.parent, [Path(out.name) / p.name for p in (csv_path, json_path)])
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -321,23 +344,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher", help="teacher checkpoint (.pt with its .json); "
                         "default checkpoints/<dataset>/teacher.pt")
     parser.add_argument("--student", help="student checkpoint; default checkpoints/<dataset>/student.pt")
-    parser.add_argument("--images", type=int, default=8, help="number of images (spread evenly over the split)")
+    parser.add_argument("--images", type=integer(1), default=8,
+                        help="number of images (spread evenly over the split)")
     parser.add_argument("--methods", nargs="+", choices=registered_methods(), help="methods to time (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per image and method")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per model and method")
-    parser.add_argument("--budget", type=float, default=60.0,
+    parser.add_argument("--repeats", type=integer(1), default=5, help="timed runs per image and method")
+    parser.add_argument("--warmup", type=integer(0), default=1, help="untimed warm-up runs per model and method")
+    parser.add_argument("--budget", type=number(0), default=60.0,
                         help="seconds per (model, method): slower methods get fewer repeats (0: no limit)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's current setting)")
+    parser.add_argument("--threads", type=integer(1), help="torch CPU threads (default: torch's current setting)")
     parser.add_argument("--random-weights", action="store_true",
                         help="time seeded random-weight models instead of checkpoints (speed runs)")
     parser.add_argument("--teacher-arch", default="densenet121", choices=list(TEACHERS),
                         help="teacher architecture with --random-weights")
-    parser.add_argument("--student-depth", type=int, default=5, help="student blocks with --random-weights")
-    parser.add_argument("--input-size", type=int, help="image side in pixels (default: the checkpoint's)")
+    parser.add_argument("--student-depth", type=integer(1), default=5, help="student blocks with --random-weights")
+    parser.add_argument("--input-size", type=integer(1), help="image side in pixels (default: the checkpoint's)")
     parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="method parameter, e.g. integrated_gradients.n_steps=50 (repeatable)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for random weights and data splits")
+    parser.add_argument("--seed", type=integer(0), default=0, help="seed for random weights and data splits")
     parser.add_argument("--out", help="output folder (default runs/bench/<dataset>/)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a shipped table (--out in the checkpoint root) even with fewer images, repeats "
+                             "or methods; the replaced one is kept under earlier/")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -360,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          budget_s=args.budget or None, threads=args.threads, random_weights=args.random_weights,
                          teacher_arch=args.teacher_arch, student_depth=args.student_depth,
                          input_size=args.input_size, seed=args.seed, params=_parse_params(args.param), out=out,
-                         on_progress=progress)
+                         on_progress=progress, force=args.force)
     except ValueError as err:  # BenchError, CheckpointError, DatasetError, ExplainError: all say what to fix
         bar.close()
         print(f"error: {err}", file=sys.stderr)

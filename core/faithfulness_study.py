@@ -13,7 +13,8 @@ distilled student and every explainer:
 * the measured time of each explanation.
 The slow methods run on a seeded random subset of the images (stated in the output). The result goes under
 ``"faithfulness"`` in ``checkpoints/<dataset>/results.json`` with the sha256 of both checkpoints, so a study
-of older checkpoints is recognisably stale.
+of older checkpoints is recognisably stale. A shipped study is replaced only by one with at least its images, steps,
+methods and models, or with ``--force``, and is kept under ``earlier/`` (`core.shipping`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from core import checkpoints
+from core import checkpoints, shipping
+from core.arguments import integer
 from core.data import load_dataset, materialize
 from core.evaluate import evaluation_split
 from core.explain import explain
@@ -95,6 +98,13 @@ def study_images(meta: checkpoints.CheckpointMeta, images: int | None, root: str
     cap = next((c for c in range(1, int(counts.max()) + 1) if np.minimum(counts, c).sum() >= images),
                int(counts.max()))
     return evaluation_split(meta, root=root, max_per_class=cap)
+
+
+def requested_images(dataset: str, images: int | None) -> float:
+    """How many test images a study asks for (`study_images`): math.inf for the phantom's whole split."""
+    if images is None:
+        return math.inf if dataset == "phantom" else DEFAULT_IMAGES
+    return images
 
 
 def mask_prior(size: int, n: int = 400, seed: int = 0) -> np.ndarray:
@@ -358,12 +368,28 @@ def read_study(checkpoints_dir: str | Path, dataset: str) -> FaithfulnessStudy |
 
 
 def write_study(study: FaithfulnessStudy, checkpoints_dir: str | Path, dataset: str) -> Path:
-    """Store the study under ``"faithfulness"`` in the dataset's results.json (atomically, other keys kept)."""
+    """Store the study under ``"faithfulness"`` in the dataset's results.json (atomically, other keys kept).
+
+    The file holding the study it replaces is kept as it was under ``earlier/replaced-<time>/`` (whether it may
+    be replaced is decided before the study runs: `refuse_lesser_study`)."""
     path = results_file(dataset_folder(dataset, root=checkpoints_dir))
     results = json.loads(path.read_text()) if path.is_file() else {"dataset": dataset}
+    if "faithfulness" in results:
+        kept = shipping.keep_replaced(path.parent, [path.name])
+        log.info("the study this one replaces is kept in %s", kept)
     results["faithfulness"] = study.to_json()
     checkpoints.atomic_write_text(path, json.dumps(results, indent=1) + "\n")
     return path
+
+
+def refuse_lesser_study(cfg: StudyConfig, shipped: FaithfulnessStudy | None, force: bool = False) -> None:
+    """Refuse (`core.shipping.ShippingRefused`), before it runs, a study with less than the shipped one."""
+    if shipped is None:
+        return
+    less = shipping.study_shortfalls(cfg.settings(), requested_images(cfg.dataset, cfg.images), shipped,
+                                     requested_images(cfg.dataset, shipped.config.images))
+    where = results_file(dataset_folder(cfg.dataset, root=cfg.checkpoints))
+    shipping.refuse_lesser(f"a faithfulness study of {shipped.images} images", where, less, force)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -375,17 +401,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoints", default=default.checkpoints,
                         help="folder with <dataset>/{teacher,student}.pt")
     parser.add_argument("--root", default=default.root, help="data root (default: ../shared/datasets or $KD_DATA_ROOT)")
-    parser.add_argument("--images", type=int, default=default.images,
+    parser.add_argument("--images", type=integer(1), default=default.images,
                         help=f"stratified test images (default {DEFAULT_IMAGES}; the phantom: all)")
-    parser.add_argument("--slow-images", type=int, default=default.slow_images,
+    parser.add_argument("--slow-images", type=integer(1), default=default.slow_images,
                         help=f"images for {', '.join(SLOW_METHODS)} (default %(default)s)")
-    parser.add_argument("--sanity-images", type=int, default=default.sanity_images, help="default %(default)s")
+    parser.add_argument("--sanity-images", type=integer(1), default=default.sanity_images,
+                        help="default %(default)s")
     parser.add_argument("--methods", nargs="+", default=list(default.methods))
-    parser.add_argument("--steps", type=int, default=default.steps, help="deletion/insertion steps (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=default.seed, help="default %(default)s")
-    parser.add_argument("--threads", type=int, default=default.threads)
+    parser.add_argument("--steps", type=integer(1), default=default.steps,
+                        help="deletion/insertion steps (default %(default)s)")
+    parser.add_argument("--seed", type=integer(0), default=default.seed, help="default %(default)s")
+    parser.add_argument("--threads", type=integer(1), default=default.threads)
     parser.add_argument("--fresh", action="store_true",
                         help="compute every score, even those of checkpoints the study in results.json scored")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the study in results.json even with fewer images, steps or methods "
+                             "(it is kept under earlier/)")
     return parser
 
 
@@ -396,10 +427,16 @@ def main(argv: list[str] | None = None) -> None:
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
                       tuple(args.methods), args.steps, args.seed, args.threads)
     try:
-        earlier = None if args.fresh else read_study(args.checkpoints, args.dataset)
+        shipped = read_study(args.checkpoints, args.dataset)
     except StudyFormatError as e:
-        parser.error(f"{e}\n(--fresh computes every score without reading it)")
-    study = run_study(cfg, earlier=earlier)
+        if not args.fresh:
+            parser.error(f"{e}\n(--fresh computes every score without reading it)")
+        shipped = None  # replaced by the fresh study, and kept under earlier/ (write_study)
+    try:
+        refuse_lesser_study(cfg, shipped, args.force)
+    except shipping.ShippingRefused as err:  # before any model is loaded
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    study = run_study(cfg, earlier=None if args.fresh else shipped)
     if study.scores_from_earlier_study:
         print(f"scores of the unchanged {' and '.join(r.key for r in study.scores_from_earlier_study)} taken "
               f"from {results_file(dataset_folder(args.dataset, root=args.checkpoints))}")

@@ -7,12 +7,15 @@ Shipped, per dataset (``<checkpoint root>/<dataset>/``, another split's in ``<da
     predictions.npz   the test split's probabilities (`core.predictions`)
     ood.json, ood.npz the upload check (`core.ood`)
     timing/bench.json the explainer timing table (`core.bench`)
+    earlier/*.json    superseded results kept for the record (rendered as earlier rows by `core.results`)
+    earlier/replaced-<UTC time>/   every file a run replaced, as it was (`core.shipping`; not rendered)
 
 A run (``runs/<dataset>/`` by default)::
 
     <stage>/best.pt, <stage>/state.pt    one folder per stage: ``teacher``, ``student_s0``, ``label_only_s0`` ...
     teacher_logits.pt                    the teacher's logits on the training views, shared by the students
     shipped/<stage>.pt                   the float16 copies `core.reproduce` evaluates and ships
+    unshipped/<dataset>/                 what a trial run writes instead of shipping (a checkpoint root's layout)
 
 The checkpoint root is ``$KD_CHECKPOINTS`` if set (tests point it at a temporary folder), else the repository's
 ``checkpoints/``; it is read on every call so that a test can redirect it. Nothing here imports torch.
@@ -32,11 +35,20 @@ TIMING_FILE = Path("timing") / "bench.json"
 BEST_FILE, STATE_FILE = "best.pt", "state.pt"
 TEACHER_LOGITS_FILE = "teacher_logits.pt"
 SHIPPED_RUN_FOLDER = "shipped"
+UNSHIPPED_RUN_FOLDER = "unshipped"
+EARLIER_FOLDER = "earlier"
 
 
 def checkpoint_root() -> Path:
     """Folder holding ``<dataset>/<shipped role>.pt``."""
     return Path(os.environ.get("KD_CHECKPOINTS") or REPO_ROOT / "checkpoints")
+
+
+def in_checkpoint_root(path: str | Path) -> bool:
+    """Whether ``path`` lies in the checkpoint root (or the repository's ``checkpoints/``): shipped work, which
+    a run replaces only by the rule of `core.shipping`."""
+    path = Path(path).resolve()
+    return any(path.is_relative_to(root.resolve()) for root in (checkpoint_root(), REPO_ROOT / "checkpoints"))
 
 
 def dataset_folder(dataset: str, protocol: str = "official", root: str | Path | None = None) -> Path:
@@ -64,6 +76,12 @@ def results_file(folder: str | Path) -> Path:
 
 def timing_file(folder: str | Path) -> Path:
     return Path(folder) / TIMING_FILE
+
+
+def replaced_folder(folder: str | Path, stamp: str) -> Path:
+    """Where the files a run replaced in a dataset folder are kept: a sub-folder of ``earlier/``, whose own
+    ``*.json`` files are the results rows `core.results` renders, so its name never ends in ``.json``."""
+    return Path(folder) / EARLIER_FOLDER / f"replaced-{stamp}"
 
 
 def stage_folder(runs: str | Path, stage: str) -> Path:

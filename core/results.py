@@ -17,7 +17,7 @@ from pathlib import Path
 from core import checkpoints
 from core.bench import factor_lines, speed_factors
 from core.budgets import BUDGETS, Budget, default_budget
-from core.layout import checkpoint_file, dataset_folder, results_file, timing_file
+from core.layout import EARLIER_FOLDER, checkpoint_file, dataset_folder, results_file, timing_file
 from core.metadata import file_sha256
 from core.metrics import never_predicted
 from core.ood import FILE as OOD_FILE
@@ -40,6 +40,7 @@ BENCHMARKS = {
     "first_visit_preload": "python benchmarks/first_visit.py --preload",
     "first_visit_cpu_build": "python benchmarks/first_visit.py --preload (with torch's CPU build)",
     "training_slowdown": "python benchmarks/training_slowdown.py",
+    "app_load": "python benchmarks/app_load.py",
     "student_frontier": "python benchmarks/student_frontier.py",
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
 }
@@ -348,8 +349,9 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
             if path.is_file():
                 found.append(ShippedResults.read(path))
                 sections += dataset_section(found[-1], path.parent)
-        # Superseded runs kept for the record (e.g. a shorter teacher budget): summary rows only.
-        earlier += [ShippedResults.read(p) for p in sorted((dataset_folder(name, root=ckpt_root) / "earlier")
+        # Superseded runs kept for the record (e.g. a shorter teacher budget): summary rows only. The files a run
+        # replaced, kept in earlier/replaced-<time>/ folders (`core.shipping`), are not rows: the glob skips them.
+        earlier += [ShippedResults.read(p) for p in sorted((dataset_folder(name, root=ckpt_root) / EARLIER_FOLDER)
                                                             .glob("*.json"))]
     if not found:
         return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"

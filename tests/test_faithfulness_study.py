@@ -212,3 +212,53 @@ def test_the_command_line_takes_every_default_from_the_study_config():
             compared += 1
     assert compared >= 8
     assert (args["slow_images"], args["sanity_images"], args["steps"], args["seed"]) == (7, 3, 5, 11)
+
+
+# --------------------------------------------------------------------------- the shipped study is replaced only by more
+
+def _shipped_study(tmp_path):
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
+    return folder, (folder / "results.json").read_bytes()
+
+
+@pytest.mark.parametrize("args, named", [(["--images", "8", "--methods", "cam"], "images 8 (shipped: 384)"),
+                                         (["--steps", "5"], "steps 5 (shipped: 10)"),
+                                         (["--methods", "cam", "grad_cam"], "methods without feature_maps"),
+                                         (["--slow-images", "4"], "slow-method images 4 (shipped: 40)")])
+def test_a_study_with_less_does_not_replace_the_shipped_one(tmp_path, monkeypatch, capsys, args, named):
+    import core.faithfulness_study as study_module
+
+    folder, before = _shipped_study(tmp_path)
+    monkeypatch.setattr(study_module, "run_study", lambda *a, **k: pytest.fail("the study ran"))
+    with pytest.raises(SystemExit) as refused:
+        study_module.main(["phantom", "--checkpoints", str(tmp_path), *args])
+    err = capsys.readouterr().err.strip()
+    assert refused.value.code == 2 and len(err.splitlines()) == 1 and named in err and "--force" in err
+    assert (folder / "results.json").read_bytes() == before and not list((folder / "earlier").glob("replaced-*"))
+
+
+def test_a_forced_smaller_study_replaces_the_shipped_one_and_keeps_it_under_earlier(tmp_path):
+    from core.faithfulness_study import main
+
+    folder, before = _shipped_study(tmp_path)
+    main(["phantom", "--checkpoints", str(tmp_path), "--images", "8", "--methods", "cam", "--slow-images", "2",
+          "--sanity-images", "1", "--steps", "2", "--force"])
+    assert read_study(tmp_path, "phantom").images == 8
+    [kept] = (folder / "earlier").glob("replaced-*")
+    assert (kept / "results.json").read_bytes() == before  # the 384-image study, byte for byte
+    assert sorted(p.name for p in kept.iterdir()) == ["results.json"]
+
+
+def test_a_study_with_as_much_replaces_the_shipped_one_without_force(tmp_path):
+    from core import shipping
+    from core.faithfulness_study import StudyConfig, requested_images
+
+    shipped = read_study(ROOT / "checkpoints", "phantom")
+    same = StudyConfig("phantom").settings()
+    assert shipping.study_shortfalls(same, requested_images("phantom", None), shipped,
+                                     requested_images("phantom", shipped.config.images)) == []
+    # asking for more images than the phantom's test split has is the whole split, as the shipped study was
+    more = StudyConfig("phantom", images=1000).settings()
+    assert shipping.study_shortfalls(more, requested_images("phantom", 1000), shipped,
+                                     requested_images("phantom", None)) == []

@@ -8,13 +8,14 @@ import pytest
 from core import checkpoints, results, roles
 from core.data import load_dataset
 from core.inference import predict
-from core.layout import PREDICTIONS_FILE, checkpoint_file, shipped_checkpoints
+from core.layout import EARLIER_FOLDER, PREDICTIONS_FILE, checkpoint_file, shipped_checkpoints
 from core.models import count_parameters
 from core.results_record import ShippedResults
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
 KEPT = CKPT / "stages"  # stages of a run in progress, kept across machines (`core.reproduce --kept`)
-SHIPPED = sorted(p for p in CKPT.rglob("*.pt") if KEPT not in p.parents)
+# the files a run replaced are kept as they were under <dataset>/earlier/ (`core.shipping`): no longer shipped
+SHIPPED = sorted(p for p in CKPT.rglob("*.pt") if KEPT not in p.parents and EARLIER_FOLDER not in p.parts)
 
 
 def test_phantom_checkpoints_are_shipped():
@@ -56,6 +57,8 @@ def test_phantom_student_predicts_phantom_test_images_well():
 
 def test_metadata_matches_results_file_and_readme():
     for res_path in CKPT.rglob("results.json"):
+        if EARLIER_FOLDER in res_path.relative_to(CKPT).parts:
+            continue
         res = ShippedResults.read(res_path)
         for role in roles.SHIPPED:  # each shipped file is seed 0 of its role's runs
             meta = checkpoints.load_meta(checkpoint_file(res_path.parent, role))

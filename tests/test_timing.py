@@ -153,3 +153,25 @@ def test_speed_factors_split_the_headline_into_distillation_and_method():
     assert f["headline"] == pytest.approx({"feature_maps": 7.5, "cam": 15.0})
     assert any("0.75x" in line for line in factor_lines(f))
     assert speed_factors(rows[1:]) is None and factor_lines(None) == []
+
+
+def test_a_timing_table_with_less_does_not_replace_the_shipped_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))  # the checkpoint root: its tables are shipped work
+    out = tmp_path / "phantom" / "timing"
+    small = ["--random-weights", "--teacher-arch", "resnet18", "--student-depth", "3", "--input-size", "32",
+             "--methods", "saliency", "--repeats", "1", "--warmup", "0", "--threads", "1", "--out", str(out),
+             "--no-progress"]
+    assert main([*small, "--images", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main([*small, "--images", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "images 1 (shipped: 2)" in err and "--force" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main([*small, "--images", "1", "--force"]) == 0
+    assert json.loads((out / "bench.json").read_text())["config"]["images"] == 1
+    [kept] = (tmp_path / "phantom" / "earlier").glob("replaced-*")
+    assert {p.name: p.read_bytes() for p in (kept / "timing").iterdir()} == before
+    # a table outside the checkpoint root is a run's own: rewritten freely
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "elsewhere"))
+    assert main([*small, "--images", "1"]) == 0 and len(list((tmp_path / "phantom" / "earlier").iterdir())) == 1

@@ -1,0 +1,42 @@
+"""Argument types for the command lines: a value outside its range is refused by argparse before anything runs,
+with exit 2 and one error line naming the option (``argument --images: must be at least 1, got '0'``)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An ``int`` argument type of at least ``low`` (and at most ``high``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {_range(low, high)}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its own messages
+    return parse
+
+
+def number(low: float, high: float | None = None) -> Callable[[str], float]:
+    """A finite ``float`` argument type of at least ``low`` (and at most ``high``): nan and inf are refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be a finite number {_range(low, high)}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def _range(low: float, high: float | None) -> str:
+    return f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"

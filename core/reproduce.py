@@ -12,6 +12,8 @@ The protocol:
 6. the out-of-distribution check of uploads (`core.ood`, ``ood.json`` and ``ood.npz``) for the shipped teacher,
    and every test image's probabilities under the shipped models (`core.predictions`, ``predictions.npz``).
 Every stage writes its run folder and resumes from it, so an interrupted run loses at most an epoch.
+Shipped files are replaced only by a run with at least their budget and data, or with ``--force``, and what is
+replaced is kept under ``earlier/`` (`core.shipping`); a trial run (the smoke budget) writes into its run folder.
 """
 
 from __future__ import annotations
@@ -22,22 +24,25 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from core import checkpoints, ood, predictions
+from core import checkpoints, ood, predictions, shipping
+from core.arguments import integer
 from core.budgets import BUDGETS, Budget, default_budget
 from core.catalog import DATASETS, dataset_status, resolve_root
 from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
-from core.layout import SHIPPED_RUN_FOLDER, TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, results_file, timing_file
+from core.layout import (PREDICTIONS_FILE, RESULTS_FILE, SHIPPED_RUN_FOLDER, TEACHER_LOGITS_FILE, TIMING_FILE,
+                         UNSHIPPED_RUN_FOLDER, checkpoint_file, dataset_folder, results_file, timing_file)
 from core.metrics import mean_and_spread
 from core.results_record import (PAIRED_METRICS, SUMMARY_METRICS, ArmSummary, Evaluation, GridRow, KdSetting,
                                  PairedDifference, ShippedResults, Spread)
 from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, SHIPPED, STUDENTS, TEACHER, Role
 from core.stats import paired_difference
-from core.recipe import Stage, TrainConfig, default_stages, recorded_settings, stage_settings
-from core.train import TrainResult, run_stages
+from core.recipe import SettingError, Stage, TrainConfig, default_stages, recorded_settings, stage_settings
+from core.train import RUN_FAILURES, TrainResult, failure_line, run_stages
 
 log = logging.getLogger(__name__)
 
@@ -147,23 +152,62 @@ def fixed_kd(out: Path, dataset: str, protocol: str, kd: dict | None) -> dict | 
     return kd
 
 
+def train_fingerprint(cfg: TrainConfig) -> Callable[[int], str]:
+    """The fingerprint of a recipe's training data at an input size (the phantom's pixels depend on it)."""
+    return lambda size: data_fingerprint(load_dataset(cfg.dataset, "train", root=cfg.root, input_size=size,
+                                                      seed=cfg.data_seed, val_fraction=cfg.val_fraction,
+                                                      protocol=cfg.protocol))
+
+
+def destination(cfg: TrainConfig, budget: Budget, grid: bool, runs: Path, out: Path, force: bool) -> Path:
+    """The dataset folder a run writes into, decided before it trains (`core.shipping`): the shipped one, unless
+    it holds checkpoints this run has less than (refused: `core.shipping.ShippingRefused`) or this is a trial run
+    (training images capped per class, as the smoke budget is), which writes into its run folder instead."""
+    target = dataset_folder(cfg.dataset, cfg.protocol, out)
+    if force or not shipping.has_shipped_checkpoints(target):
+        return target
+    if budget.max_per_class is not None:
+        own = dataset_folder(cfg.dataset, cfg.protocol, runs / UNSHIPPED_RUN_FOLDER)
+        log.warning("a trial run (%d training images per class): the files shipped in %s are kept and this run's "
+                    "go to %s (--force ships them)", budget.max_per_class, target, own)
+        return own
+    shipping.refuse_lesser("checkpoints", target,
+                           shipping.checkpoint_shortfalls(target, budget, grid, train_fingerprint(cfg)), force)
+    return target
+
+
+def replaced_files(protocol: str, timing: bool) -> list[Path]:
+    """Every file of a dataset folder that a run of ``protocol`` writes (relative to the folder)."""
+    names = [Path(f"{role.shipped}{suffix}") for role in SHIPPED for suffix in (".pt", ".json")]
+    names.append(Path(RESULTS_FILE))
+    if protocol == "official":
+        names += [Path(ood.FILE), Path(ood.STATS_FILE), Path(PREDICTIONS_FILE)]
+        if timing:
+            names += [TIMING_FILE, TIMING_FILE.with_suffix(".csv")]
+    return names
+
+
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
               protocol: str = "official", grid: bool = True, threads: int | None = None,
-              timing: bool = True, kd: dict | None = None, kept: Path | None = None) -> ShippedResults:
-    """Run the whole protocol for one dataset; returns the results also written to disk (``results.json``).
+              timing: bool = True, kd: dict | None = None, kept: Path | None = None,
+              force: bool = False) -> ShippedResults:
+    """Run the whole protocol for one dataset; returns the results also written to disk (``results.json``, named by
+    the record's ``source``).
 
     ``kd``: a fixed ``{"alpha", "temperature"}`` instead of the grid. The pooled protocol takes the setting
     the official split chose (from its shipped results.json, when there), so the two splits differ only in
     the split. ``timing=False`` skips the explainer timing table (written for the official split only).
     ``kept``: a folder of stages kept across machines (`run_kept`), ``kept/<dataset>/<protocol>/``.
+    ``force``: replace the shipped files even with less (`destination`); the replaced ones are kept under
+    ``earlier/`` whether forced or not.
     """
     kd = fixed_kd(out, dataset, protocol, kd)
     started = time.perf_counter()
     runs = runs / dataset / protocol
     kept = kept / dataset / protocol if kept else None
     cfg = recipe(dataset, budget, kept or runs, root, protocol, threads)  # teacher logits beside the kept stages
-    fingerprint = data_fingerprint(load_dataset(dataset, "train", root=root, input_size=budget.input_size,
-                                                seed=cfg.data_seed, val_fraction=cfg.val_fraction, protocol=protocol))
+    target = destination(cfg, budget, grid and not kd, runs, out, force)
+    fingerprint = train_fingerprint(cfg)(budget.input_size)
     teacher = run_kept(cfg, runs, [Stage.of(TEACHER)], kept, fingerprint)[TEACHER.stage()]
     grid_results, grid_rows, chosen = [], (), KdSetting(**(kd or DEFAULT_KD))
     if grid and not kd:
@@ -176,8 +220,11 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     clean = evaluated.pop("without", None)
     test, test_set = Evaluation(**evaluated), load_dataset(dataset, "test", root=root, input_size=cfg.input_size,
                                                           seed=cfg.data_seed, protocol=protocol)
-    target = dataset_folder(dataset, protocol, out)
     study = earlier_study(target)
+    if target == dataset_folder(dataset, protocol, out):  # a trial run's own folder is not shipped work
+        replaced = shipping.keep_replaced(target, replaced_files(protocol, timing))
+        if replaced:
+            log.info("the files this run replaces are kept in %s", replaced)
     ship(shipped, target)
     results = ShippedResults(
         dataset=dataset, protocol=protocol, budget=budget, chosen=chosen, grid=grid_rows, seeds=SEEDS, test=test,
@@ -191,7 +238,8 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
         # every stage's own training time, those kept from earlier runs included (`seconds` counts this run only)
         training_seconds=sum(r.history[-1]["seconds"] for r in (teacher, *grid_results, *students.values())
                              if r.history),
-        versions=checkpoints.library_versions(), created=checkpoints.now_iso(), faithfulness=study)
+        versions=checkpoints.library_versions(), created=checkpoints.now_iso(), faithfulness=study,
+        source=str(results_file(target)))
     checkpoints.atomic_write_text(results_file(target), results.json_text())
     if protocol == "official":  # the app's check of uploads, fitted on the shipped teacher's validation split
         ood.write(*ood.fit(checkpoint_file(target, TEACHER), root), target)
@@ -268,8 +316,9 @@ def paired_by_seed(test: Evaluation, control: Role) -> dict[str, PairedDifferenc
 
 
 def timing_table(dataset: str, target: Path, images: int = 20, root: str | None = None,
-                 threads: int | None = None) -> Path:
-    """Time the explainers on the shipped teacher and student (20 test images); writes ``timing/``."""
+                 threads: int | None = None, force: bool = False) -> Path:
+    """Time the explainers on the shipped teacher and student (20 test images); writes ``timing/`` (a shipped table
+    made with more is kept unless ``force``: `core.bench.run_bench`)."""
     from core.bench import run_bench
     from core.explainers import registered_methods
 
@@ -278,7 +327,7 @@ def timing_table(dataset: str, target: Path, images: int = 20, root: str | None 
         os.environ.setdefault("KD_DATA_ROOT", str(root))
     run_bench(dataset, checkpoint_file(target, TEACHER), checkpoint_file(target, DISTILLED), images=images,
               methods=registered_methods(in_timing_table=True),
-              repeats=3, warmup=1, budget_s=120.0, threads=threads, out=timing_file(target).parent)
+              repeats=3, warmup=1, budget_s=120.0, threads=threads, out=timing_file(target).parent, force=force)
     return timing_file(target)
 
 
@@ -295,8 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
     parser.add_argument("--runs", default="runs/reproduce", help="folder for run state (resumable)")
     parser.add_argument("--out", default="checkpoints", help="where shipped checkpoints and results go")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--teacher-epochs", type=int, default=None,
+    parser.add_argument("--threads", type=integer(1), default=None, help="torch CPU threads")
+    parser.add_argument("--teacher-epochs", type=integer(1), default=None,
                         help="override the budget's teacher epochs (use a fresh --runs folder: runs resume)")
     parser.add_argument("--kept", default=None, metavar="DIR",
                         help="keep every finished stage in DIR/<dataset>/<protocol>/ (float16) and take the stages "
@@ -304,24 +353,52 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-timing", action="store_true", help="skip the explainer timing table")
     parser.add_argument("--only-timing", action="store_true",
                         help="only (re)write the timing table of the shipped checkpoints")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the shipped files even with a lesser or trial run (they are kept under earlier/)")
     args = parser.parse_args(argv)
+    kd = {"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None
+    if kd:  # the recipe would refuse it only once the teacher had trained
+        try:
+            TrainConfig(loss_args=kd)
+        except SettingError as err:
+            parser.error(f"argument --kd: {err}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     budget = BUDGETS[args.budget or default_budget(args.dataset)]
     if args.teacher_epochs:
         budget = replace(budget, teacher_epochs=args.teacher_epochs)
-    if args.only_timing:
-        # explainer times are taken once per dataset, on the official split
-        target = dataset_folder(args.dataset, root=args.out)
-        print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads)}")
-        return
-    res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
-                    grid=not args.no_grid, threads=args.threads, timing=not args.no_timing,
-                    kd={"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None,
-                    kept=Path(args.kept) if args.kept else None)
+    from core.bench import BenchError  # the timing table's own refusals (core.bench is loaded only to time)
+
+    # as python -m core.train: what stops a run is one line and exit 1; a setting or a shipping refusal, exit 2
+    try:
+        if args.only_timing:
+            # explainer times are taken once per dataset, on the official split
+            target = dataset_folder(args.dataset, root=args.out)
+            for role in (TEACHER, DISTILLED):
+                if not checkpoint_file(target, role).is_file():
+                    raise checkpoints.CheckpointError(
+                        f"{checkpoint_file(target, role)} is missing: --only-timing times the shipped checkpoints; "
+                        f"train them first with python -m core.reproduce {args.dataset}")
+            print(f"wrote {timing_table(args.dataset, target, root=args.root, threads=args.threads, force=args.force)}")
+            return
+        res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
+                        grid=not args.no_grid, threads=args.threads, timing=not args.no_timing, kd=kd,
+                        kept=Path(args.kept) if args.kept else None, force=args.force)
+    except shipping.ShippingRefused as err:  # nothing was trained or written
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except SettingError as err:  # a budget the recipe cannot use, refused before anything trains
+        parser.error(str(err))
+    except (*RUN_FAILURES, BenchError) as err:
+        parser.exit(1, f"{parser.prog}: error: {failure_line(err)}\n")
     student, label_only = (res.arm_summary(role).accuracy for role in (DISTILLED, LABEL_ONLY))
     print(f"{args.dataset} ({args.protocol}): chosen {res.chosen.loss_args()}; teacher acc "
           f"{res.accuracy(TEACHER):.4f}; student acc {student.mean:.4f} ± {student.std:.4f}; label-only "
           f"{label_only.mean:.4f} ± {label_only.std:.4f}; {res.seconds / 60:.1f} min")
+    written, shipped = Path(res.source).parent, dataset_folder(args.dataset, args.protocol, args.out)
+    if written != shipped:
+        print(f"a trial run: the files shipped in {shipped} are kept; this run's files are in {written} "
+              "(pass --force to ship them)")
+    else:
+        print(f"wrote {written}")
 
 
 if __name__ == "__main__":

@@ -685,3 +685,73 @@ def test_shipping_commands_refuse_impossible_counts(tmp_path, monkeypatch, capsy
     assert stop.value.code == 2 and "Traceback" not in err and err.count("error:") == 1, err
     assert f"error: argument {option}: " in err.strip().splitlines()[-1], err
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the reproduction's run failures
+
+def _reproduce_missing_data(tmp_path: Path, monkeypatch) -> list[str]:
+    return ["brain_tumor", "--root", str(tmp_path / "no_data")]
+
+
+def _reproduce_runs_inside_a_file(tmp_path: Path, monkeypatch) -> list[str]:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    return ["phantom", "--runs", str(tmp_path / "taken" / "runs")]
+
+
+def _reproduce_full_disk(tmp_path: Path, monkeypatch) -> list[str]:
+    def no_space(folder, *args, **kwargs):  # the run's first write is its stage folder
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+
+    monkeypatch.setattr(Path, "mkdir", no_space)
+    return ["phantom"]
+
+
+def _reproduce_unreadable_kept_stage(tmp_path: Path, monkeypatch) -> list[str]:
+    kept = tmp_path / "kept" / "phantom" / "official"
+    kept.mkdir(parents=True)
+    (kept / "teacher.json").write_text("{not json")
+    (kept / "teacher.pt").write_bytes(b"")
+    return ["phantom", "--kept", str(tmp_path / "kept")]
+
+
+def _reproduce_timing_without_checkpoints(tmp_path: Path, monkeypatch) -> list[str]:
+    return ["phantom", "--only-timing"]
+
+
+def _reproduce_impossible_kd(tmp_path: Path, monkeypatch) -> list[str]:
+    return ["phantom", "--kd", "1.5", "4"]  # once refused only after the teacher had trained
+
+
+# Runs of python -m core.reproduce that cannot go on: (setup returning its arguments, exit code, what the error line
+# says). Like the training command: one line, no traceback, and the shipped folder untouched.
+REPRODUCE_FAILURES = [
+    (_reproduce_missing_data, 1, "no_data does not exist"),
+    (_reproduce_runs_inside_a_file, 1, "Not a directory"),
+    (_reproduce_full_disk, 1, "No space left on device"),
+    (_reproduce_unreadable_kept_stage, 1, "teacher.json"),
+    (_reproduce_timing_without_checkpoints, 1, "python -m core.reproduce phantom"),
+    (_reproduce_impossible_kd, 2, "argument --kd: alpha: "),
+]
+
+
+@pytest.mark.parametrize("setup, code, says", REPRODUCE_FAILURES,
+                         ids=[f.__name__.removeprefix("_reproduce_") for f, _, _ in REPRODUCE_FAILURES])
+def test_a_reproduction_that_cannot_go_on_stops_with_one_line(tmp_path, monkeypatch, capsys, single_thread, setup,
+                                                               code, says):
+    from core.reproduce import main as reproduce_main
+
+    monkeypatch.chdir(tmp_path)
+    shipped = tmp_path / "checkpoints"
+    monkeypatch.setenv("KD_CHECKPOINTS", str(shipped))
+    argv = setup(tmp_path, monkeypatch) + ["--budget", "smoke", "--no-timing", "--out", str(shipped)]
+    if "--runs" not in argv:
+        argv += ["--runs", str(tmp_path / "runs")]
+    if "--only-timing" in argv:
+        argv.remove("--no-timing")
+    with pytest.raises(SystemExit) as stop:
+        reproduce_main(argv)
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert stop.value.code == code and "Traceback" not in err, err
+    assert last.startswith("python -m core.reproduce: error: ") and says in last, err
+    assert not shipped.exists() and list(tmp_path.rglob("best.pt")) == []

@@ -1,7 +1,10 @@
 """`core.reproduce` end to end on the smoke budget with the phantom: files, choice by validation, resume."""
 
 import json
+import re
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -9,10 +12,15 @@ import core.data
 import core.train
 from core import checkpoints, ood
 import core.reproduce
+import core.results
+from core import shipping
 from core.data import data_fingerprint, load_dataset
 from core.recipe import Stage
 from core.reproduce import ALPHAS, BUDGETS, SEEDS, TEMPERATURES, fixed_kd, kept_stage, recipe, reproduce
 from core.results_record import ShippedResults
+from core.shipping import ShippingRefused
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -199,3 +207,90 @@ def test_a_kept_stage_of_other_data_role_or_teacher_is_refused(smoke_run, tmp_pa
     with pytest.raises(ValueError, match=r"the teacher \(sha256\)"):
         kept_stage(cfg, stage, _kept(runs), _fingerprint(cfg), other)
     assert kept_stage(cfg, Stage("teacher", "teacher"), tmp_path / "nothing", _fingerprint(cfg)) is None
+
+
+# --------------------------------------------------------------------------- shipped work is never replaced by less
+
+def _shipped_phantom(tmp_path):
+    """A copy of the shipped phantom folder (its timing table aside), and each file's bytes' digest by path."""
+    out = tmp_path / "checkpoints"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", out / "phantom", ignore=shutil.ignore_patterns("timing"))
+    return out, _digests(out / "phantom")
+
+
+def _digests(folder):
+    return {p.relative_to(folder).as_posix(): checkpoints.file_sha256(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("a stage was trained")
+
+
+def test_a_smoke_run_over_shipped_checkpoints_replaces_nothing_and_says_where(smoke_run, tmp_path, monkeypatch,
+                                                                              capsys):
+    runs, _, _, _ = smoke_run
+    out, before = _shipped_phantom(tmp_path)
+    monkeypatch.setattr(core.train, "train_stage", _no_training)  # every stage is kept from the smoke run
+    core.reproduce.main(["phantom", "--budget", "smoke", "--no-timing", "--threads", "1", "--out", str(out),
+                         "--runs", str(tmp_path / "runs"), "--kept", str(runs / "kept")])
+    assert _digests(out / "phantom") == before  # not one shipped file changed, none added
+    written = tmp_path / "runs" / "phantom" / "official" / "unshipped" / "phantom"
+    for name in ("teacher.pt", "student.pt", "student_label_only.pt", "results.json", "predictions.npz", "ood.json"):
+        assert (written / name).is_file(), name
+    said = capsys.readouterr()
+    assert str(written) in said.out and "--force" in said.out
+
+
+def test_a_forced_smoke_run_replaces_the_shipped_files_and_keeps_every_one_under_earlier(smoke_run, tmp_path,
+                                                                                          monkeypatch):
+    runs, _, _, _ = smoke_run
+    out, before = _shipped_phantom(tmp_path)
+    rendered = core.results.render(out)
+    monkeypatch.setattr(core.train, "train_stage", _no_training)
+    core.reproduce.main(["phantom", "--budget", "smoke", "--no-timing", "--threads", "1", "--out", str(out),
+                         "--runs", str(tmp_path / "runs"), "--kept", str(runs / "kept"), "--force"])
+    folder = out / "phantom"
+    assert checkpoints.load_meta(folder / "teacher.pt").input_size == 32  # the smoke run's
+    [kept] = (folder / "earlier").glob("replaced-*")
+    replaced = {name: digest for name, digest in before.items() if not name.startswith("earlier/")}
+    assert _digests(kept) == replaced  # every file the run replaced, byte for byte
+    study = json.loads((folder / "results.json").read_text())["faithfulness"]
+    assert study == json.loads((kept / "results.json").read_text())["faithfulness"]  # the study carried over
+    # the replaced results are not read as one of the earlier runs kept for the record
+    assert rendered.count("(earlier run)") == core.results.render(out).count("(earlier run)") == 1
+
+
+@pytest.mark.parametrize("change, named", [({"teacher_epochs": 3}, "teacher epochs 3 (shipped: 15)"),
+                                           ({"input_size": 64}, "input size 64 (shipped: 128)"),
+                                           ({"student_epochs": 2}, "student epochs 2 (shipped: 15)")])
+def test_a_lesser_run_is_refused_before_it_trains(tmp_path, monkeypatch, change, named):
+    out, before = _shipped_phantom(tmp_path)
+    monkeypatch.setattr(core.train, "train_stage", _no_training)
+    with pytest.raises(ShippingRefused, match=re.escape(named)) as refused:
+        reproduce("phantom", replace(BUDGETS["phantom"], **change), tmp_path / "runs", out, threads=1, timing=False)
+    assert "--force" in str(refused.value) and "\n" not in str(refused.value)
+    assert _digests(out / "phantom") == before
+
+
+def test_a_run_on_other_training_data_or_without_the_grid_is_refused(tmp_path):
+    out, _ = _shipped_phantom(tmp_path)
+    folder = out / "phantom"
+    fingerprint = core.reproduce.train_fingerprint(recipe("phantom", BUDGETS["phantom"], tmp_path / "runs"))
+    assert shipping.checkpoint_shortfalls(folder, BUDGETS["phantom"], True, fingerprint) == []  # the shipped recipe
+    assert shipping.checkpoint_shortfalls(folder, BUDGETS["phantom"], False, fingerprint) == \
+        ["the alpha/T grid: none (shipped: 9 settings)"]
+    meta = json.loads((folder / "teacher.json").read_text())
+    (folder / "teacher.json").write_text(json.dumps({**meta, "data_fingerprint": "0" * 64}))
+    assert shipping.checkpoint_shortfalls(folder, BUDGETS["phantom"], True, fingerprint) == \
+        ["other training data (its fingerprint differs from the shipped teacher's)"]
+
+
+def test_the_command_refuses_a_lesser_run_with_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    out, before = _shipped_phantom(tmp_path)
+    monkeypatch.setattr(core.train, "train_stage", _no_training)
+    with pytest.raises(SystemExit) as exit_info:
+        core.reproduce.main(["phantom", "--teacher-epochs", "3", "--no-timing", "--out", str(out),
+                             "--runs", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "--force" in err and "teacher epochs" in err
+    assert _digests(out / "phantom") == before

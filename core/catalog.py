@@ -118,7 +118,8 @@ def scan_split(root: Path, name: str, folder: str) -> dict[str, list[str]]:
     """Image paths per class under ``root/name/folder``, relative to ``root/name``, sorted.
 
     Raises:
-        DatasetError: missing folder, missing/unexpected/empty class folder, or a non-image file.
+        DatasetError: missing folder, missing/unexpected/empty class folder, a non-image file, or an entry the
+            scan cannot read (a looping link, a folder without read permission).
     """
     info = get_info(name)
     split_dir = root / name / folder
@@ -126,6 +127,15 @@ def scan_split(root: Path, name: str, folder: str) -> dict[str, list[str]]:
         raise DatasetError(f"data root {root} does not exist; {_how_to_fix(name)}")
     if not split_dir.is_dir():
         raise DatasetError(f"{split_dir} is missing; {_how_to_fix(name)}")
+    try:
+        return _class_files(split_dir, info, folder)
+    except OSError as err:  # the app's pages and the commands report a DatasetError; a raw one would be a traceback
+        raise DatasetError(f"{err.filename or split_dir}: {err.strerror or err}; remove or mend the link, or give "
+                           "this user permission to read it") from err
+
+
+def _class_files(split_dir: Path, info: DatasetInfo, folder: str) -> dict[str, list[str]]:
+    """`scan_split` past its root checks: the class folders and their images, which the system may refuse to read."""
     found = {e.name for e in os.scandir(split_dir) if e.is_dir() and _is_visible(e)}
     missing = [c for c in info.classes if c not in found]
     unexpected = sorted(found - set(info.classes))

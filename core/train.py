@@ -566,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
         teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
         results = run_stages(cfg, runs, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
     except RUN_FAILURES as err:
-        parser.exit(1, f"{parser.prog}: error: {_failure_line(err)}\n")
+        parser.exit(1, f"{parser.prog}: error: {failure_line(err)}\n")
     finally:
         distributed.shutdown()
     if main_process:  # rank 0 reports and evaluates (writing the metrics into the metadata)
@@ -592,7 +592,7 @@ def _unwritable(folder: Path) -> str:
     return ""
 
 
-def _failure_line(err: Exception) -> str:
+def failure_line(err: Exception) -> str:
     """A run failure as one line: the message, with the file an operating-system error names."""
     if isinstance(err, OSError) and not isinstance(err, checkpoints.StateWriteError) and err.filename:
         return f"{err.filename}: {err.strerror or err}"

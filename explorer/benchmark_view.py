@@ -15,6 +15,7 @@ from explorer import cached_plots, loaders, ui
 from explorer.explanations_view import PredictedCosts
 from explorer.loaders import LoadedModel
 from explorer.names import label
+from explorer.shipped_values import is_count, is_number
 from explorer.text import plain
 
 WARMUP = 1  # untimed runs on the first image of each method, as `run_live` asks the benchmark for
@@ -38,16 +39,48 @@ def run_live(dataset: str, teacher: LoadedModel, student: LoadedModel, methods: 
 
 
 def shipped_results(dataset: str) -> dict | None:
-    """The shipped ``<checkpoint root>/<dataset>/timing/bench.json`` (written by `core.reproduce`), if any."""
+    """The shipped ``<checkpoint root>/<dataset>/timing/bench.json`` (written by `core.reproduce`), if any: its
+    environment and the rows the page can draw (`usable_rows`), with a notice for what it leaves out."""
     path = timing_file(dataset_folder(dataset))
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         st.warning(f"{plain(path)} is unreadable ({plain(err)}); skipping the shipped timings.")
         return None
-    return data if isinstance(data, dict) and data.get("rows") else None
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if rows == []:
+        return None
+    usable, left_out = usable_rows(rows if isinstance(rows, list) else [])
+    if not usable:
+        st.warning(f"{plain(path)} holds no timing rows the page can draw (a list of rows with every field of "
+                   f"`python -m core.bench`); skipping the shipped timings. `python -m core.reproduce {dataset} "
+                   "--only-timing` writes it anew.", icon=":material/error:")
+        return None
+    if left_out:
+        st.warning(f"{left_out} of the {len(rows)} shipped timing rows are left out: fields missing or of the wrong "
+                   "type.", icon=":material/error:")
+    environment = data.get("environment")
+    return {"rows": usable, "environment": environment if isinstance(environment, dict) else None}
+
+
+# The fields of a benchmark row (`core.bench`) the page draws: names, times in seconds and ratios, counts.
+ROW_NAMES = ("model", "method")
+ROW_MEASURES = ("median_s", "iqr_s", "q25_s", "q75_s", "bound_s", "ratio_to_bound", "x_forward")
+ROW_COUNTS = ("passes_forward", "passes_backward", "images", "repeats")
+
+
+def usable_rows(rows: list) -> tuple[list[dict], int]:
+    """The rows of a shipped table the page can draw, in order, and how many others it leaves out."""
+    usable = [row for row in rows if _usable(row)]
+    return usable, len(rows) - len(usable)
+
+
+def _usable(row) -> bool:
+    return (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ROW_NAMES)
+            and all(is_number(row.get(k)) and row[k] >= 0 for k in ROW_MEASURES)
+            and all(is_count(row.get(k)) for k in ROW_COUNTS) and row["images"] > 0 and row["repeats"] > 0)
 
 
 def run_key(dataset: str, models: dict[str, LoadedModel], methods: list[str], images: int, repeats: int,

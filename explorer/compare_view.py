@@ -23,6 +23,7 @@ from core.layout import dataset_folder
 from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
 from explorer import loaders
 from explorer.loaders import LoadedModel
+from explorer.shipped_values import is_count, is_fraction, is_number, quoted
 from explorer.text import plain
 
 
@@ -31,7 +32,8 @@ def architecture(_loaded: LoadedModel, version: tuple) -> dict:
     """Layers, parameters, FLOPs and single-image latency of a model at its input size."""
     meta, model = _loaded.meta, _loaded.model
     size = meta.input_size
-    shipped = ((meta.metrics.get("test") or {}).get("latency") or {}).get("median_ms")
+    test = shipped_test(meta)
+    shipped = test["latency"]["median_ms"] if test and "latency" in test else None
     with _loaded.lock:
         flops = count_flops(model, size)
         layers = layer_table(model, size)
@@ -91,21 +93,97 @@ def reports(dataset: str, models: dict[str, LoadedModel], preds: dict | None) ->
     """
     shipped, pairs = {}, {}
     for name, loaded in models.items():
-        test = loaded.meta.metrics.get("test") or {}
-        if "accuracy" in test:
+        test = shipped_test(loaded.meta)
+        if test:
             shipped[name] = test
             if "vs_teacher" in test:
                 pairs[name] = test["vs_teacher"]
     teacher, student = TEACHER.shipped, DISTILLED.shipped
+    full = "shipped with the checkpoints (full test split)"
     if teacher in shipped and student in shipped and student in pairs:
-        return shipped, pairs, "shipped with the checkpoints (full test split)"
-    if not preds:
-        return {}, {}, ""
+        return shipped, pairs, full
+    if not preds:  # the usable shipped reports, when the test images are not here to compute them all
+        return (shipped, pairs, full) if shipped else ({}, {}, "")
     classes = loaders.split(dataset, "test").classes
     computed = {name: _report(p, preds["labels"], tuple(classes)) for name, p in preds["probs"].items()}
     pairs = {name: pair_report(preds["labels"], preds["probs"][teacher], p, classes)
              for name, p in preds["probs"].items() if name != teacher and teacher in preds["probs"]}
     return computed, pairs, f"computed here on {len(preds['labels'])} test images"
+
+
+def shipped_test(meta) -> dict | None:
+    """A checkpoint's shipped test report (``metrics.test``), or None when it has none or one the page cannot use
+    (`unusable_metrics` says why)."""
+    test = meta.metrics.get("test")
+    return test if test and not metrics_problem(test, meta.classes) else None
+
+
+def unusable_metrics(models: dict[str, LoadedModel]) -> dict[str, str]:
+    """Why each model's shipped test report cannot be used, by role (models without one, or a usable one, absent)."""
+    found = {name: metrics_problem(loaded.meta.metrics.get("test"), loaded.meta.classes)
+             for name, loaded in models.items() if loaded.meta.metrics.get("test")}
+    return {name: problem for name, problem in found.items() if problem}
+
+
+# The report's fields the page draws, each a share between 0 and 1 (the Brier score of a multi-class forecast is
+# between 0 and 2).
+FRACTIONS = ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "ece", "mce")
+
+
+def metrics_problem(test, classes) -> str:
+    """What makes a shipped test report (`core.metrics.classification_report` plus ``latency`` and ``vs_teacher``,
+    as `core.evaluate` writes it) unusable for a model of ``classes``: "" when nothing does. The metadata check
+    accepts any object there, and one odd value would otherwise break the page's tables and charts."""
+    if not isinstance(test, dict):
+        return f"metrics.test: {quoted(test)} is not an object"
+    k = len(classes)
+    if test.get("classes") != list(classes):
+        return f"classes: {quoted(test.get('classes'))} are not the model's classes"
+    checks = [(key, test.get(key), is_fraction) for key in FRACTIONS]
+    checks += [("brier", test.get("brier"), lambda v: is_number(v) and 0 <= v <= 2),
+               ("n", test.get("n"), lambda v: is_count(v) and v > 0),
+               ("confusion_matrix", test.get("confusion_matrix"), lambda v: _table(v, k, k, is_count))]
+    checks += [(key, test.get(key), lambda v: v is None or _table([v], 1, 2, is_fraction))
+               for key in ("accuracy_ci", "macro_f1_ci")]
+    per_class = test.get("per_class")
+    checks.append(("per_class", per_class, lambda v: isinstance(v, dict)))
+    checks += [(f"per_class.{key}", (per_class or {}).get(key) if isinstance(per_class, dict) else None,
+                lambda v: _table([v], 1, k, is_fraction)) for key in ("recall", "f1")]
+    checks.append(("reliability", test.get("reliability"), _reliability))
+    if "latency" in test:
+        checks.append(("latency", test["latency"], lambda v: isinstance(v, dict) and is_number(v.get("median_ms"))
+                       and v["median_ms"] > 0))
+    if "vs_teacher" in test:
+        checks.append(("vs_teacher", test["vs_teacher"], lambda v: isinstance(v, dict)))
+        pair = test["vs_teacher"] if isinstance(test["vs_teacher"], dict) else {}
+        checks += [("vs_teacher.agreement", pair.get("agreement"), is_fraction),
+                   ("vs_teacher.kl_divergence", pair.get("kl_divergence"), lambda v: is_number(v) and v >= 0),
+                   ("vs_teacher.mcnemar", pair.get("mcnemar"),
+                    lambda v: isinstance(v, dict) and is_fraction(v.get("p_value"))),
+                   ("vs_teacher.flip_table", pair.get("flip_table"), lambda v: isinstance(v, dict) and all(
+                       is_count(v.get(f)) for f in FLIPS))]
+    for key, value, fits in checks:
+        if not fits(value):
+            return f"{key}: {quoted(value)} does not fit a test report" if value is not None else f"{key} is missing"
+    return ""
+
+
+FLIPS = ("both_right", "both_wrong", "teacher_right_student_wrong", "teacher_wrong_student_right")
+
+
+def _table(rows, n_rows: int, n_columns: int, fits) -> bool:
+    """Whether ``rows`` is ``n_rows`` lists of ``n_columns`` values that each fit."""
+    return (isinstance(rows, list) and len(rows) == n_rows
+            and all(isinstance(r, list) and len(r) == n_columns and all(map(fits, r)) for r in rows))
+
+
+def _reliability(value) -> bool:
+    """The reliability curve's bins: confidence, accuracy and count per bin (an empty bin has no confidence)."""
+    if not isinstance(value, dict):
+        return False
+    columns = [value.get(key) for key in ("mean_confidence", "accuracy", "count")]
+    return (all(isinstance(c, list) for c in columns) and len({len(c) for c in columns}) == 1
+            and all(c is None or (is_fraction(c) and is_fraction(a) and is_count(n)) for c, a, n in zip(*columns)))
 
 
 def _report(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> dict:

@@ -61,11 +61,13 @@ def ranked_channels(_loaded: LoadedModel, version: tuple, ident: str, _x: torch.
 def layer_correspondence(dataset: str, _teacher: LoadedModel, _student: LoadedModel, versions: tuple,
                          n_images: int = 32) -> dict:
     """Linear CKA between every teacher and student layer over ``n_images`` test images of ``dataset`` (spread
-    over classes); ``versions`` holds the two models' `LoadedModel.version`."""
-    raw, picks, _ = loaders.readable_items(dataset, loaders.spread_over_classes(dataset, n_images))
+    over classes, leaving out files that cannot be read: ``skipped``); ``versions`` holds the two models'
+    `LoadedModel.version`."""
+    raw, picks, skipped = loaders.readable_items(dataset, loaders.spread_over_classes(dataset, n_images))
     with _teacher.lock, _student.lock:
         result = cka_matrix(_teacher.model, _student.model, batch_for(_teacher.meta, raw),
                             student_images=batch_for(_student.meta, raw))
     best = result.best_teacher_indices()
     return {"matrix": result.matrix, "teacher_layers": result.teacher_layers,
-            "student_layers": result.student_layers, "best_teacher": best, "n_images": len(picks)}
+            "student_layers": result.student_layers, "best_teacher": best, "n_images": len(picks),
+            "skipped": skipped}

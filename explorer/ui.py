@@ -217,6 +217,13 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
                        loaders.sample_mask(dataset, int(index)), dataset=dataset, test_index=int(index))
 
 
+def skipped_images_notice(skipped: list[int], left_out_of: str = "") -> None:
+    """Which test images a page left out because their files cannot be read (nothing when none were)."""
+    if skipped:
+        st.warning(f"{len(skipped)} test image(s) cannot be read and are left out{left_out_of}: "
+                   f"#{', #'.join(map(str, skipped))}.", icon=":material/broken_image:")
+
+
 def metric_with_ci(label: str, value: float, ci, fmt: str = "{:.1%}", where=None) -> None:
     """A metric with its 95% interval underneath (``ci`` = [low, high] or None)."""
     where = where or st

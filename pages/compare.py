@@ -40,10 +40,13 @@ if loaders.images_available(dataset):
     limit = st.slider("Test images predicted here (for the gallery, and for metrics when none are shipped)",
                       key="cmp_limit", **choice) if "min_value" in choice else choice["value"]
     preds = compare_view.test_predictions(dataset, models, loaders.model_versions(models), int(limit))
-    if preds["skipped"]:
-        st.warning(f"{len(preds['skipped'])} test image(s) cannot be read and are left out: "
-                   f"#{', #'.join(map(str, preds['skipped']))}.", icon=":material/broken_image:")
+    ui.skipped_images_notice(preds["skipped"])
 reports, pairs, source = compare_view.reports(dataset, models, preds)
+for role, problem in compare_view.unusable_metrics(models).items():
+    instead = "they are computed here on the test images instead" if role in reports else "they are left out"
+    st.warning(f"The metrics shipped with the {role_label(role).lower()} checkpoint cannot be used "
+               f"({plain(problem)}); {instead}. `python -m core.evaluate ... --write` where the data is writes them "
+               "anew.", icon=":material/error:")
 if not reports:
     st.info("No metrics are shipped with these checkpoints and the test images are not here to compute them. "
             "Run `python -m core.evaluate --teacher ... --student ... --write` where the data is.")

@@ -107,4 +107,5 @@ if cka:
     st.subheader("Which teacher layer does each student layer resemble?")
     st.caption(f"Linear CKA (Kornblith et al. 2019) over {cka['n_images']} test images; 1 = same representation up "
                "to rotation and scale. The outlined cell is the pair shown above.")
+    ui.skipped_images_notice(cka["skipped"], " of the CKA")
     ui.plot(cached_plots.cka_heatmap(cka["matrix"], cka["teacher_layers"], cka["student_layers"], (t_i, s_i)), "fm_cka")

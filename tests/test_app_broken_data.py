@@ -46,4 +46,6 @@ def test_compare_page_on_a_tiny_split_with_an_unreadable_file(broken_root):
 def test_feature_maps_page_computes_cka_without_the_unreadable_file(broken_root):
     at = open_page("feature_maps", {"dataset": NAME, "image": "0"})
     assert_ok(at)
-    assert "Linear CKA" in texts(at)
+    assert "Linear CKA" in texts(at) and "over 19 test images" in texts(at)
+    assert any(f"1 test image(s) cannot be read and are left out of the CKA: #{BROKEN}." in w.value
+               for w in at.warning), [w.value for w in at.warning]

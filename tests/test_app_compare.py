@@ -5,6 +5,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 
 from core import checkpoints
@@ -316,3 +317,100 @@ def test_the_reports_come_from_the_models_the_page_passes_down(monkeypatch):
     assert source == "shipped with the checkpoints (full test split)"
     preds = compare_view.test_predictions("phantom", models, loaders.model_versions(models), 8)
     assert list(preds["probs"]) == ["teacher", "student", "student_label_only"] and len(preds["labels"]) == 8
+
+
+# --------------------------------------------------------------------------- odd metrics in a checkpoint
+
+def _set(path: str, value):
+    """A change to a checkpoint's ``metrics.test`` block: ``path`` (dotted) set to ``value`` (None: removed)."""
+    def spoil(test: dict) -> dict:
+        *parents, last = path.split(".")
+        node = test
+        for key in parents:
+            node = node[key]
+        if value is None:
+            node.pop(last)
+        else:
+            node[last] = value
+        return test
+
+    spoil.__name__ = f"{path}={value!r}"
+    return spoil
+
+
+def _whole(value):
+    def spoil(test: dict):
+        return value
+
+    spoil.__name__ = f"test={value!r}"
+    return spoil
+
+
+# metrics.test blocks that read as JSON but no report can be drawn from: (change, what the notice names)
+ODD_TEST_METRICS = [
+    (_set("accuracy", "high"), "accuracy"), (_set("accuracy", float("nan")), "accuracy"),
+    (_set("accuracy", True), "accuracy"), (_set("accuracy", 1e300), "accuracy"), (_set("accuracy", None), "accuracy"),
+    (_set("accuracy_ci", [0.9]), "accuracy_ci"), (_set("macro_f1", "0.9"), "macro_f1"), (_set("ece", None), "ece"),
+    (_set("classes", ["a", "b"]), "classes"), (_set("classes", "abcd"), "classes"),
+    (_set("classes", ["w", "x", "y", "z"]), "classes"),
+    (_set("confusion_matrix", None), "confusion_matrix"),
+    (_set("confusion_matrix", [[1, 2], [3, 4]]), "confusion_matrix"),
+    (_set("confusion_matrix", [["a"] * 4] * 4), "confusion_matrix"), (_set("n", -3), "n"),
+    (_set("per_class", None), "per_class"), (_set("per_class.f1", [0.5]), "per_class.f1"),
+    (_set("per_class.recall", "high"), "per_class.recall"),
+    (_set("reliability", None), "reliability"), (_set("reliability.accuracy", "x"), "reliability"),
+    (_set("vs_teacher.agreement", "x"), "vs_teacher.agreement"), (_set("vs_teacher.flip_table", []), "vs_teacher"),
+    (_set("vs_teacher.mcnemar", None), "vs_teacher.mcnemar"), (_set("latency.median_ms", "fast"), "latency"),
+    (_whole("x"), "metrics.test"), (_whole([1, 2]), "metrics.test"),
+]
+
+
+def _spoiled(models: dict, role: str, spoil) -> dict:
+    """``models`` with ``role``'s metadata carrying a spoiled copy of its own ``metrics.test`` block."""
+    from explorer.loaders import LoadedModel
+
+    loaded = models[role]
+    metrics = {**loaded.meta.metrics, "test": spoil(json.loads(json.dumps(loaded.meta.metrics["test"])))}
+    return {**models, role: LoadedModel(loaded.model, replace(loaded.meta, metrics=metrics), loaded.path, role)}
+
+
+@pytest.mark.parametrize("spoil, names", ODD_TEST_METRICS, ids=[f.__name__ for f, _ in ODD_TEST_METRICS])
+def test_odd_shipped_metrics_of_one_model_are_named_and_the_others_kept(spoil, names):
+    from explorer import compare_view, loaders
+
+    models = _spoiled(loaders.load_models("phantom"), "student", spoil)
+    unusable = compare_view.unusable_metrics(models)
+    assert list(unusable) == ["student"] and names in unusable["student"], unusable
+    reports, pairs, source = compare_view.reports("phantom", models, None)  # no test images to compute them here
+    assert list(reports) == ["teacher", "student_label_only"] and list(pairs) == ["student_label_only"]
+    assert source == "shipped with the checkpoints (full test split)"
+    labels = {role: role for role in reports}
+    assert len(compare_view.metrics_table(reports, labels)) > 8
+    compare_view.never_predicted_notes(reports, labels)
+    assert compare_view.architecture(models["student"], ("spoiled", str(spoil)))["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("role, spoil", [("student", _set("accuracy", "high")), ("teacher", _whole("x")),
+                                         ("student_label_only", _set("confusion_matrix", None)),
+                                         ("student", _set("latency.median_ms", "fast"))],
+                         ids=["student accuracy", "teacher block", "label-only matrix", "student latency"])
+def test_the_compare_page_names_odd_shipped_metrics_and_goes_on(tmp_path, monkeypatch, role, spoil):
+    folder = link_shipped(tmp_path)
+    meta = json.loads((SHIPPED / "phantom" / f"{role}.json").read_text())
+    meta["metrics"]["test"] = spoil(meta["metrics"]["test"])
+    (folder / f"{role}.json").unlink()
+    (folder / f"{role}.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("compare")
+    assert_ok(at)
+    from explorer.names import role_label
+
+    notices = [w.value for w in at.warning if "cannot be used" in w.value]
+    assert len(notices) == 1 and "metrics shipped with" in notices[0], [w.value for w in at.warning]
+    assert role_label(role).lower() in notices[0].lower(), notices
+    table = next(d.value for d in at.dataframe if "metric" in d.value.columns)
+    assert {"Teacher", "Student (distilled)"} <= set(table.columns)
+    # without the teacher's or the student's report the page computes them all here; the rest shipped stands
+    computed = role != "student_label_only"
+    assert (role_label(role) in table.columns) == computed and ("computed here" in notices[0]) == computed, notices
+    assert has_chart(at, "cm_teacher") and has_chart(at, "reliability_chart")

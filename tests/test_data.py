@@ -127,6 +127,60 @@ def test_non_image_file_is_a_clear_error_but_hidden_litter_is_ignored(root):
         load_dataset(NAME, "test", root)
 
 
+# Folders the scan cannot read: (name, change to the tiny dataset, what the one-line error names). Each ends in a
+# `DatasetError`, which the training command and every page report, never a raw operating-system error.
+def _looping_image(root: Path, monkeypatch) -> None:
+    link = root / NAME / "test" / CLASSES[1] / "loop.png"
+    link.symlink_to(link)
+
+
+def _looping_class_folder(root: Path, monkeypatch) -> None:
+    folder = root / NAME / "test" / CLASSES[2]
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    folder.symlink_to(folder)
+
+
+def _looping_link_beside_the_classes(root: Path, monkeypatch) -> None:
+    link = root / NAME / "test" / "elsewhere"
+    link.symlink_to(link)
+
+
+def _unreadable_class_folder(root: Path, monkeypatch) -> None:
+    # the tests may run as root, who reads any folder: the refusal is what the system would answer anyone else
+    import core.catalog
+
+    locked, scandir = root / NAME / "test" / CLASSES[3], core.catalog.os.scandir
+
+    def refuse(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(core.catalog.os, "scandir", refuse)
+
+
+FOLDER_FAULTS = [
+    (_looping_image, "loop.png: Too many levels of symbolic links"),
+    (_looping_class_folder, f"{CLASSES[2]}: Too many levels of symbolic links"),
+    (_looping_link_beside_the_classes, "elsewhere: Too many levels of symbolic links"),
+    (_unreadable_class_folder, f"{CLASSES[3]}: Permission denied"),
+]
+
+
+@pytest.mark.parametrize("spoil, says", FOLDER_FAULTS, ids=[f.__name__.strip("_") for f, _ in FOLDER_FAULTS])
+def test_a_folder_the_scan_cannot_read_is_one_clear_dataset_error(root, monkeypatch, spoil, says):
+    spoil(root, monkeypatch)
+    with pytest.raises(DatasetError) as err:
+        load_dataset(NAME, "test", root)
+    message = str(err.value)
+    assert says in message and "\n" not in message and "Errno" not in message, message
+    assert "remove" in message or "permission" in message.lower(), message  # says what to do
+    status = dataset_status(NAME, root)  # the sidebar's view of the same folder: a reason, not an exception
+    assert not status["available"] and says in status["reason"]
+
+
 def test_unreadable_images_are_skipped_and_counted(root, caplog):
     folder = root / NAME / "test" / CLASSES[0]
     good = next(folder.glob("*.jpg")).read_bytes()

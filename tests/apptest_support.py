@@ -141,3 +141,22 @@ def odd_uploads() -> dict[str, tuple[str, bytes, str]]:
         "grey": ("grey.png", png_bytes(Image.fromarray((head * 255).astype(np.uint8), "L")), "image/png"),
         "huge": ("huge.jpg", png_bytes(Image.new("RGB", (4000, 3000), (40, 40, 40)), "JPEG"), "image/jpeg"),
     }
+
+
+def grey_image_tree(root, name: str, per_class: int = 5, side: int = 40, seed: int = 0):
+    """``root/<name>/{train,test}/<class>/<i>.png``: ``per_class`` seeded grey noise images per class and split.
+
+    Returns the first class's test folder (where a test puts its odd file)."""
+    import numpy as np
+    from PIL import Image
+
+    from core.catalog import DATASETS
+
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test"):
+        for cls in DATASETS[name].classes:
+            folder = root / name / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8), "L").save(folder / f"{i}.png")
+    return root / name / "test" / DATASETS[name].classes[0]

@@ -1,11 +1,8 @@
 """A real-layout dataset with an unreadable test file and a tiny test split: every page keeps working."""
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from core.catalog import DATASETS
-from tests.apptest_support import assert_ok, fresh_streamlit_caches, open_page, texts  # noqa: F401
+from tests.apptest_support import assert_ok, fresh_streamlit_caches, grey_image_tree, open_page, texts  # noqa: F401
 
 NAME = "alzheimer"  # its checkpoints are shipped; only the images here are made up
 BROKEN = 2  # test index of the unreadable file (files are read in sorted order within a class)
@@ -14,14 +11,7 @@ BROKEN = 2  # test index of the unreadable file (files are read in sorted order 
 @pytest.fixture
 def broken_root(tmp_path, monkeypatch):
     """Five grey images per class and split; the third test image of the first class is not an image."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for cls in DATASETS[NAME].classes:
-            folder = tmp_path / NAME / split / cls
-            folder.mkdir(parents=True)
-            for i in range(5):
-                Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8), "L").save(folder / f"{i}.png")
-    first = tmp_path / NAME / "test" / DATASETS[NAME].classes[0]
+    first = grey_image_tree(tmp_path, NAME)
     (first / "2.png").write_bytes(b"this is not a png")
     monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path))
     return tmp_path

@@ -20,13 +20,10 @@ import re
 import shutil
 import string
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from core.catalog import DATASETS
 from explorer.text import MESSAGE_LIMIT, plain, plot_text
-from tests.apptest_support import (ROOT, fresh_streamlit_caches, link_shipped, open_app,  # noqa: F401
+from tests.apptest_support import (ROOT, fresh_streamlit_caches, grey_image_tree, link_shipped, open_app,  # noqa: F401
                                    open_page)
 
 MARKDOWN = ["**bold**", "[x](https://example.com)", "![i](https://example.com/a.png)", "$x^2$ :red[colour]"]
@@ -151,15 +148,9 @@ NAME = "alzheimer"  # its checkpoints are shipped; only the images here are made
 
 def data_root(tmp_path, monkeypatch):
     """Five grey images per class and split under ``tmp_path``, the data root; returns the first test class folder."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        for cls in DATASETS[NAME].classes:
-            folder = tmp_path / NAME / split / cls
-            folder.mkdir(parents=True)
-            for i in range(5):
-                Image.fromarray(rng.integers(0, 256, (40, 40), dtype=np.uint8), "L").save(folder / f"{i}.png")
+    first = grey_image_tree(tmp_path, NAME)
     monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path))
-    return tmp_path / NAME / "test" / DATASETS[NAME].classes[0]
+    return first
 
 
 def file_name(markdown: str) -> str:

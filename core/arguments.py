@@ -1,11 +1,21 @@
-"""Argument types for the command lines: a value outside its range is refused by argparse before anything runs,
-with exit 2 and one error line naming the option (``argument --images: must be at least 1, got '0'``)."""
+"""What the command lines share: argument types (a value outside its range is refused by argparse before anything
+runs, with exit 2 and one error line naming the option: ``argument --images: must be at least 1, got '0'``), and
+the failures that stop a run, told in one line with exit 1."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+
+from core.catalog import DatasetError
+from core.checkpoints import CheckpointError, StateWriteError
+from core.train_state import NonFiniteLoss
+
+# What stops a run once it has begun: told as one line (`failure_line`) and exit 1, never a traceback.
+RUN_FAILURES = (DatasetError, CheckpointError, NonFiniteLoss, OSError)
 
 
 def integer(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -40,3 +50,21 @@ def number(low: float, high: float | None = None) -> Callable[[str], float]:
 
 def _range(low: float, high: float | None) -> str:
     return f"at least {low:g}" if high is None else f"between {low:g} and {high:g}"
+
+
+def unwritable(folder: Path) -> str:
+    """Why the run folder cannot be written ("" when it can), found before anything trains."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return err.strerror or str(err)
+    return ""
+
+
+def failure_line(err: Exception) -> str:
+    """A run failure as one line: the message, with the file an operating-system error names."""
+    if isinstance(err, OSError) and not isinstance(err, StateWriteError) and err.filename:
+        return f"{err.filename}: {err.strerror or err}"
+    return " ".join(str(err).split())

@@ -29,7 +29,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import checkpoints, ood, predictions, shipping
-from core.arguments import integer
+from core.arguments import RUN_FAILURES, failure_line, integer
 from core.budgets import BUDGETS, Budget, default_budget
 from core.catalog import DATASETS, dataset_status, resolve_root
 from core.data import data_fingerprint, load_dataset
@@ -42,7 +42,7 @@ from core.results_record import (PAIRED_METRICS, SUMMARY_METRICS, ArmSummary, Ev
 from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, SHIPPED, STUDENTS, TEACHER, Role
 from core.stats import paired_difference
 from core.recipe import SettingError, Stage, TrainConfig, default_stages, recorded_settings, stage_settings
-from core.train import RUN_FAILURES, TrainResult, failure_line, run_stages
+from core.train import TrainResult, run_stages
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,11 @@ RESUME_HINT = ("free some space, then run python -m core.train again with --resu
                "the same command); the stage continues from its last completed epoch")
 
 
+
+class NonFiniteLoss(ValueError):
+    """A loss that is no longer a finite number: the weights have diverged, and the stage stops without a best.pt."""
+
+
 @dataclass
 class LoopState:
     """The epochs so far: their records, the best validation loss with its weights, and the epochs without gain."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import core.data
-import core.train
+import core.stage_setup
 from core import checkpoints, ood
 import core.reproduce
 import core.results
@@ -37,7 +37,7 @@ def smoke_run(tmp_path_factory):
         splits.append(split)
         return real_load(name, split, *args, **kwargs)
 
-    core.train._split.cache_clear()  # splits decoded by earlier tests of this process would hide the reads
+    core.stage_setup._split.cache_clear()  # splits decoded by earlier tests of this process would hide the reads
     core.train.load_dataset = spying_load
     try:
         result = reproduce("phantom", BUDGETS["smoke"], runs, out, threads=1, timing=False, kept=runs / "kept")

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import core.stage_setup
 import core.train
 from core import checkpoints, distributed
 from core.augment import augmented_views, teacher_logits_table
@@ -82,7 +83,7 @@ def spy_student_inputs(monkeypatch) -> list:
         model.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()) if m.training else None)
         return model
 
-    monkeypatch.setattr(core.train, "build_student", spying_student)
+    monkeypatch.setattr(core.stage_setup, "build_student", spying_student)
     return seen
 
 
@@ -105,7 +106,7 @@ def test_both_arms_of_a_seed_see_the_same_augmented_images_in_the_same_order(tmp
 
 def test_kd_step_uses_the_teacher_logits_of_the_image_the_student_sees(tmp_path, small_teacher, monkeypatch):
     seen_inputs, seen_teacher = spy_student_inputs(monkeypatch), []
-    real_build_loss = core.train.build_loss
+    real_build_loss = core.stage_setup.build_loss
 
     def spying_loss(spec):
         loss = real_build_loss(spec)
@@ -119,7 +120,7 @@ def test_kd_step_uses_the_teacher_logits_of_the_image_the_student_sees(tmp_path,
         loss.__class__ = Spy
         return loss
 
-    monkeypatch.setattr(core.train, "build_loss", spying_loss)
+    monkeypatch.setattr(core.stage_setup, "build_loss", spying_loss)
     cfg = TrainConfig(student_epochs=1, depth=3, **SMALL)
     train_stage(cfg, kd_stage(), tmp_path / "s", small_teacher)
     assert len(seen_inputs) == len(seen_teacher) == 4  # 120 images in batches of 32

@@ -28,33 +28,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from core import checkpoints, shipping
 from core.arguments import integer
-from core.data import load_dataset, materialize
+from core.baseline_maps import BASELINES, baseline_map, localisation, mask_prior, resize_maps, tolerance
+from core.data import load_dataset
 from core.evaluate import evaluation_split
 from core.explain import explain
 from core.explainers import registered_methods
-from core.faithfulness import (agreement, deletion_curve, insertion_curve, mask_iou, pointing_game,
-                               sanity_check)
+from core.faithfulness import agreement, deletion_curve, insertion_curve, sanity_check
 from core.inference import batch_for, predict_tensor
 from core.layout import checkpoint_file, dataset_folder, results_file
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.stats import paired_difference
 from core.stopwatch import environment
 from core.study_record import (CURVE_METRICS, PAIRS, Agreement, CascadeStep, Comparison, CurveScores, Distribution,
-                                FaithfulnessStudy, Localisation, MethodScores, Pair, StudyFormatError, StudySettings,
+                                FaithfulnessStudy, MethodScores, Pair, StudyFormatError, StudySettings,
                                 pair)
 
 log = logging.getLogger(__name__)
 
 CHEAP_METHODS = tuple(registered_methods(slow=False))  # every image
 SLOW_METHODS = tuple(registered_methods(slow=True))  # a seeded subset of the images
-BASELINES = ("random", "centre", "mask_prior")
-# The pointing game's tolerance: 15 px at 224 px, scaled to the input side.
-TOLERANCE_AT_224 = 15
 DEFAULT_IMAGES = 200
 
 
@@ -105,41 +101,6 @@ def requested_images(dataset: str, images: int | None) -> float:
     if images is None:
         return math.inf if dataset == "phantom" else DEFAULT_IMAGES
     return images
-
-
-def mask_prior(size: int, n: int = 400, seed: int = 0) -> np.ndarray:
-    """Mean lesion mask of phantom training images at ``size`` (where lesions are, without looking)."""
-    train = materialize(load_dataset("phantom", "train", input_size=size, seed=seed, n_train=n), progress=False)
-    return train.masks.float().mean(0).numpy()
-
-
-def baseline_map(kind: str, n: int, size: int, seed: int, prior: np.ndarray | None = None) -> np.ndarray:
-    """(n, size, size) baseline maps: seeded noise, a centred Gaussian, or the given mask prior."""
-    if kind == "random":
-        return np.random.default_rng(seed).random((n, size, size)).astype(np.float32)
-    if kind == "centre":
-        axis = np.arange(size) - (size - 1) / 2
-        g = np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * (size / 4) ** 2))
-        return np.repeat(g.astype(np.float32)[None], n, axis=0)
-    if kind == "mask_prior":
-        if prior is None:
-            raise ValueError("the mask prior needs the phantom's mean training mask")
-        return np.repeat(_resize(prior[None], size), n, axis=0)
-    raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
-
-
-def _resize(maps: np.ndarray, size: int) -> np.ndarray:
-    if maps.shape[-1] == size:
-        return np.asarray(maps, dtype=np.float32)
-    t = F.interpolate(torch.as_tensor(np.asarray(maps, dtype=np.float32))[:, None], size=(size, size),
-                      mode="bilinear", align_corners=False)
-    return t[:, 0].numpy()
-
-
-def tolerant_hit(m: np.ndarray, mask: np.ndarray, tolerance: int) -> float:
-    """Pointing game: 1 when the map's maximum lies within ``tolerance`` px (Chebyshev) of the mask."""
-    grown = F.max_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], 2 * tolerance + 1, 1, tolerance)
-    return float(grown[0, 0].numpy().ravel()[int(np.argmax(m))] > 0)
 
 
 def test_indices(ds, meta: checkpoints.CheckpointMeta, root: str | None) -> list[int]:
@@ -290,7 +251,7 @@ def score_curves(cfg: StudyConfig, explained: tuple[Role, ...], subject: Studied
                 curves[name][scored] = kept
                 continue
             model, meta = subject.models[scored.scorer], subject.metas[scored.scorer]
-            m = _resize(maps[scored.explainer][name], meta.input_size)  # every map set holds exactly the images idx
+            m = resize_maps(maps[scored.explainer][name], meta.input_size)  # every map set holds exactly the images idx
             x, targets = subject.xs[scored.scorer][idx], subject.preds[scored.scorer][idx].tolist()
             curves[name][scored] = {"deletion_auc": deletion_curve(model, x, m, targets, steps=cfg.steps).auc,
                                     "insertion_auc": insertion_curve(model, x, m, targets, steps=cfg.steps).auc}
@@ -341,23 +302,6 @@ def sanity_cascades(cfg: StudyConfig, explained: tuple[Role, ...], subject: Stud
                 CascadeStep(step.layer, Distribution.of([r.steps[s].spearman for r in runs]),
                             Distribution.of([r.steps[s].iou for r in runs])) for s, step in enumerate(runs[0].steps))
     return out
-
-
-def tolerance(size: int) -> int:
-    return max(1, round(TOLERANCE_AT_224 * size / 224))
-
-
-def localisation(maps: np.ndarray, ds, idx: np.ndarray, size: int) -> Localisation:
-    """Pointing game (with `tolerance`), energy in the lesion and top-5 % IoU of the maps of images ``idx``, in
-    image order (NaN where the image has no lesion)."""
-    masks = ds.masks.numpy()[idx]
-    if masks.shape[-1] != size:
-        masks = _resize(masks.astype(np.float32), size) >= 0.5
-    nan = float("nan")
-    rows = [(tolerant_hit(m, k, tolerance(size)), pointing_game(m, k)["energy"], mask_iou(m, k, 5.0))
-            if k.any() else (nan, nan, nan) for m, k in zip(maps, masks)]
-    hit, energy, iou = zip(*rows) if rows else ((), (), ())
-    return Localisation(Distribution.of(hit), Distribution.of(energy), Distribution.of(iou))
 
 
 def read_study(checkpoints_dir: str | Path, dataset: str) -> FaithfulnessStudy | None:

@@ -13,8 +13,8 @@ from torch import nn
 
 from core import checkpoints
 from core.faithfulness import deletion_curve, mask_iou, pointing_game
-from core.faithfulness_study import (BASELINES, StudyConfig, baseline_map, read_study, run_study, tolerant_hit,
-                                     write_study)
+from core.baseline_maps import BASELINES, baseline_map, tolerant_hit
+from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
 from core.roles import DISTILLED, TEACHER
 from core.study_record import PAIRS, pair
 

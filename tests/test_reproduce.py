@@ -10,6 +10,7 @@ import pytest
 
 import core.data
 import core.stage_setup
+import core.train
 from core import checkpoints, ood
 import core.reproduce
 import core.results
@@ -38,11 +39,11 @@ def smoke_run(tmp_path_factory):
         return real_load(name, split, *args, **kwargs)
 
     core.stage_setup._split.cache_clear()  # splits decoded by earlier tests of this process would hide the reads
-    core.train.load_dataset = spying_load
+    core.stage_setup.load_dataset = spying_load
     try:
         result = reproduce("phantom", BUDGETS["smoke"], runs, out, threads=1, timing=False, kept=runs / "kept")
     finally:
-        core.train.load_dataset = real_load
+        core.stage_setup.load_dataset = real_load
     return runs, out, result, splits
 
 

@@ -29,7 +29,7 @@ from core.explain import explain
 from core.hooks import model_layers, preserve_model_state, require_eval
 
 __all__ = ["Curve", "SanityResult", "perturbation_curve", "deletion_curve", "insertion_curve", "rankdata",
-           "spearman", "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou", "evaluate_localisation",
+           "pixel_ranks", "spearman", "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou", "evaluate_localisation",
            "SanityStep", "top_down_modules", "sanity_check"]
 
 
@@ -52,6 +52,27 @@ class Curve:
 def _as_tensor(maps, n: int) -> torch.Tensor:
     maps = torch.as_tensor(np.asarray(maps) if not isinstance(maps, torch.Tensor) else maps).float()
     return maps.view(n, *maps.shape[-2:]) if maps.dim() == 2 else maps
+
+
+TIE_SEED = 0  # the fixed order in which pixels of equal relevance are taken
+
+
+def pixel_ranks(maps: torch.Tensor, seed: int = TIE_SEED) -> torch.Tensor:
+    """(N, H, W) long: each pixel's place in its map's order, most relevant first (0), as deletion, insertion and
+    ROAD remove them.
+
+    Pixels of equal value are taken in one fixed random order (seeded, the same for every image of that size),
+    not in raster order: a map with many exact zeros (integrated gradients, a ReLU'd Grad-CAM) or plateaus (a
+    coarse map upsampled) would otherwise always lose its top-left pixels first, and its score would depend on
+    where the image's content happens to lie.
+    """
+    n, h, w = maps.shape
+    generator = torch.Generator().manual_seed(int(seed))
+    shuffle = torch.randperm(h * w, generator=generator).to(maps.device).expand(n, -1)
+    values = (-maps.flatten(1).float()).gather(1, shuffle)
+    order = shuffle.gather(1, torch.argsort(values, dim=1, stable=True))
+    positions = torch.arange(h * w, device=maps.device).expand(n, -1)
+    return torch.empty_like(order).scatter_(1, order, positions).view(n, h, w)
 
 
 def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
@@ -99,10 +120,7 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequenc
     if baseline == "auto":
         baseline = "zero" if mode == "deletion" else "blur"
     base = _baseline(x, baseline)
-    # rank[i, p] = position of pixel p in image i's order (stable: ties keep raster order)
-    order = torch.argsort(-maps.flatten(1), dim=1, stable=True)
-    positions = torch.arange(h * w, device=x.device).expand(n, -1)
-    rank = torch.empty_like(order).scatter_(1, order, positions).view(n, 1, h, w)
+    rank = pixel_ranks(maps)[:, None]
     counts = [round(k * h * w / steps) for k in range(steps + 1)]
     scores = np.zeros((n, steps + 1))
     with preserve_model_state(model), torch.inference_mode():

@@ -25,7 +25,7 @@ from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPai
                                          Passes, Sanity)
 from explorer.loaders import LoadedModel, describe_versions, model_versions
 from explorer.names import method_label, role_label
-from explorer.runtime import ServerSlots, count_setting
+from explorer.runtime import ServerSlots, count_setting, lowered_priority
 
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
 SANITY_LAYERS = 2  # the page's sanity check randomises the head and the last feature layer
@@ -43,10 +43,16 @@ def slow_run(methods: list[str]) -> bool:
     return any(EXPLAINERS[m].slow for m in methods)
 
 
+@contextlib.contextmanager
 def run_slot(methods: list[str], on_wait):
     """What a run with ``methods`` holds while it explains: one of `SLOW_RUNS` when a method is slow (waiting its
-    turn first, ``on_wait(runs ahead)`` meanwhile), else nothing."""
-    return SLOW_RUNS.held(on_wait) if slow_run(methods) else contextlib.nullcontext()
+    turn first, ``on_wait(runs ahead)`` meanwhile), at a lowered CPU priority (`runtime.lowered_priority`: the
+    other users' pages go first), else nothing."""
+    if not slow_run(methods):
+        yield
+        return
+    with SLOW_RUNS.held(on_wait), lowered_priority():
+        yield
 
 
 def waiting_text(ahead: int) -> str:

@@ -76,6 +76,35 @@ def release_freed_memory() -> None:
         _MALLOC_TRIM(0)
 
 
+# How much lower a slow run's thread is scheduled than the pages (a nice value: 10 gives it about a tenth of a
+# core's share against a page at the default 0, and all of what the pages leave).
+SLOW_RUN_NICENESS = 10
+
+
+@contextlib.contextmanager
+def lowered_priority(niceness: int = SLOW_RUN_NICENESS) -> Iterator[bool]:
+    """Run the block with this thread's CPU priority lowered by ``niceness`` (Linux: a thread is scheduled as a
+    task of its own); yields whether it was lowered.
+
+    A slow explanation runs for minutes on one core while other users' pages want a few seconds of CPU: on two
+    cores the pages then waited behind it. Lowered, it takes what the pages leave. The priority is raised back
+    afterwards where the system allows (an unprivileged process cannot raise it: the thread then stays lowered
+    until its script run ends, which only slows further reruns of the same session).
+    """
+    tid = threading.get_native_id()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        os.setpriority(os.PRIO_PROCESS, tid, min(before + niceness, 19))
+    except (AttributeError, OSError):  # not Linux/Unix, or not allowed
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, before)
+
+
 def import_pandas() -> None:
     """Import pandas completely before a page draws a Plotly chart (Home calls it for every other page).
 

@@ -314,3 +314,41 @@ def test_batched_backward_runs_one_at_a_time_in_the_process_and_single_images_ar
         held.release()
     worker.join(timeout=120)
     assert len(done) == 1 and done[0].heatmap.shape == (32, 32)
+
+
+def test_calibrations_asked_at_once_measure_the_model_once(tiny_student):
+    """Sessions opening the Explanations page together each asked for the same model's calibration: every thread
+    ran the model's batches at once (holding all their activations); now one measures and the others reuse it."""
+    import threading
+
+    from core import costs
+
+    calls, inside, most_inside, guard = [0], [0], [0], threading.Lock()
+
+    def counting(module, args):
+        with guard:
+            calls[0] += 1
+            inside[0] += 1
+            most_inside[0] = max(most_inside[0], inside[0])
+
+    def leaving(module, args, output):
+        with guard:
+            inside[0] -= 1
+
+    before = tiny_student.register_forward_pre_hook(counting)
+    after = tiny_student.register_forward_hook(leaving)
+    try:
+        start = threading.Barrier(4)
+
+        def ask():
+            start.wait()
+            costs.calibrate(tiny_student, 24, 2, repeats=2, warmup=1)
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        before.remove()
+        after.remove()
+    assert calls[0] == 2 * (2 + 1)  # one forward series and one forward+backward series, warmup included
+    assert most_inside[0] == 1

@@ -224,6 +224,13 @@ class Explainer:
         """Images per forward call (the batch at which the per-pass cost is calibrated)."""
         return 1
 
+    def map_side(self) -> int:
+        """Cells per side of the grid this method's map is drawn at before it is upsampled to the image: the
+        image's side for the gradient methods (one value per pixel); a layer's side, the occlusion windows or the
+        patch grid for the others. The faithfulness study draws its random map at this side, so a coarse map is
+        compared with noise as coarse as itself, not with per-pixel noise."""
+        return min(self.input_size)
+
     def attribute(self, x: torch.Tensor, target: int) -> tuple[torch.Tensor, dict]:
         """Return a non-negative (H, W) relevance map for ``target`` and method extras."""
         raise NotImplementedError

@@ -18,14 +18,22 @@ from captum._utils.models.linear_model import LinearModel
 from captum.attr import (GradientShap, IntegratedGradients, KernelShap, LayerAttribution, LayerGradCam, Lime,
                          Occlusion, Saliency)
 
-from core.cam import class_activation_maps
-from core.featuremaps import layer_maps
-from core.hooks import LayerError, default_target_layer, resolve_layer
+from core.cam import cam_head, class_activation_maps
+from core.featuremaps import capture_activations, layer_maps
+from core.hooks import LayerError, default_target_layer, model_layers, resolve_layer
 
 __all__ = ["EXPLAINERS", "CostEstimate", "Explainer", "ExplainError", "Explanation", "make_explainer",
            "register_explainer", "registered_methods", "least_squares_model"]
 from core.explainer import (EXPLAINERS, CostEstimate, Explainer, ExplainError, Explanation, make_explainer,
                             register_explainer, registered_methods, seeded)
+
+
+def _layer_side(model, layer: str, input_size: tuple[int, int]) -> int:
+    """The smaller side of ``layer``'s output for an image of ``input_size`` (one forward of a blank image)."""
+    label, _ = resolve_layer(model, layer)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    blank = torch.zeros(1, convs[0].in_channels if convs else 3, *input_size)
+    return min(capture_activations(model, blank, [layer]).activations[label].shape[-2:])
 
 
 def _positive(attr: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -95,6 +103,10 @@ class FeatureMaps(Explainer):
     def passes(self):
         return {"forward": 1, "backward": 0}
 
+    def map_side(self):
+        layers = self.params["layers"]
+        return _layer_side(self.model, layers[-1] if layers else model_layers(self.model)[-1][1], self.input_size)
+
     def attribute(self, x, target):
         result = layer_maps(self.model, x, self.params["layers"])
         last = result["layers"][result["layers"].last]  # the other layers are upsampled when read
@@ -117,6 +129,9 @@ class ClassActivationMap(Explainer):
 
     def passes(self):
         return {"forward": 1, "backward": 0}
+
+    def map_side(self):
+        return _layer_side(self.model, cam_head(self.model).layer, self.input_size)
 
     def attribute(self, x, target):
         out = class_activation_maps(self.model, x, target)
@@ -155,6 +170,9 @@ class GradCam(Explainer):
 
     def passes(self):
         return {"forward": 1, "backward": 1}
+
+    def map_side(self):
+        return _layer_side(self.model, self.params["layer"] or default_target_layer(self.model), self.input_size)
 
     def attribute(self, x, target):
         layer = self.params["layer"] or default_target_layer(self.model)
@@ -242,6 +260,10 @@ class OcclusionMap(Explainer):
     def passes(self):
         return {"forward": self.n_windows() + 1, "backward": 0}
 
+    def map_side(self):
+        k, s = self.params["window"], self.params["stride"]
+        return min(math.ceil((d - k) / s) + 1 for d in self.input_size)
+
     def batch_size(self):
         return min(self.params["perturbations_per_eval"], self.n_windows())
 
@@ -311,6 +333,9 @@ class _SurrogateExplainer(Explainer):
 
     def batch_size(self):
         return min(self.params["perturbations_per_eval"], self.params["n_samples"])
+
+    def map_side(self):
+        return self.params["grid"]
 
     def attribute(self, x, target):
         p = self.params

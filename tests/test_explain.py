@@ -1,5 +1,7 @@
 """Explainers: one call shape, stated pass counts = counted forwards, cost model, side effects."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ from torch import nn
 from core.costs import calibrate, estimate_cost
 from core.explain import EXPLAINERS, ExplainError, explain
 from core.featuremaps import normalize_map
-from core.models import ConvBlock, build_teacher, feature_layers
+from core.models import TEACHERS, ConvBlock, build_model, build_teacher, feature_layers
+from core.recipe import INPUT_SIZE_RANGE, SettingError, TrainConfig
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -214,6 +217,34 @@ def test_bad_inputs_and_training_mode_are_refused(tiny_student, image32):
     assert tiny_student.training  # refused, not switched
 
 
+# (architecture, its arguments, a side it cannot classify): each pooling halves the side until nothing is left (a
+# ResNet-18's rounds up: it classifies any side)
+TOO_SMALL = [("densenet121", {}, 16), ("student", {"depth": 5}, 16), ("student", {"depth": 3, "pooled": 1}, 2)]
+
+
+@pytest.mark.parametrize("arch, args, side", TOO_SMALL, ids=[f"{a} {s} px" for a, _, s in TOO_SMALL])
+def test_an_image_too_small_for_the_model_is_refused_before_any_pass(arch, args, side, count_forwards):
+    model = build_model(arch, 4, **args).eval()
+    with torch.no_grad(), pytest.raises(RuntimeError):
+        model(torch.zeros(1, 3, side, side))  # what the model itself says: deep inside, about a pooled size
+    counter = count_forwards(model)
+    with pytest.raises(ExplainError, match=r"at least \d+ px") as refused:
+        explain(model, torch.zeros(1, 3, side, side + 40), "feature_maps", 0, predict=False)
+    assert counter.calls == 0 and f"{side}x{side + 40}" in str(refused.value)
+    smallest = int(re.search(r"at least (\d+) px", str(refused.value)).group(1))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, smallest, smallest))  # the side named is the smallest the model classifies
+        with pytest.raises(RuntimeError):
+            model(torch.zeros(1, 3, smallest - 1, smallest - 1))
+    counter.reset()
+    assert explain(model, torch.zeros(1, 3, smallest, smallest), "feature_maps", 0, predict=False).heatmap.size
+    assert counter.calls == 1
+    if side >= INPUT_SIZE_RANGE[0]:  # the training recipe refuses the same sides, naming the same smallest one
+        models = {"teacher_arch": arch} if arch in TEACHERS else {"teacher_arch": "resnet18", "depth": args["depth"]}
+        with pytest.raises(SettingError, match=f"use at least {smallest}$"):
+            TrainConfig(input_size=side, **models)
+
+
 class NaNModel(nn.Module):
     def __init__(self):
         super().__init__()
@@ -272,7 +303,8 @@ def test_predicted_scoring_passes_equal_counted_forwards(method, tiny_student, i
     """Scoring a map (deletion, insertion, the sanity cascade) is priced by the passes it really runs, including
     the forwards of the randomised copies the sanity check makes."""
     from core.costs import estimate_scoring_cost
-    from core.faithfulness import deletion_curve, insertion_curve, sanity_check
+    from core.faithfulness import deletion_curve, insertion_curve
+    from core.sanity import sanity_check
 
     images = []
 
@@ -352,3 +384,20 @@ def test_calibrations_asked_at_once_measure_the_model_once(tiny_student):
         after.remove()
     assert calls[0] == 2 * (2 + 1)  # one forward series and one forward+backward series, warmup included
     assert most_inside[0] == 1
+
+
+def test_each_method_states_the_side_of_the_grid_its_map_is_drawn_at(tiny_student, image32):
+    """The study draws each method's random map at the method's own coarseness: the side must be the map's."""
+    from core.explainers import make_explainer
+
+    side = lambda method, **params: make_explainer(tiny_student, method, (32, 32), **params).map_side()  # noqa: E731
+    cam = explain(tiny_student, image32, "cam", 1)
+    assert side("cam") == cam.extras["raw"].shape[-1]
+    maps = explain(tiny_student, image32, "feature_maps", 1)
+    assert side("feature_maps") == list(maps.extras["shapes"].values())[-1][-1]
+    assert side("feature_maps", layers=["block1"]) == maps.extras["shapes"]["block1"][-1]
+    assert side("grad_cam") == side("cam")  # the default Grad-CAM layer is the pooled one
+    assert side("grad_cam", layer="block1") == maps.extras["shapes"]["block1"][-1]
+    assert side("saliency") == side("integrated_gradients") == 32  # one value per pixel
+    assert side("occlusion", window=4, stride=2) == (32 - 4) // 2 + 1  # window positions per side
+    assert side("kernel_shap", grid=5) == side("lime", grid=5) == 5

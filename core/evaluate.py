@@ -1,7 +1,10 @@
 """Evaluate checkpoints on a split: metrics with intervals per model, agreement per teacher-student pair.
 
 ``python -m core.evaluate --teacher T.pt --student S.pt [--write]`` prints a summary and, with
-``--write``, stores the reports in the checkpoints' JSON metadata (weights are not touched).
+``--write``, stores the reports in the checkpoints' JSON metadata (weights are not touched). Metadata in the
+checkpoint root is shipped work (`core.shipping`): a report over fewer test images or bootstrap resamples than the
+one it would replace, or without the agreement with the teacher that one has, is refused unless ``--force``, and
+every metadata file replaced there is kept under ``earlier/replaced-<UTC time>/`` first.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core import checkpoints
+from core import checkpoints, shipping
 from core.data import load_dataset, materialize
 from core.inference import batch_for, predict_tensor
+from core.layout import in_checkpoint_root
 from core.metrics import classification_report, pair_report
 from core.stopwatch import time_callable
 
@@ -40,7 +44,7 @@ def latency_ms(model: torch.nn.Module, input_size: int, repeats: int = 20) -> di
 def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root: str | None = None,
                          write: bool = False, n_boot: int = 1000, exclude: Callable[[str], bool] | None = None,
                          teacher_key: str = "teacher", max_per_class: int | None = None,
-                         also_without: Callable[[str], bool] | None = None) -> dict:
+                         also_without: Callable[[str], bool] | None = None, force: bool = False) -> dict:
     """Evaluate several checkpoints of one dataset on the same split.
 
     Args:
@@ -49,7 +53,8 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
         also_without: optional predicate on a file path: the result gets a second report, ``"without"``, of the
             same predictions with the matching images left out (each image is predicted once).
         max_per_class: evaluate on at most this many images per class (a quick look, not a published number).
-        write: store each report under ``metrics[split]`` in the checkpoint's JSON metadata.
+        write: store each report under ``metrics[split]`` in the checkpoint's JSON metadata (`write_reports`).
+        force: with ``write``, replace shipped reports even with lesser ones.
 
     Returns:
         ``{"models": {name: report}, "pairs": {name: pair report vs the teacher}, "split": split}``, and
@@ -84,13 +89,51 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
         models, paired = _reports(loaded, predicted, also_without, n_boot, teacher_key)
         result["without"] = {"models": models, "pairs": paired}
     if write:
-        for name, (_, meta) in loaded.items():
-            entry = dict(reports[name])
-            if name in pairs:
-                entry["vs_teacher"] = pairs[name]
-            meta.metrics = {**meta.metrics, split: entry}
-            checkpoints.atomic_write_text(checkpoints.meta_path(paths[name]), meta.to_json())
+        entries = {name: {**reports[name], **({"vs_teacher": pairs[name]} if name in pairs else {})}
+                   for name in loaded}
+        write_reports({name: (Path(paths[name]), meta) for name, (_, meta) in loaded.items()}, entries, split,
+                      force)
     return result
+
+
+def write_reports(checkpoint_metas: dict[str, tuple[Path, checkpoints.CheckpointMeta]], entries: dict[str, dict],
+                  split: str, force: bool = False) -> None:
+    """Store ``entries[name]`` under ``metrics[split]`` in the metadata of each ``name``'s checkpoint.
+
+    Metadata in the checkpoint root is shipped work (`core.shipping`): an entry with less than the one it replaces
+    (`report_shortfalls`) is refused, for all of them before any is written, unless ``force``; the files replaced
+    there are moved under their folder's ``earlier/replaced-<UTC time>/`` (one per folder) before the new ones go in.
+
+    Raises:
+        core.shipping.ShippingRefused: naming the first metadata file whose report would be replaced with less.
+    """
+    shipped = {name: path for name, (path, _) in checkpoint_metas.items() if in_checkpoint_root(path)}
+    for name, path in shipped.items():
+        old = checkpoint_metas[name][1].metrics.get(split)
+        shipping.refuse_lesser(f"{split} metrics", checkpoints.meta_path(path),
+                               report_shortfalls(entries[name], old), force)
+    for folder in sorted({path.parent for path in shipped.values()}):
+        shipping.keep_replaced(folder, [checkpoints.meta_path(p).name for p in shipped.values() if p.parent == folder])
+    for name, (path, meta) in checkpoint_metas.items():
+        meta.metrics = {**meta.metrics, split: entries[name]}
+        checkpoints.atomic_write_text(checkpoints.meta_path(path), meta.to_json())
+
+
+def report_shortfalls(new: dict, shipped) -> list[str]:
+    """What a report has less of than the ``shipped`` one it would replace: test images, bootstrap resamples (its
+    intervals' precision), or the agreement with the teacher (a student evaluated without it)."""
+    if not isinstance(shipped, dict):  # nothing, or nothing readable, to lose
+        return []
+
+    def count(key: str):
+        value = shipped.get(key)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    less = [shipping.at_least(name, new.get(key), count(key)) if count(key) is not None else None
+            for name, key in (("test images", "n"), ("bootstrap resamples", "n_boot"))]
+    if "vs_teacher" in shipped and "vs_teacher" not in new:
+        less.append("the agreement with the teacher: none (give --teacher too)")
+    return [x for x in less if x]
 
 
 def _reports(loaded: dict, predicted: dict, drop: Callable[[str], bool] | None, n_boot: int,
@@ -133,13 +176,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--write", action="store_true", help="store the reports in the checkpoints' metadata")
+    parser.add_argument("--force", action="store_true",
+                        help="with --write, replace shipped reports even with ones over fewer test images or "
+                             "bootstrap resamples (the replaced metadata is kept under earlier/)")
     args = parser.parse_args(argv)
     paths = {"teacher": args.teacher} if args.teacher else {}
     for i, s in enumerate(args.student):
         paths["student" if i == 0 else f"student{i + 1}"] = s
     if not paths:
         parser.error("give --teacher and/or --student")
-    print_summary(evaluate_checkpoints(paths, args.split, args.root, args.write, args.bootstrap))
+    try:
+        result = evaluate_checkpoints(paths, args.split, args.root, args.write, args.bootstrap, force=args.force)
+    except shipping.ShippingRefused as err:  # nothing was written
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    print_summary(result)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ with their channels and resolution (`feature_layers` gives the ``(label, module_
 
 from __future__ import annotations
 
+import functools
+import inspect
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,21 +51,28 @@ MODELS = Registry("architecture")
 
 
 class DenseNet121Teacher(DenseNet):
-    """torchvision DenseNet121 whose final ReLU is out of place.
+    """torchvision DenseNet121 whose final ReLU is a module of its own, out of place.
 
     torchvision applies ``F.relu(..., inplace=True)`` to the output of ``features.norm5``; that would
-    overwrite what a forward hook captured there and break Captum's layer attributions.
-    State-dict keys are torchvision's, so a local torchvision state dict loads unchanged.
+    overwrite what a forward hook captured there and break Captum's layer attributions. As a module
+    (``relu5``) its output, the activation the classifier pools, is a layer hooks can reach: Grad-CAM there
+    equals ReLU(CAM) (see `core.cam`), as on the student, whose blocks end in their own ReLU.
+    State-dict keys are torchvision's (the ReLU holds no tensor), so a local torchvision state dict and every
+    shipped checkpoint load unchanged.
     """
 
     role = "teacher"
 
     def __init__(self, num_classes: int):
         super().__init__(32, (6, 12, 24, 16), 64, num_classes=num_classes)
+        self.relu5 = nn.ReLU()
 
     @property
     def feature_info(self) -> list[FeatureLayer]:
-        """Stem, every dense block and transition, and the final norm, in forward order."""
+        """Stem, every dense block and transition, and the final norm, in forward order.
+
+        The final norm is read after its ReLU (``relu5``): that is what the classifier pools, so the feature-map
+        view's last step, the default Grad-CAM layer and CAM all show the same activation."""
         channels, reduction = self.features.conv0.out_channels, 4  # conv0 and pool0 each halve the side
         info = [FeatureLayer("stem", "features.pool0", channels, reduction)]
         for name, module in self.features.named_children():
@@ -75,14 +84,14 @@ class DenseNet121Teacher(DenseNet):
             else:
                 continue
             info.append(FeatureLayer(name, f"features.{name}", channels, reduction))
-        return info + [FeatureLayer("norm5", "features.norm5", self.features.norm5.num_features, reduction)]
+        return info + [FeatureLayer("norm5", "relu5", self.features.norm5.num_features, reduction)]
 
     @property
     def cam_head(self) -> CamHead:
-        return CamHead("features.norm5", self.classifier, relu=True)  # forward: relu -> pool -> classifier
+        return CamHead("relu5", self.classifier, relu=False)  # forward: features -> relu5 -> pool -> classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.features(x))
+        out = self.relu5(self.features(x))
         out = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return self.classifier(out)
 
@@ -232,6 +241,72 @@ def build_student(num_classes: int, depth: int = 5, widths: tuple[int, ...] | No
     return build_model("student", num_classes, depth=depth, widths=widths, dropout=dropout, pooled=pooled)
 
 
+_LARGEST_SIDE_TRIED = 4096  # where the search for the smallest side starts from above
+
+
+def smallest_side_needed(model: str | nn.Module, side: int, **arch_args) -> int | None:
+    """None when ``model`` classifies images of ``side`` px; else the smallest side it does classify.
+
+    Each pooling halves the side, and a side pooled to nothing fails deep inside the forward pass (a DenseNet-121
+    below 29 px, a student that pools 5 blocks below 63). Tried on a twin built on the meta device, which allocates
+    no memory, computes nothing and runs none of the given model's hooks; a larger side only keeps more pixels, so
+    the smallest is found by bisection, and only for a side that fails. The training recipe and `core.explain` ask.
+
+    Args:
+        model: a registered architecture's name (built with ``arch_args``), or a model built from one.
+        side: the smaller of the image's height and width (each is pooled on its own).
+
+    Returns:
+        None as well for a model whose class is not registered here (its own forward pass says).
+
+    Raises:
+        ValueError: arguments the architecture refuses (a student's depth).
+    """
+    if isinstance(model, nn.Module):
+        found = _architecture(model)
+        if found is None:
+            return None
+        model, arch_args = found
+    key = (model, tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arch_args.items())))
+    if _classifies(key, side):
+        return None
+    low, high = side, _LARGEST_SIDE_TRIED  # low fails, high is taken to pass
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _classifies(key, middle) else (middle, high)
+    return high
+
+
+def _architecture(model: nn.Module) -> tuple[str, dict] | None:
+    """The registered name of ``model``'s class and its constructor's settings, which a registered model keeps as
+    attributes of the same names (a student's depth, widths and pooled blocks; its dropout is a module, and does
+    not change sides); None for a class not registered."""
+    arch = next((name for name, cls in MODELS.items() if type(model) is cls), None)
+    if arch is None:
+        return None
+    names = list(inspect.signature(MODELS[arch]).parameters)[1:]  # after num_classes
+    settings = {name: getattr(model, name, None) for name in names}
+    return arch, {name: value for name, value in settings.items() if value is not None
+                  and not isinstance(value, nn.Module)}
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_twin(key: tuple) -> nn.Module:
+    arch, arch_args = key
+    with torch.device("meta"):
+        return build_model(arch, 2, **dict(arch_args)).eval()
+
+
+@functools.lru_cache(maxsize=512)
+def _classifies(key: tuple, side: int) -> bool:
+    with torch.no_grad():
+        try:
+            _meta_twin(key)(torch.zeros(1, 3, side, side, device="meta"))
+        except RuntimeError:
+            return False
+    return True
+
+
 def feature_layers(model: nn.Module) -> list[tuple[str, str]]:
     """Readable, ordered ``(label, module_path)`` pairs of a model that knows its layers (``feature_info``)."""
     info = getattr(model, "feature_info", None)
@@ -241,7 +316,12 @@ def feature_layers(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def gradcam_layer(model: nn.Module) -> str:
-    """Module path of the last convolutional feature layer, the standard Grad-CAM target."""
+    """Module path of the standard Grad-CAM target: the activation the classifier pools where the model declares
+    it (its `CamHead` without a ReLU after the layer: there Grad-CAM equals ReLU(CAM), see `core.cam`), else the
+    last feature layer."""
+    head = getattr(model, "cam_head", None)
+    if isinstance(head, CamHead) and not head.relu:
+        return head.layer
     return feature_layers(model)[-1][1]
 
 

@@ -5,7 +5,9 @@ three models over them at page load costs seconds on a first visit. ``python -m 
 (also run by `core.reproduce` after shipping) writes ``checkpoints/<dataset>/predictions.npz``: the test labels
 and, per shipped role (named by its file's stem, `core.roles.Role.shipped`), the probabilities of every test image,
 with the sha256 of the checkpoint they came from. The app uses a role's rows only while that checkpoint is
-unchanged, and predicts itself otherwise.
+unchanged, and predicts itself otherwise. In the checkpoint root the file is shipped work (`core.shipping`): one
+with fewer test images or models than the file it would replace is refused unless ``--force``, and the file
+replaced is kept under ``earlier/replaced-<UTC time>/``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core import checkpoints
+from core import checkpoints, shipping
+from core.arguments import RUN_FAILURES, failure_line
 from core.catalog import DATASETS
 from core.data import data_fingerprint
 from core.evaluate import evaluation_split
 from core.inference import batch_for, predict_tensor
-from core.layout import PREDICTIONS_FILE, checkpoint_file, dataset_folder
+from core.layout import PREDICTIONS_FILE, checkpoint_file, dataset_folder, in_checkpoint_root
 from core.roles import SHIPPED
 
 
@@ -29,8 +32,15 @@ class PredictionsError(ValueError):
     """A predictions file that cannot be read or does not fit the checkpoints or the test split."""
 
 
-def write(folder: str | Path, root: str | None = None) -> Path:
-    """Predict the whole test split with every shipped checkpoint in ``folder``; writes ``predictions.npz``."""
+def write(folder: str | Path, root: str | None = None, force: bool = False) -> Path:
+    """Predict the whole test split with every shipped checkpoint in ``folder``; writes ``predictions.npz``.
+
+    In the checkpoint root a file there is replaced only by predictions of at least its test images and models
+    (`shortfalls`), or with ``force``, and is kept under ``earlier/`` first (`core.shipping`).
+
+    Raises:
+        core.shipping.ShippingRefused: the new predictions have less than the file they would replace.
+    """
     folder = Path(folder)
     arrays: dict[str, np.ndarray] = {}
     splits = {}  # the students share the teacher's input size: the split is decoded once
@@ -52,10 +62,30 @@ def write(folder: str | Path, root: str | None = None) -> Path:
         arrays[f"sha256_{role.shipped}"] = np.array(checkpoints.file_sha256(path))
     if not arrays:
         raise PredictionsError(f"{folder}: no checkpoint to predict with")
+    path = folder / PREDICTIONS_FILE
+    if in_checkpoint_root(folder):
+        shipping.refuse_lesser("predictions", path, shortfalls(arrays, path), force)
+        shipping.keep_replaced(folder, [PREDICTIONS_FILE])
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    checkpoints.atomic_write_bytes(folder / PREDICTIONS_FILE, lambda h: h.write(buffer.getvalue()))
-    return folder / PREDICTIONS_FILE
+    checkpoints.atomic_write_bytes(path, lambda h: h.write(buffer.getvalue()))
+    return path
+
+
+def shortfalls(new: dict[str, np.ndarray], path: Path) -> list[str]:
+    """What predictions (``write``'s arrays) have less of than the file at ``path``: test images, or the rows of a
+    model it holds (a checkpoint set aside); an unreadable file is named too, as with every shipped file."""
+    if not path.is_file():
+        return []
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            shipped_images, shipped_roles = len(z["labels"]), [k.removeprefix("probs_") for k in z.files
+                                                               if k.startswith("probs_")]
+    except (OSError, ValueError, EOFError, KeyError) as err:
+        return [f"its {path.name} cannot be read ({type(err).__name__}: {err})"]
+    roles = [k.removeprefix("probs_") for k in new if k.startswith("probs_")]
+    return [x for x in (shipping.at_least("test images", len(new["labels"]), shipped_images),
+                        shipping.missing("models", roles, shipped_roles)) if x]
 
 
 def load(folder: str | Path, shas: dict[str, str], labels: np.ndarray, n_classes: int) -> dict | None:
@@ -100,8 +130,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset", choices=sorted(DATASETS), help="dataset whose shipped checkpoints predict")
     parser.add_argument("--checkpoints", default="checkpoints", help="folder holding <dataset>/<role>.pt")
     parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a shipped predictions.npz even with fewer test images or models (the replaced "
+                             "file is kept under earlier/)")
     args = parser.parse_args(argv)
-    print(f"wrote {write(dataset_folder(args.dataset, root=args.checkpoints), args.root)}")
+    try:
+        written = write(dataset_folder(args.dataset, root=args.checkpoints), args.root, force=args.force)
+    except shipping.ShippingRefused as err:  # nothing was written
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except (PredictionsError, *RUN_FAILURES) as err:
+        parser.exit(1, f"{parser.prog}: error: {failure_line(err)}\n")
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":

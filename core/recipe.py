@@ -6,18 +6,15 @@ run must share with the run it continues (`stage_settings`) and the teacher's in
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from core.catalog import DATASETS
 from core.distill import LOSSES, build_loss
 from core.metadata import SEED_RANGE
-from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, build_model
+from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, smallest_side_needed
 from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER, Role
 
 __all__ = ["TrainConfig", "SettingError", "INPUT_SIZE_RANGE", "Stage", "SCHEDULES", "default_stages", "RESUME_KEYS",
@@ -131,13 +128,12 @@ class TrainConfig:
         size = self.input_size if self.input_size is not None else DATASETS[self.dataset].input_size
         _whole("input_size", size, *INPUT_SIZE_RANGE)
         try:
-            _reaches_head("student", size, self.depth, self.pooled_blocks)
+            student = smallest_side_needed("student", size, depth=self.depth, pooled=self.pooled_blocks)
         except ValueError as err:  # the student's constructor refuses a depth it has no widths for
             raise SettingError("depth", str(err)) from None
-        for arch, depth, pooled, model in ((self.teacher_arch, 0, 0, f"the {self.teacher_arch} teacher"),
-                                           ("student", self.depth, self.pooled_blocks, "the student")):
-            if not _reaches_head(arch, size, depth, pooled):
-                smallest = _smallest_side(arch, size, depth, pooled)
+        for smallest, model in ((smallest_side_needed(self.teacher_arch, size), f"the {self.teacher_arch} teacher"),
+                                (student, "the student")):
+            if smallest is not None:
                 raise SettingError("input_size", f"{size} px is too small for {model} (its pooling leaves no pixel "
                                                  f"to classify); use at least {smallest}")
 
@@ -177,34 +173,6 @@ def _real(name: str, value, low: float, high: float | None = None, open_low: boo
         above = f"above {low:g}" if open_low else f"at least {low:g}"
         below = "" if high is None else f" and {'below' if open_high else 'at most'} {high:g}"
         raise SettingError(name, f"must be a finite number {above}{below}, got {value!r}")
-
-
-@functools.lru_cache(maxsize=64)
-def _reaches_head(arch: str, size: int, depth: int, pooled: int) -> bool:
-    """Whether ``arch`` classifies images of ``size`` px: each pooling halves the side, and a side pooled to
-    nothing fails (a DenseNet-121 below 29 px, a student that pools 5 blocks below 63). Tried on the meta device,
-    which allocates no memory and computes nothing.
-
-    Raises:
-        ValueError: a student the constructor refuses (its depth).
-    """
-    args = {"depth": depth, "pooled": pooled} if arch == "student" else {}
-    with torch.device("meta"), torch.no_grad():
-        model = build_model(arch, 2, **args).eval()
-        try:
-            model(torch.zeros(1, 3, size, size))
-        except RuntimeError:
-            return False
-    return True
-
-
-def _smallest_side(arch: str, size: int, depth: int, pooled: int) -> int:
-    """The smallest side above ``size`` that ``arch`` classifies (larger sides only keep more pixels)."""
-    low, high = size, INPUT_SIZE_RANGE[1]
-    while high - low > 1:
-        middle = (low + high) // 2
-        low, high = (low, middle) if _reaches_head(arch, middle, depth, pooled) else (middle, high)
-    return high
 
 
 @dataclass(frozen=True)

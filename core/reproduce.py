@@ -82,13 +82,18 @@ def recipe(dataset: str, budget: Budget, runs: Path, root: str | None = None, pr
                        resume=True, threads=threads, teacher_logits=str(runs / TEACHER_LOGITS_FILE))
 
 
+class KeptStageRefused(ValueError):
+    """A kept stage made by another recipe, data or teacher; the message names the stage and each field that
+    differs, with the kept value and this run's (the command's refusal, exit 2)."""
+
+
 def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, teacher_sha: str | None = None,
                weights: bool = True) -> TrainResult | None:
     """A stage finished on an earlier machine and kept as ``kept/<stage>.json`` (and ``.pt`` when its weights
     are used later), or None when it is not kept there.
 
-    Refused (ValueError) unless it was trained with exactly this recipe, on exactly this data and, for a student,
-    from this teacher: the metadata written from it never describes a run that did not happen.
+    Refused (`KeptStageRefused`) unless it was trained with exactly this recipe, on exactly this data and, for a
+    student, from this teacher: the metadata written from it never describes a run that did not happen.
     """
     path = kept / f"{stage.name}.pt"
     if not checkpoints.meta_path(path).is_file() or (weights and not path.is_file()):
@@ -96,21 +101,23 @@ def kept_stage(cfg: TrainConfig, stage: Stage, kept: Path, fingerprint: str, tea
     meta = checkpoints.load_meta(path)
     train = {**recorded_settings(meta.train), "input_size": meta.input_size}
     wanted = stage_settings(cfg, stage)
-    # role and loss are compared below, against the metadata's own fields
-    changed = sorted(k for k in wanted if k not in ("role", "loss", "loss_args") and train.get(k) != wanted[k])
-    details = [f"{k} {train.get(k)!r}, recipe {wanted[k]!r}" for k in changed]
+    # (what differs, the kept value, this run's); role and loss against the metadata's own fields
+    differ = [(k, repr(train.get(k)), repr(wanted[k])) for k in sorted(wanted)
+              if k not in ("role", "loss", "loss_args") and train.get(k) != wanted[k]]
     if meta.role != stage.role:
-        changed.append(f"role {meta.role!r}")
+        differ.append(("role", repr(meta.role), repr(stage.role)))
     if meta.data_fingerprint != fingerprint:
-        changed.append("the training data (fingerprint)")
+        differ.append(("the training data (fingerprint)", meta.data_fingerprint[:12] or "none", fingerprint[:12]))
     if stage.role == "student":
-        if meta.kd != {"loss": stage.loss, **stage.loss_args, "attention_beta": cfg.attention_beta}:
-            changed.append(f"the loss ({meta.kd})")
+        loss = {"loss": stage.loss, **stage.loss_args, "attention_beta": cfg.attention_beta}
+        if meta.kd != loss:
+            differ.append(("the loss", str(meta.kd), str(loss)))
         if teacher_sha is not None and meta.train.get("teacher_sha256") != teacher_sha:
-            changed.append("the teacher (sha256)")
-    if changed:
-        raise ValueError(f"{path}: not the {stage.name} stage of this recipe ({', '.join(changed)} differ"
-                         + "".join(f"; {d}" for d in details) + "); remove it to train the stage here")
+            differ.append(("the teacher (sha256)", str(meta.train.get("teacher_sha256"))[:12], teacher_sha[:12]))
+    if differ:
+        raise KeptStageRefused(f"{path}: the kept {stage.name} stage is not this recipe's: "
+                               + "; ".join(f"{name} {was} (this run: {now})" for name, was, now in differ)
+                               + "; remove it to train the stage here")
     log.info("%s: the %s stage, kept from an earlier run of this recipe", path, stage.name)
     model = checkpoints.load(path)[0] if weights else None
     return TrainResult.loaded(model, meta, path, stage)
@@ -383,8 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
                         grid=not args.no_grid, threads=args.threads, timing=not args.no_timing, kd=kd,
                         kept=Path(args.kept) if args.kept else None, force=args.force)
-    except shipping.ShippingRefused as err:  # nothing was trained or written
-        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except (shipping.ShippingRefused, KeptStageRefused) as err:  # nothing was shipped
+        parser.exit(2, f"{parser.prog}: error: {failure_line(err)}\n")
     except SettingError as err:  # a budget the recipe cannot use, refused before anything trains
         parser.error(str(err))
     except (*RUN_FAILURES, BenchError) as err:

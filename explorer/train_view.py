@@ -80,7 +80,8 @@ def failure(key: str) -> str | None:
 
 def describe(job: TrainingJob) -> str:
     if job.state == "queued":
-        return "Waiting: another session's training is using the server's training slot ..."
+        ahead = "" if not job.ahead else f" ({job.ahead} run{'s' if job.ahead > 1 else ''} ahead of yours)"
+        return f"Waiting: another session's training is using the server's training slot{ahead} ..."
     if job.role is None:
         return "Starting the training process ..."
     done = len(job.snapshot().get(job.role, []))

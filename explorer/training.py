@@ -34,6 +34,7 @@ from core.models import count_parameters
 from core.recipe import Stage, TrainConfig, default_stages
 from core.roles import role
 from core.train import run_stages
+from explorer.runtime import ServerSlots, count_setting
 
 
 def shown_role(stage: Stage) -> str:
@@ -171,7 +172,9 @@ def write_failure_message(where: str, reason: str) -> str:
 
 # ---------------------------------------------------------------------------------------------- the job
 
-_SLOTS = threading.BoundedSemaphore(max(1, int(os.environ.get("KD_APP_TRAINERS") or 1)))
+# The server's training runs: at most $KD_APP_TRAINERS at once, the others waiting their turn in the order they asked
+# (the same queue as the slow explanations', `explorer.runtime.ServerSlots`).
+TRAINING_RUNS = ServerSlots(count_setting("KD_APP_TRAINERS", 1))
 WORKER = [sys.executable, "-m", "explorer.train_worker"]  # + the message pipe's descriptor
 POLL_S = 0.2  # how often a job looks at its stop button and its session
 STDERR_LINES = 20  # the worker's last lines of standard error, for the message when it dies
@@ -204,10 +207,15 @@ def exit_message(returncode: int, errors) -> str:
     return f"the training process {how}" + (f": {last}" if last else "")
 
 
+class _LeftTheLine(Exception):
+    """A queued run stopped before its turn came."""
+
+
 class TrainingJob:
     """One Train-page run, in a child process, that the page polls.
 
-    Its state is ``queued`` (another run holds the server's training slot), ``running``, then ``done``
+    Its state is ``queued`` (other runs hold the server's training slots; ``ahead`` says how many runs are before
+    it: running, or asked earlier), ``running``, then ``done``
     (``result`` is `run_all`'s), ``failed`` (``error`` says why) or ``stopped``: by `stop`, or because its session
     is gone for good (``alive``, asked while it waits and while it runs, said no), so that a closed tab's run
     neither starts nor keeps the slot. ``histories`` grows by one record per epoch, for live curves;
@@ -219,6 +227,7 @@ class TrainingJob:
                  classes: list[str] | None = None, alive: Callable[[], bool] | None = None):
         self.key, self.cfg, self.teacher_path, self.classes = key, cfg, teacher_path, classes
         self.state, self.role, self.result, self.error, self.pid = "queued", None, None, None, None
+        self.ahead: int | None = None  # runs before it in the server's line, while it waits (None: not yet asked)
         self.histories: dict[str, list[dict]] = {}
         self._alive = alive
         self._lock, self._stop = threading.Lock(), threading.Event()
@@ -258,20 +267,25 @@ class TrainingJob:
         return self._stop.is_set()
 
     def _run(self) -> None:
-        while not _SLOTS.acquire(timeout=POLL_S):
-            if self._ended():
-                self.state = "stopped"
-                return
         try:
-            if self._ended():
-                state = "stopped"
-            else:
-                state, self.result, self.error = self._in_run_folder()
+            with TRAINING_RUNS.held(self._waiting, POLL_S):
+                self.ahead = 0
+                if self._ended():
+                    state = "stopped"
+                else:
+                    state, self.result, self.error = self._in_run_folder()
+        except _LeftTheLine:
+            state = "stopped"
         except Exception as err:  # a failed run must not leave the page waiting
             state, self.error = "failed", f"{type(err).__name__}: {err}"
-        finally:
-            _SLOTS.release()
-        self.state = state
+        self.state = state  # last: its slot, or its place in the line, is already given up
+
+    def _waiting(self, ahead: int) -> None:
+        """Called while the run waits for a slot: the runs ahead of it, for the page; a run stopped, or whose
+        session is gone, leaves the line."""
+        self.ahead = ahead
+        if self._ended():
+            raise _LeftTheLine
 
     def _in_run_folder(self) -> tuple[str, dict | None, str | None]:
         remove_dead_runs()

@@ -11,6 +11,7 @@ from core.layout import checkpoint_root
 from explorer import loaders, train_view, training
 from tests.apptest_support import (as_read, assert_ok, finish_training, fresh_streamlit_caches,  # noqa: F401
                                    has_chart, open_page, texts)
+from tests.test_training_job import another_sessions_run
 
 
 def digest_checkpoints() -> dict[str, str]:
@@ -136,16 +137,25 @@ def test_a_queued_run_starts_only_while_its_session_is_there(tmp_path, monkeypat
     monkeypatch.setattr(train_view, "reconnect_window_s", lambda: 0.0)
     seen = []
     monkeypatch.setattr(train_view, "session_connected", lambda session: seen.append(session) or connected)
+    started, start = [], training.TrainingJob.start
+
+    def recorded(job):  # a closed tab's job may end, and leave the page's state, before the test looks there
+        started.append(job)
+        return start(job)
+
+    monkeypatch.setattr(training.TrainingJob, "start", recorded)
     at = open_page("train")
-    training._SLOTS.acquire()  # another session's run holds the only slot
+    other = another_sessions_run()
     try:
         at.button(key="train_run").click().run()
-        job = at.session_state["_train_job"]
+        [job] = started
         job.wait(1.5)
         assert seen and all(session for session in seen), "the job does not ask about its own session"
         assert job.state == ("queued" if connected else "stopped"), job.state
+        if connected:  # the page says how many runs are ahead of it
+            assert "1 run ahead of yours" in train_view.describe(job), train_view.describe(job)
     finally:
-        training._SLOTS.release()
+        other.close()
     try:
         if connected:
             while job.pid is None and not job.finished:  # it takes the freed slot

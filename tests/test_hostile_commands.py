@@ -213,6 +213,25 @@ def _reproduce_unreadable_kept_stage(tmp_path: Path, monkeypatch) -> list[str]:
     return ["phantom", "--kept", str(tmp_path / "kept")]
 
 
+def _reproduce_kept_stage_of_another_recipe(tmp_path: Path, monkeypatch) -> list[str]:
+    """A teacher kept by a run of the same recipe at 48 px (this run's smoke budget trains at 32)."""
+    from core import checkpoints
+    from core.budgets import BUDGETS
+    from core.models import build_student
+    from core.recipe import Stage
+    from core.reproduce import recipe, stage_settings, train_fingerprint
+    from core.roles import TEACHER
+
+    cfg = recipe("phantom", BUDGETS["smoke"], tmp_path / "runs")
+    made = {k: v for k, v in stage_settings(cfg, Stage.of(TEACHER)).items() if k not in ("role", "loss", "loss_args")}
+    meta = checkpoints.CheckpointMeta(arch="student", num_classes=4, classes=list(DATASETS["phantom"].classes),
+                                      input_size=48, mean=[0.5] * 3, std=[0.25] * 3, role="teacher", dataset="phantom",
+                                      arch_args={"depth": 3}, train={**made, "input_size": 48},
+                                      data_fingerprint=train_fingerprint(cfg)(cfg.input_size))
+    checkpoints.save(build_student(4, depth=3), meta, tmp_path / "kept" / "phantom" / "official" / "teacher.pt")
+    return ["phantom", "--kept", str(tmp_path / "kept")]
+
+
 def _reproduce_timing_without_checkpoints(tmp_path: Path, monkeypatch) -> list[str]:
     return ["phantom", "--only-timing"]
 
@@ -228,6 +247,8 @@ REPRODUCE_FAILURES = [
     (_reproduce_runs_inside_a_file, 1, "Not a directory"),
     (_reproduce_full_disk, 1, "No space left on device"),
     (_reproduce_unreadable_kept_stage, 1, "teacher.json"),
+    (_reproduce_kept_stage_of_another_recipe, 2, "the kept teacher stage is not this recipe's: input_size 48 (this "
+                                                 "run: 32)"),
     (_reproduce_timing_without_checkpoints, 1, "python -m core.reproduce phantom"),
     (_reproduce_impossible_kd, 2, "argument --kd: alpha: "),
 ]

@@ -3,6 +3,7 @@ for the server, that can be stopped and that reports a failure instead of leavin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,15 +36,22 @@ def test_a_job_trains_in_a_child_process_at_a_lower_priority_with_one_thread():
     assert job.snapshot() == {role: run["history"] for role, run in job.result["runs"].items()}
 
 
+def another_sessions_run() -> contextlib.ExitStack:
+    """Another session's run holding the server's only training slot until the stack is closed."""
+    other = contextlib.ExitStack()
+    other.enter_context(training.TRAINING_RUNS.held())
+    return other
+
+
 def test_a_job_waits_for_the_servers_training_slot_and_can_be_stopped_while_it_waits():
-    training._SLOTS.acquire()  # another session's run holds the only slot
+    other = another_sessions_run()
     try:
         job = TrainingJob("k", tiny()).start()
         assert not job.wait(1.0)
         assert job.state == "queued" and job.pid is None
         job.stop()
     finally:
-        training._SLOTS.release()
+        other.close()
     assert job.wait(60) and job.state == "stopped"
     assert job.pid is None, "a stopped job that never ran started a process"
 
@@ -206,18 +214,48 @@ class Session:
 def test_a_queued_run_whose_session_is_gone_never_starts(run_folders, monkeypatch):
     fake_worker(monkeypatch, SLEEPS)
     session = Session()
-    training._SLOTS.acquire()  # another session's run holds the only slot
+    other = another_sessions_run()
     try:
         job = TrainingJob("k", tiny(), alive=session).start()
         assert not job.wait(1.5) and job.state == "queued", "a queued run of a live session was dropped"
         session.connected = False  # the tab is closed
         assert job.wait(30), job.state
     finally:
-        training._SLOTS.release()
+        other.close()
     assert job.state == "stopped" and job.pid is None, "a run of a closed session started"
     assert left(run_folders) == []
-    assert training._SLOTS.acquire(timeout=5), "the job kept the server's training slot"
-    training._SLOTS.release()
+    assert training.TRAINING_RUNS.ahead() == 0, "the job kept the server's training slot or its place in line"
+
+
+def wait_for(condition, limit_s: float = 30) -> bool:
+    deadline = time.monotonic() + limit_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
+def test_queued_runs_start_in_the_order_they_asked_and_know_how_many_runs_are_ahead(run_folders, monkeypatch):
+    fake_worker(monkeypatch, SLEEPS)
+    other, jobs = another_sessions_run(), []
+    try:
+        for place in (1, 2, 3):  # each asks once the one before it is in line
+            jobs.append(TrainingJob(f"k{place}", tiny()).start())
+            assert wait_for(lambda: jobs[-1].ahead == place), (place, jobs[-1].ahead)
+        assert [job.state for job in jobs] == ["queued"] * 3
+    finally:
+        other.close()
+    try:
+        for n, job in enumerate(jobs):
+            training_started(job)
+            waiting = jobs[n + 1:]
+            assert all(wait_for(lambda: w.ahead == place) for place, w in enumerate(waiting, start=1))
+            assert [w.state for w in waiting] == ["queued"] * len(waiting) and all(w.pid is None for w in waiting)
+            job.stop()
+            assert job.wait(60) and job.state == "stopped"
+    finally:
+        for job in jobs:
+            job.stop()
+    assert all(job.wait(60) for job in jobs) and training.TRAINING_RUNS.ahead() == 0
 
 
 def test_a_running_job_whose_session_is_gone_ends_its_process_and_folder(run_folders, monkeypatch):

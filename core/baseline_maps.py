@@ -1,5 +1,6 @@
-"""What the study compares each explanation with, and where a map points: the baseline maps (seeded noise, a
-centre prior, the phantom's mean lesion mask) and the lesion checks of the phantom (pointing game with a stated
+"""What the study compares each explanation with, and where a map points: the baseline maps (seeded noise, per
+pixel or drawn at a map's own resolution and upsampled as the explainers upsample theirs, a centre prior, the
+phantom's mean lesion mask) and the lesion checks of the phantom (pointing game with a stated
 tolerance, energy inside the lesion, IoU of the top 5 %).
 """
 
@@ -10,10 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from core.data import load_dataset, materialize
-from core.faithfulness import mask_iou, pointing_game
+from core.faithfulness import cell_grid, mask_iou, pointing_game
 from core.study_record import Distribution, Localisation
 
 BASELINES = ("random", "centre", "mask_prior")
+# Random noise like a method's map: drawn at the map's own grid and upsampled to the image (one per grid, so the
+# study draws it per method, with that method's cells; it is not in BASELINES, which need no grid).
+MATCHED_RANDOM = "matched_random"
 # The pointing game's tolerance: 15 px at 224 px, scaled to the input side.
 TOLERANCE_AT_224 = 15
 
@@ -24,8 +28,19 @@ def mask_prior(size: int, n: int = 400, seed: int = 0) -> np.ndarray:
     return train.masks.float().mean(0).numpy()
 
 
-def baseline_map(kind: str, n: int, size: int, seed: int, prior: np.ndarray | None = None) -> np.ndarray:
-    """(n, size, size) baseline maps: seeded noise, a centred Gaussian, or the given mask prior."""
+def baseline_map(kind: str, n: int, size: int, seed: int, prior: np.ndarray | None = None, *,
+                 cells: int | tuple[int, int] | None = None) -> np.ndarray:
+    """(n, size, size) baseline maps: seeded noise, a centred Gaussian, or the given mask prior.
+
+    ``cells`` (random noise only): draw the noise on that grid and upsample it (`matched_random`); required for
+    `MATCHED_RANDOM`, and "random" with cells is the same map; None is one draw per pixel.
+    """
+    if kind in ("random", MATCHED_RANDOM) and cells is not None:
+        return matched_random(n, size, cells, seed)
+    if kind == MATCHED_RANDOM:
+        raise ValueError(f"{MATCHED_RANDOM!r} needs the cells of the map it stands beside")
+    if cells is not None:
+        raise ValueError(f"cells are for random noise only, not the {kind!r} baseline")
     if kind == "random":
         return np.random.default_rng(seed).random((n, size, size)).astype(np.float32)
     if kind == "centre":
@@ -39,8 +54,19 @@ def baseline_map(kind: str, n: int, size: int, seed: int, prior: np.ndarray | No
     raise ValueError(f"unknown baseline {kind!r}; choose from {BASELINES}")
 
 
+def matched_random(n: int, size: int, cells: int | tuple[int, int], seed: int) -> np.ndarray:
+    """(n, size, size) seeded uniform noise drawn on a ``cells`` grid (g x g, or (rows, columns)) and upsampled
+    bilinearly as Grad-CAM, CAM and the average feature maps upsample their own coarse maps: a random map as
+    smooth as a coarse map, where per-pixel noise would be judged against it on scattered pixels it never has."""
+    grid = cell_grid(cells, size, size)
+    noise = np.random.default_rng(seed).random((n, *grid)).astype(np.float32)
+    return resize_maps(noise, size)
+
+
 def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
-    if maps.shape[-1] == size:
+    """(n, size, size) float32: ``maps`` (n, h, w) upsampled (or shrunk) with the explainers' bilinear call,
+    corners not aligned; as given when already that size."""
+    if maps.shape[-2:] == (size, size):
         return np.asarray(maps, dtype=np.float32)
     t = F.interpolate(torch.as_tensor(np.asarray(maps, dtype=np.float32))[:, None], size=(size, size),
                       mode="bilinear", align_corners=False)
@@ -48,9 +74,9 @@ def resize_maps(maps: np.ndarray, size: int) -> np.ndarray:
 
 
 def tolerant_hit(m: np.ndarray, mask: np.ndarray, tolerance: int) -> float:
-    """Pointing game: 1 when the map's maximum lies within ``tolerance`` px (Chebyshev) of the mask."""
-    grown = F.max_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], 2 * tolerance + 1, 1, tolerance)
-    return float(grown[0, 0].numpy().ravel()[int(np.argmax(m))] > 0)
+    """Pointing game with a tolerance: the share of the map's maximum (a plateau where tied) within ``tolerance``
+    px (Chebyshev) of the mask; the rule of `core.faithfulness.pointing_game`, which it is."""
+    return pointing_game(m, mask, tolerance)["hit"]
 
 
 def tolerance(size: int) -> int:

@@ -4,8 +4,15 @@ A model that ends in global average pooling and a linear layer computes
 ``logit_c = b_c + sum_k w[c, k] * mean_xy A_k(x, y)``, so ``CAM_c = sum_k w[c, k] * A_k`` is the class's logit
 spread over the positions of the last feature map: its mean over positions is ``logit_c - b_c``. The model
 says which layer is pooled and which linear layer reads it (``cam_head``, see `core.models.CamHead`).
-On such a model Grad-CAM at the pooled layer, whose weights are the spatial mean of the gradient
-``w[c, k] / (h * w)``, equals ReLU(CAM) up to that positive factor.
+
+Grad-CAM (the logit's gradient, spatially averaged, as channel weights) equals ReLU(CAM) up to the positive
+factor ``1 / (h * w)`` exactly when it hooks the very tensor that is pooled: then ``d logit_c / d A_k(x, y)`` is
+``w[c, k] / (h * w)`` at every position. That is the head's layer when it declares no ReLU after it
+(``relu=False``), the default Grad-CAM layer of every such model (`core.models.gradcam_layer`): the student's last
+block and the DenseNet teacher's ``relu5``. At a layer before a ReLU (the teacher's ``features.norm5``) the
+gradient is zero wherever the activation is negative, the weights differ and so do the maps; at an earlier layer
+they are different explanations altogether. Both maps are upsampled bilinearly after their ReLU, so the
+upsampled maps agree too.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """Is an explanation any good? Faithfulness, sanity, ground truth and teacher-student agreement.
 
-* Deletion / insertion (Petsiuk et al., RISE, BMVC 2018): remove (insert) pixels in the order of the
-  map and follow the class score; a faithful map gives a low deletion and a high insertion AUC.
-  Batched: one forward per step for the whole batch of perturbed images.
-* Model-randomisation check (Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018), cascading:
-  the map should change more as more layers are re-initialised from the top down; a rank correlation near 1
-  means it does not depend on what the model learnt.
+* Deletion / insertion (Petsiuk et al., RISE, BMVC 2018): remove (insert) the image in the order of the
+  map and follow the class score; a faithful map gives a low deletion and a high insertion AUC. What is removed
+  is either single pixels or whole cells of a grid (the map's own resolution: a 4 x 4 map upsampled is judged
+  by its 16 cells, since removing scattered pixels destroys texture the model relies on and so rewards
+  scattered maps); ties are taken in one fixed seeded order, not raster order. Removed parts are replaced by
+  a substrate: the mean colour or a blur of the image. Batched: one forward per step for the whole batch.
+* The model-randomisation check (Adebayo et al. 2018) and the measures it reads are in `core.sanity`.
 * Ground truth (the ``phantom`` dataset's lesion masks): energy-based pointing game (Wang et al.,
   Score-CAM, 2020) and IoU of the top 5 % of the map with the mask.
 * Agreement of two maps (teacher vs student): Spearman rank correlation and top-k % IoU.
@@ -15,7 +16,7 @@ Implemented in numpy/torch (no scipy).
 
 from __future__ import annotations
 
-import copy
+import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,12 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from core.explain import explain
-from core.hooks import model_layers, preserve_model_state, require_eval
+from core.hooks import preserve_model_state, require_eval
 
-__all__ = ["Curve", "SanityResult", "perturbation_curve", "deletion_curve", "insertion_curve", "rankdata",
-           "pixel_ranks", "spearman", "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou", "evaluate_localisation",
-           "SanityStep", "top_down_modules", "sanity_check"]
+__all__ = ["Curve", "SUBSTRATES", "cell_grid", "perturbation_curve", "deletion_curve",
+           "insertion_curve", "rankdata",
+           "pixel_ranks", "spearman", "top_mask", "topk_iou", "agreement", "pointing_game", "mask_iou",
+           "evaluate_localisation"]
 
 
 @dataclass
@@ -38,15 +39,20 @@ class Curve:
     """Score curves of a deletion or insertion run.
 
     Attributes:
-        fractions: (steps + 1,) share of pixels removed (deletion) or inserted (insertion).
+        fractions: (steps + 1,) share of pixels (or of cells) removed (deletion) or inserted (insertion); the
+            share of cells is the share of pixels when the grid divides the image.
         scores: (N, steps + 1) target probability (or logit) per image and step.
         auc: (N,) trapezoidal area under each curve over fractions in [0, 1].
+        substrate: what replaced the removed parts ("mean", "blur"; None for a given number or tensor).
+        cells: the (rows, columns) grid removed cell by cell; None when pixel by pixel.
     """
 
     mode: str
     fractions: np.ndarray
     scores: np.ndarray
     auc: np.ndarray
+    substrate: str | None = None
+    cells: tuple[int, int] | None = None
 
 
 def _as_tensor(maps, n: int) -> torch.Tensor:
@@ -75,18 +81,47 @@ def pixel_ranks(maps: torch.Tensor, seed: int = TIE_SEED) -> torch.Tensor:
     return torch.empty_like(order).scatter_(1, order, positions).view(n, h, w)
 
 
-def _baseline(x: torch.Tensor, baseline) -> torch.Tensor:
-    if isinstance(baseline, torch.Tensor):
-        return baseline.to(x).expand_as(x)
-    if baseline == "blur":  # RISE's insertion start: the image with its detail removed
+def cell_grid(cells, h: int, w: int) -> tuple[int, int]:
+    """(rows, columns) of a grid given as one int (g x g) or a pair, each between 1 and the image's side."""
+    grid = tuple(cells) if isinstance(cells, (tuple, list)) else (cells, cells)
+    if (len(grid) != 2 or not all(isinstance(g, numbers.Integral) and not isinstance(g, bool) for g in grid)
+            or not (1 <= grid[0] <= h and 1 <= grid[1] <= w)):
+        raise ValueError(f"cells must be an int or a (rows, columns) pair between 1 and the image's side "
+                         f"({h} x {w}), got {cells!r}")
+    return int(grid[0]), int(grid[1])
+
+
+def _unit_ranks(maps: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
+    """(N, H, W) long: the step order of each pixel's unit, most relevant first: the pixel's own place
+    (`pixel_ranks`), or with a grid the place of its cell by the map's mean over the cell (ties seeded the same
+    way). Row r lies in cell row ``r * rows // H``: cells differ by at most one pixel in size."""
+    if grid is None:
+        return pixel_ranks(maps)
+    n, h, w = maps.shape
+    rows = torch.arange(h, device=maps.device) * grid[0] // h
+    cols = torch.arange(w, device=maps.device) * grid[1] // w
+    cell = (rows[:, None] * grid[1] + cols[None, :]).flatten()
+    units = grid[0] * grid[1]
+    sums = torch.zeros(n, units, device=maps.device).index_add_(1, cell, maps.flatten(1).float())
+    means = sums / torch.bincount(cell, minlength=units)
+    return pixel_ranks(means.view(n, *grid)).flatten(1)[:, cell].view(n, h, w)
+
+
+SUBSTRATES = ("mean", "blur")  # what removed parts of the image are replaced by, by name
+
+
+def _substrate(x: torch.Tensor, substrate) -> torch.Tensor:
+    if isinstance(substrate, torch.Tensor):
+        return substrate.to(x).expand_as(x)
+    if substrate == "blur":  # RISE's insertion start: the image with its detail removed
         side = min(x.shape[-2:])
         kernel = max(3, (side // 8) | 1)
         return gaussian_blur(x, [kernel, kernel], [side / 16.0, side / 16.0])
-    if baseline == "zero":
+    if substrate in ("mean", "zero"):  # the mean colour is zero in normalised space ("zero": its earlier name)
         return torch.zeros_like(x)
-    if isinstance(baseline, (int, float)):
-        return torch.full_like(x, float(baseline))
-    raise ValueError(f"baseline must be 'zero', 'blur', a number or a tensor, got {baseline!r}")
+    if isinstance(substrate, (int, float)) and not isinstance(substrate, bool):
+        return torch.full_like(x, float(substrate))
+    raise ValueError(f"substrate must be one of {SUBSTRATES}, 'auto', a number or a tensor, got {substrate!r}")
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -94,16 +129,21 @@ def _trapezoid(y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequence[int], *, mode: str = "deletion",
-                       steps: int = 20, baseline="auto", score: str = "prob", batch_size: int = 32) -> Curve:
-    """Delete or insert pixels in decreasing map order and record the target score after each step.
+                       steps: int | None = None, cells=None, substrate="auto", score: str = "prob",
+                       batch_size: int = 32) -> Curve:
+    """Delete or insert pixels (or whole cells) in decreasing map order and record the target score after each
+    step. Parts of equal relevance are taken in one fixed seeded order (`pixel_ranks`), not raster order.
 
     Args:
         x: normalised (N, C, H, W) images; maps: (N, H, W) (or (H, W) for N = 1); targets: N classes.
-        mode: "deletion" (start from the image, replace pixels by the baseline) or "insertion" (start
-            from the baseline, put pixels back).
-        steps: number of steps; step k perturbs ``round(k * H * W / steps)`` pixels (all channels).
-        baseline: "zero" (the mean colour in normalised space), "blur", a number or a tensor;
-            "auto" is zero for deletion and blur for insertion, as in RISE.
+        mode: "deletion" (start from the image, replace parts by the substrate) or "insertion" (start
+            from the substrate, put parts back).
+        steps: number of steps, between 1 and the number of units (pixels, or cells); step k perturbs
+            ``round(k * units / steps)`` units (all channels). None: 20 for pixels, one cell a step for cells.
+        cells: None (pixel by pixel) or a grid, g (g x g cells) or (rows, columns): each cell's relevance is
+            the map's mean over it and whole cells go in that order, e.g. the grid of the map's own resolution.
+        substrate: "mean" (the mean colour: zero in normalised space; "zero" is accepted too), "blur", a
+            number or a tensor; "auto" is the mean for deletion and the blur for insertion, as in RISE.
         score: "prob" (softmax probability) or "logit".
         batch_size: images per forward; each step is one forward for each chunk of images.
     """
@@ -116,12 +156,18 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequenc
     maps = _as_tensor(maps, n).to(x.device)
     if maps.shape != (n, h, w):
         raise ValueError(f"maps must be shaped {(n, h, w)}, got {tuple(maps.shape)}")
+    grid = None if cells is None else cell_grid(cells, h, w)
+    units = h * w if grid is None else grid[0] * grid[1]
+    steps = (20 if grid is None else units) if steps is None else steps
+    if not (isinstance(steps, int) and 1 <= steps <= units):
+        raise ValueError(f"steps must be an int between 1 and the number of {'pixels' if grid is None else 'cells'}"
+                         f" ({units}), got {steps!r}")
     targets = torch.as_tensor(list(targets), dtype=torch.long, device=x.device)
-    if baseline == "auto":
-        baseline = "zero" if mode == "deletion" else "blur"
-    base = _baseline(x, baseline)
-    rank = pixel_ranks(maps)[:, None]
-    counts = [round(k * h * w / steps) for k in range(steps + 1)]
+    if isinstance(substrate, str) and substrate == "auto":
+        substrate = "mean" if mode == "deletion" else "blur"
+    base = _substrate(x, substrate)
+    rank = _unit_ranks(maps, grid)[:, None]
+    counts = [round(k * units / steps) for k in range(steps + 1)]
     scores = np.zeros((n, steps + 1))
     with preserve_model_state(model), torch.inference_mode():
         for start in range(0, n, batch_size):
@@ -133,8 +179,9 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequenc
                 out = model(perturbed).float()
                 out = torch.softmax(out, 1) if score == "prob" else out
                 scores[sl, k] = out.gather(1, tg[:, None])[:, 0].cpu().numpy()
-    fractions = np.array(counts, dtype=float) / (h * w)
-    return Curve(mode, fractions, scores, _trapezoid(scores, fractions))
+    fractions = np.array(counts, dtype=float) / units
+    name = {"zero": "mean"}.get(substrate, substrate) if isinstance(substrate, str) else None
+    return Curve(mode, fractions, scores, _trapezoid(scores, fractions), name, grid)
 
 
 def deletion_curve(model: nn.Module, x: torch.Tensor, maps, targets: Sequence[int], **kwargs) -> Curve:
@@ -208,26 +255,38 @@ def agreement(map_a, map_b, top_percent: float = 10.0) -> dict[str, float]:
     return {"spearman": spearman(map_a, map_b), "iou": topk_iou(map_a, map_b, top_percent)}
 
 
-def pointing_game(m, mask) -> dict[str, float]:
+def pointing_game(m, mask, tolerance: int = 0) -> dict[str, float]:
     """Pointing game against a ground-truth mask.
 
+    Args:
+        tolerance: pixels (Chebyshev distance) around the mask that still count as a hit (the mask grown by a
+            ``2 * tolerance + 1`` square); 0 is the mask itself. The energy always uses the mask itself.
+
     Returns:
-        ``{"hit": 1.0 if the map's maximum lies in the mask else 0.0, "energy": sum(map in mask) /
+        ``{"hit": 1.0 if the map's maximum lies in the (grown) mask else 0.0, "energy": sum(map in mask) /
         sum(map)}`` (energy-based pointing game, Wang et al. 2020); NaN for an empty mask or map. Where the
         maximum is a plateau (a coarse map upsampled: a 2 x 2 map is flat over each corner) the hit is the share
-        of the plateau inside the mask, the expected hit of a point drawn from it; taking the first such pixel
-        would always point at the plateau's top-left corner.
+        of the plateau inside the (grown) mask, the expected hit of a point drawn from it; taking the first such
+        pixel would always point at the plateau's top-left corner. This is the one rule for every pointing score
+        (the study's tolerant hit is this with its tolerance).
     """
     m, mask = np.asarray(m, dtype=float), np.asarray(mask, dtype=bool)
     if m.shape != mask.shape:
         raise ValueError(f"map {m.shape} and mask {mask.shape} differ in shape")
+    if not (isinstance(tolerance, numbers.Integral) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a whole number of pixels, 0 or more, got {tolerance!r}")
     if not mask.any():
         return {"hit": float("nan"), "energy": float("nan")}
-    m = np.clip(m, 0, None)
-    total = m.sum()
+    grown = mask
+    if tolerance > 0:
+        side = 2 * int(tolerance) + 1
+        grown = F.max_pool2d(torch.from_numpy(mask.astype(np.float32))[None, None], side, 1,
+                             int(tolerance))[0, 0].numpy() > 0
     top = m == m.max()  # all False for a map with NaN
-    return {"hit": float(mask[top].mean()) if top.any() else float("nan"),
-            "energy": float(m[mask].sum() / total) if total > 0 else float("nan")}
+    positive = np.clip(m, 0, None)
+    total = positive.sum()
+    return {"hit": float(grown[top].mean()) if top.any() else float("nan"),
+            "energy": float(positive[mask].sum() / total) if total > 0 else float("nan")}
 
 
 def mask_iou(m, mask, top_percent: float = 5.0) -> float:
@@ -241,83 +300,3 @@ def evaluate_localisation(maps, masks, top_percent: float = 5.0) -> dict[str, np
     rows = [(*pointing_game(m, k).values(), mask_iou(m, k, top_percent)) for m, k in zip(maps, masks)]
     hit, energy, iou = (np.array(col, dtype=float) for col in zip(*rows)) if rows else ([], [], [])
     return {"hit": hit, "energy": energy, "iou": iou}
-
-
-@dataclass
-class SanityStep:
-    """One step of the cascade: every module in ``randomized`` re-initialised (``layer`` the newest)."""
-
-    layer: str
-    randomized: list[str]
-    spearman: float
-    iou: float
-    map_randomized: np.ndarray
-
-
-@dataclass
-class SanityResult:
-    """Outcome of the cascading model-randomisation check.
-
-    Attributes:
-        steps: one `SanityStep` per cascade step, top module first. Its ``spearman`` is the rank correlation
-            of the trained and the randomised map: near 1 means the map does not depend on the weights
-            randomised so far (the check fails), near 0 means it does. ``iou``: top-10 % IoU of the two maps.
-        randomized, spearman, iou, map_randomized: those of the last step.
-    """
-
-    method: str
-    target: int
-    steps: list[SanityStep]
-    map_trained: np.ndarray
-
-    @property
-    def randomized(self) -> list[str]:
-        return self.steps[-1].randomized
-
-    @property
-    def spearman(self) -> float:
-        return self.steps[-1].spearman
-
-    @property
-    def iou(self) -> float:
-        return self.steps[-1].iou
-
-    @property
-    def map_randomized(self) -> np.ndarray:
-        return self.steps[-1].map_randomized
-
-
-def top_down_modules(model: nn.Module) -> list[str]:
-    """Module paths from the output down: the last Linear (the head), then the feature layers reversed."""
-    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return linears[-1:] + [path for _, path in reversed(model_layers(model))]
-
-
-def sanity_check(model: nn.Module, x: torch.Tensor, method: str = "grad_cam", target: int | None = None, *,
-                 n_layers: int | None = 2, seed: int = 0, **params) -> SanityResult:
-    """Cascading model randomisation (Adebayo et al. 2018), top module first, one module more each step.
-
-    The model is deep-copied (the shared model is never touched). Step k re-initialises the k-th module of
-    `top_down_modules` (the head, then the feature layers from the last one down) with its own
-    ``reset_parameters`` under a fixed seed, keeping the modules randomised before it, and explains the image
-    for the same target; ``n_layers`` steps (None: every module).
-    """
-    trained = explain(model, x, method, target, predict=False, **params)
-    names = top_down_modules(model)
-    names = names[:max(1, int(n_layers))] if n_layers is not None else names
-    with preserve_model_state(model):
-        randomized = copy.deepcopy(model)
-    for m in randomized.modules():  # hooks copied from another thread's open context must not run
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
-    steps = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for k, name in enumerate(names):
-            for m in randomized.get_submodule(name).modules():
-                if hasattr(m, "reset_parameters"):
-                    m.reset_parameters()
-            other = explain(randomized, x, method, trained.target, predict=False, **params).heatmap
-            steps.append(SanityStep(name, names[:k + 1], spearman(trained.heatmap, other),
-                                    topk_iou(trained.heatmap, other, 10.0), other))
-    return SanityResult(method, trained.target, steps, trained.heatmap)

@@ -42,7 +42,8 @@ def model_layers(model: nn.Module) -> list[tuple[str, str]]:
 
 
 def default_target_layer(model: nn.Module) -> str:
-    """Module path of the standard Grad-CAM layer: the last convolutional feature layer."""
+    """Module path of the standard Grad-CAM layer: the activation the classifier pools where the model declares
+    it (`core.models.gradcam_layer`), else its last feature layer (its last convolution for an unknown model)."""
     try:
         return gradcam_layer(model)
     except TypeError:

@@ -19,8 +19,9 @@ import torch
 from core.costs import ScoringCost, estimate_cost, estimate_scoring_cost
 from core.explain import explain
 from core.explainers import EXPLAINERS, CostEstimate
-from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game, sanity_check
+from core.faithfulness import agreement, deletion_curve, insertion_curve, mask_iou, pointing_game
 from core.hooks import model_layers
+from core.sanity import sanity_check
 from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPair, ModelExplanation, PairExplanation,
                                          Passes, Sanity)
 from explorer.loaders import LoadedModel, describe_versions, model_versions

@@ -74,3 +74,43 @@ def test_cam_on_a_model_without_a_declared_head_says_why(image32):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     with pytest.raises(LayerError, match="cam_head"):
         class_activation_maps(model.eval(), image32)
+
+
+@pytest.mark.parametrize("arch", ["student", "densenet121"])
+def test_grad_cam_at_the_default_layer_equals_relu_cam_on_student_and_teacher(arch):
+    # Grad-CAM equals ReLU(CAM) up to a positive factor only at the tensor the classifier pools: the teacher's
+    # relu5 (after norm5), not norm5 itself, whose negative positions get no gradient through the ReLU.
+    from core.hooks import default_target_layer
+
+    model = seeded(lambda: build_model(arch, 4), seed=4)
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(9))  # the teacher's last map: 3 x 3
+    assert default_target_layer(model) == model.cam_head.layer and not model.cam_head.relu
+    flat, differs_before_relu = [], []
+    for target in range(4):
+        cam = explain(model, x, "cam", target, predict=False)
+        grad_cam = explain(model, x, "grad_cam", target, predict=False)
+        assert grad_cam.extras["layer"] == cam.extras["layer"]
+        assert np.allclose(cam.heatmap, grad_cam.heatmap, atol=1e-5), (arch, target)  # both min-max scaled
+        flat.append(np.ptp(cam.heatmap) == 0)
+        if arch == "densenet121":
+            norm5 = explain(model, x, "grad_cam", target, predict=False, layer="features.norm5").heatmap
+            differs_before_relu.append(not np.allclose(cam.heatmap, norm5, atol=1e-3))
+    assert not all(flat), "some class has a map to compare"
+    assert arch != "densenet121" or any(differs_before_relu), "before its ReLU, the teacher's maps differ"
+
+
+def test_the_teachers_relu_module_adds_no_state_and_shipped_checkpoints_load_unchanged():
+    from pathlib import Path
+
+    import torch.nn.functional as F
+    from torchvision.models import densenet121
+
+    from core import checkpoints
+
+    teacher = build_model("densenet121", 4)
+    assert list(teacher.state_dict()) == list(densenet121(weights=None, num_classes=4).state_dict())
+    model, meta = checkpoints.load(Path(__file__).resolve().parent.parent / "checkpoints/phantom/teacher.pt")
+    x = torch.randn(2, 3, meta.input_size, meta.input_size, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():  # the forward torchvision's DenseNet runs, with its functional ReLU
+        expected = model.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(model.features(x)), 1), 1))
+        assert torch.allclose(model(x), expected, atol=1e-5)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
 import torch
@@ -44,7 +44,8 @@ def latency_ms(model: torch.nn.Module, input_size: int, repeats: int = 20) -> di
 def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root: str | None = None,
                          write: bool = False, n_boot: int = 1000, exclude: Callable[[str], bool] | None = None,
                          teacher_key: str = "teacher", max_per_class: int | None = None,
-                         also_without: Callable[[str], bool] | None = None, force: bool = False) -> dict:
+                         also_without: Callable[[str], bool] | None = None, force: bool = False,
+                         written: Collection[str] | None = None) -> dict:
     """Evaluate several checkpoints of one dataset on the same split.
 
     Args:
@@ -55,6 +56,8 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
         max_per_class: evaluate on at most this many images per class (a quick look, not a published number).
         write: store each report under ``metrics[split]`` in the checkpoint's JSON metadata (`write_reports`).
         force: with ``write``, replace shipped reports even with lesser ones.
+        written: with ``write``, the names whose metadata is written (None: all); the others are evaluated only
+            (a teacher a run's students are paired with, whose file is not the run's).
 
     Returns:
         ``{"models": {name: report}, "pairs": {name: pair report vs the teacher}, "split": split}``, and
@@ -89,10 +92,10 @@ def evaluate_checkpoints(paths: dict[str, str | Path], split: str = "test", root
         models, paired = _reports(loaded, predicted, also_without, n_boot, teacher_key)
         result["without"] = {"models": models, "pairs": paired}
     if write:
+        names = [name for name in loaded if written is None or name in written]
         entries = {name: {**reports[name], **({"vs_teacher": pairs[name]} if name in pairs else {})}
-                   for name in loaded}
-        write_reports({name: (Path(paths[name]), meta) for name, (_, meta) in loaded.items()}, entries, split,
-                      force)
+                   for name in names}
+        write_reports({name: (Path(paths[name]), loaded[name][1]) for name in names}, entries, split, force)
     return result
 
 

@@ -439,7 +439,8 @@ def _report(args: argparse.Namespace, results: dict[str, TrainResult]) -> None:
             print(f"{name}: {path}")
         return
     from core.evaluate import evaluate_checkpoints, print_summary
-    print_summary(evaluate_checkpoints(paths, root=args.root, write=True))
+    # the metrics go into this run's own checkpoints' metadata; a --teacher is paired with, never written to
+    print_summary(evaluate_checkpoints(paths, root=args.root, write=True, written=set(results)))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import io
 import os
 import tempfile
@@ -281,3 +282,20 @@ def test_reproduce_only_timing_follows_the_timing_tables_rule(tmp_path, monkeypa
     main([*command, "--out", str(elsewhere)])
     assert json.loads((elsewhere / "brain_tumor" / "timing" / "bench.json").read_text())["config"]["images"] == 20
     assert not (elsewhere / "brain_tumor" / "earlier").exists()
+
+
+def test_training_a_student_from_a_shipped_teacher_leaves_the_teachers_metadata_as_it_was(tmp_path, monkeypatch,
+                                                                                          single_thread):
+    """`core.train --stage student --teacher checkpoints/<ds>/teacher.pt` evaluated the shipped teacher beside its
+    student and wrote the teacher's metrics into the shipped teacher.json (kept under earlier/ each time, or a
+    traceback when lesser): a run writes only its own checkpoints' metadata."""
+    from core.train import main
+
+    folder, data = _shipped_brain_tumor(tmp_path, monkeypatch)
+    shipped = _contents(folder)
+    main(["--dataset", "brain_tumor", "--root", str(data), "--stage", "student", "--teacher", str(folder / "teacher.pt"),
+          "--depth", "3", "--input-size", "32", "--student-epochs", "1", "--batch-size", "8", "--threads", "1",
+          "--out", str(tmp_path / "run")])
+    assert _contents(folder) == shipped and not (folder / "earlier").exists()
+    [student] = (tmp_path / "run").glob("student_s*/best.json")
+    assert "test" in json.loads(student.read_text())["metrics"]  # its own metadata holds its evaluation

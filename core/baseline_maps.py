@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from core.data import load_dataset, materialize
 from core.faithfulness import cell_grid, mask_iou, pointing_game
-from core.study_record import Distribution, Localisation
+from core.study_scores import Distribution, Localisation
 
 BASELINES = ("random", "centre", "mask_prior")
 # Random noise like a method's map: drawn at the map's own grid and upsampled to the image (one per grid, so the

@@ -2,15 +2,18 @@
 
 On a stratified sample of the test split (the whole split for the phantom), for the shipped teacher and
 distilled student and every explainer:
-* deletion and insertion AUC on the explaining model's own predicted-class probability, and **cross-model**:
-  each model's map deleting / inserting on the *other* model's predicted-class probability;
-* the same scores of three baseline maps: random (seeded noise), a centre prior (a Gaussian of a quarter of the
-  side) and, on the phantom, the mask prior (the mean training lesion mask), each method compared with the
-  random map image by image (paired t-test and sign flips over images);
+* every map scored on the explaining model's own predicted-class probability and **cross-model** (each model's
+  map on the *other* model's probability), in three families of removal (`core.study_scoring`): single pixels
+  (deletion to the mean colour, insertion from a blurred image), whole patches of a 16 x 16 grid with both
+  substrates, and ROAD (removed pixels imputed from their neighbours, most and least relevant first);
+* the same scores of the baseline maps: random noise per pixel and at each method's own map side (the random map
+  *like the map* that each method is compared with, image by image: paired t interval and sign flips), a centre
+  prior (a Gaussian of a quarter of the side) and, on the phantom, the mask prior (the mean training lesion mask);
 * teacher-student agreement per image (Spearman, top-10 % IoU);
-* the cascading model-randomisation check on a few images (rank correlation per step);
+* the cascading model-randomisation check on a few images (signed and absolute rank correlation, SSIM,
+  top-10 % IoU per step, maps turned constant counted), beside the same scores of unrelated image pairs;
 * on the phantom: pointing game with a stated tolerance, energy inside the lesion, IoU of the top 5 %;
-* the measured time of each explanation.
+* the measured time of each explanation, of ROAD per image and of the whole study.
 The slow methods run on a seeded random subset of the images (stated in the output). The result goes under
 ``"faithfulness"`` in ``checkpoints/<dataset>/results.json`` with the sha256 of both checkpoints, so a study
 of older checkpoints is recognisably stale. A shipped study is replaced only by one with at least its images, steps,
@@ -23,6 +26,7 @@ import argparse
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,28 +34,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core import checkpoints, shipping
+from core import checkpoints, shipping, study_scoring
 from core.arguments import integer
-from core.baseline_maps import BASELINES, baseline_map, localisation, mask_prior, resize_maps, tolerance
+from core.baseline_maps import BASELINES, mask_prior, tolerance
 from core.data import load_dataset
 from core.evaluate import evaluation_split
 from core.explain import explain
-from core.explainers import registered_methods
-from core.faithfulness import agreement, deletion_curve, insertion_curve, sanity_check
+from core.explainers import make_explainer, registered_methods
 from core.inference import batch_for, predict_tensor
 from core.layout import checkpoint_file, dataset_folder, results_file
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
-from core.stats import paired_difference
 from core.stopwatch import environment
-from core.study_record import (CURVE_METRICS, PAIRS, Agreement, CascadeStep, Comparison, CurveScores, Distribution,
-                                FaithfulnessStudy, MethodScores, Pair, StudyFormatError, StudySettings,
-                                pair)
+from core.study_record import SCORING_V2, FaithfulnessStudy, StudySettings
+from core.study_scores import StudyFormatError
 
 log = logging.getLogger(__name__)
 
 CHEAP_METHODS = tuple(registered_methods(slow=False))  # every image
 SLOW_METHODS = tuple(registered_methods(slow=True))  # a seeded subset of the images
 DEFAULT_IMAGES = 200
+PATCHES = 16  # patches per side of the patch deletion/insertion grid: 8 px at 128 px
+ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)  # five shares, not nine: ROAD's imputation is the study's slowest part
 
 
 @dataclass
@@ -65,12 +68,14 @@ class StudyConfig:
     slow_images: int = 40  # seeded random subset for SLOW_METHODS
     sanity_images: int = 8
     methods: tuple[str, ...] = CHEAP_METHODS + SLOW_METHODS
-    steps: int = 10  # deletion/insertion steps (2 x (steps + 1) forwards per map)
+    steps: int = 10  # deletion/insertion steps (2 x (steps + 1) forwards per map, and per substrate of the patches)
     seed: int = 0
     threads: int | None = None
     # whose maps are made and scored (role keys); both models always score. ("student",) is the student variants'
     # study (benchmarks/student_frontier.py): the teacher's own maps are the same for every variant.
     explained: tuple[str, ...] = tuple(r.key for r in STUDIED)
+    patches: int = PATCHES
+    road_fractions: tuple[float, ...] = ROAD_FRACTIONS
 
     def settings(self) -> StudySettings:
         """What the study records of these settings."""
@@ -78,7 +83,7 @@ class StudyConfig:
         if not self.explained or len(explained) != len(self.explained):
             raise ValueError(f"explained must name some of {tuple(r.key for r in STUDIED)}, got {self.explained}")
         return StudySettings(self.dataset, self.images, self.slow_images, self.sanity_images, tuple(self.methods),
-                             self.steps, self.seed, explained)
+                             self.steps, self.seed, explained, self.patches, tuple(self.road_fractions))
 
 
 def study_images(meta: checkpoints.CheckpointMeta, images: int | None, root: str | None):
@@ -113,15 +118,6 @@ def test_indices(ds, meta: checkpoints.CheckpointMeta, root: str | None) -> list
     return [position[path] for path in ds.paths]
 
 
-def compare(a, b) -> Comparison:
-    """Paired comparison of a method's per-image scores with a baseline's on the same images."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    out = paired_difference(a[ok], b[ok], unit="images")
-    return Comparison(out["mean"], out["n"], out["test"], out["std"], tuple(out["ci"]), out["p_value"],
-                      out["p_sign_flip"])
-
-
 def unchanged_roles(earlier: FaithfulnessStudy | None, cfg: StudyConfig, digests: dict[Role, str],
                     fingerprint: str, slow: np.ndarray) -> set[Role]:
     """The models whose checkpoint ``earlier`` scored, on the same test images with the same settings: their
@@ -135,17 +131,8 @@ def unchanged_roles(earlier: FaithfulnessStudy | None, cfg: StudyConfig, digests
 
 def _scoring_settings(settings: StudyConfig | StudySettings) -> tuple:
     # what must match for an earlier study's scores to be taken over (besides the checkpoints and the images)
-    return settings.images, settings.slow_images, settings.sanity_images, settings.steps, settings.seed
-
-
-def _earlier_curves(earlier: FaithfulnessStudy, name: str, scored: Pair) -> dict[str, np.ndarray] | None:
-    """Per-image AUCs of one earlier score (as stored: rounded to 4 decimals, NaN where not finite), or None."""
-    method = earlier.methods.get(name)
-    stored = method.curves.get(scored) if method else None
-    if stored is None:
-        return None
-    return {m: np.array([np.nan if v is None else v for v in getattr(stored, m).values], dtype=np.float64)
-            for m in CURVE_METRICS}
+    return (settings.images, settings.slow_images, settings.sanity_images, settings.steps, settings.seed,
+            settings.patches, tuple(settings.road_fractions or ()))
 
 
 @dataclass(frozen=True)
@@ -187,30 +174,39 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
     subsets = {m: (slow if m in SLOW_METHODS else np.arange(n)) for m in cfg.methods}
     unchanged = unchanged_roles(earlier, cfg, subject.digests, ds.fingerprint, slow)
     prior = mask_prior(subject.metas[TEACHER].input_size) if ds.masks is not None else None
-    baselines = [b for b in BASELINES if b != "mask_prior" or prior is not None]
 
+    started = time.perf_counter()
     maps, seconds = make_maps(cfg, settings.explained, subject, subsets, on_progress)
+    sides = {r: {m: make_explainer(subject.models[r], m, subject.metas[r].input_size).map_side() for m in cfg.methods}
+             for r in settings.explained}
+    matched = sorted({study_scoring.matched_name(side, subject.metas[r].input_size)
+                      for r, by_method in sides.items() for side in by_method.values()} - {study_scoring.PER_PIXEL},
+                     key=study_scoring.matched_sides)
+    baselines = [b for b in BASELINES if b != "mask_prior" or prior is not None] + matched
     for role, meta in subject.metas.items():
-        for b in baselines:
-            maps[role][b] = baseline_map(b, n, meta.input_size, cfg.seed, prior)
-            subsets.setdefault(b, np.arange(n))
-    curves = score_curves(cfg, settings.explained, subject, maps, subsets, baselines, unchanged, earlier)
+        maps[role].update(study_scoring.baseline_maps(baselines, n, meta.input_size, cfg.seed, prior))
+    subsets.update({b: np.arange(n) for b in baselines})
+    curves, road_seconds = study_scoring.score_curves(cfg, settings.explained, subject, maps, subsets, baselines,
+                                                      unchanged, earlier)
     if on_progress:  # the maps are the first len(jobs) of len(jobs) + 2 parts
         jobs = len(cfg.methods) * len(settings.explained)
         on_progress((jobs + 1) / (jobs + 2), "agreement, localisation and sanity")
-    methods = {name: method_scores(name, curves, subsets[name], maps, seconds, subject, settings.explained)
-               for name in curves}
-    sanity = sanity_cascades(cfg, settings.explained, subject, unchanged, earlier)
+    methods = {name: study_scoring.method_scores(name, curves, subsets[name], maps, seconds, subject,
+                                                 settings.explained, sides) for name in curves}
+    sanity = study_scoring.sanity_cascades(cfg, settings.explained, subject, unchanged, earlier, CHEAP_METHODS)
+    unrelated = study_scoring.unrelated_pairs(cfg, settings.explained, maps, CHEAP_METHODS)
     if on_progress:
         on_progress(1.0, "done")
     preds = subject.preds
+    timing = {"study_seconds": round(time.perf_counter() - started, 1),
+              "road_seconds_per_image": round(float(np.mean(road_seconds)), 4) if road_seconds else None}
     return FaithfulnessStudy(
         settings, n, tuple(slow.tolist()), ds.fingerprint, tuple(test_indices(ds, subject.metas[TEACHER], cfg.root)),
         tuple(ds.targets.tolist()), {r: tuple(preds[r].tolist()) for r in STUDIED},
         float(np.mean(preds[TEACHER] == preds[DISTILLED])), subject.digests,
         {r: subject.metas[r].input_size for r in STUDIED},
         tolerance(subject.metas[TEACHER].input_size) if ds.masks is not None else None, methods, sanity,
-        environment(), tuple(sorted(unchanged, key=lambda r: r.key)))
+        {**environment(), **timing}, tuple(sorted(unchanged, key=lambda r: r.key)), SCORING_V2, unrelated)
 
 
 def make_maps(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, subsets: dict[str, np.ndarray],
@@ -231,77 +227,6 @@ def make_maps(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedMod
         if on_progress:
             on_progress((k + 1) / (len(jobs) + 2), f"{method} on the {role.key}")
     return maps, seconds
-
-
-def score_curves(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, maps: dict, subsets: dict,
-                 baselines: list[str], unchanged: set[Role], earlier: FaithfulnessStudy | None) -> dict:
-    """``{map name: {pair: {metric: per-image AUCs}}}``: each map's deletion and insertion AUCs on each model's
-    probability (a baseline on its own model only), taken from ``earlier`` where both models are unchanged."""
-    curves: dict[str, dict[Pair, dict[str, np.ndarray]]] = {}
-    # the longest part: every map's deletion and insertion curves on both models, 2 x (steps + 1) passes an image
-    for name in tqdm(list(cfg.methods) + baselines, desc="deletion and insertion curves", unit="map", leave=False):
-        idx, curves[name] = subsets[name], {}
-        for scored in PAIRS:
-            if name in BASELINES and scored.cross:
-                continue  # a baseline is one map whichever model it is said to explain
-            if name not in BASELINES and scored.explainer not in explained:
-                continue
-            if {scored.explainer, scored.scorer} <= unchanged and \
-                    (kept := _earlier_curves(earlier, name, scored)) is not None:
-                curves[name][scored] = kept
-                continue
-            model, meta = subject.models[scored.scorer], subject.metas[scored.scorer]
-            m = resize_maps(maps[scored.explainer][name], meta.input_size)  # every map set holds exactly the images idx
-            x, targets = subject.xs[scored.scorer][idx], subject.preds[scored.scorer][idx].tolist()
-            curves[name][scored] = {"deletion_auc": deletion_curve(model, x, m, targets, steps=cfg.steps).auc,
-                                    "insertion_auc": insertion_curve(model, x, m, targets, steps=cfg.steps).auc}
-        log.info("scored %s on %d images", name, len(idx))
-    return curves
-
-
-def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds: dict, subject: StudiedModels,
-                  explained: tuple[Role, ...]) -> MethodScores:
-    """One map's record: its curves' distributions against the random map's, agreement, times, localisation."""
-    baseline = name in BASELINES
-    scored = {}
-    for p, value in curves[name].items():
-        # the random map is one map whichever model: its score on the scorer is the one to compare with
-        rand = curves["random"][pair(p.scorer, p.scorer)]
-        versus = {} if name == "random" else {m: compare(value[m], rand[m][idx]) for m in CURVE_METRICS}
-        scored[p] = CurveScores(Distribution.of(value["deletion_auc"]), Distribution.of(value["insertion_auc"]),
-                                versus)
-    together = None
-    if not baseline and len(explained) == len(STUDIED):  # a baseline is one map for both
-        pairs = [agreement(t, s) for t, s in zip(maps[TEACHER][name], maps[DISTILLED][name])]
-        together = Agreement(*(Distribution.of([p[k] for p in pairs]) for k in ("spearman", "iou")))
-    made = [r for r in STUDIED if name in maps[r]]
-    ds = subject.ds
-    return MethodScores(
-        int(len(idx)), baseline, scored, together,
-        None if baseline else {r: Distribution.of(seconds[r][name]) for r in made},
-        None if ds.masks is None else {r: localisation(maps[r][name], ds, idx, subject.metas[r].input_size)
-                                       for r in made})
-
-
-def sanity_cascades(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, unchanged: set[Role],
-                    earlier: FaithfulnessStudy | None) -> dict[str, dict[Role, tuple[CascadeStep, ...]]]:
-    """The model-randomisation cascade of each cheap method on the first few images, by explained model (an
-    unchanged model's taken from ``earlier``)."""
-    few = np.arange(min(len(subject.ds), cfg.sanity_images))
-    out: dict[str, dict[Role, tuple[CascadeStep, ...]]] = {}
-    for method in [m for m in cfg.methods if m in CHEAP_METHODS]:
-        out[method] = {}
-        for role in explained:
-            kept = earlier.cascade(method, role) if earlier is not None and role in unchanged else ()
-            if kept:
-                out[method][role] = kept
-                continue
-            model, xs, preds = subject.models[role], subject.xs[role], subject.preds[role]
-            runs = [sanity_check(model, xs[i:i + 1], method, int(preds[i]), n_layers=None) for i in few]
-            out[method][role] = tuple(
-                CascadeStep(step.layer, Distribution.of([r.steps[s].spearman for r in runs]),
-                            Distribution.of([r.steps[s].iou for r in runs])) for s, step in enumerate(runs[0].steps))
-    return out
 
 
 def read_study(checkpoints_dir: str | Path, dataset: str) -> FaithfulnessStudy | None:
@@ -354,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", default=list(default.methods))
     parser.add_argument("--steps", type=integer(1), default=default.steps,
                         help="deletion/insertion steps (default %(default)s)")
+    parser.add_argument("--patches", type=integer(1), default=default.patches,
+                        help="patches per side of the patch deletion/insertion grid (default %(default)s)")
     parser.add_argument("--seed", type=integer(0), default=default.seed, help="default %(default)s")
     parser.add_argument("--threads", type=integer(1), default=default.threads)
     parser.add_argument("--fresh", action="store_true",
@@ -369,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
-                      tuple(args.methods), args.steps, args.seed, args.threads)
+                      tuple(args.methods), args.steps, args.seed, args.threads, patches=args.patches)
     try:
         shipped = read_study(args.checkpoints, args.dataset)
     except StudyFormatError as e:

@@ -11,20 +11,16 @@ A score of one model's map on the other model's probability is stored under its 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
+from core.study_scores import (Agreement, CascadeStep, CurveScores, Distribution, Localisation, StudyFormatError,
+                               Unrelated, parsed, required)
 
-STUDY_VERSION = 1
-CURVE_METRICS = ("deletion_auc", "insertion_auc")
+STUDY_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: per-pixel deletion and insertion only, no ROAD, no matched random maps
 T = TypeVar("T")
-
-
-class StudyFormatError(ValueError):
-    """A study block that cannot be read; the message names its file and field."""
 
 
 @dataclass(frozen=True)
@@ -51,130 +47,6 @@ def pair(explainer: Role, scorer: Role) -> Pair:
 
 
 @dataclass(frozen=True)
-class Distribution:
-    """A per-image score: mean, median, quartiles and n over the finite values (none of them when no value is
-    finite), and every value in image order, rounded to 4 decimals (None where not finite, e.g. a constant map's
-    rank correlation)."""
-
-    n: int
-    values: tuple[float | None, ...]
-    mean: float | None = None
-    median: float | None = None
-    q25: float | None = None
-    q75: float | None = None
-
-    @classmethod
-    def of(cls, values) -> Distribution:
-        every = np.asarray(values, dtype=np.float64)
-        finite = every[np.isfinite(every)]
-        listed = tuple(round(float(x), 4) if np.isfinite(x) else None for x in every)
-        if finite.size == 0:
-            return cls(0, listed)
-        q25, median, q75 = np.percentile(finite, [25, 50, 75])
-        return cls(int(finite.size), listed, float(finite.mean()), float(median), float(q25), float(q75))
-
-    def finite(self) -> list[float]:
-        return [v for v in self.values if v is not None]
-
-    def to_json(self) -> dict:
-        stats = {} if self.mean is None else {"mean": self.mean, "median": self.median, "q25": self.q25,
-                                              "q75": self.q75}
-        return {**stats, "n": self.n, "values": list(self.values)}
-
-    @classmethod
-    def from_json(cls, block: Any, where: str) -> Distribution:
-        values = tuple(None if v is None else float(v) for v in _field(block, "values", where))
-        stats = {k: float(block[k]) for k in ("mean", "median", "q25", "q75") if block.get(k) is not None}
-        return cls(int(_field(block, "n", where)), values, **stats)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A method's per-image scores against the random map's on the same images (`core.stats.paired_difference`,
-    without the differences themselves)."""
-
-    mean: float
-    n: int
-    test: str
-    std: float
-    ci: tuple[float, float]
-    p_value: float
-    p_sign_flip: float
-
-    def verdict(self, better: str) -> str:
-        """"yes" / "no: worse" / "not shown": whether the paired 95% interval excludes 0 on the side that is better
-        (``better`` is "lower" or "higher"); an undefined (NaN) interval shows nothing."""
-        lo, hi = self.ci
-        good, bad = (hi < 0, lo > 0) if better == "lower" else (lo > 0, hi < 0)
-        return "yes" if good else ("no: worse" if bad else "not shown")
-
-    def to_json(self) -> dict:
-        return {"mean": self.mean, "n": self.n, "test": self.test, "std": self.std, "ci": list(self.ci),
-                "p_value": self.p_value, "p_sign_flip": self.p_sign_flip}
-
-    @classmethod
-    def from_json(cls, block: Any, where: str) -> Comparison:
-        lo, hi = _field(block, "ci", where)
-        number = lambda name: float(_field(block, name, where))  # noqa: E731
-        return cls(number("mean"), int(_field(block, "n", where)), str(_field(block, "test", where)), number("std"),
-                   (float(lo), float(hi)), number("p_value"), number("p_sign_flip"))
-
-
-@dataclass(frozen=True)
-class CurveScores:
-    """One map set's deletion and insertion AUCs on one model's probability, each against the random map's on the
-    same images (``vs_random`` by metric; empty for the random map itself)."""
-
-    deletion_auc: Distribution
-    insertion_auc: Distribution
-    vs_random: Mapping[str, Comparison]
-
-    def to_json(self) -> dict:
-        out = {"deletion_auc": self.deletion_auc.to_json(), "insertion_auc": self.insertion_auc.to_json()}
-        if self.vs_random:
-            out["vs_random"] = {metric: c.to_json() for metric, c in self.vs_random.items()}
-        return out
-
-    @classmethod
-    def from_json(cls, block: Any, where: str) -> CurveScores:
-        curves = [_distribution(block, m, where) for m in CURVE_METRICS]
-        versus = block.get("vs_random") or {}
-        return cls(*curves, {m: _read(Comparison.from_json, _field(versus, m, f"{where}.vs_random"),
-                                      f"{where}.vs_random.{m}") for m in CURVE_METRICS if versus})
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """Teacher-student agreement of the two maps of each image: rank correlation and top-10 % IoU."""
-
-    spearman: Distribution
-    iou: Distribution
-
-    def to_json(self) -> dict:
-        return {"spearman": self.spearman.to_json(), "iou": self.iou.to_json()}
-
-    @classmethod
-    def from_json(cls, block: Any, where: str) -> Agreement:
-        return cls(_distribution(block, "spearman", where), _distribution(block, "iou", where))
-
-
-@dataclass(frozen=True)
-class Localisation:
-    """Where lesion masks exist: pointing-game hit, energy inside the lesion, top-5 % IoU (NaN: no lesion)."""
-
-    hit: Distribution
-    energy: Distribution
-    iou: Distribution
-
-    def to_json(self) -> dict:
-        return {"hit": self.hit.to_json(), "energy": self.energy.to_json(), "iou": self.iou.to_json()}
-
-    @classmethod
-    def from_json(cls, block: Any, where: str) -> Localisation:
-        return cls(*(_distribution(block, k, where) for k in ("hit", "energy", "iou")))
-
-
-@dataclass(frozen=True)
 class MethodScores:
     """Everything the study measured of one explainer or baseline map.
 
@@ -185,6 +57,9 @@ class MethodScores:
         curves: its deletion/insertion scores by the pair scored.
         agreement, seconds, localisation: None where not measured (a baseline; a study of one model's maps;
             a dataset without lesion masks). ``seconds`` and ``localisation`` are by the model whose map it is.
+        versus: by the model whose map it is, the random map its scores on that model's maps are compared with:
+            one drawn at the map's own side (``random_4`` for a 4 x 4 map) or per pixel (``random``, version 1).
+        map_side: by model, the side of the grid the map is drawn at (`core.explainer.Explainer.map_side`).
     """
 
     images: int
@@ -193,6 +68,8 @@ class MethodScores:
     agreement: Agreement | None = None
     seconds: Mapping[Role, Distribution] | None = None
     localisation: Mapping[Role, Localisation] | None = None
+    versus: Mapping[Role, str] | None = None
+    map_side: Mapping[Role, int] | None = None
 
     def score(self, explainer: Role, scorer: Role) -> CurveScores | None:
         """``explainer``'s map scored on ``scorer``'s probability; a baseline's map is the same whichever model, so
@@ -208,44 +85,27 @@ class MethodScores:
             out["seconds"] = {r.key: d.to_json() for r, d in self.seconds.items()}
         if self.localisation is not None:
             out["localisation"] = {r.key: loc.to_json() for r, loc in self.localisation.items()}
+        if self.versus is not None:
+            out["versus"] = _keyed(self.versus)
+        if self.map_side is not None:
+            out["map_side"] = _keyed(self.map_side)
         return out
 
     @classmethod
     def from_json(cls, block: Any, where: str) -> MethodScores:
-        images, named = _field(block, "images", where), {p.key: p for p in PAIRS}
-        unknown = set(block) - set(named) - {"images", "baseline", "agreement", "seconds", "localisation"}
+        images, named = required(block, "images", where), {p.key: p for p in PAIRS}
+        unknown = set(block) - set(named) - {"images", "baseline", "agreement", "seconds", "localisation", "versus",
+                                             "map_side"}
         if unknown:
             raise StudyFormatError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        curves = {named[k]: _read(CurveScores.from_json, v, f"{where}.{k}") for k, v in block.items() if k in named}
+        curves = {named[k]: parsed(CurveScores.from_json, v, f"{where}.{k}") for k, v in block.items() if k in named}
         agreement = block.get("agreement")
-        return cls(int(images), bool(_field(block, "baseline", where)), curves,
-                   None if agreement is None else _read(Agreement.from_json, agreement, f"{where}.agreement"),
+        return cls(int(images), bool(required(block, "baseline", where)), curves,
+                   None if agreement is None else parsed(Agreement.from_json, agreement, f"{where}.agreement"),
                    _by_role(block.get("seconds"), Distribution.from_json, f"{where}.seconds", optional=True),
-                   _by_role(block.get("localisation"), Localisation.from_json, f"{where}.localisation", optional=True))
-
-
-@dataclass(frozen=True)
-class CascadeStep:
-    """One step of the model-randomisation cascade: the layers re-initialised so far (top first, this one last) and
-    how the map then compares with the trained model's map."""
-
-    layer: str
-    spearman: Distribution
-    iou: Distribution
-
-    @property
-    def median_correlation(self) -> float | None:
-        """The cascade's statistic, drawn per step on the page and given at the last step in the results: the
-        median rank correlation with the trained map (None: no image kept a non-constant map)."""
-        return self.spearman.median
-
-    def to_json(self) -> dict:
-        return {"layer": self.layer, "spearman": self.spearman.to_json(), "iou": self.iou.to_json()}
-
-    @classmethod
-    def from_json(cls, block: Any, where: str) -> CascadeStep:
-        return cls(str(_field(block, "layer", where)), _distribution(block, "spearman", where),
-                   _distribution(block, "iou", where))
+                   _by_role(block.get("localisation"), Localisation.from_json, f"{where}.localisation", optional=True),
+                   _by_role(block.get("versus"), lambda v, _: str(v), f"{where}.versus", optional=True),
+                   _by_role(block.get("map_side"), lambda v, _: int(v), f"{where}.map_side", optional=True))
 
 
 @dataclass(frozen=True)
@@ -261,24 +121,35 @@ class StudySettings:
     steps: int
     seed: int
     explained: tuple[Role, ...] = STUDIED  # whose maps were made (studies before the student frontier: both)
+    patches: int | None = None  # version 2: patches per side of the patch deletion/insertion grid
+    road_fractions: tuple[float, ...] | None = None  # version 2: the shares ROAD removes
 
     def to_json(self) -> dict:
-        return {"dataset": self.dataset, "images": self.images, "slow_images": self.slow_images,
-                "sanity_images": self.sanity_images, "methods": list(self.methods), "steps": self.steps,
-                "seed": self.seed, "explained": [r.key for r in self.explained]}
+        out = {"dataset": self.dataset, "images": self.images, "slow_images": self.slow_images,
+               "sanity_images": self.sanity_images, "methods": list(self.methods), "steps": self.steps,
+               "seed": self.seed, "explained": [r.key for r in self.explained]}
+        if self.patches is not None:
+            out["patches"] = self.patches
+        if self.road_fractions is not None:
+            out["road_fractions"] = list(self.road_fractions)
+        return out
 
     @classmethod
     def from_json(cls, block: Any, where: str) -> StudySettings:
-        images = _field(block, "images", where)
+        images = required(block, "images", where)
         explained = tuple(_studied(k, f"{where}.explained") for k in block.get("explained", [r.key for r in STUDIED]))
-        return cls(str(_field(block, "dataset", where)), None if images is None else int(images),
-                   int(_field(block, "slow_images", where)), int(_field(block, "sanity_images", where)),
-                   tuple(str(m) for m in _field(block, "methods", where)), int(_field(block, "steps", where)),
-                   int(_field(block, "seed", where)), explained)
+        return cls(str(required(block, "dataset", where)), None if images is None else int(images),
+                   int(required(block, "slow_images", where)), int(required(block, "sanity_images", where)),
+                   tuple(str(m) for m in required(block, "methods", where)), int(required(block, "steps", where)),
+                   int(required(block, "seed", where)), explained,
+                   None if block.get("patches") is None else int(block["patches"]),
+                   None if block.get("road_fractions") is None else tuple(float(f) for f in block["road_fractions"]))
 
 
 SCORING = ("probability of the scoring model's predicted class; maps explain the explaining model's predicted "
            "class; deletion to the mean colour, insertion from a blurred image")
+SCORING_V2 = SCORING + ("; patches of a 16 x 16 grid removed to / inserted from the mean colour and a blurred image; "
+                        "ROAD with noisy linear imputation; each map compared with a random map drawn at its own side")
 
 
 @dataclass(frozen=True)
@@ -313,6 +184,8 @@ class FaithfulnessStudy:
     environment: Mapping[str, Any]
     scores_from_earlier_study: tuple[Role, ...] = ()
     scoring: str = SCORING
+    unrelated: Mapping[str, Mapping[Role, Unrelated]] = field(default_factory=dict)  # version 2: by cheap method
+    version: int = STUDY_VERSION  # as read (a study read from an older file writes back in its own version)
 
     def score(self, method: str, explainer: Role, scorer: Role) -> CurveScores | None:
         """One method's ``explainer`` map scored on ``scorer``'s probability (see `MethodScores.score`)."""
@@ -340,7 +213,7 @@ class FaithfulnessStudy:
     def to_json(self) -> dict:
         """The block written under ``"faithfulness"``: version 1's shape, with its version."""
         return {
-            "version": STUDY_VERSION, "config": self.config.to_json(), "images": self.images,
+            "version": self.version, "config": self.config.to_json(), "images": self.images,
             "slow_subset": list(self.slow_subset), "test_fingerprint": self.test_fingerprint,
             "test_index": list(self.test_index), "true_class": list(self.true_class),
             "predicted": _keyed(self.predicted, list), "agreement_of_predictions": self.agreement_of_predictions,
@@ -349,7 +222,9 @@ class FaithfulnessStudy:
             "sanity": {name: _keyed(by_role, lambda steps: [s.to_json() for s in steps])
                        for name, by_role in self.sanity.items()},
             "environment": dict(self.environment),
-            "scores_from_earlier_study": [r.key for r in self.scores_from_earlier_study], "scoring": self.scoring}
+            "scores_from_earlier_study": [r.key for r in self.scores_from_earlier_study], "scoring": self.scoring,
+            **({} if self.version < 2 else
+               {"unrelated": {name: _keyed(by_role, Unrelated.to_json) for name, by_role in self.unrelated.items()}})}
 
     @classmethod
     def from_json(cls, block: Any, source: str = "results.json") -> FaithfulnessStudy:
@@ -358,56 +233,45 @@ class FaithfulnessStudy:
         if not isinstance(block, dict):
             raise StudyFormatError(f"{where}: expected an object, found {type(block).__name__}")
         version = block.get("version", 1)
-        if version != STUDY_VERSION:
-            raise StudyFormatError(f"{where}: version {version!r} is not one this code reads (version "
-                                   f"{STUDY_VERSION}); update the code, or rerun the study to write it anew")
-        return _read(_study_from_json, block, where)
+        if version not in READABLE_VERSIONS:
+            raise StudyFormatError(f"{where}: version {version!r} is not one this code reads (versions "
+                                   f"{', '.join(map(str, READABLE_VERSIONS))}); update the code, or rerun the study "
+                                   "to write it anew")
+        return parsed(_study_from_json, block, where, version)
 
 
-def _study_from_json(block: dict, where: str) -> FaithfulnessStudy:
+def _study_from_json(block: dict, where: str, version: int) -> FaithfulnessStudy:
     def read(name: str, convert: Callable[[Any], T]) -> T:
-        return _read(lambda value, _: convert(value), _field(block, name, where), f"{where}.{name}")
+        return parsed(lambda value, _: convert(value), required(block, name, where), f"{where}.{name}")
 
     ints = lambda values: tuple(int(v) for v in values)  # noqa: E731
     methods, sanity = read("methods", dict), read("sanity", dict)
     return FaithfulnessStudy(
-        _read(StudySettings.from_json, _field(block, "config", where), f"{where}.config"),
+        parsed(StudySettings.from_json, required(block, "config", where), f"{where}.config"),
         read("images", int), read("slow_subset", ints), read("test_fingerprint", str), read("test_index", ints),
         read("true_class", ints),
-        _by_role(_field(block, "predicted", where), lambda v, _: ints(v), f"{where}.predicted"),
+        _by_role(required(block, "predicted", where), lambda v, _: ints(v), f"{where}.predicted"),
         read("agreement_of_predictions", float),
-        _by_role(_field(block, "checkpoints", where), lambda v, _: str(v), f"{where}.checkpoints"),
-        _by_role(_field(block, "input_size", where), lambda v, _: int(v), f"{where}.input_size"),
+        _by_role(required(block, "checkpoints", where), lambda v, _: str(v), f"{where}.checkpoints"),
+        _by_role(required(block, "input_size", where), lambda v, _: int(v), f"{where}.input_size"),
         read("tolerance_px", lambda v: None if v is None else int(v)),
-        {str(name): _read(MethodScores.from_json, m, f"{where}.methods.{name}") for name, m in methods.items()},
-        {str(name): _by_role(by_role, lambda steps, at: tuple(_read(CascadeStep.from_json, s, f"{at}[{i}]")
+        {str(name): parsed(MethodScores.from_json, m, f"{where}.methods.{name}") for name, m in methods.items()},
+        {str(name): _by_role(by_role, lambda steps, at: tuple(parsed(CascadeStep.from_json, s, f"{at}[{i}]")
                                                              for i, s in enumerate(steps)), f"{where}.sanity.{name}")
          for name, by_role in sanity.items()},
         read("environment", dict),
         tuple(_studied(k, f"{where}.scores_from_earlier_study") for k in block.get("scores_from_earlier_study", [])),
-        str(block.get("scoring", SCORING)))
+        str(block.get("scoring", SCORING)),
+        {str(name): _by_role(by_role, Unrelated.from_json, f"{where}.unrelated.{name}")
+         for name, by_role in read_optional(block, "unrelated", where).items()}, int(version))
 
 
-def _field(block: Any, name: str, where: str) -> Any:
-    if not isinstance(block, dict):
-        raise StudyFormatError(f"{where}: expected an object, found {type(block).__name__}")
-    if name not in block:
-        raise StudyFormatError(f"{where}: no {name!r}")
-    return block[name]
-
-
-def _distribution(block: Any, name: str, where: str) -> Distribution:
-    return _read(Distribution.from_json, _field(block, name, where), f"{where}.{name}")
-
-
-def _read(parse: Callable[[Any, str], T], block: Any, where: str) -> T:
-    """``parse(block, where)``, a value of the wrong kind refused as a `StudyFormatError` naming ``where``."""
-    try:
-        return parse(block, where)
-    except StudyFormatError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise StudyFormatError(f"{where}: {type(e).__name__}: {e}") from e
+def read_optional(block: dict, name: str, where: str) -> dict:
+    """An optional object field (absent in version 1): ``{}`` when absent."""
+    value = block.get(name, {})
+    if not isinstance(value, dict):
+        raise StudyFormatError(f"{where}.{name}: expected an object, found {type(value).__name__}")
+    return value
 
 
 def _studied(key: Any, where: str) -> Role:
@@ -424,7 +288,7 @@ def _by_role(block: Any, parse: Callable[[Any, str], T], where: str, optional: b
         return None
     if not isinstance(block, dict):
         raise StudyFormatError(f"{where}: expected an object, found {type(block).__name__}")
-    return {_studied(k, where): _read(parse, v, f"{where}.{k}") for k, v in block.items()}
+    return {_studied(k, where): parsed(parse, v, f"{where}.{k}") for k, v in block.items()}
 
 
 def _keyed(by_role: Mapping[Role, Any], value: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:

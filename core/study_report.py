@@ -11,7 +11,8 @@ from core.metadata import file_sha256
 from core.metrics import mcnemar_test
 from core.results_record import ShippedResults
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
-from core.study_record import CurveScores, FaithfulnessStudy
+from core.study_record import FaithfulnessStudy
+from core.study_scores import CurveScores
 
 BASELINE_NAMES = {"random": "Random map", "centre": "Centre prior", "mask_prior": "Mean training mask"}
 

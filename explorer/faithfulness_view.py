@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from core.explainers import EXPLAINERS
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
-from core.study_record import (Distribution, FaithfulnessStudy, MethodScores, Pair, StudyFormatError,
-                               pair)
+from core.study_record import FaithfulnessStudy, MethodScores, Pair, pair
+from core.study_scores import Distribution, StudyFormatError
 
 BASELINE_LABELS = {"random": "Random map (baseline)", "centre": "Centre prior (baseline)",
                    "mask_prior": "Mask prior (baseline)"}

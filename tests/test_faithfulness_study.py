@@ -17,8 +17,11 @@ from core.baseline_maps import BASELINES, baseline_map, tolerant_hit
 from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
 from core.roles import DISTILLED, TEACHER
 from core.study_record import PAIRS, pair
+from core.study_scores import METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
+# A small patch grid and one ROAD share: the tests check what is scored and recorded, not the numbers' precision.
+QUICK = dict(patches=4, road_fractions=(0.5,))
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
@@ -84,7 +87,7 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
     shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
     before = json.loads((folder / "results.json").read_text())
     cfg = StudyConfig("phantom", checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1,
-                      methods=("cam", "occlusion"), steps=2)
+                      methods=("cam", "occlusion"), steps=2, **QUICK)
     study = run_study(cfg)
     assert study.images == 4 and len(study.slow_subset) == 2
     assert len(study.test_index) == 4 and len(set(study.test_index)) == 4
@@ -96,7 +99,20 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
     cam = study.methods["cam"]
     assert list(cam.curves) == list(PAIRS)  # every pair: each model's map on its own and on the other's score
     for scores in cam.curves.values():
-        assert scores.deletion_auc.n == 4 and set(scores.vs_random) == {"deletion_auc", "insertion_auc"}
+        assert scores.deletion_auc.n == 4 and set(scores.vs_random) == set(scores.scores) == set(METRICS)
+    # each model's CAM is compared with noise drawn at its own map's side (the teacher's 4 x 4, the student's 16 x 16)
+    assert cam.map_side == {TEACHER: 4, DISTILLED: 16}
+    assert cam.versus == {TEACHER: "random_4", DISTILLED: "random_16"}
+    assert study.methods["occlusion"].versus[TEACHER] == f"random_{study.methods['occlusion'].map_side[TEACHER]}"
+    for name in ("random_4", "random_16"):
+        assert study.methods[name].baseline and not study.methods[name].curves[pair(TEACHER, TEACHER)].vs_random
+    rand = study.score("random_4", TEACHER, TEACHER).scores["road_morf"].values
+    own = study.score("cam", TEACHER, TEACHER)
+    differences = [a - b for a, b in zip(own.scores["road_morf"].values, rand)]
+    assert own.vs_random["road_morf"].mean == pytest.approx(sum(differences) / 4, abs=1e-3)
+    # the cascade counts the maps that turned constant; unrelated pairs show what "far apart" scores
+    assert all(step.constant is not None and step.ssim is not None for step in study.cascade("cam", TEACHER))
+    assert len(study.unrelated["cam"][DISTILLED].spearman.values) == 4  # each image's map with the next one's
     assert cam.agreement.spearman.n == 4
     hits = cam.localisation[TEACHER].hit.values
     assert len(hits) == 4 and [v is None for v in hits] == [c == 0 for c in study.true_class]  # 0: no lesion
@@ -113,7 +129,7 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
     assert "occlusion" not in study.sanity and study.cascade_end("occlusion", TEACHER) is None
     path = write_study(study, tmp_path, "phantom")
     written = json.loads(path.read_text())
-    assert written["faithfulness"]["version"] == 1
+    assert written["faithfulness"]["version"] == 2
     assert written["faithfulness"]["methods"]["cam"]["teacher"]["deletion_auc"]["n"] == 4
     assert written["faithfulness"]["methods"]["cam"]["student_on_teacher"]["deletion_auc"]["values"] == \
         list(study.score("cam", DISTILLED, TEACHER).deletion_auc.values)
@@ -125,7 +141,8 @@ def test_a_small_study_on_the_phantom_writes_every_part(tmp_path):
 def test_a_study_of_the_students_maps_alone_scores_them_on_both_models_as_the_full_study_does(tmp_path):
     folder = tmp_path / "phantom"
     shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
-    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2)
+    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2,
+                    **QUICK)
     full = run_study(StudyConfig("phantom", **settings))
     alone = run_study(StudyConfig("phantom", explained=("student",), **settings))
     cam, cam_full = alone.methods["cam"], full.methods["cam"]
@@ -143,22 +160,23 @@ def test_a_study_after_a_student_retrain_takes_the_unchanged_teachers_scores_fro
                                                                                                  monkeypatch):
     folder = tmp_path / "phantom"
     shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
-    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2)
+    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1, methods=("cam",), steps=2,
+                    **QUICK)
     first = run_study(StudyConfig("phantom", **settings))
     for suffix in (".pt", ".json"):  # another student, the same teacher
         shutil.copyfile(folder / f"student_label_only{suffix}", folder / f"student{suffix}")
     fresh = run_study(StudyConfig("phantom", **settings))
-    import core.faithfulness_study as study_module
+    import core.study_scoring as scoring_module
     scored = []
 
     def counting(model, *args, **kwargs):
         scored.append(model)
         return deletion_curve(model, *args, **kwargs)
 
-    monkeypatch.setattr(study_module, "deletion_curve", counting)
+    monkeypatch.setattr(scoring_module, "deletion_curve", counting)
     second = run_study(StudyConfig("phantom", **settings), earlier=first)
     assert second.scores_from_earlier_study == (TEACHER,)
-    baselines = [b for b in BASELINES if b in second.methods]
+    baselines = [b for b, out in second.methods.items() if out.baseline]
     # the CAM: the student's on both models and the teacher's on the new student; the baselines on the student
     assert len(scored) == 3 + len(baselines)
     for name in ["cam", *baselines]:
@@ -177,13 +195,13 @@ def test_the_command_refuses_to_build_on_a_study_it_cannot_read(tmp_path, capsys
 
     (tmp_path / "phantom").mkdir()
     block = {**json.loads((ROOT / "checkpoints" / "phantom" / "results.json").read_text())["faithfulness"],
-             "version": 2}
+             "version": 3}
     (tmp_path / "phantom" / "results.json").write_text(json.dumps({"faithfulness": block}))
     with pytest.raises(SystemExit) as refused:  # before any model is loaded
         main(["phantom", "--checkpoints", str(tmp_path)])
     assert refused.value.code == 2
     message = capsys.readouterr().err
-    assert "results.json: faithfulness: version 2" in message and "--fresh" in message
+    assert "results.json: faithfulness: version 3" in message and "--fresh" in message
 
 
 def test_the_command_line_takes_every_default_from_the_study_config():

@@ -12,8 +12,8 @@ from core import results
 from core.budgets import Budget
 from core.results_record import ArmSummary, Evaluation, KdSetting, PairedDifference, ShippedResults, Spread
 from core.roles import DISTILLED, LABEL_ONLY, TEACHER
-from core.study_record import (PAIRS, CascadeStep, Comparison, CurveScores, Distribution, FaithfulnessStudy,
-                               Localisation, MethodScores, StudySettings)
+from core.study_record import PAIRS, FaithfulnessStudy, MethodScores, StudySettings
+from core.study_scores import CascadeStep, Comparison, CurveScores, Distribution, Localisation
 
 SEEDS = [0, 1, 2]
 
@@ -282,7 +282,8 @@ def _scores(deletion: float, insertion: float, ci_deletion=None) -> CurveScores:
         return Comparison(sum(ci) / 2, 24, "paired t-test over images, df = 23", 0.1, tuple(ci), 0.01, 0.01)
     versus = {"deletion_auc": against_random(ci_deletion), "insertion_auc": against_random([-0.01, 0.01])} \
         if ci_deletion else {}
-    return CurveScores(Distribution.of([deletion]), Distribution.of([insertion]), versus)
+    return CurveScores({"deletion_auc": Distribution.of([deletion]), "insertion_auc": Distribution.of([insertion])},
+                       versus)
 
 
 def _hit_series(hits: list[int | None]) -> Localisation:

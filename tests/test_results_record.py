@@ -10,7 +10,7 @@ from core.budgets import Budget
 from core.results_record import (ArmSummary, Evaluation, KdSetting, PairedDifference, ResultsFileError,
                                  ShippedResults, Spread)
 from core.roles import DISTILLED, LABEL_ONLY, SMOOTHING, TEACHER
-from core.study_record import StudyFormatError
+from core.study_scores import StudyFormatError
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
 # every results file the README and docs are rendered from: official and pooled splits, and the earlier runs

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.roles import DISTILLED, TEACHER
-from core.study_record import PAIRS, Comparison, Distribution, FaithfulnessStudy, StudyFormatError, pair
+from core.study_record import PAIRS, FaithfulnessStudy, pair
+from core.study_scores import Comparison, Distribution, StudyFormatError
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p for p in (ROOT / "checkpoints").glob("*/results.json")
@@ -73,8 +74,8 @@ def test_the_cascade_statistic_is_the_median_correlation_of_the_last_step():
 
 
 def test_a_newer_version_is_refused_naming_the_file():
-    block = {**shipped_block(), "version": 2}
-    with pytest.raises(StudyFormatError, match=r"phantom/results.json: faithfulness: version 2"):
+    block = {**shipped_block(), "version": 3}
+    with pytest.raises(StudyFormatError, match=r"phantom/results.json: faithfulness: version 3"):
         FaithfulnessStudy.from_json(block, "phantom/results.json")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from core import memory
 from core.explainers import CostEstimate, make_explainer
 from core.hooks import preserve_model_state, require_eval
 from core.stopwatch import time_callable
@@ -59,6 +60,7 @@ def calibrate(model: nn.Module, input_size: int | tuple[int, int], batch_size: i
         if cached is not None and (not backward or not math.isnan(cached.backward_s)):
             return cached
         cache[key] = _measure(model, size, int(batch_size), backward, cached, repeats, warmup)
+        memory.release_freed_memory()  # the batches' activations, before the next thread measures in its own heap
         return cache[key]
 
 

@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 
+from core import memory  # noqa: E402
 from explorer import chrome, page_list, runtime  # noqa: E402
 
 st.set_page_config(page_title="KD explorer", page_icon=":material/neurology:", layout="wide")
@@ -28,5 +29,5 @@ if page is not home:  # Home draws no chart and loads no model: pandas and torch
 try:
     page.run()
 finally:  # also after st.stop() or an error: what the run freed goes back to the system
-    runtime.release_freed_memory()
+    memory.release_freed_memory()
 runtime.preload_model_code()  # after the page has drawn: the import overlaps the user's reading

@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from core import memory
 from core.costs import ScoringCost, estimate_cost, estimate_scoring_cost
 from core.explain import explain
 from core.explainers import EXPLAINERS, CostEstimate
@@ -26,7 +27,7 @@ from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPai
                                          Passes, Sanity)
 from explorer.loaders import LoadedModel, describe_versions, model_versions
 from explorer.names import method_label, role_label
-from explorer.runtime import ServerSlots, count_setting, lowered_priority
+from explorer.runtime import ServerSlots, count_setting
 
 FAITHFULNESS_STEPS = 10  # deletion/insertion steps: 2 x (steps + 1) forward passes per map
 SANITY_LAYERS = 2  # the page's sanity check randomises the head and the last feature layer
@@ -47,13 +48,16 @@ def slow_run(methods: list[str]) -> bool:
 @contextlib.contextmanager
 def run_slot(methods: list[str], on_wait):
     """What a run with ``methods`` holds while it explains: one of `SLOW_RUNS` when a method is slow (waiting its
-    turn first, ``on_wait(runs ahead)`` meanwhile), at a lowered CPU priority (`runtime.lowered_priority`: the
-    other users' pages go first), else nothing."""
+    turn first, ``on_wait(runs ahead)`` meanwhile), else nothing. A slow run hands what it freed back to the system
+    before the next run takes its slot (`core.memory.release_freed_memory`), so runs in turn do not pile up."""
     if not slow_run(methods):
         yield
         return
-    with SLOW_RUNS.held(on_wait), lowered_priority():
-        yield
+    with SLOW_RUNS.held(on_wait):
+        try:
+            yield
+        finally:
+            memory.release_freed_memory()
 
 
 def waiting_text(ahead: int) -> str:

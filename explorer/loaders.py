@@ -39,6 +39,7 @@ from core.roles import DISTILLED, SHIPPED, TEACHER
 from explorer import listing, runtime
 
 runtime.configure_torch()  # the first page that can load a model sets torch's threads, before any model runs
+runtime.configure_server()
 
 
 def model_versions(models: dict[str, "LoadedModel"]) -> tuple:

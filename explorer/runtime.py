@@ -6,7 +6,6 @@ without it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import importlib.util
 import os
@@ -14,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+
+from core import memory
 
 
 def count_setting(name: str, default: int) -> int:
@@ -50,59 +51,14 @@ def configure_torch() -> int:
     return threads
 
 
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+def configure_server() -> None:
+    """What the server process's sessions share, set once before the first model loads: at most
+    `SERVER_HEAP_ARENAS` C heaps (`core.memory.limit_heap_arenas`), since a heap per session thread kept what each
+    run freed and six sessions explaining at once took the server over 1.5 GB."""
+    memory.limit_heap_arenas(SERVER_HEAP_ARENAS)
 
 
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand the memory that freed tensors left in the C heap back to the system (glibc ``malloc_trim``).
-
-    Home calls it after every script run. glibc keeps freed blocks for reuse in per-thread arenas, and
-    Streamlit runs each session in its own thread, so what one heavy run freed stays resident and the next
-    session's run takes more. Measured here: one integrated-gradients run of the shipped DenseNet121 teacher
-    (96 px, batch 16) left 395 MB resident after it had finished; with the trim, 19 MB, for 110 ms of trimming
-    (3-7 ms after a light run). A fixed mmap threshold returned the memory too but made that run 2x slower.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-# How much lower a slow run's thread is scheduled than the pages (a nice value: 10 gives it about a tenth of a
-# core's share against a page at the default 0, and all of what the pages leave).
-SLOW_RUN_NICENESS = 10
-
-
-@contextlib.contextmanager
-def lowered_priority(niceness: int = SLOW_RUN_NICENESS) -> Iterator[bool]:
-    """Run the block with this thread's CPU priority lowered by ``niceness`` (Linux: a thread is scheduled as a
-    task of its own); yields whether it was lowered.
-
-    A slow explanation runs for minutes on one core while other users' pages want a few seconds of CPU: on two
-    cores the pages then waited behind it. Lowered, it takes what the pages leave. The priority is raised back
-    afterwards where the system allows (an unprivileged process cannot raise it: the thread then stays lowered
-    until its script run ends, which only slows further reruns of the same session).
-    """
-    tid = threading.get_native_id()
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(before + niceness, 19))
-    except (AttributeError, OSError):  # not Linux/Unix, or not allowed
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, tid, before)
+SERVER_HEAP_ARENAS = 2
 
 
 def import_pandas() -> None:

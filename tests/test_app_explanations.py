@@ -382,30 +382,3 @@ def test_a_fast_run_never_waits_for_the_slot(monkeypatch):
     assert shown == [], "fast methods look as they did without the queue"
     assert has_chart(at, "exp_map_grad_cam_teacher")
 
-
-def test_a_slow_run_explains_at_a_lowered_priority_and_a_cheap_one_does_not():
-    """Other users' pages waited behind a slow run on two cores: the run's thread is scheduled below them while
-    it explains (and as before where nothing is slow)."""
-    import os
-
-    def priority_inside(methods):
-        seen = {}
-
-        def run():
-            tid = threading.get_native_id()
-            seen["before"] = os.getpriority(os.PRIO_PROCESS, tid)
-            with explanations_view.run_slot(methods, on_wait=None):
-                seen["inside"] = os.getpriority(os.PRIO_PROCESS, tid)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join()
-        return seen
-
-    slow = next(m for m, cls in EXPLAINERS.items() if cls.slow)
-    cheap = next(m for m, cls in EXPLAINERS.items() if not cls.slow)
-    seen = priority_inside([cheap, slow])
-    assert seen["inside"] == min(seen["before"] + runtime.SLOW_RUN_NICENESS, 19)
-    seen = priority_inside([cheap])
-    assert seen["inside"] == seen["before"]
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == seen["before"]  # the caller's own untouched

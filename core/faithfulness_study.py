@@ -183,16 +183,18 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
                       for r, by_method in sides.items() for side in by_method.values()} - {study_scoring.PER_PIXEL},
                      key=study_scoring.matched_sides)
     baselines = [b for b in BASELINES if b != "mask_prior" or prior is not None] + matched
-    for role, meta in subject.metas.items():
-        maps[role].update(study_scoring.baseline_maps(baselines, n, meta.input_size, cfg.seed, prior))
-    subsets.update({b: np.arange(n) for b in baselines})
+    subsets.update(study_scoring.baseline_subsets(baselines, subsets, sides,
+                                                  {r: m.input_size for r, m in subject.metas.items()}, n))
+    for role, meta in subject.metas.items():  # each map set holds exactly the images it is scored on
+        made = study_scoring.baseline_maps(baselines, n, meta.input_size, cfg.seed, prior)
+        maps[role].update({b: made[b][subsets[b]] for b in baselines})
     curves, road_seconds = study_scoring.score_curves(cfg, settings.explained, subject, maps, subsets, baselines,
                                                       unchanged, earlier)
     if on_progress:  # the maps are the first len(jobs) of len(jobs) + 2 parts
         jobs = len(cfg.methods) * len(settings.explained)
         on_progress((jobs + 1) / (jobs + 2), "agreement, localisation and sanity")
     methods = {name: study_scoring.method_scores(name, curves, subsets[name], maps, seconds, subject,
-                                                 settings.explained, sides) for name in curves}
+                                                 settings.explained, sides, subsets) for name in curves}
     sanity = study_scoring.sanity_cascades(cfg, settings.explained, subject, unchanged, earlier, CHEAP_METHODS)
     unrelated = study_scoring.unrelated_pairs(cfg, settings.explained, maps, CHEAP_METHODS)
     if on_progress:

@@ -23,12 +23,14 @@ from core.metrics import never_predicted
 from core.ood import FILE as OOD_FILE
 from core.results_record import ShippedResults, Spread
 from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, TEACHER, Role
+from core.study_answer import answer
 from core.study_report import faithfulness_answer_lines, faithfulness_lines, method_name
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+FAITHFULNESS_START, FAITHFULNESS_END = "<!-- faithfulness:start -->", "<!-- faithfulness:end -->"
 # Each benchmark table (results/<name>.md), in the order they are shown, and the command that writes it.
 BENCHMARKS = {
     "explainer_speed": "python benchmarks/explainer_speed.py",
@@ -398,6 +400,20 @@ def render_headline(ckpt_root: Path = REPO / "checkpoints") -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_faithfulness(ckpt_root: Path = REPO / "checkpoints") -> str:
+    """The README's faithfulness answer: the study's sentence for each dataset that ships one
+    (`core.study_answer.answer`, the words the Faithfulness page gives)."""
+    lines = []
+    for name in ORDER:
+        path = results_file(dataset_folder(name, root=ckpt_root))
+        study = ShippedResults.read(path).study() if path.is_file() else None
+        if study is not None:
+            lines.append(f"- **{name}**: {answer(study)}")
+    if not lines:
+        return "No faithfulness study yet: run `python -m core.faithfulness_study phantom`.\n"
+    return "\n".join(lines) + "\n"
+
+
 def splice(readme: str, section: str, start: str = START, end: str = END) -> str:
     head, rest = readme.split(start, 1)
     _, tail = rest.split(end, 1)
@@ -407,6 +423,7 @@ def splice(readme: str, section: str, start: str = START, end: str = END) -> str
 # Each generated block: the file it lives in (from the repository root), its markers, and its renderer given that
 # root. A block moves with its section by changing its file here; what it renders stays the same.
 BLOCKS = (("README.md", HEADLINE_START, HEADLINE_END, lambda root: render_headline(root / "checkpoints")),
+          ("README.md", FAITHFULNESS_START, FAITHFULNESS_END, lambda root: render_faithfulness(root / "checkpoints")),
           ("docs/results.md", START, END, lambda root: render(root / "checkpoints")),
           ("docs/benchmarks.md", BENCH_START, BENCH_END,
            lambda root: render_benchmarks(root / "benchmarks" / "results")))

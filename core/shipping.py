@@ -151,7 +151,11 @@ def study_shortfalls(new: StudySettings, new_images: float, shipped: Faithfulnes
                         at_least("sanity images", new.sanity_images, old.sanity_images),
                         at_least("steps", new.steps, old.steps),
                         missing("methods", new.methods, old.methods),
-                        missing("explained models", [r.key for r in new.explained], [r.key for r in old.explained]))
+                        missing("explained models", [r.key for r in new.explained], [r.key for r in old.explained]),
+                        # version 2: patches per side and ROAD's shares (a version 1 study has neither)
+                        old.patches and at_least("patches per side", new.patches or 0, old.patches),
+                        old.road_fractions and at_least("ROAD shares", len(new.road_fractions or ()),
+                                                        len(old.road_fractions)))
             if x]
 
 

@@ -11,6 +11,7 @@ from core.metadata import file_sha256
 from core.metrics import mcnemar_test
 from core.results_record import ShippedResults
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
+from core.study_answer import answer, map_verdict
 from core.study_record import FaithfulnessStudy
 from core.study_scores import CurveScores
 
@@ -62,6 +63,7 @@ def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[
                  for scores in series]
         label = f"{method_name(name)} (baseline)" if out.baseline else method_name(name)
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {'–' if agree is None else f'{agree:.2f}'} |")
+    lines += _verdict_lines(study)
     loc = [(name, out.localisation) for name, out in study.methods.items() if out.localisation is not None]
     if loc:
         lines += ["", f"Lesion masks (pointing game within {study.tolerance_px} px, energy in the lesion, top-5% "
@@ -71,6 +73,46 @@ def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[
             cells = [_mean(getattr(by_role[role], key).mean) for role in STUDIED for key in ("hit", "energy", "iou")]
             lines.append(f"| {method_name(name)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _verdict_cell(study: FaithfulnessStudy, name: str, explainer: Role, scorer: Role) -> str:
+    scores, verdict = study.score(name, explainer, scorer), map_verdict(study, name, explainer, scorer)
+    if scores is None or verdict is None:
+        return "–"
+    road = scores.scores["road_combined"].mean
+    return f"{verdict.word} ({verdict.better}✓ {verdict.worse}✗ of {verdict.counted}); ROAD {_mean(road)}"
+
+
+def _verdict_lines(study: FaithfulnessStudy) -> list[str]:
+    """Version 2: each map against the random map as coarse as itself, over the removals the verdict counts (whole
+    patches to and from the mean colour and a blurred image, ROAD in both orders), with ROAD's combined score."""
+    if not any(map_verdict(study, name, r, r) for name in study.methods for r in STUDIED):
+        return []
+    lines = ["", f"Against a random map as coarse as the map (drawn at the map's own side and upsampled as the maps "
+             f"are): ✓ / ✗ count the removals whose paired 95% interval says better / worse (patches of a "
+             f"{study.config.patches} x {study.config.patches} grid deleted to and inserted from the mean colour and "
+             f"a blurred image, ROAD most- and least-relevant first at {_fractions(study)}); the word only where "
+             "they agree. ROAD: the combined score ((LeRF - MoRF) / 2, higher is better). "
+             + answer(study), "",
+             "| map | teacher's map, teacher's score | student's map, student's score | student's map, teacher's "
+             "score |", "| --- | --- | --- | --- |"]
+    for name, out in study.methods.items():
+        if out.baseline:
+            continue
+        cells = [_verdict_cell(study, name, e, s) for e, s in ((TEACHER, TEACHER), (DISTILLED, DISTILLED),
+                                                                (DISTILLED, TEACHER))]
+        lines.append(f"| {method_name(name)} | " + " | ".join(cells) + " |")
+    road = study.environment.get("road_seconds_per_image")
+    if road is not None:
+        env = study.environment
+        lines += ["", f"ROAD took {road:.2f} s per image and map set (both orders, imputation included); the whole "
+                  f"study {env.get('study_seconds', 0) / 60:.0f} minutes on {env.get('cpu', 'this machine')} with "
+                  f"{env.get('threads', '?')} threads (torch {env.get('torch', '?')})."]
+    return lines
+
+
+def _fractions(study: FaithfulnessStudy) -> str:
+    return ", ".join(f"{f:.0%}" for f in study.config.road_fractions or ())
 
 
 def _pair(scores: CurveScores | None) -> str:
@@ -122,6 +164,11 @@ def faithfulness_answer_lines(found: list[ShippedResults]) -> list[str]:
         cells = [_pair(study.score(name, explainer, TEACHER)) for name, explainer in
                  (("feature_maps", DISTILLED), ("cam", DISTILLED), ("grad_cam", TEACHER), ("random", TEACHER))]
         lines.append(f"| {dataset} | {study.images} | " + " | ".join(cells) + " |")
+    said = [f"- **{dataset}**: {answer(study)}" for dataset, study in studied if study.version >= 2]
+    if said:
+        lines += ["", "In words, from the removals that treat a coarse map fairly (whole patches with two substrates "
+                  "and ROAD, against a random map as coarse as the map; per-pixel deletion to the mean colour, the "
+                  "table above, rewards scattered maps and decides nothing):", "", *said]
     lines += ["", "Does the map depend on what the model learnt? The model-randomisation cascade (every layer "
               "re-initialised, top layer first; the Faithfulness page shows each step): the median rank correlation "
               "of the map with the trained model's map at the last step, over the images where it is finite (their "

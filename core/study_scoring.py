@@ -118,8 +118,21 @@ def score_curves(cfg, explained: tuple[Role, ...], subject, maps: dict, subsets:
     return curves, road_seconds
 
 
+def baseline_subsets(baselines: list[str], subsets: dict[str, np.ndarray], sides: dict[Role, dict[str, int]],
+                     input_size: dict[Role, int], n: int) -> dict[str, np.ndarray]:
+    """The images each baseline is scored on: a random map drawn at a method's side on the images of the methods
+    compared with it (the slow methods' subset for occlusion's or the surrogates' grids), every other on all."""
+    users: dict[str, list[np.ndarray]] = {}
+    for role, by_method in sides.items():
+        for method, side in by_method.items():
+            users.setdefault(matched_name(side, input_size[role]), []).append(subsets[method])
+    return {b: np.unique(np.concatenate(users[b])) if matched_sides(b) is not None and b in users else np.arange(n)
+            for b in baselines}
+
+
 def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds: dict, subject,
-                  explained: tuple[Role, ...], sides: dict[Role, dict[str, int]]) -> MethodScores:
+                  explained: tuple[Role, ...], sides: dict[Role, dict[str, int]],
+                  subsets: dict[str, np.ndarray]) -> MethodScores:
     """One map set's record: its scores against its matched random map's, agreement, times, localisation."""
     baseline = is_baseline(name)
     made = [r for r in STUDIED if name in maps[r]]
@@ -129,7 +142,8 @@ def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds:
         against = PER_PIXEL if baseline else versus[p.explainer]
         rand = curves[against][pair(p.scorer, p.scorer)]  # a random map is one map whichever model scores it
         random_itself = name == PER_PIXEL or matched_sides(name) is not None
-        comparisons = {} if random_itself else {m: compare(value[m], rand[m][idx]) for m in METRICS}
+        at = np.searchsorted(subsets[against], idx)  # the random map's scores of the same images
+        comparisons = {} if random_itself else {m: compare(value[m], rand[m][at]) for m in METRICS}
         scored[p] = CurveScores({m: Distribution.of(value[m]) for m in METRICS}, comparisons)
     together = None
     if not baseline and len(explained) == len(STUDIED):  # a baseline is one map for both

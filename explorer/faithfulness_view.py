@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from core.explainers import EXPLAINERS
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.study_record import FaithfulnessStudy, MethodScores, Pair, pair
+from core.study_scores import METRICS as SCORES
 from core.study_scores import Distribution, StudyFormatError
 
-BASELINE_LABELS = {"random": "Random map (baseline)", "centre": "Centre prior (baseline)",
+BASELINE_LABELS = {"random": "Random map per pixel (baseline)", "centre": "Centre prior (baseline)",
                    "mask_prior": "Mask prior (baseline)"}
 
 
@@ -26,8 +27,7 @@ class Metric:
 
 
 METRICS = {
-    "deletion_auc": Metric("Deletion AUC", "lower", "curve", "deletion_auc"),
-    "insertion_auc": Metric("Insertion AUC", "higher", "curve", "insertion_auc"),
+    **{key: Metric(m.label, m.better, "curve", key) for key, m in SCORES.items()},
     "agreement_spearman": Metric("Teacher-student agreement (Spearman)", "higher", "agreement", "spearman"),
     "agreement_iou": Metric("Teacher-student agreement (top-10% IoU)", "higher", "agreement", "iou"),
     "pointing": Metric("Pointing game hit", "higher", "localisation", "hit"),
@@ -37,9 +37,11 @@ METRICS = {
 
 
 def method_label(name: str) -> str:
-    """Friendly name of a method or a baseline."""
+    """Friendly name of a method or a baseline (``random_4``: the random map drawn at 4 x 4)."""
     if name in BASELINE_LABELS:
         return BASELINE_LABELS[name]
+    if name.startswith("random_") and name[7:].isdigit():
+        return f"Random map at {name[7:]} x {name[7:]} (baseline)"
     return EXPLAINERS[name].title if name in EXPLAINERS else name
 
 
@@ -57,7 +59,7 @@ class Series:
         if self.pair is not None:
             # a baseline has one map for both models: its cross series is its own score on the scoring model
             scores = result.score(self.pair.explainer, self.pair.scorer)
-            return getattr(scores, metric.key) if scores else None
+            return scores.scores.get(metric.key) if scores else None
         if self.role is not None:
             found = (result.localisation or {}).get(self.role)
             return getattr(found, metric.key) if found else None
@@ -100,7 +102,9 @@ def scored_other_checkpoints(study: FaithfulnessStudy, shipped_digests: dict[str
 def available_metrics(study: FaithfulnessStudy) -> list[str]:
     """Metrics the study has (localisation only where the dataset has lesion masks)."""
     localised = any(out.localisation is not None for out in study.methods.values())
-    return [k for k, m in METRICS.items() if m.group != "localisation" or localised]
+    scored = {m for out in study.methods.values() for scores in out.curves.values() for m in scores.scores}
+    return [k for k, m in METRICS.items() if (m.group != "localisation" or localised) and
+            (m.group != "curve" or k in scored)]
 
 
 def series_of(metric: str, scoring: str = "own") -> tuple[Series, ...]:
@@ -132,13 +136,24 @@ def comparison_rows(study: FaithfulnessStudy, metric: str, scoring: str = "own")
             c = scores.vs_random.get(m.key) if scores else None
             if c is None:
                 continue
-            mean = getattr(scores, m.key).mean
-            rows.append({"method": method_label(name), "scored": series.label, "images": c.n,
+            mean = scores.scores[m.key].mean
+            versus = (result.versus or {}).get(series.pair.explainer, "random")
+            rows.append({"method": method_label(name), "scored": series.label,
+                         "better than random": c.verdict(m.better),
+                         "against": method_label(versus).removesuffix(" (baseline)"), "images": c.n,
                          "mean": round(math.nan if mean is None else mean, 3), "minus random": round(c.mean, 3),
                          "95% interval": f"[{c.ci[0]:.3f}, {c.ci[1]:.3f}]",
-                         "p (paired t)": f"{c.p_value:.2g}", "p (sign flips)": f"{c.p_sign_flip:.2g}",
-                         "better than random": c.verdict(m.better)})
+                         "p (paired t)": f"{c.p_value:.2g}", "p (sign flips)": f"{c.p_sign_flip:.2g}"})
     return rows
+
+
+def constant_note(study: FaithfulnessStudy, method: str) -> str:
+    """How many maps turned constant at the cascade's last step, by model (a constant map explains nothing, so the
+    page states how many the cascade's line leaves out); "" where the study did not count them (version 1)."""
+    parts = [f"{role.label}: {steps[-1].constant} of {len(steps[-1].spearman.values)} maps turned constant at the "
+             "last step" for role, steps in study.sanity.get(method, {}).items()
+             if steps and steps[-1].constant is not None]
+    return "; ".join(parts)
 
 
 def cascades(study: FaithfulnessStudy, method: str) -> dict[str, tuple[list[str], list[float]]]:

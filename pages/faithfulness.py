@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import study_answer
 from explorer import cached_plots, chrome, loaders, page_list, state, ui
 from explorer import faithfulness_view as fv
 from explorer.text import plain
@@ -26,6 +27,8 @@ if study is None:
 if fv.scored_other_checkpoints(study, loaders.checkpoint_digests(dataset)):
     st.warning("This study scored other checkpoints than the ones shipped now; rerun "
                f"`python -m core.faithfulness_study {dataset}`.", icon=":material/history:")
+with st.container(key="answer"):
+    st.markdown(f"**{plain(study_answer.answer(study))}**")
 st.caption(f"{study.images} test images ({len(study.slow_subset)} for the slow methods), {study.config.steps} "
            f"deletion/insertion steps, seed {study.config.seed}; the teacher and the student predict the same class "
            f"on {study.agreement_of_predictions:.0%} of them. Scores: {plain(study.scoring)}.")
@@ -57,8 +60,11 @@ if cascade_methods:
     shown = st.selectbox("Method", cascade_methods, key="faith_cascade", format_func=fv.method_label)
     state.publish("faith_cascade", param="cascade")
     ui.plot(cached_plots.cascade_lines(fv.cascades(study, shown)), "faith_cascade_chart")
+    counted = fv.constant_note(study, shown)
     st.caption("A map that explains what the model learnt moves away from its trained version (correlation "
-               "towards 0) as more layers are re-initialised; one that stays near 1 ignores the weights.")
+               "towards 0) as more layers are re-initialised; one that stays near 1 ignores the weights. A map that "
+               "turns constant explains nothing and has no rank to correlate: the line leaves it out"
+               + (f" ({counted})." if counted else "."))
 
 st.subheader("Best and worst images")
 methods = [name for name, m in study.methods.items() if not m.baseline]

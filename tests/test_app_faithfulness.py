@@ -23,7 +23,8 @@ def study_root(tmp_path_factory):
     shutil.copytree(ROOT / "checkpoints" / "phantom", root / "phantom", ignore=shutil.ignore_patterns("timing"))
     with single_thread():
         study = run_study(StudyConfig("phantom", checkpoints=str(root), images=8, slow_images=4, sanity_images=1,
-                                      methods=("feature_maps", "cam", "occlusion"), steps=3))
+                                      methods=("feature_maps", "cam", "occlusion"), steps=3, patches=4,
+                                      road_fractions=(0.3, 0.7)))
     write_study(study, root, "phantom")
     return root
 
@@ -37,8 +38,11 @@ def test_distributions_hold_every_method_and_baseline_for_each_scorer(study):
     own = fv.distributions(study, "deletion_auc", "own")
     assert set(own) == {"Teacher's map, teacher's score", "Student's map, student's score"}
     for values in own.values():
-        assert set(values) == {"feature_maps", "cam", "occlusion", "random", "centre", "mask_prior"}
-        assert len(values["cam"]) == 8 and len(values["occlusion"]) == 4
+        # the random maps as coarse as each method's (CAM: the teacher's 4 x 4, the student's 16 x 16; occlusion's
+        # 15 windows a side, scored on occlusion's images only) beside the per-pixel one and the priors
+        assert set(values) == {"feature_maps", "cam", "occlusion", "random", "centre", "mask_prior", "random_4",
+                               "random_16", "random_15"}
+        assert len(values["cam"]) == 8 and len(values["occlusion"]) == 4 and len(values["random_15"]) == 4
     cross = fv.distributions(study, "deletion_auc", "cross")
     assert set(cross) == {"Student's map, teacher's score", "Teacher's map, student's score"}
     # a baseline's cross series is its score on the scoring model: the own series of that model
@@ -90,6 +94,11 @@ def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, mon
     assert_ok(at)
     assert has_chart(at, "faith_boxes") and has_chart(at, "faith_cascade_chart")
     assert "8 test images (4 for the slow methods)" in texts(at)
+    # the answer first, in the words the study's numbers give (the same sentence as the README's)
+    from core.study_answer import answer as study_answer
+
+    assert study_answer(study) in as_read(texts(at)).replace("**", "")
+    assert "Does the student's map explain the teacher's prediction? On 8 phantom test images" in as_read(texts(at))
     assert not any("other checkpoints" in w.value for w in at.warning)  # it scored exactly these
     at.selectbox(key="faith_metric").set_value("pointing").run()
     assert_ok(at) and has_chart(at, "faith_boxes")
@@ -133,9 +142,9 @@ def test_page_without_a_study_says_how_to_make_one(tmp_path, monkeypatch):
 
 def test_page_says_plainly_when_a_study_cannot_be_read(study_root, tmp_path, monkeypatch):
     at = open_with_results(study_root / "phantom", tmp_path, monkeypatch,
-                           lambda r: r["faithfulness"].update(version=2))
+                           lambda r: r["faithfulness"].update(version=3))
     notice = as_read(" ".join(w.value for w in at.warning))  # the reason quotes the file, shown as text
-    assert "cannot be read" in notice and "phantom/results.json: faithfulness: version 2" in notice
+    assert "cannot be read" in notice and "phantom/results.json: faithfulness: version 3" in notice
     assert not at.exception and not has_chart(at, "faith_boxes")
 
 

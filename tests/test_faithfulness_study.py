@@ -261,7 +261,7 @@ def test_a_forced_smaller_study_replaces_the_shipped_one_and_keeps_it_under_earl
 
     folder, before = _shipped_study(tmp_path)
     main(["phantom", "--checkpoints", str(tmp_path), "--images", "8", "--methods", "cam", "--slow-images", "2",
-          "--sanity-images", "1", "--steps", "2", "--force"])
+          "--sanity-images", "1", "--steps", "2", "--patches", "4", "--force"])
     assert read_study(tmp_path, "phantom").images == 8
     [kept] = (folder / "earlier").glob("replaced-*")
     assert (kept / "results.json").read_bytes() == before  # the 384-image study, byte for byte
@@ -280,3 +280,36 @@ def test_a_study_with_as_much_replaces_the_shipped_one_without_force(tmp_path):
     more = StudyConfig("phantom", images=1000).settings()
     assert shipping.study_shortfalls(more, requested_images("phantom", 1000), shipped,
                                      requested_images("phantom", None)) == []
+
+
+def test_a_study_with_a_coarser_patch_grid_or_fewer_road_shares_is_lesser_than_a_version_2_study():
+    import dataclasses
+
+    from core import shipping
+    from core.faithfulness_study import StudyConfig, requested_images
+
+    v1 = read_study(ROOT / "checkpoints", "phantom")
+    shipped = dataclasses.replace(v1, config=dataclasses.replace(v1.config, patches=16,
+                                                                 road_fractions=(0.1, 0.3, 0.5, 0.7, 0.9)))
+    less = StudyConfig("phantom", patches=8, road_fractions=(0.5,)).settings()
+    found = shipping.study_shortfalls(less, requested_images("phantom", None), shipped, requested_images("phantom", None))
+    assert found == ["patches per side 8 (shipped: 16)", "ROAD shares 1 (shipped: 5)"]
+    # a version 1 study has neither: any version 2 study has at least as much of both
+    assert shipping.study_shortfalls(less, requested_images("phantom", None), v1, requested_images("phantom", None)) == []
+
+
+def test_a_random_map_as_coarse_as_a_slow_methods_map_is_scored_on_that_methods_images_only(tmp_path):
+    """Occlusion runs on the slow subset: its matched random map is scored there, and compared image by image."""
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing"))
+    study = run_study(StudyConfig("phantom", checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1,
+                                  methods=("occlusion",), steps=2, explained=("student",), **QUICK))
+    side = study.methods["occlusion"].map_side[DISTILLED]
+    matched = study.methods[f"random_{side}"]
+    assert matched.images == 2 and matched.score(TEACHER, TEACHER).deletion_auc.n == 2
+    own = study.score("occlusion", DISTILLED, DISTILLED)
+    rand = matched.score(DISTILLED, DISTILLED)
+    metric = "patch_deletion_mean"
+    differences = [a - b for a, b in zip(own.scores[metric].values, rand.scores[metric].values)]
+    assert own.vs_random[metric].mean == pytest.approx(sum(differences) / 2, abs=1e-3)
+    assert study.methods["random"].images == 4  # the per-pixel one, for the baselines themselves: every image

@@ -1,0 +1,73 @@
+"""The study's answer in words follows from its numbers: a verdict word only where the removals it counts agree."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from core.roles import DISTILLED, TEACHER
+from core.study_answer import answer, map_verdict
+from core.study_record import FaithfulnessStudy, MethodScores, pair
+from core.study_scores import METRICS, Comparison, CurveScores, Distribution
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNTED = [m for m, spec in METRICS.items() if spec.verdict]
+
+
+def shipped(name: str = "phantom") -> FaithfulnessStudy:
+    return FaithfulnessStudy.from_json(json.loads((ROOT / "checkpoints" / name / "results.json").read_text())
+                                       ["faithfulness"])
+
+
+def interval(lo: float, hi: float) -> Comparison:
+    return Comparison((lo + hi) / 2, 20, "paired t-test over images, df = 19", 0.1, (lo, hi), 0.01, 0.01)
+
+
+def scores(sides: dict[str, str]) -> CurveScores:
+    """Scores whose comparison with the random map says ``sides[metric]`` ("better", "worse" or "neither")."""
+    def side(metric: str) -> Comparison:
+        good = (-0.2, -0.1) if METRICS[metric].better == "lower" else (0.1, 0.2)
+        bad = (0.1, 0.2) if METRICS[metric].better == "lower" else (-0.2, -0.1)
+        return interval(*{"better": good, "worse": bad, "neither": (-0.1, 0.1)}[sides.get(metric, "neither")])
+    return CurveScores({m: Distribution.of([0.5]) for m in METRICS}, {m: side(m) for m in METRICS})
+
+
+def study_with(**by_method: dict[str, str]) -> FaithfulnessStudy:
+    """A version 2 study whose named methods' maps (the student's; Grad-CAM the teacher's) score as given on the
+    teacher's probability."""
+    base = shipped()
+    methods = {}
+    for name, sides in by_method.items():
+        explainer = TEACHER if name == "grad_cam" else DISTILLED
+        methods[name] = MethodScores(20, False, {pair(explainer, TEACHER): scores(sides)})
+    return dataclasses.replace(base, methods=methods, version=2)
+
+
+def test_a_version_1_study_gives_no_verdict_and_says_how_to_get_one():
+    said = answer(shipped())
+    assert "gives no verdict" in said and "python -m core.faithfulness_study phantom" in said
+    assert map_verdict(shipped(), "cam", DISTILLED, TEACHER) is None
+
+
+def test_the_verdict_word_needs_every_counted_removal_to_agree():
+    every = {m: "better" for m in COUNTED}
+    study = study_with(feature_maps=every, cam={**every, COUNTED[0]: "worse"}, grad_cam={**every, COUNTED[1]: "neither"})
+    maps = map_verdict(study, "feature_maps", DISTILLED, TEACHER)
+    assert (maps.word, maps.better, maps.worse, maps.counted) == ("better", len(COUNTED), 0, len(COUNTED))
+    assert map_verdict(study, "cam", DISTILLED, TEACHER).word == "depends on how pixels are removed"
+    assert map_verdict(study, "grad_cam", TEACHER, TEACHER).word == "not shown"
+    said = answer(study)
+    assert f"the student's average feature maps better than a random map as coarse as itself (better in " \
+           f"{len(COUNTED)}, worse in 0 of {len(COUNTED)}" in said
+    assert "the student's CAM better or worse than a random map as coarse as itself depending on how pixels are " \
+           "removed" in said
+    assert "the teacher's own Grad-CAM not shown to differ from" in said
+
+
+def test_per_pixel_deletion_alone_never_decides_the_verdict():
+    """Per-pixel deletion to the mean colour rewards scattered maps: it is shown, not counted."""
+    study = study_with(feature_maps={"deletion_auc": "worse", "insertion_auc": "worse",
+                                     **{m: "better" for m in COUNTED}})
+    assert map_verdict(study, "feature_maps", DISTILLED, TEACHER).word == "better"
+    assert not METRICS["deletion_auc"].verdict and METRICS["road_morf"].verdict

@@ -25,7 +25,6 @@ from core.explainers import EXPLAINERS, ExplainError, Explanation, make_explaine
 from core.featuremaps import normalize_map
 from core.hooks import preserve_model_state, require_eval
 from core.inference import check_input
-from core.models import smallest_side_needed
 
 __all__ = ["explain", "ExplainError", "Explanation", "EXPLAINERS"]
 
@@ -113,10 +112,6 @@ def explain(model: nn.Module, x: torch.Tensor, method: str, target: int | None =
             finite (a model producing NaN).
     """
     check_input(model, x, "explain", single=True, error=ExplainError)  # the checks predict makes, before any pass
-    smallest = smallest_side_needed(model, min(x.shape[-2:]))
-    if smallest is not None:  # else a RuntimeError from deep inside the pass, about a pooled size
-        raise ExplainError(f"the input is {x.shape[-2]}x{x.shape[-1]} px; this model classifies images of at least "
-                           f"{smallest} px per side (core.inference.preprocess resizes to the checkpoint's size)")
     require_eval(model)
     explainer = make_explainer(model, method, x.shape[-2:], **params)
     n_classes = _num_classes(model) if target is not None else None  # a walk over every module: only when needed

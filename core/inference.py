@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 
 from core.checkpoints import CheckpointMeta
 from core.images import ImageError, check_size, to_rgb
+from core.models import smallest_side_needed
 
 
 class PredictionError(ValueError):
@@ -38,8 +39,8 @@ def check_input(model: nn.Module, x, caller: str = "predict", single: bool = Fal
 
     Raises:
         ``error``: not a tensor; not 4-D, an empty batch, or more than one image when ``single``; channels or
-            dtype other than the model's; NaN or inf values. (How small an image a model can classify depends
-            on its pooling; its own forward pass says.)
+            dtype other than the model's; NaN or inf values; a side smaller than the model's pooling needs
+            (`core.models.smallest_side_needed`).
     """
     shape = "one image shaped (1, C, H, W)" if single else "a (B, C, H, W) batch"
     if not isinstance(x, torch.Tensor):
@@ -58,6 +59,10 @@ def check_input(model: nn.Module, x, caller: str = "predict", single: bool = Fal
                     "(core.inference.preprocess normalises images)")
     if not bool(torch.isfinite(x).all()):
         raise error("the input holds NaN or inf values")
+    smallest = smallest_side_needed(model, min(x.shape[-2:]))
+    if smallest is not None:  # else a RuntimeError from deep inside the pass, about a pooled size
+        raise error(f"the input is {x.shape[-2]}x{x.shape[-1]} px; this model classifies images of at least "
+                    f"{smallest} px per side (core.inference.preprocess resizes to the checkpoint's size)")
 
 
 def to_model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -239,6 +239,11 @@ def test_an_image_too_small_for_the_model_is_refused_before_any_pass(arch, args,
     counter.reset()
     assert explain(model, torch.zeros(1, 3, smallest, smallest), "feature_maps", 0, predict=False).heatmap.size
     assert counter.calls == 1
+    from core.inference import PredictionError, predict_logits
+    counter.reset()
+    with pytest.raises(PredictionError, match=f"at least {smallest} px"):  # predict refuses it the same way
+        predict_logits(model, torch.zeros(2, 3, side, side + 40))
+    assert counter.calls == 0
     if side >= INPUT_SIZE_RANGE[0]:  # the training recipe refuses the same sides, naming the same smallest one
         models = {"teacher_arch": arch} if arch in TEACHERS else {"teacher_arch": "resnet18", "depth": args["depth"]}
         with pytest.raises(SettingError, match=f"use at least {smallest}$"):

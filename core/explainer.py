@@ -94,10 +94,13 @@ def register_explainer(name: str):
 def registered_methods(**where: Any) -> list[str]:
     """Registered method names in registration order (the order every menu, table and study shows them),
     keeping only the classes whose class attributes equal ``where`` (``registered_methods(slow=False)``); a
-    name that `Explainer` does not declare as a class attribute raises."""
+    name that `Explainer` does not declare as a class attribute raises. A method that reads a trained head
+    shipped beside the model (``needs_head``) is listed only when asked for (``needs_head=True``): every model
+    explains with the others, while a model without its head cannot with it."""
     unknown = sorted(key for key in where if key not in Explainer.__annotations__)
     if unknown:
         raise ExplainError(f"explainers have no attribute(s) {unknown}")
+    where = {"needs_head": False, **where}
     return [name for name, cls in EXPLAINERS.items() if all(getattr(cls, k) == v for k, v in where.items())]
 
 
@@ -148,6 +151,8 @@ class Explainer:
             record only their own thread's forward); Captum's methods are not, and run one at a time.
         normalised: True when ``attribute`` already returns the map min-max normalised by
             `core.featuremaps.normalize_map` (NaN where not finite), so `core.explain.explain` need not again.
+        needs_head: True when the method reads a head trained for the model and attached to it (the teacher's
+            evidence, `core.teacher_evidence`): `registered_methods` leaves it out unless asked for.
     """
 
     name: ClassVar[str] = ""
@@ -162,6 +167,7 @@ class Explainer:
     needs_target: ClassVar[bool] = True
     thread_safe: ClassVar[bool] = False
     normalised: ClassVar[bool] = False
+    needs_head: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int], **params):
         defaults = self.defaults(input_size)

@@ -21,6 +21,7 @@ from captum.attr import (GradientShap, IntegratedGradients, KernelShap, LayerAtt
 from core.cam import cam_head, class_activation_maps
 from core.featuremaps import capture_activations, layer_maps
 from core.hooks import LayerError, default_target_layer, model_layers, resolve_layer
+from core.teacher_evidence import NO_HEAD, evidence_head, evidence_maps
 
 __all__ = ["EXPLAINERS", "CostEstimate", "Explainer", "ExplainError", "Explanation", "make_explainer",
            "register_explainer", "registered_methods", "least_squares_model"]
@@ -372,3 +373,43 @@ class LimeMap(_SurrogateExplainer):
 
     def captum(self):
         return Lime(self.model, interpretable_model=least_squares_model(alpha=float(self.params["alpha"])))
+
+
+@register_explainer("teacher_evidence")
+class TeacherEvidence(Explainer):
+    """The teacher's evidence for a class, read off the student: the student's evidence head (`core.teacher_evidence`)
+    on its pooled layer, from the one forward that gives its logits.
+
+    The map is the softmax over positions of the target class's channel, the head's estimate of the teacher's
+    normalised ReLU(CAM) (its Grad-CAM at its default layer), upsampled bilinearly as that Grad-CAM is. A model
+    without a head attached is refused before any pass, with the command that trains one.
+    """
+
+    title = "The teacher's evidence, read off the student"
+    short_title = "Teacher's evidence"
+    single_pass = True
+    backward_to = "none"
+    needs_target = False
+    thread_safe = True  # core.hooks records only the calling thread's forward; the head only reads
+    needs_head = True
+
+    def validate(self):
+        super().validate()
+        if evidence_head(self.model) is None:
+            raise ExplainError(f"teacher_evidence: {NO_HEAD}")
+
+    def passes(self):
+        return {"forward": 1, "backward": 0}
+
+    def map_side(self):  # the head keeps the pooled layer's grid (a padded 3x3 and a 1x1 convolution)
+        return _layer_side(self.model, cam_head(self.model).layer, self.input_size)
+
+    def attribute(self, x, target):
+        out = evidence_maps(self.model, x)
+        logits = out["logits"][0].cpu()
+        target = int(logits.argmax()) if target is None else target
+        cell_map = out["maps"][0, target]
+        heatmap = torch.nn.functional.interpolate(cell_map[None, None], size=tuple(x.shape[-2:]), mode="bilinear",
+                                                  align_corners=False)[0, 0]
+        return heatmap, {"layer": out["layer"], "raw": cell_map.cpu().numpy(), "target": target,
+                         "logits": logits.numpy(), "probabilities": torch.softmax(logits, 0).numpy()}

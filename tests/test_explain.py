@@ -10,6 +10,7 @@ from torch import nn
 
 from core.costs import calibrate, estimate_cost
 from core.explain import EXPLAINERS, ExplainError, explain
+from core.explainers import registered_methods
 from core.featuremaps import normalize_map
 from core.models import TEACHERS, ConvBlock, build_model, build_teacher, feature_layers
 from core.recipe import INPUT_SIZE_RANGE, SettingError, TrainConfig
@@ -27,8 +28,10 @@ SMALL = {"integrated_gradients": {"n_steps": 5, "internal_batch_size": 2},
 
 
 def test_registry_lists_every_method():
-    assert list(EXPLAINERS) == METHODS
-    assert all(EXPLAINERS[m].title for m in METHODS)
+    # the methods every model runs, then the one a distilled student runs once it has a head trained beside it
+    assert list(EXPLAINERS) == METHODS + ["teacher_evidence"]
+    assert all(EXPLAINERS[m].title for m in EXPLAINERS)
+    assert registered_methods() == METHODS and EXPLAINERS["teacher_evidence"].needs_head
 
 
 @pytest.mark.parametrize("method", METHODS)

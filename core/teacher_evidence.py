@@ -1,0 +1,328 @@
+"""The teacher's evidence, read off the student: a small head on the student's last feature map, trained to give
+the teacher's class activation maps for every class from the student's own single forward pass.
+
+What it learns. The DenseNet teacher's Grad-CAM at its default layer equals ReLU(CAM) (`core.cam`), so the
+teacher's maps of every class come from ONE teacher forward (`core.cam.all_class_maps`): training targets for the
+whole training split cost one teacher pass per image, no backward and no perturbed copies. Occlusion, integrated
+gradients or a FastSHAP-style masking loss would cost tens to hundreds of teacher passes per image on 2 CPU cores,
+and a masking loss trains on the very kind of perturbation the faithfulness study scores with; regression to the
+teacher's maps leaves every perturbation of the study unseen in training.
+
+The head (`EvidenceHead`): a 3x3 convolution to ``hidden`` channels, a ReLU and a 1x1 convolution to one channel per
+class, on the activation the student's classifier pools (`core.cam.pooled_activation`: taken from the forward that
+gives the logits, so logits and maps cost one student pass and the head, about 0.1 ms of the student's 1.7 ms at
+128 px on one CPU thread). Its output is, per class, logits over the positions of that map.
+
+The loss (`evidence_loss`): per class, the teacher's ReLU(CAM), resized bilinearly to the head's grid and divided by
+its sum, is a distribution over positions (uniform where the teacher has no positive evidence for the class); the
+head's log-softmax over positions is compared with it by KL(target || head), averaged over classes and images. Only
+where the evidence lies is learnt, not its scale, which differs from class to class and image to image and which
+every map loses when it is min-max normalised for display. There is no temperature: the head's last convolution sets
+the sharpness of its own softmax, so a temperature would only rescale its weights.
+
+The map (`evidence_maps`, the explainer ``teacher_evidence`` in `core.explainers`): the softmax over positions of
+the target class's channel, the head's estimate of the teacher's normalised ReLU(CAM), upsampled bilinearly to the
+input as the teacher's Grad-CAM is.
+
+Training (`train_head`): the student and the teacher frozen in eval mode, the teacher's maps and the student's
+activations computed once over the training images and kept as tensors, then the head trained on that cache with
+Adam, seeded. No augmentation: a new view would need new teacher and student passes every epoch, which is what
+the cache saves on 2 CPU cores, while the head's few thousand weights on a fixed feature map overfit little.
+
+Attached, never a part of the student (`attach_head`): a plain attribute outside the student's modules, so the
+student's state dict, its file and its sha256 stay as they are wherever the student is saved, and `student.to()`
+does not move the head (`attach_head` puts it on the student's device). It ships beside the student as
+``student_evidence.pt`` (a float16 state dict) with ``student_evidence.json`` (`save_head`); `load_head` refuses a
+head made for another student. ``python -m core.teacher_evidence DATASET`` trains one from the shipped checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.cam import all_class_maps, cam_head, pooled_activation
+from core.hooks import preserve_model_state
+from core.metadata import atomic_write_bytes, atomic_write_text, file_sha256, now_iso
+
+__all__ = ["HEAD_FILE", "HEAD_META_FILE", "NO_HEAD", "EvidenceHead", "evidence_head", "attach_head",
+           "evidence_maps", "evidence_targets", "evidence_loss", "cache_training_pairs", "train_head", "save_head",
+           "load_head", "main"]
+
+HEAD_FILE, HEAD_META_FILE = "student_evidence.pt", "student_evidence.json"
+HEAD_FORMAT = 1
+_ATTRIBUTE = "evidence_head"
+NO_HEAD = ("this model has no evidence head: train one with `python -m core.teacher_evidence DATASET` (it is "
+           "written beside the student as student_evidence.pt) and attach it with "
+           "core.teacher_evidence.attach_head(model, load_head(path, model))")
+
+
+class EvidenceHead(nn.Module):
+    """Conv3x3(channels -> hidden) + ReLU + Conv1x1(hidden -> classes) on the student's pooled feature map.
+
+    ``forward``: (B, channels, h, w) activation -> (B, classes, h, w) logits over positions, per class.
+    """
+
+    def __init__(self, channels: int, classes: int, hidden: int = 64):
+        super().__init__()
+        self.channels, self.classes, self.hidden = int(channels), int(classes), int(hidden)
+        self.conv = nn.Conv2d(self.channels, self.hidden, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.out = nn.Conv2d(self.hidden, self.classes, 1)
+
+    def forward(self, act: torch.Tensor) -> torch.Tensor:
+        return self.out(self.relu(self.conv(act)))
+
+
+def evidence_head(model: nn.Module) -> EvidenceHead | None:
+    """The head attached to ``model`` (`attach_head`), or None."""
+    head = model.__dict__.get(_ATTRIBUTE)
+    return head if isinstance(head, EvidenceHead) else None
+
+
+def _shape_of(student: nn.Module) -> tuple[int, int]:
+    """(channels of the pooled layer, classes) of a student: its classifier's input and output sizes."""
+    classifier = cam_head(student).classifier
+    return classifier.in_features, classifier.out_features
+
+
+def _check_fits(student: nn.Module, channels: int, classes: int, where: str) -> None:
+    own_channels, own_classes = _shape_of(student)
+    if classes != own_classes:
+        raise ValueError(f"{where}: classes {classes} do not match the student's {own_classes}")
+    if channels != own_channels:
+        raise ValueError(f"{where}: channels {channels} do not match the student's pooled layer's {own_channels}")
+
+
+def attach_head(student: nn.Module, head: EvidenceHead) -> nn.Module:
+    """Give ``student`` its head (replacing one it had), on the student's device, in eval mode; returns the student.
+
+    Kept in the instance's ``__dict__``, not registered as a submodule: the student's ``state_dict``, ``modules()``
+    and hooks are exactly as before, so a checkpoint saved from it and its sha256 do not change.
+
+    Raises:
+        ValueError: the head's classes or channels do not fit the student.
+    """
+    _check_fits(student, head.channels, head.classes, "evidence head")
+    device = next(student.parameters()).device
+    student.__dict__[_ATTRIBUTE] = head.to(device).eval()
+    return student
+
+
+def evidence_maps(student: nn.Module, x: torch.Tensor) -> dict:
+    """Every class's estimated teacher evidence from ONE forward of the student (the head runs on its pooled layer).
+
+    Returns:
+        ``{"maps": (B, K, h, w) float32, each map a distribution over its positions (softmax), "logits": (B, K) the
+        student's logits, "layer": the pooled layer's label}``.
+
+    Raises:
+        LookupError: no head is attached (`NO_HEAD`).
+    """
+    head = evidence_head(student)
+    if head is None:
+        raise LookupError(NO_HEAD)
+    act, logits, label = pooled_activation(student, x)
+    with torch.inference_mode():
+        out = head(act).float()
+    maps = torch.softmax(out.flatten(2), dim=2).view_as(out)
+    return {"maps": maps, "logits": logits, "layer": label}
+
+
+def evidence_targets(teacher_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The teacher's non-negative (B, K, h', w') maps as distributions over the positions of an ``size`` grid.
+
+    Resized bilinearly (antialiased when shrinking, so every teacher cell counts), each map divided by its sum; a
+    map with no positive evidence is uniform.
+    """
+    maps = teacher_maps.float().clamp_min(0)
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False, antialias=True).clamp_min(0)
+    total = maps.sum((2, 3), keepdim=True)
+    uniform = torch.full_like(maps, 1.0 / (maps.shape[-2] * maps.shape[-1]))
+    return torch.where(total > 0, maps / total.clamp_min(torch.finfo(maps.dtype).tiny), uniform)
+
+
+def evidence_loss(head_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """KL(target || softmax over positions of the head), per class and image, averaged (`evidence_targets`)."""
+    log_q = F.log_softmax(head_logits.flatten(2), dim=2)
+    p = targets.flatten(2)
+    return (torch.special.xlogy(p, p) - p * log_q).sum(2).mean()
+
+
+def cache_training_pairs(student: nn.Module, teacher: nn.Module, images: torch.Tensor,
+                         teacher_images: torch.Tensor | None = None,
+                         batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's pooled activations (N, C, h, w) and the teacher's targets (N, K, h, w) over ``images``, one
+    forward of each model per image (``teacher_images``: the same images normalised for the teacher, if it
+    differs). Both models are put in eval mode for the passes and left as found."""
+    teacher_images = images if teacher_images is None else teacher_images
+    if len(teacher_images) != len(images):
+        raise ValueError(f"{len(images)} student images but {len(teacher_images)} teacher images")
+    acts, targets = [], []
+    with preserve_model_state(student), preserve_model_state(teacher):
+        student.eval()
+        teacher.eval()
+        for start in range(0, len(images), batch_size):
+            act, _, _ = pooled_activation(student, images[start:start + batch_size])
+            maps = all_class_maps(teacher, teacher_images[start:start + batch_size])["maps"]
+            acts.append(act)
+            targets.append(evidence_targets(maps, tuple(act.shape[-2:])))
+    return torch.cat(acts).clone(), torch.cat(targets).clone()  # ordinary tensors, no longer inference tensors
+
+
+def train_head(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, epochs: int = 8,
+               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, hidden: int = 64,
+               teacher_images: torch.Tensor | None = None,
+               on_epoch: Callable[[int, float], None] | None = None) -> tuple[EvidenceHead, list[float]]:
+    """Train an `EvidenceHead` for ``student`` on the teacher's maps of the training ``images`` (normalised
+    (N, 3, H, W) for the student; `cache_training_pairs`).
+
+    Seeded (initialisation and order), the global random state untouched; ``on_epoch(epoch, mean loss)`` after
+    each epoch. Returns the head in eval mode and the mean loss of each epoch.
+    """
+    if epochs < 1 or batch_size < 1 or len(images) == 0:
+        raise ValueError(f"need epochs and batch_size of at least 1 and some images, got {epochs}, {batch_size}, "
+                         f"{len(images)} images")
+    channels, classes = _shape_of(student)
+    if _shape_of(teacher)[1] != classes:
+        raise ValueError(f"the teacher has {_shape_of(teacher)[1]} classes, the student {classes}")
+    acts, targets = cache_training_pairs(student, teacher, images, teacher_images, batch_size)
+    history: list[float] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = EvidenceHead(channels, classes, hidden)
+        order = torch.Generator().manual_seed(seed)
+        optimiser = torch.optim.Adam(head.parameters(), lr=lr)
+        head.train()
+        for epoch in range(1, epochs + 1):
+            total = 0.0
+            for batch in torch.randperm(len(acts), generator=order).split(batch_size):
+                loss = evidence_loss(head(acts[batch]), targets[batch])
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach()) * len(batch)
+            history.append(total / len(acts))
+            if on_epoch is not None:
+                on_epoch(epoch, history[-1])
+    return head.eval(), history
+
+
+def save_head(head: EvidenceHead, path: str | Path, *, student_file: str | Path, teacher_file: str | Path,
+              seed: int, epochs: int, history: list[float], classes: list[str] | None = None,
+              images: int | None = None) -> Path:
+    """Write the head (float16 state dict) and its metadata beside it (``.json``), each atomically; returns the
+    weights path. The sha256 of the student's and the teacher's files say which pair it was trained for."""
+    from core.checkpoints import library_versions  # its torchvision import is needed only here
+
+    path = Path(path)
+    meta = {"format": HEAD_FORMAT, "classes": list(classes) if classes is not None else None,
+            "num_classes": head.classes, "channels": head.channels, "hidden": head.hidden,
+            "student_sha256": file_sha256(student_file), "teacher_sha256": file_sha256(teacher_file),
+            "seed": int(seed), "epochs": int(epochs), "images": images, "loss_history": [float(v) for v in history],
+            "weights_dtype": "float16", "created": now_iso(), "versions": library_versions()}
+    state = {k: v.detach().half().cpu().clone() for k, v in head.state_dict().items()}
+    atomic_write_bytes(path, lambda handle: torch.save(state, handle))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    return path
+
+
+def _whole(meta: dict, name: str) -> int:
+    value = meta.get(name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"evidence head metadata: {name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+def load_head(path: str | Path, student: nn.Module, *, student_file: str | Path | None = None) -> EvidenceHead:
+    """The head saved at ``path`` (`save_head`), float32, eval mode, for ``student`` (attach it with `attach_head`).
+
+    ``student_file``: the student's checkpoint, whose sha256 must be the one the head was trained for (default:
+    ``student.pt`` beside the head, where it ships).
+
+    Raises:
+        ValueError: naming the field: unreadable metadata, a head for other classes or channels, or for another
+            student file (its sha256); weights that are not this head's state dict.
+    """
+    path = Path(path)
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path.with_suffix('.json')}: evidence head metadata unreadable ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path.with_suffix('.json')}: evidence head metadata must be a JSON object")
+    channels, classes, hidden = (_whole(meta, name) for name in ("channels", "num_classes", "hidden"))
+    _check_fits(student, channels, classes, f"{path}")
+    student_file = Path(student_file) if student_file is not None else path.parent / "student.pt"
+    if not student_file.is_file() or file_sha256(student_file) != meta.get("student_sha256"):
+        raise ValueError(f"{path}: student_sha256 {meta.get('student_sha256')!r} is not the sha256 of {student_file}:"
+                         " the head was trained for another student (retrain it)")
+    head = EvidenceHead(channels, classes, hidden)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        head.load_state_dict({k: v.float() for k, v in state.items()})
+    except Exception as err:  # a corrupt file, a pickle with code, other tensors: all unusable
+        raise ValueError(f"{path}: weights are not an evidence head's state dict ({type(err).__name__})") from None
+    return head.eval()
+
+
+def _training_images(meta, root: str | None) -> torch.Tensor:
+    """The training split a checkpoint was trained on (validation images carved out as in training), normalised."""
+    from core.evaluate import evaluation_split
+    from core.inference import batch_for
+
+    return batch_for(meta, evaluation_split(meta, "train", root=root).images)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m core.teacher_evidence DATASET``: train the evidence head from the dataset's shipped teacher and
+    student on its training split and ship it beside the student (an existing head only with ``--force``, kept
+    under ``earlier/``)."""
+    from core import checkpoints, shipping
+    from core.arguments import RUN_FAILURES, failure_line, integer
+    from core.layout import checkpoint_file, checkpoint_root, dataset_folder
+    from core.roles import DISTILLED, TEACHER
+
+    parser = argparse.ArgumentParser(prog="python -m core.teacher_evidence", description=main.__doc__)
+    parser.add_argument("dataset")
+    parser.add_argument("--checkpoints", default=None, help="checkpoint root (default: the shipped checkpoints)")
+    parser.add_argument("--root", default=None, help="data root of the real datasets")
+    parser.add_argument("--epochs", type=integer(1, 1000), default=8, help="default %(default)s")
+    parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="default %(default)s")
+    parser.add_argument("--threads", type=integer(1, 256), default=None)
+    parser.add_argument("--force", action="store_true", help="replace a shipped head (kept under earlier/)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    folder = dataset_folder(args.dataset, root=args.checkpoints or checkpoint_root())
+    head_path = folder / HEAD_FILE
+    if head_path.is_file() and not args.force:
+        parser.exit(2, f"{parser.prog}: error: {head_path}: not replaced, an evidence head is shipped there. Pass "
+                       "--force to replace it anyway; the replaced files are kept under earlier/.\n")
+    student_file, teacher_file = checkpoint_file(folder, DISTILLED), checkpoint_file(folder, TEACHER)
+    try:
+        student, meta = checkpoints.load(student_file)
+        teacher, teacher_meta = checkpoints.load(teacher_file, meta.classes)
+        images = _training_images(meta, args.root)
+        same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
+        teacher_images = None if same else _training_images(teacher_meta, args.root)
+        print(f"{args.dataset}: {len(images)} training images, one pass of each model, then {args.epochs} epochs")
+        head, history = train_head(student, teacher, images, teacher_images=teacher_images, epochs=args.epochs,
+                                   seed=args.seed, on_epoch=lambda e, loss: print(f"epoch {e}: loss {loss:.4f}"))
+        kept = shipping.keep_replaced(folder, [HEAD_FILE, HEAD_META_FILE])
+        path = save_head(head, head_path, student_file=student_file, teacher_file=teacher_file, seed=args.seed,
+                         epochs=args.epochs, history=history, classes=meta.classes, images=len(images))
+    except RUN_FAILURES as err:
+        parser.exit(1, f"{parser.prog}: {failure_line(err)}\n")
+    print(f"wrote {path}" + (f" (the earlier head is kept in {kept})" if kept else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -181,7 +181,7 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
              for r in settings.explained}
     matched = sorted({study_scoring.matched_name(side, subject.metas[r].input_size)
                       for r, by_method in sides.items() for side in by_method.values()} - {study_scoring.PER_PIXEL},
-                     key=study_scoring.matched_sides)
+                     key=study_scoring.matched_side)
     baselines = [b for b in BASELINES if b != "mask_prior" or prior is not None] + matched
     subsets.update(study_scoring.baseline_subsets(baselines, subsets, sides,
                                                   {r: m.input_size for r, m in subject.metas.items()}, n))

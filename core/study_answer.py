@@ -33,7 +33,8 @@ class MapVerdict:
         """E.g. "better than a random map as coarse as itself (6 of 6 ways of removing pixels)"."""
         tally = f"better in {self.better}, worse in {self.worse} of {self.counted} ways of removing pixels"
         if self.word == "depends on how pixels are removed":
-            return f"better or worse than a random map as coarse as itself depending on how pixels are removed ({tally})"
+            return ("better or worse than a random map as coarse as itself depending on how pixels are removed "
+                    f"({tally})")
         return f"{PHRASES[self.word]} a random map as coarse as itself ({tally})"
 
 

@@ -13,7 +13,7 @@ from core.results_record import ShippedResults
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.study_answer import answer, map_verdict
 from core.study_record import FaithfulnessStudy
-from core.study_scores import CurveScores
+from core.study_scores import CurveScores, matched_side
 
 BASELINE_NAMES = {"random": "Random map", "centre": "Centre prior", "mask_prior": "Mean training mask"}
 
@@ -22,6 +22,8 @@ def method_name(key: str) -> str:
     """A method's readable name (its explainer's title; the baselines and the bare forward pass by name)."""
     if key in EXPLAINERS:
         return EXPLAINERS[key].title
+    if (side := matched_side(key)) is not None:  # drawn at a map's own side (`core.study_scoring`)
+        return f"Random map at {side} x {side}"
     return {"forward": "Forward pass (prediction only)", **BASELINE_NAMES}.get(key, key)
 
 

@@ -16,6 +16,12 @@ import numpy as np
 
 T = TypeVar("T")
 
+
+def matched_side(name: str) -> int | None:
+    """The side a random map drawn at a map's own side says in its name (``random_4``: 4); None for any other map."""
+    side = name.removeprefix("random_")
+    return int(side) if name.startswith("random_") and side.isdigit() else None
+
 CURVE_METRICS = ("deletion_auc", "insertion_auc")  # what every version holds
 
 
@@ -233,7 +239,8 @@ class CascadeStep:
         optional = {name: distribution_at(block, name, where) for name in ("abs_spearman", "ssim") if name in block}
         constant = block.get("constant")
         return cls(str(required(block, "layer", where)), distribution_at(block, "spearman", where),
-                   distribution_at(block, "iou", where), **optional, constant=None if constant is None else int(constant))
+                   distribution_at(block, "iou", where), **optional,
+                   constant=None if constant is None else int(constant))
 
 
 @dataclass(frozen=True)

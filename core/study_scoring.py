@@ -23,7 +23,8 @@ from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.sanity import sanity_check, unrelated_pair_scores
 from core.stats import paired_difference
 from core.study_record import PAIRS, FaithfulnessStudy, MethodScores, Pair, pair
-from core.study_scores import METRICS, Agreement, CascadeStep, Comparison, CurveScores, Distribution, Unrelated
+from core.study_scores import (METRICS, Agreement, CascadeStep, Comparison, CurveScores, Distribution, Unrelated,
+                               matched_side)
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +36,15 @@ def matched_name(side: int, input_size: int) -> str:
     return PER_PIXEL if side >= input_size else f"random_{side}"
 
 
-def matched_sides(name: str) -> int | None:
-    """The side a random map's name says (None: not a matched random map)."""
-    return int(name.rsplit("_", 1)[1]) if name.startswith("random_") else None
-
-
 def is_baseline(name: str) -> bool:
-    return name in BASELINES or matched_sides(name) is not None
+    return name in BASELINES or matched_side(name) is not None
 
 
 def baseline_maps(names: list[str], n: int, size: int, seed: int, prior: np.ndarray | None) -> dict[str, np.ndarray]:
     """Every baseline map set of the study at ``size``: the named baselines and the matched random maps."""
     out = {}
     for name in names:
-        side = matched_sides(name)
+        side = matched_side(name)
         out[name] = baseline_map("random", n, size, seed, cells=side) if side else baseline_map(name, n, size, seed,
                                                                                                    prior)
     return out
@@ -126,7 +122,7 @@ def baseline_subsets(baselines: list[str], subsets: dict[str, np.ndarray], sides
     for role, by_method in sides.items():
         for method, side in by_method.items():
             users.setdefault(matched_name(side, input_size[role]), []).append(subsets[method])
-    return {b: np.unique(np.concatenate(users[b])) if matched_sides(b) is not None and b in users else np.arange(n)
+    return {b: np.unique(np.concatenate(users[b])) if matched_side(b) is not None and b in users else np.arange(n)
             for b in baselines}
 
 
@@ -141,7 +137,7 @@ def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds:
     for p, value in curves[name].items():
         against = PER_PIXEL if baseline else versus[p.explainer]
         rand = curves[against][pair(p.scorer, p.scorer)]  # a random map is one map whichever model scores it
-        random_itself = name == PER_PIXEL or matched_sides(name) is not None
+        random_itself = name == PER_PIXEL or matched_side(name) is not None
         at = np.searchsorted(subsets[against], idx)  # the random map's scores of the same images
         comparisons = {} if random_itself else {m: compare(value[m], rand[m][at]) for m in METRICS}
         scored[p] = CurveScores({m: Distribution.of(value[m]) for m in METRICS}, comparisons)
@@ -189,7 +185,8 @@ def sanity_cascades(cfg, explained: tuple[Role, ...], subject, unchanged: set[Ro
     return out
 
 
-def unrelated_pairs(cfg, explained: tuple[Role, ...], maps: dict, cheap: tuple[str, ...]) -> dict[str, dict[Role, Unrelated]]:
+def unrelated_pairs(cfg, explained: tuple[Role, ...], maps: dict,
+                    cheap: tuple[str, ...]) -> dict[str, dict[Role, Unrelated]]:
     """What "unrelated" scores, beside the cascade: each cheap method's maps of different study images from one
     model, each image's map with the next one's."""
     out: dict[str, dict[Role, Unrelated]] = {}

@@ -12,7 +12,7 @@ from core.explainers import EXPLAINERS
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.study_record import FaithfulnessStudy, MethodScores, Pair, pair
 from core.study_scores import METRICS as SCORES
-from core.study_scores import Distribution, StudyFormatError
+from core.study_scores import Distribution, StudyFormatError, matched_side
 
 BASELINE_LABELS = {"random": "Random map per pixel (baseline)", "centre": "Centre prior (baseline)",
                    "mask_prior": "Mask prior (baseline)"}
@@ -40,8 +40,8 @@ def method_label(name: str) -> str:
     """Friendly name of a method or a baseline (``random_4``: the random map drawn at 4 x 4)."""
     if name in BASELINE_LABELS:
         return BASELINE_LABELS[name]
-    if name.startswith("random_") and name[7:].isdigit():
-        return f"Random map at {name[7:]} x {name[7:]} (baseline)"
+    if (side := matched_side(name)) is not None:
+        return f"Random map at {side} x {side} (baseline)"
     return EXPLAINERS[name].title if name in EXPLAINERS else name
 
 

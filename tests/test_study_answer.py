@@ -9,7 +9,7 @@ from pathlib import Path
 from core.roles import DISTILLED, TEACHER
 from core.study_answer import answer, map_verdict
 from core.study_record import FaithfulnessStudy, MethodScores, pair
-from core.study_scores import METRICS, Comparison, CurveScores, Distribution
+from core.study_scores import CURVE_METRICS, METRICS, Comparison, CurveScores, Distribution
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTED = [m for m, spec in METRICS.items() if spec.verdict]
@@ -44,15 +44,27 @@ def study_with(**by_method: dict[str, str]) -> FaithfulnessStudy:
     return dataclasses.replace(base, methods=methods, version=2)
 
 
+def as_version_1(study: FaithfulnessStudy) -> FaithfulnessStudy:
+    """The study as version 1 held it: per-pixel deletion and insertion only, compared with the per-pixel random map."""
+    def v1(scores: CurveScores) -> CurveScores:
+        return CurveScores({m: scores.scores[m] for m in CURVE_METRICS},
+                           {m: c for m, c in scores.vs_random.items() if m in CURVE_METRICS})
+    methods = {name: dataclasses.replace(m, curves={p: v1(c) for p, c in m.curves.items()})
+               for name, m in study.methods.items()}
+    return dataclasses.replace(study, methods=methods, version=1)
+
+
 def test_a_version_1_study_gives_no_verdict_and_says_how_to_get_one():
-    said = answer(shipped())
+    old = as_version_1(shipped())
+    said = answer(old)
     assert "gives no verdict" in said and "python -m core.faithfulness_study phantom" in said
-    assert map_verdict(shipped(), "cam", DISTILLED, TEACHER) is None
+    assert map_verdict(old, "cam", DISTILLED, TEACHER) is None
 
 
 def test_the_verdict_word_needs_every_counted_removal_to_agree():
     every = {m: "better" for m in COUNTED}
-    study = study_with(feature_maps=every, cam={**every, COUNTED[0]: "worse"}, grad_cam={**every, COUNTED[1]: "neither"})
+    study = study_with(feature_maps=every, cam={**every, COUNTED[0]: "worse"},
+                       grad_cam={**every, COUNTED[1]: "neither"})
     maps = map_verdict(study, "feature_maps", DISTILLED, TEACHER)
     assert (maps.word, maps.better, maps.worse, maps.counted) == ("better", len(COUNTED), 0, len(COUNTED))
     assert map_verdict(study, "cam", DISTILLED, TEACHER).word == "depends on how pixels are removed"

@@ -16,8 +16,6 @@ from core.study_scores import METRICS
 # as the reference a faster map has to match.
 ASKED = (("feature_maps", DISTILLED, "the student's average feature maps"), ("cam", DISTILLED, "the student's CAM"),
          ("grad_cam", TEACHER, "the teacher's own Grad-CAM"))
-PHRASES = {"better": "better than", "worse": "worse than", "not shown": "not shown to differ from",
-           "depends on how pixels are removed": "better or worse than"}
 
 
 @dataclass(frozen=True)
@@ -30,12 +28,16 @@ class MapVerdict:
     counted: int  # removals counted
 
     def phrase(self) -> str:
-        """E.g. "better than a random map as coarse as itself (6 of 6 ways of removing pixels)"."""
-        tally = f"better in {self.better}, worse in {self.worse} of {self.counted} ways of removing pixels"
+        """E.g. "better than a random map as coarse as itself in all 6 ways of removing pixels"."""
+        random = "a random map as coarse as itself"
+        if self.word in ("better", "worse"):
+            return f"{self.word} than {random} in all {self.counted} ways of removing pixels"
         if self.word == "depends on how pixels are removed":
-            return ("better or worse than a random map as coarse as itself depending on how pixels are removed "
-                    f"({tally})")
-        return f"{PHRASES[self.word]} a random map as coarse as itself ({tally})"
+            return (f"better than {random} in {self.better} and worse in {self.worse} of {self.counted} ways of "
+                    "removing pixels: it depends on how pixels are removed")
+        neither = self.counted - self.better - self.worse
+        return (f"against {random}, better in {self.better}, worse in {self.worse} and neither in {neither} of "
+                f"{self.counted} ways of removing pixels: no verdict")
 
 
 def map_verdict(study: FaithfulnessStudy, method: str, explainer: Role, scorer: Role) -> MapVerdict | None:

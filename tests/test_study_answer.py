@@ -70,11 +70,13 @@ def test_the_verdict_word_needs_every_counted_removal_to_agree():
     assert map_verdict(study, "cam", DISTILLED, TEACHER).word == "depends on how pixels are removed"
     assert map_verdict(study, "grad_cam", TEACHER, TEACHER).word == "not shown"
     said = answer(study)
-    assert f"the student's average feature maps better than a random map as coarse as itself (better in " \
-           f"{len(COUNTED)}, worse in 0 of {len(COUNTED)}" in said
-    assert "the student's CAM better or worse than a random map as coarse as itself depending on how pixels are " \
-           "removed" in said
-    assert "the teacher's own Grad-CAM not shown to differ from" in said
+    counted = len(COUNTED)
+    assert f"the student's average feature maps better than a random map as coarse as itself in all {counted} " \
+           "ways of removing pixels" in said
+    assert f"the student's CAM better than a random map as coarse as itself in {counted - 1} and worse in 1 of " \
+           f"{counted} ways of removing pixels: it depends on how pixels are removed" in said
+    assert f"the teacher's own Grad-CAM against a random map as coarse as itself, better in {counted - 1}, worse in " \
+           f"0 and neither in 1 of {counted} ways of removing pixels: no verdict" in said
 
 
 def test_per_pixel_deletion_alone_never_decides_the_verdict():

@@ -23,8 +23,8 @@ from core.metrics import never_predicted
 from core.ood import FILE as OOD_FILE
 from core.results_record import ShippedResults, Spread
 from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, TEACHER, Role
-from core.study_answer import answer
-from core.study_report import faithfulness_answer_lines, faithfulness_lines, method_name
+from core.study_report import (faithfulness_answer_lines, faithfulness_lines, method_name,
+                               readme_answer_lines)
 
 REPO = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -380,37 +380,25 @@ def speed_up_cell(bench_json: Path) -> str:
     return f"{ratio:.1f}x" if ratio else "–"
 
 
+def official_results(ckpt_root: Path) -> list[ShippedResults]:
+    """Each dataset's shipped results on its official split, in `ORDER` (datasets without one left out)."""
+    paths = [results_file(dataset_folder(name, root=ckpt_root)) for name in ORDER]
+    return [ShippedResults.read(path) for path in paths if path.is_file()]
+
+
 def render_headline(ckpt_root: Path = REPO / "checkpoints") -> str:
     """The README's headline: one row per dataset (its official split), in the figures docs/results.md gives."""
     lines = ["| dataset | test images | teacher (DenseNet121) | distilled student (mean ± std over seeds) | "
              "label-only student (mean ± std) | teacher Grad-CAM / student's average feature maps, time |",
              "| --- | --- | --- | --- | --- | --- |"]
-    for name in ORDER:
-        path = results_file(dataset_folder(name, root=ckpt_root))
-        if not path.is_file():
-            continue
-        res = ShippedResults.read(path)
+    for res in official_results(ckpt_root):
         teacher = res.test.report(TEACHER)
-        lines.append(f"| {name} | {teacher['n']} | {teacher['accuracy']:.4f} | "
+        lines.append(f"| {res.dataset} | {teacher['n']} | {teacher['accuracy']:.4f} | "
                      f"{_spread(res.arm_summary(DISTILLED).accuracy)} | "
                      f"{_spread(res.arm_summary(LABEL_ONLY).accuracy)} | "
-                     f"{speed_up_cell(timing_file(path.parent))} |")
+                     f"{speed_up_cell(timing_file(dataset_folder(res.dataset, root=ckpt_root)))} |")
     if len(lines) == 2:
         return "No results yet: run `python -m core.reproduce phantom`.\n"
-    return "\n".join(lines) + "\n"
-
-
-def render_faithfulness(ckpt_root: Path = REPO / "checkpoints") -> str:
-    """The README's faithfulness answer: the study's sentence for each dataset that ships one
-    (`core.study_answer.answer`, the words the Faithfulness page gives)."""
-    lines = []
-    for name in ORDER:
-        path = results_file(dataset_folder(name, root=ckpt_root))
-        study = ShippedResults.read(path).study() if path.is_file() else None
-        if study is not None:
-            lines.append(f"- **{name}**: {answer(study)}")
-    if not lines:
-        return "No faithfulness study yet: run `python -m core.faithfulness_study phantom`.\n"
     return "\n".join(lines) + "\n"
 
 
@@ -423,7 +411,7 @@ def splice(readme: str, section: str, start: str = START, end: str = END) -> str
 # Each generated block: the file it lives in (from the repository root), its markers, and its renderer given that
 # root. A block moves with its section by changing its file here; what it renders stays the same.
 BLOCKS = (("README.md", HEADLINE_START, HEADLINE_END, lambda root: render_headline(root / "checkpoints")),
-          ("README.md", FAITHFULNESS_START, FAITHFULNESS_END, lambda root: render_faithfulness(root / "checkpoints")),
+          ("README.md", FAITHFULNESS_START, FAITHFULNESS_END, lambda root: readme_answer_lines(official_results(root / "checkpoints"))),
           ("docs/results.md", START, END, lambda root: render(root / "checkpoints")),
           ("docs/benchmarks.md", BENCH_START, BENCH_END,
            lambda root: render_benchmarks(root / "benchmarks" / "results")))

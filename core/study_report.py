@@ -117,6 +117,15 @@ def _fractions(study: FaithfulnessStudy) -> str:
     return ", ".join(f"{f:.0%}" for f in study.config.road_fractions or ())
 
 
+def readme_answer_lines(found: list[ShippedResults]) -> str:
+    """The README's faithfulness answer: the study's sentence (`core.study_answer.answer`, the words the Faithfulness
+    page gives) for each dataset in ``found`` that ships one."""
+    lines = [f"- **{r.dataset}**: {answer(study)}" for r in found if (study := r.study()) is not None]
+    if not lines:
+        return "No faithfulness study yet: run `python -m core.faithfulness_study phantom`.\n"
+    return "\n".join(lines) + "\n"
+
+
 def _pair(scores: CurveScores | None) -> str:
     if scores is None:
         return "–"

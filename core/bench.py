@@ -16,6 +16,7 @@ import argparse
 import ast
 import csv
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -29,11 +30,14 @@ from core import checkpoints, shipping
 from core.arguments import integer, number
 from core.costs import estimate_cost
 from core.explain import explain
-from core.explainers import registered_methods
+from core.explainers import EXPLAINERS, registered_methods
 from core.inference import to_model_input
 from core.layout import in_checkpoint_root
 from core.models import TEACHERS, build_student, build_teacher
 from core.stopwatch import TimingResult, environment, time_callable
+from core.teacher_evidence import NO_HEAD, attach_shipped_head
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BenchError", "planned_runs", "planned_seconds", "benchmark_methods", "run_bench", "write_results", "format_table", "build_parser", "main"]
 
@@ -106,7 +110,8 @@ def benchmark_methods(models: Mapping[str, nn.Module], images: torch.Tensor | Ma
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
-    rows, done, total = [], 0, len(models) * (len(methods) + 1)
+    usable = {name: [m for m in methods if EXPLAINERS[m].can_explain(model)] for name, model in models.items()}
+    rows, done, total = [], 0, sum(len(m) + 1 for m in usable.values())  # the teacher's evidence: the student's
     try:
         for name, model in models.items():
             batch = images[name] if isinstance(images, Mapping) else images
@@ -128,7 +133,7 @@ def benchmark_methods(models: Mapping[str, nn.Module], images: torch.Tensor | Ma
             done += 1
             if on_progress:
                 on_progress(done, total, f"{name}: forward")
-            for method in methods:
+            for method in usable[name]:
                 method_params = dict(params.get(method, {}))
                 cost = estimate_cost(model, method, size, **method_params)
                 runs, method_warmup = planned_runs(cost.predicted_seconds, len(batch), repeats, warmup, budget_s)
@@ -173,6 +178,8 @@ def _load_models(dataset: str, teacher, student, random_weights: bool, teacher_a
         if not path.is_file():
             raise BenchError(f"{path}: no {role} checkpoint; pass --{role} CKPT or use --random-weights")
         model, meta = checkpoints.load(path, expected_classes=list(info.classes))
+        if role == "student" and (unattached := attach_shipped_head(model, path)):
+            log.warning("the student's evidence head is left out: %s", unattached)
         models[role] = model
         prep[role] = (int(input_size or meta.input_size), meta.mean, meta.std)
     return models, prep
@@ -218,8 +225,8 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     Returns:
         Rows as in `benchmark_methods`, each with ``dataset`` added.
     """
-    known = registered_methods()
-    methods = list(methods or known)
+    known = registered_methods() + registered_methods(needs_head=True)
+    methods = list(methods or registered_methods())  # a head's method when asked for: not every model has one
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise BenchError(f"unknown methods {unknown}; choose from {', '.join(known)}")
@@ -232,6 +239,9 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
         refuse_lesser_table(config, Path(out), force)
     models, prep = _load_models(dataset, teacher, student, random_weights, teacher_arch, student_depth,
                                 input_size, seed)
+    unable = [m for m in methods if not any(EXPLAINERS[m].can_explain(model) for model in models.values())]
+    if unable:
+        raise BenchError(f"no model here can explain with {', '.join(unable)}: {NO_HEAD}")
     batches, targets = _load_images(dataset, split, images, prep, seed)
     previous_threads = torch.get_num_threads()
     if threads:
@@ -346,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--student", help="student checkpoint; default checkpoints/<dataset>/student.pt")
     parser.add_argument("--images", type=integer(1), default=8,
                         help="number of images (spread evenly over the split)")
-    parser.add_argument("--methods", nargs="+", choices=registered_methods(), help="methods to time (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=registered_methods() + registered_methods(needs_head=True),
+                        help="methods to time (default: all but the teacher's evidence, which needs the student's "
+                             "head)")
     parser.add_argument("--repeats", type=integer(1), default=5, help="timed runs per image and method")
     parser.add_argument("--warmup", type=integer(0), default=1, help="untimed warm-up runs per model and method")
     parser.add_argument("--budget", type=number(0), default=60.0,

@@ -24,9 +24,9 @@ from core.hooks import LayerError, default_target_layer, model_layers, resolve_l
 from core.teacher_evidence import NO_HEAD, evidence_head, evidence_maps
 
 __all__ = ["EXPLAINERS", "CostEstimate", "Explainer", "ExplainError", "Explanation", "make_explainer",
-           "register_explainer", "registered_methods", "least_squares_model"]
+           "register_explainer", "registered_methods", "methods_for", "least_squares_model"]
 from core.explainer import (EXPLAINERS, CostEstimate, Explainer, ExplainError, Explanation, make_explainer,
-                            register_explainer, registered_methods, seeded)
+                            methods_for, register_explainer, registered_methods, seeded)
 
 
 def _layer_side(model, layer: str, input_size: tuple[int, int]) -> int:
@@ -393,9 +393,13 @@ class TeacherEvidence(Explainer):
     thread_safe = True  # core.hooks records only the calling thread's forward; the head only reads
     needs_head = True
 
+    @classmethod
+    def can_explain(cls, model):
+        return evidence_head(model) is not None
+
     def validate(self):
         super().validate()
-        if evidence_head(self.model) is None:
+        if not self.can_explain(self.model):
             raise ExplainError(f"teacher_evidence: {NO_HEAD}")
 
     def passes(self):

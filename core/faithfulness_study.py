@@ -1,7 +1,8 @@
 """Does the student's explanation explain the teacher? ``python -m core.faithfulness_study DATASET``.
 
 On a stratified sample of the test split (the whole split for the phantom), for the shipped teacher and
-distilled student and every explainer:
+distilled student and every explainer (and, where an evidence head is shipped beside the student, the teacher's
+evidence read off the student: `core.teacher_evidence`, its maps the student's, scored on both models):
 * every map scored on the explaining model's own predicted-class probability and **cross-model** (each model's
   map on the *other* model's probability), in three families of removal (`core.study_scoring`): single pixels
   (deletion to the mean colour, insertion from a blurred image), whole patches of a 16 x 16 grid with both
@@ -40,18 +41,21 @@ from core.baseline_maps import BASELINES, mask_prior, tolerance
 from core.data import load_dataset
 from core.evaluate import evaluation_split
 from core.explain import explain
-from core.explainers import make_explainer, registered_methods
+from core.explainers import EXPLAINERS, ExplainError, make_explainer, registered_methods
 from core.inference import batch_for, predict_tensor
 from core.layout import checkpoint_file, dataset_folder, results_file
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.stopwatch import environment
 from core.study_record import SCORING_V2, FaithfulnessStudy, StudySettings
 from core.study_scores import StudyFormatError
+from core.teacher_evidence import HEAD_FILE, attach_shipped_head
 
 log = logging.getLogger(__name__)
 
-CHEAP_METHODS = tuple(registered_methods(slow=False))  # every image
+# every image; a method reading a head shipped beside the student (the teacher's evidence) where it has one
+CHEAP_METHODS = tuple(m for m in EXPLAINERS if not EXPLAINERS[m].slow)
 SLOW_METHODS = tuple(registered_methods(slow=True))  # a seeded subset of the images
+HEAD_METHODS = tuple(registered_methods(needs_head=True))  # studied where the student's head is shipped
 DEFAULT_IMAGES = 200
 PATCHES = 16  # patches per side of the patch deletion/insertion grid: 8 px at 128 px
 ROAD_FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)  # five shares, not nine: ROAD's imputation is the study's slowest part
@@ -67,7 +71,7 @@ class StudyConfig:
     images: int | None = None  # stratified test images; None: 200 (the phantom: its whole test split)
     slow_images: int = 40  # seeded random subset for SLOW_METHODS
     sanity_images: int = 8
-    methods: tuple[str, ...] = CHEAP_METHODS + SLOW_METHODS
+    methods: tuple[str, ...] = tuple(m for m in CHEAP_METHODS + SLOW_METHODS if m not in HEAD_METHODS)
     steps: int = 10  # deletion/insertion steps (2 x (steps + 1) forwards per map, and per substrate of the patches)
     seed: int = 0
     threads: int | None = None
@@ -146,10 +150,26 @@ class StudiedModels:
     xs: dict[Role, torch.Tensor]
     preds: dict[Role, torch.Tensor]
 
+    def explaining(self, methods, explained: tuple[Role, ...]) -> dict[str, tuple[Role, ...]]:
+        """The explained models that can make each method's maps (one reading a head: the model with it).
+
+        Raises:
+            ExplainError: a method none of them can explain with, with the reason (and how to train the head).
+        """
+        out = {m: tuple(r for r in explained if EXPLAINERS[m].can_explain(self.models[r])) for m in methods}
+        for method, roles in out.items():
+            if not roles:
+                make_explainer(self.models[explained[0]], method, self.metas[explained[0]].input_size)  # says why
+                raise ExplainError(f"{method}: none of the explained models can explain with it")
+        return out
+
 
 def load_subject(cfg: StudyConfig) -> StudiedModels:
     folder = dataset_folder(cfg.dataset, root=cfg.checkpoints)
     loaded = {r: checkpoints.load(checkpoint_file(folder, r)) for r in STUDIED}
+    unattached = attach_shipped_head(loaded[DISTILLED][0], checkpoint_file(folder, DISTILLED))
+    if unattached:
+        log.warning("the student's evidence head is left out: %s", unattached)
     digests = {r: checkpoints.file_sha256(checkpoint_file(folder, r)) for r in STUDIED}
     metas = {r: meta for r, (_, meta) in loaded.items()}
     ds = study_images(metas[TEACHER], cfg.images, cfg.root)
@@ -173,12 +193,13 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
     slow = np.sort(np.random.default_rng(cfg.seed).choice(n, min(n, cfg.slow_images), replace=False))
     subsets = {m: (slow if m in SLOW_METHODS else np.arange(n)) for m in cfg.methods}
     unchanged = unchanged_roles(earlier, cfg, subject.digests, ds.fingerprint, slow)
+    explaining = subject.explaining(cfg.methods, settings.explained)
     prior = mask_prior(subject.metas[TEACHER].input_size) if ds.masks is not None else None
 
     started = time.perf_counter()
-    maps, seconds = make_maps(cfg, settings.explained, subject, subsets, on_progress)
-    sides = {r: {m: make_explainer(subject.models[r], m, subject.metas[r].input_size).map_side() for m in cfg.methods}
-             for r in settings.explained}
+    maps, seconds = make_maps(cfg, explaining, subject, subsets, on_progress)
+    sides = {r: {m: make_explainer(subject.models[r], m, subject.metas[r].input_size).map_side()
+                 for m in cfg.methods if r in explaining[m]} for r in settings.explained}
     matched = sorted({study_scoring.matched_name(side, subject.metas[r].input_size)
                       for r, by_method in sides.items() for side in by_method.values()} - {study_scoring.PER_PIXEL},
                      key=study_scoring.matched_side)
@@ -188,15 +209,15 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
     for role, meta in subject.metas.items():  # each map set holds exactly the images it is scored on
         made = study_scoring.baseline_maps(baselines, n, meta.input_size, cfg.seed, prior)
         maps[role].update({b: made[b][subsets[b]] for b in baselines})
-    curves, road_seconds = study_scoring.score_curves(cfg, settings.explained, subject, maps, subsets, baselines,
+    curves, road_seconds = study_scoring.score_curves(cfg, explaining, subject, maps, subsets, baselines,
                                                       unchanged, earlier)
     if on_progress:  # the maps are the first len(jobs) of len(jobs) + 2 parts
-        jobs = len(cfg.methods) * len(settings.explained)
+        jobs = sum(len(roles) for roles in explaining.values())
         on_progress((jobs + 1) / (jobs + 2), "agreement, localisation and sanity")
     methods = {name: study_scoring.method_scores(name, curves, subsets[name], maps, seconds, subject,
-                                                 settings.explained, sides, subsets) for name in curves}
-    sanity = study_scoring.sanity_cascades(cfg, settings.explained, subject, unchanged, earlier, CHEAP_METHODS)
-    unrelated = study_scoring.unrelated_pairs(cfg, settings.explained, maps, CHEAP_METHODS)
+                                                 sides, subsets) for name in curves}
+    sanity = study_scoring.sanity_cascades(cfg, explaining, subject, unchanged, earlier, CHEAP_METHODS)
+    unrelated = study_scoring.unrelated_pairs(cfg, explaining, maps, CHEAP_METHODS)
     if on_progress:
         on_progress(1.0, "done")
     preds = subject.preds
@@ -211,12 +232,13 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
         {**environment(), **timing}, tuple(sorted(unchanged, key=lambda r: r.key)), SCORING_V2, unrelated)
 
 
-def make_maps(cfg: StudyConfig, explained: tuple[Role, ...], subject: StudiedModels, subsets: dict[str, np.ndarray],
-              on_progress=None) -> tuple[dict[Role, dict[str, np.ndarray]], dict[Role, dict[str, list]]]:
-    """Every method's maps of the explained models on its images, and the time each took."""
+def make_maps(cfg: StudyConfig, explaining: dict[str, tuple[Role, ...]], subject: StudiedModels,
+              subsets: dict[str, np.ndarray], on_progress=None) -> tuple[dict[Role, dict[str, np.ndarray]], dict[Role, dict[str, list]]]:
+    """Every method's maps of the models explaining with it (`StudiedModels.explaining`) on its images, and the
+    time each took."""
     maps: dict[Role, dict[str, np.ndarray]] = {r: {} for r in STUDIED}
     seconds: dict[Role, dict[str, list]] = {r: {} for r in STUDIED}
-    jobs = [(r, m) for m in cfg.methods for r in STUDIED if r in explained]
+    jobs = [(r, m) for m in cfg.methods for r in STUDIED if r in explaining[m]]
     for k, (role, method) in enumerate(jobs):
         heat, times = [], []
         for i in tqdm(subsets[method], desc=f"{method} on the {role.key}", unit="img", leave=False):
@@ -263,6 +285,12 @@ def refuse_lesser_study(cfg: StudyConfig, shipped: FaithfulnessStudy | None, for
     shipping.refuse_lesser(f"a faithfulness study of {shipped.images} images", where, less, force)
 
 
+def default_methods(checkpoints_dir: str | Path, dataset: str) -> tuple[str, ...]:
+    """Every method, and those reading a head where one is shipped beside the dataset's student."""
+    shipped = (dataset_folder(dataset, root=checkpoints_dir) / HEAD_FILE).is_file()
+    return StudyConfig(dataset).methods + (HEAD_METHODS if shipped else ())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; every default is `StudyConfig`'s own, so the two cannot drift apart."""
     default = StudyConfig("")
@@ -278,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"images for {', '.join(SLOW_METHODS)} (default %(default)s)")
     parser.add_argument("--sanity-images", type=integer(1), default=default.sanity_images,
                         help="default %(default)s")
-    parser.add_argument("--methods", nargs="+", default=list(default.methods))
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="default: every method, and the teacher's evidence where its head is shipped")
     parser.add_argument("--steps", type=integer(1), default=default.steps,
                         help="deletion/insertion steps (default %(default)s)")
     parser.add_argument("--patches", type=integer(1), default=default.patches,
@@ -298,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
-                      tuple(args.methods), args.steps, args.seed, args.threads, patches=args.patches)
+                      tuple(args.methods or default_methods(args.checkpoints, args.dataset)), args.steps, args.seed, args.threads, patches=args.patches)
     try:
         shipped = read_study(args.checkpoints, args.dataset)
     except StudyFormatError as e:

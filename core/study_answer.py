@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from core.roles import DISTILLED, TEACHER, Role
 from core.study_record import FaithfulnessStudy
-from core.study_scores import METRICS
+from core.study_scores import METRICS, Comparison
 
 # The maps the answer is about: the student's one-pass maps on the teacher's score, and the teacher's own Grad-CAM
 # as the reference a faster map has to match.
 ASKED = (("feature_maps", DISTILLED, "the student's average feature maps"), ("cam", DISTILLED, "the student's CAM"),
+         ("teacher_evidence", DISTILLED, "the teacher's evidence read off the student"),
          ("grad_cam", TEACHER, "the teacher's own Grad-CAM"))
+# The one-pass map trained to give the teacher's evidence must match the teacher's own Grad-CAM on ROAD (both orders):
+# a removal its training never saw (it learns the teacher's maps, not any removal's scores).
+MATCHED = ("teacher_evidence", "grad_cam", "road_combined")
 
 
 @dataclass(frozen=True)
@@ -63,5 +69,41 @@ def answer(study: FaithfulnessStudy) -> str:
                 "which favours scattered maps over coarse ones; it gives no verdict. Rerun "
                 f"`python -m core.faithfulness_study {dataset}` for one.")
     parts = [f"{label} {v.phrase()}" for label, v in found]
-    return (f"Does the student's map explain the teacher's prediction? On {n} {dataset} test images, scored on the "
+    said = (f"Does the student's map explain the teacher's prediction? On {n} {dataset} test images, scored on the "
             f"teacher's probability: " + "; ".join(parts) + ".")
+    matched = evidence_versus_grad_cam(study)
+    return said if matched is None else f"{said} {matched.sentence()}"
+
+
+@dataclass(frozen=True)
+class Matched:
+    """The teacher's evidence read off the student against the teacher's own Grad-CAM, image by image, on the
+    teacher's ROAD score (both orders combined)."""
+
+    evidence: float  # mean score of the student's evidence maps
+    grad_cam: float  # mean score of the teacher's Grad-CAM on the same images
+    difference: Comparison  # evidence - grad_cam, paired over images
+
+    def sentence(self) -> str:
+        d = self.difference
+        low, high = d.ci
+        return (f"On ROAD (both orders), the teacher's evidence read off the student scores {self.evidence:.3f} and "
+                f"the teacher's Grad-CAM {self.grad_cam:.3f}: a paired difference of {d.mean:+.3f} (95% interval "
+                f"{low:+.3f} to {high:+.3f}, {d.n} images).")
+
+
+def evidence_versus_grad_cam(study: FaithfulnessStudy) -> Matched | None:
+    """`Matched`, or None where the study lacks either map set (no head shipped, or a version 1 study)."""
+    evidence_method, reference_method, metric = MATCHED
+    evidence, reference = (study.score(evidence_method, DISTILLED, TEACHER),
+                           study.score(reference_method, TEACHER, TEACHER))
+    if evidence is None or reference is None or metric not in evidence.scores or metric not in reference.scores:
+        return None
+    a, b = (np.array([np.nan if v is None else v for v in s.scores[metric].values], dtype=np.float64)
+            for s in (evidence, reference))
+    if a.shape != b.shape:  # both are cheap methods, scored on every study image
+        return None
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 2:
+        return None
+    return Matched(float(a[ok].mean()), float(b[ok].mean()), Comparison.paired(a[ok], b[ok]))

@@ -56,7 +56,8 @@ class MethodScores:
             explain, so it has no cross-model pairs, no agreement and no times.
         curves: its deletion/insertion scores by the pair scored.
         agreement, seconds, localisation: None where not measured (a baseline; a study of one model's maps;
-            a dataset without lesion masks). ``seconds`` and ``localisation`` are by the model whose map it is.
+            a dataset without lesion masks). A map read off the student's evidence head has its agreement with
+            the teacher's Grad-CAM of the same image, the map it learnt to give. ``seconds`` and ``localisation`` are by the model whose map it is.
         versus: by the model whose map it is, the random map its scores on that model's maps are compared with:
             one drawn at the map's own side (``random_4`` for a 4 x 4 map) or per pixel (``random``, version 1).
         map_side: by model, the side of the grid the map is drawn at (`core.explainer.Explainer.map_side`).

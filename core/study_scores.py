@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from core.stats import paired_difference
+
 T = TypeVar("T")
 
 
@@ -112,6 +114,15 @@ class Comparison:
         lo, hi = self.ci
         good, bad = (hi < 0, lo > 0) if better == "lower" else (lo > 0, hi < 0)
         return "yes" if good else ("no: worse" if bad else "not shown")
+
+    @classmethod
+    def paired(cls, a, b) -> Comparison:
+        """``a - b`` image by image over the images where both scores are finite."""
+        a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        ok = np.isfinite(a) & np.isfinite(b)
+        out = paired_difference(a[ok], b[ok], unit="images")
+        return cls(out["mean"], out["n"], out["test"], out["std"], tuple(out["ci"]), out["p_value"],
+                   out["p_sign_flip"])
 
     def to_json(self) -> dict:
         return {"mean": self.mean, "n": self.n, "test": self.test, "std": self.std, "ci": list(self.ci),

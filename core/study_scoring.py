@@ -17,11 +17,11 @@ import numpy as np
 from tqdm import tqdm
 
 from core.baseline_maps import BASELINES, baseline_map, localisation, resize_maps
+from core.explainer import EXPLAINERS
 from core.faithfulness import SUBSTRATES, agreement, deletion_curve, insertion_curve, perturbation_curve
 from core.road import road_combined, road_scores
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.sanity import sanity_check, unrelated_pair_scores
-from core.stats import paired_difference
 from core.study_record import PAIRS, FaithfulnessStudy, MethodScores, Pair, pair
 from core.study_scores import (METRICS, Agreement, CascadeStep, Comparison, CurveScores, Distribution, Unrelated,
                                matched_side)
@@ -29,6 +29,8 @@ from core.study_scores import (METRICS, Agreement, CascadeStep, Comparison, Curv
 log = logging.getLogger(__name__)
 
 PER_PIXEL = "random"  # the per-pixel random map (version 1's only one)
+# A map read off a head (the teacher's evidence) learnt the teacher's Grad-CAM: its agreement is with that map.
+LEARNT = "grad_cam"
 
 
 def matched_name(side: int, input_size: int) -> str:
@@ -40,6 +42,10 @@ def is_baseline(name: str) -> bool:
     return name in BASELINES or matched_side(name) is not None
 
 
+def _reads_head(name: str) -> bool:
+    return name in EXPLAINERS and EXPLAINERS[name].needs_head
+
+
 def baseline_maps(names: list[str], n: int, size: int, seed: int, prior: np.ndarray | None) -> dict[str, np.ndarray]:
     """Every baseline map set of the study at ``size``: the named baselines and the matched random maps."""
     out = {}
@@ -48,15 +54,6 @@ def baseline_maps(names: list[str], n: int, size: int, seed: int, prior: np.ndar
         out[name] = baseline_map("random", n, size, seed, cells=side) if side else baseline_map(name, n, size, seed,
                                                                                                    prior)
     return out
-
-
-def compare(a, b) -> Comparison:
-    """Paired comparison of a method's per-image scores with a baseline's on the same images."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    out = paired_difference(a[ok], b[ok], unit="images")
-    return Comparison(out["mean"], out["n"], out["test"], out["std"], tuple(out["ci"]), out["p_value"],
-                      out["p_sign_flip"])
 
 
 def map_scores(model, x, maps, targets, steps: int, patches: int, fractions: tuple[float, ...],
@@ -86,11 +83,14 @@ def _earlier_scores(earlier: FaithfulnessStudy | None, name: str, scored: Pair) 
             for m, d in stored.scores.items()}
 
 
-def score_curves(cfg, explained: tuple[Role, ...], subject, maps: dict, subsets: dict, baselines: list[str],
-                 unchanged: set[Role], earlier: FaithfulnessStudy | None) -> tuple[dict, list[float]]:
+def score_curves(cfg, explaining: dict[str, tuple[Role, ...]], subject, maps: dict, subsets: dict,
+                 baselines: list[str], unchanged: set[Role],
+                 earlier: FaithfulnessStudy | None) -> tuple[dict, list[float]]:
     """``{map name: {pair: {metric: per-image scores}}}``: each map set on each model's probability (a baseline
     on each model as its own pair: one map whichever model), taken from ``earlier`` where both models are
-    unchanged; and ROAD's seconds per image of each set it scored."""
+    unchanged; and ROAD's seconds per image of each set it scored. A method's maps are those of the models in
+    ``explaining[method]``. A method reading a head is always scored afresh: the checkpoints' digests do not
+    cover its head, which may be retrained beside an unchanged student."""
     curves: dict[str, dict[Pair, dict[str, np.ndarray]]] = {}
     road_seconds = []
     for name in tqdm(list(cfg.methods) + baselines, desc="scoring the maps", unit="map", leave=False):
@@ -98,9 +98,9 @@ def score_curves(cfg, explained: tuple[Role, ...], subject, maps: dict, subsets:
         for scored in PAIRS:
             if is_baseline(name) and scored.cross:
                 continue
-            if not is_baseline(name) and scored.explainer not in explained:
+            if not is_baseline(name) and scored.explainer not in explaining[name]:
                 continue
-            if {scored.explainer, scored.scorer} <= unchanged and \
+            if {scored.explainer, scored.scorer} <= unchanged and not _reads_head(name) and \
                     (kept := _earlier_scores(earlier, name, scored)) is not None:
                 curves[name][scored] = kept
                 continue
@@ -127,7 +127,7 @@ def baseline_subsets(baselines: list[str], subsets: dict[str, np.ndarray], sides
 
 
 def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds: dict, subject,
-                  explained: tuple[Role, ...], sides: dict[Role, dict[str, int]],
+                  sides: dict[Role, dict[str, int]],
                   subsets: dict[str, np.ndarray]) -> MethodScores:
     """One map set's record: its scores against its matched random map's, agreement, times, localisation."""
     baseline = is_baseline(name)
@@ -139,12 +139,15 @@ def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds:
         rand = curves[against][pair(p.scorer, p.scorer)]  # a random map is one map whichever model scores it
         random_itself = name == PER_PIXEL or matched_side(name) is not None
         at = np.searchsorted(subsets[against], idx)  # the random map's scores of the same images
-        comparisons = {} if random_itself else {m: compare(value[m], rand[m][at]) for m in METRICS}
+        comparisons = {} if random_itself else {m: Comparison.paired(value[m], rand[m][at]) for m in METRICS}
         scored[p] = CurveScores({m: Distribution.of(value[m]) for m in METRICS}, comparisons)
     together = None
-    if not baseline and len(explained) == len(STUDIED):  # a baseline is one map for both
-        pairs = [agreement(t, s) for t, s in zip(maps[TEACHER][name], maps[DISTILLED][name])]
-        together = Agreement(*(Distribution.of([p[k] for p in pairs]) for k in ("spearman", "iou")))
+    if not baseline and len(made) == len(STUDIED):  # a baseline is one map for both
+        together = _agreement(maps[TEACHER][name], maps[DISTILLED][name])
+    elif _reads_head(name) and made == [DISTILLED] and LEARNT in maps[TEACHER]:  # with what it learnt
+        # the teacher's Grad-CAM is a cheap method: its maps hold every study image, so idx picks the same ones
+        learnt = resize_maps(maps[TEACHER][LEARNT][idx], subject.metas[DISTILLED].input_size)
+        together = _agreement(learnt, maps[DISTILLED][name])
     ds = subject.ds
     return MethodScores(
         int(len(idx)), baseline, scored, together,
@@ -152,6 +155,11 @@ def method_scores(name: str, curves: dict, idx: np.ndarray, maps: dict, seconds:
         None if ds.masks is None else {r: localisation(maps[r][name], ds, idx, subject.metas[r].input_size)
                                        for r in made},
         versus, None if baseline else {r: sides[r][name] for r in made})
+
+
+def _agreement(teacher_maps: np.ndarray, student_maps: np.ndarray) -> Agreement:
+    pairs = [agreement(t, s) for t, s in zip(teacher_maps, student_maps)]
+    return Agreement(*(Distribution.of([p[k] for p in pairs]) for k in ("spearman", "iou")))
 
 
 def cascade_steps(runs) -> tuple[CascadeStep, ...]:
@@ -166,7 +174,7 @@ def cascade_steps(runs) -> tuple[CascadeStep, ...]:
     return tuple(steps)
 
 
-def sanity_cascades(cfg, explained: tuple[Role, ...], subject, unchanged: set[Role], earlier: FaithfulnessStudy | None,
+def sanity_cascades(cfg, explaining: dict[str, tuple[Role, ...]], subject, unchanged: set[Role], earlier: FaithfulnessStudy | None,
                     cheap: tuple[str, ...]) -> dict[str, dict[Role, tuple[CascadeStep, ...]]]:
     """The model-randomisation cascade of each cheap method on the first few images, by explained model (an
     unchanged model's taken from ``earlier`` when it counted constant maps)."""
@@ -174,8 +182,9 @@ def sanity_cascades(cfg, explained: tuple[Role, ...], subject, unchanged: set[Ro
     out: dict[str, dict[Role, tuple[CascadeStep, ...]]] = {}
     for method in [m for m in cfg.methods if m in cheap]:
         out[method] = {}
-        for role in explained:
-            kept = earlier.cascade(method, role) if earlier is not None and role in unchanged else ()
+        for role in explaining[method]:
+            kept = earlier.cascade(method, role) if earlier is not None and role in unchanged and \
+                not _reads_head(method) else ()
             if kept and kept[-1].constant is not None:
                 out[method][role] = kept
                 continue
@@ -185,14 +194,14 @@ def sanity_cascades(cfg, explained: tuple[Role, ...], subject, unchanged: set[Ro
     return out
 
 
-def unrelated_pairs(cfg, explained: tuple[Role, ...], maps: dict,
+def unrelated_pairs(cfg, explaining: dict[str, tuple[Role, ...]], maps: dict,
                     cheap: tuple[str, ...]) -> dict[str, dict[Role, Unrelated]]:
     """What "unrelated" scores, beside the cascade: each cheap method's maps of different study images from one
     model, each image's map with the next one's."""
     out: dict[str, dict[Role, Unrelated]] = {}
     for method in [m for m in cfg.methods if m in cheap]:
         out[method] = {}
-        for role in explained:
+        for role in explaining[method]:
             scores = unrelated_pair_scores(maps[role][method])
             out[method][role] = Unrelated(*(Distribution.of(scores[k]) for k in ("spearman", "abs_spearman", "ssim",
                                                                                 "iou")))

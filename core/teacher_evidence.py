@@ -52,6 +52,7 @@ from core.hooks import preserve_model_state
 from core.metadata import atomic_write_bytes, atomic_write_text, file_sha256, now_iso
 
 __all__ = ["HEAD_FILE", "HEAD_META_FILE", "NO_HEAD", "EvidenceHead", "evidence_head", "attach_head",
+           "attach_shipped_head",
            "evidence_maps", "evidence_targets", "evidence_loss", "cache_training_pairs", "train_head", "save_head",
            "load_head", "main"]
 
@@ -271,6 +272,20 @@ def load_head(path: str | Path, student: nn.Module, *, student_file: str | Path 
     except Exception as err:  # a corrupt file, a pickle with code, other tensors: all unusable
         raise ValueError(f"{path}: weights are not an evidence head's state dict ({type(err).__name__})") from None
     return head.eval()
+
+
+def attach_shipped_head(student: nn.Module, student_file: str | Path) -> str | None:
+    """Attach the head shipped beside ``student_file`` (``student_evidence.pt``), if one is there; returns None, or
+    the one-line reason a head that is there was not attached (made for another student, unreadable): the student
+    still explains with every other method, and the reason says how to make a fitting head."""
+    path = Path(student_file).parent / HEAD_FILE
+    if Path(student_file).name != "student.pt" or not path.is_file():
+        return None
+    try:
+        attach_head(student, load_head(path, student, student_file=student_file))
+    except ValueError as err:
+        return f"{err}; `python -m core.teacher_evidence DATASET --force` trains a fitting one"
+    return None
 
 
 def _training_images(meta, root: str | None) -> torch.Tensor:

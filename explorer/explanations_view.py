@@ -124,7 +124,7 @@ def predicted_costs(models: dict[str, LoadedModel], methods: list[str], *, faith
     estimates, scoring, layers = {}, {}, gradcam_layers or {}
     for method in methods:
         estimates[method], scoring[method] = {}, {}
-        for role, loaded in models.items():
+        for role, loaded in explaining(models, method).items():
             params = method_params(method, layers.get(role))
             with loaded.lock:
                 size = loaded.meta.input_size
@@ -171,10 +171,10 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
     ``gradcam_layers``: Grad-CAM's layer on each model by role (a missing role: its last conv layer).
     """
     masks, layers = masks or {}, gradcam_layers or {}
-    results, total, done = {}, len(methods) * len(models), 0
+    results, total, done = {}, sum(len(explaining(models, m)) for m in methods), 0
     for method in methods:
         per_model = {}
-        for role, loaded in models.items():
+        for role, loaded in explaining(models, method).items():
             per_model[role] = explain_one(loaded, xs[role], method, target, faithfulness=faithfulness,
                                           sanity=sanity, mask=masks.get(role), gradcam_layer=layers.get(role))
             done += 1
@@ -186,6 +186,25 @@ def explain_pair(models: dict[str, LoadedModel], xs: dict[str, torch.Tensor], me
             pair_agreement = MapAgreement(_finite(alike["spearman"]), _finite(alike["iou"]))
         results[method] = MethodPair(per_model, pair_agreement)
     return PairExplanation(int(target), results)
+
+
+def offered_methods(models: dict[str, LoadedModel]) -> list[str]:
+    """Every method some model can explain with, in registration order (the teacher's evidence where the student
+    has its head)."""
+    return [m for m in EXPLAINERS if any(EXPLAINERS[m].can_explain(loaded.model) for loaded in models.values())]
+
+
+def not_made(method: str, role: str) -> str:
+    """Why a model has no map of a method (in its column of the page)."""
+    if EXPLAINERS[method].needs_head and role == "teacher":
+        return ("The teacher's evidence is read off the student, which learnt to give the teacher's Grad-CAM from "
+                "its own forward pass: compare it with the teacher's Grad-CAM.")
+    return f"The {role_label(role).lower()} cannot explain with {method_label(method)}."
+
+
+def explaining(models: dict[str, LoadedModel], method: str) -> dict[str, LoadedModel]:
+    """The models that can explain with ``method``: both, or for the teacher's evidence the student with its head."""
+    return {role: loaded for role, loaded in models.items() if EXPLAINERS[method].can_explain(loaded.model)}
 
 
 def run_key(dataset: str, models: dict[str, LoadedModel], image_ident: str, methods: list[str], target: int,

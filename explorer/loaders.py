@@ -36,6 +36,7 @@ from core.images import open_image, to_rgb
 from core.layout import checkpoint_file, dataset_folder, results_file
 from core.results_record import ShippedResults
 from core.roles import DISTILLED, SHIPPED, TEACHER
+from core.teacher_evidence import HEAD_FILE, attach_shipped_head
 from explorer import listing, runtime
 
 runtime.configure_torch()  # the first page that can load a model sets torch's threads, before any model runs
@@ -71,20 +72,27 @@ class LoadedModel:
     path: str
     role: str
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    head_note: str | None = None  # why an evidence head shipped beside the student is not attached
 
     @property
     def version(self) -> tuple:
-        """``(role, path, mtime)``: the key under which a result computed with this model is cached, so that a
-        rewritten checkpoint is computed with again."""
-        path = Path(self.path)
-        return self.role, self.path, path.stat().st_mtime if path.is_file() else None
+        """``(role, path, (mtime, head mtime))``: the key under which a result computed with this model is cached,
+        so that a rewritten checkpoint, or a retrained evidence head beside it, is computed with again."""
+        return self.role, self.path, _mtimes(self.path)
+
+
+def _mtimes(path: str) -> tuple[float | None, float | None]:
+    """Modification times of a checkpoint and of the evidence head beside it (None where a file is missing)."""
+    files = (Path(path), Path(path).parent / HEAD_FILE)
+    return tuple(f.stat().st_mtime if f.is_file() else None for f in files)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading model ...")
-def _load_checkpoint(path: str, role: str, mtime: float, classes: tuple[str, ...]) -> LoadedModel:
-    # mtime is part of the cache key: a retrained checkpoint replaces the cached one.
+def _load_checkpoint(path: str, role: str, mtimes: tuple, classes: tuple[str, ...]) -> LoadedModel:
+    # mtimes is part of the cache key: a retrained checkpoint or evidence head replaces the cached model.
     model, meta = checkpoints.load(path, expected_classes=list(classes))
-    return LoadedModel(model.eval(), meta, path, role)
+    note = attach_shipped_head(model, path) if role == DISTILLED.shipped else None
+    return LoadedModel(model.eval(), meta, path, role, head_note=note)
 
 
 def load_model(dataset: str, role: str) -> LoadedModel | None:
@@ -97,7 +105,7 @@ def load_model(dataset: str, role: str) -> LoadedModel | None:
     path = listing.checkpoint_paths(dataset).get(role)
     if path is None:
         return None
-    return _load_checkpoint(str(path), role, path.stat().st_mtime, tuple(DATASETS[dataset].classes))
+    return _load_checkpoint(str(path), role, _mtimes(str(path)), tuple(DATASETS[dataset].classes))
 
 
 def load_pair(dataset: str) -> tuple[LoadedModel | None, LoadedModel | None]:

@@ -72,6 +72,9 @@ GLOSSARY: dict[str, str] = {
            "one forward pass, no gradients.",
     "Grad-CAM": "The last convolutional layer's feature maps weighted by the gradient of the class score; one "
                 "forward and one backward pass.",
+    "Teacher's evidence": "The teacher's evidence, read off the student: a small head on the student's last "
+                          "layer learnt to give the teacher's Grad-CAM for every class, so the student's one forward "
+                          "pass gives its answer and the teacher's evidence for it (where the head is shipped).",
     "Saliency": "The size of the gradient of the class score with respect to each pixel.",
     "Integrated gradients": "Gradients averaged along a path from a black image to the image, times the "
                             "difference; many passes.",

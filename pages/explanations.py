@@ -13,18 +13,21 @@ chrome.page_header("Explanations side by side",
                    "The same image and the same class explained by both models with several methods. Each method "
                    "shows its predicted cost before it runs and its measured cost after.",
                    terms=("Feature map", "CAM", "Grad-CAM", "Saliency", "Integrated gradients", "SHAP", "LIME",
-                          "Occlusion", "Passes (F/B)", "Deletion AUC", "Insertion AUC", "Sanity check",
+                          "Occlusion", "Teacher's evidence", "Passes (F/B)", "Deletion AUC", "Insertion AUC", "Sanity check",
                           "Pointing game", "Spearman correlation", "IoU"))
 teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
 models = {"teacher": teacher, "student": student}
 xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
 
-methods_all = registered_methods()
+methods_all = explanations_view.offered_methods(models)
+if student.head_note:
+    st.caption(f"The teacher's evidence is not offered: {plain(student.head_note)}")
 state.bind("method", registered_methods(preselected=True), options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
 methods = st.multiselect("Methods", methods_all, key="method", format_func=names.method_label,
                          help="feature_maps is the paper's method; KernelSHAP, LIME and occlusion run hundreds "
-                              "of passes.")
+                              "of passes. The teacher's evidence (where the student has its head) is the teacher's "
+                              "Grad-CAM as the student learnt to give it, from its one forward pass.")
 state.publish("method", fmt=",".join)
 gradcam_layers = {}  # role -> Grad-CAM's target layer; chosen only when Grad-CAM runs
 if "grad_cam" in methods:
@@ -106,6 +109,9 @@ for col, role in zip(st.columns(2), models):  # once per model, above the maps o
 for method in methods:
     st.subheader(names.method_label(method))
     for col, role in zip(st.columns(2), ("teacher", "student")):
+        if role not in result.methods[method].models:
+            col.caption(explanations_view.not_made(method, role))
+            continue
         r, size = result.methods[method].models[role], models[role].meta.input_size
         mask = chosen.mask_at(size)
         peak = explanations_view.peak(r.heatmap) if mask is not None else None

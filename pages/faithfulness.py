@@ -14,7 +14,7 @@ chrome.page_header("Faithfulness over the test set",
                    "the student's map perturbs the teacher's score, the paper's implicit claim. Every method is "
                    "drawn beside a random map, a centre prior and, on the phantom, the mean lesion mask.",
                    terms=("Deletion AUC", "Insertion AUC", "Sanity check", "Pointing game", "Spearman correlation",
-                          "IoU"))
+                          "IoU", "Teacher's evidence"))
 study, unreadable = fv.shipped_study(loaders.results_json(dataset), f"{dataset}/results.json")
 if unreadable:
     st.warning(f"The faithfulness study shipped for {dataset} cannot be read ({plain(unreadable)}). Rerun "

@@ -12,7 +12,7 @@ dataset = chrome.current_dataset()
 chrome.page_header("Timing the explainers",
                    "Every method on teacher and student over the same images and targets: warm-up, median and IQR of "
                    "wall time per image, the pass count, and measured time over the pass-count bound.",
-                   terms=("Passes (F/B)", "Feature map", "Grad-CAM", "SHAP"))
+                   terms=("Passes (F/B)", "Feature map", "Grad-CAM", "SHAP", "Teacher's evidence"))
 shipped = benchmark_view.shipped_results(dataset)
 if shipped:
     st.subheader("Results shipped with the checkpoints")
@@ -27,7 +27,7 @@ if not loaders.images_available(dataset):
 teacher, student = pair
 
 st.subheader("Run it here")
-methods_all = registered_methods()
+methods_all = explanations_view.offered_methods({"teacher": teacher, "student": student})
 state.bind("method", registered_methods(preselected=True), options=methods_all,
            parse=lambda v: [m for m in v.split(",") if m] or None)
 methods = st.multiselect("Methods", methods_all, key="method", format_func=names.method_label)

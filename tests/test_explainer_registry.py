@@ -129,7 +129,8 @@ print(json.dumps([faithfulness_study.CHEAP_METHODS, faithfulness_study.SLOW_METH
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     cheap, slow, timed = json.loads(run.stdout.strip().splitlines()[-1])
-    assert cheap == ["feature_maps", "cam", "grad_cam", "saliency", "new_cheap"]
+    # the teacher's evidence too: it is studied where the student's head is shipped
+    assert cheap == ["feature_maps", "cam", "grad_cam", "saliency", "teacher_evidence", "new_cheap"]
     assert slow == ["integrated_gradients", "occlusion", "gradient_shap", "kernel_shap", "lime", "new_slow"]
     assert timed == ["feature_maps", "cam", "grad_cam", "saliency", "integrated_gradients", "gradient_shap",
                      "kernel_shap", "new_cheap", "new_slow"]

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from core import checkpoints
+from conftest import seeded
 from core.faithfulness import deletion_curve, mask_iou, pointing_game
 from core.baseline_maps import BASELINES, baseline_map, tolerant_hit
 from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
@@ -224,12 +225,66 @@ def test_the_command_line_takes_every_default_from_the_study_config():
         args = vars(build_parser().parse_args(["phantom"]))
     compared = 0
     for field in dataclasses.fields(Other):
-        if field.name in args and field.name != "dataset":
+        if field.name in args and field.name not in ("dataset", "methods"):  # methods: see default_methods
             want = getattr(Other("phantom"), field.name)
             assert args[field.name] == (list(want) if isinstance(want, tuple) else want), field.name
             compared += 1
-    assert compared >= 8
+    assert compared >= 7 and args["methods"] is None
     assert (args["slow_images"], args["sanity_images"], args["steps"], args["seed"]) == (7, 3, 5, 11)
+
+
+def _ship_head(folder: Path, seed: int) -> None:
+    from core.cam import cam_head
+    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
+
+    classifier = cam_head(checkpoints.load(folder / "student.pt")[0]).classifier
+    head = seeded(lambda: EvidenceHead(classifier.in_features, classifier.out_features), seed)
+    save_head(head, folder / HEAD_FILE, student_file=folder / "student.pt", teacher_file=folder / "teacher.pt",
+              seed=seed, epochs=1, history=[1.0])
+
+
+def test_the_teacher_evidence_is_studied_as_the_students_map_where_its_head_is_shipped(tmp_path):
+    from core.explainers import ExplainError
+    from core.faithfulness_study import default_methods
+
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder, ignore=shutil.ignore_patterns("timing", "earlier"))
+    settings = dict(checkpoints=str(tmp_path), images=4, slow_images=2, sanity_images=1,
+                    methods=("cam", "grad_cam", "teacher_evidence"), steps=2, **QUICK)
+    assert "teacher_evidence" not in default_methods(tmp_path, "phantom")
+    with pytest.raises(ExplainError, match=r"python -m core\.teacher_evidence"):  # asked for, with no head
+        run_study(StudyConfig("phantom", **settings))
+    _ship_head(folder, 0)
+    assert default_methods(tmp_path, "phantom") == StudyConfig("phantom").methods + ("teacher_evidence",)
+    study = run_study(StudyConfig("phantom", **settings))
+    evidence, cam = study.methods["teacher_evidence"], study.methods["cam"]
+    # the student's maps only, scored on its own probability and on the teacher's, against noise at its grid
+    assert set(evidence.curves) == {pair(DISTILLED, DISTILLED), pair(DISTILLED, TEACHER)}
+    assert set(evidence.localisation) == {DISTILLED}
+    # its agreement is with the map it learnt to give, the teacher's Grad-CAM of the same image
+    from core.explain import explain
+    from core.faithfulness import agreement
+    from core.faithfulness_study import load_subject
+
+    subject = load_subject(StudyConfig("phantom", **settings))
+    first = {role: explain(subject.models[role], subject.xs[role][:1], method, int(subject.preds[role][0]),
+                           predict=False).heatmap for role, method in ((TEACHER, "grad_cam"),
+                                                                       (DISTILLED, "teacher_evidence"))}
+    expected = agreement(first[TEACHER], first[DISTILLED])
+    assert evidence.agreement.spearman.values[0] == pytest.approx(expected["spearman"], abs=1e-4)
+    assert evidence.map_side == {DISTILLED: cam.map_side[DISTILLED]}
+    assert evidence.versus == {DISTILLED: cam.versus[DISTILLED]}
+    assert set(evidence.curves[pair(DISTILLED, TEACHER)].vs_random) == set(METRICS)
+    assert set(study.sanity["teacher_evidence"]) == {DISTILLED} and set(study.unrelated["teacher_evidence"]) == {
+        DISTILLED}
+    # a head retrained beside the unchanged student is scored afresh; the unchanged CAM's scores are taken over
+    _ship_head(folder, 1)
+    again = run_study(StudyConfig("phantom", **settings), earlier=study)
+    assert set(again.scores_from_earlier_study) == {TEACHER, DISTILLED}
+    assert again.score("cam", DISTILLED, TEACHER).scores["road_morf"].values == pytest.approx(
+        study.score("cam", DISTILLED, TEACHER).scores["road_morf"].values, abs=1e-4)  # taken over, 4 decimals
+    assert again.score("teacher_evidence", DISTILLED, TEACHER).scores["road_morf"].values != \
+        study.score("teacher_evidence", DISTILLED, TEACHER).scores["road_morf"].values
 
 
 # --------------------------------------------------------------------------- the shipped study is replaced only by more

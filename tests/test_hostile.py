@@ -35,8 +35,9 @@ from core.models import build_student
 
 ROOT = Path(__file__).resolve().parents[1]
 # the shipped checkpoints; the stages a run keeps (`core.reproduce --kept`) hold a teacher-logit cache too, and
-# tests/test_shipped.py loads those
-SHIPPED = sorted(p for p in (ROOT / "checkpoints").rglob("*.pt") if ROOT / "checkpoints" / "stages" not in p.parents)
+# tests/test_shipped.py loads those, and the students' evidence heads
+SHIPPED = sorted(p for p in (ROOT / "checkpoints").rglob("*.pt")
+                 if ROOT / "checkpoints" / "stages" not in p.parents and p.name != "student_evidence.pt")
 NAN, INF = float("nan"), float("inf")
 
 

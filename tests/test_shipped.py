@@ -11,11 +11,14 @@ from core.inference import predict
 from core.layout import EARLIER_FOLDER, PREDICTIONS_FILE, checkpoint_file, shipped_checkpoints
 from core.models import count_parameters
 from core.results_record import ShippedResults
+from core.teacher_evidence import HEAD_FILE
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints"
 KEPT = CKPT / "stages"  # stages of a run in progress, kept across machines (`core.reproduce --kept`)
 # the files a run replaced are kept as they were under <dataset>/earlier/ (`core.shipping`): no longer shipped
-SHIPPED = sorted(p for p in CKPT.rglob("*.pt") if KEPT not in p.parents and EARLIER_FOLDER not in p.parts)
+IN_USE = sorted(p for p in CKPT.rglob("*.pt") if KEPT not in p.parents and EARLIER_FOLDER not in p.parts)
+SHIPPED = [p for p in IN_USE if p.name != HEAD_FILE]
+HEADS = [p for p in IN_USE if p.name == HEAD_FILE]  # the students' evidence heads (`core.teacher_evidence`)
 
 
 def test_phantom_checkpoints_are_shipped():
@@ -30,6 +33,18 @@ def test_shipped_checkpoint_loads_and_predicts(path):
     from PIL import Image
     probs = predict(model, meta, [Image.new("L", (100, 90), 40), Image.new("RGB", (300, 200), (5, 9, 200))])
     assert probs.shape == (2, len(meta.classes)) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", HEADS, ids=[str(p.relative_to(CKPT)) for p in HEADS])
+def test_a_shipped_evidence_head_fits_the_student_beside_it_and_gives_a_map_per_class(path):
+    from core.teacher_evidence import attach_shipped_head, evidence_maps
+
+    student, meta = checkpoints.load(path.parent / "student.pt")
+    assert attach_shipped_head(student, path.parent / "student.pt") is None
+    import torch
+    out = evidence_maps(student, torch.zeros(1, 3, meta.input_size, meta.input_size))
+    assert out["maps"].shape[:2] == (1, len(meta.classes))
+    assert torch.allclose(out["maps"].sum(dim=(-2, -1)), torch.ones(1, len(meta.classes)), atol=1e-4)  # softmax
 
 
 def test_kept_stages_load():

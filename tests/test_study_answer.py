@@ -85,3 +85,24 @@ def test_per_pixel_deletion_alone_never_decides_the_verdict():
                                      **{m: "better" for m in COUNTED}})
     assert map_verdict(study, "feature_maps", DISTILLED, TEACHER).word == "better"
     assert not METRICS["deletion_auc"].verdict and METRICS["road_morf"].verdict
+
+
+def test_the_teachers_evidence_is_set_against_the_teachers_grad_cam_image_by_image_on_road():
+    from core.study_answer import evidence_versus_grad_cam
+
+    def road(values: list[float]) -> CurveScores:
+        return CurveScores({m: Distribution.of(values) for m in METRICS}, {})
+
+    base = study_with(grad_cam={}, cam={})
+    assert evidence_versus_grad_cam(base) is None and "evidence" not in answer(base)  # no head shipped
+    evidence, grad_cam = [0.30, 0.20, 0.25, 0.40], [0.28, 0.21, 0.20, 0.35]
+    methods = {**base.methods,
+               "teacher_evidence": MethodScores(4, False, {pair(DISTILLED, TEACHER): road(evidence)}),
+               "grad_cam": MethodScores(4, False, {pair(TEACHER, TEACHER): road(grad_cam)})}
+    matched = evidence_versus_grad_cam(dataclasses.replace(base, methods=methods))
+    differences = [0.02, -0.01, 0.05, 0.05]  # worked by hand: evidence - grad_cam, image by image
+    assert matched.evidence == sum(evidence) / 4 and matched.grad_cam == sum(grad_cam) / 4
+    assert abs(matched.difference.mean - sum(differences) / 4) < 1e-12 and matched.difference.n == 4
+    said = answer(dataclasses.replace(base, methods=methods))
+    assert "the teacher's evidence read off the student scores 0.287 and the teacher's Grad-CAM 0.260" in said
+    assert "paired difference of +0.028" in said and "4 images" in said

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -175,3 +176,29 @@ def test_a_timing_table_with_less_does_not_replace_the_shipped_one(tmp_path, mon
     # a table outside the checkpoint root is a run's own: rewritten freely
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "elsewhere"))
     assert main([*small, "--images", "1"]) == 0 and len(list((tmp_path / "phantom" / "earlier").iterdir())) == 1
+
+
+def test_the_teachers_evidence_is_timed_on_the_student_with_its_shipped_head_and_refused_without(tmp_path):
+    import shutil
+
+    from core.bench import BenchError
+    from core.cam import cam_head
+    from core.checkpoints import load
+    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "phantom"
+    for name in ("teacher.pt", "teacher.json", "student.pt", "student.json"):
+        shutil.copyfile(shipped / name, tmp_path / name)
+    asked = dict(images=2, methods=["cam", "teacher_evidence"], repeats=1, warmup=0, threads=1)
+    with pytest.raises(BenchError, match=r"python -m core\.teacher_evidence"):
+        run_bench("phantom", tmp_path / "teacher.pt", tmp_path / "student.pt", **asked)
+    classifier = cam_head(load(tmp_path / "student.pt")[0]).classifier
+    save_head(EvidenceHead(classifier.in_features, classifier.out_features), tmp_path / HEAD_FILE,
+              student_file=tmp_path / "student.pt", teacher_file=tmp_path / "teacher.pt", seed=0, epochs=1,
+              history=[1.0])
+    rows = run_bench("phantom", tmp_path / "teacher.pt", tmp_path / "student.pt", **asked)
+    timed = sorted((r["model"], r["method"]) for r in rows)
+    assert timed == [("student", "cam"), ("student", "forward"), ("student", "teacher_evidence"),
+                     ("teacher", "cam"), ("teacher", "forward")]
+    evidence = next(r for r in rows if r["method"] == "teacher_evidence")
+    assert (evidence["passes_forward"], evidence["passes_backward"]) == (1, 0)

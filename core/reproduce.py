@@ -10,8 +10,11 @@ The protocol:
 5. ``checkpoints/<dataset>/{teacher,student,student_label_only}.pt`` in float16 with their JSON, and
    ``results.json`` holding every run, the grid and the mean/spread over seeds;
 6. the out-of-distribution check of uploads (`core.ood`, ``ood.json`` and ``ood.npz``) for the shipped teacher,
-   and every test image's probabilities under the shipped models (`core.predictions`, ``predictions.npz``).
-Every stage writes its run folder and resumes from it, so an interrupted run loses at most an epoch.
+   and every test image's probabilities under the shipped models (`core.predictions`, ``predictions.npz``);
+7. the student's evidence head, trained from the shipped teacher (`core.teacher_evidence`,
+   ``student_evidence.pt``, seed 0), and the explainer timing table with it (``timing/``).
+Every stage writes its run folder and resumes from it, so an interrupted run loses at most an epoch (the evidence
+head, minutes long, is trained again).
 Shipped files are replaced only by a run with at least their budget and data, or with ``--force``, and what is
 replaced is kept under ``earlier/`` (`core.shipping`); a trial run (the smoke budget) writes into its run folder.
 """
@@ -41,6 +44,7 @@ from core.results_record import (PAIRED_METRICS, SUMMARY_METRICS, ArmSummary, Ev
                                  PairedDifference, ShippedResults, Spread)
 from core.roles import CONTROLS, DISTILLED, LABEL_ONLY, SHIPPED, STUDENTS, TEACHER, Role
 from core.stats import paired_difference
+from core.teacher_evidence import HEAD_FILE, HEAD_META_FILE, ship_head
 from core.recipe import SettingError, Stage, TrainConfig, default_stages, recorded_settings, stage_settings
 from core.train import TrainResult, run_stages
 
@@ -188,7 +192,7 @@ def replaced_files(protocol: str, timing: bool) -> list[Path]:
     names = [Path(f"{role.shipped}{suffix}") for role in SHIPPED for suffix in (".pt", ".json")]
     names.append(Path(RESULTS_FILE))
     if protocol == "official":
-        names += [Path(ood.FILE), Path(ood.STATS_FILE), Path(PREDICTIONS_FILE)]
+        names += [Path(ood.FILE), Path(ood.STATS_FILE), Path(PREDICTIONS_FILE), Path(HEAD_FILE), Path(HEAD_META_FILE)]
         if timing:
             names += [TIMING_FILE, TIMING_FILE.with_suffix(".csv")]
     return names
@@ -197,13 +201,15 @@ def replaced_files(protocol: str, timing: bool) -> list[Path]:
 def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | None = None,
               protocol: str = "official", grid: bool = True, threads: int | None = None,
               timing: bool = True, kd: dict | None = None, kept: Path | None = None,
-              force: bool = False) -> ShippedResults:
+              force: bool = False, evidence: bool = True) -> ShippedResults:
     """Run the whole protocol for one dataset; returns the results also written to disk (``results.json``, named by
     the record's ``source``).
 
     ``kd``: a fixed ``{"alpha", "temperature"}`` instead of the grid. The pooled protocol takes the setting
     the official split chose (from its shipped results.json, when there), so the two splits differ only in
     the split. ``timing=False`` skips the explainer timing table (written for the official split only).
+    ``evidence=False`` skips the student's evidence head (`core.teacher_evidence.ship_head`, official split only,
+    seed 0): a head fits one student, so a run that ships a student replaces its head.
     ``kept``: a folder of stages kept across machines (`run_kept`), ``kept/<dataset>/<protocol>/``.
     ``force``: replace the shipped files even with less (`destination`); the replaced ones are kept under
     ``earlier/`` whether forced or not.
@@ -251,6 +257,8 @@ def reproduce(dataset: str, budget: Budget, runs: Path, out: Path, root: str | N
     if protocol == "official":  # the app's check of uploads, fitted on the shipped teacher's validation split
         ood.write(*ood.fit(checkpoint_file(target, TEACHER), root), target)
         predictions.write(target, root)  # what the app shows of the test split, without running the models
+        if evidence:  # the head this run's student replaced was moved under earlier/ with it
+            ship_head(target, root=root, seed=0, force=True)
     if timing and protocol == "official":  # same architectures on either split: their explainer times are the same
         timing_table(dataset, target, root=root, threads=threads)
     return results
@@ -329,11 +337,14 @@ def timing_table(dataset: str, target: Path, images: int = 20, root: str | None 
     from core.bench import run_bench
     from core.explainers import registered_methods
 
+    # the teacher's evidence where the student's head is shipped: its cost beside the teacher's Grad-CAM
+    head = registered_methods(needs_head=True) if (target / HEAD_FILE).is_file() else []
+
     if root:  # core.bench reads the data root from the environment like every loader
         import os
         os.environ.setdefault("KD_DATA_ROOT", str(root))
     run_bench(dataset, checkpoint_file(target, TEACHER), checkpoint_file(target, DISTILLED), images=images,
-              methods=registered_methods(in_timing_table=True),
+              methods=registered_methods(in_timing_table=True) + head,
               repeats=3, warmup=1, budget_s=120.0, threads=threads, out=timing_file(target).parent, force=force)
     return timing_file(target)
 
@@ -358,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep every finished stage in DIR/<dataset>/<protocol>/ (float16) and take the stages "
                              "kept there instead of training them: commit DIR to continue on another machine")
     parser.add_argument("--no-timing", action="store_true", help="skip the explainer timing table")
+    parser.add_argument("--no-evidence", action="store_true", help="skip the student's evidence head")
     parser.add_argument("--only-timing", action="store_true",
                         help="only (re)write the timing table of the shipped checkpoints")
     parser.add_argument("--force", action="store_true",
@@ -389,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         res = reproduce(args.dataset, budget, Path(args.runs), Path(args.out), args.root, args.protocol,
                         grid=not args.no_grid, threads=args.threads, timing=not args.no_timing, kd=kd,
-                        kept=Path(args.kept) if args.kept else None, force=args.force)
+                        kept=Path(args.kept) if args.kept else None, force=args.force,
+                        evidence=not args.no_evidence)
     except (shipping.ShippingRefused, KeptStageRefused) as err:  # nothing was shipped
         parser.exit(2, f"{parser.prog}: error: {failure_line(err)}\n")
     except SettingError as err:  # a budget the recipe cannot use, refused before anything trains

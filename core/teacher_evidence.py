@@ -52,7 +52,7 @@ from core.hooks import preserve_model_state
 from core.metadata import atomic_write_bytes, atomic_write_text, file_sha256, now_iso
 
 __all__ = ["HEAD_FILE", "HEAD_META_FILE", "NO_HEAD", "EvidenceHead", "evidence_head", "attach_head",
-           "attach_shipped_head",
+           "attach_shipped_head", "ship_head",
            "evidence_maps", "evidence_targets", "evidence_loss", "cache_training_pairs", "train_head", "save_head",
            "load_head", "main"]
 
@@ -296,14 +296,46 @@ def _training_images(meta, root: str | None) -> torch.Tensor:
     return batch_for(meta, evaluation_split(meta, "train", root=root).images)
 
 
+def ship_head(folder: str | Path, *, root: str | None = None, epochs: int = 8, seed: int = 0,
+              force: bool = False, on_epoch: Callable[[int, float], None] | None = None) -> tuple[Path, Path | None]:
+    """Train the evidence head from the shipped teacher and student in a dataset's checkpoint ``folder`` on their
+    training split and ship it beside the student; returns (the head's path, the folder the head it replaced is kept
+    in, or None). The stage of `core.reproduce` that follows the students. A head takes minutes (one pass of each
+    model over the training images, then epochs over the cached pairs), so an interrupted one is trained again.
+
+    Raises:
+        core.shipping.ShippingRefused: a head is shipped there and ``force`` is not set (nothing trained).
+    """
+    from core import checkpoints, shipping
+    from core.layout import checkpoint_file
+    from core.roles import DISTILLED, TEACHER
+
+    folder = Path(folder)
+    head_path = folder / HEAD_FILE
+    if head_path.is_file() and not force:
+        raise shipping.ShippingRefused(f"{head_path}: not replaced, an evidence head is shipped there. Pass --force "
+                                       "to replace it anyway; the replaced files are kept under earlier/.")
+    student_file, teacher_file = checkpoint_file(folder, DISTILLED), checkpoint_file(folder, TEACHER)
+    student, meta = checkpoints.load(student_file)
+    teacher, teacher_meta = checkpoints.load(teacher_file, meta.classes)
+    images = _training_images(meta, root)
+    same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
+    teacher_images = None if same else _training_images(teacher_meta, root)
+    head, history = train_head(student, teacher, images, teacher_images=teacher_images, epochs=epochs, seed=seed,
+                               on_epoch=on_epoch)
+    kept = shipping.keep_replaced(folder, [HEAD_FILE, HEAD_META_FILE])
+    path = save_head(head, head_path, student_file=student_file, teacher_file=teacher_file, seed=seed, epochs=epochs,
+                     history=history, classes=meta.classes, images=len(images))
+    return path, kept
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m core.teacher_evidence DATASET``: train the evidence head from the dataset's shipped teacher and
     student on its training split and ship it beside the student (an existing head only with ``--force``, kept
     under ``earlier/``)."""
-    from core import checkpoints, shipping
+    from core import shipping
     from core.arguments import RUN_FAILURES, failure_line, integer
-    from core.layout import checkpoint_file, checkpoint_root, dataset_folder
-    from core.roles import DISTILLED, TEACHER
+    from core.layout import checkpoint_root, dataset_folder
 
     parser = argparse.ArgumentParser(prog="python -m core.teacher_evidence", description=main.__doc__)
     parser.add_argument("dataset")
@@ -317,23 +349,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     folder = dataset_folder(args.dataset, root=args.checkpoints or checkpoint_root())
-    head_path = folder / HEAD_FILE
-    if head_path.is_file() and not args.force:
-        parser.exit(2, f"{parser.prog}: error: {head_path}: not replaced, an evidence head is shipped there. Pass "
-                       "--force to replace it anyway; the replaced files are kept under earlier/.\n")
-    student_file, teacher_file = checkpoint_file(folder, DISTILLED), checkpoint_file(folder, TEACHER)
+    print(f"{args.dataset}: one pass of each model over the training images, then {args.epochs} epochs")
     try:
-        student, meta = checkpoints.load(student_file)
-        teacher, teacher_meta = checkpoints.load(teacher_file, meta.classes)
-        images = _training_images(meta, args.root)
-        same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
-        teacher_images = None if same else _training_images(teacher_meta, args.root)
-        print(f"{args.dataset}: {len(images)} training images, one pass of each model, then {args.epochs} epochs")
-        head, history = train_head(student, teacher, images, teacher_images=teacher_images, epochs=args.epochs,
-                                   seed=args.seed, on_epoch=lambda e, loss: print(f"epoch {e}: loss {loss:.4f}"))
-        kept = shipping.keep_replaced(folder, [HEAD_FILE, HEAD_META_FILE])
-        path = save_head(head, head_path, student_file=student_file, teacher_file=teacher_file, seed=args.seed,
-                         epochs=args.epochs, history=history, classes=meta.classes, images=len(images))
+        path, kept = ship_head(folder, root=args.root, epochs=args.epochs, seed=args.seed, force=args.force,
+                               on_epoch=lambda e, loss: print(f"epoch {e}: loss {loss:.4f}"))
+    except shipping.ShippingRefused as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     except RUN_FAILURES as err:
         parser.exit(1, f"{parser.prog}: {failure_line(err)}\n")
     print(f"wrote {path}" + (f" (the earlier head is kept in {kept})" if kept else ""))

@@ -77,6 +77,11 @@ def test_writes_checkpoints_metadata_and_results(smoke_run):
     assert written["summary"]["student"]["accuracy"]["n"] == len(SEEDS)
     check = ood.load(folder, checkpoints.file_sha256(folder / "teacher.pt"), 1024)
     assert check is not None and check[0].model == "teacher" and check[0].val_images > 0
+    # the student's evidence head, trained from the shipped teacher for the shipped student (seed 0)
+    from core.teacher_evidence import HEAD_FILE, load_head
+    load_head(folder / HEAD_FILE, checkpoints.load(folder / "student.pt")[0])  # refuses a head of another pair
+    head = json.loads((folder / HEAD_FILE).with_suffix(".json").read_text())
+    assert head["seed"] == 0 and head["teacher_sha256"] == checkpoints.file_sha256(folder / "teacher.pt")
 
 
 def test_kd_setting_is_chosen_on_validation_only(smoke_run):

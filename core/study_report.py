@@ -54,7 +54,8 @@ def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[
              + ("; **computed for earlier checkpoints**" if stale else "") + "). Deletion AUC (lower is better) "
              "and insertion AUC (higher is better) of the predicted class's probability; 'student → teacher': "
              "the student's map perturbing the teacher's score. ✓ / ✗: better / worse than the random map on the "
-             "same images (paired 95% t interval over images excludes 0).", "",
+             "same images (paired 95% t interval over images excludes 0). Agreement: of the two models' maps (the "
+             "teacher's evidence read off the student: with the teacher's Grad-CAM it learnt).", "",
              "| map | deletion: teacher | student | student → teacher | insertion: teacher | student "
              "| student → teacher | agreement (Spearman, median) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, out in study.methods.items():
@@ -72,7 +73,8 @@ def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[
                   "IoU; means over lesion images):", "", "| map | teacher hit | energy | IoU | student hit | energy "
                   "| IoU |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, by_role in loc:
-            cells = [_mean(getattr(by_role[role], key).mean) for role in STUDIED for key in ("hit", "energy", "iou")]
+            cells = [_mean(getattr(by_role[role], key).mean) if role in by_role else "–" for role in STUDIED
+                     for key in ("hit", "energy", "iou")]  # the teacher's evidence: the student's maps only
             lines.append(f"| {method_name(name)} | " + " | ".join(cells) + " |")
     return lines
 

@@ -164,9 +164,14 @@ def cascades(study: FaithfulnessStudy, method: str) -> dict[str, tuple[list[str]
             for role, steps in study.sanity.get(method, {}).items()}
 
 
-def extreme_series(study: FaithfulnessStudy, metric: str, scoring: str = "own") -> list[Series]:
-    """The series a best/worst list can be drawn from for this metric."""
-    return list(series_of(metric, scoring))
+def extreme_series(study: FaithfulnessStudy, metric: str, scoring: str = "own",
+                   method: str | None = None) -> list[Series]:
+    """The series a best/worst list can be drawn from for this metric (of ``method``: those it has values of; the
+    teacher's evidence has no teacher's map)."""
+    found = list(series_of(metric, scoring))
+    if method is None:
+        return found
+    return [s for s in found if s.distribution(study.methods[method], METRICS[metric]) is not None]
 
 
 def extremes(study: FaithfulnessStudy, method: str, metric: str, series: Series, k: int = 3) -> dict[str, list[dict]]:

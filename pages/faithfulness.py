@@ -68,9 +68,9 @@ if cascade_methods:
 
 st.subheader("Best and worst images")
 methods = [name for name, m in study.methods.items() if not m.baseline]
-series_keys = fv.extreme_series(study, metric, scoring)
 c1, c2 = st.columns(2)
 method = c1.selectbox("Method", methods, key="faith_extreme_method", format_func=fv.method_label)
+series_keys = fv.extreme_series(study, metric, scoring, method)
 series = c2.selectbox("Series", series_keys, key="faith_extreme_series", format_func=lambda s: s.label)
 found = fv.extremes(study, method, metric, series)
 for kind, cases in found.items():

@@ -179,3 +179,33 @@ def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study
     shutil.copytree(folder, tmp_path / "phantom")
     (tmp_path / "phantom" / "student.pt").write_bytes(b"another checkpoint")
     assert "computed for earlier checkpoints" in "\n".join(faithfulness_lines(study, tmp_path / "phantom"))
+
+
+def with_teacher_evidence(results: dict) -> None:
+    """A study whose student had its evidence head: its maps the student's alone (here the CAM's numbers)."""
+    block = results["faithfulness"]
+    cam = block["methods"]["cam"]
+    block["methods"]["teacher_evidence"] = {
+        **{k: v for k, v in cam.items() if k not in ("teacher", "teacher_on_student")},
+        **{k: {"student": cam[k]["student"]} for k in ("seconds", "localisation", "versus", "map_side")}}
+    for part in ("sanity", "unrelated"):
+        block[part]["teacher_evidence"] = {"student": block[part]["cam"]["student"]}
+    block["config"]["methods"].append("teacher_evidence")
+
+
+def test_page_draws_the_teachers_evidence_which_has_the_students_maps_only(study_root, tmp_path, monkeypatch):
+    at = open_with_results(study_root / "phantom", tmp_path, monkeypatch, with_teacher_evidence)
+    assert "teacher's evidence read off the student" in as_read(texts(at))  # in the answer
+    for scoring in ("own", "cross"):
+        at.radio(key="faith_scoring").set_value(scoring).run()
+        assert_ok(at)
+        assert fv.method_label("teacher_evidence") in set(at.dataframe[0].value["method"])
+    at.selectbox(key="faith_metric").set_value("pointing").run()
+    assert_ok(at)
+    at.selectbox(key="faith_cascade").set_value("teacher_evidence").run()
+    assert_ok(at) and has_chart(at, "faith_cascade_chart")
+    at.selectbox(key="faith_extreme_method").set_value("teacher_evidence").run()
+    assert_ok(at)
+    for series in at.selectbox(key="faith_extreme_series").options:  # the teacher's series holds no map of it
+        at.selectbox(key="faith_extreme_series").set_value(series).run()
+        assert_ok(at)

@@ -277,6 +277,10 @@ def test_the_teacher_evidence_is_studied_as_the_students_map_where_its_head_is_s
     assert set(evidence.curves[pair(DISTILLED, TEACHER)].vs_random) == set(METRICS)
     assert set(study.sanity["teacher_evidence"]) == {DISTILLED} and set(study.unrelated["teacher_evidence"]) == {
         DISTILLED}
+    # the docs' tables give it its row: the student's columns filled, the teacher's empty
+    from core.study_report import faithfulness_lines
+    rows = [line for line in faithfulness_lines(study, folder) if line.startswith("| The teacher's evidence")]
+    assert len(rows) == 3 and rows[-1].split(" | ")[1:4] == ["–", "–", "–"]  # lesion table: no teacher map
     # a head retrained beside the unchanged student is scored afresh; the unchanged CAM's scores are taken over
     _ship_head(folder, 1)
     again = run_study(StudyConfig("phantom", **settings), earlier=study)

@@ -1,0 +1,139 @@
+"""Does the teacher's evidence read off the student depend on the teacher? Measured on the shipped models.
+
+    python benchmarks/evidence_dependence.py [--dataset phantom] [--threads 2] [--epochs 8] [--images 200]
+
+Two evidence heads are trained for the dataset's shipped student, with the same seed, images and epochs
+(`core.teacher_evidence.train_head`): one from the shipped teacher, one from the same architecture with
+re-initialised weights (seed 0). On the test images (stratified, at most ``--images``) each head gives its map of
+the trained teacher's predicted class; the target: the two maps differ, median |Spearman| <= 0.2 (a head that
+read the image, not the teacher, would give the same map whichever teacher it learnt from). Reported beside it:
+each head's agreement with the trained teacher's Grad-CAM (the map the first learnt), and the model-randomisation
+cascade of the student with its trained head (`core.sanity.sanity_check`, every student layer re-initialised in
+turn, the head kept: how much of the map the student's weights carry).
+
+Writes ``benchmarks/results/evidence_dependence_<dataset>.json`` and a Markdown table beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.report import measured_on  # noqa: E402
+from core import checkpoints  # noqa: E402
+from core.evaluate import evaluation_split  # noqa: E402
+from core.explain import explain  # noqa: E402
+from core.faithfulness import agreement  # noqa: E402
+from core.faithfulness_study import study_images  # noqa: E402
+from core.inference import batch_for, predict_tensor  # noqa: E402
+from core.layout import checkpoint_file, dataset_folder  # noqa: E402
+from core.metadata import atomic_write_text  # noqa: E402
+from core.models import build_model  # noqa: E402
+from core.roles import DISTILLED, TEACHER  # noqa: E402
+from core.sanity import sanity_check  # noqa: E402
+from core.stopwatch import environment  # noqa: E402
+from core.teacher_evidence import attach_head, train_head  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LIMIT = 0.2  # median |Spearman| between the heads of the trained and the re-initialised teacher
+
+
+def reinitialised(meta: checkpoints.CheckpointMeta, seed: int = 0) -> torch.nn.Module:
+    """The teacher's architecture with fresh weights (seeded), in eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(meta.arch, meta.num_classes, **(meta.arch_args or {})).eval()
+
+
+def median_abs(values) -> float:
+    values = np.abs(np.asarray(values, dtype=np.float64))
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="phantom")
+    parser.add_argument("--checkpoints", default="checkpoints")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--images", type=int, default=200, help="stratified test images (default %(default)s)")
+    parser.add_argument("--sanity-images", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    folder = dataset_folder(args.dataset, root=args.checkpoints)
+    student, meta = checkpoints.load(checkpoint_file(folder, DISTILLED))
+    teacher, teacher_meta = checkpoints.load(checkpoint_file(folder, TEACHER), meta.classes)
+    train = batch_for(meta, evaluation_split(meta, "train").images)
+    same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
+    teacher_train = None if same else batch_for(teacher_meta, evaluation_split(teacher_meta, "train").images)
+    heads = {}
+    for name, source in (("trained", teacher), ("re-initialised", reinitialised(teacher_meta))):
+        heads[name], history = train_head(student, source, train, teacher_images=teacher_train, epochs=args.epochs)
+        print(f"head from the {name} teacher: loss {history[0]:.4f} -> {history[-1]:.4f}")
+
+    test = study_images(meta, args.images, None)
+    xs, xt = batch_for(meta, test.images), batch_for(teacher_meta, test.images)
+    targets = predict_tensor(teacher, xt).argmax(1).tolist()
+    maps = {name: [] for name in heads}
+    grad_cam = [explain(teacher, xt[i:i + 1], "grad_cam", t, predict=False).heatmap for i, t in enumerate(targets)]
+    for name, head in heads.items():
+        attach_head(student, head)
+        maps[name] = [explain(student, xs[i:i + 1], "teacher_evidence", t, predict=False).heatmap
+                      for i, t in enumerate(targets)]
+    between = [agreement(a, b)["spearman"] for a, b in zip(maps["trained"], maps["re-initialised"])]
+    with_grad_cam = {name: float(np.nanmedian([agreement(g, m)["spearman"] for g, m in zip(grad_cam, maps[name])]))
+                     for name in heads}
+    attach_head(student, heads["trained"])
+    cascade = [sanity_check(student, xs[i:i + 1], "teacher_evidence", targets[i], n_layers=None)
+               for i in range(min(args.sanity_images, len(targets)))]
+    steps = [{"layer": step.layer,
+              "median_abs_spearman": median_abs([run.steps[k].spearman for run in cascade]),
+              "constant": sum(bool(run.steps[k].constant) for run in cascade)}
+             for k, step in enumerate(cascade[0].steps)]
+    result = {"dataset": args.dataset, "images": len(targets), "epochs": args.epochs, "seed": 0,
+              "median_abs_spearman_between_heads": median_abs(between), "limit": LIMIT,
+              "met": bool(median_abs(between) <= LIMIT),
+              "median_spearman_with_teacher_grad_cam": with_grad_cam, "cascade_student_with_head": steps,
+              "sanity_images": len(cascade), "seconds": round(time.perf_counter() - started, 1),
+              "created": checkpoints.now_iso(), "environment": environment()}
+    print(f"median |Spearman| between the two heads' maps: {result['median_abs_spearman_between_heads']:.3f} "
+          f"(target <= {LIMIT}: {'met' if result['met'] else 'NOT met'})")
+    print("median Spearman with the trained teacher's Grad-CAM: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in with_grad_cam.items()))
+    out = RESULTS / f"evidence_dependence_{args.dataset}.json"
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def markdown(result: dict) -> str:
+    """The table docs/benchmarks.md shows: the target, the agreements and the cascade."""
+    lines = [f"**{result['dataset']}**, {result['images']} test images, heads trained {result['epochs']} epochs "
+             f"(seed {result['seed']}): median |Spearman| between the maps of the heads trained from the shipped "
+             f"and from a re-initialised teacher **{result['median_abs_spearman_between_heads']:.3f}** (target "
+             f"<= {result['limit']}: {'met' if result['met'] else 'not met'}).", "",
+             "| head learnt from | median Spearman with the trained teacher's Grad-CAM |", "| --- | --- |"]
+    lines += [f"| {name} teacher | {value:.3f} |"
+              for name, value in result["median_spearman_with_teacher_grad_cam"].items()]
+    lines += ["", f"Cascade of the student with its trained head ({result['sanity_images']} images; the head kept, "
+                  "student layers re-initialised from the top):", "",
+              "| re-initialised down to | median abs Spearman with the trained map | constant maps |",
+              "| --- | --- | --- |"]
+    lines += [f"| {s['layer']} | {s['median_abs_spearman']:.3f} | {s['constant']} |"
+              for s in result["cascade_student_with_head"]]
+    return ("\n".join(lines) + "\n\n" + measured_on(result["created"], result["environment"])
+            + f" {result['environment']['threads']} torch thread(s), {result['seconds'] / 60:.1f} min.\n")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

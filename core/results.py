@@ -45,6 +45,7 @@ BENCHMARKS = {
     "app_load": "python benchmarks/app_load.py",
     "student_frontier": "python benchmarks/student_frontier.py",
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
+    "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
 }
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Test accuracies reported in the paper, as far as its tables can be read.

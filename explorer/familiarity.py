@@ -54,21 +54,28 @@ def assess(dataset: str, teacher: LoadedModel, image_ident: str, x: torch.Tensor
     return _assess(teacher, str(teacher.path), sha, image_ident, x, found)
 
 
-def show(dataset: str, teacher: LoadedModel, image_ident: str, x: torch.Tensor, uploaded: bool) -> None:
-    """A warning when the image is unlike the training images, else a one-line caption."""
+def show(dataset: str, teacher: LoadedModel, image_ident: str, x: torch.Tensor, uploaded: bool,
+         quiet: bool = False) -> bool:
+    """A warning when the image is unlike the training images, else a one-line caption (none when ``quiet``: the
+    pages that explain a test image say only what is unusual). Drawn above what the models say of the image;
+    returns whether the image is unusual."""
     verdict = assess(dataset, teacher, image_ident, x)
     if verdict is None:
         if uploaded:
             st.caption("No out-of-distribution check ships with these checkpoints (python -m core.ood "
                        f"{dataset} writes one): an image unlike the training data still gets a confident class.")
-        return
+        return False
     if isinstance(verdict, str):
-        st.caption(verdict)
-        return
+        if not quiet:
+            st.caption(verdict)
+        return False
     name = SCORE_NAMES.get(verdict["score"]) or plain(verdict["score"])  # the detector file names its score
     numbers = f"{name} {verdict['value']:.3g}, threshold {verdict['threshold']:.3g}"
     if verdict["unusual"]:
         st.warning(f"This image is unlike the {dataset} training images ({numbers}; 95% of validation images "
-                   "are below it). The predictions and maps below mean little for it.", icon=":material/help:")
-    else:
+                   "score below the threshold). What the models predict and show on this page means little for "
+                   "it.", icon=":material/help:")
+        return True
+    if not quiet:
         st.caption(f"Like the training images ({numbers}). {GLOSSARY['Out-of-distribution score']}")
+    return False

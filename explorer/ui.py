@@ -72,6 +72,16 @@ def shipped_models_or_error(dataset: str) -> dict | None:
         return None
 
 
+def prediction(model: str, classes: list[str], probabilities, unusual: bool) -> None:
+    """One model's predicted class and confidence: in large type, or for an image unlike the training images in a
+    small marked line (a confident class of such an image means little)."""
+    name, confidence = classes[int(probabilities.argmax())], float(probabilities.max())
+    if unusual:
+        st.caption(f"{model}: {plain(name)} ({confidence:.0%}), on an image unlike the training images")
+    else:
+        st.metric(model, name, f"{confidence:.0%} confident", delta_color="off")
+
+
 def pair_and_image_or_stop(dataset: str) -> tuple:
     """(teacher, student, chosen image) for pages that explain one image; stops the page after saying
     what is missing (checkpoints, or an image to work on)."""
@@ -81,8 +91,9 @@ def pair_and_image_or_stop(dataset: str) -> tuple:
     chosen = image_picker(dataset)
     if chosen is None:
         st.stop()
-    if chosen.uploaded:
-        familiarity.show(dataset, pair[0], chosen.ident, chosen.model_input(pair[0].meta), uploaded=True)
+    # an upload always says how it compares with the training images; a test image only when it is unusual
+    familiarity.show(dataset, pair[0], chosen.ident, chosen.model_input(pair[0].meta), uploaded=chosen.uploaded,
+                     quiet=not chosen.uploaded)
     return pair[0], pair[1], chosen
 
 

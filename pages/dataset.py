@@ -46,16 +46,14 @@ with right:
     if not models:
         ui.no_checkpoints_help(dataset)
         st.stop()
+    teacher = models.get(TEACHER.shipped)  # the check comes first: it says how far to trust what follows
+    unusual = teacher is not None and familiarity.show(dataset, teacher, chosen.ident,
+                                                       chosen.model_input(teacher.meta), chosen.uploaded)
     st.markdown("**What the models predict**")
     probs = {name: image_prediction.probabilities(m, m.version, chosen.ident, chosen.model_input(m.meta))
              for name, m in models.items()}
     for name, loaded in models.items():
-        p = probs[name]
-        st.metric(role_label(name), loaded.meta.classes[int(p.argmax())], f"{p.max():.0%} confident",
-                  delta_color="off")
+        ui.prediction(role_label(name), loaded.meta.classes, probs[name], unusual)
     ui.plot(cached_plots.prediction_bars(probs, next(iter(models.values())).meta.classes), "prediction_chart")
-    teacher = models.get(TEACHER.shipped)
-    if teacher is not None:
-        familiarity.show(dataset, teacher, chosen.ident, chosen.model_input(teacher.meta), chosen.uploaded)
     if chosen.uploaded:
         st.caption("An uploaded image is resized to the model's input size and normalised as in training.")

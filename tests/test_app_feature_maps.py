@@ -107,7 +107,8 @@ def test_layer_correspondence_uses_the_models_it_is_given_and_their_versions(mon
         ran = [c.calls for c in counters]
         feature_maps_view.layer_correspondence("phantom", teacher, student, versions, n_images=8)
         cached = [c.calls for c in counters]
-        rewritten = (versions[0], (*versions[1][:2], versions[1][2] + 1.0))  # the student file's mtime moved
+        mtime, head_mtime = versions[1][2]
+        rewritten = (versions[0], (*versions[1][:2], (mtime + 1.0, head_mtime)))  # the student file's mtime moved
         again = feature_maps_view.layer_correspondence("phantom", teacher, student, rewritten, n_images=8)
         rerun = [c.calls for c in counters]
     finally:
@@ -123,8 +124,12 @@ def test_a_models_version_follows_its_file(tmp_path):
     file.write_bytes(b"weights")
     os.utime(file, (1000.0, 1000.0))
     loaded = LoadedModel(torch.nn.Identity(), None, str(file), "teacher")
-    assert loaded.version == ("teacher", str(file), 1000.0)
+    assert loaded.version == ("teacher", str(file), (1000.0, None))  # (the file's mtime, the evidence head's)
     os.utime(file, (2000.0, 2000.0))
-    assert loaded.version == ("teacher", str(file), 2000.0)
+    assert loaded.version == ("teacher", str(file), (2000.0, None))
+    head = tmp_path / "student_evidence.pt"  # a head retrained beside the model: results are computed again
+    head.write_bytes(b"head")
+    os.utime(head, (3000.0, 3000.0))
+    assert loaded.version == ("teacher", str(file), (2000.0, 3000.0))
     file.unlink()
-    assert loaded.version == ("teacher", str(file), None)
+    assert loaded.version == ("teacher", str(file), (None, 3000.0))

@@ -141,6 +141,25 @@ def test_dataset_page_warns_on_a_screenshot_and_not_on_a_test_image():
     assert any("unlike the phantom training images" in w.value for w in at.warning)
 
 
+def test_an_unfamiliar_upload_is_warned_of_in_words_that_hold_and_its_prediction_drawn_small():
+    at = open_page("dataset", {"source": "Upload"})
+    at.file_uploader(key="image_upload").set_value(("screen.png", png_bytes(screenshot()), "image/png")).run()
+    assert_ok(at)
+    [warning] = [w.value for w in at.warning if "unlike the phantom training images" in w.value]
+    assert "below" not in warning.split(")", 1)[1]  # it is drawn above the predictions: it says "on this page"
+    assert not at.metric, "an unfamiliar image's prediction is not drawn in large type"
+    assert "on an image unlike the training images" in texts(at)
+
+
+@pytest.mark.parametrize("page", ["feature_maps", "explanations"])
+def test_a_test_image_the_check_flags_is_flagged_on_every_page_that_shows_it(page, monkeypatch):
+    flagged = {"score": "energy", "value": 9.0, "threshold": 1.0, "unusual": True}
+    monkeypatch.setattr(ood, "assess", lambda *args, **kwargs: flagged)
+    at = open_page(page, {"image": "0"})
+    assert_ok(at)
+    assert any("unlike the phantom training images" in w.value for w in at.warning)
+
+
 def test_explanations_page_warns_on_an_unusual_upload():
     at = open_page("explanations", {"source": "Upload"})
     at.file_uploader(key="image_upload").set_value(("screen.png", png_bytes(screenshot()), "image/png")).run()

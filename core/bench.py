@@ -294,14 +294,14 @@ def speed_factors(rows: list[dict]) -> dict | None:
 
     ``distillation``: teacher Grad-CAM / student Grad-CAM (the same method on the smaller model);
     ``method``: student Grad-CAM / the student's one-pass maps (the ``single_pass`` explainers: ``feature_maps``,
-    ``cam``); ``headline``:
+    ``cam``, and the teacher's evidence where the student's head was timed); ``headline``:
     teacher Grad-CAM / each one-pass map, the product of the two. None without both models' Grad-CAM.
     """
     median = {(r["model"], r["method"]): r["median_s"] for r in rows}
     teacher, student = median.get(("teacher", "grad_cam")), median.get(("student", "grad_cam"))
     if not teacher or not student:
         return None
-    one_pass = registered_methods(single_pass=True)
+    one_pass = registered_methods(single_pass=True) + registered_methods(single_pass=True, needs_head=True)
     cheap = {m: median[("student", m)] for m in one_pass if median.get(("student", m))}
     return {"distillation": teacher / student, "method": {m: student / t for m, t in cheap.items()},
             "headline": {m: teacher / t for m, t in cheap.items()}}

@@ -38,6 +38,38 @@ def run_live(dataset: str, teacher: LoadedModel, student: LoadedModel, methods: 
                      repeats=int(repeats), warmup=WARMUP, budget_s=float(budget_s), on_progress=on_progress)
 
 
+def answer(rows: list[dict]) -> str | None:
+    """How much faster the student's one-pass maps are than the teacher's Grad-CAM, and from what (the two factors
+    of `core.bench.speed_factors`), in words; None without both models' Grad-CAM or a one-pass map."""
+    factors = speed_factors(rows)
+    if not factors or not factors["headline"]:
+        return None
+    median = {(r["model"], r["method"]): r for r in rows}
+    parts = []
+    for method, headline in factors["headline"].items():
+        row, by_method = median[("student", method)], factors["method"][method]
+        if not parts:
+            said = (f"The {_STUDENT_MAPS.get(method, method)} explain an image in {_ms(row)}, the teacher's Grad-CAM "
+                    f"in {_ms(median[('teacher', 'grad_cam')])}: **{headline:.1f}x faster** "
+                    f"({factors['distillation']:.1f}x from the smaller model, {by_method:.2f}x from the method: the "
+                    "student's Grad-CAM over these maps")
+            said += (", below 1 because on a model this small these maps cost more than the backward pass Grad-CAM "
+                     "adds, so the whole speed-up is the smaller model's)." if by_method < 1 else ").")
+        else:
+            said = f"The {_STUDENT_MAPS.get(method, method)}: {_ms(row)}, {headline:.1f}x faster."
+        parts.append(said)
+    shown = rows[0]
+    return " ".join(parts) + f" Medians over {shown['images']} images x {shown['repeats']} runs."
+
+
+_STUDENT_MAPS = {"feature_maps": "student's average feature maps", "cam": "student's CAM",
+                 "teacher_evidence": "teacher's evidence read off the student"}
+
+
+def _ms(row: dict) -> str:
+    return f"{1e3 * row['median_s']:.1f} ms (IQR {1e3 * row['iqr_s']:.1f} ms)"
+
+
 def shipped_results(dataset: str) -> dict | None:
     """The shipped ``<checkpoint root>/<dataset>/timing/bench.json`` (written by `core.reproduce`), if any: its
     environment and the rows the page can draw (`usable_rows`), with a notice for what it leaves out."""

@@ -14,6 +14,10 @@ chrome.page_header("Timing the explainers",
                    "wall time per image, the pass count, and measured time over the pass-count bound.",
                    terms=("Passes (F/B)", "Feature map", "Grad-CAM", "SHAP", "Teacher's evidence"))
 shipped = benchmark_view.shipped_results(dataset)
+said = benchmark_view.answer(shipped["rows"]) if shipped else None
+if said:
+    with st.container(key="answer"):
+        st.markdown(said)
 if shipped:
     st.subheader("Results shipped with the checkpoints")
     benchmark_view.show(shipped["rows"], "shipped", shipped.get("environment"))

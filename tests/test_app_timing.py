@@ -125,3 +125,29 @@ def test_a_shipped_table_without_usable_rows_is_named_and_the_page_goes_on(tmp_p
     notices = [as_read(w.value) for w in at.warning]  # the path is shown as text
     assert any("timing/bench.json holds no timing rows" in w for w in notices), notices
     assert [b for b in at.button if b.key == "timing_run"]  # the live benchmark is still offered
+
+
+def _timed(model: str, method: str, median_ms: float, iqr_ms: float = 0.5) -> dict:
+    return {"model": model, "method": method, "images": 20, "repeats": 3, "warmup": 1, "mean_s": median_ms / 1e3,
+            "median_s": median_ms / 1e3, "iqr_s": iqr_ms / 1e3, "q25_s": 0.0, "q75_s": 0.0, "forward_s": 0.001,
+            "overhead_s": 0.0, "x_forward": 1.0, "passes_forward": 1, "passes_backward": 0, "bound_s": 0.001,
+            "ratio_to_bound": 1.0, "input_size": "128x128", "params": "{}", "dataset": "phantom"}
+
+
+def test_the_timing_page_answers_first_how_much_faster_and_from_what(tmp_path, monkeypatch):
+    folder = link_shipped(tmp_path)
+    # the teacher's Grad-CAM 60 ms; the student's Grad-CAM 8 ms, its feature maps 10 ms (slower than its Grad-CAM)
+    rows = [_timed("teacher", "grad_cam", 60.0), _timed("student", "grad_cam", 8.0), _timed("student", "feature_maps", 10.0),
+            _timed("student", "teacher_evidence", 5.0)]
+    (folder / "timing").mkdir()
+    (folder / "timing" / "bench.json").write_text(json.dumps(
+        {"environment": {"cpu": "test CPU", "threads": 2, "device": "cpu", "torch": "x"}, "rows": rows}))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    at = open_page("timing")
+    assert_ok(at)
+    answer = as_read(" ".join(m.value for m in at.get("markdown") if "faster" in m.value)).replace("**", "")
+    # worked by hand: 60 / 10 = 6.0x in all, 60 / 8 = 7.5x from the smaller model, 8 / 10 = 0.80x from the method
+    assert "10.0 ms" in answer and "60.0 ms" in answer and "6.0x faster" in answer
+    assert "7.5x from the smaller model" in answer and "0.80x from the method" in answer
+    assert "below 1" in answer  # a method factor under 1 is explained, not left as a puzzle
+    assert "12.0x faster" in answer  # the teacher's evidence read off the student: 60 / 5

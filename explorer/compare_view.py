@@ -111,6 +111,34 @@ def reports(dataset: str, models: dict[str, LoadedModel], preds: dict | None) ->
     return computed, pairs, f"computed here on {len(preds['labels'])} test images"
 
 
+def answer(reports: dict[str, dict], pairs: dict[str, dict], level: float = 0.05) -> str | None:
+    """Which model is right more often, by how much and how sure (McNemar's test on the images where only one is
+    right), and how often they agree, in words; None without both models' reports and their pair report."""
+    teacher, student = reports.get(TEACHER.shipped), reports.get(DISTILLED.shipped)
+    pair = pairs.get(DISTILLED.shipped)
+    if not teacher or not student or not pair or not isinstance(pair.get("mcnemar"), dict):
+        return None
+    p_value, n = pair["mcnemar"]["p_value"], teacher.get("n") or student.get("n")
+    of = f" of {n} test images" if n else ""
+
+    def pct(rep: dict) -> str:
+        low, high = rep.get("accuracy_ci") or (None, None)
+        return f"{rep['accuracy']:.1%}" + (f" ({100 * low:.1f}-{high:.1%})" if low is not None else "")
+
+    test = "McNemar's test on the images where only one of them is right"
+    if p_value < level and teacher["accuracy"] != student["accuracy"]:
+        ordered = [(teacher, "The teacher", "the teacher's"), (student, "The distilled student",
+                                                                  "the distilled student's")]
+        (first, first_name, _), (second, _, second_name) = sorted(ordered, key=lambda m: -m[0]["accuracy"])
+        said = (f"{first_name} is right more often: {pct(first).replace(' (', of + ' (95% CI ', 1)} against "
+                f"{second_name} {pct(second)}, {100 * abs(first['accuracy'] - second['accuracy']):.1f} points; {test} "
+                f"shows the difference (p = {p_value:.2g}).")
+    else:
+        said = (f"No difference shown: the teacher is right on {pct(teacher).replace(' (', of + ' (95% CI ', 1)}, "
+                f"the distilled student on {pct(student)}; {test} does not show one (p = {p_value:.2g}).")
+    return said + f" They give the same class on {pair['agreement']:.1%} of them."
+
+
 def shipped_test(meta) -> dict | None:
     """A checkpoint's shipped test report (``metrics.test``), or None when it has none or one the page cannot use
     (`unusable_metrics` says why)."""

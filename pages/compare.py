@@ -52,6 +52,10 @@ if not reports:
             "Run `python -m core.evaluate --teacher ... --student ... --write` where the data is.")
     st.stop()
 
+said = compare_view.answer(reports, pairs)
+if said:
+    with st.container(key="answer"):
+        st.markdown(f"**{said}**")
 st.subheader("Metrics")
 st.caption(f"Metrics {source}.")
 for col, (role, rep) in zip(st.columns(len(reports)), reports.items()):

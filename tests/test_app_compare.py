@@ -414,3 +414,35 @@ def test_the_compare_page_names_odd_shipped_metrics_and_goes_on(tmp_path, monkey
     computed = role != "student_label_only"
     assert (role_label(role) in table.columns) == computed and ("computed here" in notices[0]) == computed, notices
     assert has_chart(at, "cm_teacher") and has_chart(at, "reliability_chart")
+
+
+def _report(accuracy: float, low: float, high: float) -> dict:
+    return {"accuracy": accuracy, "accuracy_ci": [low, high], "n": 960}
+
+
+@pytest.mark.parametrize("teacher, p_value, said", [
+    (0.95, 0.001, "The teacher is right more often: 95.0% of 960 test images (95% CI 93.0-97.0%) against the "
+                  "distilled student's 90.0% (88.0-92.0%), 5.0 points; McNemar's test on the images where only one of "
+                  "them is right shows the difference (p = 0.001)."),
+    (0.91, 0.6, "No difference shown: the teacher is right on 91.0% of 960 test images (95% CI 93.0-97.0%), the "
+                "distilled student on 90.0% (88.0-92.0%); McNemar's test on the images where only one of them is "
+                "right does not show one (p = 0.6)."),
+    (0.85, 0.01, "The distilled student is right more often: 90.0% of 960 test images (95% CI 88.0-92.0%) against "
+                 "the teacher's 85.0% (93.0-97.0%), 5.0 points; McNemar's test on the images where only one of them "
+                 "is right shows the difference (p = 0.01).")])
+def test_the_answer_says_which_model_is_better_by_how_much_and_how_sure(teacher, p_value, said):
+    from explorer import compare_view
+
+    reports = {"teacher": _report(teacher, 0.93, 0.97), "student": _report(0.90, 0.88, 0.92)}
+    pairs = {"student": {"agreement": 0.93, "mcnemar": {"p_value": p_value}}}
+    assert compare_view.answer(reports, pairs) == said + " They give the same class on 93.0% of them."
+
+
+def test_the_compare_page_answers_first_from_the_shipped_metrics():
+    at = open_page("compare")
+    assert_ok(at)
+    meta = checkpoints.load_meta(ROOT / "checkpoints" / "phantom" / "student.json")
+    test = meta.metrics["test"]
+    shown = as_read(texts(at))
+    assert f"{test['vs_teacher']['agreement']:.1%} of them" in shown
+    assert f"p = {test['vs_teacher']['mcnemar']['p_value']:.2g}" in shown

@@ -15,6 +15,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from core.dicom import DicomError, looks_like_dicom, read_dicom
+
 # Pillow warns at 89 Mpx and raises at twice that; medical images here are < 4 Mpx, so anything
 # past this is refused before it is decoded (a crafted file cannot exhaust memory).
 MAX_PIXELS = 50_000_000
@@ -111,6 +113,8 @@ def open_image(src: str | os.PathLike | bytes | BinaryIO, name: str | None = Non
             raise ImageError(f"{label}: the file is empty")
         if len(data) > MAX_BYTES:
             raise ImageError(f"{label}: file is larger than {MAX_BYTES // 2**20} MiB")
+        if looks_like_dicom(data, label):
+            return _dicom_image(data, label)
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
             if width * height > MAX_PIXELS:
@@ -144,6 +148,20 @@ def open_image(src: str | os.PathLike | bytes | BinaryIO, name: str | None = Non
         raise ImageError(f"{label}: the image is truncated or corrupt ({err or type(err).__name__})") from err
     check_size(image, label)
     image.info["original_size"] = (width, height)  # as stored, before any reduction or rotation
+    return image
+
+
+def _dicom_image(data: bytes, label: str) -> Image.Image:
+    """A DICOM file as `open_image` returns an image (`core.dicom.read_dicom`: windowed to 8 bits), reduced to
+    `MAX_SIDE`, with ``info["dicom"]`` saying which frame and window were used."""
+    try:
+        image = read_dicom(data, label, MAX_PIXELS)
+    except DicomError as err:
+        raise ImageError(str(err)) from None
+    note, size = image.info["dicom"], image.size
+    image = _shrink(image, math.ceil(max(size) / MAX_SIDE))
+    check_size(image, label)
+    image.info.update(original_size=size, dicom=note)
     return image
 
 

@@ -147,7 +147,10 @@ def decode_upload(data: bytes, name: str) -> tuple[Image.Image, str]:
     original = img.info.get("original_size", size)
     note = f"{original[0]}x{original[1]} px" + (f", reduced to {size[0]}x{size[1]} while decoding"
                                                  if tuple(original) != tuple(size) else "")
-    note += "" if mode == "RGB" else f", converted from Pillow mode {mode} to RGB"
+    if "dicom" in img.info:  # which frame and window a DICOM file is shown with
+        note += f", {img.info['dicom']}"
+    elif mode != "RGB":
+        note += f", converted from Pillow mode {mode} to RGB"
     return rgb, note
 
 
@@ -170,7 +173,8 @@ def show_image(img: Image.Image, caption: str = "") -> None:
 
 
 def _upload_choice(key: str) -> ChosenImage | None:
-    up = st.file_uploader("Upload an image (PNG, JPEG, TIFF, BMP, WebP; grey, 16-bit, RGBA, CMYK are converted)",
+    up = st.file_uploader("Upload an image (PNG, JPEG, TIFF, BMP, WebP, DICOM; grey, 16-bit, RGBA, CMYK are "
+                          "converted; DICOM is windowed as the file says)",
                           key=f"{key}_upload")
     if up is None:
         return None

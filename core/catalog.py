@@ -27,7 +27,7 @@ from core.registry import Registry
 # The phantom's classes and split sizes (`core.phantom` draws the images).
 PHANTOM_CLASSES = ("no_lesion", "infiltrative", "extra_axial", "midline")
 DEFAULT_SPLIT_SIZES = {"train": 960, "val": 192, "test": 384}
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm"})
 # Operating-system litter that may sit in any folder and is never data.
 IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
 SPLITS = ("train", "val", "test")

@@ -124,3 +124,12 @@ def test_an_uploaded_dicom_file_is_predicted_and_its_note_names_the_window():
     at.file_uploader(key="image_upload").set_value(("slice.dcm", data, "application/dicom")).run()
     assert_ok(at)
     assert "DICOM: window centre 40, width 80 (from the file)" in texts(at)
+
+
+def test_a_dicom_file_in_a_data_folder_is_an_image_file_read_by_its_path(tmp_path):
+    from core.catalog import IMAGE_EXTENSIONS
+
+    path = tmp_path / "slice.dcm"
+    path.write_bytes(dicom_bytes(ramp([0, 100])))
+    assert path.suffix in IMAGE_EXTENSIONS  # a class folder may hold it (core.catalog)
+    assert grey(path.read_bytes()).tolist() == np.asarray(open_image(path)).tolist()

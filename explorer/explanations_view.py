@@ -26,6 +26,7 @@ from core.sanity import sanity_check
 from explorer.explanation_record import (Curves, Lesion, MapAgreement, MethodPair, ModelExplanation, PairExplanation,
                                          Passes, Sanity)
 from explorer.loaders import LoadedModel, describe_versions, model_versions
+from explorer.text import plain
 from explorer.names import method_label, role_label
 from explorer.runtime import ServerSlots, count_setting
 
@@ -205,6 +206,48 @@ def not_made(method: str, role: str) -> str:
 def explaining(models: dict[str, LoadedModel], method: str) -> dict[str, LoadedModel]:
     """The models that can explain with ``method``: both, or for the teacher's evidence the student with its head."""
     return {role: loaded for role, loaded in models.items() if EXPLAINERS[method].can_explain(loaded.model)}
+
+
+def answer(result: PairExplanation, classes: list[str], probabilities: dict[str, np.ndarray]) -> str:
+    """What the run says in words: both models' predictions, how alike their maps are (Spearman of each method's two
+    maps) and, where deletion curves ran, which map's removal lowers each model's score fastest."""
+    said = []
+    if all(role in probabilities for role in COMPARED):
+        (t_class, t_p), (s_class, s_p) = (_top(probabilities[role], classes) for role in COMPARED)
+        said.append(f"The teacher predicts {t_class} ({t_p:.0%}), the student {s_class} ({s_p:.0%}): they "
+                     f"{'agree' if t_class == s_class else 'disagree'}.")
+    alike = sorted(((pair.agreement.spearman, method) for method, pair in result.methods.items()
+                    if pair.agreement is not None and pair.agreement.spearman is not None), reverse=True)
+    if len(alike) == 1:
+        said.append(f"Their {_prose(alike[0][1])} maps rank the image's places alike at Spearman {alike[0][0]:.2f} "
+                    "(1: the same order, 0: unrelated).")
+    elif alike:
+        said.append(f"Their maps agree most with {_prose(alike[0][1])} (Spearman {alike[0][0]:.2f}) and least with "
+                    f"{_prose(alike[-1][1])} ({alike[-1][0]:.2f}; 1: the same order of places, 0: unrelated).")
+    fastest = {}
+    for role in COMPARED:
+        found = [(r.curves.deletion_auc, m) for m, pair in result.methods.items()
+                 if (r := pair.models.get(role)) is not None and r.curves is not None]
+        if len(found) > 1:
+            fastest[role] = min(found)
+    if fastest:
+        said.append("Removing the most relevant pixels first lowers each model's score fastest with these maps "
+                     "(deletion AUC, lower is better): " + ", ".join(
+                         f"the {role_label(role).split(' (')[0].lower()}'s with its {_prose(m)} ({auc:.2f})"
+                         for role, (auc, m) in fastest.items()) + ".")
+    return " ".join(said)
+
+
+def _top(probabilities: np.ndarray, classes: list[str]) -> tuple[str, float]:
+    best = int(np.argmax(probabilities))
+    return plain(classes[best]), float(probabilities[best])
+
+
+def _prose(method: str) -> str:
+    """A method's name inside a sentence: its short name, lower-cased unless it is an acronym."""
+    name = EXPLAINERS[method].short_title or method_label(method)
+    word = name.split()[0]
+    return name[0].lower() + name[1:] if word[1:] == word[1:].lower() else name  # "Grad-CAM" stays
 
 
 def run_key(dataset: str, models: dict[str, LoadedModel], image_ident: str, methods: list[str], target: int,

@@ -98,10 +98,12 @@ st.caption(f"Explaining class **{plain(classes[target])}**. {chosen.caption}; "
            + (" Green outline: the true lesion; x: the map's maximum." if chosen.mask is not None else "")
            + " Each map is min-max normalised to 0-1 (colour bar): colours compare places within one map, "
              "not across maps.")
-explanations_view.show_summaries(result)
-opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 probabilities = {role: image_prediction.probabilities(m, m.version, chosen.ident, xs[role])
                  for role, m in models.items()}
+with st.container(key="answer"):
+    st.markdown(f"**{explanations_view.answer(result, classes, probabilities)}**")
+explanations_view.show_summaries(result)
+opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 for col, role in zip(st.columns(2), models):  # once per model, above the maps of every method
     top = explanations_view.top_classes(probabilities[role], classes)
     col.caption(f"**{names.role_label(role)}** top 3: "

@@ -435,3 +435,25 @@ def test_a_corrupt_evidence_head_leaves_the_method_out_and_says_why(tmp_path, mo
     assert "teacher_evidence" not in at.multiselect(key="method").value
     shown = as_read(texts(at))
     assert "The teacher's evidence is not offered" in shown and "--force" in shown
+
+
+def test_the_answer_names_both_predictions_where_the_maps_agree_and_which_map_removal_hurts_most():
+    def model(deletion):
+        return ModelExplanation(np.zeros((2, 2), np.float32), 0.1, 0.1, Passes(1, 0),
+                                curves=None if deletion is None else Curves(deletion, 0.5))
+
+    result = PairExplanation(1, {
+        "feature_maps": MethodPair({"teacher": model(0.40), "student": model(0.30)}, MapAgreement(0.25, 0.1)),
+        "grad_cam": MethodPair({"teacher": model(0.20), "student": model(0.35)}, MapAgreement(0.71, 0.4)),
+        "saliency": MethodPair({"teacher": model(0.50), "student": model(0.60)}, MapAgreement(None, None))})
+    probabilities = {"teacher": np.array([0.1, 0.8, 0.1]), "student": np.array([0.2, 0.3, 0.5])}
+    said = explanations_view.answer(result, ["a", "b", "c"], probabilities)
+    assert said.startswith("The teacher predicts b (80%), the student c (50%): they disagree.")
+    assert "Their maps agree most with Grad-CAM (Spearman 0.71) and least with feature maps (0.25;" in said
+    # deletion AUC: lower is better; the teacher's lowest is Grad-CAM's 0.20, the student's feature maps' 0.30
+    assert "the teacher's with its Grad-CAM (0.20), the student's with its feature maps (0.30)" in said
+    alone = PairExplanation(1, {"grad_cam": MethodPair({"teacher": model(None), "student": model(None)},
+                                                       MapAgreement(0.5, 0.2))})
+    said = explanations_view.answer(alone, ["a", "b", "c"], {r: probabilities["teacher"] for r in probabilities})
+    assert said == ("The teacher predicts b (80%), the student b (80%): they agree. Their Grad-CAM maps rank the "
+                    "image's places alike at Spearman 0.50 (1: the same order, 0: unrelated).")

@@ -271,6 +271,8 @@ def load_head(path: str | Path, student: nn.Module, *, student_file: str | Path 
         head.load_state_dict({k: v.float() for k, v in state.items()})
     except Exception as err:  # a corrupt file, a pickle with code, other tensors: all unusable
         raise ValueError(f"{path}: weights are not an evidence head's state dict ({type(err).__name__})") from None
+    if not all(torch.isfinite(v).all() for v in head.state_dict().values()):
+        raise ValueError(f"{path}: the head has non-finite weights (NaN or inf); retrain it")
     return head.eval()
 
 

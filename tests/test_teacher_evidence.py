@@ -239,3 +239,19 @@ def test_the_command_ships_a_head_beside_the_student_and_replaces_it_only_when_f
     main(["phantom", "--checkpoints", str(tmp_path), "--epochs", "1", "--seed", "1", "--force"])
     kept = list((folder / "earlier").glob(f"replaced-*/{HEAD_FILE}"))
     assert len(kept) == 1 and torch.equal(torch.load(kept[0])["out.weight"].float(), head.out.weight)
+
+
+def test_a_head_with_non_finite_weights_is_refused_and_the_student_explains_without_it(tmp_path):
+    from core.teacher_evidence import attach_shipped_head
+
+    student = pooled_student()
+    student_file, teacher_file = _shipped_pair(tmp_path, student)
+    head = EvidenceHead(96, CLASSES)
+    with torch.no_grad():
+        head.out.weight[0, 0, 0, 0] = float("nan")
+    save_head(head, tmp_path / HEAD_FILE, student_file=student_file, teacher_file=teacher_file, seed=0, epochs=1,
+              history=[1.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        load_head(tmp_path / HEAD_FILE, student)
+    note = attach_shipped_head(student, student_file)
+    assert "non-finite" in note and evidence_head(student) is None

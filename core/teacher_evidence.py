@@ -250,7 +250,7 @@ def load_head(path: str | Path, student: nn.Module, *, student_file: str | Path 
 
     Raises:
         ValueError: naming the field: unreadable metadata, a head for other classes or channels, or for another
-            student file (its sha256); weights that are not this head's state dict.
+            student file (its sha256); weights that are not this head's state dict, or not finite.
     """
     path = Path(path)
     try:

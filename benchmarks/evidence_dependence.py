@@ -118,7 +118,8 @@ def main() -> int:
 
 def markdown(result: dict) -> str:
     """The table docs/benchmarks.md shows: the target, the agreements and the cascade."""
-    lines = [f"**{result['dataset']}**, {result['images']} test images, heads trained {result['epochs']} epoch{'s' if result['epochs'] != 1 else ''} "
+    epochs = f"{result['epochs']} epoch{'s' if result['epochs'] != 1 else ''}"
+    lines = [f"**{result['dataset']}**, {result['images']} test images, heads trained {epochs} "
              f"(seed {result['seed']}): median |Spearman| between the maps of the heads trained from the shipped "
              f"and from a re-initialised teacher **{result['median_abs_spearman_between_heads']:.3f}** (target "
              f"<= {result['limit']}: {'met' if result['met'] else 'not met'}).", "",

@@ -233,7 +233,8 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
 
 
 def make_maps(cfg: StudyConfig, explaining: dict[str, tuple[Role, ...]], subject: StudiedModels,
-              subsets: dict[str, np.ndarray], on_progress=None) -> tuple[dict[Role, dict[str, np.ndarray]], dict[Role, dict[str, list]]]:
+              subsets: dict[str, np.ndarray],
+              on_progress=None) -> tuple[dict[Role, dict[str, np.ndarray]], dict[Role, dict[str, list]]]:
     """Every method's maps of the models explaining with it (`StudiedModels.explaining`) on its images, and the
     time each took."""
     maps: dict[Role, dict[str, np.ndarray]] = {r: {} for r in STUDIED}
@@ -327,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
-                      tuple(args.methods or default_methods(args.checkpoints, args.dataset)), args.steps, args.seed, args.threads, patches=args.patches)
+                      tuple(args.methods or default_methods(args.checkpoints, args.dataset)), args.steps, args.seed,
+                      args.threads, patches=args.patches)
     try:
         shipped = read_study(args.checkpoints, args.dataset)
     except StudyFormatError as e:

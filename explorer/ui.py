@@ -82,6 +82,18 @@ def prediction(model: str, classes: list[str], probabilities, unusual: bool) -> 
         st.metric(model, name, f"{confidence:.0%} confident", delta_color="off")
 
 
+def lesion_outline_choice(chosen: "ChosenImage", where) -> bool:
+    """A box to draw the true lesion's outline, offered only for an image with a lesion mask; otherwise a caption
+    saying why there is none. Returns whether to draw it."""
+    if chosen.mask is None:
+        where.caption("No lesion masks in this dataset.")
+        return False
+    if not chosen.mask.any():
+        where.caption("No lesion in this image.")
+        return False
+    return where.checkbox("Lesion outline", value=True, key="fm_outline")
+
+
 def pair_and_image_or_stop(dataset: str) -> tuple:
     """(teacher, student, chosen image) for pages that explain one image; stops the page after saying
     what is missing (checkpoints, or an image to work on)."""

@@ -52,8 +52,7 @@ state.publish("fm_mode", param="show")
 state.bind("fm_opacity", 0.5, param="opacity", parse=float, lo=0.0, hi=1.0)
 opacity = c2.slider("Map opacity", 0.0, 1.0, step=0.05, key="fm_opacity", disabled=mode == "raw map")
 state.publish("fm_opacity", param="opacity")
-outline = c3.checkbox("Lesion outline", value=True, key="fm_outline",
-                      disabled=chosen.mask is None or not chosen.mask.any())
+outline = ui.lesion_outline_choice(chosen, c3)
 cols = st.columns(2)
 for col, (name, (loaded, maps, i)) in zip(cols, shown.items()):
     size = loaded.meta.input_size

@@ -3,11 +3,12 @@
 import os
 
 import torch
+from PIL import Image
 
 from explorer import feature_maps_view, loaders
 from explorer.loaders import LoadedModel
 from tests.apptest_support import (assert_ok, bad_uploads, fresh_streamlit_caches, has_chart,  # noqa: F401
-                                   odd_uploads, open_page)
+                                   odd_uploads, open_page, png_bytes, texts)
 from tests.support import ForwardCounter
 
 
@@ -133,3 +134,17 @@ def test_a_models_version_follows_its_file(tmp_path):
     assert loaded.version == ("teacher", str(file), (2000.0, 3000.0))
     file.unlink()
     assert loaded.version == ("teacher", str(file), (None, 3000.0))
+
+
+def test_the_lesion_outline_is_offered_only_where_there_is_a_lesion_to_draw():
+    at = open_page("feature_maps", {"image": "1"})  # class 1 of the phantom: a lesion
+    assert_ok(at)
+    assert at.checkbox(key="fm_outline").value
+    at = open_page("feature_maps", {"image": "0"})  # no_lesion
+    assert_ok(at)
+    assert not [c for c in at.checkbox if c.key == "fm_outline"] and "No lesion in this image." in texts(at)
+    at.radio(key="image_source").set_value("Upload").run()
+    at.file_uploader(key="image_upload").set_value(("g.png", png_bytes(Image.new("L", (64, 64), 90)),
+                                                     "image/png")).run()
+    assert_ok(at)
+    assert "No lesion masks" in texts(at)

@@ -31,7 +31,8 @@ def page_header(title: str, intro: str = "", terms: tuple[str, ...] = ()) -> Non
 
 def _dataset_label(name: str) -> str:
     s = listing.status(name)
-    parts = ["images" if s["available"] else "no images", "models" if s["checkpoints"] else "no models"]
+    parts = ["images here" if s["available"] else "no images here",
+             "models shipped" if s["checkpoints"] else "no models shipped"]
     return f"{name} ({', '.join(parts)})"
 
 
@@ -40,8 +41,9 @@ def dataset_picker() -> str:
     names = [listing.DEFAULT_DATASET] + [n for n in DATASETS if n != listing.DEFAULT_DATASET]
     state.bind("dataset", listing.DEFAULT_DATASET, options=names)
     st.sidebar.selectbox("Dataset", names, key="dataset", format_func=_dataset_label,
-                         help="phantom is synthetic and always available; real datasets need their "
-                              "images under the data root and/or shipped checkpoints.")
+                         help="Each dataset says whether its images are on this machine (the pages that show "
+                              "or score test images need them) and whether trained models ship with the app (every "
+                              "page that explains needs them). phantom is synthetic and always has both.")
     state.publish("dataset")
     s = listing.status(st.session_state["dataset"])
     st.sidebar.caption(f"{s['modality']}. Classes: {', '.join(s['classes'])}.")

@@ -194,3 +194,11 @@ def test_the_page_list_names_every_page_file_once_and_refuses_others():
     assert page_list.page("feature_maps").link == "../pages/feature_maps.py"
     with pytest.raises(KeyError, match="no page 'featuremaps'"):
         page_list.page("featuremaps")
+
+
+def test_the_dataset_picker_says_what_each_dataset_has_in_words():
+    at = open_app()
+    assert_ok(at)
+    picker = at.sidebar.selectbox(key="dataset")
+    assert "phantom (images here, models shipped)" in picker.options
+    assert "images are on this machine" in picker.help

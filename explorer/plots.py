@@ -148,16 +148,18 @@ def cka_heatmap(matrix: np.ndarray, teacher_layers: Sequence[str], student_layer
 
 
 def curves(histories: dict[str, list[dict]]) -> go.Figure:
-    """Loss and accuracy per epoch (train dashed, validation solid) for several runs."""
+    """Loss and accuracy per epoch for several runs: validation solid with filled markers, train dashed, lighter
+    and with open markers (one colour per run, the two curves told apart without colour too)."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     for name, hist in histories.items():
         ep = [r["epoch"] for r in hist]
         color = COLORS.get(name)
         for col, metric in ((1, "loss"), (2, "acc")):
-            for part, dash in (("train", "dash"), ("val", "solid")):
+            for part, dash, symbol, opacity in (("train", "dash", "circle-open", 0.55), ("val", "solid", "circle", 1.0)):
                 fig.add_trace(go.Scatter(x=ep, y=[r[f"{part}_{metric}"] for r in hist], mode="lines+markers",
                                          name=f"{_label(name)} {part}", line=dict(dash=dash, color=color),
-                                         legendgroup=name, showlegend=col == 1), 1, col)
+                                         marker=dict(symbol=symbol), opacity=opacity, legendgroup=name,
+                                         showlegend=col == 1), 1, col)
     fig.update_xaxes(title="epoch")
     return _compact(fig, 340, top=30)
 

@@ -20,7 +20,8 @@ shallow **student** of about five convolution blocks. A shallow network can be r
 - step through both networks layer by layer, rank the channels that drive a decision and check the ranking by ablation;
 - set feature maps beside Grad-CAM, saliency, integrated gradients, SHAP, LIME and occlusion, scored for
   faithfulness, and timed against their predicted cost;
-- train and distil your own small models on the synthetic `phantom` data in a minute.
+- train and distil your own small models on the synthetic `phantom` data in a few minutes (a teacher and two
+  students, each trained in turn, with their curves as they learn).
 
 The `phantom` dataset is generated in code: MRI-like head slices whose lesions come with exact masks,
 so explanations can be scored against the truth. It needs no download.

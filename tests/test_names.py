@@ -25,6 +25,10 @@ def test_chart_legends_and_axes_use_the_names():
     hist = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4}]
     curves = plots.curves({"student_label_only": hist})
     assert {t.name for t in curves.data} == {"Student (labels only) train", "Student (labels only) val"}
+    # train and validation told apart by more than the dash: a lighter shade and open markers for train
+    train, val = (next(t for t in curves.data if t.name.endswith(part)) for part in ("train", "val"))
+    assert train.line.dash != val.line.dash and train.opacity < (val.opacity or 1.0)
+    assert train.marker.symbol != val.marker.symbol
 
 
 def test_glossary_has_the_words_the_pages_use_and_refuses_unknown_ones():

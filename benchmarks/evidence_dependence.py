@@ -7,7 +7,8 @@ Two evidence heads are trained for the dataset's shipped student, with the same 
 re-initialised weights (seed 0). On the test images (stratified, at most ``--images``) each head gives its map of
 the trained teacher's predicted class; the target: the two maps differ, median |Spearman| <= 0.2 (a head that
 read the image, not the teacher, would give the same map whichever teacher it learnt from). Reported beside it:
-each head's agreement with the trained teacher's Grad-CAM (the map the first learnt), and the model-randomisation
+each head's agreement with the trained teacher's Grad-CAM (the map the first learnt), the trained head's and the
+teacher's Grad-CAM's agreement with the teacher's occlusion map (one neither learnt from), and the model-randomisation
 cascade of the student with its trained head (`core.sanity.sanity_check`, every student layer re-initialised in
 turn, the head kept: how much of the map the student's weights carry).
 
@@ -66,6 +67,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--images", type=int, default=200, help="stratified test images (default %(default)s)")
     parser.add_argument("--sanity-images", type=int, default=8)
+    parser.add_argument("--occlusion-images", type=int, default=20,
+                        help="images on which the head's maps are compared with the teacher's occlusion maps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -92,6 +95,13 @@ def main() -> int:
     between = [agreement(a, b)["spearman"] for a, b in zip(maps["trained"], maps["re-initialised"])]
     with_grad_cam = {name: float(np.nanmedian([agreement(g, m)["spearman"] for g, m in zip(grad_cam, maps[name])]))
                      for name in heads}
+    # a map it never learnt from: the teacher's occlusion (the drop of its score under a sliding patch)
+    few = range(min(args.occlusion_images, len(targets)))
+    occlusion = [explain(teacher, xt[i:i + 1], "occlusion", targets[i], predict=False).heatmap for i in few]
+    with_occlusion = float(np.nanmedian([agreement(o, maps["trained"][i])["spearman"]
+                                         for o, i in zip(occlusion, few)]))
+    grad_cam_with_occlusion = float(np.nanmedian([agreement(o, grad_cam[i])["spearman"]
+                                                  for o, i in zip(occlusion, few)]))
     attach_head(student, heads["trained"])
     cascade = [sanity_check(student, xs[i:i + 1], "teacher_evidence", targets[i], n_layers=None)
                for i in range(min(args.sanity_images, len(targets)))]
@@ -102,7 +112,10 @@ def main() -> int:
     result = {"dataset": args.dataset, "images": len(targets), "epochs": args.epochs, "seed": 0,
               "median_abs_spearman_between_heads": median_abs(between), "limit": LIMIT,
               "met": bool(median_abs(between) <= LIMIT),
-              "median_spearman_with_teacher_grad_cam": with_grad_cam, "cascade_student_with_head": steps,
+              "median_spearman_with_teacher_grad_cam": with_grad_cam,
+              "occlusion": {"images": len(occlusion), "median_spearman_trained_head": with_occlusion,
+                            "median_spearman_teacher_grad_cam": grad_cam_with_occlusion},
+              "cascade_student_with_head": steps,
               "sanity_images": len(cascade), "seconds": round(time.perf_counter() - started, 1),
               "created": checkpoints.now_iso(), "environment": environment()}
     print(f"median |Spearman| between the two heads' maps: {result['median_abs_spearman_between_heads']:.3f} "
@@ -126,6 +139,10 @@ def markdown(result: dict) -> str:
              "| head learnt from | median Spearman with the trained teacher's Grad-CAM |", "| --- | --- |"]
     lines += [f"| {name} teacher | {value:.3f} |"
               for name, value in result["median_spearman_with_teacher_grad_cam"].items()]
+    occ = result["occlusion"]
+    lines += ["", f"With a map neither learnt from, the teacher's occlusion ({occ['images']} images): median Spearman "
+                  f"{occ['median_spearman_trained_head']:.3f} for the trained head's maps, "
+                  f"{occ['median_spearman_teacher_grad_cam']:.3f} for the teacher's own Grad-CAM."]
     lines += ["", f"Cascade of the student with its trained head ({result['sanity_images']} images; the head kept, "
                   "student layers re-initialised from the top):", "",
               "| re-initialised down to | median abs Spearman with the trained map | constant maps |",

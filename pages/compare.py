@@ -18,6 +18,10 @@ models = ui.shipped_models_or_error(dataset)  # loaded once here and passed down
 if not models:
     st.stop()
 
+answer = compare_view.answer(*compare_view.reports(dataset, models, None)[:2])  # from the shipped metrics
+if answer:
+    with st.container(key="answer"):
+        st.markdown(f"**{answer}**")
 st.subheader("Architecture")
 arch = {r: compare_view.architecture(m, m.version) for r, m in models.items()}
 st.dataframe([{"model": role_label(r), "architecture": a["arch"], "layers shown": a["layers"],
@@ -52,8 +56,7 @@ if not reports:
             "Run `python -m core.evaluate --teacher ... --student ... --write` where the data is.")
     st.stop()
 
-said = compare_view.answer(reports, pairs)
-if said:
+if answer is None and (said := compare_view.answer(reports, pairs)):  # metrics computed here: said once known
     with st.container(key="answer"):
         st.markdown(f"**{said}**")
 st.subheader("Metrics")

@@ -175,3 +175,24 @@ def test_the_model_choice_on_feature_maps_survives_an_upload(tmp_path):
         assert checked_option(driver, "Model") == "student", checked_option(driver, "Model")
         assert "model=student" in driver.current_url, driver.current_url
         assert not errors_shown(driver), errors_shown(driver)
+
+
+def test_the_answer_is_in_the_first_screen_of_a_laptop_and_follows_the_dataset():
+    from selenium.webdriver.common.by import By
+
+    width, height = 1366, 768
+    with serve() as url, chrome(width=width, height=height) as driver:
+        said = {}
+        for page, waited in (("compare", "Teacher vs student"), ("timing", "Timing the explainers"),
+                             ("faithfulness", "Does the student's map explain")):
+            for dataset in ("phantom", "brain_tumor"):
+                driver.get(f"{url}/{page}?dataset={dataset}")
+                wait_for_text(driver, waited)
+                [answer] = driver.find_elements(By.CSS_SELECTOR, ".st-key-answer")
+                top = driver.execute_script("return arguments[0].getBoundingClientRect().top", answer)
+                assert answer.text.strip() and 0 <= top < height - 40, (page, dataset, top)  # a line of it shows
+                said[page, dataset] = answer.text
+                assert not errors_shown(driver), (page, dataset, errors_shown(driver))
+        driver.save_screenshot(str(ROOT / "runs" / "answer_1366.png"))
+        for page in ("compare", "timing", "faithfulness"):
+            assert said[page, "phantom"] != said[page, "brain_tumor"], page

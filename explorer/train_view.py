@@ -16,6 +16,7 @@ from explorer.training import TrainingJob, computed_for
 
 JOB = "_train_job"  # this session's job, running or finished and not yet collected
 FAILED = "_train_failed"  # (run key, message) of this session's last failed run
+STOPPED = "_train_stopped"  # (run key, curves so far) of this session's last stopped run
 
 
 def session_connected(session: str) -> bool:
@@ -69,7 +70,15 @@ def running() -> TrainingJob | None:
         state.results("train")[job.key] = job.result
     elif job.state == "failed":
         st.session_state[FAILED] = (job.key, job.error)
+    elif job.state == "stopped":
+        st.session_state[STOPPED] = (job.key, job.snapshot())
     return None
+
+
+def stopped(key: str) -> dict[str, list[dict]] | None:
+    """The curves, up to the stop, of the last run with these settings if it was stopped (possibly empty)."""
+    found = st.session_state.get(STOPPED)
+    return found[1] if found and found[0] == key else None
 
 
 def failure(key: str) -> str | None:

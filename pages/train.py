@@ -58,6 +58,11 @@ if job is not None:
     train_view.progress(job)
 if (message := train_view.failure(run_key)) is not None:
     st.error(f"Training failed: {message}")
+if job is None and (curves := train_view.stopped(run_key)) is not None:
+    st.info("Stopped: " + ("the curves up to the stop are below; " if any(curves.values()) else
+                           "before its first epoch ended; ") + "its models were not tested and nothing was kept.")
+    if any(curves.values()):
+        ui.plot(cached_plots.curves(curves), "train_curves_stopped")
 
 last = results.get(run_key)
 if last is None:

@@ -87,6 +87,7 @@ def test_stopping_a_run_from_the_page_ends_it_without_results(tmp_path, monkeypa
     assert_ok(at)
     assert not at.metric and not at.button(key="train_run").disabled
     assert "Press Train" in texts(at)
+    assert [i.value for i in at.info if i.value.startswith("Stopped")], "the stop is said, with what was kept"
     assert list(tmp_path.iterdir()) == [], "the stopped run's folder was left behind"
 
 

@@ -79,8 +79,9 @@ cols = st.columns(len(last["runs"]))
 for col, (name, run) in zip(cols, last["runs"].items()):
     with col:
         st.metric(f"{role_label(name)} test accuracy", f"{run['test_accuracy']:.1%}")
-        st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} epoch{'s' if len(run['history']) != 1 else ''} in {run['seconds']:.0f} s"
-                   + (f"; {run['stopped']}" if run["stopped"] else ""))
+        planned = recipe.teacher_epochs if name == TEACHER.shipped else recipe.student_epochs
+        st.caption(f"{run['parameters']:,} parameters, {len(run['history'])} of {planned} epochs in "
+                   f"{run['seconds']:.0f} s" + (f"; **cut short**: {run['stopped']}" if run["stopped"] else ""))
 distilled, label_only = last["runs"].get(DISTILLED.shipped), last["runs"].get(LABEL_ONLY.shipped)
 if distilled is not None and label_only is not None:
     gain = distilled["test_accuracy"] - label_only["test_accuracy"]

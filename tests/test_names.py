@@ -22,6 +22,7 @@ def test_chart_legends_and_axes_use_the_names():
                                 {**row, "model": "student", "method": "integrated_gradients"}])
     assert timing.data[0].name == "Student (distilled)"
     assert list(timing.data[0].x) == ["Grad-CAM", "Integrated gradients"]
+    assert timing.layout.yaxis.type == "log" and timing.layout.yaxis.dtick == "D2"  # 1, 2, 5 in every decade
     hist = [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.1, "train_acc": 0.5, "val_acc": 0.4}]
     curves = plots.curves({"student_label_only": hist})
     assert {t.name for t in curves.data} == {"Student (labels only) train", "Student (labels only) val"}

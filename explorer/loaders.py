@@ -28,12 +28,12 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from core import checkpoints
+from core import checkpoints, predictions
 from core.checkpoints import CheckpointMeta, file_sha256
 from core.catalog import DATASETS, DatasetError
 from core.data import load_dataset
 from core.images import open_image, to_rgb
-from core.layout import checkpoint_file, dataset_folder, results_file
+from core.layout import PREDICTIONS_FILE, checkpoint_file, dataset_folder, results_file
 from core.results_record import ShippedResults
 from core.roles import DISTILLED, SHIPPED, TEACHER
 from core.teacher_evidence import HEAD_FILE, attach_shipped_head
@@ -117,6 +117,29 @@ def load_models(dataset: str) -> dict[str, LoadedModel]:
     """Every shipped model of a dataset that exists, by role, in the roles table's order; raises as `load_model`."""
     loaded = {r.shipped: load_model(dataset, r.shipped) for r in SHIPPED}
     return {role: m for role, m in loaded.items() if m is not None}
+
+
+def first_clear_image(dataset: str) -> int:
+    """The first test image that every model the shipped predictions cover (teacher and students) classifies right,
+    read from ``predictions.npz`` without running a model; 0 where there is none or no usable file. A page opens on
+    a clear case, not on a mistake it would have to explain first."""
+    shas = tuple(sorted((name, sha) for name, sha in checkpoint_digests(dataset).items() if sha))
+    path = dataset_folder(dataset) / PREDICTIONS_FILE
+    return _first_clear_image(dataset, shas, path.stat().st_mtime if path.is_file() else None)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _first_clear_image(dataset: str, shas: tuple, mtime: float | None) -> int:
+    # the checkpoints' digests and the file's mtime are the key: a new file or checkpoint is read again
+    ds = split(dataset, "test")
+    try:
+        found = predictions.load(dataset_folder(dataset), dict(shas), np.asarray(ds.targets), len(ds.classes))
+    except predictions.PredictionsError:
+        return 0
+    if not found:
+        return 0
+    right = np.logical_and.reduce([p.argmax(1) == found["labels"] for p in found["probs"].values()])
+    return int(np.argmax(right)) if right.any() else 0
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -230,7 +230,7 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
         no_images_help(dataset, str(err))
         return None
     n = len(ds)
-    state.bind(key, 0, param="image", parse=int, lo=0, hi=n - 1)
+    state.bind(key, loaders.first_clear_image(dataset), param="image", parse=int, lo=0, hi=n - 1)
     index = st.number_input(f"Test image (0 to {n - 1})", min_value=0, max_value=n - 1, step=1, key=key)
     state.publish(key, param="image")
     label = int(ds.targets[index])

@@ -65,3 +65,28 @@ def test_upload_names_are_escaped_before_markdown_renders_them():
     assert "\n" not in escaped and "\\*\\*bold\\*\\*" in escaped and "\\[link\\]\\(http" in escaped
     assert "\\`code\\`" in escaped and "\\$x\\$" in escaped and "\\:red\\[text\\]" in escaped
     assert plain("scan_01.png") == "scan\\_01\\.png"
+
+
+def test_pages_open_on_the_first_test_image_every_model_classifies_right(tmp_path, monkeypatch):
+    import numpy as np
+
+    from core.checkpoints import file_sha256
+    from core.data import load_dataset
+    from tests.apptest_support import link_shipped
+
+    folder = link_shipped(tmp_path)
+    labels = np.asarray(load_dataset("phantom", "test", input_size=32).targets)
+    right = np.eye(4, dtype=np.float32)[labels]
+    teacher = right.copy()
+    teacher[:2] = np.roll(teacher[:2], 1, axis=1)  # the teacher misclassifies the first two test images
+    roles = [p.stem for p in folder.glob("*.pt")]
+    np.savez(folder / "predictions.npz", labels=labels,
+             **{f"sha256_{role}": file_sha256(folder / f"{role}.pt") for role in roles},
+             **{f"probs_{role}": teacher if role == "teacher" else right for role in roles})
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
+    for page in ("dataset", "explanations"):
+        at = open_page(page)
+        assert_ok(at)
+        assert at.number_input(key="image").value == 2, page
+    at = open_page("explanations", {"image": "0"})  # a link still opens the image it names
+    assert at.number_input(key="image").value == 0

@@ -89,12 +89,46 @@ def map_pngs(case: Case) -> dict[str, bytes]:
             for method, pair in case.result.methods.items() for role, m in case.models.items() if role in pair.models}
 
 
+EXPORT_SIDE = 512  # the exported maps' side: a slide or a print, not the model's 64-128 px
+
+
+def labelled_png(pixels: np.ndarray, heat: np.ndarray, opacity: float, title: str) -> bytes:
+    """The map over the image at `EXPORT_SIDE` px (bilinear, as the page draws it), with ``title`` above it and the
+    colour bar (0 to 1, the map's min-max normalised scale) beside it."""
+    from PIL import ImageDraw, ImageFont
+
+    bar_width, margin, title_height = 22, 12, 40
+    picture = Image.fromarray(overlay(pixels, heat, opacity), "RGB").resize((EXPORT_SIDE, EXPORT_SIDE),
+                                                                             Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (EXPORT_SIDE + bar_width + 4 * margin, EXPORT_SIDE + title_height), "white")
+    canvas.paste(picture, (0, title_height))
+    bar = np.repeat(COLOURS[::-1, None, :], bar_width, axis=1).astype(np.uint8)  # 1 at the top
+    canvas.paste(Image.fromarray(bar, "RGB").resize((bar_width, EXPORT_SIDE)), (EXPORT_SIDE + margin, title_height))
+    try:
+        font = ImageFont.load_default(size=16)
+    except TypeError:  # Pillow before 10.1: its one bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(canvas)
+    draw.text((margin // 2, title_height // 4), title, fill="black", font=font)
+    right = EXPORT_SIDE + bar_width + margin + 4
+    draw.text((right, title_height), "1", fill="black", font=font)
+    draw.text((right, title_height + EXPORT_SIDE - 18), "0", fill="black", font=font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def maps_zip(case: Case) -> bytes:
-    """The `map_pngs` in one ZIP file."""
+    """One labelled PNG per method and model (`labelled_png`: the map over the image at 512 px, titled with the
+    method, the model and the class explained, and its colour bar), named as in `map_pngs`, in one ZIP file."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in map_pngs(case).items():
-            archive.writestr(name, data)
+        for method, pair in case.result.methods.items():
+            for role, m in case.models.items():
+                if role in pair.models:
+                    title = f"{method_label(method)}, {role_label(role)}: class {case.classes[case.target]}"
+                    archive.writestr(f"{method}_{role}.png", labelled_png(m.pixels, pair.models[role].heatmap,
+                                                                          case.opacity, title))
     return buffer.getvalue()
 
 
@@ -204,7 +238,7 @@ def agreement_text(pair: MethodPair) -> str:
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:60rem;margin:1.5rem auto;padding:0 1rem;color:#222}
 .notice{background:#fff4d6;border:1px solid #e0b84a;padding:.6rem .8rem;border-radius:4px}
-table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;
+table{border-collapse:collapse;margin:.5rem 0 1rem;display:block;max-width:100%;overflow-x:auto}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left;
 vertical-align:top}th{background:#f2f2f2}.maps{display:flex;gap:1rem;flex-wrap:wrap}
 figure{margin:0;width:256px}figure img{width:256px;height:256px;image-rendering:pixelated}figcaption{font-size:.85rem}
 .bar{width:256px;height:12px;background:linear-gradient(to right,GRADIENT)}.scale{font-size:.85rem;margin:.5rem 0 1rem}

@@ -221,9 +221,16 @@ def test_zip_holds_one_png_per_method_and_model_as_in_the_report(explained):
     for method in METHODS:
         for role in ROLES:
             data = archive.read(f"{method}_{role}.png")
-            size = explained["models"][role].meta.input_size
-            assert Image.open(io.BytesIO(data)).size == (size, size)
-            assert in_report[(method, role)].endswith(base64.b64encode(data).decode()), "the same picture"
+            exported = numpy.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=float)
+            height, width, _ = exported.shape
+            assert height > 512 and width > 512, "at least 512 px of map, with a title above and a bar beside"
+            # the map part is the report's picture, enlarged: their means agree
+            shown = numpy.asarray(decode_png(in_report[(method, role)]), dtype=float)
+            assert numpy.abs(exported[height - 512:, :512].mean((0, 1)) - shown.mean((0, 1))).max() < 3
+            # the colour bar runs from the scale's top colour (1) down to its bottom one (0)
+            bar = exported[height - 512:, 512 + 12 + 11]
+            assert numpy.abs(bar[0] - numpy.array(VIRIDIS_ENDS[1])).max() <= 2
+            assert numpy.abs(bar[-1] - numpy.array(VIRIDIS_ENDS[0])).max() <= 2
     assert report.download_name(case, "zip") == "case_phantom_test_1_class1.zip"
 
 

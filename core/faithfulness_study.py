@@ -345,16 +345,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"scores of the unchanged {' and '.join(r.key for r in study.scores_from_earlier_study)} taken "
               f"from {results_file(dataset_folder(args.dataset, root=args.checkpoints))}")
     path = write_study(study, args.checkpoints, args.dataset)
-    for name, out in study.methods.items():
-        own = {r: out.score(r, r).deletion_auc.mean for r in STUDIED}
-        cross = out.score(DISTILLED, TEACHER).deletion_auc.mean
-        print(f"{name:22s} deletion AUC teacher {_or_nan(own[TEACHER]):.3f} student {_or_nan(own[DISTILLED]):.3f} "
-              f"student map on the teacher {_or_nan(cross):.3f}")
+    for name, out in study.methods.items():  # a map the teacher has none of (its evidence, read off the student): –
+        own = {r: _deletion(out.score(r, r)) for r in STUDIED}
+        print(f"{name:22s} deletion AUC teacher {own[TEACHER]} student {own[DISTILLED]} "
+              f"student map on the teacher {_deletion(out.score(DISTILLED, TEACHER))}")
     print(f"wrote {path}")
 
 
-def _or_nan(value: float | None) -> float:
-    return float("nan") if value is None else value
+def _deletion(scores) -> str:
+    mean = scores.deletion_auc.mean if scores is not None else None
+    return "–" if mean is None else f"{mean:.3f}"
 
 
 if __name__ == "__main__":

@@ -375,3 +375,18 @@ def test_a_random_map_as_coarse_as_a_slow_methods_map_is_scored_on_that_methods_
     differences = [a - b for a, b in zip(own.scores[metric].values, rand.scores[metric].values)]
     assert own.vs_random[metric].mean == pytest.approx(sum(differences) / 2, abs=1e-3)
     assert study.methods["random"].images == 4  # the per-pixel one, for the baselines themselves: every image
+
+
+def test_the_command_studies_the_teachers_evidence_and_prints_its_scores(tmp_path, capsys):
+    from core.faithfulness_study import main
+
+    folder = tmp_path / "phantom"
+    shutil.copytree(ROOT / "checkpoints" / "phantom", folder,
+                    ignore=shutil.ignore_patterns("timing", "earlier", "student_evidence.*"))
+    _ship_head(folder, 0)
+    main(["phantom", "--checkpoints", str(tmp_path), "--images", "4", "--slow-images", "2", "--sanity-images", "1",
+          "--steps", "2", "--patches", "4", "--methods", "cam", "teacher_evidence", "--force"])
+    printed = capsys.readouterr().out
+    line = next(row for row in printed.splitlines() if row.startswith("teacher_evidence"))
+    assert "teacher –" in line and "student map on the teacher" in line  # no teacher map of its own
+    assert read_study(tmp_path, "phantom").methods["teacher_evidence"].images == 4

@@ -3,15 +3,16 @@ across datasets to "does the student's explanation explain the teacher?". Render
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from core.explainers import EXPLAINERS
-from core.layout import checkpoint_file
+from core.layout import REPO_ROOT, checkpoint_file
 from core.metadata import file_sha256
 from core.metrics import mcnemar_test
 from core.results_record import ShippedResults
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
-from core.study_answer import answer, map_verdict
+from core.study_answer import answer, evidence_versus_grad_cam, map_verdict
 from core.study_record import FaithfulnessStudy
 from core.study_scores import CurveScores, matched_side
 
@@ -125,7 +126,63 @@ def readme_answer_lines(found: list[ShippedResults]) -> str:
     lines = [f"- **{r.dataset}**: {answer(study)}" for r in found if (study := r.study()) is not None]
     if not lines:
         return "No faithfulness study yet: run `python -m core.faithfulness_study phantom`.\n"
-    return "\n".join(lines) + "\n"
+    evidence = evidence_lines(found)
+    return "\n".join(lines) + "\n" + ("\nThe teacher's evidence read off the student, against its targets:\n\n"
+                                      + "\n".join(evidence) + "\n" if evidence else "")
+
+
+BENCH_RESULTS = REPO_ROOT / "benchmarks" / "results"
+# The targets the teacher's evidence is held to: ROAD within this of the teacher's Grad-CAM (or better), this
+# median Spearman with the teacher's Grad-CAM, this cost in student forwards, and at most this median |Spearman|
+# between heads learnt from the trained and from a re-initialised teacher.
+EVIDENCE_TARGETS = {"road_gap": 0.01, "spearman": 0.7, "cost": 1.15, "dependence": 0.2}
+
+
+def evidence_lines(found: list[ShippedResults], bench: Path = BENCH_RESULTS) -> list[str]:
+    """Markdown bullets: each study with the student's evidence head (ROAD against the teacher's Grad-CAM, agreement
+    with it), the datasets whose study has none yet, its cost (benchmarks/explainer_speed.py) and whether it depends
+    on the teacher (benchmarks/evidence_dependence.py). Empty when none of these is measured."""
+    met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
+    lines, waiting = [], []
+    for r in found:
+        study = r.study()
+        matched = evidence_versus_grad_cam(study) if study is not None else None
+        if matched is None:
+            waiting.append(r.dataset)
+            continue
+        d, agree = matched.difference, study.methods["teacher_evidence"].agreement
+        line = (f"- **{r.dataset}** ({d.n} test images): ROAD {matched.evidence:.3f} against the teacher's Grad-CAM's "
+                f"{matched.grad_cam:.3f}, paired difference {d.mean:+.3f} (95% interval {d.ci[0]:+.3f} to "
+                f"{d.ci[1]:+.3f}; target: within {EVIDENCE_TARGETS['road_gap']} or better, "
+                f"{met(d.mean >= -EVIDENCE_TARGETS['road_gap'])})")
+        if agree is not None:
+            line += (f"; median Spearman with the teacher's Grad-CAM {agree.spearman.median:.2f} (target "
+                     f"{EVIDENCE_TARGETS['spearman']}, {met(agree.spearman.median >= EVIDENCE_TARGETS['spearman'])})")
+        lines.append(line + ".")
+    if lines and waiting:
+        lines.append(f"- {', '.join(waiting)}: no study with the student's evidence head yet "
+                     "(`python -m core.faithfulness_study DATASET` studies it where the head is shipped).")
+    speed = _read_json(bench / "explainer_speed.json")
+    cost = next((c for c in (speed or {}).get("checks", []) if c.get("target", "").startswith("5. student")), None)
+    if cost:
+        lines.append(f"- Cost: {cost['measured']:.2f} student forward passes (target at most "
+                     f"{EVIDENCE_TARGETS['cost']}, {met(cost['measured'] <= EVIDENCE_TARGETS['cost'])}; "
+                     "`benchmarks/explainer_speed.py`, random weights at 224 px).")
+    dependence = _read_json(bench / "evidence_dependence_phantom.json")
+    if dependence:
+        x = dependence["median_abs_spearman_between_heads"]
+        lines.append(f"- Depends on the teacher ({dependence['dataset']}, {dependence['images']} test images): the "
+                     f"maps of heads learnt from the shipped and from a re-initialised teacher differ at median "
+                     f"|Spearman| {x:.3f} (target at most {EVIDENCE_TARGETS['dependence']}, "
+                     f"{met(x <= EVIDENCE_TARGETS['dependence'])}; `benchmarks/evidence_dependence.py`).")
+    return lines
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _pair(scores: CurveScores | None) -> str:

@@ -106,3 +106,27 @@ def test_the_teachers_evidence_is_set_against_the_teachers_grad_cam_image_by_ima
     said = answer(dataclasses.replace(base, methods=methods))
     assert "the teacher's evidence read off the student scores 0.287 and the teacher's Grad-CAM 0.260" in said
     assert "paired difference of +0.028" in said and "4 images" in said
+
+
+def test_the_readme_holds_the_teachers_evidence_to_its_targets(tmp_path):
+    import numpy as np
+
+    from core.results_record import ShippedResults
+    from core.study_report import evidence_lines
+
+    found = [ShippedResults.read(ROOT / "checkpoints" / name / "results.json") for name in ("phantom", "brain_tumor")]
+    studied = [r for r in found if r.study() and "teacher_evidence" in r.study().methods]
+    (tmp_path / "explainer_speed.json").write_text(json.dumps({"checks": [
+        {"target": "5. student teacher's evidence / student forward", "measured": 1.08}]}))
+    (tmp_path / "evidence_dependence_phantom.json").write_text(json.dumps(
+        {"dataset": "phantom", "images": 200, "median_abs_spearman_between_heads": 0.25}))
+    lines = evidence_lines(found, tmp_path)
+    assert "- Cost: 1.08 student forward passes (target at most 1.15, met" in "\n".join(lines)
+    assert "median |Spearman| 0.250 (target at most 0.2, **not met**" in "\n".join(lines)
+    for r in studied:  # the mean ROAD of each map set on the teacher's score, as stored image by image
+        study = r.study()
+        road = [np.nanmean([np.nan if v is None else v for v in study.score(m, e, TEACHER).scores[
+            "road_combined"].values]) for m, e in (("teacher_evidence", DISTILLED), ("grad_cam", TEACHER))]
+        line = next(x for x in lines if x.startswith(f"- **{r.dataset}**"))
+        assert f"ROAD {road[0]:.3f} against the teacher's Grad-CAM's {road[1]:.3f}" in line
+    assert evidence_lines([], tmp_path / "nothing") == []

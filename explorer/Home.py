@@ -26,8 +26,11 @@ chrome.dataset_picker()
 chrome.banner()
 if page is not home:  # Home draws no chart and loads no model: pandas and torch stay out of the cold start
     runtime.import_pandas()
+loading = chrome.loading_notice(page.title, cold=page is not home and not runtime.model_code_loaded())
 try:
     page.run()
 finally:  # also after st.stop() or an error: what the run freed goes back to the system
+    if loading is not None:
+        loading.empty()
     memory.release_freed_memory()
 runtime.preload_model_code()  # after the page has drawn: the import overlaps the user's reading

@@ -20,6 +20,18 @@ def banner() -> None:
     st.warning(DISCLAIMER, icon=":material/school:")
 
 
+def loading_notice(title: str, cold: bool):
+    """On a cold server (the model code not imported yet, ``cold``), a line saying what the page is doing while its
+    imports run, which would otherwise leave the page blank for many seconds; returns its slot, for the caller to
+    empty when the page has drawn (None when warm: no flicker on every rerun)."""
+    if not cold:
+        return None
+    slot = st.empty()
+    slot.info(f"Opening {title}: the first page after the server starts loads torch and the models, once; this "
+              "takes a few seconds.", icon=":material/hourglass_top:")
+    return slot
+
+
 def page_header(title: str, intro: str = "", terms: tuple[str, ...] = ()) -> None:
     """Title, a one-line introduction and the glossary of the ``terms`` the page uses (folded)."""
     st.title(title)

@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -128,6 +129,11 @@ def torch_build() -> str | None:
     """"GPU" or "CPU": the installed torch's build, as the benchmarks record it (None when torch is missing)."""
     torch_dir = installed_torch_dir()
     return None if torch_dir is None else ("GPU" if is_gpu_build(torch_dir) else "CPU")
+
+
+def model_code_loaded() -> bool:
+    """Whether this process has imported the model code (`PRELOADED`'s first module: torch and the loaders)."""
+    return PRELOADED[0] in sys.modules
 
 
 def preload_model_code() -> threading.Thread | None:

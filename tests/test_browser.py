@@ -198,3 +198,19 @@ def test_the_answer_is_in_the_first_screen_of_a_laptop_and_follows_the_dataset()
         driver.save_screenshot(str(ROOT / "runs" / "answer_1366.png"))
         for page in ("compare", "timing", "faithfulness"):
             assert said[page, "phantom"] != said[page, "brain_tumor"], page
+
+
+def test_a_cold_server_says_what_the_first_page_is_doing_before_it_has_drawn():
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with serve() as url, chrome(width=1366, height=768) as driver:
+        driver.get(f"{url}/compare?dataset=phantom")  # a deep link: the first page the server shows loads torch
+        WebDriverWait(driver, 30).until(expected_conditions.text_to_be_present_in_element(
+            (By.TAG_NAME, "body"), "Opening Teacher vs student"))
+        WebDriverWait(driver, 180).until(
+            expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".st-key-answer")))
+        wait_for_text(driver, "Architecture")
+        assert "Opening Teacher vs student" not in driver.find_element(By.TAG_NAME, "body").text
+        assert not errors_shown(driver)

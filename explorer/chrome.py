@@ -9,14 +9,18 @@ import streamlit as st
 from core.catalog import DATASETS
 from explorer import listing, names, page_list, state
 
-DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis. "
-              "Models here are small and trained on public data; their outputs are not clinical advice.")
+DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis; the small models' "
+              "outputs are not clinical advice.")
+# Streamlit leaves 6rem above a page: on a 768 px laptop screen the Feature maps' step buttons and maps need it.
+COMPACT_TOP = ("<style>.stMainBlockContainer, .block-container {padding-top: 2.5rem} "
+               ".stMainBlockContainer h1 {font-size: 2.2rem; padding-top: 0.5rem}</style>")
 PAPER = ("Jiang, Zhao, Wu, Chaddad. *A Knowledge Distillation-Based Approach to Enhance Transparency of "
          "Classifier Models.* AAAI-25 ([arXiv:2502.15959](https://arxiv.org/abs/2502.15959))")
 
 
 def banner() -> None:
-    """The teaching-and-research notice shown at the top of every page."""
+    """The teaching-and-research notice shown at the top of every page (one line at a laptop's width)."""
+    st.html(COMPACT_TOP)
     st.warning(DISCLAIMER, icon=":material/school:")
 
 

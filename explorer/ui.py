@@ -94,13 +94,14 @@ def lesion_outline_choice(chosen: "ChosenImage", where) -> bool:
     return where.checkbox("Lesion outline", value=True, key="fm_outline")
 
 
-def pair_and_image_or_stop(dataset: str) -> tuple:
+def pair_and_image_or_stop(dataset: str, columns: tuple | None = None) -> tuple:
     """(teacher, student, chosen image) for pages that explain one image; stops the page after saying
-    what is missing (checkpoints, or an image to work on)."""
+    what is missing (checkpoints, or an image to work on). ``columns``: two columns to draw the image choice in
+    (`image_picker`), where a page shares their row with other controls."""
     pair = models_or_help(dataset)
     if not pair:
         st.stop()
-    chosen = image_picker(dataset)
+    chosen = image_picker(dataset, columns=columns)
     if chosen is None:
         st.stop()
     # an upload always says how it compares with the training images; a test image only when it is unusual
@@ -212,15 +213,19 @@ def open_explanation(index: int, method: str) -> None:
     state.set_value("method", [method])
 
 
-def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) -> ChosenImage | None:
-    """Choose a test image (bound to ``?image=``) or an upload; returns None when nothing usable is chosen."""
+def image_picker(dataset: str, key: str = "image", allow_upload: bool = True,
+                 columns: tuple | None = None) -> ChosenImage | None:
+    """Choose a test image (bound to ``?image=``) or an upload; returns None when nothing usable is chosen.
+    ``columns``: the two columns for the source and the test image's number (default: a row of their own)."""
     have_images = loaders.images_available(dataset)
     sources = (["Test image"] if have_images else []) + (["Upload"] if allow_upload else [])
     if not sources:
         no_images_help(dataset, listing.status(dataset)["reason"])
         return None
     state.bind(f"{key}_source", sources[0], param="source", options=sources)
-    source = st.radio("Image", sources, key=f"{key}_source", horizontal=True, label_visibility="collapsed")
+    # the source and the test image's number share one row: every page that explains an image needs the height
+    source_col, number_col = columns or st.columns([1, 2], vertical_alignment="bottom")
+    source = source_col.radio("Image", sources, key=f"{key}_source", horizontal=True)
     state.publish(f"{key}_source", param="source")
     if source == "Upload":
         return _upload_choice(key)
@@ -231,7 +236,8 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True) ->
         return None
     n = len(ds)
     state.bind(key, loaders.first_clear_image(dataset), param="image", parse=int, lo=0, hi=n - 1)
-    index = st.number_input(f"Test image (0 to {n - 1})", min_value=0, max_value=n - 1, step=1, key=key)
+    index = number_col.number_input("Test image", min_value=0, max_value=n - 1, step=1, key=key,
+                                    help=f"Its number in the test split, 0 to {n - 1}")
     state.publish(key, param="image")
     label = int(ds.targets[index])
     try:

@@ -6,14 +6,18 @@ from core.roles import DISTILLED, TEACHER
 from explorer import cached_plots, chrome, feature_maps_view, loaders, state, ui
 from explorer.names import role_label
 
+MAP_HEIGHT = 250  # px: both maps and the step buttons in one screen of a 1366 x 768 laptop
 dataset = chrome.current_dataset()
 chrome.page_header("Feature maps, layer by layer",
-                   "The average feature map of a layer (mean over its channels, upsampled) shows where that layer "
-                   "responds. One forward pass captures every layer; stepping only changes what is drawn. Each map "
-                   "is min-max normalised to 0-1 (colour bar): colours compare places within one map, not across "
-                   "maps.",
+                   "A layer's average feature map (the mean over its channels) shows where it responds; one forward "
+                   "pass captures every layer. Each map is scaled to 0-1 on its own: compare places, not maps.",
                    terms=("Feature map", "Stem", "Dense block", "Transition", "CKA"))
-teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
+# one row for the image and the step, the maps right below it, the other controls under the maps: the step buttons
+# and both maps in the first screen of a 1366 x 768 laptop
+source_col, number_col, prev_col, slider_col, next_col = st.columns([2.6, 1.4, 1.1, 4.8, 1.1],
+                                                                    vertical_alignment="bottom")
+teacher, student, chosen = ui.pair_and_image_or_stop(dataset, columns=(source_col, number_col))
+maps_area = st.container()
 
 t_x, s_x = chosen.model_input(teacher.meta), chosen.model_input(student.meta)
 t_maps = feature_maps_view.all_layer_maps(teacher, teacher.version, chosen.ident, t_x)
@@ -23,37 +27,34 @@ cka = (feature_maps_view.layer_correspondence(dataset, teacher, student, (teache
 
 pairings = ["same relative depth"] + (["best CKA match"] if cka else [])
 state.bind("fm_pairing", pairings[0], param="pairing", options=pairings)
-pairing = st.radio("Pair the layers by", pairings, key="fm_pairing", horizontal=True,
-                   help="Relative depth walks both networks at the same pace; CKA pairs each student layer with "
-                        "the teacher layer whose representation is most similar.")
+state.bind("fm_mode", "overlay", param="show", options=["overlay", "raw map"])
+state.bind("fm_opacity", 0.5, param="opacity", parse=float, lo=0.0, hi=1.0)
+pair_col, mode_col, opacity_col, outline_col = st.columns([3, 2, 2, 2], vertical_alignment="bottom")
+pairing = pair_col.radio("Pair the layers by", pairings, key="fm_pairing", horizontal=True,
+                         help="Relative depth walks both networks at the same pace; CKA pairs each student layer "
+                              "with the teacher layer whose representation is most similar.")
 state.publish("fm_pairing", param="pairing")
+mode = mode_col.radio("Show", ["overlay", "raw map"], key="fm_mode", horizontal=True)
+state.publish("fm_mode", param="show")
+opacity = opacity_col.slider("Map opacity", 0.0, 1.0, step=0.05, key="fm_opacity", disabled=mode == "raw map")
+state.publish("fm_opacity", param="opacity")
+outline = ui.lesion_outline_choice(chosen, outline_col)
 by_cka = pairing == "best CKA match"
 n_steps = len(s_maps["labels"]) if by_cka else max(len(t_maps["labels"]), len(s_maps["labels"]))
 
 state.bind("layer", 1, parse=int, lo=1, hi=n_steps)  # 1-based, as shown: ?layer=3 is the third step
-prev_col, slider_col, next_col = st.columns([1.4, 8, 1.4], vertical_alignment="bottom")
-prev_col.button("Prev", key="layer_prev", icon=":material/chevron_left:", on_click=state.step,
-                args=("layer", -1, 1, n_steps), disabled=st.session_state["layer"] == 1)
-slider_col.slider("Layer step", 1, n_steps, key="layer")
-next_col.button("Next", key="layer_next", icon=":material/chevron_right:", on_click=state.step,
-                args=("layer", 1, 1, n_steps), disabled=st.session_state["layer"] == n_steps)
-state.publish("layer")
 step = int(st.session_state["layer"]) - 1
 t_i, s_i = feature_maps_view.lockstep(len(t_maps["labels"]), len(s_maps["labels"]), step,
                                       cka["best_teacher"] if by_cka else None)
+prev_col.button("Prev", key="layer_prev", icon=":material/chevron_left:", on_click=state.step,
+                args=("layer", -1, 1, n_steps), disabled=st.session_state["layer"] == 1)
+slider_col.slider(f"Step {step + 1} of {n_steps}: teacher {t_maps['labels'][t_i]} and student "
+                  f"{s_maps['labels'][s_i]}", 1, n_steps, key="layer", help="The current pair of layers")
+next_col.button("Next", key="layer_next", icon=":material/chevron_right:", on_click=state.step,
+                args=("layer", 1, 1, n_steps), disabled=st.session_state["layer"] == n_steps)
+state.publish("layer")
 shown = {TEACHER.shipped: (teacher, t_maps, t_i), DISTILLED.shipped: (student, s_maps, s_i)}
-st.markdown(f"#### Step {step + 1} of {n_steps}: teacher **{t_maps['labels'][t_i]}** and student "
-            f"**{s_maps['labels'][s_i]}**", help="The current pair of layers")
-
-c1, c2, c3 = st.columns([2, 3, 2])
-state.bind("fm_mode", "overlay", param="show", options=["overlay", "raw map"])
-mode = c1.radio("Show", ["overlay", "raw map"], key="fm_mode", horizontal=True)
-state.publish("fm_mode", param="show")
-state.bind("fm_opacity", 0.5, param="opacity", parse=float, lo=0.0, hi=1.0)
-opacity = c2.slider("Map opacity", 0.0, 1.0, step=0.05, key="fm_opacity", disabled=mode == "raw map")
-state.publish("fm_opacity", param="opacity")
-outline = ui.lesion_outline_choice(chosen, c3)
-cols = st.columns(2)
+cols = maps_area.columns(2)
 for col, (name, (loaded, maps, i)) in zip(cols, shown.items()):
     size = loaded.meta.input_size
     c, h, w = maps["shapes"][i]
@@ -61,7 +62,7 @@ for col, (name, (loaded, maps, i)) in zip(cols, shown.items()):
     mask = chosen.mask_at(size) if outline else None
     fig = cached_plots.image_with_map(chosen.pixels(size), maps["maps"][i], 1.0 if mode == "raw map" else opacity,
                                       mask=mask, title=f"{name}: {maps['labels'][i]} ({c} channels, {h}x{w})",
-                                      height=380)
+                                      height=MAP_HEIGHT)
     ui.plot(fig, f"fm_map_{name}", col)
     col.caption(f"{role_label(name)} predicts **{loaded.meta.classes[maps['predicted']]}** "
                 f"({probs.max():.0%}). {chosen.caption}.")

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def layer_label(driver) -> str:
     from selenium.webdriver.common.by import By
 
-    return next(h.text for h in driver.find_elements(By.CSS_SELECTOR, "h4") if h.text.startswith("Step "))
+    return next(label.text for label in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stWidgetLabel"]')
+                if label.text.startswith("Step "))
 
 
 def test_home_to_feature_maps_and_step_a_layer():
@@ -214,3 +215,20 @@ def test_a_cold_server_says_what_the_first_page_is_doing_before_it_has_drawn():
         wait_for_text(driver, "Architecture")
         assert "Opening Teacher vs student" not in driver.find_element(By.TAG_NAME, "body").text
         assert not errors_shown(driver)
+
+
+def test_feature_maps_steps_and_both_maps_fit_a_laptop_screen_on_arrival():
+    from selenium.webdriver.common.by import By
+
+    with serve() as url, chrome(width=1366, height=768) as driver:
+        driver.get(f"{url}/feature_maps?dataset=phantom")
+        wait_for_text(driver, "Step 1 of")
+        screen = driver.execute_script("return window.innerHeight")
+        bottom = lambda element: driver.execute_script(  # noqa: E731
+            "return arguments[0].getBoundingClientRect().bottom", element)
+        [next_button] = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.endswith("Next")]
+        maps = driver.find_elements(By.CSS_SELECTOR, ".st-key-fm_map_teacher, .st-key-fm_map_student")
+        charts = maps or driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]')[:2]
+        assert len(charts) == 2 and bottom(next_button) <= screen
+        assert all(bottom(chart) <= screen + 8 for chart in charts), [bottom(c) for c in charts]  # the colour bar's foot
+        driver.save_screenshot(str(ROOT / "runs" / "feature_maps_1366.png"))

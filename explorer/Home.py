@@ -31,6 +31,6 @@ try:
     page.run()
 finally:  # also after st.stop() or an error: what the run freed goes back to the system
     if loading is not None:
-        loading.empty()
+        chrome.clear_loading_notice()
     memory.release_freed_memory()
 runtime.preload_model_code()  # after the page has drawn: the import overlaps the user's reading

@@ -33,11 +33,24 @@ def loading_notice(title: str, cold: bool):
     slot = st.empty()
     slot.info(f"Opening {title}: the first page after the server starts loads torch and the models, once; this "
               "takes a few seconds.", icon=":material/hourglass_top:")
+    st.session_state[_LOADING] = slot  # the page's header clears it: a page that stops early never returns here
     return slot
 
 
+_LOADING = "_loading_notice"
+
+
+def clear_loading_notice() -> None:
+    """Empty this run's `loading_notice`, if one is shown."""
+    slot = st.session_state.pop(_LOADING, None)
+    if slot is not None:
+        slot.empty()
+
+
 def page_header(title: str, intro: str = "", terms: tuple[str, ...] = ()) -> None:
-    """Title, a one-line introduction and the glossary of the ``terms`` the page uses (folded)."""
+    """Title, a one-line introduction and the glossary of the ``terms`` the page uses (folded); clears the cold
+    start's notice, whose place the title takes."""
+    clear_loading_notice()
     st.title(title)
     if intro:
         st.caption(intro)

@@ -104,16 +104,6 @@ def registered_methods(**where: Any) -> list[str]:
     return [name for name, cls in EXPLAINERS.items() if all(getattr(cls, k) == v for k, v in where.items())]
 
 
-def methods_for(model: nn.Module, **where: Any) -> list[str]:
-    """The registered methods whose class attributes equal ``where`` (as `registered_methods`) that ``model`` can
-    explain with (`Explainer.can_explain`): every method, and one reading a head shipped beside a model
-    (``needs_head``) where ``model`` has it attached; in registration order."""
-    wanted = [registered_methods(**where)] if "needs_head" in where else \
-        [registered_methods(**where), registered_methods(**where, needs_head=True)]
-    names = {name for group in wanted for name in group}
-    return [name for name, cls in EXPLAINERS.items() if name in names and cls.can_explain(model)]
-
-
 def make_explainer(model: nn.Module, method: str, input_size: int | tuple[int, int], **params) -> "Explainer":
     """Instantiate a registered explainer with validated parameters (an unknown one raises)."""
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(int(s) for s in input_size)

@@ -24,9 +24,9 @@ from core.hooks import LayerError, default_target_layer, model_layers, resolve_l
 from core.teacher_evidence import NO_HEAD, evidence_head, evidence_maps
 
 __all__ = ["EXPLAINERS", "CostEstimate", "Explainer", "ExplainError", "Explanation", "make_explainer",
-           "register_explainer", "registered_methods", "methods_for", "least_squares_model"]
+           "register_explainer", "registered_methods", "least_squares_model"]
 from core.explainer import (EXPLAINERS, CostEstimate, Explainer, ExplainError, Explanation, make_explainer,
-                            methods_for, register_explainer, registered_methods, seeded)
+                            register_explainer, registered_methods, seeded)
 
 
 def _layer_side(model, layer: str, input_size: tuple[int, int]) -> int:

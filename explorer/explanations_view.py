@@ -233,7 +233,7 @@ def answer(result: PairExplanation, classes: list[str], probabilities: dict[str,
     if fastest:
         said.append("Removing the most relevant pixels first lowers each model's score fastest with these maps "
                      "(deletion AUC, lower is better): " + ", ".join(
-                         f"the {role_label(role).split(' (')[0].lower()}'s with its {_prose(m)} ({auc:.2f})"
+                         f"the {role_label(role, short=True).lower()}'s with its {_prose(m)} ({auc:.2f})"
                          for role, (auc, m) in fastest.items()) + ".")
     return " ".join(said)
 

@@ -49,20 +49,20 @@ def answer(rows: list[dict]) -> str | None:
     for method, headline in factors["headline"].items():
         row, by_method = median[("student", method)], factors["method"][method]
         if not parts:
-            said = (f"The {_STUDENT_MAPS.get(method, method)} explain an image in {_ms(row)}, the teacher's Grad-CAM "
+            said = (f"The {STUDENT_MAPS.get(method, method)} explain an image in {_ms(row)}, the teacher's Grad-CAM "
                     f"in {_ms(median[('teacher', 'grad_cam')])}: **{headline:.1f}x faster** "
                     f"({factors['distillation']:.1f}x from the smaller model, {by_method:.2f}x from the method: the "
                     "student's Grad-CAM over these maps")
             said += (", below 1 because on a model this small these maps cost more than the backward pass Grad-CAM "
                      "adds, so the whole speed-up is the smaller model's)." if by_method < 1 else ").")
         else:
-            said = f"The {_STUDENT_MAPS.get(method, method)}: {_ms(row)}, {headline:.1f}x faster."
+            said = f"The {STUDENT_MAPS.get(method, method)}: {_ms(row)}, {headline:.1f}x faster."
         parts.append(said)
     shown = rows[0]
     return " ".join(parts) + f" Medians over {shown['images']} images x {shown['repeats']} runs."
 
 
-_STUDENT_MAPS = {"feature_maps": "student's average feature maps", "cam": "student's CAM",
+STUDENT_MAPS = {"feature_maps": "student's average feature maps", "cam": "student's CAM",
                  "teacher_evidence": "teacher's evidence read off the student"}
 
 

@@ -119,23 +119,30 @@ def load_models(dataset: str) -> dict[str, LoadedModel]:
     return {role: m for role, m in loaded.items() if m is not None}
 
 
-def first_clear_image(dataset: str) -> int:
-    """The first test image that every model the shipped predictions cover (teacher and students) classifies right,
-    read from ``predictions.npz`` without running a model; 0 where there is none or no usable file. A page opens on
-    a clear case, not on a mistake it would have to explain first."""
+def shipped_predictions(dataset: str) -> dict | None:
+    """The shipped test predictions of the checkpoints shipped now (`core.predictions.load`: ``labels`` and
+    ``probs`` by role, only for the roles whose checkpoint the file was made with), without running a model; None
+    where there is no usable file or the test split cannot be read."""
     shas = tuple(sorted((name, sha) for name, sha in checkpoint_digests(dataset).items() if sha))
     path = dataset_folder(dataset) / PREDICTIONS_FILE
-    return _first_clear_image(dataset, shas, path.stat().st_mtime if path.is_file() else None)
+    return _shipped_predictions(dataset, shas, path.stat().st_mtime if path.is_file() else None)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _first_clear_image(dataset: str, shas: tuple, mtime: float | None) -> int:
+def _shipped_predictions(dataset: str, shas: tuple, mtime: float | None) -> dict | None:
     # the checkpoints' digests and the file's mtime are the key: a new file or checkpoint is read again
-    ds = split(dataset, "test")
     try:
-        found = predictions.load(dataset_folder(dataset), dict(shas), np.asarray(ds.targets), len(ds.classes))
-    except predictions.PredictionsError:
-        return 0
+        ds = split(dataset, "test")
+        return predictions.load(dataset_folder(dataset), dict(shas), np.asarray(ds.targets), len(ds.classes))
+    except (predictions.PredictionsError, DatasetError, OSError):
+        return None
+
+
+def first_clear_image(dataset: str) -> int:
+    """The first test image that every model the shipped predictions cover (teacher and students) classifies right;
+    0 where there is none or no usable file. A page opens on a clear case, not on a mistake it would have to explain
+    first."""
+    found = shipped_predictions(dataset)
     if not found:
         return 0
     right = np.logical_and.reduce([p.argmax(1) == found["labels"] for p in found["probs"].values()])

@@ -19,7 +19,7 @@ class PageEntry:
     Attributes:
         name: its file's stem in ``pages/`` and its URL path (``feature_maps``).
         title: what the sidebar calls it. icon: the sidebar's Material icon.
-        group: the sidebar section it is listed under.
+        group: the sidebar section it is listed under ("": above the sections, without a heading).
         blurb: the text of Home's link to it; None for a page Home does not link to.
         default: whether it is the page the app opens on (Home).
     """
@@ -46,7 +46,8 @@ class PageEntry:
 
 
 PAGES: tuple[PageEntry, ...] = (
-    PageEntry("home", "Home", ":material/home:", "Explorer", default=True),
+    PageEntry("home", "Home", ":material/home:", "", default=True),
+    PageEntry("lesson", "Lesson", ":material/co_present:", "Explorer", "Run the lesson for a class"),
     PageEntry("dataset", "Dataset", ":material/photo_library:", "Explorer", "Browse the dataset"),
     PageEntry("compare", "Teacher vs student", ":material/compare:", "Explorer", "Teacher vs student"),
     PageEntry("feature_maps", "Feature maps", ":material/layers:", "Explorer", "Step through feature maps"),

@@ -133,6 +133,28 @@ def channel_grid(maps: np.ndarray, titles: Sequence[str], cols: int = 4, height_
     return _compact(fig, 40 + rows * height_per_row, top=30)
 
 
+def overlay_grid(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], cols: int, opacity: float = 0.5,
+                 height_per_row: int = 260) -> go.Figure:
+    """Small multiples of images with a map on top, one colour bar for all: ``panels`` holds (uint8 H x W x 3
+    pixels, map of the same H x W in [0, 1], title) per panel, row by row; a title's lines are drawn as lines."""
+    rows = int(np.ceil(len(panels) / cols))
+    titles = ["<br>".join(_names(title.split("\n"))) for _, _, title in panels]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
+                        horizontal_spacing=0.03, vertical_spacing=0.1)
+    for i, (pixels, heat, _) in enumerate(panels):
+        row, col = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Image(z=pixels, hoverinfo="skip"), row, col)
+        fig.add_trace(go.Heatmap(z=heat, coloraxis="coloraxis", opacity=float(opacity),
+                                 hovertemplate="x %{x}, y %{y}<br>%{z:.2f}<extra></extra>"), row, col)
+        fig.update_yaxes(range=[pixels.shape[0] - 0.5, -0.5], scaleanchor=f"x{i + 1 if i else ''}", row=row, col=col)
+        fig.update_xaxes(range=[-0.5, pixels.shape[1] - 0.5], row=row, col=col)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_layout(coloraxis=dict(colorscale=HEAT, cmin=0, cmax=1, colorbar=MAP_SCALE), showlegend=False)
+    fig.update_annotations(font_size=13)
+    return _compact(fig, 50 + rows * height_per_row, top=50)
+
+
 def cka_heatmap(matrix: np.ndarray, teacher_layers: Sequence[str], student_layers: Sequence[str],
                 marked: tuple[int, int] | None = None) -> go.Figure:
     """Linear CKA between teacher layers (rows) and student layers (columns), the shown pair outlined."""
@@ -164,7 +186,7 @@ def curves(histories: dict[str, list[dict]]) -> go.Figure:
     return _compact(fig, 340, top=30)
 
 
-def timing_bars(rows: list[dict]) -> go.Figure:
+def timing_bars(rows: list[dict], height: int = 360) -> go.Figure:
     """Median seconds per method and model, error bars from the first to the third quartile.
 
     ``rows``: dicts with ``method``, ``model``, ``median_s``, ``q25_s``, ``q75_s``.
@@ -179,13 +201,14 @@ def timing_bars(rows: list[dict]) -> go.Figure:
                          arrayminus=med - np.array([r["q25_s"] for r in sel]) * 1000)))
     # ticks at 1, 2 and 5 of each decade: times within one decade (3 to 70 ms) still get several labels
     fig.update_layout(barmode="group", yaxis=dict(title="ms per image (median, IQR)", type="log", dtick="D2"))
-    return _compact(fig, 360)
+    return _compact(fig, height)
 
 
 BASELINE_COLOR = "#9E9E9E"
 
 
-def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitle: str, better: str) -> go.Figure:
+def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitle: str, better: str,
+                height: int = 420) -> go.Figure:
     """Per-image score distributions: one box per method for each series; baselines grey, at the right.
 
     ``dists``: ``{series: {method: values}}``; ``labels``: method -> friendly name (baselines end in
@@ -208,7 +231,7 @@ def score_boxes(dists: dict[str, dict[str, list]], labels: dict[str, str], ytitl
     fig.update_layout(boxmode="group", yaxis_title=f"{ytitle} ({better} is better)", legend_title="map, score",
                       xaxis=dict(categoryorder="array", categoryarray=list(dict.fromkeys(
                           [x for t in fig.data for x in t.x if not x.endswith("(baseline)")] + baseline_names))))
-    return _compact(fig, 420)
+    return _compact(fig, height)
 
 
 def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figure:

@@ -239,15 +239,21 @@ def image_picker(dataset: str, key: str = "image", allow_upload: bool = True,
     index = number_col.number_input("Test image", min_value=0, max_value=n - 1, step=1, key=key,
                                     help=f"Its number in the test split, 0 to {n - 1}")
     state.publish(key, param="image")
-    label = int(ds.targets[index])
     try:
-        image = loaders.sample_image(dataset, int(index))
+        return test_image(dataset, int(index))
     except DatasetError as err:
         st.warning(f"Test image #{index} cannot be read ({plain(err)}); choose another one.",
                    icon=":material/broken_image:")
         return None
+
+
+def test_image(dataset: str, index: int) -> ChosenImage:
+    """Test image ``index`` of ``dataset`` as a page works on it; raises `DatasetError` where it cannot be read."""
+    ds = loaders.split(dataset, "test")
+    label = int(ds.targets[index])
+    image = loaders.sample_image(dataset, index)
     return ChosenImage(image, f"test:{index}", f"test #{index}, true class: {ds.classes[label]}", label,
-                       loaders.sample_mask(dataset, int(index)), dataset=dataset, test_index=int(index))
+                       loaders.sample_mask(dataset, index), dataset=dataset, test_index=index)
 
 
 def skipped_images_notice(skipped: list[int], left_out_of: str = "") -> None:

@@ -180,7 +180,8 @@ def test_a_broken_checkpoint_is_reported_on_its_card_and_other_datasets_keep_wor
 
 def test_home_links_every_page_but_itself_and_the_glossary():
     links = {link.proto.page: link.proto.label for link in open_app().get("page_link")}
-    assert links == {"dataset": "Browse the dataset", "compare": "Teacher vs student",
+    assert links == {"lesson": "Run the lesson for a class", "dataset": "Browse the dataset",
+                     "compare": "Teacher vs student",
                      "feature_maps": "Step through feature maps", "explanations": "Compare explanations",
                      "faithfulness": "Faithfulness over the test set", "timing": "Time the explainers",
                      "train": "Train and distil"}
@@ -190,7 +191,9 @@ def test_the_page_list_names_every_page_file_once_and_refuses_others():
     names = [p.name for p in page_list.PAGES]
     assert sorted(names) == sorted(p.stem for p in (ROOT / "pages").glob("*.py")) and len(set(names)) == len(names)
     assert [(p.name, p.url_path) for p in page_list.PAGES if p.default] == [("home", "")]
-    assert list(page_list.groups()) == ["Explorer", "Experiments", "Help"]
+    # Home above the sections, the Lesson first of the Explorer's (a lecturer finds it first)
+    assert list(page_list.groups()) == ["", "Explorer", "Experiments", "Help"]
+    assert page_list.groups()["Explorer"][0].name == "lesson"
     assert page_list.page("feature_maps").link == "../pages/feature_maps.py"
     with pytest.raises(KeyError, match="no page 'featuremaps'"):
         page_list.page("featuremaps")

@@ -232,3 +232,27 @@ def test_feature_maps_steps_and_both_maps_fit_a_laptop_screen_on_arrival():
         assert len(charts) == 2 and bottom(next_button) <= screen
         assert all(bottom(chart) <= screen + 8 for chart in charts), [bottom(c) for c in charts]  # the colour bar's foot
         driver.save_screenshot(str(ROOT / "runs" / "feature_maps_1366.png"))
+
+
+def test_the_lesson_runs_on_every_dataset_stepped_by_a_presenters_clicker():
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from explorer.lesson_view import STEPS
+
+    with serve() as url, chrome(width=1366, height=768) as driver:
+        said = {}
+        for dataset in ("phantom", "brain_tumor", "eye_disease", "alzheimer"):
+            driver.get(f"{url}/lesson?dataset={dataset}")
+            wait_for_text(driver, f"Step 1 of {len(STEPS)}", timeout=180)  # a cold server loads torch first
+            for number in range(2, len(STEPS) + 1):
+                driver.find_element(By.TAG_NAME, "body").send_keys(Keys.PAGE_DOWN)  # what a clicker sends
+                wait_for_text(driver, f"Step {number} of {len(STEPS)}: {STEPS[number - 1].title}", timeout=120)
+                assert f"step={number}" in driver.current_url, driver.current_url
+                assert not errors_shown(driver), (dataset, number, errors_shown(driver))
+            text = driver.find_element(By.CSS_SELECTOR, ".st-key-lesson_text")
+            top = driver.execute_script("return arguments[0].getBoundingClientRect().top", text)
+            assert text.text.strip() and 0 <= top < driver.execute_script("return window.innerHeight") - 40, top
+            said[dataset] = text.text
+            driver.save_screenshot(str(ROOT / "runs" / f"lesson_{dataset}_1366.png"))
+        assert len(set(said.values())) == 4  # the last step's sentences come from each dataset's own images

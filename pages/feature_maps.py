@@ -47,11 +47,13 @@ step = int(st.session_state["layer"]) - 1
 t_i, s_i = feature_maps_view.lockstep(len(t_maps["labels"]), len(s_maps["labels"]), step,
                                       cka["best_teacher"] if by_cka else None)
 prev_col.button("Prev", key="layer_prev", icon=":material/chevron_left:", on_click=state.step,
-                args=("layer", -1, 1, n_steps), disabled=st.session_state["layer"] == 1)
+                args=("layer", -1, 1, n_steps), disabled=st.session_state["layer"] == 1, shortcut="Left",
+                help="The layer before (the left arrow key)")
 slider_col.slider(f"Step {step + 1} of {n_steps}: teacher {t_maps['labels'][t_i]} and student "
                   f"{s_maps['labels'][s_i]}", 1, n_steps, key="layer", help="The current pair of layers")
 next_col.button("Next", key="layer_next", icon=":material/chevron_right:", on_click=state.step,
-                args=("layer", 1, 1, n_steps), disabled=st.session_state["layer"] == n_steps)
+                args=("layer", 1, 1, n_steps), disabled=st.session_state["layer"] == n_steps, shortcut="Right",
+                help="The next layer (the right arrow key)")
 state.publish("layer")
 shown = {TEACHER.shipped: (teacher, t_maps, t_i), DISTILLED.shipped: (student, s_maps, s_i)}
 cols = maps_area.columns(2)

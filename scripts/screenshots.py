@@ -120,7 +120,8 @@ def wait_for_text(driver, text: str, timeout: float = 180.0) -> None:
 
 
 def click_button(driver, label: str, attempts: int = 15) -> None:
-    """Click the (first) button whose text is ``label`` (a Material icon's name may come first).
+    """Click the (first) button whose text is ``label`` (a Material icon's name may come first, and its keyboard
+    shortcut's keys after it).
 
     Looks again once a second, ``attempts`` times in all: the page may re-render between finding the button and
     clicking it, and on a loaded machine a page's button can show a few seconds after its text has settled.
@@ -130,8 +131,8 @@ def click_button(driver, label: str, attempts: int = 15) -> None:
 
     for attempt in range(attempts):
         try:
-            buttons = [b for b in driver.find_elements(By.TAG_NAME, "button")
-                       if b.text.strip().splitlines()[-1:] == [label]]
+            buttons = [b for b in driver.find_elements(By.TAG_NAME, "button")  # a shortcut's keys may follow
+                       if label in b.text.strip().splitlines()]
             if not buttons:
                 raise LookupError(f"no button labelled {label!r} at {driver.current_url}")
             driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", buttons[0])

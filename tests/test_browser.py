@@ -219,6 +219,7 @@ def test_a_cold_server_says_what_the_first_page_is_doing_before_it_has_drawn():
 
 def test_feature_maps_steps_and_both_maps_fit_a_laptop_screen_on_arrival():
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     with serve() as url, chrome(width=1366, height=768) as driver:
         driver.get(f"{url}/feature_maps?dataset=phantom")
@@ -226,12 +227,19 @@ def test_feature_maps_steps_and_both_maps_fit_a_laptop_screen_on_arrival():
         screen = driver.execute_script("return window.innerHeight")
         bottom = lambda element: driver.execute_script(  # noqa: E731
             "return arguments[0].getBoundingClientRect().bottom", element)
-        [next_button] = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.endswith("Next")]
+        [next_button] = [b for b in driver.find_elements(By.TAG_NAME, "button") if "Next" in b.text.split()]
         maps = driver.find_elements(By.CSS_SELECTOR, ".st-key-fm_map_teacher, .st-key-fm_map_student")
         charts = maps or driver.find_elements(By.CSS_SELECTOR, '[data-testid="stPlotlyChart"]')[:2]
         assert len(charts) == 2 and bottom(next_button) <= screen
         assert all(bottom(chart) <= screen + 8 for chart in charts), [bottom(c) for c in charts]  # the colour bar's foot
         driver.save_screenshot(str(ROOT / "runs" / "feature_maps_1366.png"))
+        # the arrow keys step too (a slider with the focus takes them itself: one step, not two)
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
+        wait_for_text(driver, "Step 2 of")
+        assert "layer=2" in driver.current_url, driver.current_url
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
+        wait_for_text(driver, "Step 1 of")
+        assert "layer=1" in driver.current_url, driver.current_url
 
 
 def test_the_lesson_runs_on_every_dataset_stepped_by_a_presenters_clicker():

@@ -56,7 +56,7 @@ HOME_TITLE = "Knowledge distillation explorer"
 HEADINGS = {"home": HOME_TITLE, "dataset": "Dataset: {dataset}", "compare": "Teacher vs student",
             "feature_maps": "Feature maps, layer by layer", "explanations": "Explanations side by side",
             "faithfulness": "Faithfulness over the test set", "timing": "Timing the explainers",
-            "train": "Train and distil", "glossary": "Glossary"}
+            "train": "Train and distil", "glossary": "Glossary", "lesson": "Lesson: can we trust a fast explanation?"}
 # url path -> title, every page in the app's order (a page added to `explorer.page_list` needs its title above).
 PAGES = {p.url_path: HEADINGS[p.name] for p in page_list.PAGES}
 # The quick walk visits Glossary, then uploads on the Explanations page and explains the upload there: two pages,
@@ -64,8 +64,8 @@ PAGES = {p.url_path: HEADINGS[p.name] for p in page_list.PAGES}
 QUICK_PAGES = ("glossary",)
 QUICK_METHODS = ("feature_maps",)  # the full walk explains with every registered method
 # Pages with an image chooser -> text shown once an upload has been used (the Dataset page's note under its
-# predictions; the Explanations page goes on to its Explain button).
-UPLOAD_DONE = {"dataset": "An uploaded image is resized", "explanations": "Press Explain"}
+# predictions; the Explanations page goes on to its predicted costs, and explains cheap methods as it opens).
+UPLOAD_DONE = {"dataset": "An uploaded image is resized", "explanations": "Predicted cost"}
 
 
 # --- the browser ---------------------------------------------------------------------------------------------
@@ -169,15 +169,19 @@ class Walk:
                       self.timeout, text=UPLOAD_DONE[page])
 
     def explain(self, dataset: str, upload: bool = False) -> None:
-        """Press Explain for test image 0, or for an upload made first on the same page."""
-        methods = f"&method={','.join(self.methods)}"
+        """Explain test image 0, or an upload made first on the same page: press Explain, unless the page explained
+        as it opened (cheap methods, `explorer.explanations_view.runs_on_arrival`)."""
+        from selenium.webdriver.common.by import By
+
+        methods, done = f"&method={','.join(self.methods)}", f"computed for {dataset}"
         if upload:
-            self.upload("explanations", dataset, methods)  # it waits for "Press Explain"
+            self.upload("explanations", dataset, methods)  # it waits for the predicted costs
         else:
             self.visit("explanations", dataset, f"&image=0{methods}")
-            wait_until(self.driver, lambda body, titles, running: "Press Explain" in body and not running,
-                       f"{self.name}: the Explanations page on {dataset}", self.timeout, settle=1.0)
-        click_button(self.driver, "Explain")
+        wait_until(self.driver, lambda body, titles, running: ("Press Explain" in body or done in body) and not running,
+                   f"{self.name}: the Explanations page on {dataset}", self.timeout, settle=1.0)
+        if done not in self.driver.find_element(By.TAG_NAME, "body").text:
+            click_button(self.driver, "Explain")
         wait_rendered(self.driver, PAGES["explanations"], f"{self.name}: Explain ({', '.join(self.methods)}) "
                       f"on {dataset}", self.explain_timeout, text=f"computed for {dataset}")
 

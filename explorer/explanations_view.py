@@ -46,6 +46,13 @@ def slow_run(methods: list[str]) -> bool:
     return any(EXPLAINERS[m].slow for m in methods)
 
 
+def runs_on_arrival(methods: list[str]) -> bool:
+    """Whether the page explains without the Explain button, as it opens and as a shared link arrives: every method
+    is cheap (a few passes per map; the slow ones wait for the button, and for the server's slot). A rule on the
+    methods, not on the predicted seconds, so that it does not change with the machine's load."""
+    return bool(methods) and not slow_run(methods)
+
+
 @contextlib.contextmanager
 def run_slot(methods: list[str], on_wait):
     """What a run with ``methods`` holds while it explains: one of `SLOW_RUNS` when a method is slow (waiting its

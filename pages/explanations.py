@@ -16,6 +16,7 @@ chrome.page_header("Explanations side by side",
                           "Occlusion", "Teacher's evidence", "Passes (F/B)", "Deletion AUC", "Insertion AUC", "Sanity check",
                           "Pointing game", "Spearman correlation", "IoU"))
 teacher, student, chosen = ui.pair_and_image_or_stop(dataset)
+answer_area = st.container(key="answer")  # filled once the maps are made: the answer right under the image choice
 models = {"teacher": teacher, "student": student}
 xs = {role: chosen.model_input(m.meta) for role, m in models.items()}
 
@@ -76,7 +77,8 @@ if target_name == "teacher's prediction":
 else:
     target = classes.index(target_name)
 run_key = explanations_view.run_key(dataset, models, chosen.ident, methods, target, faithful, sanity, gradcam_layers)
-if st.button("Explain", key="exp_run", type="primary"):
+asked = st.button("Explain", key="exp_run", type="primary")
+if asked or (run_key not in results and explanations_view.runs_on_arrival(methods)):
     bar = st.progress(0.0, text="explaining ...")
     try:
         masks = {role: chosen.mask_at(m.meta.input_size) for role, m in models.items()}
@@ -90,7 +92,8 @@ if st.button("Explain", key="exp_run", type="primary"):
     bar.empty()
 result = results.get(run_key)
 if result is None:
-    st.caption("Press Explain to run the methods above.")
+    st.caption("Press Explain to run the methods above (the slow ones wait for it; the page runs the others by "
+               "itself).")
     st.stop()
 
 st.caption(f"Explaining class **{plain(classes[target])}**. {chosen.caption}; "
@@ -100,8 +103,7 @@ st.caption(f"Explaining class **{plain(classes[target])}**. {chosen.caption}; "
              "not across maps.")
 probabilities = {role: image_prediction.probabilities(m, m.version, chosen.ident, xs[role])
                  for role, m in models.items()}
-with st.container(key="answer"):
-    st.markdown(f"**{explanations_view.answer(result, classes, probabilities)}**")
+answer_area.markdown(f"**{explanations_view.answer(result, classes, probabilities)}**")
 explanations_view.show_summaries(result)
 opacity = st.slider("Map opacity", 0.0, 1.0, 0.55, 0.05, key="exp_opacity")
 for col, role in zip(st.columns(2), models):  # once per model, above the maps of every method

@@ -31,8 +31,7 @@ PAGES = {
     "dataset": ("dataset?image=5", "What the models predict", None, None),
     "compare": ("compare", "Where they part ways", None, None),
     "feature_maps": ("feature_maps?image=5&layer=4", "Which teacher layer", None, None),
-    "explanations": ("explanations?image=5&method=grad_cam,feature_maps,saliency", "Press Explain", "Explain",
-                     "top 3:"),
+    "explanations": ("explanations?image=5&method=grad_cam,feature_maps,saliency", "top 3:", None, None),
     "timing": ("timing?method=feature_maps,grad_cam,saliency", "Predicted run time", "Run benchmark", "Measured here"),
     "train": ("train", "Press Train", "Train", "Results on"),
 }
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 click_button(driver, button)
                 wait_for_text(driver, done, timeout=600)
                 click_target = [b for b in driver.find_elements(By.TAG_NAME, "button")
-                                if b.text.strip().splitlines()[-1:] == [button]]
+                                if button in b.text.strip().splitlines()]
                 if click_target:  # show what the button produced, starting just above it
                     driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", click_target[0])
                     time.sleep(1.0)

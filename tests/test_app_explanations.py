@@ -221,17 +221,13 @@ def test_a_grad_cam_layer_is_its_own_result_and_is_shown_for_it():
     assert at.selectbox(key="exp_gradcam_student").value == "block5"
     assert has_chart(at, "exp_map_grad_cam_teacher") and "norm5" in texts(at)
 
-    teacher_layer.set_value("denseblock3").run()
+    norm5 = list(at.session_state["_results_explanations"].values())[-1]
+    teacher_layer.set_value("denseblock3").run()  # a cheap method: its own run, made as the choice changes
     assert_ok(at)
     assert at.query_params["gradcam_teacher"] == "denseblock3"
-    assert "Press Explain" in texts(at), "a result for norm5 must not be shown for denseblock3"
-    assert not has_chart(at, "exp_map_grad_cam_teacher")
-
-    at.button(key="exp_run").click().run()
-    assert_ok(at)
-    assert has_chart(at, "exp_map_grad_cam_teacher") and "denseblock3" in texts(at)
-    results = list(at.session_state["_results_explanations"].values())
-    assert len(results) == 2
+    assert has_chart(at, "exp_map_grad_cam_teacher") and "Grad-CAM at Teacher denseblock3" in texts(at)
+    results = [norm5, list(at.session_state["_results_explanations"].values())[-1]]
+    assert results[1] is not norm5
     (last, deeper), (student_last, student_again) = (
         [r.methods["grad_cam"].models[role].heatmap for r in results] for role in ("teacher", "student"))
     size = checkpoints.load_meta(ROOT / "checkpoints" / "phantom" / "teacher.pt").input_size

@@ -266,7 +266,8 @@ def test_explanations_page_downloads_the_report_of_a_hostile_upload(media):
     models = {role: loaders.load_model("phantom", role) for role in ROLES}  # the cached ones the page used
     image = to_rgb(open_image(upload[1], name=HOSTILE))
     xs = {role: preprocess(m.meta, [image]) for role, m in models.items()}
-    [result] = at.session_state["_results_explanations"].values()  # the maps the page computed (`state.results`)
+    # the maps the page shows: its newest result (`state.results`; cheap methods ran as the page opened, too)
+    result = list(at.session_state["_results_explanations"].values())[-1]
     seen = {role: ChosenImage(image, "", "").pixels(m.meta.input_size) for role, m in models.items()}
     check_report(download(at, media, "Download case report (HTML)").decode("utf-8"), models, xs, result, seen,
                  at.slider(key="exp_opacity").value, HOSTILE)

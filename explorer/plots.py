@@ -21,8 +21,30 @@ from explorer.text import plot_text
 
 # One colour per shipped model, keyed as the app keys models (by shipped file stem), in the roles table's order.
 COLORS = {r.shipped: colour for r, colour in zip(SHIPPED, ("#4C72B0", "#DD8452", "#55A868"))}
-# One perceptually uniform colormap for every map, so that equal steps in value look like equal steps in colour.
+# One perceptually uniform colormap for every map over a grey scan, so that equal steps in value look like equal steps
+# in colour. Over a colour photograph (a red-orange fundus) Viridis's green and yellow mix with the image's own hues
+# into brown; there the maps are drawn in Ice (navy to pale cyan: also perceptually uniform and rising in lightness),
+# hues such a photograph lacks.
 HEAT = "Viridis"
+HEAT_ON_COLOUR = "Ice"
+# The mean saturation of an image's lit pixels above which it is a colour photograph (a fundus's black surround is
+# left out): on the training splits, 2,861 of 2,864 fundus photographs lie above it and no MRI slice sampled.
+COLOURFUL = 0.08
+LIT = 40  # of 255: a pixel darker than this in every channel has no colour to speak of
+
+
+def heat_scale(pixels: np.ndarray) -> str:
+    """The colour scale of maps drawn over ``pixels`` (uint8 H x W x 3): `HEAT`, or `HEAT_ON_COLOUR` over a colour
+    photograph."""
+    px = np.asarray(pixels)
+    if px.ndim != 3 or px.shape[-1] < 3 or px.size == 0:
+        return HEAT
+    brightest, darkest = px[..., :3].max(-1).astype(np.float32), px[..., :3].min(-1)
+    lit = brightest >= LIT
+    if not lit.any():
+        return HEAT
+    saturation = float(((brightest - darkest)[lit] / brightest[lit]).mean())
+    return HEAT_ON_COLOUR if saturation > COLOURFUL else HEAT
 MAP_SCALE = dict(title=dict(text="relevance<br>(0-1 per map)", side="right"), thickness=12, len=0.9)
 
 
@@ -103,7 +125,8 @@ def image_with_map(pixels: np.ndarray, heat: np.ndarray | None = None, opacity: 
     """
     fig = go.Figure(go.Image(z=pixels, hoverinfo="skip"))
     if heat is not None:
-        fig.add_trace(go.Heatmap(z=heat, colorscale=HEAT, zmin=0, zmax=1, opacity=float(opacity), showscale=True,
+        fig.add_trace(go.Heatmap(z=heat, colorscale=heat_scale(pixels), zmin=0, zmax=1, opacity=float(opacity),
+                                 showscale=True,
                                  colorbar=MAP_SCALE,
                                  hovertemplate="x %{x}, y %{y}<br>%{z:.2f}<extra></extra>"))
     if mask is not None and mask.any():
@@ -150,7 +173,8 @@ def overlay_grid(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], cols: int
         fig.update_xaxes(range=[-0.5, pixels.shape[1] - 0.5], row=row, col=col)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_layout(coloraxis=dict(colorscale=HEAT, cmin=0, cmax=1, colorbar=MAP_SCALE), showlegend=False)
+    scale = heat_scale(panels[0][0]) if panels else HEAT
+    fig.update_layout(coloraxis=dict(colorscale=scale, cmin=0, cmax=1, colorbar=MAP_SCALE), showlegend=False)
     fig.update_annotations(font_size=13)
     return _compact(fig, 50 + rows * height_per_row, top=50)
 

@@ -10,6 +10,7 @@ is a CSS gradient and the style sheet is inline.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import importlib.metadata
 import io
@@ -26,7 +27,7 @@ from explorer import explanations_view
 from explorer.chrome import DISCLAIMER
 from explorer.explanation_record import MethodPair, ModelExplanation, PairExplanation
 from explorer.names import method_label, role_label
-from explorer.plots import HEAT
+from explorer.plots import HEAT, heat_scale
 
 
 @dataclass(frozen=True)
@@ -59,21 +60,21 @@ class Case:
 
 # --------------------------------------------------------------------------- maps as pictures
 
-def _colour_table(levels: int = 256) -> np.ndarray:
-    """(levels, 3) RGB 0-255 of the app's map colour scale, interpolated linearly between its stops as Plotly does."""
-    scale = get_colorscale(HEAT)
+@functools.lru_cache(maxsize=4)
+def colour_table(name: str = HEAT, levels: int = 256) -> np.ndarray:
+    """(levels, 3) RGB 0-255 of a map colour scale (`explorer.plots.heat_scale`), interpolated linearly between its
+    stops as Plotly does."""
+    scale = get_colorscale(name)
     stops = [float(at) for at, _ in scale]
     rgb = np.array(convert_colors_to_same_type([colour for _, colour in scale], colortype="tuple")[0]) * 255
     at = np.linspace(0.0, 1.0, levels)
     return np.stack([np.interp(at, stops, rgb[:, k]) for k in range(3)], axis=1)
 
 
-COLOURS = _colour_table()
-
 
 def overlay(pixels: np.ndarray, heat: np.ndarray, opacity: float) -> np.ndarray:
     """uint8 (H, W, 3): a 0-1 map coloured like the page's maps, blended over the image at ``opacity``."""
-    colour = COLOURS[np.clip(np.rint(np.nan_to_num(heat) * 255), 0, 255).astype(int)]
+    colour = colour_table(heat_scale(pixels))[np.clip(np.rint(np.nan_to_num(heat) * 255), 0, 255).astype(int)]
     return np.rint((1 - opacity) * pixels.astype(float) + opacity * colour).astype(np.uint8)
 
 
@@ -102,7 +103,7 @@ def labelled_png(pixels: np.ndarray, heat: np.ndarray, opacity: float, title: st
                                                                              Image.Resampling.BILINEAR)
     canvas = Image.new("RGB", (EXPORT_SIDE + bar_width + 4 * margin, EXPORT_SIDE + title_height), "white")
     canvas.paste(picture, (0, title_height))
-    bar = np.repeat(COLOURS[::-1, None, :], bar_width, axis=1).astype(np.uint8)  # 1 at the top
+    bar = np.repeat(colour_table(heat_scale(pixels))[::-1, None, :], bar_width, axis=1).astype(np.uint8)  # 1 on top
     canvas.paste(Image.fromarray(bar, "RGB").resize((bar_width, EXPORT_SIDE)), (EXPORT_SIDE + margin, title_height))
     try:
         font = ImageFont.load_default(size=16)
@@ -263,10 +264,10 @@ def colour_bar() -> str:
             "Each map is min-max normalised to 0-1: colours compare places within one map, not across maps.</div>")
 
 
-def _gradient() -> str:
+def _gradient(scale: str) -> str:
     stops = np.linspace(0, 1, 11)
     return ",".join(f"rgb({r:.0f},{g:.0f},{b:.0f}) {s:.0%}" for s, (r, g, b) in
-                    zip(stops, COLOURS[np.rint(stops * 255).astype(int)]))
+                    zip(stops, colour_table(scale)[np.rint(stops * 255).astype(int)]))
 
 
 def _figure(method: str, role: str, png: bytes, r: ModelExplanation) -> str:
@@ -305,5 +306,6 @@ def case_report_html(case: Case) -> str:
              f'<p class="notice">{_e(DISCLAIMER)}</p>']
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>KD Explorer case report: {_e(case.image)}</title>"
-            f"<style>{STYLE.replace('GRADIENT', _gradient())}</style></head>"
+            f"<style>{STYLE.replace('GRADIENT', _gradient(heat_scale(next(iter(case.models.values())).pixels)))}"
+            "</style></head>"
             f"<body>{''.join(parts)}</body></html>\n")

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # here without importing torch (a test checks that both say the same).
 ARCHITECTURES = {"densenet121": ("num_classes",), "resnet18": ("num_classes",),
                  "student": ("num_classes", "depth", "widths", "dropout", "pooled")}
+# Any other architecture is a torchvision classification CNN by name, without arguments (`core.torchvision_teachers`),
+# known here by the shape of its name only: whether torchvision has it is checked when the model is built.
+TORCHVISION_NAME = re.compile(r"[a-z][a-z0-9_]{1,63}")
 MAX_META_BYTES = 16 * 1024 * 1024  # the shipped metadata is < 100 KiB; a larger file is refused unread
 MAX_CLASSES = 100_000
 INPUT_SIZES = (8, 4096)  # 8 is `core.images.MIN_SIDE`, the smallest image anything here accepts
@@ -174,9 +177,9 @@ def validate_fields(data: dict) -> None:
     """
     if "arch" in data:
         _check_str(data, "arch")
-        if data["arch"] not in ARCHITECTURES:
+        if data["arch"] not in ARCHITECTURES and not TORCHVISION_NAME.fullmatch(data["arch"]):
             raise CheckpointError(f"metadata field 'arch': unknown architecture {data['arch']!r}; "
-                                  f"known: {', '.join(sorted(ARCHITECTURES))}")
+                                  f"known: {', '.join(sorted(ARCHITECTURES))} and torchvision's classification CNNs")
     if "num_classes" in data:
         _check_int(data, "num_classes", 1, MAX_CLASSES)
     if "classes" in data:
@@ -212,8 +215,12 @@ def validate_fields(data: dict) -> None:
     if "versions" in data and not all(isinstance(v, str) for v in data["versions"].values()):
         raise _bad("versions", "an object of strings", data["versions"])
     if "arch" in data and "arch_args" in data:
-        accepted = ARCHITECTURES[data["arch"]]
+        accepted = ARCHITECTURES.get(data["arch"], ("num_classes",))  # a torchvision CNN takes no arguments
         unknown = sorted(set(data["arch_args"]) - set(accepted))
+        if unknown and data["arch"] not in ARCHITECTURES:
+            raise CheckpointError(f"metadata field 'arch': unknown architecture {data['arch']!r} with arch_args "
+                                  f"{unknown}: the registered ones are {', '.join(sorted(ARCHITECTURES))}, and a "
+                                  "torchvision CNN by name takes no arguments")
         if unknown:
             raise CheckpointError(f"metadata field 'arch_args': architecture {data['arch']!r} has no argument(s) "
                                   f"{unknown}; it takes {sorted(accepted)}")

@@ -19,33 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.models import DenseNet, ResNet
 from torchvision.models.resnet import BasicBlock
 
+from core.layer_info import CamHead, FeatureLayer
 from core.registry import Registry
-
-class FeatureLayer(NamedTuple):
-    """One layer the feature-map view steps through.
-
-    Attributes:
-        label: readable name ("denseblock3"). module: its path in ``named_modules``.
-        channels: channels of its output. reduction: input side / output side.
-    """
-
-    label: str
-    module: str
-    channels: int
-    reduction: int
-
-
-class CamHead(NamedTuple):
-    """How a model that ends in global average pooling and a linear layer turns its last map into logits.
-
-    ``logits = classifier(mean over positions of post(layer output))``, with ``post`` a ReLU when ``relu``;
-    the class activation map of class c is then ``sum_k classifier.weight[c, k] * post(A)_k`` (CAM).
-    """
-
-    layer: str  # module path of the pooled feature layer
-    classifier: nn.Linear
-    relu: bool  # a ReLU between the layer's output and the pooling
-
+from core import torchvision_teachers
 
 MODELS = Registry("architecture")
 
@@ -208,11 +184,19 @@ class StudentCNN(nn.Module):
         return self.classifier(self.dropout(x)), outputs
 
 
-TEACHERS = tuple(name for name, cls in MODELS.items() if cls.role == "teacher")
+# The registered teachers (their layers written out), then every other torchvision classification CNN (its layers
+# found from its forward pass, `core.torchvision_teachers`).
+REGISTERED_TEACHERS = tuple(name for name, cls in MODELS.items() if cls.role == "teacher")
+TEACHERS = REGISTERED_TEACHERS + tuple(n for n in torchvision_teachers.NAMES if n not in REGISTERED_TEACHERS)
 
 
 def build_model(arch: str, num_classes: int, **arch_args) -> nn.Module:
-    """Build a registered architecture with random weights (nothing is downloaded)."""
+    """Build an architecture with random weights (nothing is downloaded): a registered one, or any torchvision
+    classification CNN by name (`core.torchvision_teachers.build`, which takes no further arguments)."""
+    if arch not in MODELS and arch in torchvision_teachers.NAMES and not arch_args:
+        return torchvision_teachers.build(arch, num_classes)
+    if arch not in MODELS and (why := torchvision_teachers.refusal(arch)):
+        raise ValueError(why)
     return MODELS.build(arch, num_classes, **arch_args)
 
 
@@ -223,13 +207,14 @@ def build_teacher(name: str, num_classes: int, pretrained_weights: str | Path | 
     so ImageNet weights (1000 classes) can be used as a starting point.
     """
     if name not in TEACHERS:
-        raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
+        raise ValueError(torchvision_teachers.refusal(name) or
+                         f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
     model = build_model(name, num_classes)
     if pretrained_weights is not None:
         state = torch.load(pretrained_weights, map_location="cpu", weights_only=True)
         own = model.state_dict()
         usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not any(k.startswith(("features", "layer", "conv1")) for k in usable):
+        if not any(v.dim() == 4 for v in usable.values()):  # not one convolution's weights fit
             raise ValueError(f"{pretrained_weights}: no tensor matches a {name} layer")
         model.load_state_dict(usable, strict=False)
     return model
@@ -262,6 +247,8 @@ def smallest_side_needed(model: str | nn.Module, side: int, **arch_args) -> int 
     Raises:
         ValueError: arguments the architecture refuses (a student's depth).
     """
+    if isinstance(model, str) and model not in MODELS:
+        return None  # a torchvision CNN found by name: its own forward pass says
     if isinstance(model, nn.Module):
         found = _architecture(model)
         if found is None:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core.models import TEACHERS
+from core.models import REGISTERED_TEACHERS
 from core.recipe import TrainConfig
 from core.catalog import DATASETS
 from core.roles import DISTILLED, LABEL_ONLY, TEACHER
@@ -26,8 +26,10 @@ sources = ["train a new teacher"] + (["distil the shipped teacher"] if shipped e
 c1, c2, c3 = st.columns(3)
 source = c1.radio("Teacher", sources, key="train_source")
 use_shipped = source == "distil the shipped teacher"
-arch = c2.selectbox("Teacher architecture", sorted(TEACHERS, key=lambda a: a != "resnet18"), key="train_arch",
-                    disabled=use_shipped, help="densenet121 is the paper's teacher; it trains about 3x slower here")
+arch = c2.selectbox("Teacher architecture", sorted(REGISTERED_TEACHERS, key=lambda a: a != "resnet18"),
+                    key="train_arch", disabled=use_shipped,
+                    help="densenet121 is the paper's teacher; it trains about 3x slower here. Any other torchvision "
+                         "CNN trains from the command line: python -m core.train --teacher-arch resnet50 ...")
 size_options = [32, 48, 64, 96, 128]
 size = shipped.meta.input_size if use_shipped else c3.select_slider("Input size (px)", size_options, value=64,
                                                                     key="train_size")

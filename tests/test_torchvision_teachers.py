@@ -91,3 +91,19 @@ def test_what_cannot_be_a_teacher_is_refused_with_the_reason(name, words):
     with pytest.raises(ValueError):
         build_model(name, 3)
     assert name not in TEACHERS
+
+
+def test_the_command_line_trains_and_distils_from_a_torchvision_teacher(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "core.train", "--dataset", "phantom", "--teacher-arch",
+                          "mobilenet_v3_small", "--epochs", "1", "--student-epochs", "1", "--input-size", "64",
+                          "--max-per-class", "12", "--depth", "3", "--threads", "1", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    teacher, meta = checkpoints.load(tmp_path / "teacher" / "best.pt")
+    assert meta.arch == "mobilenet_v3_small" and meta.arch_args == {}
+    assert [m for _, m in feature_layers(teacher)] == EXPECTED["mobilenet_v3_small"][0]
+    student_meta = checkpoints.load_meta(tmp_path / "student_s0" / "best.pt")
+    assert student_meta.train["teacher_sha256"] == checkpoints.file_sha256(tmp_path / "teacher" / "best.pt")

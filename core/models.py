@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import inspect
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F

@@ -16,7 +16,7 @@ from core.study_answer import answer, evidence_versus_grad_cam, map_verdict
 from core.study_record import FaithfulnessStudy
 from core.study_scores import CurveScores, matched_side
 
-BASELINE_NAMES = {"random": "Random map", "centre": "Centre prior", "mask_prior": "Mean training mask"}
+BASELINE_NAMES = {"random": "Random map per pixel", "centre": "Centre prior", "mask_prior": "Mean training mask"}
 
 
 def method_name(key: str) -> str:
@@ -26,6 +26,12 @@ def method_name(key: str) -> str:
     if (side := matched_side(key)) is not None:  # drawn at a map's own side (`core.study_scoring`)
         return f"Random map at {side} x {side}"
     return {"forward": "Forward pass (prediction only)", **BASELINE_NAMES}.get(key, key)
+
+
+def method_label(key: str) -> str:
+    """`method_name`, with "(baseline)" after a map made without a model (the README's tables and the app's)."""
+    baseline = key in BASELINE_NAMES or matched_side(key) is not None
+    return f"{method_name(key)} (baseline)" if baseline else method_name(key)
 
 
 def _mean(value: float | None) -> str:
@@ -65,8 +71,7 @@ def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[
         cells = [_versus(scores, metric, better) for metric, better in (("deletion_auc", "lower"),
                                                                          ("insertion_auc", "higher"))
                  for scores in series]
-        label = f"{method_name(name)} (baseline)" if out.baseline else method_name(name)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {'–' if agree is None else f'{agree:.2f}'} |")
+        lines.append(f"| {method_label(name)} | " + " | ".join(cells) + f" | {'–' if agree is None else f'{agree:.2f}'} |")
     lines += _verdict_lines(study)
     loc = [(name, out.localisation) for name, out in study.methods.items() if out.localisation is not None]
     if loc:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from core.explainers import EXPLAINERS
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.study_record import FaithfulnessStudy, MethodScores, Pair, pair
+from core.study_report import method_label  # noqa: F401  (the pages name methods through this view)
 from core.study_scores import METRICS as SCORES
-from core.study_scores import Distribution, StudyFormatError, matched_side
+from core.study_scores import Distribution, StudyFormatError
 
-BASELINE_LABELS = {"random": "Random map per pixel (baseline)", "centre": "Centre prior (baseline)",
-                   "mask_prior": "Mask prior (baseline)"}
 
 
 @dataclass(frozen=True)
@@ -34,15 +32,6 @@ METRICS = {
     "energy": Metric("Energy inside the lesion", "higher", "localisation", "energy"),
     "mask_iou": Metric("Top-5% IoU with the lesion", "higher", "localisation", "iou"),
 }
-
-
-def method_label(name: str) -> str:
-    """Friendly name of a method or a baseline (``random_4``: the random map drawn at 4 x 4)."""
-    if name in BASELINE_LABELS:
-        return BASELINE_LABELS[name]
-    if (side := matched_side(name)) is not None:
-        return f"Random map at {side} x {side} (baseline)"
-    return EXPLAINERS[name].title if name in EXPLAINERS else name
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ def test_readme_renders_the_study_with_its_baselines_and_flags_a_stale_one(study
     assert "8 test images, 4 for the slow methods" in text and "earlier checkpoints" not in text
     rows = [line for line in lines if line.startswith("| ")]
     assert any(r.startswith("| CAM (class activation map) |") for r in rows)
-    assert any(r.startswith("| Random map (baseline) |") for r in rows)
+    assert any(r.startswith("| Random map per pixel (baseline) |") for r in rows)
     assert any(r.startswith("| Mean training mask (baseline) |") for r in rows)  # the phantom's lesion-prior baseline
     size = checkpoints.load_meta(folder / "teacher.pt").input_size
     assert f"pointing game within {round(15 * size / 224)} px" in text  # 15 px at 224 px, scaled to the input

@@ -272,7 +272,7 @@ def test_benchmark_scripts_write_tables_the_readme_can_render():
 def test_method_tables_use_readable_names():
     study = ShippedResults.read(Path(results.REPO) / "checkpoints" / "phantom" / "results.json").study()
     table = "\n".join(results.faithfulness_lines(study, Path(results.REPO) / "checkpoints" / "phantom"))
-    assert "| Grad-CAM |" in table and "| Random map (baseline) |" in table
+    assert "| Grad-CAM |" in table and "| Random map per pixel (baseline) |" in table
     assert "| grad_cam |" not in table and "| random (baseline) |" not in table
     assert "| Mean training mask |" in table  # the lesion table names the baselines too
 

@@ -6,7 +6,7 @@ from core.models import REGISTERED_TEACHERS
 from core.recipe import TrainConfig
 from core.catalog import DATASETS
 from core.roles import DISTILLED, LABEL_ONLY, TEACHER
-from explorer import cached_plots, chrome, listing, loaders, state, train_view, training, ui
+from explorer import cached_plots, chrome, listing, loaders, state, train_estimate, train_view, training, ui
 from explorer.names import role_label
 
 dataset = chrome.current_dataset()
@@ -71,7 +71,8 @@ if last is None:
     if job is None:
         models = training.models_trained(recipe, use_shipped)
         st.caption(f"Press Train: it trains {models} model{'s' if models != 1 else ''}, each stopped at the time cap "
-                   f"({cap} s), then tests them on a small subset.")
+                   f"({cap} s), then tests them on a small subset. "
+                   + train_estimate.estimate(recipe, len(DATASETS[dataset].classes), use_shipped).sentence())
     st.stop()
 st.caption(training.computed_for(run_key))
 st.subheader("Curves")

@@ -38,7 +38,8 @@ if chosen is None:
 left, right = st.columns([3, 2])
 with left:
     full = chosen.full_size_image()
-    ui.show_image(full, f"{chosen.caption}; {full.size[0]}x{full.size[1]} px")
+    # an upload's caption already gives its size (and any reduction while decoding); a test image's does not
+    ui.show_image(full, chosen.caption if chosen.uploaded else f"{chosen.caption}; {full.size[0]}x{full.size[1]} px")
 with right:
     models = ui.shipped_models_or_error(dataset)
     if models is None:

@@ -252,3 +252,31 @@ def test_the_lesson_runs_on_every_dataset_stepped_by_a_presenters_clicker():
             said[dataset] = text.text
             driver.save_screenshot(str(ROOT / "runs" / f"lesson_{dataset}_1366.png"))
         assert len(set(said.values())) == 4  # the last step's sentences come from each dataset's own images
+
+
+def test_an_unfamiliar_upload_is_warned_of_in_the_first_screen_below_the_uploader(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    upload = tmp_path / "holiday.png"  # a colourful photograph-like picture, nothing like an MRI slice
+    rng = np.random.default_rng(0)
+    sky = np.linspace([40, 120, 230], [250, 200, 120], 160)[:, None, :].repeat(200, axis=1)
+    Image.fromarray(np.clip(sky + rng.normal(0, 25, sky.shape), 0, 255).astype(np.uint8)).save(upload)
+    with serve() as url, chrome(width=1366, height=768) as driver:
+        driver.get(f"{url}/dataset?dataset=brain_tumor&source=Upload")
+        wait_for_text(driver, "Upload an image", timeout=180)
+        uploader = driver.find_element(By.CSS_SELECTOR, '[data-testid="stFileUploader"]')
+        driver.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(upload))
+        wait_for_text(driver, "is unlike the brain_tumor training images", timeout=180)
+        [warning] = [w for w in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stAlert"]')
+                     if "unlike the brain_tumor training images" in w.text]
+        box = lambda element: driver.execute_script(  # noqa: E731
+            "return arguments[0].getBoundingClientRect()", element)
+        screen = driver.execute_script("return window.innerHeight")
+        # the screen a user sees with the uploader they just used at its top: the warning is in it, below
+        driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", uploader)
+        assert box(uploader)["bottom"] <= box(warning)["top"] and box(warning)["bottom"] <= screen, \
+            (box(uploader), box(warning), screen)
+        assert not errors_shown(driver), errors_shown(driver)
+        driver.save_screenshot(str(ROOT / "runs" / "unfamiliar_upload_1366.png"))

@@ -118,8 +118,9 @@ with right:
 st.subheader("Agreement and flips")
 for role, pair in pairs.items():
     flips = pair["flip_table"]
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric(f"Agreement with the teacher ({role_label(role).lower()})", f"{pair['agreement']:.1%}")
+    st.markdown(f"**{role_label(role)}** and the teacher")  # the student a row is about, above it, not cut short
+    c1, c2, c3, c4 = st.columns([2, 2, 2, 3])  # the flip table's two columns need the width
+    c1.metric("Agreement with the teacher", f"{pair['agreement']:.1%}")
     c2.metric("McNemar p", f"{pair['mcnemar']['p_value']:.3g}", help="Exact test that both have the same error rate")
     c3.metric("KL(teacher || student)", f"{pair['kl_divergence']:.3f} nats")
     c4.dataframe([{"": "teacher right", "student right": flips["both_right"],
@@ -133,8 +134,9 @@ if preds is None:
     st.stop()
 confident = st.slider("'Confident' means a student probability of at least", 0.5, 0.99, 0.8, key="cmp_confident")
 found = compare_view.disagreements(preds, confident)
-tabs = st.tabs([f"Teacher and student disagree ({len(found['disagree'])})",
-                f"Student confidently wrong ({len(found['confidently_wrong'])})"])
+predicted = len(preds["labels"])  # the gallery's counts are of the images predicted here, not the whole split
+tabs = st.tabs([f"Teacher and student disagree ({len(found['disagree'])} of {predicted} predicted here)",
+                f"Student confidently wrong ({len(found['confidently_wrong'])} of {predicted})"])
 for tab, (kind, positions) in zip(tabs, found.items()):
     with tab:
         if not positions:

@@ -116,8 +116,8 @@ def check_gallery(root: Path) -> tuple:
     disagree, wrong = gallery_expectation(root, 64)
     at = open_page("compare")
     assert_ok(at)
-    assert gallery_tabs(at) == [f"Teacher and student disagree ({len(disagree)})",
-                                f"Student confidently wrong ({wrong})"]
+    assert gallery_tabs(at) == [f"Teacher and student disagree ({len(disagree)} of 64 predicted here)",
+                                f"Student confidently wrong ({wrong} of 64)"]
     assert gallery_buttons(at, "disagree") == disagree[:18]
     return at, disagree
 
@@ -154,7 +154,8 @@ def test_gallery_says_so_when_teacher_and_student_never_disagree(tmp_path, monke
     assert disagree == []  # the other tab still counts the (teacher's) confident mistakes, if any
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
     at = open_page("compare")
-    assert gallery_tabs(at) == ["Teacher and student disagree (0)", f"Student confidently wrong ({wrong})"]
+    assert gallery_tabs(at) == ["Teacher and student disagree (0 of 64 predicted here)",
+                                f"Student confidently wrong ({wrong} of 64)"]
     assert gallery_buttons(at, "disagree") == []
     assert len(gallery_buttons(at, "confidently_wrong")) == min(wrong, 18)
     # one empty-tab message per empty tab (a teacher without confident mistakes empties the other tab too)

@@ -266,6 +266,7 @@ def cascade_lines(cascades: dict[str, tuple[list[str], list[float]]]) -> go.Figu
         fig.add_trace(go.Scatter(x=[f"{i + 1}. {plot_text(name)}" for i, name in enumerate(layers)], y=values,
                                  name=_label(role), mode="lines+markers", marker_color=COLORS.get(role)))
     fig.add_hline(y=0, line=dict(color=BASELINE_COLOR, dash="dot"))
-    fig.update_layout(yaxis=dict(title="rank correlation with the trained map (median)", range=[-1, 1]),
+    # two short lines: one long line is cut at the chart's 340 px height
+    fig.update_layout(yaxis=dict(title="rank correlation with<br>the trained map (median)", range=[-1, 1]),
                       xaxis_title="layers randomised so far (head first)")
     return _compact(fig, 340)

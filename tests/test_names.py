@@ -46,3 +46,10 @@ def test_a_model_is_named_from_its_row_of_the_roles_table_by_any_of_its_keys():
         "Teacher", "Student", "Label-only student"]
     assert names.role_label("smoothing") == "Student (label smoothing)"  # a control, trained but not shipped
     assert names.role_label("no_such_model") == "no_such_model"
+
+
+def test_axis_titles_fit_their_charts_height():
+    # a vertical title longer than its chart is cut ("...(medi"): each line of it at most 30 characters
+    cascade = plots.cascade_lines({"teacher": (["classifier", "norm5"], [1.0, 0.4])})
+    lines = cascade.layout.yaxis.title.text.split("<br>")
+    assert all(len(line) <= 30 for line in lines), lines

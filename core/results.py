@@ -46,7 +46,8 @@ BENCHMARKS = {
     "student_frontier": "python benchmarks/student_frontier.py",
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
     "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
-    "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer"}
+    "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
+    "per_class_recall": "python benchmarks/per_class_recall.py"}
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Test accuracies reported in the paper, as far as its tables can be read.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from core import checkpoints
 from core.bench import factor_lines, speed_factors
+from core.benchmark_tables import render_benchmarks
 from core.budgets import BUDGETS, Budget, default_budget
 from core.layout import EARLIER_FOLDER, checkpoint_file, dataset_folder, results_file, timing_file
 from core.metadata import file_sha256
@@ -31,23 +32,6 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 BENCH_START, BENCH_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
 HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 FAITHFULNESS_START, FAITHFULNESS_END = "<!-- faithfulness:start -->", "<!-- faithfulness:end -->"
-# Each benchmark table (results/<name>.md), in the order they are shown, and the command that writes it.
-BENCHMARKS = {
-    "explainer_speed": "python benchmarks/explainer_speed.py",
-    "train_speed": "python benchmarks/train_speed.py",
-    "app_memory": "python benchmarks/app_memory.py",
-    "app_memory_cpu_build": "python benchmarks/app_memory.py --quick (with torch's CPU build)",
-    "app_memory_gpu_build_preload": "KD_APP_PRELOAD=1 python benchmarks/app_memory.py --quick",
-    "first_visit": "python benchmarks/first_visit.py",
-    "first_visit_preload": "python benchmarks/first_visit.py --preload",
-    "first_visit_cpu_build": "python benchmarks/first_visit.py --preload (with torch's CPU build)",
-    "training_slowdown": "python benchmarks/training_slowdown.py",
-    "app_load": "python benchmarks/app_load.py",
-    "student_frontier": "python benchmarks/student_frontier.py",
-    "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
-    "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
-    "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
-    "per_class_recall": "python benchmarks/per_class_recall.py"}
 ORDER = ("phantom", "brain_tumor", "eye_disease", "alzheimer")
 # Test accuracies reported in the paper, as far as its tables can be read.
 PAPER = {"brain_tumor": "teacher 0.9676, student 0.9748", "eye_disease": "student 0.9351",
@@ -361,16 +345,6 @@ def render(ckpt_root: Path = REPO / "checkpoints") -> str:
         return lines[0] + "\n\nNo results yet: run `python -m core.reproduce phantom`.\n"
     lines += summary_lines(found, earlier) + leakage_lines(found) + faithfulness_answer_lines(found) + sections
     return "\n".join(lines).rstrip() + "\n"
-
-
-def render_benchmarks(folder: Path = REPO / "benchmarks" / "results") -> str:
-    """Each benchmark's table as its script wrote it, or the command that writes it when it has not run."""
-    parts = []
-    for name, command in BENCHMARKS.items():
-        table = folder / f"{name}.md"
-        parts.append(table.read_text(encoding="utf-8").strip() if table.is_file() else
-                     f"`{command}` has not written its numbers yet.")
-    return "\n\n".join(parts) + "\n"
 
 
 def speed_up_cell(bench_json: Path) -> str:

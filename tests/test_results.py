@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import results
+from core import benchmark_tables, results
 from core.budgets import Budget
 from core.results_record import ArmSummary, Evaluation, KdSetting, PairedDifference, ShippedResults, Spread
 from core.roles import DISTILLED, LABEL_ONLY, TEACHER
@@ -225,7 +225,7 @@ def test_upload_check_is_stated_and_flagged_stale_for_another_teacher(tmp_path):
 
 def test_benchmark_tables_are_rendered_as_written_or_name_their_command(tmp_path):
     (tmp_path / "train_speed.md").write_text("Training throughput: 12.0 images / s\n")
-    section = results.render_benchmarks(tmp_path)
+    section = benchmark_tables.render_benchmarks(tmp_path)
     assert "Training throughput: 12.0 images / s" in section
     for name in ("explainer_speed", "app_memory"):
         assert f"`python benchmarks/{name}.py` has not written its numbers yet." in section
@@ -233,7 +233,7 @@ def test_benchmark_tables_are_rendered_as_written_or_name_their_command(tmp_path
     # a table one script writes under another name names that script and its flags
     assert "`python benchmarks/student_frontier.py --dataset brain_tumor` has not written" in section
     assert "`KD_APP_PRELOAD=1 python benchmarks/app_memory.py --quick` has not written" in section
-    for command in results.BENCHMARKS.values():
+    for command in benchmark_tables.BENCHMARKS.values():
         script = next(word for word in command.split() if word.startswith("benchmarks/"))
         assert (Path(__file__).resolve().parents[1] / script).is_file(), command
     readme = f"a\n{results.BENCH_START}\nold\n{results.BENCH_END}\nb\n"

@@ -21,8 +21,8 @@ from core.explain import explain
 from core.explainers import EXPLAINERS
 from core.faithfulness import agreement
 from core.roles import DISTILLED, TEACHER
-from explorer import (benchmark_view, cached_plots, compare_view, faithfulness_view, feature_maps_view, loaders,
-                      page_list, ui)
+from explorer import (benchmark_view, cached_plots, compare_view, faithfulness_view, feature_maps_view,
+                      image_prediction, loaders, page_list, ui)
 from explorer.loaders import LoadedModel
 from explorer.names import method_label
 from explorer.text import plain
@@ -73,9 +73,10 @@ def choose_cases(labels: np.ndarray, teacher: np.ndarray, student: np.ndarray) -
                  best(wrong, teacher.max(1)), best(differ, student.max(1)), int(wrong.sum()), int(differ.sum()))
 
 
-def cases(dataset: str) -> Cases | None:
-    """The lesson's images of ``dataset`` from its shipped predictions; None without predictions of both models."""
-    found = loaders.shipped_predictions(dataset)
+def cases(dataset: str, found: dict | None = None) -> Cases | None:
+    """The lesson's images of ``dataset`` from its shipped predictions (``found``: `loaders.shipped_predictions`, when
+    the caller has them); None without predictions of both models."""
+    found = found if found is not None else loaders.shipped_predictions(dataset)
     if not found or not {TEACHER.shipped, DISTILLED.shipped} <= set(found["probs"]):
         return None
     return choose_cases(found["labels"], found["probs"][TEACHER.shipped], found["probs"][DISTILLED.shipped])
@@ -291,8 +292,8 @@ def _maps(step, dataset, teacher, student):
     if chosen is None:
         return
     xs = {TEACHER.shipped: chosen.model_input(teacher.meta), DISTILLED.shipped: chosen.model_input(student.meta)}
-    target = int(np.argmax(feature_maps_view.all_layer_maps(teacher, teacher.version, chosen.ident,
-                                                            xs[TEACHER.shipped])["probabilities"]))
+    # the class the teacher predicts, from the page-wide cached prediction (no layer hooks)
+    target = int(image_prediction.probabilities(teacher, teacher.version, chosen.ident, xs[TEACHER.shipped]).argmax())
     wanted = [(teacher, "grad_cam", "the teacher's Grad-CAM"), (student, "feature_maps", "the student's feature map")]
     if EXPLAINERS["teacher_evidence"].can_explain(student.model):
         wanted.append((student, "teacher_evidence", "the teacher's evidence read off the student"))
@@ -361,8 +362,8 @@ def _speed(step, dataset, teacher, student):
 
 def _distrust(step, dataset, teacher, student):
     found = loaders.shipped_predictions(dataset)
-    chosen_cases = cases(dataset)
-    if chosen_cases is None or found is None:
+    chosen_cases = cases(dataset, found)
+    if chosen_cases is None:
         st.info("This step needs the test predictions shipped with both models.", icon=":material/help:")
         return
     t_probs, s_probs = found["probs"][TEACHER.shipped], found["probs"][DISTILLED.shipped]

@@ -81,8 +81,9 @@ def step_seconds(arch: str, num_classes: int, size: int, batch: int, depth: int)
 def estimate(cfg: TrainConfig, num_classes: int, shipped_teacher: bool, timer=step_seconds) -> Estimate:
     """The run's predicted time (``timer``: seconds of one step of an architecture, `step_seconds`)."""
     stages: list[Stage] = default_stages(cfg, teacher=not shipped_teacher)
-    batch = min(cfg.batch_size, training_images(cfg))
-    steps = math.ceil(training_images(cfg) / batch)
+    images = training_images(cfg)  # one scan of the data folder
+    batch = min(cfg.batch_size, images)
+    steps = math.ceil(images / batch)
     per_model, step_of, capped = {}, {}, []
     for stage in stages:
         teacher = stage.role == TEACHER.kind

@@ -21,8 +21,8 @@ from core.hooks import record_activations
 from core.models import feature_layers
 from core.registry import Registry
 
-__all__ = ["LossInputs", "LossTerm", "Loss", "LOSSES", "build_loss", "kd_loss", "attention_map",
-           "attention_transfer_loss", "attention_pairs"]
+__all__ = ["LossInputs", "LossTerm", "Loss", "LOSSES", "build_loss", "kd_loss", "dkd_loss", "dist_loss",
+           "attention_map", "attention_transfer_loss", "attention_pairs"]
 
 
 @dataclass
@@ -105,6 +105,56 @@ def _check_kd(alpha: float, temperature: float) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 
 
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
+             alpha: float, beta: float, temperature: float) -> torch.Tensor:
+    """Decoupled KD (Zhao et al., CVPR 2022) without its cross-entropy: ``T^2 (alpha TCKD + beta NCKD)``.
+
+    TCKD is the KL between the teacher's and the student's binary split (the target class, the rest); NCKD the KL
+    between their distributions over the other classes alone. Hinton's KL is ``TCKD + (1 - p_t[target]) NCKD``:
+    the teacher's knowledge about the classes it does not predict is damped exactly where the teacher is sure, and
+    a free ``beta`` gives it back (the part a student needs to learn the rare classes' similarities).
+    """
+    n, c = student_logits.shape
+    other = torch.ones_like(student_logits, dtype=torch.bool).scatter_(1, targets[:, None], False)
+
+    def split(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_p = F.log_softmax(logits / temperature, dim=1)
+        log_rest = torch.logsumexp(log_p[other].view(n, c - 1), dim=1)
+        binary = torch.stack([log_p.gather(1, targets[:, None])[:, 0], log_rest], dim=1)
+        return binary, F.log_softmax(logits[other].view(n, c - 1) / temperature, dim=1)
+
+    s_binary, s_other = split(student_logits)
+    t_binary, t_other = split(teacher_logits.detach())
+    tckd = F.kl_div(s_binary, t_binary, reduction="batchmean", log_target=True)
+    nckd = F.kl_div(s_other, t_other, reduction="batchmean", log_target=True)
+    return temperature**2 * (alpha * tckd + beta * nckd)
+
+
+def dist_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, beta: float, gamma: float,
+              temperature: float) -> torch.Tensor:
+    """DIST (Huang et al., NeurIPS 2022) without its cross-entropy: ``T^2 (beta inter + gamma intra)``.
+
+    Inter-class: one minus the Pearson correlation of the two softened predictions of each image, averaged over
+    images; intra-class: the same down each class's column of the batch, averaged over classes. Matching the
+    teacher's ranking of classes and of images, rather than its exact probabilities, spares a small student the
+    part of a strong teacher's confidence it cannot reach.
+    """
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits.detach() / temperature, dim=1)
+
+    def one_minus_pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return 1 - F.cosine_similarity(a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True), dim=1, eps=1e-8)
+    inter = one_minus_pearson(p_s, p_t).mean()
+    intra = one_minus_pearson(p_s.T, p_t.T).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def _check_weights(**weights: float) -> None:
+    for name, value in weights.items():
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number at least 0, got {value}")
+
+
 def attention_map(features: torch.Tensor) -> torch.Tensor:
     """Spatial attention of a (B, C, H, W) activation: mean_c A_c^2, flattened and L2-normalised."""
     return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1)
@@ -147,6 +197,29 @@ def kd(alpha: float = 0.5, temperature: float = 4.0) -> LossTerm:
     _check_kd(alpha, temperature)
     return LossTerm("kd", lambda b: kd_loss(b.student_logits, b.teacher_logits, b.targets, temperature=temperature,
                                             alpha=alpha), uses_teacher=alpha < 1.0)
+
+
+@LOSSES.register("dkd")
+def dkd(ce_weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> LossTerm:
+    # The defaults are the authors' for small from-scratch students (CIFAR-100); mdistiller's linear warm-up of the
+    # KD part over the first epochs is left out (a term here does not know the epoch).
+    _check_weights(ce_weight=ce_weight, alpha=alpha, beta=beta)
+    _check_kd(0.0, temperature)
+    teacher = alpha > 0 or beta > 0
+    return LossTerm("dkd", lambda b: ce_weight * F.cross_entropy(b.student_logits, b.targets) + (dkd_loss(
+        b.student_logits, b.teacher_logits, b.targets, alpha=alpha, beta=beta, temperature=temperature)
+        if teacher else 0.0), uses_teacher=teacher)
+
+
+@LOSSES.register("dist")
+def dist(ce_weight: float = 1.0, beta: float = 2.0, gamma: float = 2.0, temperature: float = 4.0) -> LossTerm:
+    # The defaults are the authors' for CIFAR-100 (small images, students trained from scratch).
+    _check_weights(ce_weight=ce_weight, beta=beta, gamma=gamma)
+    _check_kd(0.0, temperature)
+    teacher = beta > 0 or gamma > 0
+    return LossTerm("dist", lambda b: ce_weight * F.cross_entropy(b.student_logits, b.targets) + (dist_loss(
+        b.student_logits, b.teacher_logits, beta=beta, gamma=gamma, temperature=temperature)
+        if teacher else 0.0), uses_teacher=teacher)
 
 
 @LOSSES.register("label_only")

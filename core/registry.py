@@ -49,6 +49,12 @@ class Registry(dict):
         if unknown:
             raise self.error(f"{self.kind} {name!r} has no argument(s) {unknown}; it takes {sorted(accepted)}")
 
+    def defaults(self, name: str) -> dict[str, Any]:
+        """The keyword arguments ``name``'s constructor has defaults for, with those defaults (what a build without
+        arguments binds, for a record of the settings a run used)."""
+        return {n: p.default for n, p in inspect.signature(self[name]).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
     def build(self, name: str, *args, **kwargs):
         """``self[name](*args, **kwargs)`` after checking every keyword against its signature."""
         self.check_arguments(name, kwargs)

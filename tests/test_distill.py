@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -103,3 +104,79 @@ def test_label_smoothing_term_is_cross_entropy_against_smoothed_targets():
     expected = -(soft * F.log_softmax(s, 1)).sum()
     assert build_loss({"label_smoothing": {"smoothing": 0.2}})(LossInputs(s, y)).item() == pytest.approx(
         expected.item(), rel=1e-6)
+
+
+def _inputs(s, t, y):
+    return LossInputs(student_logits=s, targets=y, teacher_logits=t)
+
+
+def test_dkd_parts_add_up_to_hinton_kd_for_one_image():
+    # Decoupled KD's identity (Zhao et al. 2022, eq. 7): KL(p_t || p_s) = TCKD + (1 - p_t[target]) * NCKD, with
+    # TCKD the KL of the binary (target, rest) split and NCKD the KL among the other classes. The parts are read
+    # off the registered loss with one weight at a time (no cross-entropy); KL is computed here directly.
+    torch.manual_seed(0)
+    for _ in range(5):
+        s, t, y = torch.randn(1, 4), torch.randn(1, 4), torch.randint(0, 4, (1,))
+        tckd = LOSSES.build("dkd", ce_weight=0.0, alpha=1.0, beta=0.0, temperature=1.0)(_inputs(s, t, y))
+        nckd = LOSSES.build("dkd", ce_weight=0.0, alpha=0.0, beta=1.0, temperature=1.0)(_inputs(s, t, y))
+        p_t, p_s = F.softmax(t, 1)[0], F.softmax(s, 1)[0]
+        kl = float((p_t * (p_t / p_s).log()).sum())
+        assert float(tckd) + (1 - float(p_t[y[0]])) * float(nckd) == pytest.approx(kl, rel=1e-4, abs=1e-6)
+
+
+def test_dkd_nckd_ignores_the_target_logit_and_is_zero_for_the_teachers_non_target_shape():
+    y = torch.tensor([1])
+    t = torch.tensor([[0.5, 3.0, -1.0, 0.2]])
+    s = t.clone()
+    s[0, 1] = -4.0  # only the target logit differs: the non-target distribution is the teacher's
+    nckd = LOSSES.build("dkd", ce_weight=0.0, alpha=0.0, beta=1.0, temperature=2.0)(_inputs(s, t, y))
+    tckd = LOSSES.build("dkd", ce_weight=0.0, alpha=1.0, beta=0.0, temperature=2.0)(_inputs(s, t, y))
+    assert abs(float(nckd)) < 1e-6 and float(tckd) > 0.1
+
+
+def test_dkd_weights_cross_entropy_and_scales_with_t_squared():
+    s, t, y = torch.randn(6, 4), torch.randn(6, 4), torch.randint(0, 4, (6,))
+    ce_only = LOSSES.build("dkd", ce_weight=1.0, alpha=0.0, beta=0.0, temperature=3.0)(_inputs(s, t, y))
+    assert torch.allclose(ce_only, F.cross_entropy(s, y))
+    # the KD parts carry T^2 like Hinton KD: alpha = beta = 1 at T, over T^2, is the parts' KL at T
+    both = LOSSES.build("dkd", ce_weight=0.0, alpha=1.0, beta=1.0, temperature=3.0)(_inputs(s, t, y))
+    parts = sum(float(LOSSES.build("dkd", ce_weight=0.0, alpha=a, beta=b, temperature=3.0)(_inputs(s, t, y)))
+                for a, b in ((1.0, 0.0), (0.0, 1.0)))
+    assert float(both) == pytest.approx(parts, rel=1e-5)
+    one = LOSSES.build("dkd", ce_weight=0.0, alpha=1.0, beta=0.0, temperature=1.0)(_inputs(s / 3, t / 3, y))
+    three = LOSSES.build("dkd", ce_weight=0.0, alpha=1.0, beta=0.0, temperature=3.0)(_inputs(s, t, y))
+    assert float(three) == pytest.approx(9 * float(one), rel=1e-4)
+
+
+def _pearson_rows(a, b):
+    return np.array([np.corrcoef(x, z)[0, 1] for x, z in zip(a, b)])
+
+
+def test_dist_is_one_minus_pearson_between_and_within_classes_by_numpy():
+    torch.manual_seed(1)
+    s, t, y = torch.randn(8, 4), torch.randn(8, 4), torch.randint(0, 4, (8,))
+    got = LOSSES.build("dist", ce_weight=0.0, beta=1.0, gamma=0.0, temperature=1.0)(_inputs(s, t, y))
+    p_s, p_t = F.softmax(s, 1).numpy(), F.softmax(t, 1).numpy()
+    assert float(got) == pytest.approx(float(np.mean(1 - _pearson_rows(p_s, p_t))), rel=1e-4)
+    got = LOSSES.build("dist", ce_weight=0.0, beta=0.0, gamma=1.0, temperature=1.0)(_inputs(s, t, y))
+    assert float(got) == pytest.approx(float(np.mean(1 - _pearson_rows(p_s.T, p_t.T))), rel=1e-4)
+    ce_only = LOSSES.build("dist", ce_weight=1.0, beta=0.0, gamma=0.0, temperature=1.0)(_inputs(s, t, y))
+    assert torch.allclose(ce_only, F.cross_entropy(s, y))
+
+
+def test_dist_zero_for_the_teachers_own_logits_and_gradient_reaches_the_student():
+    t, y = torch.randn(8, 4), torch.randint(0, 4, (8,))
+    term = LOSSES.build("dist", ce_weight=0.0, beta=1.0, gamma=1.0, temperature=4.0)
+    assert abs(float(term(_inputs(t.clone(), t, y)))) < 1e-5
+    s = torch.randn(8, 4, requires_grad=True)
+    t.requires_grad_(True)
+    term(_inputs(s, t, y)).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
+
+
+@pytest.mark.parametrize("name, args", [("dkd", {"beta": -1.0}), ("dkd", {"temperature": 0.0}),
+                                        ("dkd", {"ce_weight": float("nan")}), ("dist", {"gamma": -0.5}),
+                                        ("dist", {"temperature": -2.0}), ("dist", {"alpha": 1.0})])
+def test_dkd_and_dist_refuse_bad_arguments_when_built(name, args):
+    with pytest.raises((ValueError, TypeError)):
+        LOSSES.build(name, **args)

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from core.catalog import DatasetError
+from core.catalog import DatasetError, get_info, register_folder
 from core.checkpoints import CheckpointError, StateWriteError
 from core.train_state import NonFiniteLoss
 
@@ -68,3 +68,31 @@ def failure_line(err: Exception) -> str:
     if isinstance(err, OSError) and not isinstance(err, StateWriteError) and err.filename:
         return f"{err.filename}: {err.strerror or err}"
     return " ".join(str(err).split())
+
+
+DATA_HELP = ("your own folder of images, DIR/<class>/<image> (a test split is carved) or DIR/{train,test}/<class>/<image>:"
+             " the dataset is named after DIR and DIR's parent is the data root")
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="DIR", default=None, help=DATA_HELP)
+
+
+def choose_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Settle ``args.dataset`` (and ``args.root``) from a dataset name or ``--data DIR``, refusing with exit 2 and
+    one line what names no usable dataset: an unknown name lists the known ones, a folder says what to change."""
+    if getattr(args, "data", None):
+        try:
+            info = register_folder(args.data)
+        except DatasetError as err:
+            parser.error(f"argument --data: {err}")
+        if args.dataset not in (None, info.name, parser.get_default("dataset")):
+            parser.error(f"argument --data: the folder's dataset is {info.name!r}, not {args.dataset!r}: give one")
+        args.dataset, args.root = info.name, str(Path(args.data).expanduser().resolve().parent)
+        return
+    if not args.dataset:
+        parser.error("give a dataset name or --data DIR")
+    try:
+        get_info(args.dataset, getattr(args, "root", None))
+    except DatasetError as err:
+        parser.error(f"argument dataset: {err}")

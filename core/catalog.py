@@ -19,50 +19,17 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
+from core.dataset_info import (DEFAULT_SPLIT_SIZES, IGNORED_FILES, IMAGE_EXTENSIONS, LAYOUTS, PHANTOM_CLASSES,  # noqa: F401
+                               PROTOCOLS, REPO_ROOT, SPLITS, DatasetError, DatasetInfo)
+from core.folder_datasets import TEST_FRACTION, from_checkpoints, images_in, read_folder
+from core.layout import checkpoint_root
 from core.registry import Registry
 
-# The phantom's classes and split sizes (`core.phantom` draws the images).
-PHANTOM_CLASSES = ("no_lesion", "infiltrative", "extra_axial", "midline")
-DEFAULT_SPLIT_SIZES = {"train": 960, "val": 192, "test": 384}
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dcm"})
-# Operating-system litter that may sit in any folder and is never data.
-IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
-SPLITS = ("train", "val", "test")
-PROTOCOLS = ("official", "pooled")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be used as asked, with a message that says what to do."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the rest of the code needs to know about a dataset before reading it.
-
-    Attributes:
-        name: registry key and folder name under the data root.
-        classes: canonical class names, in label order (label i = classes[i]).
-        modality: what the images are (for the UI).
-        source: where the images come from.
-        input_size: default square side the images are resized to.
-        synthetic: True for generated datasets (no files, no root).
-        kaggle: Kaggle slug the files can be fetched from (see `core.fetch`).
-    """
-
-    name: str
-    classes: tuple[str, ...]
-    modality: str
-    source: str
-    input_size: int
-    synthetic: bool = False
-    kaggle: str = ""
-
-
 DATASETS = Registry("dataset", DatasetError)
+# Why a folder under the data root or the checkpoint root is not a dataset, by its name (`discover`).
+FOLDER_PROBLEMS: dict[str, str] = {}
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
@@ -87,9 +54,81 @@ register_dataset(DatasetInfo(
     "generated in code (core.phantom), seeded", 64, synthetic=True))
 
 
-def get_info(name: str) -> DatasetInfo:
-    """Registry entry of ``name``; `DatasetError` listing the known names otherwise."""
+BUILT_IN = frozenset(DATASETS)
+
+
+def register_user_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Add or replace a user's dataset (a folder read again may have changed); a built-in name is refused."""
+    if info.name in BUILT_IN:
+        raise DatasetError(f"{info.name!r} is a built-in dataset's name: rename the folder (e.g. my_{info.name})")
+    DATASETS[info.name] = info
+    FOLDER_PROBLEMS.pop(info.name, None)
+    return info
+
+
+def register_folder(folder: str | os.PathLike) -> DatasetInfo:
+    """Read a user's image folder (`core.folder_datasets.read_folder`) and register it under the folder's name."""
+    return register_user_dataset(read_folder(folder, BUILT_IN))
+
+
+def get_info(name: str, root: str | os.PathLike | None = None) -> DatasetInfo:
+    """Registry entry of ``name``; else the user's folder ``<data root>/name``, read and registered; `DatasetError`
+    listing the known names (or saying what is wrong with the folder) otherwise."""
+    if name in DATASETS:
+        return DATASETS[name]
+    folder = resolve_root(root) / name
+    if folder.is_dir():
+        return register_folder(folder)
     return DATASETS[name]
+
+
+def discover(root: str | os.PathLike | None = None, checkpoints: str | os.PathLike | None = None) -> list[str]:
+    """Register every user dataset found: each folder of images under the data root, and each folder of
+    checkpoints under the checkpoint root whose images are not here (known from its metadata). Returns the
+    registered names; a folder that is not a usable dataset is left out, its reason in `FOLDER_PROBLEMS`."""
+    found = []
+    for base, read in ((resolve_root(root), _read_images), (Path(checkpoints or checkpoint_root()), _read_checkpoints)):
+        try:
+            entries = sorted(e.name for e in os.scandir(base) if e.is_dir() and not e.name.startswith("."))
+        except OSError:  # no such root, or one this user cannot list: nothing to find there
+            continue
+        for name in entries:
+            if name in BUILT_IN or name in found:
+                continue
+            try:
+                info = read(base / name)
+            except DatasetError as err:
+                FOLDER_PROBLEMS.setdefault(name, str(err))
+                continue
+            if info is not None:
+                register_user_dataset(info)
+                found.append(name)
+    return found
+
+
+def _read_images(folder: Path) -> DatasetInfo:
+    return read_folder(folder, BUILT_IN)
+
+
+def _read_checkpoints(folder: Path) -> DatasetInfo | None:
+    """A checkpoint folder's dataset from its teacher's (else student's) metadata; None for a folder of images
+    already registered, or one without checkpoints."""
+    import json
+    if folder.name in DATASETS and not DATASETS[folder.name].modality.startswith("known from"):
+        return None
+    for role in ("teacher", "student"):
+        path = folder / f"{role}.json"
+        if path.is_file():
+            try:
+                meta = json.loads(path.read_text(encoding="utf-8"))
+                classes = meta["classes"]
+                if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c
+                                                                                for c in classes)):
+                    raise ValueError("its classes are not a list of names")
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise DatasetError(f"{path} cannot be read: {err}") from err
+            return from_checkpoints(folder, meta, BUILT_IN)
+    return None
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -106,6 +145,8 @@ def resolve_root(root: str | os.PathLike | None = None) -> Path:
 
 
 def _how_to_fix(name: str) -> str:
+    if name not in BUILT_IN:
+        return f"put the images in <root>/{name}/<class>/ (or {{train,test}}/<class>/) and pass root=..., or set KD_DATA_ROOT"
     return (f"put the images in <root>/{name}/{{train,test}}/<class>/ and pass root=..., or set KD_DATA_ROOT; "
             f"to download and arrange them: python -m core.fetch {name} --dest <root>")
 
@@ -121,7 +162,7 @@ def scan_split(root: Path, name: str, folder: str) -> dict[str, list[str]]:
         DatasetError: missing folder, missing/unexpected/empty class folder, a non-image file, or an entry the
             scan cannot read (a looping link, a folder without read permission).
     """
-    info = get_info(name)
+    info = get_info(name, root)
     split_dir = root / name / folder
     if not root.is_dir():
         raise DatasetError(f"data root {root} does not exist; {_how_to_fix(name)}")
@@ -145,6 +186,14 @@ def _class_files(split_dir: Path, info: DatasetInfo, folder: str) -> dict[str, l
             + (f"; missing {missing}" if missing else "") + (f"; unexpected {unexpected}" if unexpected else "")
             + " (rename or remove the folders; class names are case-sensitive)")
     files: dict[str, list[str]] = {}
+    prefix = f"{folder}/" if folder else ""
+    if info.user:  # the user's own folder: whatever is not an image is skipped (`dataset_status` counts it)
+        for cls in info.classes:
+            images, _ = images_in(split_dir / cls)
+            if not images:
+                raise DatasetError(f"{split_dir / cls} holds no images; every class needs at least one")
+            files[cls] = [f"{prefix}{cls}/{image}" for image in images]
+        return files
     for cls in info.classes:
         entries = [e for e in os.scandir(split_dir / cls) if _is_visible(e)]
         not_images = sorted(e.name for e in entries if not e.is_file() or Path(e.name).suffix.lower()
@@ -155,7 +204,7 @@ def _class_files(split_dir: Path, info: DatasetInfo, folder: str) -> dict[str, l
                                f"move them out (images must end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
         if not entries:
             raise DatasetError(f"{split_dir / cls} holds no images; every class needs at least one")
-        files[cls] = sorted(f"{folder}/{cls}/{e.name}" for e in entries)
+        files[cls] = sorted(f"{prefix}{cls}/{e.name}" for e in entries)
     return files
 
 
@@ -181,7 +230,13 @@ def split_files(name: str, split: str, root: Path, *, seed: int = 0, val_fractio
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if protocol not in PROTOCOLS:
         raise DatasetError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    train, test = scan_split(root, name, "train"), scan_split(root, name, "test")
+    if get_info(name, root).layout == "flat":  # no test folder: a seeded, stratified share of each class is test
+        if protocol == "pooled":
+            raise DatasetError(f"{name} has no test folder to pool with train (its test split is carved at random "
+                               "already); use the official protocol")
+        train, test = stratified_split(scan_split(root, name, ""), TEST_FRACTION, seed)
+    else:
+        train, test = scan_split(root, name, "train"), scan_split(root, name, "test")
     if protocol == "pooled":
         n_test, n_all = sum(map(len, test.values())), sum(map(len, train.values())) + sum(map(len, test.values()))
         pooled = {c: train[c] + test[c] for c in train}
@@ -197,17 +252,19 @@ def dataset_status(name: str, root: str | os.PathLike | None = None) -> dict:
 
     Returns:
         ``{"name", "available", "reason", "root", "classes", "modality", "source", "input_size",
-        "synthetic", "counts": {"train": {cls: n}, "test": {cls: n}}, "totals": {"train": n, "test": n}}``;
-        ``reason`` (None when available) says why the data cannot be used and how to fix it.
+        "synthetic", "user", "layout", "skipped", "counts": {"train": {cls: n}, "test": {cls: n}},
+        "totals": {"train": n, "test": n}}``; ``reason`` (None when available) says why the data cannot be used and
+        how to fix it; ``skipped`` counts the entries of a user's class folders that are not images.
     """
     status = {"name": name, "available": False, "reason": None, "root": None, "classes": [], "modality": "",
-              "source": "", "input_size": None, "synthetic": False, "counts": {}, "totals": {}}
+              "source": "", "input_size": None, "synthetic": False, "user": False, "layout": "split", "skipped": 0,
+              "counts": {}, "totals": {}}
     info = DATASETS.get(name)
     if info is None:
         status["reason"] = f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"
         return status
     status.update(classes=list(info.classes), modality=info.modality, source=info.source,
-                  input_size=info.input_size, synthetic=info.synthetic)
+                  input_size=info.input_size, synthetic=info.synthetic, user=info.user, layout=info.layout)
     if info.synthetic:
         counts = {s: {c: len(range(k, n, len(info.classes))) for k, c in enumerate(info.classes)}
                   for s, n in DEFAULT_SPLIT_SIZES.items()}
@@ -215,7 +272,15 @@ def dataset_status(name: str, root: str | os.PathLike | None = None) -> dict:
         try:
             data_root = resolve_root(root)
             status["root"] = str(data_root)
-            counts = {s: {c: len(v) for c, v in scan_split(data_root, name, s).items()} for s in ("train", "test")}
+            if info.layout == "flat":  # the test share carved with the default data seed, as a run carves it
+                train, test = stratified_split(scan_split(data_root, name, ""), TEST_FRACTION, 0)
+                splits = {"train": train, "test": test}
+            else:
+                splits = {s: scan_split(data_root, name, s) for s in ("train", "test")}
+            counts = {s: {c: len(v) for c, v in files.items()} for s, files in splits.items()}
+            if info.user:
+                status["skipped"] = sum(images_in(data_root / name / folder / c)[1] for c in info.classes
+                                        for folder in (("",) if info.layout == "flat" else ("train", "test")))
         except (DatasetError, OSError) as err:
             status["reason"] = str(err)
             return status

@@ -118,7 +118,7 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
     Raises:
         DatasetError: unknown name/split/protocol, or missing/malformed data (message says what to do).
     """
-    info = get_info(name)
+    info = get_info(name, root)
     size = int(input_size or info.input_size)
     if size < 8:
         raise DatasetError(f"input_size must be at least 8 px, got {size}")

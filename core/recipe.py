@@ -11,7 +11,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.catalog import DATASETS
+from core.catalog import DatasetError, get_info
 from core.distill import LOSSES, build_loss
 from core.metadata import SEED_RANGE
 from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, smallest_side_needed
@@ -83,7 +83,11 @@ class TrainConfig:
     def validate(self) -> None:
         """Refuse, with a `SettingError` naming it, a setting no run can use: found here, before anything is
         trained or written, not after the teacher has trained for an hour."""
-        for name, what, known in (("dataset", "dataset", DATASETS), ("teacher_arch", "teacher", TEACHERS),
+        try:  # a built-in dataset, or the user's folder of that name under the data root
+            get_info(self.dataset, self.root)
+        except DatasetError as err:
+            raise SettingError("dataset", str(err)) from None
+        for name, what, known in (("teacher_arch", "teacher", TEACHERS),
                                   ("schedule", "schedule", SCHEDULES), ("loss", "loss", LOSSES)):
             if getattr(self, name) not in known:
                 raise SettingError(name, f"unknown {what} {getattr(self, name)!r}; choose one of {', '.join(known)}")
@@ -125,7 +129,7 @@ class TrainConfig:
 
     def _check_models(self) -> None:
         """The input size in `INPUT_SIZE_RANGE`, and both models able to classify images of that size."""
-        size = self.input_size if self.input_size is not None else DATASETS[self.dataset].input_size
+        size = self.input_size if self.input_size is not None else get_info(self.dataset, self.root).input_size
         _whole("input_size", size, *INPUT_SIZE_RANGE)
         try:
             student = smallest_side_needed("student", size, depth=self.depth, pooled=self.pooled_blocks)
@@ -229,7 +233,7 @@ def stage_settings(cfg: TrainConfig, stage: Stage) -> dict:
     epochs = int(stage.epochs or (cfg.student_epochs if stage.role == "student" else cfg.teacher_epochs))
     keys = [k for k in RESUME_KEYS if stage.role == "student" or k not in STUDENT_ONLY_KEYS]
     return {**{k: getattr(cfg, k) for k in keys}, "input_size": cfg.input_size or
-            DATASETS[cfg.dataset].input_size, "epochs": epochs, "seed": stage.seed, "role": stage.role,
+            get_info(cfg.dataset, cfg.root).input_size, "epochs": epochs, "seed": stage.seed, "role": stage.role,
             "loss": stage.loss, "loss_args": dict(stage.loss_args)}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -23,7 +24,7 @@ from core.budgets import Budget
 from core.layout import checkpoint_file, replaced_folder, results_file, shipped_checkpoints
 from core.metadata import CheckpointError, load_meta, meta_path
 from core.results_record import ShippedResults
-from core.roles import TEACHER
+from core.roles import TEACHER, Role
 from core.study_record import FaithfulnessStudy, StudySettings
 
 
@@ -172,3 +173,28 @@ def timing_shortfalls(new: Mapping, shipped: Mapping) -> list[str]:
 
 def _budget(seconds: float | None) -> float:
     return math.inf if not seconds else seconds  # no budget: no limit
+
+
+# --------------------------------------------------------------------------- a user's dataset, trained by core.train
+
+def user_run_destination(folder: Path, budget: Budget, fingerprint_at: Callable[[int], str], force: bool) -> Path:
+    """Where ``python -m core.train`` puts the models of a user's dataset (``<checkpoint root>/<name>/``, found by
+    the app), decided before it trains: a new dataset replaces nothing; models already there are replaced only by
+    a run with at least their budget and data, or with ``force`` (`ShippingRefused` otherwise)."""
+    if has_shipped_checkpoints(folder):
+        refuse_lesser("models", folder, checkpoint_shortfalls(folder, budget, False, fingerprint_at), force)
+    return folder
+
+
+def ship_models(models: Mapping[Role, Path], folder: Path) -> Path | None:
+    """Copy each role's checkpoint (and its metadata beside it) into ``folder`` under its shipped name, the files it
+    replaces moved under ``earlier/`` first. Returns the folder they were kept in (None: nothing replaced)."""
+    names = [Path(checkpoint_file(folder, role).name).with_suffix(suffix) for role in models for suffix in (".pt", ".json")]
+    kept = keep_replaced(folder, names)
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, src in models.items():
+        for suffix in (".pt", ".json"):
+            tmp = checkpoint_file(folder, role).with_suffix(suffix + ".partial")
+            shutil.copyfile(Path(src).with_suffix(suffix), tmp)
+            os.replace(tmp, checkpoint_file(folder, role).with_suffix(suffix))
+    return kept

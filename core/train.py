@@ -19,12 +19,11 @@ the same early-stopping decision, and rank 0 alone writes the teacher-logit cach
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -34,18 +33,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from core import checkpoints, distributed, train_state
-from core.arguments import RUN_FAILURES, failure_line, unwritable
 from core.augment import augment_batch, describe_augmentation, state_fingerprint
-from core.catalog import DATASETS
 from core.checkpoints import CheckpointMeta
 from core.data import data_fingerprint
 from core.distill import LossInputs
 from core.hooks import record_activations
 from core.inference import resize_batch, to_model_input
 from core.layout import BEST_FILE, STATE_FILE, stage_folder
-from core.models import TEACHERS, count_parameters
+from core.models import count_parameters
 from core.stage_setup import StageSetup, set_seed, setup_stage
-from core.recipe import SettingError, Stage, TrainConfig, default_stages, epoch_size, stage_settings
+from core.recipe import Stage, TrainConfig, default_stages, epoch_size, stage_settings
 from core.train_state import LoopState, NonFiniteLoss
 
 log = logging.getLogger(__name__)
@@ -159,10 +156,10 @@ def train_epoch(cfg: TrainConfig, setup: StageSetup, epoch: int, clock: float) -
     order = distributed.epoch_order(setup.train.targets, cfg.class_balance, setup.stage.seed, epoch)
     distributed.seed_epoch_draws(setup.stage.seed, epoch)
     total_loss, correct, seen, train_s = 0.0, 0, 0, time.perf_counter()
-    bar = tqdm(range(0, len(order), cfg.batch_size), leave=False, disable=not distributed.is_main(),
+    bar = tqdm(batch_bounds(len(order), cfg.batch_size), leave=False, disable=not distributed.is_main(),
                desc=f"{setup.stage.name} epoch {epoch + 1}/{setup.epochs} ({side} px)")
-    for i in bar:
-        idx = order[i:i + cfg.batch_size]
+    for start, stop in bar:
+        idx = order[start:stop]
         loss, hits = _train_step(cfg, setup, idx, side)
         total_loss, correct, seen = total_loss + loss * len(idx), correct + hits, seen + len(idx)
         bar.set_postfix(loss=f"{loss:.3f}")
@@ -178,6 +175,16 @@ def train_epoch(cfg: TrainConfig, setup: StageSetup, epoch: int, clock: float) -
     return {"epoch": epoch + 1, "input_size": side, "train_loss": total_loss / seen, "train_acc": correct / seen,
             "val_loss": val_loss, "val_acc": val_acc, "lr": setup.optimizer.param_groups[0]["lr"],
             "train_seconds": train_s, "seconds": seconds}
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """The ``(start, stop)`` of each training batch of ``n`` images in order; a last batch of one image joins the
+    batch before it: a batch-norm layer whose map has shrunk to 1 x 1 (a ResNet at a small input size) cannot
+    train on a single value per channel."""
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
 
 
 def _check_finite(cfg: TrainConfig, setup: StageSetup, epoch: int, train_loss: float, val_loss: float) -> None:
@@ -320,128 +327,6 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
     return results
 
 
-# Where the command line departs from the recipe's defaults, as the README tells its users: the label-only student
-# comes with --baseline, and a run folder is continued only with --resume (without it, a stage trains afresh in its
-# folder: the README's student with other loss settings lands in the folder of the default run).
-COMMAND_LINE_DEFAULTS = {"label_only": False, "resume": False}
-
-
-def _command_line_defaults() -> dict:
-    """`TrainConfig`'s field defaults, read from the dataclass so that the two cannot drift, with its loss's
-    ``alpha`` and ``temperature`` and the `COMMAND_LINE_DEFAULTS` on top."""
-    recipe = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(TrainConfig)}
-    return {**recipe, **recipe["loss_args"], **COMMAND_LINE_DEFAULTS}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line; an option that sets a `TrainConfig` field stores under the field's name."""
-    d = _command_line_defaults()
-    parser = argparse.ArgumentParser(
-        prog="python -m core.train",
-        description="Train a teacher, distil a student (and a label-only baseline), evaluate them on test.",
-        epilog="Several processes, GPUs or machines: launch with torchrun, e.g. `torchrun --nproc_per_node 4 -m "
-               "core.train ...` (DistributedDataParallel, nccl on GPUs, gloo on CPUs). --batch-size is per process "
-               "(a step averages world size x --batch-size images), --lr is used as given (not scaled); rank 0 "
-               "writes the checkpoints; --resume needs the same number of processes.")
-    add = parser.add_argument
-    add("--stage", choices=["teacher", "student", "both"], default="both",
-        help="what to train (default: both, teacher first)")
-    add("--dataset", default=d["dataset"], choices=sorted(DATASETS), help="dataset name (default: %(default)s)")
-    add("--root", default=d["root"], help="data root (default: $KD_DATA_ROOT, ../shared/datasets, ./data)")
-    add("--out", default=None, help="run folder (default: runs/<dataset>)")
-    add("--teacher-arch", default=d["teacher_arch"], choices=list(TEACHERS),
-        help="teacher architecture (default: %(default)s)")
-    add("--teacher", default=None, help="existing teacher checkpoint for --stage student")
-    add("--pretrained-weights", default=None, help="local state dict to start the teacher from")
-    add("--depth", type=int, default=d["depth"], help="student conv blocks, 3 to 8 (default: %(default)s)")
-    add("--pooled-blocks", type=int, default=d["pooled_blocks"],
-        help="student blocks ending in pooling, from the first (fewer: finer feature maps; default: %(default)s)")
-    add("--epochs", dest="teacher_epochs", metavar="EPOCHS", type=int, default=d["teacher_epochs"],
-        help="teacher epochs (default: %(default)s)")
-    add("--student-epochs", type=int, default=d["student_epochs"], help="student epochs (default: %(default)s)")
-    add("--batch-size", type=int, default=d["batch_size"],
-        help="batch size per process under torchrun (default: %(default)s)")
-    add("--lr", type=float, default=d["lr"], help="peak learning rate, AdamW, cosine decay (default: %(default)s)")
-    add("--input-size", type=int, default=d["input_size"], help="square input size (default: the dataset's)")
-    add("--alpha", type=float, default=d["alpha"],
-        help="weight of the hard loss, 1 = label-only (default: %(default)s)")
-    add("--temperature", type=float, default=d["temperature"], help="KD temperature T (default: %(default)s)")
-    add("--attention-beta", type=float, default=d["attention_beta"],
-        help="> 0 adds attention transfer (default: %(default)s)")
-    add("--baseline", dest="label_only", action=argparse.BooleanOptionalAction, default=d["label_only"],
-        help="also train the label-only student, alpha=1 (default: %(default)s)")
-    add("--seeds", type=int, nargs="+", default=d["seeds"],
-        help=f"student seeds, one run per seed and arm (default: {' '.join(map(str, d['seeds']))})")
-    add("--protocol", choices=["official", "pooled"], default=d["protocol"],
-        help="official split, or the paper's pooled random split, leaky (default: %(default)s)")
-    add("--patience", type=int, default=d["patience"],
-        help="students' early-stopping patience in epochs (default: %(default)s)")
-    add("--max-per-class", type=int, default=d["max_per_class"], help="cap training images per class (default: none)")
-    add("--threads", type=int, default=d["threads"], help="torch CPU threads (default: torch's)")
-    add("--resume", action=argparse.BooleanOptionalAction, default=d["resume"],
-        help="continue interrupted runs and reuse finished ones; off: a stage trains afresh (default: %(default)s)")
-    add("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The recipe the parsed command line asks for: every option stored under a field's name sets that field."""
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
-                       loss_args={"alpha": args.alpha, "temperature": args.temperature})
-
-
-# What stops a run the command line reports in one line (exit 1) rather than a traceback: data it cannot read, a
-# teacher checkpoint it cannot load, a file it cannot write (a full disk, a folder without permission, a looping
-# link), a loss that diverged.
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.stage == "student" and not args.teacher:
-        parser.error("--stage student needs --teacher CKPT")
-    try:
-        cfg = config_from_args(args)
-    except SettingError as err:  # refused before anything is trained or written
-        parser.error(f"argument {_option(parser, err.setting)}: {err.reason}")
-    runs = Path(args.out or f"runs/{args.dataset}")
-    if reason := unwritable(runs):
-        parser.error(f"argument --out: cannot write the run folder {runs} ({reason})")
-    distributed.init()
-    main_process = distributed.is_main()
-    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING, format="%(message)s")
-    stages = default_stages(cfg, teacher=args.stage != "student")
-    if args.stage == "teacher":
-        stages = stages[:1]
-    try:
-        teacher = checkpoints.load(args.teacher)[0] if args.stage == "student" else None
-        results = run_stages(cfg, runs, stages, teacher=teacher, pretrained_weights=args.pretrained_weights)
-    except RUN_FAILURES as err:
-        parser.exit(1, f"{parser.prog}: error: {failure_line(err)}\n")
-    finally:
-        distributed.shutdown()
-    if main_process:  # rank 0 reports and evaluates (writing the metrics into the metadata)
-        _report(args, results)
-
-
-def _option(parser: argparse.ArgumentParser, setting: str) -> str:
-    """The option that sets a `TrainConfig` field (or a loss argument), as the user typed it."""
-    for action in parser._actions:
-        if action.dest == setting and action.option_strings:
-            return max(action.option_strings, key=len)
-    return setting
-
-
-def _report(args: argparse.Namespace, results: dict[str, TrainResult]) -> None:
-    """The checkpoints written (--no-eval), else their test-set evaluation, written into their metadata."""
-    paths = ({"teacher": Path(args.teacher)} if args.teacher else {}) | {n: r.path for n, r in results.items()}
-    if args.no_eval:
-        for name, path in paths.items():
-            print(f"{name}: {path}")
-        return
-    from core.evaluate import evaluate_checkpoints, print_summary
-    # the metrics go into this run's own checkpoints' metadata; a --teacher is paired with, never written to
-    print_summary(evaluate_checkpoints(paths, root=args.root, write=True, written=set(results)))
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the command line lives in core.train_cli; `python -m core.train` runs it
+    from core.train_cli import main
     main()

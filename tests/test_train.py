@@ -10,6 +10,7 @@ from torch import nn
 
 import core.stage_setup
 import core.train
+import core.train_cli
 from core import checkpoints, distributed
 from core.augment import augmented_views, teacher_logits_table
 from core.evaluate import evaluate_checkpoints
@@ -295,7 +296,7 @@ RECIPE_OPTIONS = {"dataset", "root", "protocol", "input_size", "max_per_class", 
 
 
 def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
-    args = core.train.build_parser().parse_args([])
+    args = core.train_cli.build_parser().parse_args([])
     parsed, recipe = vars(args), TrainConfig()
     assert {name for name in parsed if hasattr(recipe, name)} == RECIPE_OPTIONS
     # the README has the label-only student added with --baseline and a run folder continued with --resume
@@ -304,7 +305,7 @@ def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
     same = RECIPE_OPTIONS - {"label_only", "resume"}
     assert {name: parsed[name] for name in same} == {name: getattr(recipe, name) for name in same}
     assert {"alpha": parsed["alpha"], "temperature": parsed["temperature"]} == recipe.loss_args
-    assert core.train.config_from_args(args) == TrainConfig(label_only=False, resume=False)
+    assert core.train_cli.config_from_args(args) == TrainConfig(label_only=False, resume=False)
 
 
 def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatch):
@@ -318,18 +319,18 @@ def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatc
     shifted = dataclasses.make_dataclass(
         "ShiftedConfig", [(name, object, dataclasses.field(default_factory=lambda v=value: v))
                           for name, value in other.items()], bases=(TrainConfig,))
-    monkeypatch.setattr(core.train, "TrainConfig", shifted)
-    cfg = core.train.config_from_args(core.train.build_parser().parse_args([]))
+    monkeypatch.setattr(core.train_cli, "TrainConfig", shifted)
+    cfg = core.train_cli.config_from_args(core.train_cli.build_parser().parse_args([]))
     assert {name: getattr(cfg, name) for name in other} == other
 
 
 def test_the_command_lines_flag_pairs_set_the_recipe():
-    parser = core.train.build_parser()
-    on = core.train.config_from_args(parser.parse_args(["--baseline", "--resume", "--epochs", "3", "--seeds", "1", "2",
+    parser = core.train_cli.build_parser()
+    on = core.train_cli.config_from_args(parser.parse_args(["--baseline", "--resume", "--epochs", "3", "--seeds", "1", "2",
                                                         "--alpha", "0.3", "--temperature", "8"]))
     assert on.label_only and on.resume and on.teacher_epochs == 3 and on.seeds == (1, 2)
     assert on.loss_args == {"alpha": 0.3, "temperature": 8.0}
-    off = core.train.config_from_args(parser.parse_args(["--no-baseline", "--no-resume"]))
+    off = core.train_cli.config_from_args(parser.parse_args(["--no-baseline", "--no-resume"]))
     assert not off.label_only and not off.resume
     assert [s.name for s in default_stages(on)] == ["teacher", "student_s1", "label_only_s1", "student_s2",
                                                     "label_only_s2"]
@@ -395,3 +396,12 @@ def test_a_stage_removes_the_temporary_file_a_killed_state_write_left(tmp_path):
     cfg = TrainConfig(depth=3, student_epochs=1, **SMALL)
     train_stage(cfg, LABEL_ONLY, out)
     assert not stale.exists() and fresh.exists()
+
+
+def test_a_last_batch_of_one_image_joins_the_batch_before_it():
+    assert core.train.batch_bounds(25, 8) == [(0, 8), (8, 16), (16, 25)]
+    assert core.train.batch_bounds(24, 8) == [(0, 8), (8, 16), (16, 24)]
+    assert core.train.batch_bounds(26, 8) == [(0, 8), (8, 16), (16, 24), (24, 26)]
+    assert core.train.batch_bounds(1, 8) == [(0, 1)]
+    covered = [i for a, b in core.train.batch_bounds(33, 4) for i in range(a, b)]
+    assert covered == list(range(33))

@@ -1,0 +1,57 @@
+"""``python -m core.train --data DIR``: a user's folder of JPEGs trained end to end with a ResNet-18 teacher, its
+models put where the app finds them, and models already there replaced only by the shipping rule."""
+
+import pytest
+
+from core import catalog, checkpoints
+from core.train_cli import main
+from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (the fixture)
+
+RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--batch-size",
+       "8", "--seeds", "0", "--threads", "1", "--baseline"]
+
+
+@pytest.fixture
+def own_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "models"))
+    return flat_folder(tmp_path / "data", "pets", classes=("cat", "dog", "fox"), n=12)
+
+
+def test_a_folder_trains_with_a_resnet18_teacher_and_lands_in_the_checkpoint_root(own_data, tmp_path, capsys):
+    main(["--data", str(own_data), "--out", str(tmp_path / "run"), *RUN])
+    shipped = tmp_path / "models" / "pets"
+    teacher, meta = checkpoints.load(shipped / "teacher.pt")
+    assert meta.arch == "resnet18" and meta.classes == ["cat", "dog", "fox"] and meta.dataset == "pets"
+    student_meta = checkpoints.load_meta(shipped / "student.pt")
+    assert student_meta.role == "student" and "test" in (student_meta.metrics or {})  # evaluated before shipping
+    assert (shipped / "student_label_only.pt").is_file()
+    assert str(shipped) in capsys.readouterr().out
+    # the app's listing finds it: the data folder and the models folder name one dataset
+    catalog.DATASETS.pop("pets")
+    assert "pets" in catalog.discover(tmp_path / "data", tmp_path / "models")
+
+
+def test_models_already_there_are_replaced_only_by_as_much_training_or_force(own_data, tmp_path, capsys):
+    main(["--data", str(own_data), "--out", str(tmp_path / "run"), *RUN])
+    shipped = tmp_path / "models" / "pets"
+    before = checkpoints.file_sha256(shipped / "teacher.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(own_data), "--out", str(tmp_path / "run2"), *RUN, "--max-per-class", "5"])
+    assert exit_.value.code == 2 and "training images per class 5" in capsys.readouterr().err
+    assert checkpoints.file_sha256(shipped / "teacher.pt") == before and not (tmp_path / "run2" / "teacher").exists()
+    main(["--data", str(own_data), "--out", str(tmp_path / "run2"), *RUN, "--max-per-class", "5", "--force"])
+    kept = list((shipped / "earlier").glob("replaced-*/teacher.pt"))
+    assert len(kept) == 1 and checkpoints.file_sha256(kept[0]) == before
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--data", "{tmp}/absent"], "argument --data: .* is not a folder of images"),
+    (["--data", "{tmp}/data/pets", "--dataset", "brain_tumor"], "the folder's dataset is 'pets'"),
+    (["--dataset", "nothing_here", "--root", "{tmp}/data"], "unknown dataset 'nothing_here'"),
+])
+def test_a_data_option_that_names_no_usable_dataset_exits_2_before_training(own_data, tmp_path, capsys, argv, says):
+    with pytest.raises(SystemExit) as exit_:
+        main([a.format(tmp=tmp_path) for a in argv] + ["--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m core.train: error: ")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "models").exists()

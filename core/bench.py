@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from core import checkpoints, shipping
-from core.arguments import integer, number
+from core.arguments import add_data_option, choose_dataset, integer, number
 from core.costs import estimate_cost
 from core.explain import explain
 from core.explainers import EXPLAINERS, registered_methods
@@ -185,13 +185,14 @@ def _load_models(dataset: str, teacher, student, random_weights: bool, teacher_a
     return models, prep
 
 
-def _load_images(dataset: str, split: str, n: int, prep: dict, seed: int) -> tuple[dict, list[int]]:
+def _load_images(dataset: str, split: str, n: int, prep: dict, seed: int,
+                 root: str | None = None) -> tuple[dict, list[int]]:
     """The same ``n`` images (spread evenly over the split) preprocessed for each model, and their labels."""
     from core.data import load_dataset
 
     images, labels = {}, None
     for name, (size, mean, std) in prep.items():
-        ds = load_dataset(dataset, split, input_size=size, seed=seed)
+        ds = load_dataset(dataset, split, root=root, input_size=size, seed=seed)
         if n < 1 or n > len(ds):
             raise BenchError(f"--images must be between 1 and {len(ds)} for {dataset} {split}, got {n}")
         picks = np.linspace(0, len(ds) - 1, n).round().astype(int)
@@ -207,7 +208,7 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
               random_weights: bool = False, teacher_arch: str = "densenet121", student_depth: int = 5,
               input_size: int | None = None, seed: int = 0, params: dict | None = None,
               out: str | Path | None = None, on_progress: ProgressCallback | None = None,
-              force: bool = False) -> list[dict]:
+              force: bool = False, root: str | None = None) -> list[dict]:
     """Time every method on teacher and student over the same images and targets (their labels).
 
     Args:
@@ -242,7 +243,7 @@ def run_bench(dataset: str = "phantom", teacher: str | Path | None = None, stude
     unable = [m for m in methods if not any(EXPLAINERS[m].can_explain(model) for model in models.values())]
     if unable:
         raise BenchError(f"no model here can explain with {', '.join(unable)}: {NO_HEAD}")
-    batches, targets = _load_images(dataset, split, images, prep, seed)
+    batches, targets = _load_images(dataset, split, images, prep, seed, root)
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -349,7 +350,10 @@ def _parse_params(items: Sequence[str]) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core.bench", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="phantom", help="registered dataset the images come from")
+    parser.add_argument("--dataset", default="phantom", help="dataset the images come from: a built-in one, or a "
+                        "folder of images under --root")
+    parser.add_argument("--root", default=None, help="data root (default: $KD_DATA_ROOT, ../shared/datasets)")
+    add_data_option(parser)
     parser.add_argument("--split", default="test", help="dataset split the images come from")
     parser.add_argument("--teacher", help="teacher checkpoint (.pt with its .json); "
                         "default checkpoints/<dataset>/teacher.pt")
@@ -382,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    choose_dataset(parser, args)
     from tqdm.auto import tqdm
 
     out = Path(args.out) if args.out else REPO_ROOT / "runs" / "bench" / args.dataset
@@ -398,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          methods=args.methods, repeats=args.repeats, warmup=args.warmup,
                          budget_s=args.budget or None, threads=args.threads, random_weights=args.random_weights,
                          teacher_arch=args.teacher_arch, student_depth=args.student_depth,
-                         input_size=args.input_size, seed=args.seed, params=_parse_params(args.param), out=out,
+                         input_size=args.input_size, seed=args.seed, params=_parse_params(args.param), out=out, root=args.root,
                          on_progress=progress, force=args.force)
     except ValueError as err:  # BenchError, CheckpointError, DatasetError, ExplainError: all say what to fix
         bar.close()

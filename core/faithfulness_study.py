@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from core import checkpoints, shipping, study_scoring
-from core.arguments import integer
+from core.arguments import add_data_option, choose_dataset, integer
 from core.baseline_maps import BASELINES, mask_prior, tolerance
 from core.data import load_dataset
 from core.evaluate import evaluation_split
@@ -297,7 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     default = StudyConfig("")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset")
+    parser.add_argument("dataset", nargs="?", default=None,
+                        help="a built-in dataset, or a folder of images under --root")
+    add_data_option(parser)
     parser.add_argument("--checkpoints", default=default.checkpoints,
                         help="folder with <dataset>/{teacher,student}.pt")
     parser.add_argument("--root", default=default.root, help="data root (default: ../shared/datasets or $KD_DATA_ROOT)")
@@ -326,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    choose_dataset(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = StudyConfig(args.dataset, args.checkpoints, args.root, args.images, args.slow_images, args.sanity_images,
                       tuple(args.methods or default_methods(args.checkpoints, args.dataset)), args.steps, args.seed,

@@ -143,7 +143,7 @@ def read_folder(folder: str | os.PathLike, taken: set[str] = frozenset()) -> Dat
                 raise DatasetError(f"{folder / split / name} holds {len(images)} images; every class needs at least "
                                    f"{least} there (images end in {', '.join(sorted(IMAGE_EXTENSIONS))})")
     description = read_description(folder)
-    return DatasetInfo(folder.name, tuple(classes), description.get("modality", "images from a user's folder"),
+    return DatasetInfo(folder.name, tuple(classes), description.get("modality", "user images"),
                        description.get("source", str(folder)),
                        int(description.get("input_size", DEFAULT_INPUT_SIZE)), layout=layout, user=True)
 

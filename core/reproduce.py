@@ -32,9 +32,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import checkpoints, ood, predictions, shipping
-from core.arguments import RUN_FAILURES, failure_line, integer
+from core.arguments import RUN_FAILURES, add_data_option, choose_dataset, failure_line, integer
 from core.budgets import BUDGETS, Budget, default_budget
-from core.catalog import DATASETS, dataset_status, resolve_root
+from core.catalog import dataset_status, resolve_root
 from core.data import data_fingerprint, load_dataset
 from core.evaluate import evaluate_checkpoints
 from core.layout import (PREDICTIONS_FILE, RESULTS_FILE, SHIPPED_RUN_FOLDER, TEACHER_LOGITS_FILE, TIMING_FILE,
@@ -351,7 +351,9 @@ def timing_table(dataset: str, target: Path, images: int = 20, root: str | None 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m core.reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=sorted(DATASETS), help="dataset to reproduce")
+    parser.add_argument("dataset", nargs="?", default=None,
+                        help="dataset to reproduce: a built-in one, or a folder of images under --root")
+    add_data_option(parser)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default=None,
                         help="training budget (default: phantom for phantom, cpu otherwise)")
     parser.add_argument("--protocol", choices=["official", "pooled"], default="official",
@@ -375,6 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--force", action="store_true",
                         help="replace the shipped files even with a lesser or trial run (they are kept under earlier/)")
     args = parser.parse_args(argv)
+    choose_dataset(parser, args)
     kd = {"alpha": args.kd[0], "temperature": args.kd[1]} if args.kd else None
     if kd:  # the recipe would refuse it only once the teacher had trained
         try:

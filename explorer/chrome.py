@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.catalog import DATASETS
 from explorer import listing, names, page_list, state
 
 DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis; the small models' "
@@ -67,7 +66,7 @@ def _dataset_label(name: str) -> str:
 
 def dataset_picker() -> str:
     """Sidebar choice of dataset, shared by all pages and bound to ``?dataset=``; returns the name."""
-    names = [listing.DEFAULT_DATASET] + [n for n in DATASETS if n != listing.DEFAULT_DATASET]
+    names = listing.dataset_names()
     state.bind("dataset", listing.DEFAULT_DATASET, options=names)
     st.sidebar.selectbox("Dataset", names, key="dataset", format_func=_dataset_label,
                          help="Each dataset says whether its images are on this machine (the pages that show "

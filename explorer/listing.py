@@ -9,12 +9,26 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.catalog import DATASETS, dataset_status
+from core.catalog import BUILT_IN, DATASETS, FOLDER_PROBLEMS, dataset_status, discover
 from core.layout import dataset_folder, shipped_checkpoints
 from core.metadata import CheckpointError, load_meta
 from core.roles import TEACHER
 
 DEFAULT_DATASET = "phantom"
+
+
+def dataset_names() -> list[str]:
+    """Every dataset the app can show: the built-in ones (the default first), then the user's folders of images
+    under the data root and folders of checkpoints under the checkpoint root, found again on every run so that a
+    dataset trained a moment ago is in the picker (a scan of folder names, not of images)."""
+    discover()
+    user = sorted(n for n in DATASETS if n not in BUILT_IN)
+    return [DEFAULT_DATASET] + [n for n in DATASETS if n in BUILT_IN and n != DEFAULT_DATASET] + user
+
+
+def folder_problems() -> dict[str, str]:
+    """Why each folder under the data or checkpoint root that looks like a dataset is not one (by folder name)."""
+    return {n: reason for n, reason in FOLDER_PROBLEMS.items() if n not in DATASETS}
 
 
 def checkpoint_paths(dataset: str) -> dict[str, Path]:

@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from core.catalog import DATASETS
-from explorer import chrome, listing, page_list, state
+from explorer import chrome, home_view, listing, page_list, state
 from explorer.names import role_label
 from explorer.text import plain
 
@@ -28,13 +27,17 @@ so explanations can be scored against the truth. It needs no download.
 """)
 
 st.subheader("Datasets")
-cols = st.columns(len(DATASETS))
-for col, name in zip(cols, [listing.DEFAULT_DATASET] + [n for n in DATASETS if n != listing.DEFAULT_DATASET]):
+PER_ROW = 4
+shown_names = listing.dataset_names()
+cols = [col for start in range(0, len(shown_names), PER_ROW) for col in st.columns(PER_ROW)]
+for col, name in zip(cols, shown_names):
     s = listing.status(name)
     with col.container(border=True):
-        st.markdown(f"**{name}**  \n{s['modality']}")
+        st.markdown(f"**{plain(name)}**  \n{plain(s['modality'])}")
         if s["available"]:
             st.markdown(f":green[images: {s['totals'].get('train', 0)} train, {s['totals'].get('test', 0)} test]")
+            if s["user"]:
+                st.caption(home_view.user_folder_note(s))
         else:
             st.markdown(":orange[images: not found]", help=plain(s["reason"]))
         models = s["checkpoints"]
@@ -47,10 +50,16 @@ for col, name in zip(cols, [listing.DEFAULT_DATASET] + [n for n in DATASETS if n
             st.markdown(":orange[models: none shipped]")
         for role, message in s["checkpoint_errors"].items():
             st.error(f"{role_label(role)} checkpoint cannot be used: {plain(message)}", icon=":material/error:")
-        st.caption(f"Classes: {', '.join(s['classes'])}")
+        st.caption(plain(f"Classes: {', '.join(s['classes'])}"))
         if st.button("Explore", key=f"home_open_{name}", disabled=not (s["available"] or models),
                      on_click=state.set_value, args=("dataset", name)):
             st.switch_page(page_list.page("dataset").link)
+
+st.caption(home_view.OWN_DATA)
+if problems := listing.folder_problems():
+    with st.expander(f"{len(problems)} folder(s) found that are not datasets yet"):
+        for folder, reason in problems.items():
+            st.markdown(f"**{plain(folder)}**: {plain(reason)}")
 
 st.subheader("Go to")
 link_cols = st.columns(3)

@@ -55,3 +55,23 @@ def test_a_data_option_that_names_no_usable_dataset_exits_2_before_training(own_
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m core.train: error: ")
     assert not (tmp_path / "run").exists() and not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("module", ["core.reproduce", "core.faithfulness_study", "core.bench"])
+def test_every_command_takes_data_dir_and_refuses_a_folder_that_is_no_dataset(module, tmp_path, capsys):
+    import importlib
+    main_of = importlib.import_module(module).main
+    (tmp_path / "one").mkdir()
+    flat_folder(tmp_path, "one", classes=("only",))
+    with pytest.raises(SystemExit) as exit_:
+        main_of(["--data", str(tmp_path / "one")])
+    assert exit_.value.code == 2 and "argument --data: " in capsys.readouterr().err
+    assert "one" not in catalog.DATASETS
+
+
+def test_bench_times_explainers_on_a_users_folder(own_data, tmp_path, capsys):
+    from core.bench import main as bench
+    assert bench(["--data", str(own_data), "--random-weights", "--teacher-arch", "resnet18", "--input-size", "32",
+                  "--images", "2", "--methods", "cam", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                  "--out", str(tmp_path / "bench"), "--no-progress"]) == 0
+    assert (tmp_path / "bench" / "bench.json").is_file()

@@ -17,8 +17,10 @@ protocols to measure the leak.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 from core.dataset_info import (DEFAULT_SPLIT_SIZES, IGNORED_FILES, IMAGE_EXTENSIONS, LAYOUTS, PHANTOM_CLASSES,  # noqa: F401
@@ -67,8 +69,19 @@ def register_user_dataset(info: DatasetInfo) -> DatasetInfo:
 
 
 def register_folder(folder: str | os.PathLike) -> DatasetInfo:
-    """Read a user's image folder (`core.folder_datasets.read_folder`) and register it under the folder's name."""
-    return register_user_dataset(read_folder(folder, BUILT_IN))
+    """Read a user's image folder (`core.folder_datasets.read_folder`) and register it under the folder's name,
+    with the folder's parent as its data root."""
+    info = read_folder(folder, BUILT_IN)
+    return register_user_dataset(replace(info, root=str(Path(folder).expanduser().resolve().parent)))
+
+
+def data_root_of(name: str, root: str | os.PathLike | None = None) -> Path:
+    """The data root to read ``name`` from: ``root`` when given, else the one its folder was registered in, else
+    the default (`resolve_root`)."""
+    info = DATASETS.get(name)
+    if root is None and info is not None and info.root:
+        return Path(info.root)
+    return resolve_root(root)
 
 
 def get_info(name: str, root: str | os.PathLike | None = None) -> DatasetInfo:
@@ -111,11 +124,8 @@ def _read_images(folder: Path) -> DatasetInfo:
 
 
 def _read_checkpoints(folder: Path) -> DatasetInfo | None:
-    """A checkpoint folder's dataset from its teacher's (else student's) metadata; None for a folder of images
-    already registered, or one without checkpoints."""
-    import json
-    if folder.name in DATASETS and not DATASETS[folder.name].modality.startswith("known from"):
-        return None
+    """A checkpoint folder's dataset from its teacher's (else student's) metadata: the folder of images the run
+    that trained them read, where it still is, else the names and size alone; None for a folder without them."""
     for role in ("teacher", "student"):
         path = folder / f"{role}.json"
         if path.is_file():
@@ -127,6 +137,13 @@ def _read_checkpoints(folder: Path) -> DatasetInfo | None:
                     raise ValueError("its classes are not a list of names")
             except (OSError, ValueError, KeyError, TypeError) as err:
                 raise DatasetError(f"{path} cannot be read: {err}") from err
+            recorded = (meta.get("train") or {}).get("root") if isinstance(meta.get("train"), dict) else None
+            if isinstance(recorded, str) and recorded and (Path(recorded) / folder.name).is_dir():
+                try:  # the run that trained them names the folder of images: read it from there
+                    images = read_folder(Path(recorded) / folder.name, BUILT_IN)
+                    return replace(images, root=str(Path(recorded).resolve()))
+                except DatasetError:
+                    pass  # the folder has changed since: the models are still worth listing
             return from_checkpoints(folder, meta, BUILT_IN)
     return None
 
@@ -270,7 +287,7 @@ def dataset_status(name: str, root: str | os.PathLike | None = None) -> dict:
                   for s, n in DEFAULT_SPLIT_SIZES.items()}
     else:
         try:
-            data_root = resolve_root(root)
+            data_root = data_root_of(name, root)
             status["root"] = str(data_root)
             if info.layout == "flat":  # the test share carved with the default data seed, as a run carves it
                 train, test = stratified_split(scan_split(data_root, name, ""), TEST_FRACTION, 0)

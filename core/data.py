@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from core.catalog import SPLITS, DatasetError, DatasetInfo, get_info, resolve_root, split_files
+from core.catalog import SPLITS, DatasetError, DatasetInfo, data_root_of, get_info, split_files
 from core.images import ImageError, open_image, to_rgb
 from core.phantom import PhantomDataset, render_phantom
 
@@ -138,7 +138,7 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
         return ds
     if phantom_sizes:
         raise DatasetError(f"{sorted(phantom_sizes)} apply only to the phantom dataset")
-    data_root = resolve_root(root)
+    data_root = data_root_of(name, root)
     files = split_files(name, split, data_root, seed=seed, val_fraction=val_fraction, protocol=protocol)
     if not any(files.values()):
         raise DatasetError(f"{name} {split} is empty (val_fraction={val_fraction}); use val_fraction > 0")

@@ -40,6 +40,8 @@ class DatasetInfo:
         layout: one of `LAYOUTS`.
         user: a folder the user brought (`core.folder_datasets`): files that are not images are skipped and
             counted rather than refused, and the name can be registered again when the folder changes.
+        root: the data root this dataset's folder lies in, where it is not the default one (a folder named by
+            ``--data DIR``, or found through the run that trained its checkpoints); "" for the default root.
     """
 
     name: str
@@ -51,3 +53,4 @@ class DatasetInfo:
     kaggle: str = ""
     layout: str = "split"
     user: bool = False
+    root: str = ""

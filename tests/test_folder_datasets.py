@@ -154,3 +154,21 @@ def test_a_folder_read_again_after_it_changed_is_registered_again(tmp_path):
     assert register_folder(folder).classes == ("a", "b")
     write_images(folder / "c", 12)
     assert register_folder(folder).classes == ("a", "b", "c")
+
+
+def test_models_trained_on_a_folder_elsewhere_find_their_images_through_their_metadata(tmp_path):
+    data, models = tmp_path / "far" / "away", tmp_path / "models"
+    flat_folder(data, "scans")
+    (models / "scans").mkdir(parents=True)
+    meta = {"classes": ["birds", "cats", "dogs"], "input_size": 32, "train": {"root": str(data)}}
+    (models / "scans" / "teacher.json").write_text(json.dumps(meta))
+    assert discover(tmp_path / "empty-root", models) == ["scans"]
+    info = get_info("scans")
+    assert info.layout == "flat" and info.root == str(data.resolve())
+    status = dataset_status("scans")  # no root given: the folder the run read
+    assert status["available"] and status["totals"]["test"] > 0
+    assert len(load_dataset("scans", "test", input_size=16)) == status["totals"]["test"]
+    (models / "scans" / "teacher.json").write_text(json.dumps({**meta, "train": {"root": str(tmp_path / "gone")}}))
+    catalog.DATASETS.pop("scans")
+    discover(tmp_path / "empty-root", models)
+    assert not dataset_status("scans")["available"]  # listed from its models, its images said to be missing

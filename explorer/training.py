@@ -29,10 +29,13 @@ from typing import Callable
 
 from torch import nn
 
+from core.catalog import get_info
 from core.evaluate import evaluate_checkpoints
+from core.layout import dataset_folder
 from core.models import count_parameters
 from core.recipe import Stage, TrainConfig, default_stages
-from core.roles import role
+from core.roles import DISTILLED, LABEL_ONLY, TEACHER, role
+from core.shipping import has_shipped_checkpoints, ship_models
 from core.train import run_stages
 from explorer.runtime import ServerSlots, count_setting
 
@@ -101,6 +104,7 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
         test_cap = max(8, int(cfg.max_per_class or 16) // 2)
         report = evaluate_checkpoints({shown[n]: r.path for n, r in results.items()}, n_boot=200,
                                       max_per_class=test_cap)
+        kept = keep_for_user_dataset(cfg, {shown[n]: r.path for n, r in results.items()})
     finally:
         if own_folder:
             shutil.rmtree(out, ignore_errors=True)
@@ -109,7 +113,21 @@ def run_all(cfg: TrainConfig, shipped_teacher: nn.Module | None = None,
                           "parameters": count_parameters(r.model), "seconds": ended[name]}
             for name, r in results.items()}
     test_images = int(report["models"][next(iter(runs))]["n"])
-    return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started}
+    return {"runs": runs, "config": cfg, "test_images": test_images, "seconds": time.perf_counter() - started,
+            "kept": kept}
+
+
+def keep_for_user_dataset(cfg: TrainConfig, paths: dict[str, Path]) -> str:
+    """A user's dataset trained here with no models yet: its models go where the app finds them (a new dataset
+    replaces nothing, `core.shipping`); what happened, as a sentence ("" for a built-in dataset)."""
+    if not get_info(cfg.dataset, cfg.root).user:
+        return ""
+    target = dataset_folder(cfg.dataset)
+    if has_shipped_checkpoints(target):
+        return (f"{cfg.dataset} already had models; they were kept, and these were not (the command line replaces "
+                f"them: python -m core.train --data DIR --force).")
+    ship_models({r: paths[r.shipped] for r in (TEACHER, DISTILLED, LABEL_ONLY) if r.shipped in paths}, target)
+    return f"Kept: these are now {cfg.dataset}'s models, on every page."
 
 
 # ---------------------------------------------------------------------------------------------- run folders

@@ -8,6 +8,7 @@ from core.catalog import DATASETS
 from core.roles import DISTILLED, LABEL_ONLY, TEACHER
 from explorer import cached_plots, chrome, listing, loaders, state, train_estimate, train_view, training, ui
 from explorer.names import role_label
+from explorer.text import plain
 
 dataset = chrome.current_dataset()
 chrome.page_header("Train and distil",
@@ -45,7 +46,7 @@ alpha = c1.slider("alpha (weight of the label loss)", 0.0, 1.0, 0.5, 0.05, key="
 temperature = c2.slider("Temperature T", 1.0, 10.0, 4.0, 0.5, key="train_temperature")
 depth = c3.slider("Student depth (conv blocks)", 3, 8, 5, key="train_depth")
 
-recipe = TrainConfig(dataset=dataset, teacher_arch=arch, teacher_epochs=int(epochs), student_epochs=int(epochs),
+recipe = TrainConfig(dataset=dataset, root=DATASETS[dataset].root or None, teacher_arch=arch, teacher_epochs=int(epochs), student_epochs=int(epochs),
                      max_per_class=int(per_class), input_size=int(size), depth=int(depth), time_cap_s=float(cap),
                      loss_args={"alpha": float(alpha), "temperature": float(temperature)},
                      label_only=bool(label_only))
@@ -75,6 +76,9 @@ if last is None:
                    + train_estimate.estimate(recipe, len(DATASETS[dataset].classes), use_shipped).sentence())
     st.stop()
 st.caption(training.computed_for(run_key))
+if last.get("kept"):
+    st.success(plain(last["kept"]), icon=":material/inventory_2:")
+    listing.status.clear()  # the picker and Home say at once that the dataset has models now
 st.subheader("Curves")
 ui.plot(cached_plots.curves({name: r["history"] for name, r in last["runs"].items()}), "train_curves")
 st.subheader(f"Results on {last['test_images']} test images")

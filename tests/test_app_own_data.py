@@ -6,7 +6,7 @@ import pytest
 from core import catalog
 from explorer import page_list
 from tests.apptest_support import as_read, assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
-from tests.test_folder_datasets import flat_folder
+from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (a fixture)
 
 RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--batch-size",
        "8", "--seeds", "0", "--threads", "1"]
@@ -44,3 +44,32 @@ def test_every_page_opens_on_the_users_dataset(own_models, page):
     at = open_page(page, {"dataset": "pets"})
     assert_ok(at)
     assert at.session_state["dataset"] == "pets"
+
+
+def test_the_train_page_keeps_a_new_user_datasets_models_and_never_replaces_them(tmp_path, monkeypatch,
+                                                                                 registry_restored):
+    from core.checkpoints import file_sha256
+    from tests.apptest_support import finish_training
+    from tests.test_app_train import small_settings
+    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "models"))
+    flat_folder(tmp_path / "data", "fresh", classes=("a", "b"), n=12)
+    at = open_page("train", {"dataset": "fresh"})
+    assert_ok(at)
+    small_settings(at)
+    at.button(key="train_run").click().run()
+    finish_training(at)
+    assert_ok(at)
+    assert any("Kept: these are now fresh's models" in as_read(s.value) for s in at.success)
+    teacher = tmp_path / "models" / "fresh" / "teacher.pt"
+    assert teacher.is_file() and (tmp_path / "models" / "fresh" / "student.pt").is_file()
+    before = file_sha256(teacher)
+    # another visitor trains again: the models kept above stay (a new session: the picker's label of the dataset now
+    # says its models are here, which the test harness, sending the choice by its label, cannot follow in one session)
+    at = open_page("train", {"dataset": "fresh"})
+    small_settings(at)
+    at.slider(key="train_epochs").set_value(1)
+    at.button(key="train_run").click().run()
+    finish_training(at)
+    assert any("already had models; they were kept" in as_read(s.value) for s in at.success)
+    assert file_sha256(teacher) == before

@@ -137,16 +137,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _user_models_folder(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: TrainConfig) -> Path | None:
-    """``<checkpoint root>/<name>/`` for a user's dataset trained whole (teacher and students), decided before it
-    trains (`core.shipping.user_run_destination`); None for a built-in dataset (`core.reproduce` ships those)."""
-    if not get_info(cfg.dataset, cfg.root).user or args.stage != "both":
+    """``<checkpoint root>/<name>/`` for a user's dataset, decided before it trains: trained whole (teacher and
+    students) by `core.shipping.user_run_destination`; students distilled from the teacher already there (an
+    imported one, `core.import_teacher`) go beside it unless students are there (``--force`` replaces them). None
+    for a built-in dataset (`core.reproduce` ships those) and for a teacher trained alone."""
+    if not get_info(cfg.dataset, cfg.root).user or args.stage == "teacher":
         return None
+    folder = dataset_folder(cfg.dataset)
+    if args.stage == "student":
+        if Path(args.teacher).resolve() != (folder / "teacher.pt").resolve():
+            return None  # a teacher from elsewhere: its students stay in the run folder
+        if (folder / "student.pt").is_file() and not args.force:
+            parser.error(f"{folder} has a student already: pass --force to replace it (it is kept under earlier/)")
+        return folder
     size = cfg.input_size or get_info(cfg.dataset, cfg.root).input_size
     budget = Budget(size, cfg.teacher_epochs, 0, cfg.student_epochs, max_per_class=cfg.max_per_class)
     fingerprint = lambda side: data_fingerprint(load_dataset(  # noqa: E731
         cfg.dataset, "train", root=cfg.root, input_size=side, seed=cfg.data_seed, val_fraction=cfg.val_fraction))
     try:
-        return user_run_destination(dataset_folder(cfg.dataset), budget, fingerprint, args.force)
+        return user_run_destination(folder, budget, fingerprint, args.force)
     except ShippingRefused as err:
         parser.error(str(err))
 

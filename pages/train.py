@@ -6,7 +6,8 @@ from core.models import REGISTERED_TEACHERS
 from core.recipe import TrainConfig
 from core.catalog import DATASETS
 from core.roles import DISTILLED, LABEL_ONLY, TEACHER
-from explorer import cached_plots, chrome, listing, loaders, state, train_estimate, train_view, training, ui
+from explorer import (cached_plots, chrome, listing, loaders, own_data_view, state, train_estimate, train_view,
+                      training, ui)
 from explorer.names import role_label
 from explorer.text import plain
 
@@ -14,8 +15,9 @@ dataset = chrome.current_dataset()
 chrome.page_header("Train and distil",
                    "Train a small teacher, distil it into a student, and train the same student from labels alone, on "
                    "a capped subset within a time cap. Runs in a temporary folder: the shipped and cached models "
-                   "are never changed.",
+                   "are never changed (a dataset of your own that has no models yet keeps the ones trained here).",
                    terms=("Teacher", "Student", "Label-only student", "Knowledge distillation (KD)"))
+own_data_view.zip_upload()
 if not loaders.images_available(dataset):
     ui.no_images_help(dataset, listing.status(dataset)["reason"])
     st.stop()

@@ -280,3 +280,31 @@ def test_an_unfamiliar_upload_is_warned_of_in_the_first_screen_below_the_uploade
             (box(uploader), box(warning), screen)
         assert not errors_shown(driver), errors_shown(driver)
         driver.save_screenshot(str(ROOT / "runs" / "unfamiliar_upload_1366.png"))
+
+
+def test_a_zip_of_the_users_images_uploaded_on_the_train_page_becomes_the_chosen_dataset(tmp_path):
+    import zipfile
+
+    from selenium.webdriver.common.by import By
+
+    from tests.test_archive import classes
+
+    upload = tmp_path / "upload.zip"
+    with zipfile.ZipFile(upload, "w") as z:
+        for name, data in classes("holiday_snaps/", n=10, names=("beach", "city", "snow")).items():
+            z.writestr(name, data)
+    env = {"KD_DATA_ROOT": str(tmp_path / "data"), "KD_CHECKPOINTS": str(tmp_path / "models")}
+    with serve(env=env) as url, chrome(width=1366, height=768) as driver:
+        driver.get(f"{url}/train?dataset=phantom")
+        wait_for_text(driver, "Your own images: upload a zip", timeout=180)
+        [expander] = [e for e in driver.find_elements(By.CSS_SELECTOR, '[data-testid="stExpander"] summary')
+                      if "upload a zip" in e.text]
+        expander.click()
+        from selenium.webdriver.support.ui import WebDriverWait
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, 'input[type="file"]'))
+        driver.find_element(By.CSS_SELECTOR, 'input[type="file"]').send_keys(str(upload))
+        wait_for_text(driver, "holiday_snaps added (3 classes", timeout=180)
+        assert "dataset=holiday_snaps" in driver.current_url, driver.current_url  # chosen in the picker
+        assert (tmp_path / "data" / "holiday_snaps" / "snow").is_dir()
+        assert not errors_shown(driver), errors_shown(driver)
+        driver.save_screenshot(str(ROOT / "runs" / "own_data_upload_1366.png"))

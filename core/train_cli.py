@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from core.arguments import RUN_FAILURES, add_data_option, choose_dataset, failur
 from core.budgets import Budget
 from core.catalog import get_info
 from core.data import data_fingerprint, load_dataset
+from core.distill import LOSSES
 from core.layout import dataset_folder
 from core.models import TEACHERS
 from core.recipe import SettingError, TrainConfig, default_stages
@@ -32,7 +34,25 @@ def _command_line_defaults() -> dict:
     """`TrainConfig`'s field defaults, read from the dataclass so that the two cannot drift, with its loss's
     ``alpha`` and ``temperature`` and the `COMMAND_LINE_DEFAULTS` on top."""
     recipe = {f.name: f.default if f.default_factory is MISSING else f.default_factory() for f in fields(TrainConfig)}
-    return {**recipe, **recipe["loss_args"], **COMMAND_LINE_DEFAULTS}
+    return {**recipe, **LOSSES.defaults("kd"), **recipe["loss_args"], **COMMAND_LINE_DEFAULTS}
+
+
+def distillation_losses() -> list[str]:
+    """The registered losses a distilled student can take alone: those that read the teacher's logits (not its
+    features, which `--attention-beta` adds)."""
+    return [name for name in LOSSES if LOSSES.build(name).uses_teacher and not LOSSES.build(name).uses_features]
+
+
+def loss_setting(text: str) -> tuple[str, float]:
+    """``NAME=VALUE`` of ``--loss-arg``."""
+    name, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not sep or not name.isidentifier() or number is None or not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be NAME=NUMBER, got {text!r}")
+    return name, number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--alpha", type=float, default=d["alpha"],
         help="weight of the hard loss, 1 = label-only (default: %(default)s)")
     add("--temperature", type=float, default=d["temperature"], help="KD temperature T (default: %(default)s)")
+    add("--loss", default=d["loss"], choices=distillation_losses(),
+        help="the distilled student's loss: kd (Hinton), dkd (decoupled KD), dist (DIST) (default: %(default)s)")
+    add("--loss-arg", type=loss_setting, action="append", default=[], metavar="NAME=NUMBER",
+        help="another setting of --loss, e.g. beta=8 for dkd (repeatable; --temperature applies to every loss, "
+             "--alpha to kd)")
     add("--attention-beta", type=float, default=d["attention_beta"],
         help="> 0 adds attention transfer (default: %(default)s)")
     add("--baseline", dest="label_only", action=argparse.BooleanOptionalAction, default=d["label_only"],
@@ -93,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The recipe the parsed command line asks for: every option stored under a field's name sets that field."""
     names = {f.name for f in fields(TrainConfig)}
+    loss_args = {"alpha": args.alpha, "temperature": args.temperature} if args.loss == "kd" else \
+        {"temperature": args.temperature}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in names},
-                       loss_args={"alpha": args.alpha, "temperature": args.temperature})
+                       loss_args={**loss_args, **dict(args.loss_arg)})
 
 
 # What stops a run the command line reports in one line (exit 1) rather than a traceback: data it cannot read, a

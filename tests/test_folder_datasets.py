@@ -31,9 +31,9 @@ def write_images(folder, n, seed=0, suffix=".png", size=20):
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"img{i:03d}{suffix}")
 
 
-def flat_folder(root, name="my_scans", classes=("cats", "dogs", "birds"), n=MIN_IMAGES_PER_CLASS):
+def flat_folder(root, name="my_scans", classes=("cats", "dogs", "birds"), n=MIN_IMAGES_PER_CLASS, suffix=".png"):
     for k, cls in enumerate(classes):
-        write_images(root / name / cls, n + k, seed=k)
+        write_images(root / name / cls, n + k, seed=k, suffix=suffix)
     return root / name
 
 

@@ -292,7 +292,7 @@ def test_cli_help(module):
 # Options that set a TrainConfig field, by the field's name.
 RECIPE_OPTIONS = {"dataset", "root", "protocol", "input_size", "max_per_class", "batch_size", "lr", "teacher_arch",
                   "teacher_epochs", "depth", "pooled_blocks", "student_epochs", "patience", "attention_beta",
-                  "label_only", "seeds", "resume", "threads"}
+                  "label_only", "seeds", "resume", "threads", "loss"}
 
 
 def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
@@ -313,7 +313,7 @@ def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatc
     other = {"dataset": "brain_tumor", "root": "elsewhere", "protocol": "pooled", "input_size": 48, "max_per_class": 7,
              "batch_size": 5, "lr": 0.25, "teacher_arch": "resnet18", "teacher_epochs": 3, "depth": 7,
              "pooled_blocks": 2, "student_epochs": 9, "patience": 11, "attention_beta": 2.5, "seeds": (3, 4),
-             "threads": 3, "loss_args": {"alpha": 0.25, "temperature": 2.0}}
+             "threads": 3, "loss": "dist", "loss_args": {"temperature": 2.0}}
     assert set(other) == RECIPE_OPTIONS - {"label_only", "resume"} | {"loss_args"}
     assert all(getattr(TrainConfig(), name) != value for name, value in other.items())
     shifted = dataclasses.make_dataclass(
@@ -405,3 +405,21 @@ def test_a_last_batch_of_one_image_joins_the_batch_before_it():
     assert core.train.batch_bounds(1, 8) == [(0, 1)]
     covered = [i for a, b in core.train.batch_bounds(33, 4) for i in range(a, b)]
     assert covered == list(range(33))
+
+
+def test_the_command_line_takes_any_distillation_loss_with_its_settings(capsys):
+    parser = core.train_cli.build_parser()
+    cfg = core.train_cli.config_from_args(parser.parse_args(["--loss", "dkd", "--loss-arg", "beta=2", "--temperature",
+                                                             "3"]))
+    assert cfg.loss == "dkd" and cfg.loss_args == {"temperature": 3.0, "beta": 2.0}
+    assert cfg.loss_spec() == {"dkd": {"temperature": 3.0, "beta": 2.0}}
+    assert "label_only" not in core.train_cli.distillation_losses()
+    assert {"kd", "dkd", "dist"} <= set(core.train_cli.distillation_losses())
+    for argv, says in ((["--loss", "dkd", "--loss-arg", "gamma=1"], "has no argument"),
+                       (["--loss", "dist", "--loss-arg", "beta=-1"], "at least 0"),
+                       (["--loss-arg", "beta"], "must be NAME=NUMBER"), (["--loss-arg", "beta=inf"], "NAME=NUMBER"),
+                       (["--loss", "label_only"], "invalid choice")):
+        with pytest.raises(SystemExit) as exit_:
+            core.train_cli.main(argv + ["--out", "/nonexistent-never-written"])
+        assert exit_.value.code == 2
+        assert says in capsys.readouterr().err.strip().splitlines()[-1]

@@ -14,7 +14,7 @@ RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "
 @pytest.fixture
 def own_data(tmp_path, monkeypatch):
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "models"))
-    return flat_folder(tmp_path / "data", "pets", classes=("cat", "dog", "fox"), n=12)
+    return flat_folder(tmp_path / "data", "pets", classes=("cat", "dog", "fox"), n=12, suffix=".jpg")
 
 
 def test_a_folder_trains_with_a_resnet18_teacher_and_lands_in_the_checkpoint_root(own_data, tmp_path, capsys):

@@ -154,6 +154,11 @@ def markdown(result: dict) -> str:
                          f"{e['accuracy']['std']:.3f} | {e['balanced_accuracy']['mean']:.3f} ± "
                          f"{e['balanced_accuracy']['std']:.3f} | {cell} | "
                          + " | ".join(f"{m:.3f}" for m in e["recall"]["mean"]) + " |")
+    base = summary.get(BASELINE)
+    if base is not None:
+        gap = base["val"]["accuracy"]["mean"] - base["test"]["accuracy"]["mean"]
+        lines += ["", f"Validation is carved from the training folder: it scores Hinton KD {gap:+.3f} accuracy above "
+                      "test here, so a choice on it is a weak one where that gap is large."]
     if result["preferred"]:
         lines += ["", f"Validation prefers: **{LOSS_NAMES.get(result['preferred'], result['preferred'])}** "
                       "(a loss replaces Hinton KD only where its paired interval of validation balanced accuracy "

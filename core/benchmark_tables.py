@@ -24,7 +24,8 @@ BENCHMARKS = {
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
     "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
     "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
-    "per_class_recall": "python benchmarks/per_class_recall.py"}
+    "per_class_recall": "python benchmarks/per_class_recall.py",
+    "kd_losses_alzheimer": "python benchmarks/kd_losses.py --dataset alzheimer"}
 
 
 def render_benchmarks(folder: Path = RESULTS_FOLDER) -> str:

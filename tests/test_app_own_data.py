@@ -15,7 +15,7 @@ RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "
 @pytest.fixture(scope="module")
 def own_models(tmp_path_factory):
     """A user's folder under the data root and its models in the checkpoint root, both temporary."""
-    from core.train_cli import main
+    from core.train.cli import main
     tmp = tmp_path_factory.mktemp("own")
     patch = pytest.MonkeyPatch()
     patch.setenv("KD_DATA_ROOT", str(tmp / "data"))

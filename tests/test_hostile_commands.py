@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from core.catalog import DATASETS
-from core.train_cli import main as train_main
+from core.train.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN, INF = float("nan"), float("inf")

@@ -289,7 +289,7 @@ def test_training_a_student_from_a_shipped_teacher_leaves_the_teachers_metadata_
     """`core.train --stage student --teacher checkpoints/<ds>/teacher.pt` evaluated the shipped teacher beside its
     student and wrote the teacher's metrics into the shipped teacher.json (kept under earlier/ each time, or a
     traceback when lesser): a run writes only its own checkpoints' metadata."""
-    from core.train_cli import main
+    from core.train.cli import main
 
     folder, data = _shipped_brain_tumor(tmp_path, monkeypatch)
     shipped = _contents(folder)

@@ -48,7 +48,7 @@ def test_a_model_with_its_outputs_in_another_order_is_imported_in_the_folders_or
 
 
 def test_the_imported_teacher_is_distilled_like_any_other(setting, tmp_path):
-    from core.train_cli import main as train
+    from core.train.cli import main as train
     data, weights, _ = setting
     main(["--arch", "resnet18", "--weights", str(weights), "--data", str(data), "--input-size", "32", "--no-eval"])
     target = tmp_path / "models" / "pets" / "teacher.pt"

@@ -10,7 +10,7 @@ from torch import nn
 
 import core.stage_setup
 import core.train
-import core.train_cli
+import core.train.cli
 from core import checkpoints, distributed
 from core.augment import augmented_views, teacher_logits_table
 from core.evaluate import evaluate_checkpoints
@@ -296,7 +296,7 @@ RECIPE_OPTIONS = {"dataset", "root", "protocol", "input_size", "max_per_class", 
 
 
 def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
-    args = core.train_cli.build_parser().parse_args([])
+    args = core.train.cli.build_parser().parse_args([])
     parsed, recipe = vars(args), TrainConfig()
     assert {name for name in parsed if hasattr(recipe, name)} == RECIPE_OPTIONS
     # the README has the label-only student added with --baseline and a run folder continued with --resume
@@ -305,7 +305,7 @@ def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
     same = RECIPE_OPTIONS - {"label_only", "resume"}
     assert {name: parsed[name] for name in same} == {name: getattr(recipe, name) for name in same}
     assert {"alpha": parsed["alpha"], "temperature": parsed["temperature"]} == recipe.loss_args
-    assert core.train_cli.config_from_args(args) == TrainConfig(label_only=False, resume=False)
+    assert core.train.cli.config_from_args(args) == TrainConfig(label_only=False, resume=False)
 
 
 def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatch):
@@ -319,18 +319,18 @@ def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatc
     shifted = dataclasses.make_dataclass(
         "ShiftedConfig", [(name, object, dataclasses.field(default_factory=lambda v=value: v))
                           for name, value in other.items()], bases=(TrainConfig,))
-    monkeypatch.setattr(core.train_cli, "TrainConfig", shifted)
-    cfg = core.train_cli.config_from_args(core.train_cli.build_parser().parse_args([]))
+    monkeypatch.setattr(core.train.cli, "TrainConfig", shifted)
+    cfg = core.train.cli.config_from_args(core.train.cli.build_parser().parse_args([]))
     assert {name: getattr(cfg, name) for name in other} == other
 
 
 def test_the_command_lines_flag_pairs_set_the_recipe():
-    parser = core.train_cli.build_parser()
-    on = core.train_cli.config_from_args(parser.parse_args(["--baseline", "--resume", "--epochs", "3", "--seeds", "1", "2",
+    parser = core.train.cli.build_parser()
+    on = core.train.cli.config_from_args(parser.parse_args(["--baseline", "--resume", "--epochs", "3", "--seeds", "1", "2",
                                                         "--alpha", "0.3", "--temperature", "8"]))
     assert on.label_only and on.resume and on.teacher_epochs == 3 and on.seeds == (1, 2)
     assert on.loss_args == {"alpha": 0.3, "temperature": 8.0}
-    off = core.train_cli.config_from_args(parser.parse_args(["--no-baseline", "--no-resume"]))
+    off = core.train.cli.config_from_args(parser.parse_args(["--no-baseline", "--no-resume"]))
     assert not off.label_only and not off.resume
     assert [s.name for s in default_stages(on)] == ["teacher", "student_s1", "label_only_s1", "student_s2",
                                                     "label_only_s2"]
@@ -408,18 +408,18 @@ def test_a_last_batch_of_one_image_joins_the_batch_before_it():
 
 
 def test_the_command_line_takes_any_distillation_loss_with_its_settings(capsys):
-    parser = core.train_cli.build_parser()
-    cfg = core.train_cli.config_from_args(parser.parse_args(["--loss", "dkd", "--loss-arg", "beta=2", "--temperature",
+    parser = core.train.cli.build_parser()
+    cfg = core.train.cli.config_from_args(parser.parse_args(["--loss", "dkd", "--loss-arg", "beta=2", "--temperature",
                                                              "3"]))
     assert cfg.loss == "dkd" and cfg.loss_args == {"temperature": 3.0, "beta": 2.0}
     assert cfg.loss_spec() == {"dkd": {"temperature": 3.0, "beta": 2.0}}
-    assert "label_only" not in core.train_cli.distillation_losses()
-    assert {"kd", "dkd", "dist"} <= set(core.train_cli.distillation_losses())
+    assert "label_only" not in core.train.cli.distillation_losses()
+    assert {"kd", "dkd", "dist"} <= set(core.train.cli.distillation_losses())
     for argv, says in ((["--loss", "dkd", "--loss-arg", "gamma=1"], "has no argument"),
                        (["--loss", "dist", "--loss-arg", "beta=-1"], "at least 0"),
                        (["--loss-arg", "beta"], "must be NAME=NUMBER"), (["--loss-arg", "beta=inf"], "NAME=NUMBER"),
                        (["--loss", "label_only"], "invalid choice")):
         with pytest.raises(SystemExit) as exit_:
-            core.train_cli.main(argv + ["--out", "/nonexistent-never-written"])
+            core.train.cli.main(argv + ["--out", "/nonexistent-never-written"])
         assert exit_.value.code == 2
         assert says in capsys.readouterr().err.strip().splitlines()[-1]

@@ -4,7 +4,7 @@ models put where the app finds them, and models already there replaced only by t
 import pytest
 
 from core import catalog, checkpoints
-from core.train_cli import main
+from core.train.cli import main
 from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (the fixture)
 
 RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--batch-size",

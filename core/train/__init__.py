@@ -326,7 +326,3 @@ def run_stages(cfg: TrainConfig, runs: str | Path, stages: list[Stage] | None = 
             teacher, teacher_path = result.model, result.path
     return results
 
-
-if __name__ == "__main__":  # the command line lives in core.train_cli; `python -m core.train` runs it
-    from core.train_cli import main
-    main()

@@ -29,16 +29,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.report import measured_on  # noqa: E402
-from benchmarks.student_frontier import shipped_recipe  # noqa: E402
+from benchmarks.student_frontier import shipped_pair  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.distill import LOSSES  # noqa: E402
 from core.evaluate import evaluation_split  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
-from core.layout import TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, stage_folder  # noqa: E402
+from core.layout import stage_folder  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.metrics import accuracy, balanced_accuracy, precision_recall_f1  # noqa: E402
 from core.recipe import Stage  # noqa: E402
-from core.roles import DISTILLED, TEACHER  # noqa: E402
 from core.stats import paired_difference  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.train import train_stage  # noqa: E402
@@ -96,12 +95,7 @@ def run(dataset: str, losses: list[str], seeds: list[int], runs: Path, threads: 
     torch.set_num_threads(threads)
     for loss in losses:
         LOSSES.build(loss)  # an unknown loss fails before anything trains
-    folder = dataset_folder(dataset, root=ckpt_root)
-    teacher_path = checkpoint_file(folder, TEACHER)
-    teacher, teacher_meta = checkpoints.load(teacher_path)
-    _, student_meta = checkpoints.load(checkpoint_file(folder, DISTILLED))
-    base = replace(shipped_recipe(student_meta, root=root, threads=threads,
-                                  teacher_logits=str(runs / TEACHER_LOGITS_FILE)), **recipe)
+    teacher, teacher_path, teacher_meta, base = shipped_pair(dataset, ckpt_root, runs, root, threads, **recipe)
     splits = {s: evaluation_split(teacher_meta, s, root=root, max_per_class=base.max_per_class) for s in SPLITS}
     per_seed: dict[str, list[dict]] = {loss: [] for loss in losses}
     for seed in seeds:

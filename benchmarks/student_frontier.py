@@ -77,6 +77,18 @@ def shipped_recipe(student_meta: checkpoints.CheckpointMeta, **overrides) -> Tra
                        **overrides)
 
 
+def shipped_pair(dataset: str, ckpt_root, runs: Path, root: str | None, threads: int, **recipe: object):
+    """The dataset's shipped teacher (model, path, metadata) and its student's recipe (`shipped_recipe`), with the
+    teacher's logits cached in ``runs`` and ``recipe``'s settings on top."""
+    folder = dataset_folder(dataset, root=ckpt_root)
+    teacher_path = checkpoint_file(folder, TEACHER)
+    teacher, teacher_meta = checkpoints.load(teacher_path)
+    _, student_meta = checkpoints.load(checkpoint_file(folder, DISTILLED))
+    cfg = replace(shipped_recipe(student_meta, root=root, threads=threads,
+                                 teacher_logits=str(runs / TEACHER_LOGITS_FILE)), **recipe)
+    return teacher, teacher_path, teacher_meta, cfg
+
+
 def last_map_side(model, size: int) -> int:
     layer = model.feature_info[-1]
     return max(1, size // layer.reduction)
@@ -109,12 +121,7 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
     """Train, score and time every variant; ``recipe``: settings that replace the shipped student's (a quick
     check with fewer epochs or images, say)."""
     torch.set_num_threads(threads)
-    folder = dataset_folder(dataset, root=ckpt_root)
-    teacher_path = checkpoint_file(folder, TEACHER)
-    teacher, teacher_meta = checkpoints.load(teacher_path)
-    _, student_meta = checkpoints.load(checkpoint_file(folder, DISTILLED))
-    cfg = replace(shipped_recipe(student_meta, root=root, threads=threads,
-                                 teacher_logits=str(runs / TEACHER_LOGITS_FILE)), **recipe)
+    teacher, teacher_path, teacher_meta, cfg = shipped_pair(dataset, ckpt_root, runs, root, threads, **recipe)
     timing_set = evaluation_split(teacher_meta, root=root, max_per_class=max(1, timing_images // 4))
     rows, baseline, study = [], None, None
     for blocks in pooled:

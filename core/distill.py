@@ -205,10 +205,9 @@ def dkd(ce_weight: float = 1.0, alpha: float = 1.0, beta: float = 8.0, temperatu
     # KD part over the first epochs is left out (a term here does not know the epoch).
     _check_weights(ce_weight=ce_weight, alpha=alpha, beta=beta)
     _check_kd(0.0, temperature)
-    teacher = alpha > 0 or beta > 0
-    return LossTerm("dkd", lambda b: ce_weight * F.cross_entropy(b.student_logits, b.targets) + (dkd_loss(
-        b.student_logits, b.teacher_logits, b.targets, alpha=alpha, beta=beta, temperature=temperature)
-        if teacher else 0.0), uses_teacher=teacher)
+    return _plus_cross_entropy("dkd", ce_weight, (lambda b: dkd_loss(
+        b.student_logits, b.teacher_logits, b.targets, alpha=alpha, beta=beta, temperature=temperature))
+        if alpha > 0 or beta > 0 else None)
 
 
 @LOSSES.register("dist")
@@ -216,10 +215,15 @@ def dist(ce_weight: float = 1.0, beta: float = 2.0, gamma: float = 2.0, temperat
     # The defaults are the authors' for CIFAR-100 (small images, students trained from scratch).
     _check_weights(ce_weight=ce_weight, beta=beta, gamma=gamma)
     _check_kd(0.0, temperature)
-    teacher = beta > 0 or gamma > 0
-    return LossTerm("dist", lambda b: ce_weight * F.cross_entropy(b.student_logits, b.targets) + (dist_loss(
-        b.student_logits, b.teacher_logits, beta=beta, gamma=gamma, temperature=temperature)
-        if teacher else 0.0), uses_teacher=teacher)
+    return _plus_cross_entropy("dist", ce_weight, (lambda b: dist_loss(
+        b.student_logits, b.teacher_logits, beta=beta, gamma=gamma, temperature=temperature))
+        if beta > 0 or gamma > 0 else None)
+
+
+def _plus_cross_entropy(name: str, ce_weight: float, soft: Callable[[LossInputs], torch.Tensor] | None) -> LossTerm:
+    """A term of ``ce_weight`` times the label loss plus a teacher term (None: weighted to nothing)."""
+    return LossTerm(name, lambda b: ce_weight * F.cross_entropy(b.student_logits, b.targets)
+                    + (soft(b) if soft is not None else 0.0), uses_teacher=soft is not None)
 
 
 @LOSSES.register("label_only")

@@ -57,6 +57,9 @@ __all__ = ["HEAD_FILE", "HEAD_META_FILE", "NO_HEAD", "EvidenceHead", "evidence_h
            "load_head", "main"]
 
 HEAD_FILE, HEAD_META_FILE = "student_evidence.pt", "student_evidence.json"
+# Epochs over the cached pairs; the head of the epoch with the lowest validation loss is kept (`train_head`). The
+# first heads (8 epochs) were still learning when they stopped, on every dataset.
+HEAD_EPOCHS = 40
 HEAD_FORMAT = 1
 _ATTRIBUTE = "evidence_head"
 NO_HEAD = ("this model has no evidence head: train one with `python -m core.teacher_evidence DATASET` (it is "
@@ -181,12 +184,17 @@ def cache_training_pairs(student: nn.Module, teacher: nn.Module, images: torch.T
 def train_head(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, epochs: int = 8,
                batch_size: int = 64, lr: float = 1e-3, seed: int = 0, hidden: int = 64,
                teacher_images: torch.Tensor | None = None,
-               on_epoch: Callable[[int, float], None] | None = None) -> tuple[EvidenceHead, list[float]]:
+               on_epoch: Callable[[int, float], None] | None = None,
+               val_images: torch.Tensor | None = None, val_teacher_images: torch.Tensor | None = None,
+               on_val: Callable[[int, float], None] | None = None) -> tuple[EvidenceHead, list[float]]:
     """Train an `EvidenceHead` for ``student`` on the teacher's maps of the training ``images`` (normalised
     (N, 3, H, W) for the student; `cache_training_pairs`).
 
     Seeded (initialisation and order), the global random state untouched; ``on_epoch(epoch, mean loss)`` after
-    each epoch. Returns the head in eval mode and the mean loss of each epoch.
+    each epoch. With ``val_images`` (held out from training), the loss on them is measured after every epoch
+    (``on_val(epoch, loss)``) and the head of the epoch with the lowest one is returned: more epochs then cost time,
+    never a head that has begun to fit its training maps' noise. Returns the head in eval mode and the mean training
+    loss of each epoch.
     """
     if epochs < 1 or batch_size < 1 or len(images) == 0:
         raise ValueError(f"need epochs and batch_size of at least 1 and some images, got {epochs}, {batch_size}, "
@@ -195,7 +203,10 @@ def train_head(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, 
     if _shape_of(teacher)[1] != classes:
         raise ValueError(f"the teacher has {_shape_of(teacher)[1]} classes, the student {classes}")
     acts, targets = cache_training_pairs(student, teacher, images, teacher_images, batch_size)
+    held_out = None if val_images is None else \
+        cache_training_pairs(student, teacher, val_images, val_teacher_images, batch_size)
     history: list[float] = []
+    best: tuple[float, dict] | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = EvidenceHead(channels, classes, hidden)
@@ -213,12 +224,22 @@ def train_head(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, 
             history.append(total / len(acts))
             if on_epoch is not None:
                 on_epoch(epoch, history[-1])
+            if held_out is not None:
+                with torch.no_grad():
+                    val_loss = float(evidence_loss(head.eval()(held_out[0]), held_out[1]))
+                head.train()
+                if on_val is not None:
+                    on_val(epoch, val_loss)
+                if best is None or val_loss < best[0]:
+                    best = (val_loss, {k: v.detach().clone() for k, v in head.state_dict().items()})
+    if best is not None:
+        head.load_state_dict(best[1])
     return head.eval(), history
 
 
 def save_head(head: EvidenceHead, path: str | Path, *, student_file: str | Path, teacher_file: str | Path,
               seed: int, epochs: int, history: list[float], classes: list[str] | None = None,
-              images: int | None = None) -> Path:
+              images: int | None = None, val_history: list[float] | None = None) -> Path:
     """Write the head (float16 state dict) and its metadata beside it (``.json``), each atomically; returns the
     weights path. The sha256 of the student's and the teacher's files say which pair it was trained for."""
     from core.checkpoints import library_versions  # its torchvision import is needed only here
@@ -228,6 +249,8 @@ def save_head(head: EvidenceHead, path: str | Path, *, student_file: str | Path,
             "num_classes": head.classes, "channels": head.channels, "hidden": head.hidden,
             "student_sha256": file_sha256(student_file), "teacher_sha256": file_sha256(teacher_file),
             "seed": int(seed), "epochs": int(epochs), "images": images, "loss_history": [float(v) for v in history],
+            **({"val_loss_history": [float(v) for v in val_history],
+                "kept_epoch": 1 + min(range(len(val_history)), key=val_history.__getitem__)} if val_history else {}),
             "weights_dtype": "float16", "created": now_iso(), "versions": library_versions()}
     state = {k: v.detach().half().cpu().clone() for k, v in head.state_dict().items()}
     atomic_write_bytes(path, lambda handle: torch.save(state, handle))
@@ -290,15 +313,16 @@ def attach_shipped_head(student: nn.Module, student_file: str | Path) -> str | N
     return None
 
 
-def _training_images(meta, root: str | None) -> torch.Tensor:
-    """The training split a checkpoint was trained on (validation images carved out as in training), normalised."""
+def _training_images(meta, root: str | None, split: str = "train") -> torch.Tensor:
+    """The training split a checkpoint was trained on (validation images carved out as in training), or that
+    validation split, normalised."""
     from core.evaluate import evaluation_split
     from core.inference import batch_for
 
-    return batch_for(meta, evaluation_split(meta, "train", root=root).images)
+    return batch_for(meta, evaluation_split(meta, split, root=root).images)
 
 
-def ship_head(folder: str | Path, *, root: str | None = None, epochs: int = 8, seed: int = 0,
+def ship_head(folder: str | Path, *, root: str | None = None, epochs: int = HEAD_EPOCHS, seed: int = 0,
               force: bool = False, on_epoch: Callable[[int, float], None] | None = None) -> tuple[Path, Path | None]:
     """Train the evidence head from the shipped teacher and student in a dataset's checkpoint ``folder`` on their
     training split and ship it beside the student; returns (the head's path, the folder the head it replaced is kept
@@ -323,11 +347,15 @@ def ship_head(folder: str | Path, *, root: str | None = None, epochs: int = 8, s
     images = _training_images(meta, root)
     same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
     teacher_images = None if same else _training_images(teacher_meta, root)
+    val = _training_images(meta, root, "val")
+    val_teacher = None if same else _training_images(teacher_meta, root, "val")
+    val_history: list[float] = []
     head, history = train_head(student, teacher, images, teacher_images=teacher_images, epochs=epochs, seed=seed,
-                               on_epoch=on_epoch)
+                               on_epoch=on_epoch, val_images=val, val_teacher_images=val_teacher,
+                               on_val=lambda epoch, loss: val_history.append(loss))
     kept = shipping.keep_replaced(folder, [HEAD_FILE, HEAD_META_FILE])
     path = save_head(head, head_path, student_file=student_file, teacher_file=teacher_file, seed=seed, epochs=epochs,
-                     history=history, classes=meta.classes, images=len(images))
+                     history=history, classes=meta.classes, images=len(images), val_history=val_history)
     return path, kept
 
 
@@ -343,7 +371,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset")
     parser.add_argument("--checkpoints", default=None, help="checkpoint root (default: the shipped checkpoints)")
     parser.add_argument("--root", default=None, help="data root of the real datasets")
-    parser.add_argument("--epochs", type=integer(1, 1000), default=8, help="default %(default)s")
+    parser.add_argument("--epochs", type=integer(1, 1000), default=HEAD_EPOCHS,
+                        help="epochs; the one with the lowest validation loss is kept (default %(default)s)")
     parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="default %(default)s")
     parser.add_argument("--threads", type=integer(1, 256), default=None)
     parser.add_argument("--force", action="store_true", help="replace a shipped head (kept under earlier/)")

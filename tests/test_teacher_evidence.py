@@ -255,3 +255,21 @@ def test_a_head_with_non_finite_weights_is_refused_and_the_student_explains_with
         load_head(tmp_path / HEAD_FILE, student)
     note = attach_shipped_head(student, student_file)
     assert "non-finite" in note and evidence_head(student) is None
+
+
+def test_with_held_out_images_the_head_of_the_epoch_with_the_lowest_held_out_loss_is_kept():
+    from core.teacher_evidence import cache_training_pairs
+    student, teacher = pooled_student(), tiny_teacher(0)
+    train, held = blobs(4, 21), blobs(8, 22)  # four training images: the head soon fits them, not the held-out ones
+    val_losses: list[float] = []
+    head, history = train_head(student, teacher, train, epochs=40, batch_size=2, lr=3e-2, seed=0, val_images=held,
+                               on_val=lambda epoch, loss: val_losses.append(loss))
+    assert len(val_losses) == 40 and len(history) == 40
+    assert min(val_losses) < val_losses[-1] - 1e-3  # the held-out loss has risen again by the last epoch
+    acts, targets = cache_training_pairs(student, teacher, held)
+    with torch.no_grad():
+        kept = float(evidence_loss(head(acts), targets))
+    assert kept == pytest.approx(min(val_losses), rel=1e-5)
+    last, _ = train_head(student, teacher, train, epochs=40, batch_size=2, lr=3e-2, seed=0)  # no held-out images
+    with torch.no_grad():
+        assert float(evidence_loss(last(acts), targets)) == pytest.approx(val_losses[-1], rel=1e-5)

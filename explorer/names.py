@@ -51,8 +51,8 @@ def label(key: str) -> str:
 
 # term -> (definition, where it comes from in the app). Written for a class: one or two plain sentences each.
 GLOSSARY: dict[str, str] = {
-    "Teacher": "The large model (DenseNet121, about 7 million parameters) trained first; accurate but hard to "
-               "explain layer by layer.",
+    "Teacher": "The large model trained first (the paper's DenseNet121, about 7 million parameters, on the built-in "
+               "datasets; any torchvision CNN on your own); accurate but hard to explain layer by layer.",
     "Student": "A small five-block convolutional network trained to imitate the teacher's outputs (knowledge "
                "distillation); its few layers are what the feature maps explain.",
     "Label-only student": "The same small network trained on the labels alone, without the teacher: the baseline "

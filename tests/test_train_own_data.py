@@ -75,3 +75,19 @@ def test_bench_times_explainers_on_a_users_folder(own_data, tmp_path, capsys):
                   "--images", "2", "--methods", "cam", "--repeats", "1", "--warmup", "0", "--threads", "1",
                   "--out", str(tmp_path / "bench"), "--no-progress"]) == 0
     assert (tmp_path / "bench" / "bench.json").is_file()
+
+
+def test_reproduce_and_the_study_run_end_to_end_on_a_users_folder(own_data, tmp_path):
+    import json
+
+    from core.faithfulness_study import main as study
+    from core.reproduce import main as reproduce
+    models = tmp_path / "models"
+    reproduce(["--data", str(own_data), "--budget", "smoke", "--no-timing", "--runs", str(tmp_path / "runs"),
+               "--out", str(models), "--threads", "1"])
+    shipped = sorted(p.name for p in (models / "pets").iterdir())
+    assert {"teacher.pt", "student.pt", "student_label_only.pt", "results.json", "predictions.npz"} <= set(shipped)
+    study(["--data", str(own_data), "--checkpoints", str(models), "--images", "6", "--methods", "cam", "grad_cam",
+           "--threads", "1"])
+    results = json.loads((models / "pets" / "results.json").read_text())
+    assert results["dataset"] == "pets" and results["faithfulness"]["images"] == 6

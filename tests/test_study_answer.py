@@ -130,3 +130,19 @@ def test_the_readme_holds_the_teachers_evidence_to_its_targets(tmp_path):
         line = next(x for x in lines if x.startswith(f"- **{r.dataset}**"))
         assert f"ROAD {road[0]:.3f} against the teacher's Grad-CAM's {road[1]:.3f}" in line
     assert evidence_lines([], tmp_path / "nothing") == []
+
+
+def test_where_lesions_are_known_the_readme_holds_the_teachers_evidence_to_the_pointing_game(tmp_path):
+    from core.results_record import ShippedResults
+    from core.study_report import EVIDENCE_TARGETS, evidence_lines
+
+    phantom = ShippedResults.read(ROOT / "checkpoints" / "phantom" / "results.json")
+    methods = phantom.study().methods
+    ours = methods["teacher_evidence"].localisation[DISTILLED].hit.mean
+    theirs = methods["grad_cam"].localisation[TEACHER].hit.mean
+    [line] = [x for x in evidence_lines([phantom], tmp_path) if x.startswith("- **phantom**")]
+    ok = ours >= EVIDENCE_TARGETS["pointing"] and ours > theirs
+    assert (f"pointing game {ours:.2f} against the teacher's Grad-CAM's {theirs:.2f} (target at least "
+            f"{EVIDENCE_TARGETS['pointing']} and above it, {'met' if ok else '**not met**'})") in line
+    brain = ShippedResults.read(ROOT / "checkpoints" / "brain_tumor" / "results.json")
+    assert not any("pointing game" in x for x in evidence_lines([brain], tmp_path))  # no lesion masks there

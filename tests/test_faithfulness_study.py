@@ -331,14 +331,16 @@ def test_a_forced_smaller_study_replaces_the_shipped_one_and_keeps_it_under_earl
 
 def test_a_study_with_as_much_replaces_the_shipped_one_without_force(tmp_path):
     from core import shipping
-    from core.faithfulness_study import StudyConfig, requested_images
+    from core.faithfulness_study import StudyConfig, default_methods, requested_images
 
     shipped = read_study(ROOT / "checkpoints", "phantom")
-    same = StudyConfig("phantom").settings()
+    # the methods the command runs by default: every method, and the teacher's evidence where its head is shipped
+    methods = default_methods(str(ROOT / "checkpoints"), "phantom")
+    same = StudyConfig("phantom", methods=methods).settings()
     assert shipping.study_shortfalls(same, requested_images("phantom", None), shipped,
                                      requested_images("phantom", shipped.config.images)) == []
     # asking for more images than the phantom's test split has is the whole split, as the shipped study was
-    more = StudyConfig("phantom", images=1000).settings()
+    more = StudyConfig("phantom", images=1000, methods=methods).settings()
     assert shipping.study_shortfalls(more, requested_images("phantom", 1000), shipped,
                                      requested_images("phantom", None)) == []
 
@@ -347,13 +349,14 @@ def test_a_study_with_a_coarser_patch_grid_or_fewer_road_shares_is_lesser_than_a
     import dataclasses
 
     from core import shipping
-    from core.faithfulness_study import StudyConfig, requested_images
+    from core.faithfulness_study import StudyConfig, default_methods, requested_images
 
     study = read_study(ROOT / "checkpoints", "phantom")
     shipped = dataclasses.replace(study, config=dataclasses.replace(study.config, patches=16,
                                                                     road_fractions=(0.1, 0.3, 0.5, 0.7, 0.9)))
     v1 = dataclasses.replace(study, config=dataclasses.replace(study.config, patches=None, road_fractions=None))
-    less = StudyConfig("phantom", patches=8, road_fractions=(0.5,)).settings()
+    less = StudyConfig("phantom", patches=8, road_fractions=(0.5,),
+                       methods=default_methods(str(ROOT / "checkpoints"), "phantom")).settings()
     whole = requested_images("phantom", None)
     found = shipping.study_shortfalls(less, whole, shipped, whole)
     assert found == ["patches per side 8 (shipped: 16)", "ROAD shares 1 (shipped: 5)"]

@@ -17,7 +17,6 @@ protocols to measure the leak.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import replace
@@ -27,6 +26,7 @@ from core.dataset_info import (DEFAULT_SPLIT_SIZES, IGNORED_FILES, IMAGE_EXTENSI
                                PROTOCOLS, REPO_ROOT, SPLITS, DatasetError, DatasetInfo)
 from core.folder_datasets import TEST_FRACTION, from_checkpoints, images_in, read_folder
 from core.layout import checkpoint_root
+from core.metadata import CheckpointError, load_meta, meta_path
 from core.registry import Registry
 
 DATASETS = Registry("dataset", DatasetError)
@@ -111,7 +111,7 @@ def discover(root: str | os.PathLike | None = None, checkpoints: str | os.PathLi
             try:
                 info = read(base / name)
             except DatasetError as err:
-                FOLDER_PROBLEMS.setdefault(name, str(err))
+                FOLDER_PROBLEMS[name] = str(err)  # the folder's reason now, not the first one found
                 continue
             if info is not None:
                 register_user_dataset(info)
@@ -124,27 +124,24 @@ def _read_images(folder: Path) -> DatasetInfo:
 
 
 def _read_checkpoints(folder: Path) -> DatasetInfo | None:
-    """A checkpoint folder's dataset from its teacher's (else student's) metadata: the folder of images the run
-    that trained them read, where it still is, else the names and size alone; None for a folder without them."""
+    """A checkpoint folder's dataset from its teacher's (else student's) metadata, read and checked by
+    `core.metadata.load_meta`: the folder of images the run that trained them read, where it still is, else the
+    names and size alone; None for a folder without them."""
     for role in ("teacher", "student"):
-        path = folder / f"{role}.json"
-        if path.is_file():
+        weights = folder / f"{role}.pt"
+        if meta_path(weights).is_file():
             try:
-                meta = json.loads(path.read_text(encoding="utf-8"))
-                classes = meta["classes"]
-                if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c
-                                                                                for c in classes)):
-                    raise ValueError("its classes are not a list of names")
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                raise DatasetError(f"{path} cannot be read: {err}") from err
-            recorded = (meta.get("train") or {}).get("root") if isinstance(meta.get("train"), dict) else None
+                meta = load_meta(weights)
+            except CheckpointError as err:
+                raise DatasetError(f"{meta_path(weights)} cannot be read: {err}") from err
+            recorded = (meta.train or {}).get("root")
             if isinstance(recorded, str) and recorded and (Path(recorded) / folder.name).is_dir():
                 try:  # the run that trained them names the folder of images: read it from there
                     images = read_folder(Path(recorded) / folder.name, BUILT_IN)
                     return replace(images, root=str(Path(recorded).resolve()))
                 except DatasetError:
                     pass  # the folder has changed since: the models are still worth listing
-            return from_checkpoints(folder, meta, BUILT_IN)
+            return from_checkpoints(folder, meta.classes, meta.input_size, BUILT_IN)
     return None
 
 

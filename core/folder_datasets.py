@@ -148,8 +148,10 @@ def read_folder(folder: str | os.PathLike, taken: set[str] = frozenset()) -> Dat
                        int(description.get("input_size", DEFAULT_INPUT_SIZE)), layout=layout, user=True)
 
 
-def from_checkpoints(folder: Path, meta: dict, taken: set[str] = frozenset()) -> DatasetInfo:
+def from_checkpoints(folder: Path, classes: list[str], input_size: int, taken: set[str] = frozenset()) -> DatasetInfo:
     """A dataset known only from its checkpoints' metadata (its images are elsewhere): name, classes and size."""
     check_name(folder.name, taken)
-    return DatasetInfo(folder.name, tuple(meta["classes"]), "known from its checkpoints (images not here)",
-                       str(folder), int(meta.get("input_size") or DEFAULT_INPUT_SIZE), user=True)
+    if len(classes) < MIN_CLASSES:
+        raise DatasetError(f"{folder}: its models have {len(classes)} class(es); a classifier needs {MIN_CLASSES}")
+    return DatasetInfo(folder.name, tuple(classes), "known from its checkpoints (images not here)", str(folder),
+                       int(input_size), user=True)

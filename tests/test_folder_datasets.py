@@ -133,12 +133,19 @@ def test_a_missing_folder_or_a_file_is_refused(tmp_path):
         read_folder(tmp_path / "file")
 
 
+def teacher_meta(classes, size, train=None) -> str:
+    """A teacher's metadata as `core.checkpoints.save` writes it beside its weights."""
+    from core.metadata import CheckpointMeta
+    return CheckpointMeta("resnet18", len(classes), list(classes), size, [0.5] * 3, [0.25] * 3,
+                          train=train or {}).to_json()
+
+
 def test_discovery_registers_folders_of_images_and_of_checkpoints_and_says_why_it_skips_others(tmp_path):
     data, models = tmp_path / "data", tmp_path / "models"
     flat_folder(data, "good")
     write_images(data / "bad" / "only", 12)
     (models / "elsewhere").mkdir(parents=True)
-    (models / "elsewhere" / "teacher.json").write_text(json.dumps({"classes": ["x", "y", "z"], "input_size": 64}))
+    (models / "elsewhere" / "teacher.json").write_text(teacher_meta(["x", "y", "z"], 64))
     (models / "broken").mkdir()
     (models / "broken" / "teacher.json").write_text("{not json")
     found = discover(data, models)
@@ -160,15 +167,15 @@ def test_models_trained_on_a_folder_elsewhere_find_their_images_through_their_me
     data, models = tmp_path / "far" / "away", tmp_path / "models"
     flat_folder(data, "scans")
     (models / "scans").mkdir(parents=True)
-    meta = {"classes": ["birds", "cats", "dogs"], "input_size": 32, "train": {"root": str(data)}}
-    (models / "scans" / "teacher.json").write_text(json.dumps(meta))
+    (models / "scans" / "teacher.json").write_text(teacher_meta(["birds", "cats", "dogs"], 32, {"root": str(data)}))
     assert discover(tmp_path / "empty-root", models) == ["scans"]
     info = get_info("scans")
     assert info.layout == "flat" and info.root == str(data.resolve())
     status = dataset_status("scans")  # no root given: the folder the run read
     assert status["available"] and status["totals"]["test"] > 0
     assert len(load_dataset("scans", "test", input_size=16)) == status["totals"]["test"]
-    (models / "scans" / "teacher.json").write_text(json.dumps({**meta, "train": {"root": str(tmp_path / "gone")}}))
+    (models / "scans" / "teacher.json").write_text(teacher_meta(["birds", "cats", "dogs"], 32,
+                                                                {"root": str(tmp_path / "gone")}))
     catalog.DATASETS.pop("scans")
     discover(tmp_path / "empty-root", models)
     assert not dataset_status("scans")["available"]  # listed from its models, its images said to be missing

@@ -1,7 +1,6 @@
 """The user's own folder of images as a dataset: both layouts, the carved test split, dataset.toml, discovery under
 the data and checkpoint roots, and every bad folder refused with a message that says what to change."""
 
-import json
 
 import numpy as np
 import pytest

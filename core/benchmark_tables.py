@@ -23,6 +23,7 @@ BENCHMARKS = {
     "student_frontier": "python benchmarks/student_frontier.py",
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
     "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
+    "evidence_agreement": "python benchmarks/evidence_agreement.py",
     "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
     "per_class_recall": "python benchmarks/per_class_recall.py",
     "kd_losses_alzheimer": "python benchmarks/kd_losses.py --dataset alzheimer"}

@@ -147,7 +147,8 @@ EVIDENCE_TARGETS = {"road_gap": 0.01, "spearman": 0.7, "cost": 1.15, "dependence
 def evidence_lines(found: list[ShippedResults], bench: Path = BENCH_RESULTS) -> list[str]:
     """Markdown bullets: each study with the student's evidence head (ROAD against the teacher's Grad-CAM, agreement
     with it), the datasets whose study has none yet, its cost (benchmarks/explainer_speed.py) and whether it depends
-    on the teacher (benchmarks/evidence_dependence.py). Empty when none of these is measured."""
+    on the teacher (benchmarks/evidence_dependence.py), its agreement with the teacher's occlusion
+    (benchmarks/evidence_agreement.py). Empty when none of these is measured."""
     met = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines, waiting = [], []
     for r in found:
@@ -188,6 +189,13 @@ def evidence_lines(found: list[ShippedResults], bench: Path = BENCH_RESULTS) -> 
                      f"maps of heads learnt from the shipped and from a re-initialised teacher differ at median "
                      f"|Spearman| {x:.3f} (target at most {EVIDENCE_TARGETS['dependence']}, "
                      f"{met(x <= EVIDENCE_TARGETS['dependence'])}; `benchmarks/evidence_dependence.py`).")
+    agreement = _read_json(bench / "evidence_agreement.json")
+    if agreement and agreement.get("datasets"):
+        each = [f"{name} {d['with_teacher_occlusion']['teacher_evidence']:.2f} (the teacher's own Grad-CAM "
+                f"{d['with_teacher_occlusion']['grad_cam']:.2f}, {d['images']} images)"
+                for name, d in agreement["datasets"].items()]
+        lines.append("- Agreement with a map of the teacher it never learnt from, the teacher's occlusion (median "
+                     f"Spearman, test images): {'; '.join(each)} (`benchmarks/evidence_agreement.py`).")
     return lines
 
 

@@ -146,3 +146,20 @@ def test_where_lesions_are_known_the_readme_holds_the_teachers_evidence_to_the_p
             f"{EVIDENCE_TARGETS['pointing']} and above it, {'met' if ok else '**not met**'})") in line
     brain = ShippedResults.read(ROOT / "checkpoints" / "brain_tumor" / "results.json")
     assert not any("pointing game" in x for x in evidence_lines([brain], tmp_path))  # no lesion masks there
+
+
+def test_the_readme_reports_agreement_with_the_teachers_occlusion_beside_its_own_grad_cams(tmp_path):
+    from core.study_report import evidence_lines
+
+    (tmp_path / "evidence_agreement.json").write_text(json.dumps({"datasets": {
+        "brain_tumor": {"images": 40, "with_teacher_occlusion": {"teacher_evidence": 0.412, "grad_cam": 0.538,
+                                                                  "cam": 0.3, "feature_maps": 0.1},
+                        "head_with_teacher_grad_cam": 0.8},
+        "alzheimer": {"images": 38, "with_teacher_occlusion": {"teacher_evidence": -0.05, "grad_cam": 0.2,
+                                                                "cam": 0.3, "feature_maps": 0.1},
+                      "head_with_teacher_grad_cam": 0.6}}}))
+    [line] = [x for x in evidence_lines([], tmp_path) if "occlusion" in x]
+    assert "brain_tumor 0.41 (the teacher's own Grad-CAM 0.54, 40 images)" in line
+    assert "alzheimer -0.05 (the teacher's own Grad-CAM 0.20, 38 images)" in line
+    (tmp_path / "evidence_agreement.json").write_text("{not json")
+    assert evidence_lines([], tmp_path) == []

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
     "evidence_agreement": "python benchmarks/evidence_agreement.py",
     "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
+    "teacher_continuation_eye_disease": "python benchmarks/teacher_continuation.py --dataset eye_disease",
     "per_class_recall": "python benchmarks/per_class_recall.py",
     "kd_losses_alzheimer": "python benchmarks/kd_losses.py --dataset alzheimer"}
 

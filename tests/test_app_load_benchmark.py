@@ -34,7 +34,7 @@ def test_quick_run_measures_both_settings_in_one_run_and_leaves_no_server(tmp_pa
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]  # 1: a target missed, not an error
     result = json.loads(out.read_text())
 
-    assert result["load"]["quick"] and result["load"]["sessions"] == 2
+    assert result["load"]["quick"] and result["load"]["sessions"] == 2 and result["load"]["explain_poll_s"] == 0.25
     no_queue, shipped = result["settings"]
     assert (no_queue["slots"], shipped["slots"]) == ("2", "default")
     for setting in (no_queue, shipped):
@@ -58,3 +58,14 @@ def test_quick_run_measures_both_settings_in_one_run_and_leaves_no_server(tmp_pa
     snippet = out.with_suffix(".md").read_text()
     assert "| RSS at peak, MB |" in snippet and "KD_APP_EXPLAINERS=2" in snippet and env["torch"] in snippet
     assert "light page under load / alone" in proc.stdout and "last / first" in proc.stdout  # the printed table
+
+
+def test_explaining_sessions_look_at_their_pages_less_often_than_the_timed_user_unless_quick():
+    from benchmarks import app_load
+
+    assert app_load.parse_args([]).explain_poll == 2.0
+    assert app_load.parse_args(["--quick"]).explain_poll == 0.25
+    assert app_load.parse_args(["--explain-poll", "1"]).explain_poll == 1.0
+    for bad in ("-1", "11", "nan"):
+        with pytest.raises(SystemExit):
+            app_load.parse_args(["--explain-poll", bad])

@@ -324,6 +324,15 @@ def test_predict_refuses_malformed_input(tiny_student, count_forwards, name, bui
     assert counter.images == 0
 
 
+def test_finite_values_whose_sum_overflows_are_not_taken_for_inf(tiny_student):
+    x = torch.full((1, 3, 32, 32), 3e38)  # each value finite, their float32 sum is inf
+    assert torch.isinf(x.sum()) and torch.isfinite(x).all()
+    inference.check_input(tiny_student, x)  # no refusal: the values are finite
+    x[0, 0, 0, 0] = NAN
+    with pytest.raises(inference.PredictionError, match="NaN or inf"):
+        inference.check_input(tiny_student, x)
+
+
 @pytest.mark.parametrize("target", [None, 1])
 @pytest.mark.parametrize("method", registered_methods())
 @pytest.mark.parametrize("name, build, match", MALFORMED_INPUTS, ids=MALFORMED_IDS)

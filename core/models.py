@@ -270,10 +270,16 @@ def _architecture(model: nn.Module) -> tuple[str, dict] | None:
     arch = next((name for name, cls in MODELS.items() if type(model) is cls), None)
     if arch is None:
         return None
-    names = list(inspect.signature(MODELS[arch]).parameters)[1:]  # after num_classes
-    settings = {name: getattr(model, name, None) for name in names}
+    settings = {name: getattr(model, name, None) for name in _constructor_settings(MODELS[arch])}
     return arch, {name: value for name, value in settings.items() if value is not None
                   and not isinstance(value, nn.Module)}
+
+
+@functools.lru_cache(maxsize=64)
+def _constructor_settings(cls: type) -> tuple[str, ...]:
+    """A registered class's constructor settings after ``num_classes`` (read once: `inspect.signature` costs about
+    as much as the rest of an explanation's input checks)."""
+    return tuple(inspect.signature(cls).parameters)[1:]
 
 
 @functools.lru_cache(maxsize=16)

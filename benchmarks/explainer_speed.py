@@ -226,6 +226,13 @@ def main() -> int:
                                forward_fn(student, x), 30, 3)
     print(f"student: teacher's evidence {1e3 * evidence:.2f} ms, forward {1e3 * forward:.2f} ms")
     checks.append(("5. student teacher's evidence / student forward", evidence / forward, "<=", 1.15))
+    if args.threads != app_threads():  # as the app runs it
+        torch.set_num_threads(app_threads())
+        at_app, forward = paired(lambda: explain(student, x, "teacher_evidence", 0, predict=False),
+                                 forward_fn(student, x), 30, 3)
+        torch.set_num_threads(args.threads)
+        checks.append((f"5. student teacher's evidence / student forward, at the app's {app_threads()} thread(s)",
+                       at_app / forward, "<=", 1.15))
     checks.append(("5. teacher Grad-CAM / student teacher's evidence", cam_teacher / evidence, ">=", 8))
     factors = {"distillation: teacher Grad-CAM / student Grad-CAM": cam_teacher / cam_student,
                "method: student Grad-CAM / student feature maps": cam_student / student_analysis,

@@ -116,12 +116,15 @@ def test_the_readme_holds_the_teachers_evidence_to_its_targets(tmp_path):
 
     found = [ShippedResults.read(ROOT / "checkpoints" / name / "results.json") for name in ("phantom", "brain_tumor")]
     studied = [r for r in found if r.study() and "teacher_evidence" in r.study().methods]
-    (tmp_path / "explainer_speed.json").write_text(json.dumps({"checks": [
-        {"target": "5. student teacher's evidence / student forward", "measured": 1.08}]}))
+    (tmp_path / "explainer_speed.json").write_text(json.dumps({"threads": 2, "checks": [
+        {"target": "5. student teacher's evidence / student forward", "measured": 1.08},
+        {"target": "5. student teacher's evidence / student forward, at the app's 1 thread(s)", "measured": 1.21},
+        {"target": "5. teacher Grad-CAM / student teacher's evidence", "measured": 11.0}]}))
     (tmp_path / "evidence_dependence_phantom.json").write_text(json.dumps(
         {"dataset": "phantom", "images": 200, "median_abs_spearman_between_heads": 0.25}))
     lines = evidence_lines(found, tmp_path)
-    assert "- Cost: 1.08 student forward passes (target at most 1.15, met" in "\n".join(lines)
+    assert ("- Cost: 1.08 student forward passes at 2 threads (target at most 1.15, met), 1.21 at the app's 1 "
+            "thread(s) (**not met**)") in "\n".join(lines)
     assert "median |Spearman| 0.250 (target at most 0.2, **not met**" in "\n".join(lines)
     for r in studied:  # the mean ROAD of each map set on the teacher's score, as stored image by image
         study = r.study()

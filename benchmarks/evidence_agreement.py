@@ -5,10 +5,11 @@
 The evidence head learnt the teacher's Grad-CAM (`core.teacher_evidence`), so its agreement with that map measures
 how well it learnt, not whether it shows the teacher's evidence. Here each dataset's shipped student, with its
 shipped head, is compared with the teacher's **occlusion** map (the drop of the teacher's score for the class
-under a sliding zero patch: a perturbation the head never saw), on test images (the study's stratified selection, at most ``--images``),
-each for the teacher's predicted class. Beside it, as references on the same images: the teacher's own Grad-CAM and
-the student's CAM and average feature maps against the same occlusion map, and the head against the Grad-CAM it
-learnt from. Median Spearman rank correlation over images (maps compared at the teacher's input size).
+under a sliding zero patch: a perturbation the head never saw), on test images (the study's stratified selection,
+at most ``--images``), each for the teacher's predicted class. Beside it, as references on the same images: the
+teacher's own Grad-CAM and the student's CAM and average feature maps against the same occlusion map, and the head
+against the Grad-CAM it learnt from. Median Spearman rank correlation over images (maps compared at the teacher's
+input size).
 
 Writes ``benchmarks/results/evidence_agreement.json`` and a Markdown table beside it.
 """
@@ -111,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(result: dict) -> str:
     """The table docs/benchmarks.md shows: each map's median Spearman with the teacher's occlusion."""
     lines = ["The teacher's evidence against a map of the teacher it never learnt from, the teacher's occlusion "
-             "(the drop of its score under a sliding zero patch, 16 px windows, stride 8 at 128 px), on test images for the teacher's predicted class: median "
-             "Spearman over images. The head learnt the teacher's Grad-CAM; the last column is its agreement with it.",
+             "(the drop of its score under a sliding zero patch, 16 px windows, stride 8 at 128 px), on test images "
+             "for the teacher's predicted class: median Spearman over images. The head learnt the teacher's "
+             "Grad-CAM; the last column is its agreement with it.",
              "", "| dataset | images | teacher's evidence (student) | teacher's Grad-CAM | student's CAM | "
                  "student's feature maps | teacher's evidence with the Grad-CAM it learnt |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

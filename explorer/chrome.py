@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from explorer import listing, names, page_list, state
+from explorer.text import plain
 
 DISCLAIMER = ("For teaching and research only: not a medical device and not for diagnosis; the small models' "
               "outputs are not clinical advice.")
@@ -74,7 +75,7 @@ def dataset_picker() -> str:
                               "page that explains needs them). phantom is synthetic and always has both.")
     state.publish("dataset")
     s = listing.status(st.session_state["dataset"])
-    st.sidebar.caption(f"{s['modality']}. Classes: {', '.join(s['classes'])}.")
+    st.sidebar.caption(plain(f"{s['modality']}. Classes: {', '.join(s['classes'])}."))  # a user's folder names them
     return st.session_state["dataset"]
 
 

@@ -92,12 +92,18 @@ def top_share(heat: np.ndarray, fraction: float = TOP) -> float:
     return float(flat[:max(1, int(round(fraction * flat.size)))].sum() / total)
 
 
+def _shown(text: str) -> str:
+    """A class name or a modality inside a sentence shown as Markdown: a user's folder may name it anything."""
+    return plain(text, limit=120)
+
+
 def task_sentences(dataset: str, classes: list[str], n_test: int, arch: str, teacher_params: int,
                    student_params: int, verdict: str | None) -> tuple[str, str]:
     """What the models learnt to tell apart, how big they are, and which is right more often (``verdict``:
     `explorer.compare_view.answer`)."""
     info = DATASETS[dataset]
-    first = (f"{n_test} test images of {info.modality}, {len(classes)} classes: {', '.join(classes)}. The teacher "
+    names = ", ".join(_shown(c) for c in classes)  # a user's class folders and dataset.toml name them
+    first = (f"{n_test} test images of {_shown(info.modality)}, {len(classes)} classes: {names}. The teacher "
              f"({arch}, {teacher_params / 1e6:.1f} million parameters) learnt them from the labels, the student "
              f"({student_params / 1e6:.2f} million, {teacher_params / student_params:.0f}x fewer) from the teacher's "
              "answers.")
@@ -109,9 +115,9 @@ def layers_sentences(index: int, true_class: str, teacher: tuple[str, float], st
                      shares: dict[str, tuple[float, float]]) -> tuple[str, str]:
     """The clear case's predictions, and whether each network's response narrows from its first layer to its last
     (``shares``: role -> `top_share` of its first and last layer's map)."""
-    first = (f"Test image #{index} is {true_class}: the teacher says {teacher[0]} ({teacher[1]:.0%}), the student "
-             f"{student[0]} ({student[1]:.0%}). Each panel: one layer's average feature map, bright where it "
-             "responds.")
+    first = (f"Test image #{index} is {_shown(true_class)}: the teacher says {_shown(teacher[0])} "
+             f"({teacher[1]:.0%}), the student {_shown(student[0])} ({student[1]:.0%}). Each panel: one layer's "
+             "average feature map, bright where it responds.")
     (t_first, t_last), (s_first, s_last) = shares[TEACHER.shipped], shares[DISTILLED.shipped]
     said = (f"The brightest tenth of a map holds, of its response, {t_first:.0%} in the teacher's first layer and "
             f"{t_last:.0%} in its last (the student: {s_first:.0%}, then {s_last:.0%})")
@@ -129,7 +135,7 @@ def maps_sentences(class_name: str, passes: dict[str, tuple[int, int]], spearman
     rank the pixels to the teacher's Grad-CAM on this image (``spearman``: map title -> rank correlation)."""
     made = "; ".join(f"{title}: {f} forward and {b} backward pass{'es' if b != 1 else ''}"
                      for title, (f, b) in passes.items())
-    first = f"Each map explains the class {class_name}. What each costs: {made}."
+    first = f"Each map explains the class {_shown(class_name)}. What each costs: {made}."
     alike = ", ".join(f"{title} at {r:.2f}" for title, r in spearman.items())
     return first, (f"On this image they rank the pixels like the teacher's Grad-CAM: {alike} (Spearman rank "
                    "correlation; 1 is the same order, 0 unrelated).")
@@ -162,6 +168,7 @@ def _listed(items: list[str]) -> str:
 def distrust_sentences(cases: Cases, classes: list[str], labels: np.ndarray, teacher: np.ndarray,
                        student: np.ndarray) -> tuple[str, str]:
     """The hard case and the disagreement in words (``teacher``, ``student``: their shipped probabilities)."""
+    classes = [_shown(c) for c in classes]
     if cases.hard is None:
         first = (f"The teacher is right on all {cases.n} test images; even so, a map shows where a model looked, "
                  "not whether it was right.")

@@ -122,6 +122,7 @@ class ChosenImage:
     dataset: str | None = None  # the dataset a test sample comes from
     test_index: int | None = None  # position in the dataset's test split
     name: str = ""  # an upload's file name as given: untrusted, shown only through `explorer.text.plain`
+    words: str = ""  # a test sample in plain words, for what escapes text itself (a report): the class is a user's
 
     @property
     def uploaded(self) -> bool:
@@ -252,8 +253,9 @@ def test_image(dataset: str, index: int) -> ChosenImage:
     ds = loaders.split(dataset, "test")
     label = int(ds.targets[index])
     image = loaders.sample_image(dataset, index)
-    return ChosenImage(image, f"test:{index}", f"test #{index}, true class: {ds.classes[label]}", label,
-                       loaders.sample_mask(dataset, index), dataset=dataset, test_index=index)
+    words = f"test #{index}, true class: {ds.classes[label]}"
+    return ChosenImage(image, f"test:{index}", plain(words, limit=300), label, loaders.sample_mask(dataset, index),
+                       dataset=dataset, test_index=index, words=words)
 
 
 def skipped_images_notice(skipped: list[int], left_out_of: str = "") -> None:

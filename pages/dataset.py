@@ -5,10 +5,11 @@ import streamlit as st
 from core.roles import TEACHER
 from explorer import cached_plots, chrome, familiarity, image_prediction, listing, loaders, ui
 from explorer.names import role_label
+from explorer.text import plain
 
 dataset = chrome.current_dataset()
 status = listing.status(dataset)
-chrome.page_header(f"Dataset: {dataset}", f"{status['modality']}. Source: {status['source']}.")
+chrome.page_header(f"Dataset: {dataset}", plain(f"{status['modality']}. Source: {status['source']}."))
 
 if status["available"]:
     st.subheader("Class balance")
@@ -18,7 +19,7 @@ if status["available"]:
     picked = loaders.first_per_class(dataset, per_class)
     for label, indices in sorted(picked.items()):
         cols = st.columns([1.4] + [1] * per_class, vertical_alignment="center")
-        cols[0].markdown(f"**{status['classes'][label]}**")
+        cols[0].markdown(f"**{plain(status['classes'][label])}**")
         for col, index in zip(cols[1:], indices):
             with col:
                 thumb = loaders.thumbnail(dataset, index)

@@ -127,7 +127,7 @@ for method in methods:
 
 st.subheader("Case report")
 digests = loaders.checkpoint_digests(dataset)
-case = report.Case(dataset, chosen.ident, chosen.name or chosen.caption, target, result, opacity, {
+case = report.Case(dataset, chosen.ident, chosen.name or chosen.words, target, result, opacity, {
     role: report.ModelCase(m.meta, Path(m.path).name, digests.get(role), probabilities[role],
                            chosen.pixels(m.meta.input_size))
     for role, m in models.items()})

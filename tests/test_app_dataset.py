@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.apptest_support import (assert_ok, bad_uploads, fresh_streamlit_caches, has_chart, odd_uploads,  # noqa: F401
-                                   open_page, texts)
+from tests.apptest_support import (as_read, assert_ok, bad_uploads, fresh_streamlit_caches,  # noqa: F401
+                                   has_chart, odd_uploads, open_page, texts)
 
 
 def test_dataset_page_shows_balance_grid_and_predictions():
@@ -24,7 +24,7 @@ def test_grid_button_opens_that_image_and_puts_it_in_the_url():
     assert_ok(at)
     assert at.number_input(key="image").value == 5
     assert at.query_params["image"] == "5"
-    assert "test #5, true class: infiltrative" in texts(at)
+    assert "test #5, true class: infiltrative" in as_read(texts(at))
 
 
 def test_bad_uploads_show_an_error_and_the_page_keeps_working():

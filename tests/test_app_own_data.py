@@ -21,7 +21,8 @@ def own_models(tmp_path_factory):
     patch.setenv("KD_DATA_ROOT", str(tmp / "data"))
     patch.setenv("KD_CHECKPOINTS", str(tmp / "models"))
     saved = dict(catalog.DATASETS)
-    flat_folder(tmp / "data", "pets", classes=("cat", "dog", "red fox"), n=12)
+    # a class folder's name is the user's text: one holds Markdown, which every page must show as text
+    flat_folder(tmp / "data", "pets", classes=("cat", "dog [stray](x) **big**", "red fox"), n=12)
     (tmp / "data" / "pets" / "dataset.toml").write_text('modality = "photographs of pets"\n')
     main(["--data", str(tmp / "data" / "pets"), "--out", str(tmp / "run"), *RUN])
     yield tmp
@@ -44,6 +45,9 @@ def test_every_page_opens_on_the_users_dataset(own_models, page):
     at = open_page(page, {"dataset": "pets"})
     assert_ok(at)
     assert at.session_state["dataset"] == "pets"
+    shown = [e.value for group in (at.warning, at.info, at.caption, at.markdown, at.success) for e in group]
+    live = [text for text in shown if "](x)" in text or "**big" in text]
+    assert not live, live
 
 
 def test_the_train_page_keeps_a_new_user_datasets_models_and_never_replaces_them(tmp_path, monkeypatch,

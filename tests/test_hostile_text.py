@@ -256,3 +256,26 @@ def test_a_shipped_timing_file_is_shown_as_text(tmp_path, monkeypatch, markdown,
     assert captions and shown_as_text(captions[0], markdown), captions
     charts = [c.proto.spec for c in at.get("plotly_chart") if c.proto.id.endswith("timing_chart_shipped")]
     assert charts and "<a " not in charts[0] and "<b>" not in charts[0] and "$x" not in charts[0]
+
+
+@pytest.mark.parametrize("page", ["train", "dataset"])
+def test_a_users_class_folders_and_modality_are_shown_as_text_in_the_sidebar(tmp_path, monkeypatch, page):
+    from core import catalog
+    from tests.test_folder_datasets import flat_folder
+
+    classes = [file_name(m) for m in MARKDOWN]
+    folder = flat_folder(tmp_path, "scans", classes=classes)
+    modality, source = "**loud** [m](example.com) $x^2$", "[from](example.org) <b>here</b>"
+    (folder / "dataset.toml").write_text(f'modality = "{modality}"\nsource = "{source}"\n')
+    monkeypatch.setenv("KD_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "models"))
+    try:
+        at = open_page(page, {"dataset": "scans"})
+        assert not at.exception, [e.value for e in at.exception]
+        said = [c.value for c in at.sidebar.caption if "Classes" in c.value]
+        assert said, [c.value for c in at.sidebar.caption]
+        assert all(shown_as_text(said[0], name) for name in classes + [modality]), said
+        live = [text for text in notices(at) if "](" in text.replace("\\]\\(", "")]
+        assert not live, live
+    finally:
+        catalog.DATASETS.pop("scans", None)

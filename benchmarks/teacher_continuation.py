@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
-from benchmarks.teacher_transfer import best, curve  # noqa: E402
+from benchmarks.teacher_transfer import best, curve, curves_and_choice  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.budgets import STRONG, Budget  # noqa: E402
 from core.evaluate import evaluate_checkpoints  # noqa: E402
@@ -81,12 +80,7 @@ def markdown(result: dict) -> str:
         ci = t.get("accuracy_ci") or [float("nan")] * 2
         lines.append(f"| {name} | {b['epoch']} | {b['val_acc']:.4f} | {b['val_loss']:.4f} | {t['accuracy']:.4f} "
                      f"({ci[0]:.3f}-{ci[1]:.3f}) | {t['balanced_accuracy']:.4f} |")
-    lines += ["", "Validation accuracy by epoch: " + "; ".join(
-        f"{name}: " + ", ".join(f"{r['val_acc']:.2f}" for r in arm["curve"][-result["epochs"]:])
-        for name, arm in arms.items()) + " (the shipped teacher's last epochs).",
-              "", f"Validation prefers: **{result['preferred']}**. "
-                  f"{measured_on(result['created'], result['environment'])}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + curves_and_choice(result, result["epochs"], " (the shipped teacher's last epochs)")) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

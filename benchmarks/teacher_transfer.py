@@ -71,11 +71,16 @@ def markdown(result: dict) -> str:
     for name, arm in arms.items():
         b, last = arm["best"], arm["curve"][-1]
         lines.append(f"| {name} | {b['epoch']} | {b['val_acc']:.4f} | {b['val_loss']:.4f} | {last['val_acc']:.4f} |")
-    lines += ["", "Validation accuracy by epoch: " + "; ".join(
-        f"{name}: " + ", ".join(f"{r['val_acc']:.2f}" for r in arm["curve"]) for name, arm in arms.items()) + ".",
-              "", f"Validation prefers: **{result['preferred']}**. "
-                  f"{measured_on(result['created'], result['environment'])}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + curves_and_choice(result)) + "\n"
+
+
+def curves_and_choice(result: dict, last: int | None = None, note: str = "") -> list[str]:
+    """The table's tail: each arm's validation accuracy by epoch (its ``last`` epochs), what validation prefers and
+    where it was measured."""
+    curves = "; ".join(f"{name}: " + ", ".join(f"{r['val_acc']:.2f}" for r in arm["curve"][-(last or 0):])
+                       for name, arm in result["arms"].items())
+    return ["", f"Validation accuracy by epoch: {curves}{note}.", "",
+            f"Validation prefers: **{result['preferred']}**. {measured_on(result['created'], result['environment'])}"]
 
 
 def main(argv: list[str] | None = None) -> None:

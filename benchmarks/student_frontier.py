@@ -117,9 +117,10 @@ def recommend(rows: list[dict], localised: bool, baseline: dict) -> dict | None:
 
 
 def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs: Path, images: int | None = None,
-        timing_images: int = 12, threads: int = 2, **recipe: object) -> dict:
+        timing_images: int = 12, threads: int = 2, study_settings: dict | None = None, **recipe: object) -> dict:
     """Train, score and time every variant; ``recipe``: settings that replace the shipped student's (a quick
-    check with fewer epochs or images, say)."""
+    check with fewer epochs or images, say); ``study_settings``: `StudyConfig` fields that replace the study's
+    (fewer deletion steps or ROAD shares in a quick check: the frontier reads neither ROAD nor the curves' shape)."""
     torch.set_num_threads(threads)
     teacher, teacher_path, teacher_meta, cfg = shipped_pair(dataset, ckpt_root, runs, root, threads, **recipe)
     timing_set = evaluation_split(teacher_meta, root=root, max_per_class=max(1, timing_images // 4))
@@ -137,7 +138,8 @@ def run(dataset: str, pooled: list[int], ckpt_root: Path, root: str | None, runs
                 shutil.copyfile(result.path.with_suffix(suffix), checkpoint_file(pair, DISTILLED).with_suffix(suffix))
             # the previous variant's study: the teacher's baseline scores are taken from it
             study = run_study(StudyConfig(dataset, checkpoints=tmp, root=root, images=images, methods=METHODS,
-                                          sanity_images=1, threads=threads, explained=("student",)), earlier=study)
+                                          sanity_images=1, threads=threads, explained=("student",),
+                                          **(study_settings or {})), earlier=study)
         model = result.model.eval()
         x_t, x_s = batch_for(teacher_meta, timing_set.images), batch_for(result.meta, timing_set.images)
         targets = predict_tensor(teacher, x_t).argmax(1).tolist()
@@ -239,12 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="student epochs (default: the shipped student's)")
     parser.add_argument("--max-per-class", type=int, help="training images per class (default: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, help="the study's deletion/insertion steps (default: the study's)")
+    parser.add_argument("--road-fractions", type=float, nargs="+", help="the study's ROAD shares (default: its)")
     parser.add_argument("--out", help="JSON file for the numbers (Markdown beside it; default "
                         "benchmarks/results/student_frontier.json, student_frontier_<dataset>.json for a real one)")
     args = parser.parse_args(argv)
     args.out = args.out or str(default_out(args.dataset))
+    if (args.steps is not None and args.steps < 1) or any(not 0 < f < 1 for f in args.road_fractions or ()):
+        parser.error("--steps must be at least 1 and each --road-fractions share in (0, 1)")
+    study_settings = {k: v for k, v in (("steps", args.steps), ("road_fractions", tuple(args.road_fractions or ())))
+                      if v}
     result = run(args.dataset, args.pooled, Path(args.checkpoints), args.root, Path(args.runs) / args.dataset,
-                 args.images, args.timing_images, args.threads,
+                 args.images, args.timing_images, args.threads, study_settings,
                  **({"student_epochs": args.epochs} if args.epochs else {}),
                  **({"max_per_class": args.max_per_class} if args.max_per_class else {}))
     out = Path(args.out)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import student_frontier
 from core import checkpoints
 from core.models import STUDENT_POOLED_BLOCKS
@@ -50,7 +52,8 @@ def test_a_quick_run_trains_scores_and_times_each_variant(tmp_path):
     out = tmp_path / "frontier.json"
     code = student_frontier.main(["--pooled", str(STUDENT_POOLED_BLOCKS), str(STUDENT_POOLED_BLOCKS - 1),
                                   "--runs", str(tmp_path / "runs"), "--images", "8", "--timing-images", "4",
-                                  "--epochs", "1", "--max-per-class", "8", "--threads", "1", "--out", str(out)])
+                                  "--epochs", "1", "--max-per-class", "8", "--threads", "1", "--out", str(out),
+                                  "--steps", "2", "--road-fractions", "0.5"])  # a lighter study: this reads neither
     assert code == 0
     result = json.loads(out.read_text())
     sides = [r["map_side"] for r in result["rows"]]
@@ -84,3 +87,10 @@ def test_no_variant_is_recommended_when_every_map_explains_the_teacher_worse_tha
     assert student_frontier.recommend(rows, localised=False, baseline={**RANDOM, "random_deletion_on_teacher": 0.45}) \
         ["pooled"] == 3
     assert student_frontier.recommend(rows, localised=True, baseline={**RANDOM, "random_hit": 0.7}) is None
+
+
+@pytest.mark.parametrize("bad", [["--steps", "0"], ["--road-fractions", "0.5", "1.0"]])
+def test_a_study_setting_it_cannot_use_is_refused_before_training(tmp_path, bad):
+    with pytest.raises(SystemExit) as stopped:
+        student_frontier.main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "f.json"), *bad])
+    assert stopped.value.code == 2 and not (tmp_path / "runs").exists()

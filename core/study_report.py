@@ -142,6 +142,7 @@ BENCH_RESULTS = REPO_ROOT / "benchmarks" / "results"
 # between heads learnt from the trained and from a re-initialised teacher; where lesions are known (the phantom), a
 # pointing-game hit rate at least this and above the teacher's Grad-CAM's.
 EVIDENCE_TARGETS = {"road_gap": 0.01, "spearman": 0.7, "cost": 1.15, "dependence": 0.2, "pointing": 0.9}
+POINTING_PX = 2  # the pointing-game target's tolerance
 
 
 def evidence_lines(found: list[ShippedResults], bench: Path = BENCH_RESULTS) -> list[str]:
@@ -169,9 +170,14 @@ def evidence_lines(found: list[ShippedResults], bench: Path = BENCH_RESULTS) -> 
         theirs = (study.methods["grad_cam"].localisation or {}).get(TEACHER) if "grad_cam" in study.methods else None
         if ours is not None and theirs is not None:
             hit, grad_cam_hit = ours.hit.mean, theirs.hit.mean
-            line += (f"; pointing game {hit:.2f} against the teacher's Grad-CAM's {grad_cam_hit:.2f} (target at least "
-                     f"{EVIDENCE_TARGETS['pointing']} and above it, "
-                     f"{met(hit >= EVIDENCE_TARGETS['pointing'] and hit > grad_cam_hit)})")
+            within = study.tolerance_px
+            ok = hit >= EVIDENCE_TARGETS["pointing"] and hit > grad_cam_hit
+            # the target is at POINTING_PX; a looser tolerance can show it missed, never that it is met
+            verdict = met(ok) if within <= POINTING_PX else (
+                f"**not met** even within {within} px" if not ok else f"not judged: measured within {within} px")
+            line += (f"; pointing game within {within} px {hit:.2f} against the teacher's Grad-CAM's "
+                     f"{grad_cam_hit:.2f} (target at {POINTING_PX} px: at least {EVIDENCE_TARGETS['pointing']} and "
+                     f"above it; {verdict})")
         lines.append(line + ".")
     if lines and waiting:
         lines.append(f"- {', '.join(waiting)}: no study with the student's evidence head yet "

@@ -145,8 +145,10 @@ def test_where_lesions_are_known_the_readme_holds_the_teachers_evidence_to_the_p
     theirs = methods["grad_cam"].localisation[TEACHER].hit.mean
     [line] = [x for x in evidence_lines([phantom], tmp_path) if x.startswith("- **phantom**")]
     ok = ours >= EVIDENCE_TARGETS["pointing"] and ours > theirs
-    assert (f"pointing game {ours:.2f} against the teacher's Grad-CAM's {theirs:.2f} (target at least "
-            f"{EVIDENCE_TARGETS['pointing']} and above it, {'met' if ok else '**not met**'})") in line
+    # the study points within 9 px at 128 px (15 at 224); the target is at 2 px, so 9 px can only fail it
+    verdict = "**not met** even within 9 px" if not ok else "not judged: measured within 9 px"
+    assert (f"pointing game within 9 px {ours:.2f} against the teacher's Grad-CAM's {theirs:.2f} (target at 2 px: "
+            f"at least {EVIDENCE_TARGETS['pointing']} and above it; {verdict})") in line
     brain = ShippedResults.read(ROOT / "checkpoints" / "brain_tumor" / "results.json")
     assert not any("pointing game" in x for x in evidence_lines([brain], tmp_path))  # no lesion masks there
 

@@ -279,7 +279,8 @@ def parse_args(argv: list[str] | None):
         args.light_page, args.light_dataset, args.repeats = "glossary", "phantom", 2
     if args.sessions < 1 or args.repeats < 1:
         parser.error("--sessions and --repeats must be at least 1")
-    args.explain_poll = args.explain_poll or (0.25 if args.quick else 2.0)
+    if args.explain_poll is None:  # (0 is refused below, not taken for the default)
+        args.explain_poll = 0.25 if args.quick else 2.0
     if not 0 < args.explain_poll <= 10:
         parser.error("--explain-poll must be above 0 and at most 10 seconds")
     args.slots = args.slots or [str(args.sessions), "default"]

@@ -66,6 +66,6 @@ def test_explaining_sessions_look_at_their_pages_less_often_than_the_timed_user_
     assert app_load.parse_args([]).explain_poll == 2.0
     assert app_load.parse_args(["--quick"]).explain_poll == 0.25
     assert app_load.parse_args(["--explain-poll", "1"]).explain_poll == 1.0
-    for bad in ("-1", "11", "nan"):
+    for bad in ("0", "-1", "11", "nan"):
         with pytest.raises(SystemExit):
             app_load.parse_args(["--explain-poll", bad])

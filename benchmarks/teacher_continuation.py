@@ -25,9 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
 
-from benchmarks.teacher_transfer import best, curve, curves_and_choice  # noqa: E402
+from benchmarks.teacher_transfer import best, curve, curves_and_choice, start_weights  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.budgets import STRONG, Budget  # noqa: E402
 from core.evaluate import evaluate_checkpoints  # noqa: E402
@@ -43,17 +42,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SHIPPED = "shipped"
 
 
-def start_weights(dataset: str, runs: Path, root: str | None = None) -> tuple[Path, str]:
-    """Every weight of the shipped teacher in float32 (the file, the shipped file's sha256)."""
-    shipped = checkpoint_file(dataset_folder(dataset, root=root), TEACHER)
-    path = runs / f"{dataset}_teacher_fp32.pt"
-    if not path.is_file():
-        state = torch.load(shipped, map_location="cpu", weights_only=True)
-        runs.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, path)
-    return path, checkpoints.file_sha256(shipped)
-
-
 def arm_budget(meta: checkpoints.CheckpointMeta, size: int, epochs: int, lr: float,
                max_per_class: int | None = None) -> Budget:
     train = meta.train
@@ -63,7 +51,7 @@ def arm_budget(meta: checkpoints.CheckpointMeta, size: int, epochs: int, lr: flo
                      "teacher_label_smoothing": float(train.get("teacher_label_smoothing", 0.0))})
 
 
-def test_scores(report: dict) -> dict:
+def scores_on_test(report: dict) -> dict:
     return {"accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
             "accuracy_ci": report.get("accuracy_ci")}
 
@@ -104,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = Path(args.runs)
     shipped_file = checkpoint_file(dataset_folder(args.dataset, root=args.checkpoints), TEACHER)
     shipped_meta = checkpoints.load_meta(shipped_file)
-    start, shipped_sha = start_weights(args.dataset, runs, args.checkpoints)
+    start, shipped_sha = start_weights(args.dataset, runs, classifier=True, root=args.checkpoints)
     paths, arms = {SHIPPED: shipped_file}, {}
     for size in args.sizes:
         name = f"{size} px, {args.epochs} more epochs"
@@ -119,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     test = evaluate_checkpoints(paths, "test", root=args.root, teacher_key=SHIPPED,
                                 max_per_class=args.max_per_class)["models"]
     for name in arms:
-        arms[name]["test"] = test_scores(test[name])
+        arms[name]["test"] = scores_on_test(test[name])
     preferred = min(arms, key=lambda name: arms[name]["best"]["val_loss"])
     out = {"dataset": args.dataset, "epochs": args.epochs, "lr": args.lr, "sizes": args.sizes,
            "max_per_class": args.max_per_class,

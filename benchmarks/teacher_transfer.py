@@ -41,14 +41,16 @@ SAME = ("input_size", "batch_size", "lr", "schedule", "teacher_epochs", "teacher
         "class_balance", "data_seed", "val_fraction", "protocol", "max_per_class")
 
 
-def start_weights(source: str, runs: Path) -> tuple[Path, str]:
-    """The shipped ``source`` teacher's weights without its classifier, in float32 (the file, the source's sha256)."""
-    shipped = checkpoint_file(dataset_folder(source), TEACHER)
-    path = runs / f"{source}_teacher_features.pt"
+def start_weights(source: str, runs: Path, classifier: bool = False, root: str | None = None) -> tuple[Path, str]:
+    """The shipped ``source`` teacher's weights in float32, without its classifier unless ``classifier`` (a start
+    for another dataset's teacher, or the same teacher trained on): the file, and the shipped file's sha256."""
+    shipped = checkpoint_file(dataset_folder(source, root=root), TEACHER)
+    path = runs / f"{source}_teacher_{'fp32' if classifier else 'features'}.pt"
     if not path.is_file():
         state = torch.load(shipped, map_location="cpu", weights_only=True)
         runs.mkdir(parents=True, exist_ok=True)
-        torch.save({k: v.float() for k, v in state.items() if not k.startswith("classifier")}, path)
+        torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()
+                    if classifier or not k.startswith("classifier")}, path)
     return path, checkpoints.file_sha256(shipped)
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
 from benchmarks.teacher_transfer import best, curve, curves_and_choice, start_weights  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.budgets import STRONG, Budget  # noqa: E402

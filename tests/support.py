@@ -51,3 +51,19 @@ def single_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def ship_seeded_head(folder, seed: int = 0):
+    """A seeded evidence head (its cost and shape, not trained weights) shipped beside ``folder``'s student.pt, made
+    for its teacher.pt, as `core.teacher_evidence.save_head` writes it; returns ``folder``."""
+    from core import checkpoints
+    from core.cam import cam_head
+    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
+
+    classifier = cam_head(checkpoints.load(folder / "student.pt")[0]).classifier
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = EvidenceHead(classifier.in_features, classifier.out_features).eval()
+    save_head(head, folder / HEAD_FILE, student_file=folder / "student.pt", teacher_file=folder / "teacher.pt",
+              seed=seed, epochs=1, history=[1.0])
+    return folder

@@ -1,9 +1,6 @@
 """Explanations with the teacher's evidence: offered where the student's evidence head is shipped, left out with
 its reason where the head cannot be used."""
 
-import torch
-
-from core import checkpoints
 from explorer import names
 from tests.apptest_support import (as_read, assert_ok, fresh_streamlit_caches, has_chart, open_page,  # noqa: F401
                                    texts)
@@ -11,19 +8,14 @@ from tests.apptest_support import (as_read, assert_ok, fresh_streamlit_caches, h
 
 def link_shipped_with_head(tmp_path, monkeypatch):
     """The shipped phantom models under a checkpoint root in ``tmp_path``, the student with a seeded evidence head."""
-    from core.cam import cam_head
-    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
     from tests.apptest_support import link_shipped
+    from tests.support import ship_seeded_head
 
     folder = tmp_path / "phantom"
     if not folder.is_dir():
         link_shipped(tmp_path)
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path))
-    classifier = cam_head(checkpoints.load(folder / "student.pt")[0]).classifier
-    torch.manual_seed(0)
-    save_head(EvidenceHead(classifier.in_features, classifier.out_features), folder / HEAD_FILE,
-              student_file=folder / "student.pt", teacher_file=folder / "teacher.pt", seed=0, epochs=1, history=[1.0])
-    return folder
+    return ship_seeded_head(folder)
 
 
 def test_the_teachers_evidence_is_offered_and_shown_on_the_student_where_its_head_is_shipped(tmp_path, monkeypatch):

@@ -12,26 +12,19 @@ from core.explain import explain
 from core.faithfulness import agreement
 from core.faithfulness_study import study_images
 from core.inference import batch_for, predict_tensor
-from tests.conftest import seeded
+from tests.support import ship_seeded_head
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
 def cheap_pair_with_head(root):
     """The shipped phantom student as both models (a teacher whose occlusion takes seconds), with a seeded head."""
-    from core.cam import cam_head
-    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
-
     folder = root / "phantom"
     folder.mkdir(parents=True)
     for role in ("teacher", "student"):
         for suffix in (".pt", ".json"):
             (folder / f"{role}{suffix}").symlink_to(SHIPPED / "phantom" / f"student{suffix}")
-    classifier = cam_head(checkpoints.load(folder / "student.pt")[0]).classifier
-    head = seeded(lambda: EvidenceHead(classifier.in_features, classifier.out_features), 0)
-    save_head(head, folder / HEAD_FILE, student_file=folder / "student.pt", teacher_file=folder / "teacher.pt",
-              seed=0, epochs=1, history=[1.0])
-    return folder
+    return ship_seeded_head(folder)
 
 
 def test_each_map_is_compared_with_the_teachers_occlusion_on_the_same_images_and_classes(tmp_path):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from core import checkpoints
-from conftest import seeded
+from tests.support import ship_seeded_head
 from core.faithfulness import deletion_curve, mask_iou, pointing_game
 from core.baseline_maps import BASELINES, baseline_map, tolerant_hit
 from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
@@ -233,16 +233,6 @@ def test_the_command_line_takes_every_default_from_the_study_config():
     assert (args["slow_images"], args["sanity_images"], args["steps"], args["seed"]) == (7, 3, 5, 11)
 
 
-def _ship_head(folder: Path, seed: int) -> None:
-    from core.cam import cam_head
-    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
-
-    classifier = cam_head(checkpoints.load(folder / "student.pt")[0]).classifier
-    head = seeded(lambda: EvidenceHead(classifier.in_features, classifier.out_features), seed)
-    save_head(head, folder / HEAD_FILE, student_file=folder / "student.pt", teacher_file=folder / "teacher.pt",
-              seed=seed, epochs=1, history=[1.0])
-
-
 def test_the_teacher_evidence_is_studied_as_the_students_map_where_its_head_is_shipped(tmp_path):
     from core.explainers import ExplainError
     from core.faithfulness_study import default_methods
@@ -255,7 +245,7 @@ def test_the_teacher_evidence_is_studied_as_the_students_map_where_its_head_is_s
     assert "teacher_evidence" not in default_methods(tmp_path, "phantom")
     with pytest.raises(ExplainError, match=r"python -m core\.teacher_evidence"):  # asked for, with no head
         run_study(StudyConfig("phantom", **settings))
-    _ship_head(folder, 0)
+    ship_seeded_head(folder, 0)
     assert default_methods(tmp_path, "phantom") == StudyConfig("phantom").methods + ("teacher_evidence",)
     study = run_study(StudyConfig("phantom", **settings))
     evidence, cam = study.methods["teacher_evidence"], study.methods["cam"]
@@ -283,7 +273,7 @@ def test_the_teacher_evidence_is_studied_as_the_students_map_where_its_head_is_s
     rows = [line for line in faithfulness_lines(study, folder) if line.startswith("| The teacher's evidence")]
     assert len(rows) == 3 and rows[-1].split(" | ")[1:4] == ["–", "–", "–"]  # lesion table: no teacher map
     # a head retrained beside the unchanged student is scored afresh; the unchanged CAM's scores are taken over
-    _ship_head(folder, 1)
+    ship_seeded_head(folder, 1)
     again = run_study(StudyConfig("phantom", **settings), earlier=study)
     assert set(again.scores_from_earlier_study) == {TEACHER, DISTILLED}
     assert again.score("cam", DISTILLED, TEACHER).scores["road_morf"].values == pytest.approx(
@@ -387,7 +377,7 @@ def test_the_command_studies_the_teachers_evidence_and_prints_its_scores(tmp_pat
     folder = tmp_path / "phantom"
     shutil.copytree(ROOT / "checkpoints" / "phantom", folder,
                     ignore=shutil.ignore_patterns("timing", "earlier", "student_evidence.*"))
-    _ship_head(folder, 0)
+    ship_seeded_head(folder, 0)
     main(["phantom", "--checkpoints", str(tmp_path), "--images", "4", "--slow-images", "2", "--sanity-images", "1",
           "--steps", "2", "--patches", "4", "--methods", "cam", "teacher_evidence", "--force"])
     printed = capsys.readouterr().out

@@ -182,9 +182,7 @@ def test_the_teachers_evidence_is_timed_on_the_student_with_its_shipped_head_and
     import shutil
 
     from core.bench import BenchError
-    from core.cam import cam_head
-    from core.checkpoints import load
-    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
+    from tests.support import ship_seeded_head
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "phantom"
     for name in ("teacher.pt", "teacher.json", "student.pt", "student.json"):
@@ -192,10 +190,7 @@ def test_the_teachers_evidence_is_timed_on_the_student_with_its_shipped_head_and
     asked = dict(images=2, methods=["cam", "teacher_evidence"], repeats=1, warmup=0, threads=1)
     with pytest.raises(BenchError, match=r"python -m core\.teacher_evidence"):
         run_bench("phantom", tmp_path / "teacher.pt", tmp_path / "student.pt", **asked)
-    classifier = cam_head(load(tmp_path / "student.pt")[0]).classifier
-    save_head(EvidenceHead(classifier.in_features, classifier.out_features), tmp_path / HEAD_FILE,
-              student_file=tmp_path / "student.pt", teacher_file=tmp_path / "teacher.pt", seed=0, epochs=1,
-              history=[1.0])
+    ship_seeded_head(tmp_path)
     rows = run_bench("phantom", tmp_path / "teacher.pt", tmp_path / "student.pt", **asked)
     timed = sorted((r["model"], r["method"]) for r in rows)
     assert timed == [("student", "cam"), ("student", "forward"), ("student", "teacher_evidence"),

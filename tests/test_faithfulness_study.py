@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from core import checkpoints
-from tests.support import ship_seeded_head
 from core.faithfulness import deletion_curve, mask_iou, pointing_game
 from core.baseline_maps import BASELINES, baseline_map, tolerant_hit
 from core.faithfulness_study import StudyConfig, read_study, run_study, write_study
 from core.roles import DISTILLED, TEACHER
 from core.study_record import PAIRS, pair
 from core.study_scores import METRICS
+from tests.support import ship_seeded_head
 
 ROOT = Path(__file__).resolve().parent.parent
 # A small patch grid and one ROAD share: the tests check what is scored and recorded, not the numbers' precision.

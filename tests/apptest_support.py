@@ -84,6 +84,11 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+def notices(at: AppTest) -> list[str]:
+    """Every error, warning, info, success, caption and markdown text on the page (what a reader sees as Markdown)."""
+    return [e.value for group in (at.error, at.warning, at.info, at.success, at.caption, at.markdown) for e in group]
+
+
 def as_read(markdown: str) -> str:
     """Markdown as a reader sees it, for text the app shows through `explorer.text.plain`: a backslash before
     punctuation shows the punctuation itself."""

@@ -5,7 +5,8 @@ import pytest
 
 from core import catalog
 from explorer import page_list
-from tests.apptest_support import as_read, assert_ok, fresh_streamlit_caches, open_app, open_page, texts  # noqa: F401
+from tests.apptest_support import (as_read, assert_ok, fresh_streamlit_caches, notices, open_app,  # noqa: F401
+                                   open_page, texts)
 from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (a fixture)
 
 RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--batch-size",
@@ -45,8 +46,7 @@ def test_every_page_opens_on_the_users_dataset(own_models, page):
     at = open_page(page, {"dataset": "pets"})
     assert_ok(at)
     assert at.session_state["dataset"] == "pets"
-    shown = [e.value for group in (at.warning, at.info, at.caption, at.markdown, at.success) for e in group]
-    live = [text for text in shown if "](x)" in text or "**big" in text]
+    live = [text for text in notices(at) if "](x)" in text or "**big" in text]
     assert not live, live
 
 

@@ -24,8 +24,8 @@ import string
 import pytest
 
 from explorer.text import MESSAGE_LIMIT, plain, plot_text
-from tests.apptest_support import (ROOT, fresh_streamlit_caches, grey_image_tree, link_shipped, open_app,  # noqa: F401
-                                   open_page)
+from tests.apptest_support import (ROOT, fresh_streamlit_caches, grey_image_tree, link_shipped, notices,  # noqa: F401
+                                   open_app, open_page)
 
 MARKDOWN = ["**bold** :smile: :streamlit:", "[x](https://example.com)", "![i](https://example.com/a.png)",
             "$x^2$ :red[colour] :material/home:"]  # each at most 40 characters: a metadata error quotes that many
@@ -63,11 +63,6 @@ def icons(source: str) -> list[str]:
 def shown_as_text(source: str, text: str) -> bool:
     drawn = set(icons(source)) & set(ICON.findall(text.replace(":material/", ":material_")))
     return re.search(escaped(text), source) is not None and not drawn
-
-
-def notices(at) -> list[str]:
-    """Every error, warning, info, caption and markdown text on the page (what a reader can see as Markdown)."""
-    return [e.value for group in (at.error, at.warning, at.info, at.caption, at.markdown) for e in group]
 
 
 # --------------------------------------------------------------------------- the helpers themselves

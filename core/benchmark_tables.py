@@ -27,7 +27,8 @@ BENCHMARKS = {
     "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
     "teacher_continuation_eye_disease": "python benchmarks/teacher_continuation.py --dataset eye_disease",
     "per_class_recall": "python benchmarks/per_class_recall.py",
-    "kd_losses_alzheimer": "python benchmarks/kd_losses.py --dataset alzheimer"}
+    "kd_losses_alzheimer": "python benchmarks/kd_losses.py --dataset alzheimer",
+    "slice_scans_alzheimer": "python benchmarks/slice_scans.py --dataset alzheimer"}
 
 
 def render_benchmarks(folder: Path = RESULTS_FOLDER) -> str:

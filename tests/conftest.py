@@ -97,3 +97,17 @@ def hook_count():
                    + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
 
     return count
+
+
+@pytest.fixture
+def registry_restored():
+    """The datasets a test registers (a user's folder read by name) are undone: the registry is module state
+    other tests read."""
+    from core import catalog
+
+    saved, problems = dict(catalog.DATASETS), dict(catalog.FOLDER_PROBLEMS)
+    yield
+    catalog.DATASETS.clear()
+    catalog.DATASETS.update(saved)
+    catalog.FOLDER_PROBLEMS.clear()
+    catalog.FOLDER_PROBLEMS.update(problems)

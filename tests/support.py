@@ -67,3 +67,31 @@ def ship_seeded_head(folder, seed: int = 0):
     save_head(head, folder / HEAD_FILE, student_file=folder / "student.pt", teacher_file=folder / "teacher.pt",
               seed=seed, epochs=1, history=[1.0])
     return folder
+
+
+def slice_volume(seed: int, side: int = 48, depth: int = 20):
+    """A smooth random volume (depth, side, side) in [0, 255]: blobs wide enough that adjacent slices are near
+    copies of each other, as in a registered MRI scan (`core.scans`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(np.arange(depth), np.arange(side), np.arange(side), indexing="ij")
+    vol = np.zeros((depth, side, side))
+    for _ in range(25):
+        cz, cy, cx = rng.uniform(-5, depth + 5), rng.uniform(0, side), rng.uniform(0, side)
+        vol += rng.uniform(0.5, 1.0) * np.exp(-((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) / (2 * 7.0 ** 2))
+    return 255 * (vol - vol.min()) / (vol.max() - vol.min())
+
+
+def write_slice_folder(folder, classes=("a", "a", "b", "b"), depth: int = 20, test_slices=(), seed: int = 200):
+    """A dataset folder of slices, ``folder/{train,test}/<class>/scan<k>_slice<d>.png``: one scan per entry of
+    ``classes`` (of that class), its ``test_slices`` in test and the rest in train. Returns ``folder``."""
+    import numpy as np
+    from PIL import Image
+
+    for k, cls in enumerate(classes):
+        for d, plane in enumerate(slice_volume(seed + k, depth=depth)):
+            split = folder / ("test" if d in test_slices else "train") / cls
+            split.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(plane.astype(np.uint8), "L").save(split / f"scan{k}_slice{d:02d}.png")
+    return folder

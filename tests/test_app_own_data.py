@@ -7,7 +7,9 @@ from core import catalog
 from explorer import page_list
 from tests.apptest_support import (as_read, assert_ok, fresh_streamlit_caches, notices, open_app,  # noqa: F401
                                    open_page, texts)
-from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (a fixture)
+from tests.test_folder_datasets import flat_folder
+
+pytestmark = pytest.mark.usefixtures("registry_restored")  # each test's registrations are undone
 
 RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--batch-size",
        "8", "--seeds", "0", "--threads", "1"]

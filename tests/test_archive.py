@@ -12,11 +12,12 @@ from PIL import Image
 from core import archive, catalog
 from core.archive import unpack_dataset
 from core.catalog import DatasetError
-from tests.test_folder_datasets import registry_restored  # noqa: F401 (the fixture)
+
+pytestmark = pytest.mark.usefixtures("registry_restored")  # each test's registrations are undone
 
 
 @pytest.fixture(autouse=True)
-def _restored(registry_restored):  # noqa: F811
+def _restored(registry_restored):
     yield
 
 

@@ -12,15 +12,7 @@ from core.data import load_dataset
 from core.folder_datasets import MIN_IMAGES_PER_CLASS, TEST_FRACTION, read_folder
 
 
-@pytest.fixture(autouse=True)
-def registry_restored():
-    """Each test's registrations are undone: the registry is module state other tests read."""
-    saved, problems = dict(catalog.DATASETS), dict(catalog.FOLDER_PROBLEMS)
-    yield
-    catalog.DATASETS.clear()
-    catalog.DATASETS.update(saved)
-    catalog.FOLDER_PROBLEMS.clear()
-    catalog.FOLDER_PROBLEMS.update(problems)
+pytestmark = pytest.mark.usefixtures("registry_restored")  # each test's registrations are undone
 
 
 def write_images(folder, n, seed=0, suffix=".png", size=20):

@@ -9,13 +9,15 @@ import torchvision
 from core import checkpoints
 from core.import_teacher import main
 from core.inference import batch_for, predict_tensor
-from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (the fixture)
+from tests.test_folder_datasets import flat_folder
+
+pytestmark = pytest.mark.usefixtures("registry_restored")  # each test's registrations are undone
 
 CLASSES = ["cat", "dog", "fox"]
 
 
 @pytest.fixture
-def setting(tmp_path, monkeypatch, registry_restored):  # noqa: F811
+def setting(tmp_path, monkeypatch, registry_restored):
     monkeypatch.setenv("KD_CHECKPOINTS", str(tmp_path / "models"))
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()

@@ -5,18 +5,7 @@ import pytest
 from PIL import Image
 
 from core.scans import find_scans, outer_slices, positions, slice_signatures
-
-
-def volume(seed: int, side: int = 48, depth: int = 20) -> np.ndarray:
-    """A smooth random volume (depth, side, side) in [0, 255]: blobs wide enough that adjacent slices are near
-    copies of each other, as in a registered MRI scan."""
-    rng = np.random.default_rng(seed)
-    z, y, x = np.meshgrid(np.arange(depth), np.arange(side), np.arange(side), indexing="ij")
-    vol = np.zeros((depth, side, side))
-    for _ in range(25):
-        cz, cy, cx = rng.uniform(-5, depth + 5), rng.uniform(0, side), rng.uniform(0, side)
-        vol += rng.uniform(0.5, 1.0) * np.exp(-((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) / (2 * 7.0 ** 2))
-    return 255 * (vol - vol.min()) / (vol.max() - vol.min())
+from tests.support import slice_volume
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +13,7 @@ def shuffled():
     """Four scans' slices, shuffled: (images, true scan per image, true depth per image)."""
     images, scan, depth = [], [], []
     for s in range(4):
-        for d, plane in enumerate(volume(100 + s)):
+        for d, plane in enumerate(slice_volume(100 + s)):
             images.append(Image.fromarray(plane.astype(np.uint8), "L"))
             scan.append(s)
             depth.append(d)

@@ -5,33 +5,19 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from benchmarks import slice_scans
-from core import catalog
-from tests.test_scans import volume
+from tests.support import write_slice_folder
 
 DEPTH, ENDS = 20, (0, 1, 18, 19)
 
 
-@pytest.fixture(autouse=True)
-def registry_restored():
-    """The folder registered by the run is undone: the registry is module state other tests read."""
-    saved = dict(catalog.DATASETS)
-    yield
-    catalog.DATASETS.clear()
-    catalog.DATASETS.update(saved)
+pytestmark = pytest.mark.usefixtures("registry_restored")  # the folder the run registers is undone
 
 
 @pytest.fixture
 def slices(tmp_path):
-    for s, cls in enumerate(("a", "a", "b", "b")):
-        for d, plane in enumerate(volume(200 + s, depth=DEPTH)):
-            split = "test" if d in ENDS else "train"
-            folder = tmp_path / "slices" / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(plane.astype(np.uint8), "L").save(folder / f"scan{s}_slice{d:02d}.png")
-    return tmp_path
+    return write_slice_folder(tmp_path / "slices", test_slices=ENDS).parent
 
 
 def test_the_end_slices_are_found_in_training_scans_at_their_ends(slices, tmp_path):

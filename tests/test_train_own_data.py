@@ -5,7 +5,9 @@ import pytest
 
 from core import catalog, checkpoints
 from core.train.cli import main
-from tests.test_folder_datasets import flat_folder, registry_restored  # noqa: F401 (the fixture)
+from tests.test_folder_datasets import flat_folder
+
+pytestmark = pytest.mark.usefixtures("registry_restored")  # each test's registrations are undone
 
 RUN = ["--teacher-arch", "resnet18", "--epochs", "1", "--student-epochs", "1", "--input-size", "32", "--batch-size",
        "8", "--seeds", "0", "--threads", "1", "--baseline"]

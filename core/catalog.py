@@ -9,7 +9,10 @@ else ``./data``.
 Splits. ``protocol="official"`` keeps the published test folder untouched and carves a stratified,
 seeded validation split out of train (per class: sort the file names, shuffle them with one
 ``random.Random(seed)``, classes in registry order, the first ``round(val_fraction * n)`` go to
-val). Test is never used for model selection. ``protocol="pooled"`` reproduces the leaky protocol
+val). Test is never used for model selection. ``val_carve="scan_ends"`` carves instead the outer slices of every
+scan of a slice dataset (`scan_end_split`): the same share, but images beyond the slice levels the model trains on,
+as alzheimer's test images are (`benchmarks/slice_scans.py`), where a random carve holds near copies of training
+slices. ``protocol="pooled"`` reproduces the leaky protocol
 common in the literature (and likely the paper's): train and test files are pooled and re-split at
 random with the official test fraction, so near-duplicate slices land on both sides; compare both
 protocols to measure the leak.
@@ -17,13 +20,15 @@ protocols to measure the leak.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
 from core.dataset_info import (DEFAULT_SPLIT_SIZES, IGNORED_FILES, IMAGE_EXTENSIONS, LAYOUTS, PHANTOM_CLASSES,  # noqa: F401
-                               PROTOCOLS, REPO_ROOT, SPLITS, DatasetError, DatasetInfo)
+                               PROTOCOLS, REPO_ROOT, SPLITS, VAL_CARVES, DatasetError, DatasetInfo)
 from core.folder_datasets import TEST_FRACTION, from_checkpoints, images_in, read_folder
 from core.layout import checkpoint_root
 from core.metadata import CheckpointError, load_meta, meta_path
@@ -237,13 +242,54 @@ def stratified_split(files: dict[str, list[str]], fraction: float, seed: int) ->
     return rest, carved
 
 
+@functools.lru_cache(maxsize=4)
+def _scans_of(folder: str, rels: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    # the pixels of every training image are read once per process: ~20 s for alzheimer's 5,121
+    from core.scans import find_scans, positions, slice_signatures  # numpy and Pillow only, loaded when asked for
+
+    signatures = slice_signatures(Path(folder) / rel for rel in rels)
+    scans = find_scans(signatures)
+    return tuple(scans.tolist()), tuple(positions(signatures, scans).tolist())
+
+
+def scan_end_split(files: dict[str, list[str]], fraction: float, folder: Path) -> tuple[dict, dict]:
+    """Split off the outer slices of every scan (`core.scans`): ``k`` at each end, ``k`` the nearest whole number to
+    ``fraction`` of the median scan's slices over two (at least 1). Scans are found from the pixels of the files
+    (relative to ``folder``); no seed is needed. Returns ``(rest, carved)`` like `stratified_split`.
+
+    Raises:
+        DatasetError: no two images are slices of one scan (not a slice dataset).
+    """
+    import numpy as np
+
+    from core.scans import SCAN_THRESHOLD, outer_slices
+
+    listed = [(cls, rel) for cls, names in files.items() for rel in sorted(names)]
+    scans, place = (np.asarray(a) for a in _scans_of(str(folder), tuple(rel for _, rel in listed)))
+    sizes = np.bincount(scans) if len(scans) else np.zeros(0, int)
+    if not (sizes > 1).any():
+        raise DatasetError(f"no two training images of {folder.name} are slices of one scan (none correlate above "
+                           f"{SCAN_THRESHOLD}): the scan_ends validation carve needs a dataset of slices; use the "
+                           "random carve")
+    per_end = max(1, round(fraction * statistics.median(sizes[sizes > 1].tolist()) / 2)) if fraction > 0 else 0
+    held = outer_slices(scans, place, per_end)
+    rest: dict[str, list[str]] = {cls: [] for cls in files}
+    carved: dict[str, list[str]] = {cls: [] for cls in files}
+    for (cls, rel), out in zip(listed, held):
+        (carved if out else rest)[cls].append(rel)
+    return rest, carved
+
+
 def split_files(name: str, split: str, root: Path, *, seed: int = 0, val_fraction: float = 0.15,
-                protocol: str = "official") -> dict[str, list[str]]:
-    """Relative image paths per class of one split under a protocol (see the module docstring)."""
+                protocol: str = "official", val_carve: str = "random") -> dict[str, list[str]]:
+    """Relative image paths per class of one split under a protocol and a validation carve (see the module
+    docstring)."""
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if protocol not in PROTOCOLS:
         raise DatasetError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if val_carve not in VAL_CARVES:
+        raise DatasetError(f"val_carve must be one of {VAL_CARVES}, got {val_carve!r}")
     if get_info(name, root).layout == "flat":  # no test folder: a seeded, stratified share of each class is test
         if protocol == "pooled":
             raise DatasetError(f"{name} has no test folder to pool with train (its test split is carved at random "
@@ -257,7 +303,10 @@ def split_files(name: str, split: str, root: Path, *, seed: int = 0, val_fractio
         train, test = stratified_split(pooled, n_test / n_all, seed)
     if split == "test":
         return test
-    train, val = stratified_split(train, val_fraction, seed)
+    if val_carve == "scan_ends":
+        train, val = scan_end_split(train, val_fraction, Path(root) / name)
+    else:
+        train, val = stratified_split(train, val_fraction, seed)
     return val if split == "val" else train
 
 

@@ -36,9 +36,10 @@ class FolderDataset(Dataset):
     """
 
     def __init__(self, info: DatasetInfo, split: str, root: Path, files: dict[str, list[str]], *,
-                 input_size: int, seed: int, val_fraction: float, protocol: str):
+                 input_size: int, seed: int, val_fraction: float, protocol: str, val_carve: str = "random"):
         self.info, self.split, self.root = info, split, Path(root)
         self.input_size, self.seed, self.val_fraction, self.protocol = input_size, seed, val_fraction, protocol
+        self.val_carve = val_carve
         self.classes = list(info.classes)
         self.samples = [(rel, label) for label, cls in enumerate(self.classes) for rel in files[cls]]
         self.targets = [label for _, label in self.samples]
@@ -98,7 +99,7 @@ class InMemoryDataset(Dataset):
 
 
 def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *, input_size: int | None = None,
-                 seed: int = 0, val_fraction: float = 0.15, protocol: str = "official",
+                 seed: int = 0, val_fraction: float = 0.15, protocol: str = "official", val_carve: str = "random",
                  **phantom_sizes: int) -> Dataset:
     """Open one split of a registered dataset.
 
@@ -110,6 +111,7 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
         seed: split seed for real data; generator seed for the phantom.
         val_fraction: share of each train class moved to val (real data).
         protocol: "official" or "pooled" (real data only).
+        val_carve: "random" or "scan_ends" (real data only; `core.catalog.scan_end_split`).
         **phantom_sizes: ``n_train``, ``n_val``, ``n_test`` item counts (phantom only).
 
     Returns:
@@ -130,6 +132,8 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
             raise DatasetError(f"unknown phantom options {sorted(unknown)}; use n_train, n_val, n_test")
         if protocol != "official":
             raise DatasetError("the phantom has no files to pool; use protocol='official'")
+        if val_carve != "random":
+            raise DatasetError("the phantom's images are not slices of scans; use val_carve='random'")
         try:
             ds = PhantomDataset(split, seed=seed, size=size, n=phantom_sizes.get(f"n_{split}"))
         except ValueError as err:
@@ -139,11 +143,12 @@ def load_dataset(name: str, split: str, root: str | os.PathLike | None = None, *
     if phantom_sizes:
         raise DatasetError(f"{sorted(phantom_sizes)} apply only to the phantom dataset")
     data_root = data_root_of(name, root)
-    files = split_files(name, split, data_root, seed=seed, val_fraction=val_fraction, protocol=protocol)
+    files = split_files(name, split, data_root, seed=seed, val_fraction=val_fraction, protocol=protocol,
+                        val_carve=val_carve)
     if not any(files.values()):
         raise DatasetError(f"{name} {split} is empty (val_fraction={val_fraction}); use val_fraction > 0")
     return FolderDataset(info, split, data_root, files, input_size=size, seed=seed,
-                         val_fraction=val_fraction, protocol=protocol)
+                         val_fraction=val_fraction, protocol=protocol, val_carve=val_carve)
 
 
 def _subset(targets: list[int], max_per_class: int | None, seed: int) -> list[int]:
@@ -213,15 +218,19 @@ def _fingerprint_of(ds: Dataset, indices: list[int] | None = None) -> str:
             payload["indices"] = indices
         return _digest(payload)
     picked = ds.samples if indices is None else [ds.samples[i] for i in indices]
-    return _digest({"dataset": ds.info.name, "split": ds.split, "seed": ds.seed, "protocol": ds.protocol,
-                    "val_fraction": ds.val_fraction, "files": sorted(f"{rel}:{label}" for rel, label in picked)})
+    payload = {"dataset": ds.info.name, "split": ds.split, "seed": ds.seed, "protocol": ds.protocol,
+               "val_fraction": ds.val_fraction, "files": sorted(f"{rel}:{label}" for rel, label in picked)}
+    if ds.val_carve != "random" and ds.split != "test":  # the random carve's fingerprints stay as they were
+        payload["val_carve"] = ds.val_carve
+    return _digest(payload)
 
 
 def data_fingerprint(ds: Dataset) -> str:
     """sha256 identifying the data of ``ds``.
 
-    Folder datasets: the sorted relative file list with labels plus split, seed, protocol and
-    val_fraction (the pixels are not read). Phantom: its generator parameters. In-memory copies
+    Folder datasets: the sorted relative file list with labels plus split, seed, protocol,
+    val_fraction and, for train and val, a validation carve other than the random one (the pixels are not
+    read). Phantom: its generator parameters. In-memory copies
     carry the fingerprint of what they kept (equal to the source's when nothing was skipped).
     """
     if isinstance(ds, (PhantomDataset, FolderDataset)):

@@ -16,6 +16,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", 
 IGNORED_FILES = frozenset({"thumbs.db", "desktop.ini"})
 SPLITS = ("train", "val", "test")
 PROTOCOLS = ("official", "pooled")
+# How validation is carved out of train: a seeded share of each class at random, or the outer slices of each scan
+# (slice datasets: `core.catalog.scan_end_split`).
+VAL_CARVES = ("random", "scan_ends")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # How a folder holds its splits: "split" is {train,test}/<class>/, "flat" is <class>/ with the test split carved.
 LAYOUTS = ("split", "flat")

@@ -131,7 +131,7 @@ def _images(dataset: str, split: str, meta: CheckpointMeta, root, max_per_class:
     train = meta.train or {}
     # another dataset is read with its own split defaults: only its images matter
     kwargs = dict(seed=int(train.get("data_seed", 0)), val_fraction=float(train.get("val_fraction", 0.15)),
-                  protocol=train.get("protocol", "official")) if own else {}
+                  protocol=train.get("protocol", "official"), val_carve=train.get("val_carve", "random")) if own else {}
     ds = load_dataset(dataset, split, root=root, input_size=meta.input_size, **kwargs)
     data = materialize(ds, progress=False, max_per_class=max_per_class)
     return data.images, data.targets.numpy()

@@ -11,7 +11,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.catalog import DatasetError, get_info
+from core.catalog import VAL_CARVES, DatasetError, get_info
 from core.distill import LOSSES, build_loss
 from core.metadata import SEED_RANGE
 from core.models import STUDENT_POOLED_BLOCKS, TEACHERS, smallest_side_needed
@@ -44,6 +44,7 @@ class TrainConfig:
     protocol: str = "official"
     data_seed: int = 0  # validation carve (and the phantom generator): fixed across seeds for a fair comparison
     val_fraction: float = 0.15
+    val_carve: str = "random"  # or "scan_ends": the outer slices of each scan (`core.catalog.scan_end_split`)
     input_size: int | None = None  # None: the dataset's default
     max_per_class: int | None = None  # cap on training and validation images per class
     augment: bool = True
@@ -84,11 +85,14 @@ class TrainConfig:
         """Refuse, with a `SettingError` naming it, a setting no run can use: found here, before anything is
         trained or written, not after the teacher has trained for an hour."""
         try:  # a built-in dataset, or the user's folder of that name under the data root
-            get_info(self.dataset, self.root)
+            info = get_info(self.dataset, self.root)
         except DatasetError as err:
             raise SettingError("dataset", str(err)) from None
+        if info.synthetic and self.val_carve != "random":
+            raise SettingError("val_carve", f"the {self.dataset} dataset's images are not slices of scans; use random")
         for name, what, known in (("teacher_arch", "teacher", TEACHERS),
-                                  ("schedule", "schedule", SCHEDULES), ("loss", "loss", LOSSES)):
+                                  ("schedule", "schedule", SCHEDULES), ("loss", "loss", LOSSES),
+                                  ("val_carve", "validation carve", VAL_CARVES)):
             if getattr(self, name) not in known:
                 raise SettingError(name, f"unknown {what} {getattr(self, name)!r}; choose one of {', '.join(known)}")
         for name in ("batch_size", "teacher_epochs", "student_epochs", "patience", "views"):
@@ -213,14 +217,14 @@ def default_stages(cfg: TrainConfig, teacher: bool = True) -> list[Stage]:
 
 # Settings a resumed run must share with the run that wrote its state: resuming with any other value would
 # write metadata describing a run that never happened.
-RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "input_size", "max_per_class", "augment", "views",
-               "class_balance", "batch_size", "lr", "weight_decay", "schedule", "teacher_arch",
+RESUME_KEYS = ("dataset", "protocol", "data_seed", "val_fraction", "val_carve", "input_size", "max_per_class",
+               "augment", "views", "class_balance", "batch_size", "lr", "weight_decay", "schedule", "teacher_arch",
                "teacher_label_smoothing", "progressive", "depth", "attention_beta", "pooled_blocks")
 # Settings of the student alone: a teacher's run does not depend on them, so a teacher kept from one recipe
 # serves a recipe that differs only in its student.
 STUDENT_ONLY_KEYS = ("depth", "attention_beta", "pooled_blocks")
 # A setting added after runs were kept: those runs used the value it had before it could be chosen.
-SETTINGS_BEFORE_RECORDED = {"pooled_blocks": STUDENT_POOLED_BLOCKS}
+SETTINGS_BEFORE_RECORDED = {"pooled_blocks": STUDENT_POOLED_BLOCKS, "val_carve": "random"}
 
 
 def recorded_settings(recorded: dict) -> dict:

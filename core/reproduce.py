@@ -167,7 +167,7 @@ def train_fingerprint(cfg: TrainConfig) -> Callable[[int], str]:
     """The fingerprint of a recipe's training data at an input size (the phantom's pixels depend on it)."""
     return lambda size: data_fingerprint(load_dataset(cfg.dataset, "train", root=cfg.root, input_size=size,
                                                       seed=cfg.data_seed, val_fraction=cfg.val_fraction,
-                                                      protocol=cfg.protocol))
+                                                      protocol=cfg.protocol, val_carve=cfg.val_carve))
 
 
 def destination(cfg: TrainConfig, budget: Budget, grid: bool, runs: Path, out: Path, force: bool) -> Path:

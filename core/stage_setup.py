@@ -78,11 +78,11 @@ def _private_teacher(teacher: nn.Module) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=4)
-def _split(dataset: str, split: str, root: str | None, size: int, seed: int, val_fraction: float, protocol: str,
-           max_per_class: int | None):
+def _split(dataset: str, split: str, root: str | None, size: int, seed: int, val_fraction: float, val_carve: str,
+           protocol: str, max_per_class: int | None):
     """A decoded, resized uint8 copy of a split, kept for the process: every stage of a recipe reads the same."""
     ds = load_dataset(dataset, split, root=root, input_size=size, seed=seed, val_fraction=val_fraction,
-                      protocol=protocol)
+                      protocol=protocol, val_carve=val_carve)
     return ds, materialize(ds, max_per_class=max_per_class)
 
 
@@ -114,7 +114,7 @@ def setup_stage(cfg: TrainConfig, stage: Stage, teacher: nn.Module | None, pretr
     # another world size deals other shards and another total batch: not the same run
     settings = {**stage_settings(cfg, stage), "world_size": distributed.world_size()}
     size = settings["input_size"]
-    key = (cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.protocol, cfg.max_per_class)
+    key = (cfg.root, size, cfg.data_seed, cfg.val_fraction, cfg.val_carve, cfg.protocol, cfg.max_per_class)
     (train_ds, train), (_, val) = _split(cfg.dataset, "train", *key), _split(cfg.dataset, "val", *key)
     mean, std = channel_stats(train.images)
     set_seed(stage.seed)

@@ -290,9 +290,9 @@ def test_cli_help(module):
 
 
 # Options that set a TrainConfig field, by the field's name.
-RECIPE_OPTIONS = {"dataset", "root", "protocol", "input_size", "max_per_class", "batch_size", "lr", "teacher_arch",
-                  "teacher_epochs", "depth", "pooled_blocks", "student_epochs", "patience", "attention_beta",
-                  "label_only", "seeds", "resume", "threads", "loss"}
+RECIPE_OPTIONS = {"dataset", "root", "protocol", "val_carve", "input_size", "max_per_class", "batch_size", "lr",
+                  "teacher_arch", "teacher_epochs", "depth", "pooled_blocks", "student_epochs", "patience",
+                  "attention_beta", "label_only", "seeds", "resume", "threads", "loss"}
 
 
 def test_the_command_lines_defaults_are_the_recipes_but_baseline_and_resume():
@@ -313,7 +313,7 @@ def test_the_command_line_follows_the_recipe_when_its_defaults_change(monkeypatc
     other = {"dataset": "brain_tumor", "root": "elsewhere", "protocol": "pooled", "input_size": 48, "max_per_class": 7,
              "batch_size": 5, "lr": 0.25, "teacher_arch": "resnet18", "teacher_epochs": 3, "depth": 7,
              "pooled_blocks": 2, "student_epochs": 9, "patience": 11, "attention_beta": 2.5, "seeds": (3, 4),
-             "threads": 3, "loss": "dist", "loss_args": {"temperature": 2.0}}
+             "threads": 3, "loss": "dist", "loss_args": {"temperature": 2.0}, "val_carve": "scan_ends"}
     assert set(other) == RECIPE_OPTIONS - {"label_only", "resume"} | {"loss_args"}
     assert all(getattr(TrainConfig(), name) != value for name, value in other.items())
     shifted = dataclasses.make_dataclass(

@@ -14,7 +14,7 @@ from pathlib import Path
 from core import checkpoints, distributed
 from core.arguments import RUN_FAILURES, add_data_option, choose_dataset, failure_line, unwritable
 from core.budgets import Budget
-from core.catalog import get_info
+from core.catalog import VAL_CARVES, get_info
 from core.data import data_fingerprint, load_dataset
 from core.distill import LOSSES
 from core.layout import dataset_folder
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"student seeds, one run per seed and arm (default: {' '.join(map(str, d['seeds']))})")
     add("--protocol", choices=["official", "pooled"], default=d["protocol"],
         help="official split, or the paper's pooled random split, leaky (default: %(default)s)")
+    add("--val-carve", choices=list(VAL_CARVES), default=d["val_carve"],
+        help="validation: a seeded share of each class at random, or the outer slices of every scan of a slice "
+             "dataset, found from the pixels (default: %(default)s)")
     add("--patience", type=int, default=d["patience"],
         help="students' early-stopping patience in epochs (default: %(default)s)")
     add("--max-per-class", type=int, default=d["max_per_class"], help="cap training images per class (default: none)")
@@ -180,7 +183,8 @@ def _user_models_folder(parser: argparse.ArgumentParser, args: argparse.Namespac
     size = cfg.input_size or get_info(cfg.dataset, cfg.root).input_size
     budget = Budget(size, cfg.teacher_epochs, 0, cfg.student_epochs, max_per_class=cfg.max_per_class)
     fingerprint = lambda side: data_fingerprint(load_dataset(  # noqa: E731
-        cfg.dataset, "train", root=cfg.root, input_size=side, seed=cfg.data_seed, val_fraction=cfg.val_fraction))
+        cfg.dataset, "train", root=cfg.root, input_size=side, seed=cfg.data_seed, val_fraction=cfg.val_fraction,
+        val_carve=cfg.val_carve))
     try:
         return user_run_destination(folder, budget, fingerprint, args.force)
     except ShippingRefused as err:

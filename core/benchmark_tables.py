@@ -28,7 +28,8 @@ BENCHMARKS = {
     "teacher_continuation_eye_disease": "python benchmarks/teacher_continuation.py --dataset eye_disease",
     "per_class_recall": "python benchmarks/per_class_recall.py",
     "kd_losses_alzheimer": "python benchmarks/kd_losses.py --dataset alzheimer",
-    "slice_scans_alzheimer": "python benchmarks/slice_scans.py --dataset alzheimer"}
+    "slice_scans_alzheimer": "python benchmarks/slice_scans.py --dataset alzheimer",
+    "scan_validation_alzheimer": "python benchmarks/scan_validation.py --dataset alzheimer"}
 
 
 def render_benchmarks(folder: Path = RESULTS_FOLDER) -> str:

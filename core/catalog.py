@@ -244,10 +244,11 @@ def stratified_split(files: dict[str, list[str]], fraction: float, seed: int) ->
 
 @functools.lru_cache(maxsize=4)
 def _scans_of(folder: str, rels: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    # the pixels of every training image are read once per process: ~20 s for alzheimer's 5,121
+    # the pixels of every training image are read once per process: ~20 s for alzheimer's 5,121; a file that
+    # cannot be read joins no scan and stays in train, where loading it skips it and says so, as for any split
     from core.scans import find_scans, positions, slice_signatures  # numpy and Pillow only, loaded when asked for
 
-    signatures = slice_signatures(Path(folder) / rel for rel in rels)
+    signatures = slice_signatures((Path(folder) / rel for rel in rels), skip_unreadable=True)
     scans = find_scans(signatures)
     return tuple(scans.tolist()), tuple(positions(signatures, scans).tolist())
 

@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from core.images import open_image
+from core.images import ImageError, open_image
 
 __all__ = ["SCAN_THRESHOLD", "SIGNATURE_SIDE", "slice_signatures", "find_scans", "positions", "outer_slices"]
 
@@ -35,16 +35,24 @@ _ROWS = 1024  # rows of the correlation matrix held at once: memory stays O(rows
 _SHARPEN = 8  # weights of the ordering graph: correlation ** 8 keeps the chain's adjacent links, fades the rest
 
 
-def slice_signatures(images: Iterable[str | os.PathLike | Image.Image], side: int = SIGNATURE_SIDE) -> np.ndarray:
+def slice_signatures(images: Iterable[str | os.PathLike | Image.Image], side: int = SIGNATURE_SIDE,
+                     skip_unreadable: bool = False) -> np.ndarray:
     """(N, side * side) float32 signatures: each image grayscale, resized, zero mean and unit length.
 
-    A flat image (every pixel equal) has no correlation with anything: its signature is all zeros.
+    A flat image (every pixel equal) has no correlation with anything: its signature is all zeros; so has a file
+    that cannot be read, with ``skip_unreadable`` (otherwise its `ImageError` is raised), which then joins no scan.
     """
     if side < 2:
         raise ValueError(f"side must be at least 2 pixels, got {side}")
     rows = []
     for item in images:
-        image = item if isinstance(item, Image.Image) else open_image(item)
+        try:
+            image = item if isinstance(item, Image.Image) else open_image(item)
+        except ImageError:
+            if not skip_unreadable:
+                raise
+            rows.append(np.zeros(side * side, np.float32))
+            continue
         pixels = np.asarray(image.convert("L").resize((side, side), Image.BILINEAR), dtype=np.float32).ravel()
         pixels = pixels - pixels.mean()
         norm = float(np.linalg.norm(pixels))

@@ -69,3 +69,13 @@ def test_a_short_scan_is_left_whole_and_a_lone_slice_sits_in_the_middle():
     assert not outer_slices(scans, np.array([0.0, 0.5, 1.0, 0.5]), per_end=2).any()
     with pytest.raises(ValueError, match="per_end"):
         outer_slices(scans, place, per_end=-1)
+
+
+def test_an_unreadable_file_is_refused_or_given_a_zero_signature(tmp_path):
+    from core.images import ImageError
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(ImageError):
+        slice_signatures([broken], side=8)
+    assert not slice_signatures([broken], side=8, skip_unreadable=True).any()

@@ -89,3 +89,11 @@ def test_the_recipe_and_the_command_line_take_the_carve_and_refuse_an_unknown_on
         TrainConfig(dataset="phantom", val_carve="scan_ends")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--val-carve", "outer"])
+
+
+def test_an_unreadable_training_file_joins_no_scan_and_stays_in_train(root):
+    broken = root / "slices" / "train" / "a" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    train = split_files("slices", "train", root, val_fraction=0.2, val_carve="scan_ends")
+    val = split_files("slices", "val", root, val_fraction=0.2, val_carve="scan_ends")
+    assert "train/a/broken.png" in train["a"] and sorted({_depth(r) for r in val["a"]}) == [1, 2, 17, 18]

@@ -55,7 +55,10 @@ register_dataset(DatasetInfo(
 register_dataset(DatasetInfo(
     "alzheimer", ("MildDemented", "ModerateDemented", "NonDemented", "VeryMildDemented"), "axial brain MRI (T1)",
     "Kaggle tourist55/alzheimers-dataset-4-class-of-images", 128,
-    kaggle="tourist55/alzheimers-dataset-4-class-of-images"))
+    kaggle="tourist55/alzheimers-dataset-4-class-of-images",
+    split_note="Its test images are the outer slices of the very scans its training images come from (found from "
+               "the pixels: benchmarks/slice_scans.py), so test accuracy measures other levels of the brains of "
+               "subjects the models trained on, not new patients."))
 register_dataset(DatasetInfo(
     "phantom", PHANTOM_CLASSES, "synthetic MRI-like head slice with lesion mask",
     "generated in code (core.phantom), seeded", 64, synthetic=True))
@@ -315,20 +318,21 @@ def dataset_status(name: str, root: str | os.PathLike | None = None) -> dict:
     """What the UI needs to show about a dataset; never raises.
 
     Returns:
-        ``{"name", "available", "reason", "root", "classes", "modality", "source", "input_size",
+        ``{"name", "available", "reason", "root", "classes", "modality", "source", "split_note", "input_size",
         "synthetic", "user", "layout", "skipped", "counts": {"train": {cls: n}, "test": {cls: n}},
         "totals": {"train": n, "test": n}}``; ``reason`` (None when available) says why the data cannot be used and
         how to fix it; ``skipped`` counts the entries of a user's class folders that are not images.
     """
     status = {"name": name, "available": False, "reason": None, "root": None, "classes": [], "modality": "",
-              "source": "", "input_size": None, "synthetic": False, "user": False, "layout": "split", "skipped": 0,
-              "counts": {}, "totals": {}}
+              "source": "", "split_note": "", "input_size": None, "synthetic": False, "user": False,
+              "layout": "split", "skipped": 0, "counts": {}, "totals": {}}
     info = DATASETS.get(name)
     if info is None:
         status["reason"] = f"unknown dataset {name!r}; known: {', '.join(DATASETS)}"
         return status
     status.update(classes=list(info.classes), modality=info.modality, source=info.source,
-                  input_size=info.input_size, synthetic=info.synthetic, user=info.user, layout=info.layout)
+                  split_note=info.split_note, input_size=info.input_size, synthetic=info.synthetic, user=info.user,
+                  layout=info.layout)
     if info.synthetic:
         counts = {s: {c: len(range(k, n, len(info.classes))) for k, c in enumerate(info.classes)}
                   for s, n in DEFAULT_SPLIT_SIZES.items()}

@@ -45,6 +45,7 @@ class DatasetInfo:
             counted rather than refused, and the name can be registered again when the folder changes.
         root: the data root this dataset's folder lies in, where it is not the default one (a folder named by
             ``--data DIR``, or found through the run that trained its checkpoints); "" for the default root.
+        split_note: what its test split measures, where that is not what a reader would assume ("" if nothing).
     """
 
     name: str
@@ -57,3 +58,4 @@ class DatasetInfo:
     layout: str = "split"
     user: bool = False
     root: str = ""
+    split_note: str = ""

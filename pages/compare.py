@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.roles import DISTILLED, TEACHER
-from explorer import cached_plots, chrome, compare_view, loaders, page_list, ui
+from explorer import cached_plots, chrome, compare_view, listing, loaders, page_list, ui
 from explorer.names import role_label
 from explorer.text import plain
 
@@ -22,6 +22,8 @@ answer = compare_view.answer(*compare_view.reports(dataset, models, None)[:2])  
 if answer:
     with st.container(key="answer"):
         st.markdown(f"**{answer}**")
+if note := listing.status(dataset)["split_note"]:  # what the test accuracy below measures, where it is not obvious
+    st.caption(plain(note))
 st.subheader("Architecture")
 arch = {r: compare_view.architecture(m, m.version) for r, m in models.items()}
 st.dataframe([{"model": role_label(r), "architecture": a["arch"], "layers shown": a["layers"],

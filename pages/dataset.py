@@ -9,7 +9,8 @@ from explorer.text import plain
 
 dataset = chrome.current_dataset()
 status = listing.status(dataset)
-chrome.page_header(f"Dataset: {dataset}", plain(f"{status['modality']}. Source: {status['source']}."))
+chrome.page_header(f"Dataset: {dataset}", plain(f"{status['modality']}. Source: {status['source']}. "
+                                                 f"{status['split_note']}".strip()))
 
 if status["available"]:
     st.subheader("Class balance")

@@ -90,3 +90,12 @@ def test_pages_open_on_the_first_test_image_every_model_classifies_right(tmp_pat
         assert at.number_input(key="image").value == 2, page
     at = open_page("explanations", {"image": "0"})  # a link still opens the image it names
     assert at.number_input(key="image").value == 0
+
+
+def test_alzheimer_says_what_its_test_split_measures_where_its_accuracy_is_read():
+    note = "outer slices of the very scans its training images come from"
+    for page in ("dataset", "compare"):
+        at = open_page(page, {"dataset": "alzheimer"})
+        assert_ok(at)
+        assert note in as_read(texts(at)), page
+    assert note not in as_read(texts(open_page("dataset")))  # the phantom's test split is what it says

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import re
 import statistics
@@ -45,8 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.app_memory import PAGES, environment, wait_rendered, wait_until  # noqa: E402
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
-from benchmarks.report import measured_on  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from scripts.screenshots import chrome, chromium_paths, click_button, errors_shown, free_port  # noqa: E402
 
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "app_load.json"
@@ -327,8 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             if session["errors"]:
                 print(f"warning: slots {setting['slots']}: {session['session']} showed: {session['errors']}")
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    write_results(out, result, markdown(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if all(c["met"] for c in result["checks"].values()) else 1  # 2: nothing measured (above)
 

@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.util
-import json
 import os
 import platform
 import sys
@@ -38,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.app_server import RssSampler, server, wait_healthy  # noqa: E402
-from benchmarks.report import measured_on  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from explorer import page_list  # noqa: E402
 from scripts.screenshots import chrome, chromium_paths, click_button, errors_shown, free_port  # noqa: E402
 
@@ -404,8 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in errors:
         print(f"warning: {step['session']}: {step['step']} on {step['dataset']} showed: {step['errors']}")
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    write_results(out, result, markdown(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0 if all(c["met"] for c in result["checks"].values()) else 1  # 2: nothing measured (above)
 

@@ -27,14 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.explain import explain  # noqa: E402
 from core.faithfulness import agreement  # noqa: E402
 from core.faithfulness_study import study_images  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
 from core.layout import checkpoint_file, dataset_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.roles import DISTILLED, TEACHER  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.teacher_evidence import HEAD_FILE, attach_shipped_head  # noqa: E402
@@ -103,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.perf_counter() - started, 1), "created": checkpoints.now_iso(),
               "environment": environment()}
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    write_results(out, result, markdown(result))
     print(f"wrote {out}")
     return 0
 

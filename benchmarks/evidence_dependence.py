@@ -18,7 +18,6 @@ Writes ``benchmarks/results/evidence_dependence_<dataset>.json`` and a Markdown 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.evaluate import evaluation_split  # noqa: E402
 from core.explain import explain  # noqa: E402
@@ -36,7 +35,6 @@ from core.faithfulness import agreement  # noqa: E402
 from core.faithfulness_study import study_images  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
 from core.layout import checkpoint_file, dataset_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.models import build_model  # noqa: E402
 from core.roles import DISTILLED, TEACHER  # noqa: E402
 from core.sanity import sanity_check  # noqa: E402
@@ -123,8 +121,7 @@ def main() -> int:
     print("median Spearman with the trained teacher's Grad-CAM: "
           + ", ".join(f"{k} {v:.3f}" for k, v in with_grad_cam.items()))
     out = RESULTS / f"evidence_dependence_{args.dataset}.json"
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    write_results(out, result, markdown(result))
     print(f"wrote {out}")
     return 0
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing as mp
 import os
 import re
@@ -45,8 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core.cam import cam_head  # noqa: E402
 from core.costs import calibrate, estimate_cost  # noqa: E402
 from core.explain import explain  # noqa: E402
@@ -259,8 +257,7 @@ def main() -> int:
               "threads": args.threads, "memory_checked": not args.no_memory, "checks": rows, "factors": factors,
               "milliseconds": numbers_ms, "seconds": time.perf_counter() - start, "environment": env}
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    write_results(out, result, markdown(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
     return 1 if failed else 0
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 import time
@@ -28,8 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import measured_on  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from explorer import page_list  # noqa: E402
 
 TARGET_S = 2.0
@@ -99,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                "torch_build": runtime.torch_build(),
                "environment": environment()}
     out = Path(args.out)
-    atomic_write_text(out, json.dumps(payload, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(out, payload, markdown(payload))
     errors = [s for s in steps if s["errors"]]
     return 1 if errors else 0
 

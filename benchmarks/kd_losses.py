@@ -18,7 +18,6 @@ state is resumable in ``--runs``. Writes ``benchmarks/results/kd_losses_<dataset
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -28,14 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from benchmarks.student_frontier import shipped_pair  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.distill import LOSSES  # noqa: E402
 from core.evaluate import evaluation_split  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
 from core.layout import stage_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.metrics import accuracy, balanced_accuracy, precision_recall_f1  # noqa: E402
 from core.recipe import Stage  # noqa: E402
 from core.stats import paired_difference  # noqa: E402
@@ -178,10 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = {k: v for k, v in (("student_epochs", args.epochs), ("max_per_class", args.max_per_class)) if v}
     result = run(args.dataset, args.losses, args.seeds, runs, args.threads, args.root, args.checkpoints, **recipe)
     out = Path(args.out or RESULTS / f"kd_losses_{args.dataset}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    print(write_results(out, result, markdown(result)))
 
 
 if __name__ == "__main__":

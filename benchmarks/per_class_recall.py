@@ -13,7 +13,6 @@ and a Markdown table beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -21,9 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from benchmarks.report import write_results  # noqa: E402
 from core.checkpoints import now_iso  # noqa: E402
 from core.layout import dataset_folder, results_file  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.results_record import ShippedResults  # noqa: E402
 from core.roles import STUDENTS, TEACHER  # noqa: E402
 
@@ -76,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     if not found:
         sys.exit("no shipped results.json for " + ", ".join(args.datasets))
     out = {"datasets": found, "created": now_iso()}
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / "per_class_recall.json", json.dumps(out, indent=1) + "\n")
-    atomic_write_text(RESULTS / "per_class_recall.md", markdown(out))
-    print(markdown(out))
+    print(write_results(RESULTS / "per_class_recall.json", out, markdown(out)))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ above the threshold is a neighbouring slice of a scan the model trains on. Write
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,12 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core.catalog import data_root_of, split_files, stratified_split  # noqa: E402
 from core.checkpoints import now_iso  # noqa: E402
 from core.data import load_dataset  # noqa: E402
 from core.layout import PREDICTIONS_FILE, dataset_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.scans import SCAN_THRESHOLD, find_scans, outer_slices, positions, slice_signatures  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 
@@ -172,10 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     found = study(args.dataset, args.root, args.threshold, args.per_end, args.checkpoints)
     found.update(created=now_iso(), environment=environment())
     out = Path(args.out) if args.out else RESULTS / f"slice_scans_{args.dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(found, indent=1) + "\n")
-    atomic_write_text(out.with_suffix(".md"), markdown(found))
-    print(markdown(found))
+    print(write_results(out, found, markdown(found)))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import shutil
 import sys
 import tempfile
@@ -35,14 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.bench import benchmark_methods  # noqa: E402
 from core.evaluate import evaluation_split  # noqa: E402
 from core.faithfulness_study import StudyConfig, run_study  # noqa: E402
 from core.inference import batch_for, predict_tensor  # noqa: E402
 from core.layout import TEACHER_LOGITS_FILE, checkpoint_file, dataset_folder, stage_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.models import STUDENT_POOLED_BLOCKS, count_parameters  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402
 from core.roles import DISTILLED, TEACHER  # noqa: E402
@@ -255,10 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.images, args.timing_images, args.threads, study_settings,
                  **({"student_epochs": args.epochs} if args.epochs else {}),
                  **({"max_per_class": args.max_per_class} if args.max_per_class else {}))
-    out = Path(args.out)
-    atomic_write_text(out, json.dumps(result, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(result))
-    print(markdown(result))
+    print(write_results(args.out, result, markdown(result)))
     return 0
 
 

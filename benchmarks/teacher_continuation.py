@@ -18,7 +18,6 @@ Writes ``benchmarks/results/teacher_continuation_<dataset>.json`` and a Markdown
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.teacher_transfer import best, curve, curves_and_choice, start_weights  # noqa: E402
 from core import checkpoints  # noqa: E402
+from benchmarks.report import write_results  # noqa: E402
 from core.budgets import STRONG, Budget  # noqa: E402
 from core.evaluate import evaluate_checkpoints  # noqa: E402
 from core.layout import checkpoint_file, dataset_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.recipe import Stage  # noqa: E402
 from core.reproduce import recipe  # noqa: E402
 from core.roles import TEACHER  # noqa: E402
@@ -113,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
            "shipped_teacher_sha256": shipped_sha, "arms": arms, "preferred": preferred,
            "created": checkpoints.now_iso(), "environment": {**environment(), "threads": args.threads}}
     target = Path(args.out) if args.out else RESULTS / f"teacher_continuation_{args.dataset}.json"
-    atomic_write_text(target, json.dumps(out, indent=1) + "\n")
-    atomic_write_text(target.with_suffix(".md"), markdown(out))
-    print(markdown(out))
+    print(write_results(target, out, markdown(out)))
     return 0
 
 

@@ -16,7 +16,6 @@ Writes ``benchmarks/results/teacher_transfer_<dataset>.json`` and a Markdown tab
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core import checkpoints  # noqa: E402
 from core.budgets import BUDGETS  # noqa: E402
 from core.layout import checkpoint_file, dataset_folder  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
 from core.recipe import Stage  # noqa: E402
 from core.reproduce import recipe  # noqa: E402
 from core.roles import TEACHER  # noqa: E402
@@ -109,10 +107,7 @@ def main(argv: list[str] | None = None) -> None:
            "recipe": f"cpu budget, {cfg.teacher_epochs} epochs, {cfg.input_size} px, seed 0", "arms": arms,
            "preferred": preferred, "created": checkpoints.now_iso(),
            "environment": {**environment(), "threads": args.threads}}
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"teacher_transfer_{args.dataset}.json", json.dumps(out, indent=1) + "\n")
-    atomic_write_text(RESULTS / f"teacher_transfer_{args.dataset}.md", markdown(out))
-    print(markdown(out))
+    print(write_results(RESULTS / f"teacher_transfer_{args.dataset}.json", out, markdown(out)))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 import time
@@ -25,8 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.report import measured_on  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core.models import build_teacher  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.recipe import Stage, TrainConfig  # noqa: E402
@@ -86,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                "pipeline_images_per_s": pipeline, "bare_images_per_s": bare, "ratio": ratio, "target": TARGET,
                "config": vars(args), "environment": env}
-    out = Path(args.out)
-    atomic_write_text(out, json.dumps(payload, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     return 0 if ratio >= TARGET else 1
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 import threading
@@ -37,8 +36,7 @@ from core.data import load_dataset  # noqa: E402
 from core.explain import explain  # noqa: E402
 from core.images import open_image  # noqa: E402
 from core.inference import preprocess  # noqa: E402
-from benchmarks.report import measured_on  # noqa: E402
-from core.metadata import atomic_write_text  # noqa: E402
+from benchmarks.report import measured_on, write_results  # noqa: E402
 from core.recipe import TrainConfig  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.layout import checkpoint_file, dataset_folder  # noqa: E402
@@ -161,9 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                "seconds": seconds, "factors": factors,
                "target": TARGET, "config": vars(args), "environment": env,
                "worker_niceness": train_worker.WORKER_NICENESS}
-    out = Path(args.out)
-    atomic_write_text(out, json.dumps(payload, indent=1))
-    atomic_write_text(out.with_suffix(".md"), markdown(payload))
+    write_results(args.out, payload, markdown(payload))
     return 0 if met else 1
 
 

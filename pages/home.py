@@ -45,7 +45,7 @@ for col, name in zip(cols, shown_names):
             acc = s["test_accuracy"]
             shown = ", ".join(role_label(r).lower() + (f" {acc[r]:.0%}" if acc.get(r) is not None else "")
                               for r in models)
-            st.markdown(f":green[models: {shown}]")
+            st.markdown(f":green[models: {shown}]", help=plain(s["split_note"]) or None)  # what test measures
         else:
             st.markdown(":orange[models: none shipped]")
         for role, message in s["checkpoint_errors"].items():

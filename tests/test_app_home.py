@@ -27,6 +27,13 @@ def test_home_shows_banner_paper_and_a_card_per_dataset():
     assert at.query_params["dataset"] == "phantom"
 
 
+def test_alzheimers_card_says_what_its_test_accuracy_measures():
+    at = open_app()
+    notes = {m.proto.help for m in at.markdown if m.value.startswith(":green[models:")}
+    assert any("outer slices of the very scans" in n for n in notes), notes
+    assert "" in notes  # the other datasets' cards carry no note
+
+
 def test_home_runs_without_importing_torch():
     # A fresh process: this one imported torch long ago. torch and torchvision are most of the cold start's
     # time and memory; Home and the sidebar read files and metadata only (its background import turned off here).

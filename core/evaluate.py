@@ -29,7 +29,8 @@ def evaluation_split(meta: checkpoints.CheckpointMeta, split: str = "test", root
     """The evaluation split a checkpoint was trained for (same protocol, seed and input size), in memory."""
     train_cfg = meta.train or {}
     ds = load_dataset(meta.dataset, split, root=root, input_size=meta.input_size,
-                      seed=int(train_cfg.get("data_seed", 0)), protocol=train_cfg.get("protocol", "official"))
+                      seed=int(train_cfg.get("data_seed", 0)), protocol=train_cfg.get("protocol", "official"),
+                      val_carve=train_cfg.get("val_carve", "random"))
     return materialize(ds, progress=True, max_per_class=max_per_class)
 
 

@@ -97,3 +97,16 @@ def test_an_unreadable_training_file_joins_no_scan_and_stays_in_train(root):
     train = split_files("slices", "train", root, val_fraction=0.2, val_carve="scan_ends")
     val = split_files("slices", "val", root, val_fraction=0.2, val_carve="scan_ends")
     assert "train/a/broken.png" in train["a"] and sorted({_depth(r) for r in val["a"]}) == [1, 2, 17, 18]
+
+
+def test_a_checkpoint_trained_on_the_scan_ends_carve_is_evaluated_on_its_own_validation_split(root):
+    from core.evaluate import evaluation_split
+    from core.metadata import CheckpointMeta
+
+    meta = CheckpointMeta(arch="student", num_classes=2, classes=["a", "b"], input_size=16, mean=[0.5] * 3,
+                          std=[0.25] * 3, dataset="slices", train={"val_carve": "scan_ends", "data_seed": 0})
+    val = evaluation_split(meta, "val", root=str(root))
+    carved = split_files("slices", "val", root, val_carve="scan_ends")
+    assert len(val) == sum(map(len, carved.values())) == 8  # 15% of 18 over two ends: one slice at each end
+    assert data_fingerprint(val) == data_fingerprint(load_dataset("slices", "val", root=root, input_size=16,
+                                                                   val_carve="scan_ends"))

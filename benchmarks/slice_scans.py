@@ -88,11 +88,14 @@ def study(dataset: str, root: str | None, threshold: float, per_end: int, checkp
     # three slices beyond a scan's training slices links to them through its neighbours, or not at all)
     n_train = len(sig["train"])
     joint_sig = np.concatenate([sig["train"], sig["test"]])
-    in_training_scans, end = {}, None
-    for looser in (round(threshold - 0.02, 4), round(threshold - 0.01, 4), threshold):
-        joint = find_scans(joint_sig, looser)
-        with_train = np.isin(joint[n_train:], joint[:n_train])
-        in_training_scans[str(looser)] = int(with_train.sum())
+    def joined(at: float) -> tuple[np.ndarray, np.ndarray]:  # scans over both splits; test images in a training one
+        scans_at = find_scans(joint_sig, at)
+        return scans_at, np.isin(scans_at[n_train:], scans_at[:n_train])
+
+    in_training_scans = {str(at): int(joined(at)[1].sum()) for at in (round(threshold - 0.02, 4),
+                                                                          round(threshold - 0.01, 4))}
+    joint, with_train = joined(threshold)  # the places are measured in the scans found at the threshold itself
+    in_training_scans[str(threshold)] = int(with_train.sum())
     place = positions(joint_sig, joint)[n_train:]
     end = np.minimum(place, 1 - place)[with_train]
     test_nearest = nearest(sig["test"], sig["train"])

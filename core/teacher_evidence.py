@@ -41,7 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,20 +67,41 @@ NO_HEAD = ("this model has no evidence head: train one with `python -m core.teac
            "core.teacher_evidence.attach_head(model, load_head(path, model))")
 
 
+# What a head is made of (`EvidenceHead`): each maps the pooled layer's (B, C, h, w) to one channel per class.
+# conv3x3: Conv3x3(C -> hidden) + ReLU + Conv1x1 -> classes (the first design; a cell reads its 3x3 neighbourhood).
+# bottleneck: Conv1x1(C -> hidden) + ReLU + Conv3x3(hidden -> hidden) + ReLU + Conv1x1 -> classes: the same
+#   neighbourhood, the wide 3x3 replaced by a narrow one (at C 256 and hidden 32, about 8x fewer multiply-adds).
+# pointwise: Conv1x1(C -> hidden) + ReLU + Conv1x1 -> classes: each cell alone, the cheapest.
+HEAD_DESIGNS = ("conv3x3", "bottleneck", "pointwise")
+FIRST_DESIGN = "conv3x3"  # the heads saved before designs were named (their metadata has no "design")
+DESIGN_HIDDEN = {"conv3x3": 64, "bottleneck": 32, "pointwise": 64}
+HEAD_DESIGN = FIRST_DESIGN  # what `ship_head` trains
+
+
 class EvidenceHead(nn.Module):
-    """Conv3x3(channels -> hidden) + ReLU + Conv1x1(hidden -> classes) on the student's pooled feature map.
+    """A small convolutional head on the student's pooled feature map (``design``: one of `HEAD_DESIGNS`).
 
     ``forward``: (B, channels, h, w) activation -> (B, classes, h, w) logits over positions, per class.
     """
 
-    def __init__(self, channels: int, classes: int, hidden: int = 64):
+    def __init__(self, channels: int, classes: int, hidden: int | None = None, design: str = FIRST_DESIGN):
         super().__init__()
-        self.channels, self.classes, self.hidden = int(channels), int(classes), int(hidden)
-        self.conv = nn.Conv2d(self.channels, self.hidden, 3, padding=1)
+        if design not in HEAD_DESIGNS:
+            raise ValueError(f"evidence head design must be one of {', '.join(HEAD_DESIGNS)}, got {design!r}")
+        hidden = DESIGN_HIDDEN[design] if hidden is None else hidden
+        self.channels, self.classes, self.hidden, self.design = int(channels), int(classes), int(hidden), design
+        # attribute names kept from the first design, so its shipped state dicts load as they are
+        if design == "bottleneck":
+            self.reduce = nn.Conv2d(self.channels, self.hidden, 1)
+        side = 1 if design == "pointwise" else 3
+        self.conv = nn.Conv2d(self.hidden if design == "bottleneck" else self.channels, self.hidden, side,
+                              padding=side // 2)
         self.relu = nn.ReLU()
         self.out = nn.Conv2d(self.hidden, self.classes, 1)
 
     def forward(self, act: torch.Tensor) -> torch.Tensor:
+        if self.design == "bottleneck":
+            act = self.relu(self.reduce(act))
         return self.out(self.relu(self.conv(act)))
 
 
@@ -182,34 +203,46 @@ def cache_training_pairs(student: nn.Module, teacher: nn.Module, images: torch.T
 
 
 def train_head(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, epochs: int = 8,
-               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, hidden: int = 64,
-               teacher_images: torch.Tensor | None = None,
+               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, hidden: int | None = None,
+               design: str = FIRST_DESIGN, teacher_images: torch.Tensor | None = None,
                on_epoch: Callable[[int, float], None] | None = None,
                val_images: torch.Tensor | None = None, val_teacher_images: torch.Tensor | None = None,
                on_val: Callable[[int, float], None] | None = None) -> tuple[EvidenceHead, list[float]]:
     """Train an `EvidenceHead` for ``student`` on the teacher's maps of the training ``images`` (normalised
-    (N, 3, H, W) for the student; `cache_training_pairs`).
-
-    Seeded (initialisation and order), the global random state untouched; ``on_epoch(epoch, mean loss)`` after
-    each epoch. With ``val_images`` (held out from training), the loss on them is measured after every epoch
-    (``on_val(epoch, loss)``) and the head of the epoch with the lowest one is returned: more epochs then cost time,
-    never a head that has begun to fit its training maps' noise. Returns the head in eval mode and the mean training
-    loss of each epoch.
-    """
-    if epochs < 1 or batch_size < 1 or len(images) == 0:
-        raise ValueError(f"need epochs and batch_size of at least 1 and some images, got {epochs}, {batch_size}, "
-                         f"{len(images)} images")
-    channels, classes = _shape_of(student)
+    (N, 3, H, W) for the student; `cache_training_pairs`), then `fit_head` on the cached pairs (and on
+    ``val_images``'s, held out from training, when given)."""
+    if len(images) == 0:
+        raise ValueError("need some images to train an evidence head on")
+    classes = _shape_of(student)[1]
     if _shape_of(teacher)[1] != classes:
         raise ValueError(f"the teacher has {_shape_of(teacher)[1]} classes, the student {classes}")
-    acts, targets = cache_training_pairs(student, teacher, images, teacher_images, batch_size)
+    pairs = cache_training_pairs(student, teacher, images, teacher_images, batch_size)
     held_out = None if val_images is None else \
         cache_training_pairs(student, teacher, val_images, val_teacher_images, batch_size)
+    return fit_head(pairs, held_out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, hidden=hidden,
+                    design=design, on_epoch=on_epoch, on_val=on_val)
+
+
+def fit_head(pairs: tuple[torch.Tensor, torch.Tensor], held_out: tuple[torch.Tensor, torch.Tensor] | None = None, *,
+             epochs: int = 8, batch_size: int = 64, lr: float = 1e-3, seed: int = 0, hidden: int | None = None,
+             design: str = FIRST_DESIGN, on_epoch: Callable[[int, float], None] | None = None,
+             on_val: Callable[[int, float], None] | None = None) -> tuple[EvidenceHead, list[float]]:
+    """Train a head of ``design`` on cached (activations, targets) ``pairs`` (`cache_training_pairs`) with Adam.
+
+    Seeded (initialisation and order), the global random state untouched; ``on_epoch(epoch, mean loss)`` after
+    each epoch. With ``held_out`` pairs, their loss is measured after every epoch (``on_val(epoch, loss)``) and the
+    head of the epoch with the lowest one is returned: more epochs then cost time, never a head that has begun to
+    fit its training maps' noise. Returns the head in eval mode and the mean training loss of each epoch.
+    """
+    acts, targets = pairs
+    if epochs < 1 or batch_size < 1 or len(acts) == 0:
+        raise ValueError(f"need epochs and batch_size of at least 1 and some images, got {epochs}, {batch_size}, "
+                         f"{len(acts)} images")
     history: list[float] = []
     best: tuple[float, dict] | None = None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = EvidenceHead(channels, classes, hidden)
+        head = EvidenceHead(acts.shape[1], targets.shape[1], hidden, design)
         order = torch.Generator().manual_seed(seed)
         optimiser = torch.optim.Adam(head.parameters(), lr=lr)
         head.train()
@@ -246,7 +279,7 @@ def save_head(head: EvidenceHead, path: str | Path, *, student_file: str | Path,
 
     path = Path(path)
     meta = {"format": HEAD_FORMAT, "classes": list(classes) if classes is not None else None,
-            "num_classes": head.classes, "channels": head.channels, "hidden": head.hidden,
+            "num_classes": head.classes, "channels": head.channels, "hidden": head.hidden, "design": head.design,
             "student_sha256": file_sha256(student_file), "teacher_sha256": file_sha256(teacher_file),
             "seed": int(seed), "epochs": int(epochs), "images": images, "loss_history": [float(v) for v in history],
             **({"val_loss_history": [float(v) for v in val_history],
@@ -283,12 +316,16 @@ def load_head(path: str | Path, student: nn.Module, *, student_file: str | Path 
     if not isinstance(meta, dict):
         raise ValueError(f"{path.with_suffix('.json')}: evidence head metadata must be a JSON object")
     channels, classes, hidden = (_whole(meta, name) for name in ("channels", "num_classes", "hidden"))
+    design = meta.get("design", FIRST_DESIGN)
+    if not isinstance(design, str) or design not in HEAD_DESIGNS:
+        raise ValueError(f"{path.with_suffix('.json')}: evidence head metadata: design must be one of "
+                         f"{', '.join(HEAD_DESIGNS)}, got {design!r}")
     _check_fits(student, channels, classes, f"{path}")
     student_file = Path(student_file) if student_file is not None else path.parent / "student.pt"
     if not student_file.is_file() or file_sha256(student_file) != meta.get("student_sha256"):
         raise ValueError(f"{path}: student_sha256 {meta.get('student_sha256')!r} is not the sha256 of {student_file}:"
                          " the head was trained for another student (retrain it)")
-    head = EvidenceHead(channels, classes, hidden)
+    head = EvidenceHead(channels, classes, hidden, design)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         head.load_state_dict({k: v.float() for k, v in state.items()})
@@ -322,8 +359,36 @@ def _training_images(meta, root: str | None, split: str = "train") -> torch.Tens
     return batch_for(meta, evaluation_split(meta, split, root=root).images)
 
 
+class ShippedPairs(NamedTuple):
+    """What a head for a dataset's shipped student is trained on (`shipped_pairs`)."""
+
+    student_file: Path
+    teacher_file: Path
+    classes: list[str]
+    pairs: tuple[torch.Tensor, torch.Tensor]  # the training split's (activations, targets)
+    held_out: tuple[torch.Tensor, torch.Tensor]  # the validation split's, which choose the epoch
+
+
+def shipped_pairs(folder: str | Path, root: str | None = None) -> ShippedPairs:
+    """The cached training pairs of the shipped student and teacher in a dataset's checkpoint ``folder``: one pass
+    of each model over the training and the validation split (`cache_training_pairs`)."""
+    from core import checkpoints
+    from core.layout import checkpoint_file
+    from core.roles import DISTILLED, TEACHER
+
+    student_file, teacher_file = checkpoint_file(Path(folder), DISTILLED), checkpoint_file(Path(folder), TEACHER)
+    student, meta = checkpoints.load(student_file)
+    teacher, teacher_meta = checkpoints.load(teacher_file, meta.classes)
+    same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
+    pairs = [cache_training_pairs(student, teacher, _training_images(meta, root, split),
+                                  None if same else _training_images(teacher_meta, root, split))
+             for split in ("train", "val")]
+    return ShippedPairs(student_file, teacher_file, list(meta.classes), pairs[0], pairs[1])
+
+
 def ship_head(folder: str | Path, *, root: str | None = None, epochs: int = HEAD_EPOCHS, seed: int = 0,
-              force: bool = False, on_epoch: Callable[[int, float], None] | None = None) -> tuple[Path, Path | None]:
+              design: str = HEAD_DESIGN, force: bool = False,
+              on_epoch: Callable[[int, float], None] | None = None) -> tuple[Path, Path | None]:
     """Train the evidence head from the shipped teacher and student in a dataset's checkpoint ``folder`` on their
     training split and ship it beside the student; returns (the head's path, the folder the head it replaced is kept
     in, or None). The stage of `core.reproduce` that follows the students. A head takes minutes (one pass of each
@@ -332,30 +397,21 @@ def ship_head(folder: str | Path, *, root: str | None = None, epochs: int = HEAD
     Raises:
         core.shipping.ShippingRefused: a head is shipped there and ``force`` is not set (nothing trained).
     """
-    from core import checkpoints, shipping
-    from core.layout import checkpoint_file
-    from core.roles import DISTILLED, TEACHER
+    from core import shipping
 
     folder = Path(folder)
     head_path = folder / HEAD_FILE
     if head_path.is_file() and not force:
         raise shipping.ShippingRefused(f"{head_path}: not replaced, an evidence head is shipped there. Pass --force "
                                        "to replace it anyway; the replaced files are kept under earlier/.")
-    student_file, teacher_file = checkpoint_file(folder, DISTILLED), checkpoint_file(folder, TEACHER)
-    student, meta = checkpoints.load(student_file)
-    teacher, teacher_meta = checkpoints.load(teacher_file, meta.classes)
-    images = _training_images(meta, root)
-    same = (teacher_meta.input_size, teacher_meta.mean, teacher_meta.std) == (meta.input_size, meta.mean, meta.std)
-    teacher_images = None if same else _training_images(teacher_meta, root)
-    val = _training_images(meta, root, "val")
-    val_teacher = None if same else _training_images(teacher_meta, root, "val")
+    data = shipped_pairs(folder, root)
     val_history: list[float] = []
-    head, history = train_head(student, teacher, images, teacher_images=teacher_images, epochs=epochs, seed=seed,
-                               on_epoch=on_epoch, val_images=val, val_teacher_images=val_teacher,
-                               on_val=lambda epoch, loss: val_history.append(loss))
+    head, history = fit_head(data.pairs, data.held_out, epochs=epochs, seed=seed, design=design, on_epoch=on_epoch,
+                             on_val=lambda epoch, loss: val_history.append(loss))
     kept = shipping.keep_replaced(folder, [HEAD_FILE, HEAD_META_FILE])
-    path = save_head(head, head_path, student_file=student_file, teacher_file=teacher_file, seed=seed, epochs=epochs,
-                     history=history, classes=meta.classes, images=len(images), val_history=val_history)
+    path = save_head(head, head_path, student_file=data.student_file, teacher_file=data.teacher_file, seed=seed,
+                     epochs=epochs, history=history, classes=data.classes, images=len(data.pairs[0]),
+                     val_history=val_history)
     return path, kept
 
 
@@ -374,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=integer(1, 1000), default=HEAD_EPOCHS,
                         help="epochs; the one with the lowest validation loss is kept (default %(default)s)")
     parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="default %(default)s")
+    parser.add_argument("--design", choices=HEAD_DESIGNS, default=HEAD_DESIGN,
+                        help="what the head is made of (default %(default)s; benchmarks/evidence_head.py compares them)")
     parser.add_argument("--threads", type=integer(1, 256), default=None)
     parser.add_argument("--force", action="store_true", help="replace a shipped head (kept under earlier/)")
     args = parser.parse_args(argv)
@@ -382,7 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = dataset_folder(args.dataset, root=args.checkpoints or checkpoint_root())
     print(f"{args.dataset}: one pass of each model over the training images, then {args.epochs} epochs")
     try:
-        path, kept = ship_head(folder, root=args.root, epochs=args.epochs, seed=args.seed, force=args.force,
+        path, kept = ship_head(folder, root=args.root, epochs=args.epochs, seed=args.seed, design=args.design,
+                               force=args.force,
                                on_epoch=lambda e, loss: print(f"epoch {e}: loss {loss:.4f}"))
     except shipping.ShippingRefused as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")

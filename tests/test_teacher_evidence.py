@@ -273,3 +273,53 @@ def test_with_held_out_images_the_head_of_the_epoch_with_the_lowest_held_out_los
     last, _ = train_head(student, teacher, train, epochs=40, batch_size=2, lr=3e-2, seed=0)  # no held-out images
     with torch.no_grad():
         assert float(evidence_loss(last(acts), targets)) == pytest.approx(val_losses[-1], rel=1e-5)
+
+
+@pytest.mark.parametrize("design", ["conv3x3", "bottleneck", "pointwise"])
+def test_every_head_design_gives_one_map_per_class_and_survives_saving(tmp_path, design):
+    from core.teacher_evidence import HEAD_DESIGNS
+
+    assert design in HEAD_DESIGNS
+    head = seeded(lambda: EvidenceHead(96, CLASSES, hidden=8, design=design), 0)
+    assert head(torch.randn(2, 96, 4, 4)).shape == (2, CLASSES, 4, 4)
+    student = pooled_student()
+    student_file, teacher_file = _shipped_pair(tmp_path, student)
+    path = save_head(head, tmp_path / HEAD_FILE, student_file=student_file, teacher_file=teacher_file, seed=0,
+                     epochs=1, history=[1.0])
+    assert json.loads(path.with_suffix(".json").read_text())["design"] == design
+    loaded = load_head(path, student)
+    assert loaded.design == design
+    act = torch.randn(1, 96, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(loaded(act), head(act), atol=1e-2)  # float16 weights
+
+
+def test_the_designs_differ_in_what_a_cell_sees():
+    # a 3x3 convolution lets a cell's map read its neighbours; the pointwise head reads the cell alone
+    act = torch.randn(1, 96, 4, 4)
+    moved = act.clone()
+    moved[0, :, 0, 0] += 5  # change one corner cell
+    for design, neighbour_moves in (("conv3x3", True), ("bottleneck", True), ("pointwise", False)):
+        head = seeded(lambda: EvidenceHead(96, CLASSES, hidden=8, design=design), 0)
+        with torch.no_grad():
+            changed = (head(moved) - head(act)).abs().amax(1)[0]
+        assert bool(changed[0, 0] > 0) and bool(changed[1, 1] > 0) == neighbour_moves, design
+
+
+def test_an_unknown_design_is_refused_and_a_first_format_head_is_the_3x3_design(tmp_path):
+    with pytest.raises(ValueError, match="design"):
+        EvidenceHead(96, CLASSES, design="transformer")
+    student = pooled_student()
+    student_file, teacher_file = _shipped_pair(tmp_path, student)
+    head = seeded(lambda: EvidenceHead(96, CLASSES), 0)
+    path = save_head(head, tmp_path / HEAD_FILE, student_file=student_file, teacher_file=teacher_file, seed=0,
+                     epochs=1, history=[1.0])
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    del meta["design"]  # the heads shipped before designs were named
+    meta_path.write_text(json.dumps(meta))
+    assert load_head(path, student).design == "conv3x3"
+    for bad in ("transformer", 3, None, ["conv3x3"]):
+        meta_path.write_text(json.dumps({**meta, "design": bad}))
+        with pytest.raises(ValueError, match="design"):
+            load_head(path, student)

@@ -24,6 +24,7 @@ BENCHMARKS = {
     "student_frontier_brain_tumor": "python benchmarks/student_frontier.py --dataset brain_tumor",
     "evidence_dependence_phantom": "python benchmarks/evidence_dependence.py",
     "evidence_agreement": "python benchmarks/evidence_agreement.py",
+    "evidence_head": "python benchmarks/evidence_head.py",
     "teacher_transfer_alzheimer": "python benchmarks/teacher_transfer.py --dataset alzheimer",
     "teacher_continuation_eye_disease": "python benchmarks/teacher_continuation.py --dataset eye_disease",
     "per_class_recall": "python benchmarks/per_class_recall.py",

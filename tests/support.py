@@ -53,6 +53,20 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def student_as_teacher(root):
+    """``root/phantom`` holding the shipped phantom student as both models (a teacher whose passes take moments),
+    linked, not copied; returns the folder."""
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "phantom"
+    folder = Path(root) / "phantom"
+    folder.mkdir(parents=True)
+    for role in ("teacher", "student"):
+        for suffix in (".pt", ".json"):
+            (folder / f"{role}{suffix}").symlink_to(shipped / f"student{suffix}")
+    return folder
+
+
 def ship_seeded_head(folder, seed: int = 0):
     """A seeded evidence head (its cost and shape, not trained weights) shipped beside ``folder``'s student.pt, made
     for its teacher.pt, as `core.teacher_evidence.save_head` writes it; returns ``folder``."""

@@ -12,19 +12,14 @@ from core.explain import explain
 from core.faithfulness import agreement
 from core.faithfulness_study import study_images
 from core.inference import batch_for, predict_tensor
-from tests.support import ship_seeded_head
+from tests.support import ship_seeded_head, student_as_teacher
 
 SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
 def cheap_pair_with_head(root):
     """The shipped phantom student as both models (a teacher whose occlusion takes seconds), with a seeded head."""
-    folder = root / "phantom"
-    folder.mkdir(parents=True)
-    for role in ("teacher", "student"):
-        for suffix in (".pt", ".json"):
-            (folder / f"{role}{suffix}").symlink_to(SHIPPED / "phantom" / f"student{suffix}")
-    return ship_seeded_head(folder)
+    return ship_seeded_head(student_as_teacher(root))
 
 
 def test_each_map_is_compared_with_the_teachers_occlusion_on_the_same_images_and_classes(tmp_path):

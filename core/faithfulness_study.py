@@ -48,7 +48,7 @@ from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.stopwatch import environment
 from core.study_record import SCORING_V2, FaithfulnessStudy, StudySettings
 from core.study_scores import StudyFormatError
-from core.teacher_evidence import HEAD_FILE, attach_shipped_head
+from core.teacher_evidence import HEAD_FILE, attach_shipped_head, evidence_head
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ class StudiedModels:
     ds: object  # the study images (`core.evaluate.evaluation_split`)
     xs: dict[Role, torch.Tensor]
     preds: dict[Role, torch.Tensor]
+    head_digest: str | None = None  # sha256 of the student's evidence head, where one is attached
 
     def explaining(self, methods, explained: tuple[Role, ...]) -> dict[str, tuple[Role, ...]]:
         """The explained models that can make each method's maps (one reading a head: the model with it).
@@ -171,11 +172,13 @@ def load_subject(cfg: StudyConfig) -> StudiedModels:
     if unattached:
         log.warning("the student's evidence head is left out: %s", unattached)
     digests = {r: checkpoints.file_sha256(checkpoint_file(folder, r)) for r in STUDIED}
+    head = folder / HEAD_FILE
+    head_digest = checkpoints.file_sha256(head) if evidence_head(loaded[DISTILLED][0]) is not None else None
     metas = {r: meta for r, (_, meta) in loaded.items()}
     ds = study_images(metas[TEACHER], cfg.images, cfg.root)
     xs = {r: batch_for(meta, ds.images) for r, meta in metas.items()}
     preds = {r: predict_tensor(model, xs[r]).argmax(1) for r, (model, _) in loaded.items()}
-    return StudiedModels({r: model for r, (model, _) in loaded.items()}, metas, digests, ds, xs, preds)
+    return StudiedModels({r: model for r, (model, _) in loaded.items()}, metas, digests, ds, xs, preds, head_digest)
 
 
 def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | None = None) -> FaithfulnessStudy:
@@ -229,7 +232,8 @@ def run_study(cfg: StudyConfig, on_progress=None, earlier: FaithfulnessStudy | N
         float(np.mean(preds[TEACHER] == preds[DISTILLED])), subject.digests,
         {r: subject.metas[r].input_size for r in STUDIED},
         tolerance(subject.metas[TEACHER].input_size) if ds.masks is not None else None, methods, sanity,
-        {**environment(), **timing}, tuple(sorted(unchanged, key=lambda r: r.key)), SCORING_V2, unrelated)
+        {**environment(), **timing}, tuple(sorted(unchanged, key=lambda r: r.key)), SCORING_V2, unrelated,
+        subject.head_digest if set(cfg.methods) & set(HEAD_METHODS) else None)
 
 
 def make_maps(cfg: StudyConfig, explaining: dict[str, tuple[Role, ...]], subject: StudiedModels,

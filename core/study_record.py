@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import EllipsisType
 from typing import Any, TypeVar
 
 from core.roles import DISTILLED, STUDIED, TEACHER, Role
@@ -186,6 +187,7 @@ class FaithfulnessStudy:
     scores_from_earlier_study: tuple[Role, ...] = ()
     scoring: str = SCORING
     unrelated: Mapping[str, Mapping[Role, Unrelated]] = field(default_factory=dict)  # version 2: by cheap method
+    evidence_head: str | None = None  # sha256 of the student's evidence head its maps were read off, if studied
     version: int = STUDY_VERSION  # as read (a study read from an older file writes back in its own version)
 
     def score(self, method: str, explainer: Role, scorer: Role) -> CurveScores | None:
@@ -202,9 +204,12 @@ class FaithfulnessStudy:
         steps = self.cascade(method, role)
         return steps[-1] if steps else None
 
-    def is_stale(self, digests: Mapping[Role, str | None]) -> bool:
-        """True when the checkpoints shipped now (sha256 by model, None if missing) are not those it scored."""
-        return any(digests.get(r) != sha for r, sha in self.checkpoints.items())
+    def is_stale(self, digests: Mapping[Role, str | None], head_digest: str | None | EllipsisType = ...) -> bool:
+        """True when the checkpoints shipped now (sha256 by model, None if missing) are not those it scored, or,
+        given ``head_digest`` (the shipped evidence head's sha256, None if missing), the head it read maps off is
+        not the shipped one (a study recorded before heads were is judged by its checkpoints alone)."""
+        head_changed = head_digest is not ... and self.evidence_head is not None and head_digest != self.evidence_head
+        return head_changed or any(digests.get(r) != sha for r, sha in self.checkpoints.items())
 
     def positions(self, values: tuple) -> tuple[int, ...]:
         """The study images (positions among `images`) a method's per-image ``values`` are of: all of them, or the
@@ -225,7 +230,8 @@ class FaithfulnessStudy:
             "environment": dict(self.environment),
             "scores_from_earlier_study": [r.key for r in self.scores_from_earlier_study], "scoring": self.scoring,
             **({} if self.version < 2 else
-               {"unrelated": {name: _keyed(by_role, Unrelated.to_json) for name, by_role in self.unrelated.items()}})}
+               {"unrelated": {name: _keyed(by_role, Unrelated.to_json) for name, by_role in self.unrelated.items()}}),
+            **({"evidence_head": self.evidence_head} if self.evidence_head is not None else {})}
 
     @classmethod
     def from_json(cls, block: Any, source: str = "results.json") -> FaithfulnessStudy:
@@ -264,7 +270,16 @@ def _study_from_json(block: dict, where: str, version: int) -> FaithfulnessStudy
         tuple(_studied(k, f"{where}.scores_from_earlier_study") for k in block.get("scores_from_earlier_study", [])),
         str(block.get("scoring", SCORING)),
         {str(name): _by_role(by_role, Unrelated.from_json, f"{where}.unrelated.{name}")
-         for name, by_role in read_optional(block, "unrelated", where).items()}, int(version))
+         for name, by_role in read_optional(block, "unrelated", where).items()},
+        _sha256_or_none(block.get("evidence_head"), f"{where}.evidence_head"), int(version))
+
+
+def _sha256_or_none(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise StudyFormatError(f"{where}: expected a sha256 (64 hex digits) or null, found {value!r}")
+    return value
 
 
 def read_optional(block: dict, name: str, where: str) -> dict:

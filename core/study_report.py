@@ -15,6 +15,7 @@ from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.study_answer import answer, evidence_versus_grad_cam, map_verdict
 from core.study_record import FaithfulnessStudy
 from core.study_scores import CurveScores, matched_side
+from core.teacher_evidence import HEAD_FILE
 
 BASELINE_NAMES = {"random": "Random map per pixel", "centre": "Centre prior", "mask_prior": "Mean training mask"}
 
@@ -54,7 +55,9 @@ def faithfulness_lines(study: FaithfulnessStudy | None, meta_dir: Path) -> list[
     if study is None:
         return []
     shipped = {r: checkpoint_file(meta_dir, r) for r in study.checkpoints}
-    stale = study.is_stale({r: file_sha256(path) if path.is_file() else None for r, path in shipped.items()})
+    head = meta_dir / HEAD_FILE
+    stale = study.is_stale({r: file_sha256(path) if path.is_file() else None for r, path in shipped.items()},
+                           head_digest=file_sha256(head) if head.is_file() else None)
     cfg = study.config
     lines = ["", f"Faithfulness (`python -m core.faithfulness_study {cfg.dataset}`; {study.images} test "
              f"images, {len(study.slow_subset)} for the slow methods, {cfg.steps} steps, seed {cfg.seed}"

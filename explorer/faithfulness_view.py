@@ -82,10 +82,12 @@ def shipped_study(results: dict | None, source: str) -> tuple[FaithfulnessStudy 
         return None, str(e)
 
 
-def scored_other_checkpoints(study: FaithfulnessStudy, shipped_digests: dict[str, str | None]) -> bool:
+def scored_other_checkpoints(study: FaithfulnessStudy, shipped_digests: dict[str, str | None],
+                             head_digest: str | None = None) -> bool:
     """Whether the study scored other checkpoints than the shipped ones (``shipped_digests``: sha256 by shipped
-    file stem, as `explorer.loaders.checkpoint_digests` gives them)."""
-    return study.is_stale({r: shipped_digests.get(r.shipped) for r in study.checkpoints})
+    file stem, as `explorer.loaders.checkpoint_digests` gives them), or read its maps off another evidence head
+    than the one shipped (``head_digest``, `explorer.loaders.head_digest`)."""
+    return study.is_stale({r: shipped_digests.get(r.shipped) for r in study.checkpoints}, head_digest=head_digest)
 
 
 def available_metrics(study: FaithfulnessStudy) -> list[str]:

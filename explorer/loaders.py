@@ -63,6 +63,12 @@ def checkpoint_digests(dataset: str) -> dict[str, str | None]:
     return out
 
 
+def head_digest(dataset: str) -> str | None:
+    """sha256 of the student's evidence head shipped for a dataset (None where there is none)."""
+    path = dataset_folder(dataset) / HEAD_FILE
+    return file_digest(str(path), path.stat().st_mtime) if path.is_file() else None
+
+
 @dataclass
 class LoadedModel:
     """A shared, read-only model with its metadata and the lock to hold while hooks are attached."""

@@ -24,8 +24,8 @@ if study is None:
     st.info(f"No faithfulness study has been shipped for {dataset}. It is written by "
             f"`python -m core.faithfulness_study {dataset}`.", icon=":material/science:")
     st.stop()
-if fv.scored_other_checkpoints(study, loaders.checkpoint_digests(dataset)):
-    st.warning("This study scored other checkpoints than the ones shipped now; rerun "
+if fv.scored_other_checkpoints(study, loaders.checkpoint_digests(dataset), loaders.head_digest(dataset)):
+    st.warning("This study scored other checkpoints (or another evidence head) than the ones shipped now; rerun "
                f"`python -m core.faithfulness_study {dataset}`.", icon=":material/history:")
 with st.container(key="answer"):
     st.markdown(f"**{plain(study_answer.answer(study))}**")

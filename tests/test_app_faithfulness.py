@@ -86,6 +86,11 @@ def test_stale_when_a_checkpoint_changed(study):
     shipped = {"teacher": same[TEACHER], "student": same[DISTILLED], "student_label_only": "0" * 64}
     assert not fv.scored_other_checkpoints(study, shipped)  # the label-only student is not studied
     assert fv.scored_other_checkpoints(study, {**shipped, "teacher": None})
+    # the evidence head the study read its maps off, against the one shipped now
+    from dataclasses import replace
+    with_head = replace(study, evidence_head="a" * 64)
+    assert not fv.scored_other_checkpoints(with_head, shipped, "a" * 64)
+    assert fv.scored_other_checkpoints(with_head, shipped, "b" * 64) and fv.scored_other_checkpoints(with_head, shipped)
 
 
 def test_page_draws_the_study_and_links_an_image_to_explanations(study_root, monkeypatch, study):

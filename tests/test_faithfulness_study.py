@@ -273,8 +273,14 @@ def test_the_teacher_evidence_is_studied_as_the_students_map_where_its_head_is_s
     rows = [line for line in faithfulness_lines(study, folder) if line.startswith("| The teacher's evidence")]
     assert len(rows) == 3 and rows[-1].split(" | ")[1:4] == ["–", "–", "–"]  # lesion table: no teacher map
     # a head retrained beside the unchanged student is scored afresh; the unchanged CAM's scores are taken over
+    from core.metadata import file_sha256
+    first_head = file_sha256(folder / "student_evidence.pt")
+    assert study.evidence_head == first_head
     ship_seeded_head(folder, 1)
+    assert study.is_stale(dict(study.checkpoints), head_digest=file_sha256(folder / "student_evidence.pt"))
+    assert any("computed for earlier checkpoints" in line for line in faithfulness_lines(study, folder))
     again = run_study(StudyConfig("phantom", **settings), earlier=study)
+    assert again.evidence_head == file_sha256(folder / "student_evidence.pt") != first_head
     assert set(again.scores_from_earlier_study) == {TEACHER, DISTILLED}
     assert again.score("cam", DISTILLED, TEACHER).scores["road_morf"].values == pytest.approx(
         study.score("cam", DISTILLED, TEACHER).scores["road_morf"].values, abs=1e-4)  # taken over, 4 decimals

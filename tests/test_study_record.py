@@ -92,6 +92,8 @@ def test_a_newer_version_is_refused_naming_the_file():
      "faithfulness.sanity.cam.student[2].spearman: expected an object"),
     (lambda b: b.update(images="many"), "faithfulness.images: ValueError"),
     (lambda b: b.update(test_index=[1, "x"]), "faithfulness.test_index: ValueError"),
+    (lambda b: b.update(evidence_head=12), "faithfulness.evidence_head: expected a sha256"),
+    (lambda b: b.update(evidence_head="abc"), "faithfulness.evidence_head: expected a sha256"),
 ])
 def test_a_malformed_block_is_refused_naming_its_field(edit, field):
     block = copy.deepcopy(shipped_block())
@@ -101,3 +103,16 @@ def test_a_malformed_block_is_refused_naming_its_field(edit, field):
     assert str(refused.value).startswith("phantom/results.json: ") and field in str(refused.value)
     with pytest.raises(StudyFormatError, match="expected an object"):
         FaithfulnessStudy.from_json(["not", "a", "study"], "phantom/results.json")
+
+
+def test_a_study_of_the_teachers_evidence_is_stale_when_the_head_changed():
+    block = {**copy.deepcopy(shipped_block()), "evidence_head": "a" * 64}
+    study = FaithfulnessStudy.from_json(block, "phantom/results.json")
+    assert study.evidence_head == "a" * 64 and study.to_json()["evidence_head"] == "a" * 64
+    same = dict(study.checkpoints)
+    assert not study.is_stale(same, head_digest="a" * 64)
+    assert study.is_stale(same, head_digest="b" * 64) and study.is_stale(same, head_digest=None)
+    assert not study.is_stale(same)  # a caller that does not look at the head
+    older = FaithfulnessStudy.from_json(shipped_block(), "phantom/results.json")  # made before heads were recorded
+    assert older.evidence_head is None and "evidence_head" not in older.to_json()
+    assert not older.is_stale(same, head_digest="b" * 64)

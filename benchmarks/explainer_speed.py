@@ -51,7 +51,7 @@ from core.explain import explain  # noqa: E402
 from core.featuremaps import capture_activations  # noqa: E402
 from core.models import build_student, build_teacher  # noqa: E402
 from core.stopwatch import environment, time_callable  # noqa: E402
-from core.teacher_evidence import EvidenceHead, attach_head  # noqa: E402
+from core.teacher_evidence import EvidenceHead, attach_head, evidence_maps  # noqa: E402
 from explorer.runtime import app_threads  # noqa: E402
 
 # Reduced settings for the bound check on the teacher (same code path as the defaults, fewer passes).
@@ -232,6 +232,11 @@ def main() -> int:
         checks.append((f"5. student teacher's evidence / student forward, at the app's {app_threads()} thread(s)",
                        at_app / forward, "<=", 1.15))
     checks.append(("5. teacher Grad-CAM / student teacher's evidence", cam_teacher / evidence, ">=", 8))
+    # where the evidence's time goes: the library call (the student's pass and the head: logits and every class's
+    # map at the head's grid), then what an explanation adds to it (checks, one class upsampled and normalised)
+    maps_only, forward = paired(lambda: evidence_maps(student, x), forward_fn(student, x), 30, 3)
+    evidence_parts = {"every class's map and the logits (evidence_maps) / student forward": maps_only / forward,
+                      "one class's map at input size (explain) / evidence_maps": evidence / maps_only}
     factors = {"distillation: teacher Grad-CAM / student Grad-CAM": cam_teacher / cam_student,
                "method: student Grad-CAM / student feature maps": cam_student / student_analysis,
                "method: student Grad-CAM / student CAM": cam_student / student_cam}
@@ -255,7 +260,8 @@ def main() -> int:
             for name, value, op, limit in sorted(checks, key=lambda check: check[0][:2])]
     result = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "input_size": args.size,
               "threads": args.threads, "memory_checked": not args.no_memory, "checks": rows, "factors": factors,
-              "milliseconds": numbers_ms, "seconds": time.perf_counter() - start, "environment": env}
+              "evidence_parts": evidence_parts, "milliseconds": numbers_ms, "seconds": time.perf_counter() - start,
+              "environment": env}
     out = Path(args.out)
     write_results(out, result, markdown(result))
     print(f"wrote {out} and {out.with_suffix('.md')}")
@@ -274,6 +280,9 @@ def markdown(result: dict) -> str:
         f"{result['input_size']} px image, {result['threads']} thread(s)): {met} of {len(result['checks'])} met.", "",
         "| target | measured | limit | met |", "| --- | --- | --- | --- |", *rows, "",
         "The headline ratio in its two factors:", "", "| factor | ratio |", "| --- | --- |", *factors, "",
+        *(["The teacher's evidence in its two parts (each timed alternately with what it is divided by):", "",
+           "| part | ratio |", "| --- | --- |", *(f"| {name} | {value:.2f} |" for name, value in parts.items()), ""]
+          if (parts := result.get("evidence_parts")) else []),
         measured_on(result["created"], env, "captum"), ""])
 
 

@@ -262,6 +262,11 @@ def test_benchmark_scripts_write_tables_the_readme_can_render():
     assert "1 of 2 met" in speed and "| student capture / forward | 1.10 | <= 1.15 | yes |" in speed
     assert "| teacher Grad-CAM / student feature maps | 7.00 | >= 8 | no |" in speed
     assert "| distillation: teacher Grad-CAM / student Grad-CAM | 12.5 |" in speed and "test cpu x2" in speed
+    assert "two parts" not in speed  # a run from before the evidence was timed in parts
+    parts = load("explainer_speed").markdown({
+        "created": "2026-12-02T00:00:00+00:00", "input_size": 224, "threads": 1, "environment": env, "checks": [],
+        "factors": {}, "evidence_parts": {"every class's map and the logits (evidence_maps) / student forward": 1.071}})
+    assert "| every class's map and the logits (evidence_maps) / student forward | 1.07 |" in parts
     train = load("train_speed").markdown({
         "created": "2026-12-02T00:00:00+00:00", "pipeline_images_per_s": 9.0, "bare_images_per_s": 10.0,
         "ratio": 0.9, "target": 0.9, "environment": env,

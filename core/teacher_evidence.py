@@ -8,10 +8,12 @@ gradients or a FastSHAP-style masking loss would cost tens to hundreds of teache
 and a masking loss trains on the very kind of perturbation the faithfulness study scores with; regression to the
 teacher's maps leaves every perturbation of the study unseen in training.
 
-The head (`EvidenceHead`): a 3x3 convolution to ``hidden`` channels, a ReLU and a 1x1 convolution to one channel per
-class, on the activation the student's classifier pools (`core.cam.pooled_activation`: taken from the forward that
-gives the logits, so logits and maps cost one student pass and the head, about 0.1 ms of the student's 1.7 ms at
-128 px on one CPU thread). Its output is, per class, logits over the positions of that map.
+The head (`EvidenceHead`, design ``conv3x3``): a 3x3 convolution to ``hidden`` channels, a ReLU and a 1x1 convolution
+to one channel per class, on the activation the student's classifier pools (`core.cam.pooled_activation`: taken from
+the forward that gives the logits, so logits and maps cost one student pass and the head, about 0.1 ms of the
+student's 1.7 ms at 128 px on one CPU thread). Its output is, per class, logits over the positions of that map. Two
+cheaper designs (`HEAD_DESIGNS`) fit the teacher's maps worse on every dataset's validation split
+(``benchmarks/evidence_head.py``), so the 3x3 is the one shipped.
 
 The loss (`evidence_loss`): per class, the teacher's ReLU(CAM), resized bilinearly to the head's grid and divided by
 its sum, is a distribution over positions (uniform where the teacher has no positive evidence for the class); the

@@ -13,13 +13,13 @@ from tests.support import student_as_teacher
 def test_every_design_is_fitted_per_seed_and_scored_against_a_uniform_map(tmp_path):
     folder = student_as_teacher(tmp_path / "checkpoints")
     out, state = tmp_path / "heads.json", tmp_path / "state"
-    argv = ["--datasets", "phantom", "--checkpoints", str(folder.parent), "--epochs", "2", "--seeds", "0", "1",
+    argv = ["--datasets", "phantom", "--checkpoints", str(folder.parent), "--epochs", "2", "--seeds", "3",
             "--threads", "1", "--state", str(state), "--out", str(out)]
     assert evidence_head.main(argv) == 0
     result = json.loads(out.read_text())
     row, = result["datasets"]
     assert set(row["designs"]) == set(HEAD_DESIGNS) == set(result["head_over_forward_224"])
-    assert all([r["seed"] for r in runs] == [0, 1] and all(1 <= r["kept_epoch"] <= 2 for r in runs)
+    assert all([r["seed"] for r in runs] == [3] and all(1 <= r["kept_epoch"] <= 2 for r in runs)
                for runs in row["designs"].values())
     # a uniform map's KL from each target distribution p over n cells is sum p log p + log n, averaged
     _, targets = shipped_pairs(folder).held_out

@@ -41,7 +41,8 @@ from core.roles import DISTILLED, TEACHER  # noqa: E402
 from core.sanity import sanity_check  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
 from core.arguments import integer  # noqa: E402
-from core.teacher_evidence import HEAD_DESIGN, HEAD_EPOCHS, attach_head, train_head  # noqa: E402
+from core.teacher_evidence import HEAD_DESIGN, HEAD_EPOCHS, train_head  # noqa: E402
+from core.evidence_model import attach_head  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIMIT = 0.2  # median |Spearman| between the heads of the trained and the re-initialised teacher

@@ -51,7 +51,7 @@ from core.explain import explain  # noqa: E402
 from core.featuremaps import capture_activations  # noqa: E402
 from core.models import build_student, build_teacher  # noqa: E402
 from core.stopwatch import environment, time_callable  # noqa: E402
-from core.teacher_evidence import EvidenceHead, attach_head, evidence_maps  # noqa: E402
+from core.evidence_model import EvidenceHead, attach_head, evidence_maps  # noqa: E402
 from explorer.runtime import app_threads  # noqa: E402
 
 # Reduced settings for the bound check on the teacher (same code path as the defaults, fewer passes).

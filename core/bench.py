@@ -35,7 +35,8 @@ from core.inference import to_model_input
 from core.layout import in_checkpoint_root
 from core.models import TEACHERS, build_student, build_teacher
 from core.stopwatch import TimingResult, environment, time_callable
-from core.teacher_evidence import NO_HEAD, attach_shipped_head
+from core.teacher_evidence import attach_shipped_head
+from core.evidence_model import NO_HEAD
 
 log = logging.getLogger(__name__)
 

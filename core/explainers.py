@@ -21,7 +21,7 @@ from captum.attr import (GradientShap, IntegratedGradients, KernelShap, LayerAtt
 from core.cam import cam_head, class_activation_maps
 from core.featuremaps import capture_activations, layer_maps
 from core.hooks import LayerError, default_target_layer, model_layers, resolve_layer
-from core.teacher_evidence import NO_HEAD, evidence_head, evidence_maps
+from core.evidence_model import NO_HEAD, evidence_head, evidence_maps
 
 __all__ = ["EXPLAINERS", "CostEstimate", "Explainer", "ExplainError", "Explanation", "make_explainer",
            "register_explainer", "registered_methods", "least_squares_model"]

@@ -48,7 +48,8 @@ from core.roles import DISTILLED, STUDIED, TEACHER, Role
 from core.stopwatch import environment
 from core.study_record import SCORING_V2, FaithfulnessStudy, StudySettings
 from core.study_scores import StudyFormatError
-from core.teacher_evidence import HEAD_FILE, attach_shipped_head, evidence_head
+from core.teacher_evidence import HEAD_FILE, attach_shipped_head
+from core.evidence_model import evidence_head
 
 log = logging.getLogger(__name__)
 

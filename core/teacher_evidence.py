@@ -46,141 +46,23 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from core.cam import all_class_maps, cam_head, pooled_activation
+from core.cam import all_class_maps, pooled_activation
+from core.evidence_model import (FIRST_DESIGN, HEAD_DESIGNS, EvidenceHead, attach_head, check_fits, evidence_loss,
+                                 evidence_targets, head_shape)
 from core.hooks import preserve_model_state
 from core.metadata import atomic_write_bytes, atomic_write_text, file_sha256, now_iso
 
-__all__ = ["HEAD_FILE", "HEAD_META_FILE", "NO_HEAD", "EvidenceHead", "evidence_head", "attach_head",
-           "attach_shipped_head", "ship_head",
-           "evidence_maps", "evidence_targets", "evidence_loss", "cache_training_pairs", "train_head", "save_head",
-           "load_head", "main"]
+__all__ = ["HEAD_FILE", "HEAD_META_FILE", "HEAD_EPOCHS", "HEAD_DESIGN", "attach_shipped_head", "ship_head",
+           "shipped_pairs", "cache_training_pairs", "train_head", "fit_head", "save_head", "load_head", "main"]
 
 HEAD_FILE, HEAD_META_FILE = "student_evidence.pt", "student_evidence.json"
 # Epochs over the cached pairs; the head of the epoch with the lowest validation loss is kept (`train_head`). The
 # first heads (8 epochs) were still learning when they stopped, on every dataset.
 HEAD_EPOCHS = 40
 HEAD_FORMAT = 1
-_ATTRIBUTE = "evidence_head"
-NO_HEAD = ("this model has no evidence head: train one with `python -m core.teacher_evidence DATASET` (it is "
-           "written beside the student as student_evidence.pt) and attach it with "
-           "core.teacher_evidence.attach_head(model, load_head(path, model))")
-
-
-# What a head is made of (`EvidenceHead`): each maps the pooled layer's (B, C, h, w) to one channel per class.
-# conv3x3: Conv3x3(C -> hidden) + ReLU + Conv1x1 -> classes (the first design; a cell reads its 3x3 neighbourhood).
-# bottleneck: Conv1x1(C -> hidden) + ReLU + Conv3x3(hidden -> hidden) + ReLU + Conv1x1 -> classes: the same
-#   neighbourhood, the wide 3x3 replaced by a narrow one (at C 256 and hidden 32, about 8x fewer multiply-adds).
-# pointwise: Conv1x1(C -> hidden) + ReLU + Conv1x1 -> classes: each cell alone, the cheapest.
-HEAD_DESIGNS = ("conv3x3", "bottleneck", "pointwise")
-FIRST_DESIGN = "conv3x3"  # the heads saved before designs were named (their metadata has no "design")
-DESIGN_HIDDEN = {"conv3x3": 64, "bottleneck": 32, "pointwise": 64}
-HEAD_DESIGN = FIRST_DESIGN  # what `ship_head` trains
-
-
-class EvidenceHead(nn.Module):
-    """A small convolutional head on the student's pooled feature map (``design``: one of `HEAD_DESIGNS`).
-
-    ``forward``: (B, channels, h, w) activation -> (B, classes, h, w) logits over positions, per class.
-    """
-
-    def __init__(self, channels: int, classes: int, hidden: int | None = None, design: str = FIRST_DESIGN):
-        super().__init__()
-        if design not in HEAD_DESIGNS:
-            raise ValueError(f"evidence head design must be one of {', '.join(HEAD_DESIGNS)}, got {design!r}")
-        hidden = DESIGN_HIDDEN[design] if hidden is None else hidden
-        self.channels, self.classes, self.hidden, self.design = int(channels), int(classes), int(hidden), design
-        # attribute names kept from the first design, so its shipped state dicts load as they are
-        if design == "bottleneck":
-            self.reduce = nn.Conv2d(self.channels, self.hidden, 1)
-        side = 1 if design == "pointwise" else 3
-        self.conv = nn.Conv2d(self.hidden if design == "bottleneck" else self.channels, self.hidden, side,
-                              padding=side // 2)
-        self.relu = nn.ReLU()
-        self.out = nn.Conv2d(self.hidden, self.classes, 1)
-
-    def forward(self, act: torch.Tensor) -> torch.Tensor:
-        if self.design == "bottleneck":
-            act = self.relu(self.reduce(act))
-        return self.out(self.relu(self.conv(act)))
-
-
-def evidence_head(model: nn.Module) -> EvidenceHead | None:
-    """The head attached to ``model`` (`attach_head`), or None."""
-    head = model.__dict__.get(_ATTRIBUTE)
-    return head if isinstance(head, EvidenceHead) else None
-
-
-def _shape_of(student: nn.Module) -> tuple[int, int]:
-    """(channels of the pooled layer, classes) of a student: its classifier's input and output sizes."""
-    classifier = cam_head(student).classifier
-    return classifier.in_features, classifier.out_features
-
-
-def _check_fits(student: nn.Module, channels: int, classes: int, where: str) -> None:
-    own_channels, own_classes = _shape_of(student)
-    if classes != own_classes:
-        raise ValueError(f"{where}: classes {classes} do not match the student's {own_classes}")
-    if channels != own_channels:
-        raise ValueError(f"{where}: channels {channels} do not match the student's pooled layer's {own_channels}")
-
-
-def attach_head(student: nn.Module, head: EvidenceHead) -> nn.Module:
-    """Give ``student`` its head (replacing one it had), on the student's device, in eval mode; returns the student.
-
-    Kept in the instance's ``__dict__``, not registered as a submodule: the student's ``state_dict``, ``modules()``
-    and hooks are exactly as before, so a checkpoint saved from it and its sha256 do not change.
-
-    Raises:
-        ValueError: the head's classes or channels do not fit the student.
-    """
-    _check_fits(student, head.channels, head.classes, "evidence head")
-    device = next(student.parameters()).device
-    student.__dict__[_ATTRIBUTE] = head.to(device).eval()
-    return student
-
-
-def evidence_maps(student: nn.Module, x: torch.Tensor) -> dict:
-    """Every class's estimated teacher evidence from ONE forward of the student (the head runs on its pooled layer).
-
-    Returns:
-        ``{"maps": (B, K, h, w) float32, each map a distribution over its positions (softmax), "logits": (B, K) the
-        student's logits, "layer": the pooled layer's label}``.
-
-    Raises:
-        LookupError: no head is attached (`NO_HEAD`).
-    """
-    head = evidence_head(student)
-    if head is None:
-        raise LookupError(NO_HEAD)
-    act, logits, label = pooled_activation(student, x)
-    with torch.inference_mode():
-        out = head(act).float()
-    maps = torch.softmax(out.flatten(2), dim=2).view_as(out)
-    return {"maps": maps, "logits": logits, "layer": label}
-
-
-def evidence_targets(teacher_maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The teacher's non-negative (B, K, h', w') maps as distributions over the positions of an ``size`` grid.
-
-    Resized bilinearly (antialiased when shrinking, so every teacher cell counts), each map divided by its sum; a
-    map with no positive evidence is uniform.
-    """
-    maps = teacher_maps.float().clamp_min(0)
-    if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False, antialias=True).clamp_min(0)
-    total = maps.sum((2, 3), keepdim=True)
-    uniform = torch.full_like(maps, 1.0 / (maps.shape[-2] * maps.shape[-1]))
-    return torch.where(total > 0, maps / total.clamp_min(torch.finfo(maps.dtype).tiny), uniform)
-
-
-def evidence_loss(head_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """KL(target || softmax over positions of the head), per class and image, averaged (`evidence_targets`)."""
-    log_q = F.log_softmax(head_logits.flatten(2), dim=2)
-    p = targets.flatten(2)
-    return (torch.special.xlogy(p, p) - p * log_q).sum(2).mean()
+HEAD_DESIGN = FIRST_DESIGN  # what `ship_head` trains (benchmarks/evidence_head.py chose it)
 
 
 def cache_training_pairs(student: nn.Module, teacher: nn.Module, images: torch.Tensor,
@@ -215,9 +97,9 @@ def train_head(student: nn.Module, teacher: nn.Module, images: torch.Tensor, *, 
     ``val_images``'s, held out from training, when given)."""
     if len(images) == 0:
         raise ValueError("need some images to train an evidence head on")
-    classes = _shape_of(student)[1]
-    if _shape_of(teacher)[1] != classes:
-        raise ValueError(f"the teacher has {_shape_of(teacher)[1]} classes, the student {classes}")
+    classes = head_shape(student)[1]
+    if head_shape(teacher)[1] != classes:
+        raise ValueError(f"the teacher has {head_shape(teacher)[1]} classes, the student {classes}")
     pairs = cache_training_pairs(student, teacher, images, teacher_images, batch_size)
     held_out = None if val_images is None else \
         cache_training_pairs(student, teacher, val_images, val_teacher_images, batch_size)
@@ -322,7 +204,7 @@ def load_head(path: str | Path, student: nn.Module, *, student_file: str | Path 
     if not isinstance(design, str) or design not in HEAD_DESIGNS:
         raise ValueError(f"{path.with_suffix('.json')}: evidence head metadata: design must be one of "
                          f"{', '.join(HEAD_DESIGNS)}, got {design!r}")
-    _check_fits(student, channels, classes, f"{path}")
+    check_fits(student, channels, classes, f"{path}")
     student_file = Path(student_file) if student_file is not None else path.parent / "student.pt"
     if not student_file.is_file() or file_sha256(student_file) != meta.get("student_sha256"):
         raise ValueError(f"{path}: student_sha256 {meta.get('student_sha256')!r} is not the sha256 of {student_file}:"
@@ -433,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="epochs; the one with the lowest validation loss is kept (default %(default)s)")
     parser.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="default %(default)s")
     parser.add_argument("--design", choices=HEAD_DESIGNS, default=HEAD_DESIGN,
-                        help="what the head is made of (default %(default)s; benchmarks/evidence_head.py compares them)")
+                        help="what the head is made of (default %(default)s; benchmarks/evidence_head.py "
+                             "compares them)")
     parser.add_argument("--threads", type=integer(1, 256), default=None)
     parser.add_argument("--force", action="store_true", help="replace a shipped head (kept under earlier/)")
     args = parser.parse_args(argv)

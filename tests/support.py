@@ -72,7 +72,8 @@ def ship_seeded_head(folder, seed: int = 0):
     for its teacher.pt, as `core.teacher_evidence.save_head` writes it; returns ``folder``."""
     from core import checkpoints
     from core.cam import cam_head
-    from core.teacher_evidence import HEAD_FILE, EvidenceHead, save_head
+    from core.teacher_evidence import HEAD_FILE, save_head
+    from core.evidence_model import EvidenceHead
 
     classifier = cam_head(checkpoints.load(folder / "student.pt")[0]).classifier
     with torch.random.fork_rng(devices=[]):

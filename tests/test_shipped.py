@@ -37,7 +37,8 @@ def test_shipped_checkpoint_loads_and_predicts(path):
 
 @pytest.mark.parametrize("path", HEADS, ids=[str(p.relative_to(CKPT)) for p in HEADS])
 def test_a_shipped_evidence_head_fits_the_student_beside_it_and_gives_a_map_per_class(path):
-    from core.teacher_evidence import attach_shipped_head, evidence_maps
+    from core.teacher_evidence import attach_shipped_head
+    from core.evidence_model import evidence_maps
 
     student, meta = checkpoints.load(path.parent / "student.pt")
     assert attach_shipped_head(student, path.parent / "student.pt") is None

@@ -17,8 +17,8 @@ from core.explainers import ExplainError, registered_methods
 from core.faithfulness import spearman
 from core.metadata import file_sha256
 from core.models import build_model, build_student
-from core.teacher_evidence import (HEAD_FILE, EvidenceHead, attach_head, evidence_head, evidence_loss, evidence_maps,
-                                   evidence_targets, load_head, main, save_head, train_head)
+from core.teacher_evidence import HEAD_FILE, load_head, main, save_head, train_head
+from core.evidence_model import EvidenceHead, attach_head, evidence_head, evidence_loss, evidence_maps, evidence_targets
 from tests.conftest import TinyCNN, seeded
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -277,7 +277,7 @@ def test_with_held_out_images_the_head_of_the_epoch_with_the_lowest_held_out_los
 
 @pytest.mark.parametrize("design", ["conv3x3", "bottleneck", "pointwise"])
 def test_every_head_design_gives_one_map_per_class_and_survives_saving(tmp_path, design):
-    from core.teacher_evidence import HEAD_DESIGNS
+    from core.evidence_model import HEAD_DESIGNS
 
     assert design in HEAD_DESIGNS
     head = seeded(lambda: EvidenceHead(96, CLASSES, hidden=8, design=design), 0)

@@ -6,7 +6,7 @@
 For every dataset, the shipped student's and teacher's training pairs are cached once (`core.teacher_evidence
 .shipped_pairs`: the student's pooled activations and the teacher's maps as distributions over its cells, on the
 training split and on the validation split carved out of it as in training), then a head of every design
-(`core.teacher_evidence.HEAD_DESIGNS`) is trained on them per seed (`fit_head`, the epoch with the lowest
+(`core.evidence_model.HEAD_DESIGNS`) is trained on them per seed (`fit_head`, the epoch with the lowest
 validation loss kept, as `ship_head` does). Reported: that lowest validation loss (KL from the teacher's map to the
 head's, nats; lower is better; a uniform map's beside it), the kept epoch, and the design's cost: the head's time
 over the student's forward pass, both timed alternately in one run, on the shipped student at its own size and on
@@ -35,25 +35,18 @@ import torch  # noqa: E402
 
 from benchmarks.report import measured_on, write_results  # noqa: E402
 from core import checkpoints  # noqa: E402
-from core.arguments import integer  # noqa: E402
+from core.arguments import integer, number  # noqa: E402
 from core.cam import cam_head, pooled_activation  # noqa: E402
 from core.layout import checkpoint_file, dataset_folder  # noqa: E402
 from core.metadata import atomic_write_text  # noqa: E402
 from core.models import build_student  # noqa: E402
 from core.roles import DISTILLED  # noqa: E402
 from core.stopwatch import environment  # noqa: E402
-from core.teacher_evidence import HEAD_DESIGNS, HEAD_EPOCHS, EvidenceHead, evidence_loss, fit_head, \
-    shipped_pairs  # noqa: E402
+from core.teacher_evidence import HEAD_EPOCHS, fit_head, shipped_pairs  # noqa: E402
+from core.evidence_model import HEAD_DESIGNS, EvidenceHead, evidence_loss  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATASETS = ("brain_tumor", "eye_disease", "alzheimer", "phantom")
-
-
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
 
 
 def head_cost(student: torch.nn.Module, x: torch.Tensor, designs, repeats: int = 200) -> dict[str, float]:
@@ -140,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--designs", nargs="+", choices=HEAD_DESIGNS, default=list(HEAD_DESIGNS))
     parser.add_argument("--seeds", nargs="+", type=integer(0), default=[0, 1])
     parser.add_argument("--epochs", type=integer(1, 1000), default=HEAD_EPOCHS)
-    parser.add_argument("--tolerance", type=fraction, default=0.05, help="a share of the best design's loss")
+    parser.add_argument("--tolerance", type=number(0, 1), default=0.05, help="a share of the best design's loss")
     parser.add_argument("--checkpoints", default="checkpoints")
     parser.add_argument("--root", default=None, help="data root of the real datasets")
     parser.add_argument("--threads", type=integer(1, 256), default=2)
